@@ -1,0 +1,59 @@
+/* mxrlhf: the command. Dispatches to one subcommand; holds no logic of its own. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+#define MXRLHF_VERSION "0.1.0"
+
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} command_t;
+
+/* Keep sorted by name; `mxrlhf --help` prints it as is. */
+static const command_t commands[] = {
+    {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mxrlhf <command> [options]   (mxrlhf <command> --help for more)\n\n"
+               "Energy of RLHF training with OCP Microscaling (MX) number formats.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nexit codes: 0 success, 1 the work failed, 2 bad input or usage, "
+               "3 a requested resource is unavailable\n");
+}
+
+int cli_report(const char *command, const err_t *e)
+{
+    if (!e || e->code == ERR_OK)
+        return 0;
+    fprintf(stderr, "mxrlhf %s: %s\n", command, e->msg[0] ? e->msg : "failed");
+    return e->code;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return ERR_INPUT;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(name, "--version")) {
+        printf("mxrlhf %s\n", MXRLHF_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(name, commands[i].name))
+            return commands[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "mxrlhf: unknown command \"%s\" (mxrlhf --help lists them)\n", name);
+    return ERR_INPUT;
+}

@@ -335,7 +335,8 @@ static inline void be_entropy(backend_t *be, be_ptr_t ent, be_ptr_t logits, be_p
     be->ops->entropy(be, ent, logits, lse, N, V);
 }
 /* dlogits (N, V) = dlogp[n] (onehot(ids[n]) - p) + dent[n] p (E_p[logit] - logit), from the
- * forward's lse and ent (ent needed only with dent); dlogp / dent (N) may be absent.
+ * forward's lse and ent (ent needed only with dent); dlogp / dent (N) may be absent; rows
+ * whose id is negative (no target, logp 0) take no dlogp term.
  * dlogits may alias logits (the usual case: the gradient overwrites the logits). */
 static inline void be_logits_bwd(backend_t *be, be_ptr_t dlogits, be_ptr_t logits, be_ptr_t lse,
                                  be_ptr_t ent, be_ptr_t ids, be_ptr_t dlogp, be_ptr_t dent, int N,

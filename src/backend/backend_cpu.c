@@ -807,9 +807,10 @@ static void cpu_logits_bwd(backend_t *be, be_ptr_t dlp, be_ptr_t lp, be_ptr_t ls
         const float *r = l + (size_t)n * V;
         float *o = dl + (size_t)n * V;
         double L = lse[n];
-        double gl = dlogp ? dlogp[n] : 0.0, ge = dent ? dent[n] : 0.0;
-        double El = (dent && ent) ? L - ent[n] : 0.0; /* E_p[logit] = lse - H */
         int id = ids ? ids[n] : -1;
+        /* a position without a target has logp 0 by definition: no gradient through it */
+        double gl = (dlogp && id >= 0 && id < V) ? dlogp[n] : 0.0, ge = dent ? dent[n] : 0.0;
+        double El = (dent && ent) ? L - ent[n] : 0.0; /* E_p[logit] = lse - H */
         for (int j = 0; j < V; j++) {
             double p = exp((double)r[j] - L);
             double d = -gl * p + ge * p * (El - r[j]);

@@ -234,6 +234,8 @@ static cJSON *config_out(const qwen2_model_t *m, st_dtype_t dtype)
         set_str(j, "dtype", dtype == ST_BF16 ? "bfloat16" : dtype == ST_F16 ? "float16" : "float32");
     if (c->bos_id >= 0 && !cJSON_GetObjectItemCaseSensitive(j, "bos_token_id"))
         set_num(j, "bos_token_id", c->bos_id);
+    if (c->pad_id >= 0 && !cJSON_GetObjectItemCaseSensitive(j, "pad_token_id"))
+        set_num(j, "pad_token_id", c->pad_id);
     if (c->n_eos == 1 && !cJSON_GetObjectItemCaseSensitive(j, "eos_token_id"))
         set_num(j, "eos_token_id", c->eos_ids[0]);
     if (!lm) {

@@ -392,11 +392,18 @@ static int fill_tensor(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed,
         return e->code;
     uint64_t stream = rng_stream(t->name, 0);
     bool norm = is_norm(t->name);
+    /* word i is lane i%4 of Philox block i/4 (rng_u32); one block serves four elements */
+    const size_t nblk = (t->numel + 3) / 4;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < t->numel; i++) {
-        float u = (float)(rng_u32(seed, stream, i) >> 8) * 0x1p-24f;
-        float x = 2.0f * u - 1.0f;
-        buf[i] = norm ? 1.0f + x * 0.1f : x * range;
+    for (size_t k = 0; k < nblk; k++) {
+        rng_block_t r = rng_philox4x32_10((uint32_t)k, (uint32_t)((uint64_t)k >> 32),
+                                          (uint32_t)stream, (uint32_t)(stream >> 32),
+                                          (uint32_t)seed, (uint32_t)(seed >> 32));
+        for (size_t l = 0; l < 4 && 4 * k + l < t->numel; l++) {
+            float u = (float)(r.v[l] >> 8) * 0x1p-24f;
+            float x = 2.0f * u - 1.0f;
+            buf[4 * k + l] = norm ? 1.0f + x * 0.1f : x * range;
+        }
     }
     if (!host) {
         be_upload(m->be, qp(m, t->off), buf, t->numel * sizeof *buf);

@@ -238,10 +238,11 @@ static int data_score_cmd(int argc, char **argv)
     if (!rc) {
         data_synth_score_t s;
         data_synth_score(response, topic, NULL, &s);
-        printf("{\"topic\": \"%s\", \"score\": %.17g, \"distinct_topic_words\": %zu, "
-               "\"rude_words\": %zu, \"words\": %zu, \"tokens\": %zu, \"too_short\": %s}\n",
-               data_synth_topic_name(topic), s.value, s.distinct_topic, s.rude, s.words,
-               s.tokens, s.too_short ? "true" : "false");
+        printf("{\"topic\": \"%s\", \"score\": %.17g, \"score_num\": %lld, "
+               "\"score_den\": %lld, \"distinct_topic_words\": %zu, \"rude_words\": %zu, "
+               "\"words\": %zu, \"tokens\": %zu, \"too_short\": %s}\n",
+               data_synth_topic_name(topic), s.value, s.num, s.den, s.distinct_topic, s.rude,
+               s.words, s.tokens, s.too_short ? "true" : "false");
     }
     return cli_report("data score", &e);
 }

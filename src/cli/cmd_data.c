@@ -55,14 +55,19 @@ static int split_opts_from(const split_args_t *a, data_select_opts_t *o, err_t *
 
 #define SPLIT_OPTS(a)                                                                      \
     {"seed", ARG_U64, &(a).seed, "S", "seed of the draw (default 1234)"},                  \
-    {"max-prompt-tokens", ARG_INT, &(a).max_prompt, "N", "drop longer prompts (512; 0: no limit)"}, \
+    {"max-prompt-tokens", ARG_INT, &(a).max_prompt, "N",                                   \
+     "drop longer prompts (512; 0: no limit)"},                                            \
     {"max-response-tokens", ARG_INT, &(a).max_response, "N",                               \
      "drop pairs with a longer response (256; 0: no limit)"},                              \
-    {"rm-train", ARG_DOUBLE, &(a).frac[DATA_SPLIT_RM_TRAIN], "F", "fraction for reward-model training (0.35)"}, \
-    {"rm-eval", ARG_DOUBLE, &(a).frac[DATA_SPLIT_RM_EVAL], "F", "fraction for reward-model evaluation (0.10)"}, \
-    {"judge-train", ARG_DOUBLE, &(a).frac[DATA_SPLIT_JUDGE_TRAIN], "F", "fraction for the judge reward model (0.25)"}, \
+    {"rm-train", ARG_DOUBLE, &(a).frac[DATA_SPLIT_RM_TRAIN], "F",                          \
+     "fraction for reward-model training (0.35)"},                                         \
+    {"rm-eval", ARG_DOUBLE, &(a).frac[DATA_SPLIT_RM_EVAL], "F",                            \
+     "fraction for reward-model evaluation (0.10)"},                                       \
+    {"judge-train", ARG_DOUBLE, &(a).frac[DATA_SPLIT_JUDGE_TRAIN], "F",                    \
+     "fraction for the judge reward model (0.25)"},                                        \
     {"ppo", ARG_DOUBLE, &(a).frac[DATA_SPLIT_PPO], "F", "fraction for PPO prompts (0.20)"}, \
-    {"eval", ARG_DOUBLE, &(a).frac[DATA_SPLIT_EVAL], "F", "fraction for held-out evaluation prompts (0.10)"}
+    {"eval", ARG_DOUBLE, &(a).frac[DATA_SPLIT_EVAL], "F",                                  \
+     "fraction for held-out evaluation prompts (0.10)"}
 
 static void print_record(const data_split_record_t *r, const char *out)
 {
@@ -75,6 +80,9 @@ static void print_record(const data_split_record_t *r, const char *out)
                    r->rejected[k].n, r->rejected[k].v[0]);
     printf("drew %zu of %zu requested pairs with seed %" PRIu64 " (%zu examined; tokens: %s)\n",
            r->pairs_delivered, r->pairs_requested, r->seed, r->examined, r->token_counter);
+    if (r->pairs_delivered < r->pairs_requested)
+        fprintf(stderr, "warning: the file has only %zu pairs within the limits, fewer than "
+                "the %zu requested\n", r->pairs_delivered, r->pairs_requested);
     for (int d = 0; d < DATA_NDROPS; d++)
         printf("  dropped, %s: %zu\n", data_drop_name(d), r->dropped[d].n);
     for (int s = 0; s < DATA_NSPLITS; s++)

@@ -83,7 +83,7 @@ static int check_fractions(const double *f, const char *ctx, err_t *e)
     return ERR_OK;
 }
 
-/* Unbiased enough: a 64-bit draw reduced modulo bound (bias below bound / 2^64). */
+/* A 64-bit draw reduced modulo bound: the bias is below bound / 2^64, unmeasurable. */
 static uint64_t draw_below(uint64_t seed, uint64_t stream, uint64_t i, uint64_t bound)
 {
     uint64_t x = ((uint64_t)rng_u32(seed, stream, 2 * i) << 32) | rng_u32(seed, stream, 2 * i + 1);

@@ -162,9 +162,9 @@ void data_synth_score(const char *response, int topic, const data_token_counter_
 
 int data_synth_score_cmp(const data_synth_score_t *a, const data_synth_score_t *b)
 {
-    /* den > 0 always; the products stay far inside 64 bits for any text that fits memory
-     * of realistic size (|num| <= words). */
-    __int128 x = (__int128)a->num * b->den, y = (__int128)b->num * a->den;
+    /* den > 0 and |num| <= den = words, so the products fit 64 bits for any response
+     * under 3 * 10^9 words. */
+    long long x = a->num * b->den, y = b->num * a->den;
     return x < y ? -1 : x > y;
 }
 

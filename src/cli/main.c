@@ -14,6 +14,7 @@ typedef struct command {
 
 /* Keep sorted by name; `mxrlhf --help` prints it as is. */
 static const command_t commands[] = {
+    {"data", cmd_data, "draw and split HH-RLHF pairs; generate or score the synthetic task"},
     {"generate", cmd_generate, "sample a continuation of token ids from a model"},
     {"logprobs", cmd_logprobs, "per-token log-probabilities of token ids under a model"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},

@@ -1,7 +1,8 @@
-/* The MX matmul against PyTorch: one linear layer with every operand in mxfp8_e4m3
- * (block 32, round to nearest even, OCP floor scale), forward and both backward GEMMs,
- * against microxcaling-style fake quantization written in PyTorch and computed in float64
- * (tests/fixtures/model/mx_linear.safetensors, made by scripts/peer/engine_peer.py).
+/* The MX matmul against PyTorch: one linear layer with every operand in one MX format
+ * (mxfp8_e4m3, and mxfp4_e2m1; block 32, round to nearest even, OCP floor scale), forward
+ * and both backward GEMMs, against microxcaling-style fake quantization written in
+ * PyTorch and computed in float64 (tests/fixtures/model/mx_linear*.safetensors, made by
+ * scripts/peer/engine_peer.py; the spec is in each file's metadata).
  * The quantized operands must agree bit for bit; the GEMM results to 1e-5 of their
  * largest magnitude (float32 accumulation against float64). */
 #include <math.h>
@@ -13,7 +14,6 @@
 #include "support/testutil.h"
 #include "util/safetensors.h"
 
-#define FIXTURE "tests/fixtures/model/mx_linear.safetensors"
 
 static float *read2(const st_file_t *f, const char *name, int64_t r, int64_t c)
 {
@@ -55,11 +55,11 @@ static void same_bits(const char *what, const float *want, const float *got, siz
             fail_msg("quantized %s[%zu]: PyTorch %.9g, engine %.9g", what, i, want[i], got[i]);
 }
 
-static void test_mxfp8_linear_matches_pytorch_fake_quant(void **state)
+static void check_linear(const char *path)
 {
     st_file_t f;
     err_t e = ERR_INIT;
-    if (st_open(&f, FIXTURE, &e))
+    if (st_open(&f, path, &e))
         fail_msg("%s", e.msg);
     const st_tensor_t *tx = st_find(&f, "x"), *tw = st_find(&f, "w");
     assert_non_null(tx);
@@ -73,7 +73,10 @@ static void test_mxfp8_linear_matches_pytorch_fake_quant(void **state)
     backend_t *be;
     assert_int_equal(be_open("cpu", &be, &e), ERR_OK);
     mx_spec_t s;
-    assert_int_equal(mx_spec_parse("mxfp8_e4m3/32/even/floor", &s, &e), ERR_OK);
+    const char *spec = st_metadata(&f, "spec");
+    assert_non_null(spec);
+    if (mx_spec_parse(spec, &s, &e))
+        fail_msg("%s: %s", path, e.msg);
 
     /* the operands, quantized along each GEMM's reduction axis */
     struct { const char *name; const float *in; int r, c; mx_axis_t axis; } q[] = {
@@ -119,10 +122,21 @@ static void test_mxfp8_linear_matches_pytorch_fake_quant(void **state)
     be_close(be);
 }
 
+static void test_mxfp8_e4m3_linear_matches_pytorch_fake_quant(void **state)
+{
+    check_linear("tests/fixtures/model/mx_linear.safetensors");
+}
+
+static void test_mxfp4_e2m1_linear_matches_pytorch_fake_quant(void **state)
+{
+    check_linear("tests/fixtures/model/mx_linear_fp4.safetensors");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mxfp8_linear_matches_pytorch_fake_quant),
+        cmocka_unit_test(test_mxfp8_e4m3_linear_matches_pytorch_fake_quant),
+        cmocka_unit_test(test_mxfp4_e2m1_linear_matches_pytorch_fake_quant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

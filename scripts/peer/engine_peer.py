@@ -310,30 +310,40 @@ def make_qwen05b(transformers, root, res, device):
                       "mean_logprob": float(out["float64"].mean())}
 
 
+MX_FORMATS = {
+    # file, spec text, (ebits, mbits, emax, max_normal)
+    "mxfp8_e4m3": ("mx_linear.safetensors", "mxfp8_e4m3/32/even/floor", (4, 3, 8, 448.0)),
+    "mxfp4_e2m1": ("mx_linear_fp4.safetensors", "mxfp4_e2m1/32/even/floor", (2, 1, 2, 6.0)),
+}
+
+
 def make_mx_linear(root, res):
     from safetensors.torch import save_file
-    g = torch.Generator().manual_seed(3000)
-    M, N, K = 40, 48, 72   # 72 and 40 are not multiples of 32: short last blocks
-    x = (torch.randn(M, K, generator=g) * 2.0).to(torch.float32)
-    w = (torch.randn(N, K, generator=g) * 0.1).to(torch.float32)
-    b = (torch.randn(N, generator=g) * 0.1).to(torch.float32)
-    dy = (torch.randn(M, N, generator=g) * 0.01).to(torch.float32)
-    x[3, :] *= 1e-3                 # blocks with very different scales
-    w[:, 5] = 0.0
-    X, W, Bb, DY = (t.to(torch.float64) for t in (x, w, b, dy))
-    y = mx_fake_quant(X, 1) @ mx_fake_quant(W, 1).T + Bb                  # along K
-    dx = mx_fake_quant(DY, 1) @ mx_fake_quant(W, 0)                       # along N
-    dw = mx_fake_quant(DY, 0).T @ mx_fake_quant(X, 0)                     # along M
-    t = {"x": x, "w": w, "b": b, "dy": dy,
-         "x_q_rows": mx_fake_quant(X, 1), "w_q_rows": mx_fake_quant(W, 1),
-         "w_q_cols": mx_fake_quant(W, 0), "dy_q_rows": mx_fake_quant(DY, 1),
-         "dy_q_cols": mx_fake_quant(DY, 0), "x_q_cols": mx_fake_quant(X, 0),
-         "y": y, "dx": dx, "dw": dw}
-    t = {k: v.to(torch.float32).contiguous() for k, v in t.items()}
-    save_file(t, os.path.join(root, "mx_linear.safetensors"),
-              metadata={"format": "pt", "spec": "mxfp8_e4m3/32/even/floor",
-                        "generator": "scripts/peer/engine_peer.py"})
-    res["mx_linear"] = {"M": M, "N": N, "K": K, "y_absmax": float(y.abs().max())}
+    for fmt, (fname, spec, (eb, mb, emax, mxn)) in MX_FORMATS.items():
+        g = torch.Generator().manual_seed(3000)
+        M, N, K = 40, 48, 72   # 72 and 40 are not multiples of 32: short last blocks
+        x = (torch.randn(M, K, generator=g) * 2.0).to(torch.float32)
+        w = (torch.randn(N, K, generator=g) * 0.1).to(torch.float32)
+        b = (torch.randn(N, generator=g) * 0.1).to(torch.float32)
+        dy = (torch.randn(M, N, generator=g) * 0.01).to(torch.float32)
+        x[3, :] *= 1e-3                 # blocks with very different scales
+        w[:, 5] = 0.0
+
+        def q(t, axis):
+            return mx_fake_quant(t, axis, 32, eb, mb, emax, mxn)
+        X, W, Bb, DY = (t.to(torch.float64) for t in (x, w, b, dy))
+        y = q(X, 1) @ q(W, 1).T + Bb                   # along K
+        dx = q(DY, 1) @ q(W, 0)                        # along N
+        dw = q(DY, 0).T @ q(X, 0)                      # along M
+        t = {"x": x, "w": w, "b": b, "dy": dy,
+             "x_q_rows": q(X, 1), "w_q_rows": q(W, 1), "w_q_cols": q(W, 0),
+             "dy_q_rows": q(DY, 1), "dy_q_cols": q(DY, 0), "x_q_cols": q(X, 0),
+             "y": y, "dx": dx, "dw": dw}
+        t = {k: v.to(torch.float32).contiguous() for k, v in t.items()}
+        save_file(t, os.path.join(root, fname),
+                  metadata={"format": "pt", "spec": spec, "generator": "scripts/peer/engine_peer.py"})
+        res.setdefault("mx_linear", {})[fmt] = {"file": fname, "M": M, "N": N, "K": K,
+                                                "y_absmax": float(y.abs().max())}
 
 
 def check_ours(transformers, ours, fixtures_root, res, device):

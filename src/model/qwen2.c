@@ -148,7 +148,8 @@ static size_t layout_act(qwen2_model_t *m, be_buf_t *buf)
     m->targets = CARVE(N);
     m->pos = CARVE(N);
     m->padl = CARVE(N);
-    m->last_rows = CARVE((size_t)m->opts.max_batch * H);
+    m->last_rows = CARVE((size_t)(m->opts.max_batch > m->opts.kv_batch ? m->opts.max_batch
+                                                                          : m->opts.kv_batch) * H);
     if (m->opts.training) {
         m->dres = CARVE(N * H);
         m->dxn = CARVE(N * H);
@@ -204,9 +205,9 @@ int qwen2_new(backend_t *be, const qwen2_config_t *cfg, const qwen2_opts_t *opts
         (size_t)opts->max_batch * opts->max_seq > (1u << 30))
         return err_set(e, ERR_INPUT, "model options: max_batch and max_seq must be >= 1 "
                        "(got %d and %d)", opts->max_batch, opts->max_seq);
-    if (opts->kv_batch > opts->max_batch)
-        return err_set(e, ERR_INPUT, "model options: kv_batch %d exceeds max_batch %d",
-                       opts->kv_batch, opts->max_batch);
+    if ((size_t)opts->kv_batch > (size_t)opts->max_batch * opts->max_seq)
+        return err_set(e, ERR_INPUT, "model options: kv_batch %d exceeds the activation rows "
+                       "(%d x %d)", opts->kv_batch, opts->max_batch, opts->max_seq);
     qwen2_model_t *m = err_calloc(e, 1, sizeof *m, "the model");
     if (!m)
         return e->code;

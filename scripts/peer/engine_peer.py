@@ -147,22 +147,18 @@ def next_token_logprobs(model, ids, mask):
     tokens (5.x), and a row alone is exactly the engine's padding semantics (positions
     from the first real token, padding never attended)."""
     B, T = ids.shape
-    g = torch.zeros(B, T - 1, dtype=torch.float64, device=ids.device)
+    valid = torch.zeros(B, T - 1, dtype=torch.bool, device=ids.device)
     rows = []
     for b in range(B):
         real = mask[b].nonzero()[:, 0]
         p0, n = int(real[0]), int(real.numel())
         seg = ids[b, p0:p0 + n][None]
         lp = model(input_ids=seg).logits[0].log_softmax(-1)
-        rows.append((b, p0, n, lp[:-1].gather(-1, seg[0, 1:, None])[:, 0]))
-    valid = torch.zeros(B, T - 1, dtype=torch.bool, device=ids.device)
-    out = []
-    for b, p0, n, v in rows:
+        v = lp[:-1].gather(-1, seg[0, 1:, None])[:, 0]          # n - 1 values
         valid[b, p0:p0 + n - 1] = True
-        out.append((b, p0, n, v))
-    g = torch.stack([torch.cat([torch.zeros(p0, dtype=v.dtype, device=v.device), v,
-                                torch.zeros(T - 1 - p0 - (n - 1), dtype=v.dtype, device=v.device)])
-                     for b, p0, n, v in out])
+        zeros = lambda k: torch.zeros(k, dtype=v.dtype, device=v.device)  # noqa: E731
+        rows.append(torch.cat([zeros(p0), v, zeros(T - 1 - p0 - (n - 1))]))
+    g = torch.stack(rows)
     return g, valid
 
 

@@ -75,4 +75,14 @@ void mxq_cast_fp16(const uint32_t *in, uint32_t *out, size_t n);
 int mxq_block(const mxq_fmt_t *f, const mx_spec_t *spec, const uint32_t *in, uint32_t *out,
               size_t n, const mxq_rand_t *rand);
 
+/* MX fake quant of n contiguous values in blocks (spec->format must be MX), writing
+ * block b's E8M0 byte to scales[b] when scales is not NULL. */
+void mxq_flat(const float *in, float *out, size_t n, const mx_spec_t *spec, uint64_t seed,
+              uint64_t stream, uint64_t index0, uint8_t *scales);
+
+/* Column-axis fake quant of rows [r0, r1) (r0 a multiple of the block) of a rows x cols
+ * matrix; the byte of the block (group g, column c) goes to scales[g * cols + c]. */
+void mxq_cols(const float *in, float *out, size_t rows, size_t cols, const mx_spec_t *spec,
+              uint64_t seed, uint64_t stream, size_t r0, size_t r1, uint8_t *scales);
+
 #endif

@@ -378,10 +378,11 @@ void mxq_cast_fp16(const uint32_t *in, uint32_t *out, size_t n)
 
 /* ---- drivers ---------------------------------------------------------------------- */
 
-/* Blocks of k along n contiguous values; k may be a compile-time constant. */
+/* Blocks of k along n contiguous values; k may be a compile-time constant. Block b's
+ * E8M0 byte goes to scales[b] when scales is not NULL. */
 ALWAYS_INLINE void flat_blocks(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t R,
                                size_t k, const uint32_t *in, uint32_t *out, size_t n,
-                               uint64_t seed, uint64_t stream, uint64_t index0)
+                               uint64_t seed, uint64_t stream, uint64_t index0, uint8_t *scales)
 {
     size_t nfull = n / k * k;
     mxq_rand_t rand = {seed, stream, index0, 1};
@@ -389,31 +390,57 @@ ALWAYS_INLINE void flat_blocks(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round
         int s = mxq_scale_exp(f, sp->scale, amax_inl(in + b, k));
         rand.index0 = index0 + b;
         elems_inl(f, R, s, in + b, out + b, k, &rand);
+        if (scales)
+            scales[b / k] = mxq_scale_byte(s);
     }
     if (nfull < n) {
         size_t len = n - nfull;
         int s = mxq_scale_exp(f, sp->scale, amax_inl(in + nfull, len));
         rand.index0 = index0 + nfull;
         elems_inl(f, R, s, in + nfull, out + nfull, len, &rand);
+        if (scales)
+            scales[nfull / k] = mxq_scale_byte(s);
     }
 }
 
 ALWAYS_INLINE void flat_round(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t R,
                               const uint32_t *in, uint32_t *out, size_t n, uint64_t seed,
-                              uint64_t stream, uint64_t index0)
+                              uint64_t stream, uint64_t index0, uint8_t *scales)
 {
     switch (sp->block) {
     case 8:
-        flat_blocks(f, sp, R, 8, in, out, n, seed, stream, index0);
+        flat_blocks(f, sp, R, 8, in, out, n, seed, stream, index0, scales);
         break;
     case 16:
-        flat_blocks(f, sp, R, 16, in, out, n, seed, stream, index0);
+        flat_blocks(f, sp, R, 16, in, out, n, seed, stream, index0, scales);
         break;
     case 32:
-        flat_blocks(f, sp, R, 32, in, out, n, seed, stream, index0);
+        flat_blocks(f, sp, R, 32, in, out, n, seed, stream, index0, scales);
         break;
     default:
-        flat_blocks(f, sp, R, (size_t)sp->block, in, out, n, seed, stream, index0);
+        flat_blocks(f, sp, R, (size_t)sp->block, in, out, n, seed, stream, index0, scales);
+        break;
+    }
+}
+
+void mxq_flat(const float *in, float *out, size_t n, const mx_spec_t *spec, uint64_t seed,
+              uint64_t stream, uint64_t index0, uint8_t *scales)
+{
+    const uint32_t *ui = (const uint32_t *)(const void *)in;
+    uint32_t *uo = (uint32_t *)(void *)out;
+    const mxq_fmt_t *f = mxq_fmt(spec->format);
+    switch (spec->round) {
+    case MX_ROUND_NEAREST:
+        flat_round(f, spec, MX_ROUND_NEAREST, ui, uo, n, seed, stream, index0, scales);
+        break;
+    case MX_ROUND_EVEN:
+        flat_round(f, spec, MX_ROUND_EVEN, ui, uo, n, seed, stream, index0, scales);
+        break;
+    case MX_ROUND_TRUNC:
+        flat_round(f, spec, MX_ROUND_TRUNC, ui, uo, n, seed, stream, index0, scales);
+        break;
+    default:
+        flat_round(f, spec, MX_ROUND_STOCHASTIC, ui, uo, n, seed, stream, index0, scales);
         break;
     }
 }
@@ -435,22 +462,8 @@ void mx_fake_quant_flat(const float *in, float *out, size_t n, const mx_spec_t *
         mxq_cast_fp16(ui, uo, n);
         return;
     default:
-        break;
-    }
-    const mxq_fmt_t *f = mxq_fmt(spec->format);
-    switch (spec->round) {
-    case MX_ROUND_NEAREST:
-        flat_round(f, spec, MX_ROUND_NEAREST, ui, uo, n, seed, stream, index0);
-        break;
-    case MX_ROUND_EVEN:
-        flat_round(f, spec, MX_ROUND_EVEN, ui, uo, n, seed, stream, index0);
-        break;
-    case MX_ROUND_TRUNC:
-        flat_round(f, spec, MX_ROUND_TRUNC, ui, uo, n, seed, stream, index0);
-        break;
-    default:
-        flat_round(f, spec, MX_ROUND_STOCHASTIC, ui, uo, n, seed, stream, index0);
-        break;
+        mxq_flat(in, out, n, spec, seed, stream, index0, NULL);
+        return;
     }
 }
 
@@ -461,7 +474,7 @@ void mx_fake_quant_flat(const float *in, float *out, size_t n, const mx_spec_t *
 
 static void cols_rect(const uint32_t *in, uint32_t *out, size_t cols, size_t r0, size_t r1,
                       size_t c0, size_t c1, const mx_spec_t *spec, uint64_t seed,
-                      uint64_t stream)
+                      uint64_t stream, uint8_t *scales)
 {
     const mxq_fmt_t *f = mxq_fmt(spec->format);
     size_t k = (size_t)spec->block;
@@ -477,7 +490,9 @@ static void cols_rect(const uint32_t *in, uint32_t *out, size_t cols, size_t r0,
                         buf[c * kk + i] = in[(rb + i) * cols + cb + c];
                 for (size_t c = 0; c < w; c++) {
                     mxq_rand_t rand = {seed, stream, rb * cols + cb + c, cols};
-                    mxq_block(f, spec, buf + c * kk, buf + c * kk, kk, &rand);
+                    int s = mxq_block(f, spec, buf + c * kk, buf + c * kk, kk, &rand);
+                    if (scales)
+                        scales[rb / k * cols + cb + c] = mxq_scale_byte(s);
                 }
                 for (size_t i = 0; i < kk; i++)
                     for (size_t c = 0; c < w; c++)
@@ -488,6 +503,8 @@ static void cols_rect(const uint32_t *in, uint32_t *out, size_t cols, size_t r0,
             for (size_t c = c0; c < c1; c++) {
                 int s = mxq_scale_exp(f, spec->scale,
                                       mxq_amax_strided(in + rb * cols + c, kk, cols));
+                if (scales)
+                    scales[rb / k * cols + c] = mxq_scale_byte(s);
                 for (size_t i0 = 0; i0 < kk; i0 += COL_BUF) {
                     size_t len = kk - i0 < COL_BUF ? kk - i0 : COL_BUF;
                     for (size_t i = 0; i < len; i++)
@@ -517,7 +534,14 @@ void mx_fake_quant(const float *in, float *out, size_t rows, size_t cols, mx_axi
         return;
     }
     cols_rect((const uint32_t *)(const void *)in, (uint32_t *)(void *)out, cols, 0, rows, 0,
-              cols, spec, seed, stream);
+              cols, spec, seed, stream, NULL);
+}
+
+void mxq_cols(const float *in, float *out, size_t rows, size_t cols, const mx_spec_t *spec,
+              uint64_t seed, uint64_t stream, size_t r0, size_t r1, uint8_t *scales)
+{
+    cols_rect((const uint32_t *)(const void *)in, (uint32_t *)(void *)out, cols, r0, r1, 0, cols,
+              spec, seed, stream, scales);
 }
 
 /* ---- all cores -------------------------------------------------------------------- */
@@ -587,6 +611,6 @@ void mx_fake_quant_parallel(const float *in, float *out, size_t rows, size_t col
         size_t r0 = g * k, r1 = r0 + k < rows ? r0 + k : rows;
         size_t c0 = st * strip, c1 = c0 + strip < cols ? c0 + strip : cols;
         cols_rect((const uint32_t *)(const void *)in, (uint32_t *)(void *)out, cols, r0, r1, c0,
-                  c1, spec, seed, stream);
+                  c1, spec, seed, stream, NULL);
     }
 }

@@ -47,6 +47,26 @@ static inline float mxq_pow2f(int k)
     return f;
 }
 
+/* The code of a float element y (float32 bits yb, a value of the format) for a format
+ * with m mantissa bits, smallest normal exponent emin and `bits` bits in all. */
+static inline uint8_t mxq_enc_fp(uint32_t yb, int m, int emin, int bits)
+{
+    uint32_t a = yb & 0x7fffffffu;
+    uint32_t sg = (yb >> 31) << (bits - 1);
+    int32_t ey = (int32_t)(a >> 23) - 127;
+    int32_t sh = emin - ey;
+    sh = sh < 0 ? 0 : sh;
+    int32_t tot = 23 - m + sh;
+    tot = tot > 31 ? 31 : tot;
+    uint32_t S = (a & 0x7fffffu) | 0x800000u;
+    int32_t up = ey - emin;
+    up = up < 0 ? 0 : up;
+    /* normal: (2^m + mantissa) + (ey - emin) << m == (ey + bias) << m | mantissa;
+     * subnormal: the significand shifted down to units of 2^(emin - m) */
+    uint32_t mag = (S >> tot) + ((uint32_t)up << m);
+    return (uint8_t)(sg | (a ? mag : 0));
+}
+
 /* Largest magnitude (bits, sign cleared) of n values; NaN compares above Inf. */
 uint32_t mxq_amax(const uint32_t *in, size_t n);
 uint32_t mxq_amax_strided(const uint32_t *in, size_t n, size_t stride);
@@ -76,9 +96,13 @@ int mxq_block(const mxq_fmt_t *f, const mx_spec_t *spec, const uint32_t *in, uin
               size_t n, const mxq_rand_t *rand);
 
 /* MX fake quant of n contiguous values in blocks (spec->format must be MX), writing
- * block b's E8M0 byte to scales[b] when scales is not NULL. */
+ * block b's E8M0 byte to scales[b] and element i's code to codes[i] (one per byte)
+ * when those are not NULL. */
 void mxq_flat(const float *in, float *out, size_t n, const mx_spec_t *spec, uint64_t seed,
-              uint64_t stream, uint64_t index0, uint8_t *scales);
+              uint64_t stream, uint64_t index0, uint8_t *scales, uint8_t *codes);
+
+/* Codes (one per byte) of n dequantized values all in one block with E8M0 byte sb. */
+void mxq_codes(mx_format_t f, const float *v, size_t n, uint8_t sb, uint8_t *codes);
 
 /* Column-axis fake quant of rows [r0, r1) (r0 a multiple of the block) of a rows x cols
  * matrix; the byte of the block (group g, column c) goes to scales[g * cols + c]. */

@@ -74,32 +74,12 @@ void mx_pack_scale_shape(size_t rows, size_t cols, mx_axis_t axis, int block, si
 
 /* ---- single codes -------------------------------------------------------------- */
 
-/* The code of a float element y (float32 bits yb) of a format with m mantissa bits,
- * smallest normal exponent emin, and `bits` bits in all. */
-ALWAYS_INLINE uint8_t enc_fp(uint32_t yb, int m, int emin, int bits)
-{
-    uint32_t a = yb & 0x7fffffffu;
-    uint32_t sg = (yb >> 31) << (bits - 1);
-    int32_t ey = (int32_t)(a >> 23) - 127;
-    int32_t sh = emin - ey;
-    sh = sh < 0 ? 0 : sh;
-    int32_t tot = 23 - m + sh;
-    tot = tot > 31 ? 31 : tot;
-    uint32_t S = (a & 0x7fffffu) | 0x800000u;
-    int32_t up = ey - emin;
-    up = up < 0 ? 0 : up;
-    /* normal: (2^m + mantissa) + (ey - emin) << m == (ey + bias) << m | mantissa;
-     * subnormal: the significand shifted down to units of 2^(emin - m) */
-    uint32_t mag = (S >> tot) + ((uint32_t)up << m);
-    return (uint8_t)(sg | (a ? mag : 0));
-}
-
 uint8_t mx_elem_encode(mx_format_t f, float y)
 {
     const mxq_fmt_t *q = mxq_fmt(f);
     if (f == MX_INT8 || f == MX_INT4)
         return (uint8_t)(int8_t)(int32_t)(y * mxq_pow2f(q->m));
-    return enc_fp(f2u(y), q->m, q->emin, mx_format_info(f)->bits);
+    return mxq_enc_fp(f2u(y), q->m, q->emin, mx_format_info(f)->bits);
 }
 
 float mx_elem_decode(mx_format_t f, uint8_t code)
@@ -145,53 +125,6 @@ uint8_t mx_pack_get(mx_format_t f, const uint8_t *elems, size_t i)
 }
 
 /* ---- whole arrays ---------------------------------------------------------------- */
-
-/* codes[i] for n values of one block with scale byte sb. */
-ALWAYS_INLINE void block_codes(mx_format_t f, const mxq_fmt_t *q, int bits, const float *v,
-                               size_t n, uint8_t sb, uint8_t *codes)
-{
-    if (sb == 0xFF) {
-        memset(codes, 0, n);
-        return;
-    }
-    float inv = mxq_pow2f(127 - (int)sb); /* 2^-s */
-    if (f == MX_INT8 || f == MX_INT4) {
-        float pm = mxq_pow2f(q->m); /* v * 2^-s is the element (|y| < 2), y * 2^m its code */
-        for (size_t i = 0; i < n; i++)
-            codes[i] = (uint8_t)(int8_t)(int32_t)((v[i] * inv) * pm);
-        return;
-    }
-    const int m = q->m, emin = q->emin;
-    const uint32_t sbits = (uint32_t)((int)sb - 127) << 23;
-    for (size_t i = 0; i < n; i++) {
-        /* Under rceil a block near FLT_MAX can hold an element whose value times the
-         * scale is 2^128: fake quant gives Inf (IEEE), and Inf's bits minus the scale's
-         * exponent are exactly that element. */
-        uint32_t vb = f2u(v[i]);
-        uint32_t yb = (vb & 0x7fffffffu) == 0x7f800000u ? vb - sbits : f2u(v[i] * inv);
-        codes[i] = enc_fp(yb, m, emin, bits);
-    }
-}
-
-/* Codes of n values stored in blocks of k from the start; block j has scale sb[j]. */
-static void flat_codes(mx_format_t f, const float *v, size_t n, size_t k, const uint8_t *sb,
-                       uint8_t *codes)
-{
-    const mxq_fmt_t *q = mxq_fmt(f);
-    int bits = mx_format_info(f)->bits;
-    size_t j = 0, b = 0;
-    if (k == 32)
-        for (; b + 32 <= n; b += 32, j++)
-            block_codes(f, q, bits, v + b, 32, sb[j], codes + b);
-    else if (k == 16)
-        for (; b + 16 <= n; b += 16, j++)
-            block_codes(f, q, bits, v + b, 16, sb[j], codes + b);
-    else if (k == 8)
-        for (; b + 8 <= n; b += 8, j++)
-            block_codes(f, q, bits, v + b, 8, sb[j], codes + b);
-    for (; b < n; b += k, j++)
-        block_codes(f, q, bits, v + b, n - b < k ? n - b : k, sb[j], codes + b);
-}
 
 /* Packs n one-per-byte codes into out, which starts at a code index that is a
  * multiple of 4 (so every format starts on a byte). */
@@ -270,8 +203,7 @@ int mx_pack_encode(const float *in, size_t rows, size_t cols, mx_axis_t axis,
                 if (!tmp || !codes)
                     continue;
                 size_t b = (size_t)c * C, len = n - b < C ? n - b : C;
-                mxq_flat(in + b, tmp, len, spec, seed, stream, b, scales + b / k);
-                flat_codes(f, tmp, len, k, scales + b / k, codes);
+                mxq_flat(in + b, tmp, len, spec, seed, stream, b, scales + b / k, codes);
                 pack_codes(f, codes, len, elems + b * (size_t)bits / 8);
             }
             free(tmp);
@@ -293,8 +225,8 @@ int mx_pack_encode(const float *in, size_t rows, size_t cols, mx_axis_t axis,
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (long r = 0; r < (long)rows; r++) {
             size_t o = (size_t)r * cols;
-            mxq_flat(in + o, tmp + o, cols, spec, seed, stream, o, scales + (size_t)r * nb);
-            flat_codes(f, tmp + o, cols, k, scales + (size_t)r * nb, codes + o);
+            mxq_flat(in + o, tmp + o, cols, spec, seed, stream, o, scales + (size_t)r * nb,
+                     codes + o);
         }
     } else {
         long groups = (long)((rows + k - 1) / k);
@@ -302,12 +234,10 @@ int mx_pack_encode(const float *in, size_t rows, size_t cols, mx_axis_t axis,
         for (long g = 0; g < groups; g++) {
             size_t r0 = (size_t)g * k, r1 = r0 + k < rows ? r0 + k : rows;
             mxq_cols(in, tmp, rows, cols, spec, seed, stream, r0, r1, scales);
-            const mxq_fmt_t *q = mxq_fmt(f);
-            int fbits = mx_format_info(f)->bits;
             for (size_t r = r0; r < r1; r++)
                 for (size_t c = 0; c < cols; c++)
-                    block_codes(f, q, fbits, tmp + r * cols + c, 1, scales[(size_t)g * cols + c],
-                                codes + r * cols + c);
+                    mxq_codes(f, tmp + r * cols + c, 1, scales[(size_t)g * cols + c],
+                              codes + r * cols + c);
         }
     }
     pack_codes(f, codes, n, elems);

@@ -167,8 +167,12 @@ uint32_t mxq_amax_strided(const uint32_t *in, size_t n, size_t stride)
 
 /* ---- random words for stochastic rounding --------------------------------------- */
 
-/* w[j] = rng_u32(seed, stream, index0 + (i0 + j) * stride) for j < n. Contiguous
- * indices use each Philox block's four words instead of one. */
+/* w[j] = rng_u32(seed, stream, index0 + (i0 + j) * stride) for j < n <= RAND_CHUNK.
+ * Contiguous indices use all four words of each Philox4x32-10 block, computed here
+ * lane-parallel so the compiler vectorises the rounds; it is util/rng.c's function
+ * (same constants, counter and key layout), and the tests hold it to rng_u32. */
+#define RAND_CHUNK 256
+
 static void fill_rand(const mxq_rand_t *r, size_t i0, uint32_t *w, size_t n)
 {
     if (r->stride != 1) {
@@ -176,25 +180,30 @@ static void fill_rand(const mxq_rand_t *r, size_t i0, uint32_t *w, size_t n)
             w[j] = rng_u32(r->seed, r->stream, r->index0 + (i0 + j) * r->stride);
         return;
     }
-    uint64_t idx = r->index0 + i0;
-    size_t j = 0;
-    while (j < n) {
-        uint64_t blk = idx >> 2;
-        rng_block_t b = rng_philox4x32_10((uint32_t)blk, (uint32_t)(blk >> 32),
-                                          (uint32_t)r->stream, (uint32_t)(r->stream >> 32),
-                                          (uint32_t)r->seed, (uint32_t)(r->seed >> 32));
-        for (unsigned lane = (unsigned)(idx & 3); lane < 4 && j < n; lane++, j++, idx++)
-            w[j] = b.v[lane];
+    uint64_t idx = r->index0 + i0, b0 = idx >> 2;
+    size_t nblk = (size_t)(((idx + n + 3) >> 2) - b0);
+    uint32_t o[RAND_CHUNK + 8];
+    const uint32_t s0 = (uint32_t)r->stream, s1 = (uint32_t)(r->stream >> 32);
+    const uint32_t key0 = (uint32_t)r->seed, key1 = (uint32_t)(r->seed >> 32);
+    for (size_t j = 0; j < nblk; j++) {
+        uint64_t blk = b0 + j;
+        uint32_t c0 = (uint32_t)blk, c1 = (uint32_t)(blk >> 32), c2 = s0, c3 = s1;
+        uint32_t k0 = key0, k1 = key1;
+        for (int round = 0; round < 10; round++) {
+            uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+            uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+            c0 = n0, c1 = (uint32_t)p1, c2 = n2, c3 = (uint32_t)p0;
+            k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
+        }
+        o[4 * j] = c0, o[4 * j + 1] = c1, o[4 * j + 2] = c2, o[4 * j + 3] = c3;
     }
+    memcpy(w, o + (idx & 3), n * 4);
 }
 
 /* ---- the fast element kernels ----------------------------------------------------- */
 
 typedef struct kparams {
-    int T;          /* biased float32 exponent of 2^(emin + s): the region boundary */
-    int dbase;      /* 23 - m: float32 bits dropped in the normal region */
-    uint32_t nmask; /* keeps the top m mantissa bits */
-    uint32_t half;  /* 1 << (dbase - 1) */
+    int32_t T;      /* biased float32 exponent of 2^(emin + s): the region boundary */
     float Q;        /* 2^(emin + s - m): the subnormal-region quantum */
     uint32_t maxb;  /* bits of max * 2^s */
 } kparams_t;
@@ -203,23 +212,22 @@ ALWAYS_INLINE kparams_t kparams(const mxq_fmt_t *f, int s)
 {
     kparams_t p;
     p.T = f->emin + s + 127;
-    p.dbase = 23 - f->m;
-    p.nmask = ~((1u << p.dbase) - 1);
-    p.half = 1u << (p.dbase - 1);
     int qe = f->emin + s - f->m;
     p.Q = mxq_pow2f(qe < -149 ? -149 : qe); /* qe >= -143 whenever T >= 1 */
     p.maxb = f2u(f->max * mxq_pow2f(s));
     return p;
 }
 
-/* Deterministic rounding of n elements, R a compile-time constant at each use. */
-ALWAYS_INLINE void elems_det(const kparams_t *p, mx_round_t R, const uint32_t *in,
-                             uint32_t *out, size_t n)
+/* Deterministic rounding of n elements; R is a compile-time constant at each use.
+ * Element i uses T[i*ps], Q[i*ps], maxb[i*ps] (ps = 0: one block; 1: per element). */
+ALWAYS_INLINE void elems_det(const mxq_fmt_t *f, mx_round_t R, const int32_t *Tp,
+                             const float *Qp, const uint32_t *maxbp, size_t ps,
+                             const uint32_t *in, uint32_t *out, size_t n)
 {
-    const int T = p->T, dbase = p->dbase;
-    const uint32_t nmask = p->nmask, half = p->half, maxb = p->maxb;
-    const float Q = p->Q;
+    const int dbase = 23 - f->m;
+    const uint32_t nmask = ~((1u << dbase) - 1), half = 1u << (dbase - 1);
     for (size_t i = 0; i < n; i++) {
+        const int32_t T = Tp[i * ps];
         uint32_t u = in[i];
         uint32_t a = u & 0x7fffffffu, sg = u & 0x80000000u;
         int32_t E = (int32_t)(a >> 23);
@@ -238,21 +246,24 @@ ALWAYS_INLINE void elems_det(const kparams_t *p, mx_round_t R, const uint32_t *i
                       : R == MX_ROUND_EVEN  ? h - 1 + ((S >> d) & 1)
                                             : 0;
         uint32_t r = (S + bs) >> d;
-        uint32_t rs = f2u((float)(int32_t)r * Q);
-        uint32_t res = E >= T ? rn : rs;
-        res = res < maxb ? res : maxb;
+        uint32_t rs = f2u((float)(int32_t)r * Qp[i * ps]);
+        uint32_t sel = (uint32_t)-(int32_t)(E >= T); /* a mask, not ?:, so it vectorises */
+        uint32_t res = (rn & sel) | (rs & ~sel);
+        uint32_t mb = maxbp[i * ps];
+        res = res < mb ? res : mb;
         out[i] = res | sg;
     }
 }
 
 /* Stochastic rounding with the words w[0..n). */
-ALWAYS_INLINE void elems_sto(const kparams_t *p, const uint32_t *in, uint32_t *out,
-                             const uint32_t *w, size_t n)
+ALWAYS_INLINE void elems_sto(const mxq_fmt_t *f, const int32_t *Tp, const float *Qp,
+                             const uint32_t *maxbp, size_t ps, const uint32_t *in,
+                             uint32_t *out, const uint32_t *w, size_t n)
 {
-    const int T = p->T, dbase = p->dbase;
-    const uint32_t nmask = p->nmask, maxb = p->maxb;
-    const float Q = p->Q;
+    const int dbase = 23 - f->m;
+    const uint32_t nmask = ~((1u << dbase) - 1);
     for (size_t i = 0; i < n; i++) {
+        const int32_t T = Tp[i * ps];
         uint32_t u = in[i], rnd = w[i];
         uint32_t a = u & 0x7fffffffu, sg = u & 0x80000000u;
         int32_t E = (int32_t)(a >> 23);
@@ -260,19 +271,48 @@ ALWAYS_INLINE void elems_sto(const kparams_t *p, const uint32_t *in, uint32_t *o
          * when frac * 2^32 + rnd >= 2^32 */
         uint32_t rn = (a + (rnd >> (32 - dbase))) & nmask;
         int32_t Eeff = E > 1 ? E : 1;
-        uint64_t S = (a & 0x7fffffu) | (E ? 0x800000u : 0);
+        uint32_t S = (a & 0x7fffffu) | (E ? 0x800000u : 0);
         int32_t d = dbase + T - Eeff;
         d = d < 1 ? 1 : d > 63 ? 63 : d;
-        uint64_t frac32 = d <= 32 ? (S & ((1ull << d) - 1)) << (32 - d) : S >> (d - 32);
-        uint32_t r = (uint32_t)(S >> d) + (uint32_t)((frac32 + rnd) >> 32);
-        uint32_t rs = f2u((float)(int32_t)r * Q);
-        uint32_t res = E >= T ? rn : rs;
-        res = res < maxb ? res : maxb;
+        /* the top 32 bits of the discarded fraction S mod 2^d, over 2^d: for d <= 32
+         * the 32-bit shift left drops the kept bits by itself; beyond, S >> (d - 32) */
+        uint32_t lo = S << ((32 - d) & 31), hi = S >> ((d - 32) & 31);
+        uint32_t le32 = (uint32_t)-(int32_t)(d <= 32);
+        uint32_t frac32 = (lo & le32) | (hi & ~le32);
+        uint32_t sum = frac32 + rnd;
+        uint32_t r = (S >> (d < 31 ? d : 31)) + (sum < rnd); /* + carry */
+        uint32_t rs = f2u((float)(int32_t)r * Qp[i * ps]);
+        uint32_t sel = (uint32_t)-(int32_t)(E >= T);
+        uint32_t res = (rn & sel) | (rs & ~sel);
+        uint32_t mb = maxbp[i * ps];
+        res = res < mb ? res : mb;
         out[i] = res | sg;
     }
 }
 
-#define RAND_CHUNK 256
+/* Element codes of n dequantized values v (float32 bits) whose block scale is 2^s:
+ * inv[i*ps] = 2^-s and sb[i*ps] = s << 23. */
+ALWAYS_INLINE void codes_kernel(const mxq_fmt_t *f, int is_int, int bits, const uint32_t *v,
+                                const float *invp, const uint32_t *sbp, size_t ps,
+                                uint8_t *codes, size_t n)
+{
+    if (is_int) {
+        const float pm = mxq_pow2f(f->m); /* v * 2^-s is the element (|y| < 2) */
+        for (size_t i = 0; i < n; i++)
+            codes[i] = (uint8_t)(int8_t)(int32_t)((u2f(v[i]) * invp[i * ps]) * pm);
+        return;
+    }
+    const int m = f->m, emin = f->emin;
+    for (size_t i = 0; i < n; i++) {
+        /* Under rceil a block near FLT_MAX can hold an element whose value times the
+         * scale is 2^128: fake quant gives Inf (IEEE), and Inf's bits minus the scale's
+         * exponent are exactly that element. */
+        uint32_t vb = v[i];
+        uint32_t inf = (uint32_t)-(int32_t)((vb & 0x7fffffffu) == 0x7f800000u);
+        uint32_t yb = ((vb - sbp[i * ps]) & inf) | (f2u(u2f(vb) * invp[i * ps]) & ~inf);
+        codes[i] = mxq_enc_fp(yb, m, emin, bits);
+    }
+}
 
 static void elems_slow(const mxq_fmt_t *f, mx_round_t round, int s, const uint32_t *in,
                        uint32_t *out, size_t n, const mxq_rand_t *rand)
@@ -303,14 +343,14 @@ ALWAYS_INLINE void elems_inl(const mxq_fmt_t *f, mx_round_t R, int s, const uint
     }
     kparams_t p = kparams(f, s);
     if (R != MX_ROUND_STOCHASTIC) {
-        elems_det(&p, R, in, out, n);
+        elems_det(f, R, &p.T, &p.Q, &p.maxb, 0, in, out, n);
         return;
     }
     uint32_t w[RAND_CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += RAND_CHUNK) {
         size_t len = n - i0 < RAND_CHUNK ? n - i0 : RAND_CHUNK;
         fill_rand(rand, i0, w, len);
-        elems_sto(&p, in + i0, out + i0, w, len);
+        elems_sto(f, &p.T, &p.Q, &p.maxb, 0, in + i0, out + i0, w, len);
     }
 }
 
@@ -370,77 +410,190 @@ void mxq_cast_fp16(const uint32_t *in, uint32_t *out, size_t n)
         d = d < 1 ? 1 : d > 31 ? 31 : d;
         uint32_t r = (S + (1u << (d - 1)) - 1 + ((S >> d) & 1)) >> d;
         uint32_t rs = f2u((float)(int32_t)r * 0x1p-24f);
-        uint32_t res = E >= 113 ? rn : rs;
-        res = a > 0x7f800000u ? 0x7fc00000u : res;
+        uint32_t sel = (uint32_t)-(int32_t)(E >= 113);
+        uint32_t res = (rn & sel) | (rs & ~sel);
+        uint32_t nan = (uint32_t)-(int32_t)(a > 0x7f800000u);
+        res = (0x7fc00000u & nan) | (res & ~nan);
         out[i] = res | sg;
     }
 }
 
 /* ---- drivers ---------------------------------------------------------------------- */
 
-/* Blocks of k along n contiguous values; k may be a compile-time constant. Block b's
- * E8M0 byte goes to scales[b] when scales is not NULL. */
-ALWAYS_INLINE void flat_blocks(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t R,
-                               size_t k, const uint32_t *in, uint32_t *out, size_t n,
-                               uint64_t seed, uint64_t stream, uint64_t index0, uint8_t *scales)
+/* Codes of one block (constant scale). NaN-scale blocks get zero codes. */
+ALWAYS_INLINE void block_codes(const mxq_fmt_t *f, int is_int, int bits, int s,
+                               const uint32_t *v, uint8_t *codes, size_t n)
 {
-    size_t nfull = n / k * k;
-    mxq_rand_t rand = {seed, stream, index0, 1};
-    for (size_t b = 0; b < nfull; b += k) {
-        int s = mxq_scale_exp(f, sp->scale, amax_inl(in + b, k));
-        rand.index0 = index0 + b;
-        elems_inl(f, R, s, in + b, out + b, k, &rand);
+    if (s == MXQ_NAN_SCALE) {
+        memset(codes, 0, n);
+        return;
+    }
+    float inv = mxq_pow2f(-s);
+    uint32_t sb = (uint32_t)s << 23;
+    codes_kernel(f, is_int, bits, v, &inv, &sb, 0, codes, n);
+}
+
+void mxq_codes(mx_format_t fmt, const float *v, size_t n, uint8_t sb, uint8_t *codes)
+{
+    const mxq_fmt_t *f = mxq_fmt(fmt);
+    block_codes(f, mx_format_info(fmt)->is_int, mx_format_info(fmt)->bits,
+                sb == 0xFF ? MXQ_NAN_SCALE : (int)sb - 127, (const uint32_t *)(const void *)v,
+                codes, n);
+}
+
+/* Blocks of k along n contiguous values, one block at a time (for long blocks, where
+ * the per-block work is amortised anyway). */
+static void flat_blocks(const mxq_fmt_t *f, const mx_spec_t *sp, const uint32_t *in,
+                        uint32_t *out, size_t n, uint64_t seed, uint64_t stream,
+                        uint64_t index0, uint8_t *scales, uint8_t *codes)
+{
+    size_t k = (size_t)sp->block;
+    const mx_format_info_t *fi = mx_format_info(sp->format);
+    for (size_t b = 0; b < n; b += k) {
+        size_t len = n - b < k ? n - b : k;
+        mxq_rand_t rand = {seed, stream, index0 + b, 1};
+        int s = mxq_scale_exp(f, sp->scale, mxq_amax(in + b, len));
+        mxq_elems(f, sp->round, s, in + b, out + b, len, &rand);
         if (scales)
             scales[b / k] = mxq_scale_byte(s);
+        if (codes)
+            block_codes(f, fi->is_int, fi->bits, s, out + b, codes + b, len);
     }
-    if (nfull < n) {
-        size_t len = n - nfull;
-        int s = mxq_scale_exp(f, sp->scale, amax_inl(in + nfull, len));
-        rand.index0 = index0 + nfull;
-        elems_inl(f, R, s, in + nfull, out + nfull, len, &rand);
+}
+
+/* Short blocks (k <= CHUNK / 2) go through chunks of about CHUNK elements: first every
+ * block's scale, with the block constants broadcast into per-element arrays; then one
+ * long vectorised loop over the chunk; then the rare blocks the fast kernel does not
+ * cover (Inf/NaN, tiny scales) are redone from a saved copy of the input. The
+ * per-block work is thus a few scalar operations and the element work is uniform. */
+#define CHUNK 256
+
+typedef struct chunk_ws {
+    int32_t T[CHUNK];
+    float Q[CHUNK];
+    uint32_t maxb[CHUNK];
+    float inv[CHUNK];
+    uint32_t sb[CHUNK];
+    uint32_t w[CHUNK];
+    uint32_t saved[CHUNK];
+    int s[CHUNK];
+} chunk_ws_t;
+
+ALWAYS_INLINE void chunk_run(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t R, size_t k,
+                             const uint32_t *in, uint32_t *out, size_t C, uint64_t seed,
+                             uint64_t stream, uint64_t index0, uint8_t *scales, uint8_t *codes,
+                             int is_int, int bits, chunk_ws_t *ws)
+{
+    size_t nb = C / k;
+    int special = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int s = mxq_scale_exp(f, sp->scale, amax_inl(in + b * k, k));
+        ws->s[b] = s;
         if (scales)
-            scales[nfull / k] = mxq_scale_byte(s);
+            scales[b] = mxq_scale_byte(s);
+        kparams_t p = {1, 1.0f, 0};
+        if (s == MXQ_NAN_SCALE || f->emin + s + 127 < 1)
+            special = 1;
+        else
+            p = kparams(f, s);
+        for (size_t j = 0; j < k; j++) {
+            ws->T[b * k + j] = p.T;
+            ws->Q[b * k + j] = p.Q;
+            ws->maxb[b * k + j] = p.maxb;
+        }
     }
+    if (special)
+        memcpy(ws->saved, in, C * 4); /* in may be out */
+    if (R == MX_ROUND_STOCHASTIC) {
+        mxq_rand_t rand = {seed, stream, index0, 1};
+        fill_rand(&rand, 0, ws->w, C);
+        elems_sto(f, ws->T, ws->Q, ws->maxb, 1, in, out, ws->w, C);
+    } else {
+        elems_det(f, R, ws->T, ws->Q, ws->maxb, 1, in, out, C);
+    }
+    if (special)
+        for (size_t b = 0; b < nb; b++)
+            if (ws->s[b] == MXQ_NAN_SCALE || f->emin + ws->s[b] + 127 < 1) {
+                mxq_rand_t rand = {seed, stream, index0 + b * k, 1};
+                elems_inl(f, R, ws->s[b], ws->saved + b * k, out + b * k, k, &rand);
+            }
+    if (!codes)
+        return;
+    for (size_t b = 0; b < nb; b++) {
+        int s = ws->s[b] == MXQ_NAN_SCALE ? 0 : ws->s[b];
+        float inv = mxq_pow2f(-s);
+        uint32_t sbits = (uint32_t)s << 23;
+        for (size_t j = 0; j < k; j++) {
+            ws->inv[b * k + j] = inv;
+            ws->sb[b * k + j] = sbits;
+        }
+    }
+    codes_kernel(f, is_int, bits, out, ws->inv, ws->sb, 1, codes, C);
+    if (special)
+        for (size_t b = 0; b < nb; b++)
+            if (ws->s[b] == MXQ_NAN_SCALE)
+                memset(codes + b * k, 0, k);
+}
+
+ALWAYS_INLINE void flat_chunks(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t R,
+                               size_t k, const uint32_t *in, uint32_t *out, size_t n,
+                               uint64_t seed, uint64_t stream, uint64_t index0,
+                               uint8_t *scales, uint8_t *codes)
+{
+    const mx_format_info_t *fi = mx_format_info(sp->format);
+    chunk_ws_t ws;
+    size_t C = CHUNK / k * k, c0 = 0;
+    for (; c0 + C <= n; c0 += C)
+        chunk_run(f, sp, R, k, in + c0, out + c0, C, seed, stream, index0 + c0,
+                  scales ? scales + c0 / k : NULL, codes ? codes + c0 : NULL, fi->is_int,
+                  fi->bits, &ws);
+    if (c0 < n) /* the rest, short block included, one block at a time */
+        flat_blocks(f, sp, in + c0, out + c0, n - c0, seed, stream, index0 + c0,
+                    scales ? scales + c0 / k : NULL, codes ? codes + c0 : NULL);
 }
 
 ALWAYS_INLINE void flat_round(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t R,
                               const uint32_t *in, uint32_t *out, size_t n, uint64_t seed,
-                              uint64_t stream, uint64_t index0, uint8_t *scales)
+                              uint64_t stream, uint64_t index0, uint8_t *scales, uint8_t *codes)
 {
     switch (sp->block) {
     case 8:
-        flat_blocks(f, sp, R, 8, in, out, n, seed, stream, index0, scales);
+        flat_chunks(f, sp, R, 8, in, out, n, seed, stream, index0, scales, codes);
         break;
     case 16:
-        flat_blocks(f, sp, R, 16, in, out, n, seed, stream, index0, scales);
+        flat_chunks(f, sp, R, 16, in, out, n, seed, stream, index0, scales, codes);
         break;
     case 32:
-        flat_blocks(f, sp, R, 32, in, out, n, seed, stream, index0, scales);
+        flat_chunks(f, sp, R, 32, in, out, n, seed, stream, index0, scales, codes);
         break;
     default:
-        flat_blocks(f, sp, R, (size_t)sp->block, in, out, n, seed, stream, index0, scales);
+        if (sp->block <= CHUNK / 2)
+            flat_chunks(f, sp, R, (size_t)sp->block, in, out, n, seed, stream, index0, scales,
+                        codes);
+        else
+            flat_blocks(f, sp, in, out, n, seed, stream, index0, scales, codes);
         break;
     }
 }
 
 void mxq_flat(const float *in, float *out, size_t n, const mx_spec_t *spec, uint64_t seed,
-              uint64_t stream, uint64_t index0, uint8_t *scales)
+              uint64_t stream, uint64_t index0, uint8_t *scales, uint8_t *codes)
 {
     const uint32_t *ui = (const uint32_t *)(const void *)in;
     uint32_t *uo = (uint32_t *)(void *)out;
     const mxq_fmt_t *f = mxq_fmt(spec->format);
     switch (spec->round) {
     case MX_ROUND_NEAREST:
-        flat_round(f, spec, MX_ROUND_NEAREST, ui, uo, n, seed, stream, index0, scales);
+        flat_round(f, spec, MX_ROUND_NEAREST, ui, uo, n, seed, stream, index0, scales, codes);
         break;
     case MX_ROUND_EVEN:
-        flat_round(f, spec, MX_ROUND_EVEN, ui, uo, n, seed, stream, index0, scales);
+        flat_round(f, spec, MX_ROUND_EVEN, ui, uo, n, seed, stream, index0, scales, codes);
         break;
     case MX_ROUND_TRUNC:
-        flat_round(f, spec, MX_ROUND_TRUNC, ui, uo, n, seed, stream, index0, scales);
+        flat_round(f, spec, MX_ROUND_TRUNC, ui, uo, n, seed, stream, index0, scales, codes);
         break;
     default:
-        flat_round(f, spec, MX_ROUND_STOCHASTIC, ui, uo, n, seed, stream, index0, scales);
+        flat_round(f, spec, MX_ROUND_STOCHASTIC, ui, uo, n, seed, stream, index0, scales, codes);
         break;
     }
 }
@@ -462,7 +615,7 @@ void mx_fake_quant_flat(const float *in, float *out, size_t n, const mx_spec_t *
         mxq_cast_fp16(ui, uo, n);
         return;
     default:
-        mxq_flat(in, out, n, spec, seed, stream, index0, NULL);
+        mxq_flat(in, out, n, spec, seed, stream, index0, NULL, NULL);
         return;
     }
 }

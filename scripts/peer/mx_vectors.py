@@ -283,12 +283,14 @@ def cast_case(name, x):
         if out[i] == 0 and is_neg(v):
             out[i] = np.float32(-0.0)
     if HAVE_TORCH:
-        dt = torch.bfloat16 if name == "bf16" else torch.float16
-        t = torch.from_numpy(x.copy()).to(dt).float().numpy()
-        same = (t.view(np.uint32) == out.view(np.uint32)) | (np.isnan(t) & np.isnan(out))
-        bad = np.nonzero(~same)[0]
-        assert len(bad) == 0, f"{name}: model and PyTorch differ at {bad[:5]}: {x[bad[:5]]}"
-        CHECKS["cast values checked against torch"] += len(x)
+        def check():
+            dt = torch.bfloat16 if name == "bf16" else torch.float16
+            t = torch.from_numpy(x.copy()).to(dt).float().numpy()
+            same = (t.view(np.uint32) == out.view(np.uint32)) | (np.isnan(t) & np.isnan(out))
+            bad = np.nonzero(~same)[0]
+            assert len(bad) == 0, f"{name}: model and PyTorch differ at {bad[:5]}: {x[bad[:5]]}"
+            CHECKS["cast values checked against torch"] += len(x)
+        soft(f"{name} cast check", check)
     if name == "bf16":
         codes = (out.view(np.uint32) >> 16).astype(np.uint16)
     else:
@@ -404,10 +406,57 @@ def cast_inputs(name, seed):
 
 
 CHECKS = {"fp8 values checked against torch": 0, "fp8 codes checked against torch": 0,
-          "e8m0 scale bytes checked against torch": 0, "cast values checked against torch": 0}
+          "fp8 casts on CUDA equal to CPU": 0, "e8m0 scale bytes checked against torch": 0,
+          "fp4 codes decoded by torch float4_e2m1fn_x2": 0, "cast values checked against torch": 0}
+NOTES = []
+
+
+def fp4_torch_check(x_codes_bytes, out, scales, rows, cols, axis, k):
+    """Decodes our packed F4 bytes with PyTorch's float4_e2m1fn_x2, where this PyTorch
+    can convert it, and compares element * scale with the model's values."""
+    if not hasattr(torch, "float4_e2m1fn_x2"):
+        NOTES.append("torch has no float4_e2m1fn_x2: fp4 bytes checked by the model only")
+        return
+    try:
+        t = torch.frombuffer(bytearray(x_codes_bytes), dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+        vals = t.to(torch.float32).numpy().reshape(-1)
+    except Exception as ex:  # no conversion kernel in this build
+        msg = f"float4_e2m1fn_x2 -> float32 not available ({type(ex).__name__}): fp4 bytes checked by the model only"
+        if msg not in NOTES:
+            NOTES.append(msg)
+        return
+    assert len(vals) >= rows * cols
+    for si, idx in blocks_of(rows, cols, axis, k):
+        if scales[si] == 0xFF:
+            continue
+        s = scales[si] - 127
+        for i in idx:
+            want = float(out[i])
+            got = float(vals[i]) * 2.0 ** s
+            assert got == want or (math.isinf(want) and got >= 2.0 ** 128), (i, got, want)
+            CHECKS["fp4 codes decoded by torch float4_e2m1fn_x2"] += 1
+
+
+def soft(what, fn):
+    """Runs a PyTorch check; a missing capability becomes a note, a disagreement
+    (AssertionError) still aborts the run."""
+    try:
+        fn()
+    except AssertionError:
+        raise
+    except Exception as ex:  # e.g. a conversion this PyTorch build lacks
+        msg = f"{what} skipped: {type(ex).__name__}: {str(ex).splitlines()[0][:120]}"
+        if msg not in NOTES:
+            NOTES.append(msg)
 
 
 def torch_check(fmt, rnd, rule, k, axis, x, rows, cols, out, scales, codes):
+    soft("e8m0 check", lambda: e8m0_check(fmt, scales))
+    if rnd == "even" and fmt in ("mxfp8_e4m3", "mxfp8_e5m2"):
+        soft("fp8 check", lambda: fp8_check(fmt, rule, k, axis, x, rows, cols, out, scales, codes))
+
+
+def e8m0_check(fmt, scales):
     # Scales: encode the exact power of two with float8_e8m0fnu; decode back.
     sb = np.frombuffer(scales, np.uint8)
     live = sb != 0xFF
@@ -417,8 +466,9 @@ def torch_check(fmt, rnd, rule, k, axis, x, rows, cols, out, scales, codes):
     dec = torch.from_numpy(sb.copy()).view(torch.float8_e8m0fnu).float().numpy()
     assert (dec[live] == pw).all() and np.isnan(dec[~live]).all(), f"{fmt}: e8m0 decode differs"
     CHECKS["e8m0 scale bytes checked against torch"] += len(sb)
-    if rnd != "even" or fmt not in ("mxfp8_e4m3", "mxfp8_e5m2"):
-        return
+
+
+def fp8_check(fmt, rule, k, axis, x, rows, cols, out, scales, codes):
     dt = torch.float8_e4m3fn if fmt == "mxfp8_e4m3" else torch.float8_e5m2
     mx = float(FORMATS[fmt][5])
     for si, idx in blocks_of(rows, cols, axis, k):
@@ -428,7 +478,14 @@ def torch_check(fmt, rnd, rule, k, axis, x, rows, cols, out, scales, codes):
         y = np.array([float(x[i]) * 2.0 ** -s for i in idx])  # exact in float64
         y = np.clip(y, -mx, mx).astype(np.float32)  # the casts do not saturate
         t = torch.from_numpy(y).to(dt)
-        tv = (t.float().numpy().astype(np.float64) * 2.0 ** s).astype(np.float32)
+        if torch.cuda.is_available():
+            def gpu():
+                tc_gpu = torch.from_numpy(y).cuda().to(dt).view(torch.uint8).cpu()
+                assert torch.equal(tc_gpu, t.view(torch.uint8)), f"{fmt}: CUDA and CPU casts differ"
+                CHECKS["fp8 casts on CUDA equal to CPU"] += len(idx)
+            soft("CUDA fp8 cast", gpu)
+        with np.errstate(over="ignore"):
+            tv = (t.float().numpy().astype(np.float64) * 2.0 ** s).astype(np.float32)
         got = out[idx]
         assert (tv == got).all(), f"{fmt} {rule} block {si}: torch {tv} model {got}"
         tc = t.view(torch.uint8).numpy()
@@ -481,7 +538,8 @@ def main():
         sys.exit(__doc__)
     path = sys.argv[1]
     if HAVE_TORCH:
-        print(f"torch {torch.__version__}, numpy {np.__version__}")
+        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
+        print(f"torch {torch.__version__}, numpy {np.__version__}, {dev}")
     else:
         print(f"numpy {np.__version__}; NO torch (dry run: exact model only)")
     cases = []
@@ -501,6 +559,9 @@ def main():
                                                         seed, stream)
                     if HAVE_TORCH:
                         torch_check(fmt, rnd, rule, k, axis, flat, rows, cols, out, scales, codes)
+                        if fmt == "mxfp4_e2m1":
+                            soft("fp4 check", lambda: fp4_torch_check(elems, out, scales, rows,
+                                                                      cols, axis, k))
                     name = f"{fmt}/{k}/{rnd}/{rule}/{'rows' if axis == 0 else 'cols'}"
                     cases.append((name, fmt, rnd, rule, k, axis, rows, cols, seed, stream, flat, out,
                                   scales, elems))
@@ -522,6 +583,8 @@ def main():
           f"{len(blob)} bytes")
     for k, v in CHECKS.items():
         print(f"  {k}: {v}")
+    for n in NOTES:
+        print(f"  note: {n}")
     rceil_division_study(np.random.default_rng(5))
 
 

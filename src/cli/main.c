@@ -14,6 +14,7 @@ typedef struct command {
 
 /* Keep sorted by name; `mxrlhf --help` prints it as is. */
 static const command_t commands[] = {
+    {"mx", cmd_mx, "MX number formats: quantize or pack files, the format table, error"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
 };
 

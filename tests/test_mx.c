@@ -820,6 +820,31 @@ static void stochastic_depends_on_seed_stream_and_index_only(void **state)
     free(o2);
 }
 
+static void stochastic_words_are_rng_u32_across_counter_wraps(void **state)
+{
+    (void)state;
+    /* Element i must use rng_u32(seed, stream, index0 + i) whichever generator path
+     * runs (8 Philox blocks at a time, or one), including where the block counter's
+     * low word wraps (index0 near 4 * 2^32) and at unaligned starts. */
+    const uint64_t starts[] = {0, 3, ((1ull << 32) - 9) * 4 + 1, (1ull << 34) - 13, 12345678901ull};
+    enum { N = 700 };
+    float in[N], out[N];
+    for (int i = 0; i < N; i++)
+        in[i] = i % 32 == 0 ? 256.0f : 1.0f + (float)(i % 7) / 64.0f; /* s = 0, grid 1/8 */
+    const mxq_fmt_t *q = mxq_fmt(MX_FP8_E4M3);
+    for (size_t k = 0; k < sizeof starts / sizeof starts[0]; k++) {
+        mx_spec_t s = spec_of(MX_FP8_E4M3, 32, MX_ROUND_STOCHASTIC, MX_SCALE_FLOOR);
+        mx_fake_quant_flat(in, out, N, &s, 0xABCDEF12345ull, 77, starts[k]);
+        for (int i = 0; i < N; i++) {
+            uint32_t want = mxq_elem_ref(q, MX_ROUND_STOCHASTIC, 0, test_f32_bits(in[i]),
+                                         rng_u32(0xABCDEF12345ull, 77, starts[k] + (uint64_t)i));
+            if (want != test_f32_bits(out[i]))
+                fail_msg("index0 %llu, element %d: expected %a got %a",
+                         (unsigned long long)starts[k], i, bits_f(want), out[i]);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -848,6 +873,7 @@ int main(void)
         cmocka_unit_test(stochastic_mean_over_seeds_is_unbiased),
         cmocka_unit_test(stochastic_round_up_probability_is_the_distance),
         cmocka_unit_test(stochastic_depends_on_seed_stream_and_index_only),
+        cmocka_unit_test(stochastic_words_are_rng_u32_across_counter_wraps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

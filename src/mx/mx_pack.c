@@ -203,8 +203,12 @@ int mx_pack_encode(const float *in, size_t rows, size_t cols, mx_axis_t axis,
                 if (!tmp || !codes)
                     continue;
                 size_t b = (size_t)c * C, len = n - b < C ? n - b : C;
-                mxq_flat(in + b, tmp, len, spec, seed, stream, b, scales + b / k, codes);
-                pack_codes(f, codes, len, elems + b * (size_t)bits / 8);
+                if (bits == 8) { /* one code per byte: write the codes in place */
+                    mxq_flat(in + b, tmp, len, spec, seed, stream, b, scales + b / k, elems + b);
+                } else {
+                    mxq_flat(in + b, tmp, len, spec, seed, stream, b, scales + b / k, codes);
+                    pack_codes(f, codes, len, elems + b * (size_t)bits / 8);
+                }
             }
             free(tmp);
             free(codes);

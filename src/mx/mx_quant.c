@@ -167,6 +167,59 @@ uint32_t mxq_amax_strided(const uint32_t *in, size_t n, size_t stride)
 
 /* ---- random words for stochastic rounding --------------------------------------- */
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MXQ_AVX2 1
+#include <immintrin.h>
+
+/* Compiled for AVX2 whatever the build's -march (the sanitizer build has none, and it
+ * must test this path too); used only when the CPU has AVX2. */
+#define AVX2_FN __attribute__((target("avx2")))
+
+/* (hi, lo) 32-bit halves of the 32 x 32 -> 64-bit products m * c in all 8 lanes:
+ * vpmuludq takes the even lanes; the odd lanes are shifted down and done the same. */
+static inline AVX2_FN void mulhilo8(__m256i m, __m256i c, __m256i *hi, __m256i *lo)
+{
+    __m256i pe = _mm256_mul_epu32(m, c);
+    __m256i po = _mm256_mul_epu32(m, _mm256_srli_epi64(c, 32));
+    *lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+}
+
+/* Philox4x32-10 of the 8 blocks b, b+1, ..., b+7 (low words not wrapping), written
+ * as 32 words in block order: out[4i + lane]. */
+static AVX2_FN void philox8_avx2(uint64_t b, uint32_t s0, uint32_t s1, uint32_t key0,
+                                 uint32_t key1, uint32_t *out)
+{
+    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)b),
+                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i c1 = _mm256_set1_epi32((int)(uint32_t)(b >> 32));
+    __m256i c2 = _mm256_set1_epi32((int)s0), c3 = _mm256_set1_epi32((int)s1);
+    __m256i k0 = _mm256_set1_epi32((int)key0), k1 = _mm256_set1_epi32((int)key1);
+    const __m256i m0 = _mm256_set1_epi32((int)0xD2511F53u), m1 = _mm256_set1_epi32((int)0xCD9E8D57u);
+    const __m256i w0 = _mm256_set1_epi32((int)0x9E3779B9u), w1 = _mm256_set1_epi32((int)0xBB67AE85u);
+    for (int round = 0; round < 10; round++) {
+        __m256i hi0, lo0, hi1, lo1;
+        mulhilo8(m0, c0, &hi0, &lo0);
+        mulhilo8(m1, c2, &hi1, &lo1);
+        c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), k0);
+        c1 = lo1;
+        c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), k1);
+        c3 = lo0;
+        k0 = _mm256_add_epi32(k0, w0);
+        k1 = _mm256_add_epi32(k1, w1);
+    }
+    /* 4 x 8 -> 8 x 4: block i's words c0[i] c1[i] c2[i] c3[i] side by side */
+    __m256i t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+    __m256i t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+    __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    _mm256_storeu_si256((__m256i *)(void *)out, _mm256_permute2x128_si256(u0, u1, 0x20));
+    _mm256_storeu_si256((__m256i *)(void *)(out + 8), _mm256_permute2x128_si256(u2, u3, 0x20));
+    _mm256_storeu_si256((__m256i *)(void *)(out + 16), _mm256_permute2x128_si256(u0, u1, 0x31));
+    _mm256_storeu_si256((__m256i *)(void *)(out + 24), _mm256_permute2x128_si256(u2, u3, 0x31));
+}
+#endif
+
 /* w[j] = rng_u32(seed, stream, index0 + (i0 + j) * stride) for j < n <= RAND_CHUNK.
  * Contiguous indices use all four words of each Philox4x32-10 block, computed here
  * lane-parallel so the compiler vectorises the rounds; it is util/rng.c's function
@@ -182,10 +235,18 @@ static void fill_rand(const mxq_rand_t *r, size_t i0, uint32_t *w, size_t n)
     }
     uint64_t idx = r->index0 + i0, b0 = idx >> 2;
     size_t nblk = (size_t)(((idx + n + 3) >> 2) - b0);
-    uint32_t o[RAND_CHUNK + 8];
+    uint32_t o[RAND_CHUNK + 40];
     const uint32_t s0 = (uint32_t)r->stream, s1 = (uint32_t)(r->stream >> 32);
     const uint32_t key0 = (uint32_t)r->seed, key1 = (uint32_t)(r->seed >> 32);
-    for (size_t j = 0; j < nblk; j++) {
+    size_t j = 0;
+#ifdef MXQ_AVX2
+    if (__builtin_cpu_supports("avx2"))
+    /* 8 blocks per step (the last step may compute a few spare blocks; o has room)
+     * while the counters' low words do not wrap */
+    for (; j < nblk && (uint32_t)(b0 + j) <= 0xFFFFFFF7u; j += 8)
+        philox8_avx2(b0 + j, s0, s1, key0, key1, o + 4 * j);
+#endif
+    for (; j < nblk; j++) {
         uint64_t blk = b0 + j;
         uint32_t c0 = (uint32_t)blk, c1 = (uint32_t)(blk >> 32), c2 = s0, c3 = s1;
         uint32_t k0 = key0, k1 = key1;

@@ -15,6 +15,7 @@ typedef struct command {
 /* Keep sorted by name; `mxrlhf --help` prints it as is. */
 static const command_t commands[] = {
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
+    {"tokenize", cmd_tokenize, "encode/decode with a tokenizer.json; `tokenize train` learns BPE"},
 };
 
 static void usage(FILE *f)

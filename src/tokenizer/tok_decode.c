@@ -45,6 +45,22 @@ int tok_decode(const tok_t *t, const int32_t *ids, size_t n, bool skip_special, 
     }
     size_t o = 0;
     for (size_t i = 0; i < k;) {
+        /* ASCII runs eight bytes at a time. */
+        while (i + 8 <= k) {
+            uint64_t v;
+            memcpy(&v, raw + i, 8);
+            if (v & 0x8080808080808080ull)
+                break;
+            memcpy(res + o, &v, 8);
+            i += 8;
+            o += 8;
+        }
+        if (i >= k)
+            break;
+        if (raw[i] < 0x80) {
+            res[o++] = (char)raw[i++];
+            continue;
+        }
         int32_t cp;
         int l = tok_utf8_next(raw + i, k - i, &cp);
         if (l) {

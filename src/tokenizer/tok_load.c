@@ -832,6 +832,15 @@ int tok_load_json(const char *text, size_t len, const char *ctx, tok_t **out, er
                          e)) ||
         (rc = load_added(t, ain, n_ain, &max_id, e)))
         goto out;
+    /* Per-id tables are dense; ids far beyond the number of tokens would make a tiny file
+     * allocate gigabytes. */
+    if ((int64_t)max_id >= 2 * ((int64_t)t->vocab.n + t->n_added) + 65536) {
+        rc = err_set(e, ERR_INPUT,
+                     "%s: token ids are too sparse (largest id %d for %zu tokens); ids up to "
+                     "twice the token count plus 65536 are supported",
+                     ctx, max_id, t->vocab.n + (size_t)t->n_added);
+        goto out;
+    }
     t->n_ids = max_id + 1;
     t->byte_level_decoder = dec_kind == DEC_BYTE_LEVEL;
     if ((rc = build_id_tables(t, dec_kind, e)))

@@ -16,6 +16,7 @@ typedef struct command {
 static const command_t commands[] = {
     {"data", cmd_data, "draw and split HH-RLHF pairs; generate or score the synthetic task"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
+    {"tokenize", cmd_tokenize, "encode/decode with a tokenizer.json; `tokenize train` learns BPE"},
 };
 
 static void usage(FILE *f)

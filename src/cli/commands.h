@@ -7,6 +7,7 @@
 #include "util/err.h"
 
 int cmd_data(int argc, char **argv);
+int cmd_mx(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 

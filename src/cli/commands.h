@@ -9,7 +9,9 @@
 int cmd_data(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
+int cmd_mx(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 /* Prints "mxrlhf <command>: <message>" to stderr and returns the exit code for e. */
 int cli_report(const char *command, const err_t *e);

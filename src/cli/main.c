@@ -17,7 +17,9 @@ static const command_t commands[] = {
     {"data", cmd_data, "draw and split HH-RLHF pairs; generate or score the synthetic task"},
     {"generate", cmd_generate, "sample a continuation of token ids from a model"},
     {"logprobs", cmd_logprobs, "per-token log-probabilities of token ids under a model"},
+    {"mx", cmd_mx, "MX number formats: quantize or pack files, the format table, error"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
+    {"tokenize", cmd_tokenize, "encode/decode with a tokenizer.json; `tokenize train` learns BPE"},
 };
 
 static void usage(FILE *f)

@@ -231,11 +231,9 @@ static void round_compute(float *x, size_t n, prec_compute_t t)
     }
 }
 
-/* out = fake_quant(in) over a (rows, cols) matrix, parallel over independent blocks.
- * Along rows, each row is one flat call whose element index starts at r*cols, exactly
- * what one whole-matrix call would use. Along columns, bands of `block` rows hold whole
- * blocks; with stochastic rounding the whole matrix goes in one call, because the random
- * index of element (r, c) is r*cols + c relative to the call's first row. */
+/* out = fake_quant(in) over a (rows, cols) matrix with blocks along `axis`: the MX library
+ * splits the work over the OpenMP threads on block boundaries, bit-identical to one
+ * whole-matrix call (stochastic rounding included). */
 static void quant(float *out, const float *in, size_t rows, size_t cols, mx_axis_t axis,
                   const mx_spec_t *s, uint64_t seed, uint64_t stream)
 {
@@ -244,30 +242,7 @@ static void quant(float *out, const float *in, size_t rows, size_t cols, mx_axis
             memcpy(out, in, rows * cols * sizeof *out);
         return;
     }
-    if (axis == MX_AXIS_ROW) {
-#pragma omp parallel for schedule(static)
-        for (size_t r = 0; r < rows; r++)
-            mx_fake_quant_flat(in + r * cols, out + r * cols, cols, s, seed, stream, r * cols);
-        return;
-    }
-    const mx_format_info_t *fi = mx_format_info(s->format);
-    if (!fi->is_mx) {
-        /* element-wise casts: any split is exact */
-#pragma omp parallel for schedule(static)
-        for (size_t r = 0; r < rows; r++)
-            mx_fake_quant_flat(in + r * cols, out + r * cols, cols, s, seed, stream, r * cols);
-        return;
-    }
-    if (s->round == MX_ROUND_STOCHASTIC) {
-        mx_fake_quant(in, out, rows, cols, MX_AXIS_COL, s, seed, stream);
-        return;
-    }
-    size_t bk = (size_t)s->block, nb = (rows + bk - 1) / bk;
-#pragma omp parallel for schedule(static)
-    for (size_t b = 0; b < nb; b++) {
-        size_t r0 = b * bk, nr = rows - r0 < bk ? rows - r0 : bk;
-        mx_fake_quant(in + r0 * cols, out + r0 * cols, nr, cols, MX_AXIS_COL, s, seed, stream);
-    }
+    mx_fake_quant_parallel(in, out, rows, cols, axis, s, seed, stream, 0);
 }
 
 static bool spec_eq(const mx_spec_t *a, const mx_spec_t *b)

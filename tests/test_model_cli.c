@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/qwen2.h"
 #include "support/testutil.h"
+#include "tokenizer/tokenizer.h"
 #include "util/fs.h"
 #include "util/json.h"
 
@@ -176,6 +178,64 @@ static void test_generate_is_reproducible_from_its_seed(void **state)
     assert_int_equal(test_cli(NULL, "generate --model " FIX "/tiny_tied_gqa_f32 --ids 1 --top-p 0"), 2);
 }
 
+static void test_text_is_encoded_with_the_directory_tokenizer(void **state)
+{
+    char *dir = test_mkdtemp(), tpath[4200], *a, *b;
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
+    const char *texts[2] = {"hello world, hello engine", "the engine says hello"};
+    size_t lens[2] = {strlen(texts[0]), strlen(texts[1])};
+    tok_train_opts_t to = {280, 1};
+    err_t e = ERR_INIT;
+    if (tok_train(texts, lens, 2, &to, tpath, &e))
+        fail_msg("%s", e.msg);
+    tok_t *tok;
+    assert_int_equal(tok_load(tpath, &tok, &e), ERR_OK);
+    tok_ids_t ids = {0};
+    assert_int_equal(tok_encode(tok, NULL, "hello world", 11, &ids, &e), ERR_OK);
+    /* a random model over the tokenizer's vocabulary, saved beside it */
+    backend_t *be;
+    assert_int_equal(be_open("cpu", &be, &e), ERR_OK);
+    qwen2_config_t c = {.hidden = 32, .inter = 48, .layers = 1, .heads = 2, .kv_heads = 1,
+                        .head_dim = 16, .vocab = tok_vocab_size(tok), .max_pos = 64,
+                        .rope_theta = 10000, .rms_eps = 1e-6, .tie = true, .dtype = ST_F32,
+                        .bos_id = -1, .pad_id = -1};
+    qwen2_opts_t o = {.max_batch = 1, .max_seq = 4};
+    qwen2_model_t *m;
+    assert_int_equal(qwen2_new(be, &c, &o, &m, &e), ERR_OK);
+    assert_int_equal(qwen2_init_philox(m, 5, 0.2f, &e), ERR_OK);
+    assert_int_equal(qwen2_save_dir(m, dir, ST_F32, &e), ERR_OK);
+    qwen2_free(m);
+    be_close(be);
+    char list[512] = "";
+    for (size_t i = 0; i < ids.n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? "," : "", ids.ids[i]);
+    assert_int_equal(test_cli(&a, "logprobs --model %s --text 'hello world'", dir), 0);
+    assert_int_equal(test_cli(&b, "logprobs --model %s --ids %s", dir, list), 0);
+    cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+    assert_non_null(ja);
+    assert_non_null(jb);
+    char *la = cJSON_PrintUnformatted(cJSON_GetObjectItem(ja, "next_token_logprobs"));
+    char *lb = cJSON_PrintUnformatted(cJSON_GetObjectItem(jb, "next_token_logprobs"));
+    assert_string_equal(la, lb);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(ja, "ids")), (int)ids.n);
+    free(la), free(lb), free(a), free(b);
+    cJSON_Delete(ja), cJSON_Delete(jb);
+    assert_int_equal(test_cli(&a, "generate --model %s --prompt 'hello' --max-new-tokens 3 --seed 1", dir), 0);
+    ja = cJSON_Parse(a);
+    assert_non_null(ja);
+    assert_true(cJSON_IsString(cJSON_GetObjectItem(ja, "text")));
+    cJSON_Delete(ja);
+    free(a);
+    /* no tokenizer in the directory: bad input, naming the file */
+    assert_int_equal(test_cli(&a, "logprobs --model " FIX "/tiny_tied_gqa_f32 --text hi"), 2);
+    assert_non_null(strstr(a, "tokenizer.json"));
+    free(a);
+    tok_ids_free(&ids);
+    tok_free(tok);
+    test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -184,6 +244,7 @@ int main(void)
         cmocka_unit_test(test_plan_rule_matching_nothing_exits_2_naming_it),
         cmocka_unit_test(test_bad_model_directories_exit_2_naming_file_and_field),
         cmocka_unit_test(test_generate_is_reproducible_from_its_seed),
+        cmocka_unit_test(test_text_is_encoded_with_the_directory_tokenizer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

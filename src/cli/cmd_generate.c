@@ -10,6 +10,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "model/qwen2.h"
+#include "tokenizer/tokenizer.h"
+#include "util/fs.h"
 
 static int parse_id_list(const char *text, const char *opt, int32_t **out, int *n, err_t *e)
 {
@@ -42,7 +44,8 @@ static int parse_id_list(const char *text, const char *opt, int32_t **out, int *
 
 int cmd_generate(int argc, char **argv)
 {
-    const char *model = NULL, *ids_text = NULL, *stop_text = NULL, *policy = NULL, *plan = NULL;
+    const char *model = NULL, *ids_text = NULL, *prompt = NULL, *stop_text = NULL, *policy = NULL,
+               *plan = NULL;
     const char *phase_s = "rollout", *role_s = "policy", *backend = "cpu";
     long long max_new = 32, top_k = 0;
     double temperature = 1.0, top_p = 1.0;
@@ -51,6 +54,7 @@ int cmd_generate(int argc, char **argv)
     arg_opt_t opts[] = {
         {"model", ARG_STRING, &model, "DIR", "Hugging Face model directory"},
         {"ids", ARG_STRING, &ids_text, "LIST", "prompt token ids, comma-separated"},
+        {"prompt", ARG_STRING, &prompt, "TEXT", "prompt text, encoded with DIR/tokenizer.json"},
         {"max-new-tokens", ARG_INT, &max_new, "N", "most new tokens (default 32)"},
         {"temperature", ARG_DOUBLE, &temperature, "T", "sampling temperature; 0 = greedy (default 1)"},
         {"top-k", ARG_INT, &top_k, "K", "keep the K most likely tokens; 0 = off (default 0)"},
@@ -65,11 +69,11 @@ int cmd_generate(int argc, char **argv)
         {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
     };
     arg_spec_t spec = {"generate", "Sample a continuation of a prompt of token ids.",
-                       "--model DIR --ids 1,2,3 [--max-new-tokens N --temperature T --top-k K "
-                       "--top-p P --seed S]",
+                       "--model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new-tokens N --temperature T "
+                       "--top-k K --top-p P --seed S]",
                        "Prints {\"prompt\": [...], \"ids\": [new ids], \"stopped\": true when a "
-                       "stop id ended it}. The same seed gives the same ids on any thread count.\n"
-                       "--prompt text is not available yet (it needs the tokenizer): pass ids.",
+                       "stop id ended it}, with --prompt also \"text\" (the new ids decoded, special "
+                       "tokens left out). The same seed gives the same ids on any thread count.",
                        opts, (int)(sizeof opts / sizeof opts[0]), false};
     err_t e = ERR_INIT;
     int npos;
@@ -83,9 +87,38 @@ int cmd_generate(int argc, char **argv)
     qwen2_model_t *m = NULL;
     prec_ctx_t ctx = {PREC_ROLLOUT, seed, 0};
     prec_model_t role;
-    if (rc || args_require(model, "model", &e) || args_require(ids_text, "ids", &e) ||
-        parse_id_list(ids_text, "ids", &ids, &n, &e))
+    tok_t *tok = NULL;
+    char *decoded = NULL;
+    if (rc || args_require(model, "model", &e))
         goto out;
+    if (!ids_text == !prompt) {
+        err_set(&e, ERR_INPUT, "give either --ids or --prompt");
+        goto out;
+    }
+    if (prompt) {
+        char *tpath = fs_join(model, "tokenizer.json");
+        tok_ids_t ti = {0};
+        if (!tpath || !fs_exists(tpath)) {
+            err_set(&e, ERR_INPUT, "%s/tokenizer.json: no tokenizer here (--prompt needs one; "
+                    "pass --ids)", model);
+            free(tpath);
+            goto out;
+        }
+        rc = tok_load(tpath, &tok, &e);
+        free(tpath);
+        if (rc || tok_encode(tok, NULL, prompt, strlen(prompt), &ti, &e)) {
+            tok_ids_free(&ti);
+            goto out;
+        }
+        ids = ti.ids;
+        n = (int)ti.n;
+        if (n < 1) {
+            err_set(&e, ERR_INPUT, "--prompt: the text encodes to no tokens");
+            goto out;
+        }
+    } else if (parse_id_list(ids_text, "ids", &ids, &n, &e)) {
+        goto out;
+    }
     if (stop_text && parse_id_list(stop_text, "stop", &stop, &nstop, &e))
         goto out;
     if (max_new < 1 || max_new > 1 << 20 || top_k < 0 || top_k > 1 << 30 || !(top_p > 0) ||
@@ -135,10 +168,25 @@ int cmd_generate(int argc, char **argv)
     bool stopped = false;
     for (int i = 0; out_len && i < g.nstop; i++)
         stopped |= out[out_len - 1] == g.stop[i];
-    printf("], \"stopped\": %s}\n", stopped ? "true" : "false");
+    printf("], \"stopped\": %s", stopped ? "true" : "false");
+    if (tok) {
+        size_t dl;
+        if (tok_decode(tok, out, (size_t)out_len, true, &decoded, &dl, &e)) {
+            printf("}\n");
+            goto out;
+        }
+        cJSON *js = cJSON_CreateString(decoded);
+        char *q = js ? cJSON_PrintUnformatted(js) : NULL;
+        printf(", \"text\": %s", q ? q : "null");
+        free(q);
+        cJSON_Delete(js);
+    }
+    printf("}\n");
 out:
     qwen2_free(m);
     be_close(be);
+    tok_free(tok);
+    free(decoded);
     free(ids);
     free(stop);
     free(out);

@@ -10,6 +10,33 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "model/qwen2.h"
+#include "tokenizer/tokenizer.h"
+#include "util/fs.h"
+
+/* ids of `text` with DIR/tokenizer.json (as transformers' tokenizer(text): no ids added);
+ * caller frees */
+static int encode_text(const char *dir, const char *text, int32_t **out, int *n, err_t *e)
+{
+    char *path = fs_join(dir, "tokenizer.json");
+    if (!path)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    tok_t *t = NULL;
+    tok_ids_t ids = {0};
+    int rc = fs_exists(path) ? tok_load(path, &t, e)
+                             : err_set(e, ERR_INPUT, "%s: no tokenizer here (--text needs one; "
+                                       "pass --ids)", path);
+    if (!rc)
+        rc = tok_encode(t, NULL, text, strlen(text), &ids, e);
+    free(path);
+    tok_free(t);
+    if (rc) {
+        tok_ids_free(&ids);
+        return rc;
+    }
+    *out = ids.ids;
+    *n = (int)ids.n;
+    return ERR_OK;
+}
 
 /* "1,2,3" -> ids; caller frees */
 static int parse_ids(const char *text, int32_t **out, int *n, err_t *e)
@@ -42,11 +69,13 @@ static int parse_ids(const char *text, int32_t **out, int *n, err_t *e)
 
 int cmd_logprobs(int argc, char **argv)
 {
-    const char *model = NULL, *ids_text = NULL, *policy = NULL, *plan = NULL, *audit = NULL;
+    const char *model = NULL, *ids_text = NULL, *text = NULL, *policy = NULL, *plan = NULL,
+               *audit = NULL;
     const char *phase_s = "rollout", *role_s = "policy", *backend = "cpu";
     arg_opt_t opts[] = {
         {"model", ARG_STRING, &model, "DIR", "Hugging Face model directory (config.json, safetensors)"},
         {"ids", ARG_STRING, &ids_text, "LIST", "token ids, comma-separated: 1,2,3 (at least two)"},
+        {"text", ARG_STRING, &text, "TEXT", "text, encoded with DIR/tokenizer.json (instead of --ids)"},
         {"policy", ARG_STRING, &policy, "FILE", "policies.json with precision plans"},
         {"plan", ARG_STRING, &plan, "NAME", "the plan to score under (with --policy)"},
         {"phase", ARG_STRING, &phase_s, "P", "rollout, reward or gradient (default rollout)"},
@@ -56,10 +85,9 @@ int cmd_logprobs(int argc, char **argv)
     };
     arg_spec_t spec = {"logprobs",
                        "Per-token log-probabilities of a token sequence, as transformers computes them.",
-                       "--model DIR --ids 1,2,3,... [--policy FILE --plan NAME --phase P]",
+                       "--model DIR (--ids 1,2,3,... | --text TEXT) [--policy FILE --plan NAME --phase P]",
                        "Prints {\"next_token_logprobs\": [log p(id[t+1] | id[0..t]) for each t], "
-                       "\"mean_nll\": -mean}.\n--text is not available yet (it needs the tokenizer): "
-                       "pass ids.",
+                       "\"mean_nll\": -mean}; with --text also \"ids\", the encoded text.",
                        opts, (int)(sizeof opts / sizeof opts[0]), false};
     err_t e = ERR_INIT;
     int npos;
@@ -74,11 +102,16 @@ int cmd_logprobs(int argc, char **argv)
     qwen2_model_t *m = NULL;
     prec_ctx_t ctx = {PREC_ROLLOUT, 0, 0};
     prec_model_t role;
-    if (rc || args_require(model, "model", &e) || args_require(ids_text, "ids", &e) ||
-        parse_ids(ids_text, &ids, &n, &e))
+    if (rc || args_require(model, "model", &e))
+        goto out;
+    if (!ids_text == !text) {
+        err_set(&e, ERR_INPUT, "give either --ids or --text");
+        goto out;
+    }
+    if (text ? encode_text(model, text, &ids, &n, &e) : parse_ids(ids_text, &ids, &n, &e))
         goto out;
     if (n < 2) {
-        err_set(&e, ERR_INPUT, "--ids: need at least two ids (the first has no log-probability)");
+        err_set(&e, ERR_INPUT, "need at least two tokens (the first has no log-probability)");
         goto out;
     }
     if (prec_phase_from_name(phase_s, &ctx.phase)) {
@@ -115,7 +148,14 @@ int cmd_logprobs(int argc, char **argv)
         printf("%s%.9g", t ? ", " : "", logp[t]);
         sum += logp[t];
     }
-    printf("], \"mean_nll\": %.9g}\n", -sum / (n - 1));
+    printf("], \"mean_nll\": %.9g", -sum / (n - 1));
+    if (text) {
+        printf(", \"ids\": [");
+        for (int t = 0; t < n; t++)
+            printf("%s%d", t ? ", " : "", ids[t]);
+        printf("]");
+    }
+    printf("}\n");
 out:
     qwen2_free(m);
     be_close(be);

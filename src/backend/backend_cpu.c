@@ -59,6 +59,11 @@ typedef struct cpu {
 
 static cpu_t *CPU(backend_t *be) { return (cpu_t *)be->impl; }
 
+/* Loops over less work than this run on the calling thread: waking the team costs more
+ * than it saves (decoding one token is hundreds of tiny ops), and on a busy machine
+ * every barrier can wait for a descheduled thread. */
+#define PAR_MIN ((size_t)1 << 14)
+
 static void fail(cpu_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail(cpu_t *c, int code, const char *fmt, ...)
 {
@@ -221,11 +226,11 @@ static int cpu_sync(backend_t *be, err_t *e)
 static void round_compute(float *x, size_t n, prec_compute_t t)
 {
     if (t == PREC_COMPUTE_BF16) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             x[i] = half_bf16_to_f32(half_f32_to_bf16(x[i]));
     } else if (t == PREC_COMPUTE_FP16) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n > PAR_MIN)
         for (size_t i = 0; i < n; i++)
             x[i] = half_f16_to_f32(half_f32_to_f16(x[i]));
     }
@@ -339,7 +344,7 @@ static void cpu_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, boo
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, t, N);
     const float *b = fp32(a->b);
     if (b) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)M * N > PAR_MIN)
         for (int m = 0; m < M; m++)
             for (int n = 0; n < N; n++)
                 t[(size_t)m * N + n] += b[n];
@@ -349,7 +354,7 @@ static void cpu_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, boo
     round_compute(t, (size_t)M * N, a->compute);
     size_t total = (size_t)M * N;
     if (acc) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(total > PAR_MIN)
         for (size_t i = 0; i < total; i++)
             y[i] += t[i];
     } else {
@@ -365,7 +370,7 @@ static void colsum_acc(cpu_t *c, float *db, const float *dy, int M, int N)
     float *part = scratch(c, SCR_RED, (size_t)nch * N);
     if (!part)
         return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)M * N > PAR_MIN)
     for (int ch = 0; ch < nch; ch++) {
         float *p = part + (size_t)ch * N;
         memset(p, 0, (size_t)N * sizeof *p);
@@ -374,7 +379,7 @@ static void colsum_acc(cpu_t *c, float *db, const float *dy, int M, int N)
             for (int n = 0; n < N; n++)
                 p[n] += dy[(size_t)m * N + n];
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)M * N > PAR_MIN)
     for (int n = 0; n < N; n++) {
         float s = 0;
         for (int ch = 0; ch < nch; ch++)
@@ -408,7 +413,7 @@ static void cpu_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, be
             size_t total = (size_t)M * K;
             round_compute(t, total, ct);
             if (dx_acc) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(total > PAR_MIN)
                 for (size_t i = 0; i < total; i++)
                     dx[i] += t[i];
             } else {
@@ -433,7 +438,7 @@ static void cpu_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, be
         if (!direct) {
             size_t total = (size_t)N * K;
             round_compute(t, total, ct);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(total > PAR_MIN)
             for (size_t i = 0; i < total; i++)
                 dw[i] += t[i];
         }
@@ -459,7 +464,7 @@ static void cpu_rmsnorm_fwd(backend_t *be, be_ptr_t yp, be_ptr_t rp, be_ptr_t xp
 {
     float *y = fp32(yp), *rs = fp32(rp);
     const float *x = fp32(xp), *w = fp32(wp);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * C > PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         double ss = 0;
@@ -481,7 +486,7 @@ static void cpu_rmsnorm_bwd(backend_t *be, be_ptr_t dxp, bool dx_acc, be_ptr_t d
     float *dx = fp32(dxp), *dw = fp32(dwp);
     const float *dy = fp32(dyp), *x = fp32(xp), *w = fp32(wp), *rs = fp32(rp);
     if (dx) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * C > PAR_MIN)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (size_t)n * C, *gr = dy + (size_t)n * C;
             float r = rs[n];
@@ -501,7 +506,7 @@ static void cpu_rmsnorm_bwd(backend_t *be, be_ptr_t dxp, bool dx_acc, be_ptr_t d
         float *part = scratch(c, SCR_RED, (size_t)nch * C);
         if (!part)
             return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * C > PAR_MIN)
         for (int ch = 0; ch < nch; ch++) {
             float *p = part + (size_t)ch * C;
             memset(p, 0, (size_t)C * sizeof *p);
@@ -510,7 +515,7 @@ static void cpu_rmsnorm_bwd(backend_t *be, be_ptr_t dxp, bool dx_acc, be_ptr_t d
                 for (int i = 0; i < C; i++)
                     p[i] += dy[(size_t)n * C + i] * (x[(size_t)n * C + i] * rs[n]);
         }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * C > PAR_MIN)
         for (int i = 0; i < C; i++) {
             float s = 0;
             for (int ch = 0; ch < nch; ch++)
@@ -530,7 +535,7 @@ static void cpu_rope(backend_t *be, be_ptr_t xp, be_ptr_t posp, be_ptr_t cp, be_
     const float *ct = fp32(cp), *st = fp32(sp);
     const int h = D / 2;
     const size_t row = (size_t)nheads * D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * nheads * D > PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *cr = ct + (size_t)pos[n] * h, *sr = st + (size_t)pos[n] * h;
         for (int hd = 0; hd < nheads; hd++) {
@@ -566,7 +571,7 @@ static void cpu_attn_fwd(backend_t *be, const be_attn_t *a)
     const int32_t *padl = ip32(a->pad_left);
     if (Tk <= 0 || !tscratch(c, (size_t)Tq * Tk))
         return;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if((size_t)B * H * Tq * Tk * D > PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int hh = 0; hh < H; hh++) {
             float *S = c->tscr[omp_get_thread_num()];
@@ -622,7 +627,7 @@ static void cpu_attn_bwd(backend_t *be, const be_attn_t *a, be_ptr_t doutp, be_p
         return;
     /* one task per (batch row, KV head): the heads of a group add into the same dK, dV,
      * in head order, so no two threads touch the same gradient */
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if((size_t)B * H * Tq * Tk * D > PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int g = 0; g < Hkv; g++) {
             float *Pm = c->tscr[omp_get_thread_num()];
@@ -677,7 +682,7 @@ static void cpu_swiglu_fwd(backend_t *be, be_ptr_t op, be_ptr_t gp, be_ptr_t up,
 {
     float *o = fp32(op);
     const float *g = fp32(gp), *u = fp32(up);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
@@ -687,7 +692,7 @@ static void cpu_swiglu_bwd(backend_t *be, be_ptr_t dgp, be_ptr_t dup, be_ptr_t d
 {
     float *dg = fp32(dgp), *du = fp32(dup);
     const float *d = fp32(dop), *g = fp32(gp), *u = fp32(up);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float s = 1.0f / (1.0f + expf(-g[i]));
         float silu = g[i] * s;
@@ -702,7 +707,7 @@ static void cpu_embed_fwd(backend_t *be, be_ptr_t op, be_ptr_t tp, be_ptr_t idp,
     float *o = fp32(op);
     const float *t = fp32(tp);
     const int32_t *ids = ip32(idp);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * C > PAR_MIN)
     for (int n = 0; n < N; n++)
         memcpy(o + (size_t)n * C, t + (size_t)ids[n] * C, (size_t)C * sizeof *o);
 }
@@ -715,7 +720,7 @@ static void cpu_embed_bwd(backend_t *be, be_ptr_t dtp, be_ptr_t dop, be_ptr_t id
     const int32_t *ids = ip32(idp);
     /* split the columns, never the tokens: each table entry is summed in token order */
     const int cb = 64, nb = (C + cb - 1) / cb;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * C > PAR_MIN)
     for (int blk = 0; blk < nb; blk++) {
         int c0 = blk * cb, c1 = c0 + cb < C ? c0 + cb : C;
         for (int n = 0; n < N; n++) {
@@ -737,7 +742,7 @@ static void cpu_logsoftmax_gather(backend_t *be, be_ptr_t lpp, be_ptr_t lsep, be
     float *logp = fp32(lpp), *lse = fp32(lsep);
     const float *l = fp32(lp);
     const int32_t *ids = ip32(idp);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * V > PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *r = l + (size_t)n * V;
         float mx = -INFINITY;
@@ -759,7 +764,7 @@ static void cpu_entropy(backend_t *be, be_ptr_t entp, be_ptr_t lp, be_ptr_t lsep
 {
     float *ent = fp32(entp);
     const float *l = fp32(lp), *lse = fp32(lsep);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * V > PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *r = l + (size_t)n * V;
         double L = lse[n], h = 0;
@@ -777,7 +782,7 @@ static void cpu_logits_bwd(backend_t *be, be_ptr_t dlp, be_ptr_t lp, be_ptr_t ls
     float *dl = fp32(dlp);
     const float *l = fp32(lp), *lse = fp32(lsep), *ent = fp32(entp), *dlogp = fp32(dlogpp), *dent = fp32(dentp);
     const int32_t *ids = ip32(idp);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if((size_t)N * V > PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *r = l + (size_t)n * V;
         float *o = dl + (size_t)n * V;
@@ -809,7 +814,7 @@ static void cpu_adamw(backend_t *be, be_ptr_t pp, be_ptr_t gp, be_ptr_t mp, be_p
     const double bc2 = 1.0 - pow(h->beta2, (double)h->step);
     const float step_size = (float)(h->lr / bc1), bc2s = (float)sqrt(bc2), eps = (float)h->eps;
     const float gm = (float)h->grad_mul;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] * gm;
         p[i] *= decay;
@@ -828,7 +833,7 @@ static double cpu_sumsq(backend_t *be, be_ptr_t xp, size_t n)
     double *part = (double *)scratch(c, SCR_RED, 2 * nch + 2);
     if (!part)
         return NAN;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n > PAR_MIN)
     for (size_t ch = 0; ch < nch; ch++) {
         size_t i1 = (ch + 1) * SUMSQ_CHUNK < n ? (ch + 1) * SUMSQ_CHUNK : n;
         double s = 0;
@@ -845,7 +850,7 @@ static double cpu_sumsq(backend_t *be, be_ptr_t xp, size_t n)
 static void cpu_scale(backend_t *be, be_ptr_t xp, float alpha, size_t n)
 {
     float *x = fp32(xp);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n > PAR_MIN)
     for (size_t i = 0; i < n; i++)
         x[i] *= alpha;
 }
@@ -906,7 +911,7 @@ static void cpu_sample(backend_t *be, be_ptr_t outp, be_ptr_t lp, size_t ld, int
     /* per thread: z (V floats), a mask (V), candidates (2V) */
     if (!tscratch(c, (size_t)V * 4))
         return;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if((size_t)B * V > PAR_MIN)
     for (int b = 0; b < B; b++) {
         const float *r = l + (size_t)b * ld;
         if (!(s->temperature > 0)) {

@@ -199,9 +199,10 @@ void qwen2_next_token_targets(const qwen2_batch_t *b, int32_t *targets);
 int qwen2_values_get(qwen2_model_t *m, float *values, err_t *e);
 int qwen2_scores_get(qwen2_model_t *m, float *scores, err_t *e);
 
-/* The final-norm hidden state (B*T, hidden) of the last forward, and for debugging and
- * sensitivity checks the residual stream entering layer `layer` (layers = the final
- * norm's input). The residual of an intermediate layer is kept only by TRAIN forwards. */
+/* Hidden states (B*T, hidden) of the last forward: layer -1 is the final norm's output
+ * (what the heads read); layer L in [0, layers) the residual stream entering decoder
+ * layer L (kept only by TRAIN forwards); layer == layers the final norm's input. For
+ * debugging and sensitivity checks. */
 int qwen2_hidden_get(qwen2_model_t *m, int layer, float *out, err_t *e);
 
 /* Host copy of logits rows [row0, row0 + nrows) of the last forward (or generate step). */

@@ -6,6 +6,8 @@
 
 #include "util/err.h"
 
+int cmd_energy(int argc, char **argv);
+int cmd_monitor(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 
 /* Prints "mxrlhf <command>: <message>" to stderr and returns the exit code for e. */

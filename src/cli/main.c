@@ -14,6 +14,8 @@ typedef struct command {
 
 /* Keep sorted by name; `mxrlhf --help` prints it as is. */
 static const command_t commands[] = {
+    {"energy", cmd_energy, "recompute energy per phase from a run's power log (energy.csv)"},
+    {"monitor", cmd_monitor, "measure the energy of any command, phase by phase"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
 };
 

@@ -147,6 +147,10 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static int monitor_command(char **cmd, const char *out, const char *source,
+                           const char *devices, long long interval_ms, long long counter_ms,
+                           double idle_s);
+
 int cmd_monitor(int argc, char **argv)
 {
     const char *out = "results/monitor", *source = "auto", *devices = NULL;
@@ -199,7 +203,22 @@ int cmd_monitor(int argc, char **argv)
     }
     if ((rc = fs_mkdir_p(out, &e)))
         return cli_report("monitor", &e);
+    /* args_parse leaves the command at the front of argv, not NULL-terminated */
+    char **cmd = calloc((size_t)npos + 1, sizeof *cmd);
+    if (!cmd)
+        return ERR_NOMEM;
+    memcpy(cmd, pos, sizeof *cmd * (size_t)npos);
+    rc = monitor_command(cmd, out, source, devices, interval_ms, counter_ms, idle_s);
+    free(cmd);
+    return rc;
+}
 
+static int monitor_command(char **cmd, const char *out, const char *source,
+                           const char *devices, long long interval_ms, long long counter_ms,
+                           double idle_s)
+{
+    err_t e = ERR_INIT;
+    int rc;
     energy_source_opts_t so;
     memset(&so, 0, sizeof so);
     energy_source_opts_from_env(&so);
@@ -264,7 +283,7 @@ int cmd_monitor(int argc, char **argv)
         snprintf(fdbuf, sizeof fdbuf, "%d", pfd);
         setenv("MXRLHF_PHASE_FD", fdbuf, 1);
         setenv("MXRLHF_T0", t0buf, 1);
-        execvp(pos[0], pos);
+        execvp(cmd[0], cmd);
         int err = errno;
         ssize_t w = write(errp[1], &err, sizeof err);
         (void)w;
@@ -280,7 +299,7 @@ int cmd_monitor(int argc, char **argv)
         if (pid < 0)
             err_errno(&e, ERR_FAIL, "fork");
         else
-            err_set(&e, ERR_INPUT, "cannot run %s: %s", pos[0], strerror(exec_err));
+            err_set(&e, ERR_INPUT, "cannot run %s: %s", cmd[0], strerror(exec_err));
         if (pid > 0)
             waitpid(pid, NULL, 0);
         close(outp[0]);

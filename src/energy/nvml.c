@@ -296,9 +296,9 @@ static int visible_gpus(const energy_source_opts_t *o, const nvml_gpu_t *g, int 
         return ERR_OK;
     }
     if (!o->cuda_visible_devices) {
+        /* every GPU: the set is certain, only the order (and so gpuN labels) assumed */
         for (int i = 0; i < ng && i < ENERGY_MAX_DEVICES; i++)
             vis[(*nvis)++] = i;
-        *by_index = true;
         return ERR_OK;
     }
     snprintf(buf, sizeof buf, "%s", o->cuda_visible_devices);
@@ -472,6 +472,10 @@ int energy_source_open_nvml(const energy_source_opts_t *o, energy_source_t **out
         add_note(p, "CUDA indices were taken in PCI bus order: all GPUs are the same model, so "
                     "CUDA's fastest-first order cannot tell them apart (set "
                     "CUDA_DEVICE_ORDER=PCI_BUS_ID or " ENERGY_BUS_IDS_ENV " to make this certain).");
+    } else if (!by_index && !sel_by_index && !(o->cuda_bus_ids && *o->cuda_bus_ids) &&
+               !pci_order && ng > 1) {
+        add_note(p, "gpuN labels follow PCI bus order, which may differ from CUDA's device "
+                    "numbering; the bus ids say which GPU is which.");
     }
 
     snprintf(p->kind, sizeof p->kind, "nvml");

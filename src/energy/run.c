@@ -176,7 +176,8 @@ int energy_run_windows_from_marks(energy_run_t *r, const energy_mark_t *marks, s
         rc = energy_run_add_window(r, w, e);
     }
     free(ord);
-    qsort(r->windows, r->n_windows, sizeof *r->windows, cmp_window);
+    if (r->n_windows)
+        qsort(r->windows, r->n_windows, sizeof *r->windows, cmp_window);
     return rc;
 }
 
@@ -410,7 +411,8 @@ static int load_timing(const cJSON *j, const char *ctx, energy_run_t *r, err_t *
         if ((rc = energy_run_add_window(r, &win, e)))
             return rc;
     }
-    qsort(r->windows, r->n_windows, sizeof *r->windows, cmp_window);
+    if (r->n_windows)
+        qsort(r->windows, r->n_windows, sizeof *r->windows, cmp_window);
     const cJSON *cs = cJSON_GetObjectItemCaseSensitive(j, "calibration");
     if (cs && !cJSON_IsArray(cs))
         return err_set(e, ERR_INPUT, "%s: field \"calibration\": expected an array", ctx);

@@ -267,6 +267,90 @@ static void nested_windows_keep_conservation(void **state)
     energy_run_free(&r);
 }
 
+/* A part-time sensor: the truth is `on` W inside the windows (period `period`, 0.2 s
+ * long, from 0.3 s) and 100 W elsewhere; the sensor updates every 0.1 s with the mean of
+ * the last 25 ms, and we read it every 20 ms (no counter). */
+static double truth(double t, double period, double on)
+{
+    double x = t - 0.3;
+    return x >= 0 && fmod(x, period) < 0.2 && x < 60 * period ? on : 100;
+}
+
+static void part_time_run(energy_run_t *r, double period, double on)
+{
+    energy_run_init(r);
+    snprintf(r->prov.kind, sizeof r->prov.kind, "custom");
+    r->prov.ndev = 1;
+    snprintf(r->prov.dev[0].label, sizeof r->prov.dev[0].label, "gpu0");
+    r->prov.dev[0].has_power = true;
+    r->prov.update_period_s = 0.1;
+    r->prov.content_window_s = 0.025;
+    r->interval_s = r->counter_interval_s = 0.02;
+    r->run_begin = 0;
+    r->run_end = 0.3 + 60 * period + 0.5;
+    err_t e = ERR_INIT;
+    double v = 100;
+    int next_upd = 0;
+    for (int j = 0; j * 0.02 + 0.001 < r->run_end + 0.1; j++) {
+        double t = j * 0.02 + 0.001;
+        while (0.013 + next_upd * 0.1 <= t) {
+            double s = 0.013 + next_upd++ * 0.1, acc = 0;
+            for (int k = 0; k < 250; k++) /* mean over [s - 25 ms, s] */
+                acc += truth(s - 0.025 + (k + 0.5) * 1e-4, period, on);
+            v = acc / 250;
+        }
+        energy_sample_t smp = {t, 0, v, NAN};
+        energy_log_round(&smp);
+        assert_int_equal(energy_run_add_sample(r, &smp, &e), 0);
+    }
+    for (int k = 0; k < 60; k++)
+        add_window(r, "burst_on", 0.3 + k * period, 0.3 + k * period + 0.2, 0);
+}
+
+static void sampled_method_sees_through_the_sensor_lag(void **state)
+{
+    (void)state;
+    energy_run_t r;
+    part_time_run(&r, 0.437, 500); /* the period drifts against the sensor's 0.1 s */
+    energy_report_t rep;
+    err_t e = ERR_INIT;
+    assert_int_equal(energy_attribute(&r, &rep, &e), 0);
+    const energy_phase_result_t *p = phase(&rep, "burst_on");
+    double want = 500 * p->runtime_s;
+    assert_true(p->sampled.ok);
+    assert_false(p->sampled.aliased);
+    assert_true(p->sampled.readings >= 60);
+    /* clean readings see only the phase's own power */
+    assert_near(p->sampled.power_W, 500, 1e-9);
+    assert_string_equal(p->method, "sampled");
+    assert_near(p->energy_J, want, 1e-6);
+    /* the held readings lag: the windowed integral is well short of the truth, and its
+     * bound still covers it */
+    assert_true(p->windowed_J < 0.85 * want);
+    assert_true(fabs(p->windowed_J - want) <= p->windowed_u);
+    assert_contains(p->note, "sampled: mean of");
+    energy_report_free(&rep);
+    energy_run_free(&r);
+}
+
+static void sampled_method_flags_windows_locked_to_the_sensor(void **state)
+{
+    (void)state;
+    energy_run_t r;
+    part_time_run(&r, 0.4, 500); /* 4 sensor periods: every window starts at one phase */
+    energy_report_t rep;
+    err_t e = ERR_INIT;
+    assert_int_equal(energy_attribute(&r, &rep, &e), 0);
+    const energy_phase_result_t *p = phase(&rep, "burst_on");
+    assert_true(p->sampled.ok);
+    assert_true(p->sampled.aliased);
+    assert_near(p->sampled.phase_lock, 1, 1e-6);
+    assert_true(p->sampled.u_aliasing > 0);
+    assert_contains(p->note, "one phase of the sensor's cycle");
+    energy_report_free(&rep);
+    energy_run_free(&r);
+}
+
 /* ---- marks and windows ------------------------------------------------------------- */
 
 static energy_mark_t mk(bool b, const char *name, double t)
@@ -1037,6 +1121,8 @@ int main(void)
         cmocka_unit_test(uncertainty_terms_follow_the_model),
         cmocka_unit_test(short_phase_is_warned_and_noted),
         cmocka_unit_test(nested_windows_keep_conservation),
+        cmocka_unit_test(sampled_method_sees_through_the_sensor_lag),
+        cmocka_unit_test(sampled_method_flags_windows_locked_to_the_sensor),
         cmocka_unit_test(bad_nesting_becomes_warnings),
         cmocka_unit_test(marks_are_ordered_by_timestamp_not_arrival),
         cmocka_unit_test(malformed_traces_name_file_and_line),

@@ -15,6 +15,11 @@ typedef struct series {
     double *ct, *cv;             /* counter: times, values */
     bool use_power, use_counter; /* the provenance says the device has them */
     double tau_p, tau_c;
+    /* sensor updates, seen as changes of the reading: the update happened in
+     * (chg_prev, chg_obs] and the new value is chg_v */
+    size_t nchg;
+    double *chg_prev, *chg_obs, *chg_v;
+    double obs_gap;              /* mean chg_obs - chg_prev: how precisely updates are located */
 } series_t;
 
 typedef struct ctx {
@@ -22,6 +27,8 @@ typedef struct ctx {
     int nd;
     series_t s[ENERGY_MAX_DEVICES];
     double tol; /* window time beyond the readings that still counts as covered */
+    double content_w; /* the sensor's content window (0: sampled method unavailable) */
+    double upd;       /* the sensor's update period */
 } ctx_t;
 
 static void ctx_free(ctx_t *c)
@@ -29,6 +36,7 @@ static void ctx_free(ctx_t *c)
     for (int d = 0; d < c->nd; d++) {
         free(c->s[d].pt);
         free(c->s[d].ct);
+        free(c->s[d].chg_prev);
     }
 }
 
@@ -86,8 +94,49 @@ static int ctx_build(ctx_t *c, const energy_run_t *r, err_t *e)
             s->use_power = false;
         if (!s->nc)
             s->use_counter = false;
+        /* Updates are seen where the reading changes. An update that repeats the value
+         * is invisible, so between two changes m sensor periods apart the m - 1 unseen
+         * updates are put back, one period after another, with the earlier value (else a
+         * steady stretch would count as one reading). */
+        size_t cap = 3 * s->np + 1;
+        s->chg_prev = malloc(3 * cap * sizeof(double));
+        if (!s->chg_prev) {
+            ctx_free(c);
+            return err_set(e, ERR_NOMEM, "out of memory for the attribution");
+        }
+        s->chg_obs = s->chg_prev + cap;
+        s->chg_v = s->chg_obs + cap;
+        double gaps = 0;
+        size_t seen = 0;
+        for (size_t i = 1; i < s->np; i++) {
+            if (s->pv[i] == s->pv[i - 1])
+                continue;
+            if (seen && upd > 0) {
+                size_t last = s->nchg - 1;
+                double g = s->pt[i] - s->chg_obs[last], m = round(g / upd);
+                if (m >= 2 && fabs(g / upd - m) < 0.3)
+                    for (int k = 1; k < (int)m && s->nchg + 1 < cap; k++) {
+                        double pv = s->chg_prev[last] + k * upd, ob = s->chg_obs[last] + k * upd;
+                        if (ob > s->pt[i - 1])
+                            break;
+                        s->chg_prev[s->nchg] = pv;
+                        s->chg_obs[s->nchg] = ob;
+                        s->chg_v[s->nchg++] = s->chg_v[last];
+                    }
+            }
+            if (s->nchg + 1 >= cap)
+                break;
+            s->chg_prev[s->nchg] = s->pt[i - 1];
+            s->chg_obs[s->nchg] = s->pt[i];
+            s->chg_v[s->nchg++] = s->pv[i];
+            gaps += s->pt[i] - s->pt[i - 1];
+            seen++;
+        }
+        s->obs_gap = seen ? gaps / (double)seen : 0;
     }
     c->tol = 2 * fmax(r->interval_s, r->counter_interval_s) + 0.05;
+    c->content_w = r->prov.content_window_s;
+    c->upd = upd;
     return ERR_OK;
 }
 
@@ -172,6 +221,97 @@ typedef struct measure {
     double u_edge, u_noise, u_gap, tau;
     bool all_counter, all_integral;
 } measure_t;
+
+/* Index of the last span whose begin is <= x (spans sorted, disjoint), or -1. */
+static long span_at(const span_t *sp, size_t n, double x)
+{
+    long lo = -1, hi = (long)n;
+    while (hi - lo > 1) {
+        long mid = lo + (hi - lo) / 2;
+        if (sp[mid].a <= x)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Mean of the readings whose content window lies wholly inside one span, for content
+ * window w: the update is somewhere in (prev, obs], so [prev - w, obs] must fit. */
+static long clean_mean(const series_t *s, const span_t *sp, size_t n, double w, double *mean,
+                       double *sd)
+{
+    double sum = 0, sq = 0;
+    long k = 0;
+    for (size_t i = 0; i < s->nchg; i++) {
+        long j = span_at(sp, n, s->chg_prev[i] - w);
+        if (j < 0 || s->chg_obs[i] > sp[j].b)
+            continue;
+        sum += s->chg_v[i];
+        sq += s->chg_v[i] * s->chg_v[i];
+        k++;
+    }
+    *mean = k ? sum / (double)k : NAN;
+    double var = k > 1 ? (sq - sum * sum / (double)k) / (double)(k - 1) : NAN;
+    *sd = var > 0 ? sqrt(var) : 0;
+    return k;
+}
+
+/* The sampled method (see attrib.h): phase power = mean of clean readings. */
+static void sampled_spans(const ctx_t *c, const span_t *sp, size_t n, energy_sampled_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->energy_J = o->uncertainty_J = o->power_W = NAN;
+    double T = 0;
+    for (size_t k = 0; k < n; k++)
+        T += sp[k].b - sp[k].a;
+    if (c->content_w <= 0 || c->nd == 0 || T <= 0)
+        return;
+    /* windows whose starts sit at one phase of the sensor's cycle see the same part of
+     * it every time: the readings then need not represent the whole window */
+    if (n >= 8 && c->upd > 0) {
+        double cx = 0, cy = 0;
+        for (size_t k = 0; k < n; k++) {
+            double ph = 2 * M_PI * fmod(sp[k].a, c->upd) / c->upd;
+            cx += cos(ph);
+            cy += sin(ph);
+        }
+        o->phase_lock = sqrt(cx * cx + cy * cy) / (double)n;
+        o->aliased = o->phase_lock > 0.5;
+    }
+    double e = 0, stat2 = 0, win2 = 0;
+    o->readings = -1;
+    for (int d = 0; d < c->nd; d++) {
+        const series_t *s = &c->s[d];
+        if (!s->use_power)
+            return;
+        double m, sd, m2, sd2;
+        long k = clean_mean(s, sp, n, c->content_w, &m, &sd);
+        long k2 = clean_mean(s, sp, n, 2 * c->content_w, &m2, &sd2);
+        if (k < ENERGY_SAMPLED_MIN)
+            return;
+        o->readings = o->readings < 0 ? k : (k < o->readings ? k : o->readings);
+        e += m * T;
+        stat2 += pow(2 * sd / sqrt((double)k) * T, 2);
+        if (k2 >= ENERGY_SAMPLED_MIN)
+            win2 += pow((m2 - m) * T, 2);
+        /* the first and last w + gap of each window are seen by fewer readings */
+        double edge = c->content_w + s->obs_gap;
+        for (size_t j = 0; j < n; j++) {
+            double a = sp[j].a, b = sp[j].b, tau = s->tau_p;
+            double sw = fmax(swing(s, a - tau, a + tau), swing(s, b - tau, b + tau));
+            o->u_edges += fmin(edge, b - a) * sw;
+            if (o->aliased)
+                o->u_aliasing += fmin(tau, b - a) * sw;
+        }
+    }
+    o->ok = true;
+    o->energy_J = e;
+    o->power_W = e / T;
+    o->u_stat = sqrt(stat2);
+    o->u_window = sqrt(win2);
+    o->uncertainty_J = o->u_edges + o->u_aliasing + sqrt(stat2 + win2);
+}
 
 static void measure_spans(const ctx_t *c, const span_t *sp, size_t n, measure_t *m)
 {
@@ -336,6 +476,7 @@ static void phase_result(const ctx_t *c, const energy_report_t *rep, energy_phas
     p->energy_J = p->windowed_J;
     p->uncertainty_J = p->windowed_u;
     p->method = method_name(&m);
+    sampled_spans(c, sp, n, &p->sampled);
     p->avg_power_W = p->above_idle_J = NAN;
     p->calib_power_W = p->calib_u_W = NAN;
     p->short_total = n > 0 && p->runtime_s < ENERGY_SHORT_TOTAL_S;
@@ -356,6 +497,19 @@ static void phase_result(const ctx_t *c, const energy_report_t *rep, energy_phas
                  r->sensor_failed ? " (the sensor failed during the run)" : "");
         return;
     }
+    /* All candidates estimate the same energy: the narrowest interval wins. */
+    if (p->sampled.ok && !(p->windowed_u <= p->sampled.uncertainty_J)) {
+        note_add(p->note, sizeof p->note,
+                 "sampled: mean of %ld clean readings, +-%.1f J, against +-%.1f J for %s over "
+                 "the windows", p->sampled.readings, p->sampled.uncertainty_J, p->windowed_u,
+                 p->method);
+        p->energy_J = p->sampled.energy_J;
+        p->uncertainty_J = p->sampled.uncertainty_J;
+        p->method = "sampled";
+    }
+    if (p->sampled.aliased)
+        note_add(p->note, sizeof p->note, "windows start at one phase of the sensor's cycle "
+                 "(lock %.2f): vary their timing for better figures", p->sampled.phase_lock);
     /* Calibration: steady power over the segments' steady parts. */
     size_t nc = 0;
     for (size_t i = 0; i < r->n_calib; i++)
@@ -371,16 +525,16 @@ static void phase_result(const ctx_t *c, const energy_report_t *rep, energy_phas
             p->calib_power_W = cm.iv.e_best / cm.iv.runtime_s;
             p->calib_u_W = u_total(&cm) / cm.iv.runtime_s;
         }
-        double rel_w = p->windowed_u / fabs(p->windowed_J);
-        double rel_c = p->calib_u_W / fabs(p->calib_power_W);
-        if (p->runtime_s > 0 && isfinite(p->calib_power_W) && !(rel_w <= rel_c)) {
+        double u_c = p->calib_u_W * p->runtime_s;
+        if (p->runtime_s > 0 && isfinite(p->calib_power_W) && !(p->uncertainty_J <= u_c)) {
+            note_add(p->note, sizeof p->note,
+                     "calibrated: steady power %.2f W (+-%.2f) over %.1f s of repeated work x "
+                     "runtime, because the windows give +-%.1f J (%s) and calibration +-%.1f J",
+                     p->calib_power_W, p->calib_u_W, p->calib_total_s, p->uncertainty_J,
+                     p->method, u_c);
             p->energy_J = p->calib_power_W * p->runtime_s;
             p->uncertainty_J = p->calib_u_W * p->runtime_s;
             p->method = "calibrated";
-            note_add(p->note, sizeof p->note,
-                     "calibrated: steady power %.2f W (+-%.2f) over %.1f s of repeated work x "
-                     "runtime, because the windows alone give +-%.1f%% and calibration +-%.1f%%",
-                     p->calib_power_W, p->calib_u_W, p->calib_total_s, 100 * rel_w, 100 * rel_c);
         }
     }
     if (p->short_total)
@@ -498,6 +652,33 @@ int energy_attribute(const energy_run_t *r, energy_report_t *rep, err_t *e)
                                                       : "; its energy is uncertain");
         if (p->incomplete)
             rep_warn(rep, "phase %s: %s", p->name, p->note);
+    }
+    /* closure: phases whose windows are all top level, as reported, against the best
+     * method over the same time */
+    if (rep->measured && nt > 0) {
+        double sum = 0, u = 0;
+        bool ok = true;
+        for (int k = 0; k < rep->nph; k++) {
+            const energy_phase_result_t *p = &rep->ph[k];
+            bool top = p->windows > 0;
+            for (size_t i = 0; i < r->n_windows && top; i++)
+                if (!strcmp(r->windows[i].name, p->name) && r->windows[i].depth)
+                    top = false;
+            if (!top)
+                continue;
+            ok &= isfinite(p->energy_J);
+            sum += p->energy_J;
+            u += p->uncertainty_J;
+        }
+        rep->closure_valid = ok && isfinite(mt.iv.e_best);
+        rep->closure_reported_J = sum;
+        rep->closure_reference_J = mt.iv.e_best;
+        rep->closure_u_J = u;
+        rep->closure_ok = rep->closure_valid && fabs(sum - mt.iv.e_best) <= u;
+        if (rep->closure_valid && !rep->closure_ok)
+            rep_warn(rep, "closure: the phases as reported add up to %.3f J, the %s over the "
+                     "same windows to %.3f J; the difference is beyond their summed "
+                     "uncertainty %.3f J", sum, method_name(&mt), mt.iv.e_best, u);
     }
     if (r->sensor_failed)
         rep_warn(rep, "the sensor failed at %.3f s: %s", r->sensor_error_t, r->sensor_error);

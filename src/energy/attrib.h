@@ -22,9 +22,11 @@
  *          the counter: its staircase at each edge, 2 sqrt(2N) tau P / sqrt(12)
  *   gap    |counter - integral| where both exist
  *   total  edge + sqrt(noise^2 + gap^2)
- * A phase whose windows add up to less than 5 s gets a warning. Where the phase was
- * calibrated (steady power over >= 10 s of its work repeated) and that gives the smaller
- * relative uncertainty, energy = calibrated power x runtime, and the note says so.
+ * A phase whose windows add up to less than 5 s gets a warning. The reported energy is
+ * the candidate with the smallest uncertainty among: the windowed figure
+ * (counter, else integral), the sampled method (below), and, where the phase was
+ * calibrated (steady power over >= 10 s of its work repeated), calibrated power x
+ * runtime; the note says which and why.
  */
 #ifndef MXRLHF_ENERGY_ATTRIB_H
 #define MXRLHF_ENERGY_ATTRIB_H
@@ -44,6 +46,31 @@ typedef struct energy_interval {
     double uncovered_s;            /* interval time beyond the readings (worst device) */
 } energy_interval_t;
 
+/* The sampled method, for sensors whose instant power is a short average taken once per
+ * update period (NVML: the last 25 ms of every 100 ms). A reading is "clean" for a phase
+ * when its content window, wherever the update fell between our two samples, lies wholly
+ * inside one window of the phase: it is then a sample of the phase's own power, free of
+ * the sensor's lag. Phase power = mean of its clean readings; energy = that x runtime.
+ * With windows at scattered phases of the sensor's cycle the errors average out instead
+ * of adding up (Yang et al., SC'24). Uncertainty:
+ *   stat      2 sd / sqrt(n) x runtime
+ *   window    the change when the content window is taken twice as long
+ *   edges     the first and last (content window + sampling gap) of each window are seen
+ *             by fewer readings: that length x the power swing at the edge
+ *   aliasing  when window starts lock onto the sensor's cycle (resultant length > 0.5
+ *             over >= 8 windows): the lag bound of the windowed methods as well
+ *   total     edges + aliasing + sqrt(stat^2 + window^2)
+ * It needs ENERGY_SAMPLED_MIN clean readings per device. */
+#define ENERGY_SAMPLED_MIN 10
+typedef struct energy_sampled {
+    bool ok;
+    long readings;          /* clean readings (the fewest over devices) */
+    double energy_J, uncertainty_J, power_W;
+    double u_stat, u_window, u_edges, u_aliasing;
+    double phase_lock;      /* 0: window starts spread over the sensor's cycle, 1: locked */
+    bool aliased;
+} energy_sampled_t;
+
 typedef struct energy_phase_result {
     char name[ENERGY_PHASE_MAX];
     int windows;
@@ -55,7 +82,8 @@ typedef struct energy_phase_result {
     double avg_power_W;
     double above_idle_J;
     double u_edge, u_noise, u_gap, tau_s;
-    double windowed_J, windowed_u;  /* the windows' own figure, before any calibration */
+    double windowed_J, windowed_u;  /* counter/integral over the windows */
+    energy_sampled_t sampled;       /* the sampled method over the windows */
     bool calibrated;                /* a calibration exists for this phase */
     int calib_segments;
     double calib_total_s, calib_power_W, calib_u_W;
@@ -72,6 +100,10 @@ typedef struct energy_report {
     bool measured;                  /* a sensor gave readings */
     double conservation_residual_J; /* whole - (top-level phases + outside), best method */
     bool conservation_ok;
+    /* closure: the reported energies of the top-level phases against the counter (or
+     * best method) over the same time: a real check once phases use other methods */
+    bool closure_valid, closure_ok;
+    double closure_reported_J, closure_reference_J, closure_u_J;
     char **warnings;
     int n_warnings;
 } energy_report_t;

@@ -550,6 +550,9 @@ int energy_source_open_nvml(const energy_source_opts_t *o, energy_source_t **out
     /* Nominal update periods measured on H100/H200 (docs/energy.md): instant power and
      * the counter change about every 100 ms; the fallback average spans 1 s. */
     p->update_period_s = any_fallback ? 1.0 : 0.1;
+    /* field 186 averages the last 25 ms of each 100 ms on A100/H100 (Yang et al., SC'24);
+     * the fallback averages a whole second */
+    p->content_window_s = any_fallback ? 1.0 : 0.025;
     p->counter_period_s = any_counter ? 0.1 : 0;
     rc = energy_source_custom(&nvml_ops, s, p, false, out, e);
     if (rc)

@@ -50,8 +50,9 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The recording's sensor period, if a phase_timing.json lies beside the log. */
-static double recorded_period(const char *path, char *what, size_t cap)
+/* The recording's sensor timing, if a phase_timing.json lies beside the log: returns the
+ * update period and fills the counter period and content window. */
+static double recorded_period(const char *path, char *what, size_t cap, energy_provenance_t *p)
 {
     char *copy = strdup(path);
     if (!copy)
@@ -66,8 +67,12 @@ static double recorded_period(const char *path, char *what, size_t cap)
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(src, "update_period_s");
         const cJSON *k = cJSON_GetObjectItemCaseSensitive(src, "kind");
         const cJSON *sn = cJSON_GetObjectItemCaseSensitive(src, "sensor");
+        const cJSON *cp = cJSON_GetObjectItemCaseSensitive(src, "counter_period_s");
+        const cJSON *cw = cJSON_GetObjectItemCaseSensitive(src, "content_window_s");
         if (cJSON_IsNumber(u) && u->valuedouble > 0) {
             per = u->valuedouble;
+            p->counter_period_s = cJSON_IsNumber(cp) ? cp->valuedouble : per;
+            p->content_window_s = cJSON_IsNumber(cw) ? cw->valuedouble : 0;
             snprintf(what, cap, "recorded with %s (%s); sensor period from %s",
                      cJSON_IsString(k) ? k->valuestring : "?",
                      cJSON_IsString(sn) ? sn->valuestring : "?", pt);
@@ -113,7 +118,7 @@ int energy_source_open_replay(const char *path, const energy_source_opts_t *o,
     if (per > 0)
         snprintf(what, sizeof what, "sensor period given by the caller");
     else
-        per = recorded_period(path, what, sizeof what);
+        per = recorded_period(path, what, sizeof what, p);
     if (per <= 0) {
         /* Median spacing of device 0's rows: the finest the recording can resolve. */
         size_t m = 0;
@@ -134,7 +139,8 @@ int energy_source_open_replay(const char *path, const energy_source_opts_t *o,
         snprintf(what, sizeof what, "sensor period unknown: taken as the median row spacing");
     }
     p->update_period_s = per;
-    p->counter_period_s = per;
+    if (p->counter_period_s <= 0)
+        p->counter_period_s = per;
     snprintf(p->notes, sizeof p->notes, "%s", what);
     rc = energy_source_custom(&replay_ops, s, p, true, out, e);
     if (rc)

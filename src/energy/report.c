@@ -140,6 +140,7 @@ static cJSON *source_json(const energy_provenance_t *p)
     add_num(s, "update_period_s", p->update_period_s);
     add_num(s, "counter_period_s", p->counter_period_s);
     add_num(s, "observed_period_s", p->observed_period_s);
+    add_num(s, "content_window_s", p->content_window_s);
     cJSON *devs = cJSON_AddArrayToObject(s, "devices");
     for (int d = 0; d < p->ndev; d++) {
         const energy_device_info_t *di = &p->dev[d];
@@ -256,6 +257,23 @@ int energy_write_timing(const energy_run_t *run, const energy_report_t *rep, con
         cJSON *wo = cJSON_AddObjectToObject(o, "windowed");
         add_num(wo, "energy_J", p->windowed_J);
         add_num(wo, "uncertainty_J", p->windowed_u);
+        const energy_sampled_t *sm = &p->sampled;
+        if (sm->ok) {
+            cJSON *so = cJSON_AddObjectToObject(o, "sampled");
+            add_num(so, "energy_J", sm->energy_J);
+            add_num(so, "uncertainty_J", sm->uncertainty_J);
+            add_num(so, "power_W", sm->power_W);
+            cJSON_AddNumberToObject(so, "readings", (double)sm->readings);
+            add_num(so, "phase_lock", sm->phase_lock);
+            cJSON_AddBoolToObject(so, "aliased", sm->aliased);
+            cJSON *sut = cJSON_AddObjectToObject(so, "uncertainty_terms");
+            add_num(sut, "stat_J", sm->u_stat);
+            add_num(sut, "window_J", sm->u_window);
+            add_num(sut, "edges_J", sm->u_edges);
+            add_num(sut, "aliasing_J", sm->u_aliasing);
+        } else {
+            cJSON_AddNullToObject(o, "sampled");
+        }
         if (p->calibrated) {
             cJSON *co = cJSON_AddObjectToObject(o, "calibration");
             cJSON_AddNumberToObject(co, "segments", p->calib_segments);
@@ -286,6 +304,18 @@ int energy_write_timing(const energy_run_t *run, const energy_report_t *rep, con
         cJSON_AddBoolToObject(co, "ok", rep->conservation_ok);
     } else {
         cJSON_AddNullToObject(co, "ok");
+    }
+    cJSON *cl = cJSON_AddObjectToObject(j, "closure");
+    cJSON_AddStringToObject(cl, "rule", "top-level phases as reported = the same windows by the "
+                            "counter (else integral), within their summed uncertainty");
+    if (rep->closure_valid) {
+        add_num(cl, "reported_J", rep->closure_reported_J);
+        add_num(cl, "reference_J", rep->closure_reference_J);
+        add_num(cl, "difference_J", rep->closure_reported_J - rep->closure_reference_J);
+        add_num(cl, "uncertainty_J", rep->closure_u_J);
+        cJSON_AddBoolToObject(cl, "ok", rep->closure_ok);
+    } else {
+        cJSON_AddNullToObject(cl, "ok");
     }
     cJSON *wa = cJSON_AddArrayToObject(j, "warnings");
     for (int i = 0; i < run->n_warnings; i++)

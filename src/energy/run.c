@@ -283,7 +283,8 @@ static int load_source(const cJSON *src, const char *ctx, energy_provenance_t *p
         (rc = copy_str(src, "notes", ctx, p->notes, sizeof p->notes, e)) ||
         (rc = json_opt_double(src, "update_period_s", ctx, 0, &p->update_period_s, e)) ||
         (rc = json_opt_double(src, "counter_period_s", ctx, 0, &p->counter_period_s, e)) ||
-        (rc = json_opt_double(src, "observed_period_s", ctx, 0, &p->observed_period_s, e)))
+        (rc = json_opt_double(src, "observed_period_s", ctx, 0, &p->observed_period_s, e)) ||
+        (rc = json_opt_double(src, "content_window_s", ctx, 0, &p->content_window_s, e)))
         return rc;
     if (!p->kind[0])
         return err_set(e, ERR_INPUT, "%s: field \"source.kind\" is missing", ctx);

@@ -59,6 +59,9 @@ typedef struct energy_provenance {
     double update_period_s;   /* the sensor's own update period (nominal)                */
     double counter_period_s;  /* the energy counter's update period (0: none/unknown)    */
     double observed_period_s; /* update period seen while reading (0: not observed)      */
+    /* How much of each update period an instant-power reading averages over (the
+     * "content window" ending at the update; 0: unknown). Enables the sampled method. */
+    double content_window_s;
     int ndev;
     energy_device_info_t dev[ENERGY_MAX_DEVICES];
 } energy_provenance_t;

@@ -91,10 +91,19 @@ static void monitor_exits_with_the_commands_status(void **state)
                   dir);
     assert_int_equal(rc, 128 + 15);
     free(out);
-    rc = test_cli(&out, "monitor --out %s --idle-s 0 -- ./no-such-command-here", dir);
+    char *sub = fs_join(dir, "never");
+    rc = test_cli(&out, "monitor --out %s --idle-s 0 -- ./no-such-command-here", sub);
     assert_int_equal(rc, 2);
     assert_contains(out, "cannot run ./no-such-command-here: No such file or directory");
     free(out);
+    /* nothing was measured, so nothing is left behind */
+    char *log = fs_join(sub, "power_log_baseline.csv"), *part = fs_join(sub,
+                                                                       "power_log_baseline.csv.partial");
+    assert_false(fs_exists(log));
+    assert_false(fs_exists(part));
+    free(log);
+    free(part);
+    free(sub);
     rc = test_cli(&out, "monitor --out %s --power-source replay:/nonexistent.csv -- true", dir);
     assert_int_equal(rc, 2);
     assert_contains(out, "cannot open power log /nonexistent.csv");

@@ -253,9 +253,8 @@ static int monitor_command(char **cmd, const char *out, const char *source,
     int outp[2], php[2], errp[2];
     if (pipe2(outp, O_CLOEXEC) || pipe2(php, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
         err_errno(&e, ERR_FAIL, "pipe");
-        energy_run_t run;
-        energy_monitor_stop(m, NAN, &run, NULL);
-        energy_run_free(&run);
+        energy_monitor_discard(m);
+        sigprocmask(SIG_SETMASK, &old, NULL);
         return cli_report("monitor", &e);
     }
     char t0buf[64];
@@ -304,9 +303,9 @@ static int monitor_command(char **cmd, const char *out, const char *source,
             waitpid(pid, NULL, 0);
         close(outp[0]);
         close(php[0]);
-        energy_run_t run;
-        energy_monitor_stop(m, NAN, &run, NULL);
-        energy_run_free(&run);
+        if (sfd >= 0)
+            close(sfd);
+        energy_monitor_discard(m);
         sigprocmask(SIG_SETMASK, &old, NULL);
         return cli_report("monitor", &e);
     }
@@ -319,6 +318,7 @@ static int monitor_command(char **cmd, const char *out, const char *source,
         waitpid(pid, NULL, 0);
         free(so_s);
         free(ph_s);
+        energy_monitor_discard(m);
         return ERR_NOMEM;
     }
     *so_s = (stream_t){.fd = outp[0], .name = "stdout", .pass_through = true};

@@ -432,6 +432,14 @@ int energy_monitor_stop(energy_monitor_t *m, double end_hint, energy_run_t *run,
     return rc;
 }
 
+void energy_monitor_discard(energy_monitor_t *m)
+{
+    atomic_store(&m->stop, 1);
+    if (m->th_started)
+        pthread_join(m->th, NULL);
+    monitor_free(m); /* aborts the .partial log */
+}
+
 /* ---- calibration ------------------------------------------------------------------ */
 
 int energy_calibrate(energy_monitor_t *m, const char *phase, energy_workload_fn work,

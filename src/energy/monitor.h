@@ -75,6 +75,10 @@ int energy_monitor_sensor_error(energy_monitor_t *m, err_t *e);
  * energy_run_free). The monitor is freed in any case. */
 int energy_monitor_stop(energy_monitor_t *m, double end_hint, energy_run_t *run, err_t *e);
 
+/* Stops sampling and throws the run away (the .partial log is removed): for a run that
+ * never started, such as a command that could not be executed. */
+void energy_monitor_discard(energy_monitor_t *m);
+
 /* ---- calibration ---------------------------------------------------------------- */
 
 /* Runs one iteration of a phase's work (the caller's code). */

@@ -34,6 +34,9 @@ TSUP_SRC := $(sort $(wildcard tests/support/*.c))
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
 
+# V=1 shows full command lines.
+Q := $(if $(V),,@)
+
 REL  := $(BUILD)/rel
 ASAN := $(BUILD)/asan
 
@@ -61,38 +64,45 @@ deps: $(DEPS_OK)
 # ---- optimised build --------------------------------------------------------
 $(REL)/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
-	$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 $(REL)/libmxrlhf.a: $(REL_LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(REL)/mxrlhf: $(REL_CLI_OBJ) $(REL)/libmxrlhf.a
-	$(CC) $(REL_CFLAGS) $^ -o $@ $(PKG_LIBS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(REL_CFLAGS) $^ -o $@ $(PKG_LIBS)
 
 $(REL)/bench/%: bench/%.c $(REL)/libmxrlhf.a | $(DEPS_OK)
 	@mkdir -p $(@D)
-	$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $< $(REL)/libmxrlhf.a -o $@ $(PKG_LIBS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $< $(REL)/libmxrlhf.a -o $@ $(PKG_LIBS)
 
 # ---- sanitizer build for tests ----------------------------------------------
 $(ASAN)/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
-	$(CC) $(ASAN_CFLAGS) $(PKG_CFLAGS) -Itests -c $< -o $@
+	@$(if $(V),,echo "  CC asan $<")
+	$(Q)$(CC) $(ASAN_CFLAGS) $(PKG_CFLAGS) -Itests -c $< -o $@
 
 $(ASAN)/libmxrlhf.a: $(ASAN_LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(ASAN)/mxrlhf: $(ASAN_CLI_OBJ) $(ASAN)/libmxrlhf.a
-	$(CC) $(ASAN_CFLAGS) $^ -o $@ $(PKG_LIBS) $(ASAN_LDFLAGS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) $^ -o $@ $(PKG_LIBS) $(ASAN_LDFLAGS)
 
 $(ASAN)/tests/%: $(ASAN)/tests/%.o $(TSUP_OBJ) $(ASAN)/libmxrlhf.a
-	$(CC) $(ASAN_CFLAGS) $^ -o $@ $(PKG_LIBS) -lcmocka $(ASAN_LDFLAGS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(ASAN_CFLAGS) $^ -o $@ $(PKG_LIBS) -lcmocka $(ASAN_LDFLAGS)
 
 # ---- fuzzers (clang + libFuzzer); `make test` replays their committed corpora --
 $(BUILD)/fuzz/%: fuzz/%.c $(LIB_SRC) | $(DEPS_OK)
 	@mkdir -p $(@D)
-	$(CLANG) -std=c11 -D_GNU_SOURCE -Isrc -g -O1 -fopenmp=libgomp \
+	@echo "  FUZZ    $@"
+	$(Q)$(CLANG) -std=c11 -D_GNU_SOURCE -Isrc -g -O1 -fopenmp=libgomp \
 	  -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) $< $(LIB_SRC) -o $@ $(PKG_LIBS)
 
 fuzz: $(FUZZ_BIN)

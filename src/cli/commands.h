@@ -6,9 +6,12 @@
 
 #include "util/err.h"
 
+int cmd_data(int argc, char **argv);
 int cmd_energy(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
+int cmd_mx(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 /* Prints "mxrlhf <command>: <message>" to stderr and returns the exit code for e. */
 int cli_report(const char *command, const err_t *e);

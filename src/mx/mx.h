@@ -16,6 +16,10 @@
  *   emax 0 (int8: multiples of 2^-6 up to 127/64).
  * - bf16, fp16, fp32 are plain element-wise casts (round to nearest even); block,
  *   rounding and scale rule do not apply to them.
+ * - an element that rounds to zero keeps its sign (-0 stays -0); a NaN-scale block
+ *   dequantizes to the quiet NaN 0x7fc00000.
+ * - stochastic rounding rounds up when the top 32 bits of the discarded fraction plus
+ *   the element's random word carry out of 32 bits: P(up) = floor(frac * 2^32) / 2^32.
  */
 #ifndef MXRLHF_MX_MX_H
 #define MXRLHF_MX_MX_H
@@ -59,10 +63,13 @@ typedef enum mx_axis {
     MX_AXIS_COL  /* blocks run down each column (stride = cols) */
 } mx_axis_t;
 
+/* Largest block accepted by mx_spec_check and mx_spec_parse. */
+#define MX_BLOCK_MAX (1 << 20)
+
 /* A precision spec: what one GEMM operand is quantized to. */
 typedef struct mx_spec {
     mx_format_t format;
-    int block;            /* elements per scale (>= 1); ignored for plain casts */
+    int block;            /* elements per scale (1..MX_BLOCK_MAX); ignored for plain casts */
     mx_round_t round;
     mx_scale_rule_t scale;
 } mx_spec_t;
@@ -123,5 +130,14 @@ void mx_fake_quant(const float *in, float *out, size_t rows, size_t cols, mx_axi
  * short); element i's random word is rng_u32(seed, stream, index0 + i). */
 void mx_fake_quant_flat(const float *in, float *out, size_t n, const mx_spec_t *spec,
                         uint64_t seed, uint64_t stream, uint64_t index0);
+
+/* The same two functions spread over `threads` OpenMP threads (<= 0: all), split on
+ * block boundaries; results are bit-identical to the single-thread ones. Call them
+ * from outside a parallel region. The spec must pass mx_spec_check. */
+void mx_fake_quant_parallel(const float *in, float *out, size_t rows, size_t cols,
+                            mx_axis_t axis, const mx_spec_t *spec, uint64_t seed,
+                            uint64_t stream, int threads);
+void mx_fake_quant_flat_parallel(const float *in, float *out, size_t n, const mx_spec_t *spec,
+                                 uint64_t seed, uint64_t stream, uint64_t index0, int threads);
 
 #endif

@@ -7,8 +7,10 @@
 #include "util/err.h"
 
 int cmd_data(int argc, char **argv);
+int cmd_energy(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
+int cmd_monitor(int argc, char **argv);
 int cmd_mx(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);

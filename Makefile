@@ -17,8 +17,15 @@ PKGS    := libcjson openblas libpcre2-8 libutf8proc zlib
 DEPS_OK := $(BUILD)/.deps-ok
 
 # pkg-config is only asked once the packages are known to be present.
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -ldl -lpthread
+# OpenBLAS is the OpenMP build (libopenblas-openmp-dev), found through its own pkgconfig
+# directory and pinned with an rpath: our OpenMP regions and BLAS then share one thread
+# pool (a BLAS call inside a parallel region runs single-threaded) instead of the default
+# pthread build oversubscribing the cores. The system-wide default BLAS is left alone.
+BLAS_PC    := /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/openblas-openmp/pkgconfig
+PKGCONF    = PKG_CONFIG_PATH=$(BLAS_PC) pkg-config
+PKG_CFLAGS = $(shell $(PKGCONF) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell $(PKGCONF) --libs $(PKGS) 2>/dev/null) \
+             -Wl,-rpath,$(shell $(PKGCONF) --variable=libdir openblas 2>/dev/null) -lm -ldl -lpthread
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 COMMON  := -std=c11 -D_GNU_SOURCE $(WARN) -Isrc -fopenmp -g -MMD -MP

@@ -4,7 +4,7 @@
 # command to run and fails, so the build stops before a confusing compiler error.
 # Usage: scripts/deps.sh [extra-package ...]
 set -u
-pkgs="gcc make pkg-config clang libclang-rt-14-dev zlib1g-dev libcjson-dev libopenblas-dev libpcre2-dev libutf8proc-dev libcmocka-dev $*"
+pkgs="gcc make pkg-config clang libclang-rt-14-dev zlib1g-dev libcjson-dev libopenblas-dev libopenblas-openmp-dev libpcre2-dev libutf8proc-dev libcmocka-dev $*"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,0 +1,373 @@
+/* backend: the operations the model needs, defined once, implemented per device.
+ *
+ * ggml's pattern: a backend is a small table of functions (be_ops_t) plus its private
+ * state. The model calls only the be_* wrappers below, so one model definition runs on
+ * every backend. `cpu` (backend_cpu.c) is the readable float32 reference with OpenMP and
+ * OpenBLAS; a CUDA backend implements the same table later and is checked op by op
+ * against it.
+ *
+ * Memory. Tensors live in device buffers (be_buf_t) the backend owns. An op never takes
+ * a host pointer for tensor data: it takes be_ptr_t = (buffer, byte offset). Host data
+ * moves only through be_upload / be_download. Ops are asynchronous in principle (on
+ * CUDA: enqueued on one stream, so a step can be captured as a graph); be_sync waits and
+ * returns the first error any op hit since the last sync (a failed scratch allocation,
+ * a device fault). Ops themselves return nothing. Reductions that return a number to
+ * the host (be_sumsq) synchronise.
+ *
+ * Tensor shapes are stated at each op as (rows, cols), row-major float32 unless said
+ * otherwise; ids and positions are int32. "acc" means the op adds into its output
+ * instead of overwriting it.
+ *
+ * Determinism: every op gives bit-identical results for any thread count. Reductions
+ * run in a fixed order (fixed-size chunks, combined in index order); parallel loops
+ * split work, never a sum. Random numbers come from util/rng keyed by (seed, stream,
+ * index), never from a thread's state.
+ */
+#ifndef MXRLHF_BACKEND_BACKEND_H
+#define MXRLHF_BACKEND_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mx/mx.h"
+#include "precision/precision.h"
+#include "util/err.h"
+
+typedef struct be_buf be_buf_t;         /* device memory (opaque, backend-owned) */
+typedef struct be_wcache be_wcache_t;   /* quantized copies of one weight (opaque) */
+typedef struct backend backend_t;
+
+/* A position in device memory: buffer + byte offset. NULL buf means "absent". */
+typedef struct be_ptr {
+    be_buf_t *buf;
+    size_t off;
+} be_ptr_t;
+
+static inline be_ptr_t be_ptr(be_buf_t *b, size_t off)
+{
+    be_ptr_t p = {b, off};
+    return p;
+}
+/* p advanced by n float32 (or int32) elements */
+static inline be_ptr_t be_f32(be_ptr_t p, size_t n)
+{
+    p.off += n * 4;
+    return p;
+}
+static inline bool be_null(be_ptr_t p) { return p.buf == NULL; }
+#define BE_NULL ((be_ptr_t){NULL, 0})
+
+/* ---- op arguments ------------------------------------------------------------------ */
+
+/* A linear layer, y = x·Wᵀ + b, with one precision spec per operand.
+ *   x: (M, K)   W: (N, K)   b: (N) or absent   y: (M, N)
+ * Forward: x is quantized by spec[input] and W by spec[weight], both along K. Then, if
+ * `compute` is bf16 or fp16, both operands are rounded to it; the product accumulates in
+ * float32; bias is added in float32; the result is rounded to `compute`; then it is
+ * stored (or added, when acc) into y.
+ * Backward (from dy: (M, N)):
+ *   dx (M, K)  = q(dy, grad_output_dx, along N) · q(W, weight_bp, along N)
+ *   dW (N, K) += q(dy, grad_output_dw, along M)ᵀ · q(x, input_bp, along M)
+ *   db (N)    += column sums of dy
+ * with the same `compute` rounding of operands and of dx and dW before they are stored.
+ * Backward quantizes the unquantized forward operands afresh along the new axes, as
+ * microxcaling does.
+ * Stochastic rounding of operand o draws rng_u32(seed, stream + o, element index) with
+ * the element index of the operand matrix as mx_fake_quant defines it.
+ * The weight's quantized copies are cached in `wcache` keyed by (wversion, spec, axis,
+ * compute); pass the parameter's version and bump it whenever W changes. A weight
+ * quantized with stochastic rounding is keyed by its stream too. */
+typedef struct be_linear {
+    be_ptr_t x, w, b;
+    int M, N, K;
+    mx_spec_t spec[PREC_OPERAND_COUNT];
+    prec_compute_t compute;
+    be_wcache_t *wcache;   /* may be NULL: quantize every call */
+    uint64_t wversion;
+    uint64_t seed, stream;
+} be_linear_t;
+
+/* Causal grouped-query attention with per-row padding.
+ *   q:   (B, Tq, H*D) rows; query (b, i) sits at key index q0 + i.
+ *   k,v: element (b, j, g, d) at float offset b*kv_sb + j*kv_st + g*kv_sh + d, for key
+ *        index j < Tk and KV head g < Hkv: the same op reads K/V saved in row layout
+ *        (B, T, Hkv*D) during training and from the KV cache (B, S, Hkv*D) in decoding.
+ *   pad_left: int32 (B): keys j < pad_left[b] are padding. Query (b, i) sees keys
+ *        pad_left[b] <= j <= q0 + i. Right padding needs no mask: a real token never
+ *        sees a later key. A query with no visible key (itself padding) outputs zeros.
+ *   out: (B, Tq, H*D) rows. lse: (B, H, Tq) log-sum-exp of the scaled scores, saved for
+ *        backward (may be absent in inference).
+ * Query head h uses KV head h / (H / Hkv). Scores are scaled by `scale` (1/sqrt(D)). */
+typedef struct be_attn {
+    be_ptr_t q, k, v, out, lse, pad_left;
+    size_t kv_sb, kv_st, kv_sh;
+    int B, Tq, Tk, H, Hkv, D, q0;
+    float scale;
+} be_attn_t;
+
+/* AdamW as torch.optim.AdamW computes it (decoupled decay, bias correction):
+ *   g  = grad * grad_mul                      (loss-scale undo and clipping, folded)
+ *   p -= lr * weight_decay * p
+ *   m  = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g²
+ *   p -= (lr / (1 - beta1^step)) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)   */
+typedef struct be_adamw {
+    double lr, beta1, beta2, eps, weight_decay;
+    long step;          /* 1 for the first update */
+    double grad_mul;
+} be_adamw_t;
+
+/* Sampling one token per row from logits (B, V) (row stride ld floats), as transformers'
+ * warpers do, in this order:
+ *   temperature <= 0: greedy (the lowest id among equal maxima);
+ *   z = logit / temperature;
+ *   top_k > 0: keep tokens whose z >= the k-th largest z (ties at the boundary kept);
+ *   0 < top_p < 1: with probabilities of the kept tokens sorted ascending (ties: higher id
+ *     first), drop those whose cumulative probability is <= 1 - top_p (the most likely
+ *     token always stays);
+ *   draw u = rng_uniform_double(seed, stream + b, index) and return the first kept id, in
+ *   id order, at which the running sum of exp(z - max) exceeds u * total.
+ * The row's stream is stream + b, the index is the decoding step: a draw depends only on
+ * (seed, row, step), never on thread count or backend. */
+typedef struct be_sample {
+    double temperature;
+    int top_k;
+    double top_p;
+    uint64_t seed, stream, index;
+} be_sample_t;
+
+/* ---- the table every backend fills -------------------------------------------------- */
+
+typedef struct be_ops {
+    const char *name;
+    void (*destroy)(backend_t *be);
+
+    /* memory */
+    be_buf_t *(*buf_alloc)(backend_t *be, size_t bytes, err_t *e);
+    void (*buf_free)(backend_t *be, be_buf_t *b);
+    size_t (*buf_size)(const be_buf_t *b);
+    /* A host address for the buffer when the device shares host memory (CPU), else NULL.
+     * Only loaders and tests use it, to skip a staging copy. */
+    void *(*host_addr)(backend_t *be, be_ptr_t p);
+    void (*upload)(backend_t *be, be_ptr_t dst, const void *src, size_t bytes);
+    void (*download)(backend_t *be, void *dst, be_ptr_t src, size_t bytes); /* syncs */
+    void (*copy)(backend_t *be, be_ptr_t dst, be_ptr_t src, size_t bytes);
+    /* rows of `width` bytes from src (pitch bytes apart) to dst (pitch bytes apart) */
+    void (*copy2d)(backend_t *be, be_ptr_t dst, size_t dpitch, be_ptr_t src, size_t spitch,
+                   size_t width, size_t rows);
+    void (*zero)(backend_t *be, be_ptr_t dst, size_t bytes);
+    int (*sync)(backend_t *be, err_t *e);
+
+    /* weight caches */
+    be_wcache_t *(*wcache_new)(backend_t *be, err_t *e);
+    void (*wcache_free)(backend_t *be, be_wcache_t *c);
+    size_t (*wcache_bytes)(const be_wcache_t *c);
+
+    /* ops; shapes at the wrappers below */
+    void (*linear_fwd)(backend_t *be, const be_linear_t *a, be_ptr_t y, bool acc);
+    void (*linear_bwd)(backend_t *be, const be_linear_t *a, be_ptr_t dy, be_ptr_t dx,
+                       bool dx_acc, be_ptr_t dw, be_ptr_t db);
+    void (*rmsnorm_fwd)(backend_t *be, be_ptr_t y, be_ptr_t rstd, be_ptr_t x, be_ptr_t w,
+                        int N, int C, float eps);
+    void (*rmsnorm_bwd)(backend_t *be, be_ptr_t dx, bool dx_acc, be_ptr_t dw, be_ptr_t dy,
+                        be_ptr_t x, be_ptr_t w, be_ptr_t rstd, int N, int C);
+    void (*rope)(backend_t *be, be_ptr_t x, be_ptr_t pos, be_ptr_t cos_t, be_ptr_t sin_t,
+                 int N, int nheads, int D, bool inverse);
+    void (*attn_fwd)(backend_t *be, const be_attn_t *a);
+    void (*attn_bwd)(backend_t *be, const be_attn_t *a, be_ptr_t dout, be_ptr_t dq,
+                     be_ptr_t dk, be_ptr_t dv);
+    void (*swiglu_fwd)(backend_t *be, be_ptr_t out, be_ptr_t gate, be_ptr_t up, size_t n);
+    void (*swiglu_bwd)(backend_t *be, be_ptr_t dgate, be_ptr_t dup, be_ptr_t dout,
+                       be_ptr_t gate, be_ptr_t up, size_t n);
+    void (*embed_fwd)(backend_t *be, be_ptr_t out, be_ptr_t table, be_ptr_t ids, int N, int C);
+    void (*embed_bwd)(backend_t *be, be_ptr_t dtable, be_ptr_t dout, be_ptr_t ids, int N,
+                      int C, int V);
+    void (*logsoftmax_gather)(backend_t *be, be_ptr_t logp, be_ptr_t lse, be_ptr_t logits,
+                              be_ptr_t ids, int N, int V);
+    void (*entropy)(backend_t *be, be_ptr_t ent, be_ptr_t logits, be_ptr_t lse, int N, int V);
+    void (*logits_bwd)(backend_t *be, be_ptr_t dlogits, be_ptr_t logits, be_ptr_t lse,
+                       be_ptr_t ent, be_ptr_t ids, be_ptr_t dlogp, be_ptr_t dent, int N,
+                       int V);
+    void (*adamw)(backend_t *be, be_ptr_t p, be_ptr_t g, be_ptr_t m, be_ptr_t v, size_t n,
+                  const be_adamw_t *h);
+    double (*sumsq)(backend_t *be, be_ptr_t x, size_t n);
+    void (*scale)(backend_t *be, be_ptr_t x, float alpha, size_t n);
+    void (*sample)(backend_t *be, be_ptr_t out_ids, be_ptr_t logits, size_t ld, int B, int V,
+                   const be_sample_t *s);
+    void (*fake_quant)(backend_t *be, be_ptr_t out, be_ptr_t in, size_t rows, size_t cols,
+                       mx_axis_t axis, const mx_spec_t *spec, uint64_t seed, uint64_t stream);
+} be_ops_t;
+
+struct backend {
+    const be_ops_t *ops;
+    void *impl;
+};
+
+/* Backends by name: "cpu". ERR_UNAVAILABLE for a backend not built in. */
+int be_open(const char *name, backend_t **out, err_t *e);
+void be_close(backend_t *be);
+const char *be_name(const backend_t *be);
+
+/* The CPU backend (float32, OpenMP + OpenBLAS). Threads: OMP_NUM_THREADS. */
+int be_cpu_open(backend_t **out, err_t *e);
+
+/* ---- wrappers: what the model calls --------------------------------------------------- */
+
+static inline be_buf_t *be_alloc(backend_t *be, size_t bytes, err_t *e)
+{
+    return be->ops->buf_alloc(be, bytes, e);
+}
+static inline void be_free(backend_t *be, be_buf_t *b)
+{
+    if (b)
+        be->ops->buf_free(be, b);
+}
+static inline void *be_host_addr(backend_t *be, be_ptr_t p) { return be->ops->host_addr(be, p); }
+static inline void be_upload(backend_t *be, be_ptr_t dst, const void *src, size_t bytes)
+{
+    be->ops->upload(be, dst, src, bytes);
+}
+static inline void be_download(backend_t *be, void *dst, be_ptr_t src, size_t bytes)
+{
+    be->ops->download(be, dst, src, bytes);
+}
+static inline void be_copy(backend_t *be, be_ptr_t dst, be_ptr_t src, size_t bytes)
+{
+    be->ops->copy(be, dst, src, bytes);
+}
+static inline void be_copy2d(backend_t *be, be_ptr_t dst, size_t dpitch, be_ptr_t src,
+                             size_t spitch, size_t width, size_t rows)
+{
+    be->ops->copy2d(be, dst, dpitch, src, spitch, width, rows);
+}
+static inline void be_zero(backend_t *be, be_ptr_t dst, size_t bytes)
+{
+    be->ops->zero(be, dst, bytes);
+}
+static inline int be_sync(backend_t *be, err_t *e) { return be->ops->sync(be, e); }
+
+static inline be_wcache_t *be_wcache_new(backend_t *be, err_t *e)
+{
+    return be->ops->wcache_new(be, e);
+}
+static inline void be_wcache_free(backend_t *be, be_wcache_t *c)
+{
+    if (c)
+        be->ops->wcache_free(be, c);
+}
+static inline size_t be_wcache_bytes(backend_t *be, const be_wcache_t *c)
+{
+    return c ? be->ops->wcache_bytes(c) : 0;
+}
+
+/* y (M, N) = or += linear(x) */
+static inline void be_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t y, bool acc)
+{
+    be->ops->linear_fwd(be, a, y, acc);
+}
+/* dx (M, K) = or +=; dW (N, K) +=; db (N) +=; any output may be BE_NULL to skip it */
+static inline void be_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dy, be_ptr_t dx,
+                                 bool dx_acc, be_ptr_t dw, be_ptr_t db)
+{
+    be->ops->linear_bwd(be, a, dy, dx, dx_acc, dw, db);
+}
+/* y (N, C) = w ⊙ x · rstd, rstd (N) = 1 / sqrt(mean(x²) + eps) (rstd may be absent) */
+static inline void be_rmsnorm_fwd(backend_t *be, be_ptr_t y, be_ptr_t rstd, be_ptr_t x,
+                                  be_ptr_t w, int N, int C, float eps)
+{
+    be->ops->rmsnorm_fwd(be, y, rstd, x, w, N, C, eps);
+}
+/* dx (N, C) = or +=, dw (C) += */
+static inline void be_rmsnorm_bwd(backend_t *be, be_ptr_t dx, bool dx_acc, be_ptr_t dw,
+                                  be_ptr_t dy, be_ptr_t x, be_ptr_t w, be_ptr_t rstd, int N, int C)
+{
+    be->ops->rmsnorm_bwd(be, dx, dx_acc, dw, dy, x, w, rstd, N, C);
+}
+/* In place on x (N, nheads*D), Hugging Face's rotate-half form:
+ *   x'[i] = x[i] cos - x[i+D/2] sin,  x'[i+D/2] = x[i+D/2] cos + x[i] sin,  i < D/2
+ * with cos/sin tables (P, D/2) at row pos[n] (int32 (N)). inverse rotates back (the
+ * backward of a rotation is its inverse). */
+static inline void be_rope(backend_t *be, be_ptr_t x, be_ptr_t pos, be_ptr_t cos_t,
+                           be_ptr_t sin_t, int N, int nheads, int D, bool inverse)
+{
+    be->ops->rope(be, x, pos, cos_t, sin_t, N, nheads, D, inverse);
+}
+static inline void be_attn_fwd(backend_t *be, const be_attn_t *a) { be->ops->attn_fwd(be, a); }
+/* dq like q; dk, dv in the same strided layout as k, v (overwritten); needs a->lse */
+static inline void be_attn_bwd(backend_t *be, const be_attn_t *a, be_ptr_t dout, be_ptr_t dq,
+                               be_ptr_t dk, be_ptr_t dv)
+{
+    be->ops->attn_bwd(be, a, dout, dq, dk, dv);
+}
+/* out (n) = silu(gate) * up, silu(g) = g / (1 + exp(-g)) */
+static inline void be_swiglu_fwd(backend_t *be, be_ptr_t out, be_ptr_t gate, be_ptr_t up, size_t n)
+{
+    be->ops->swiglu_fwd(be, out, gate, up, n);
+}
+static inline void be_swiglu_bwd(backend_t *be, be_ptr_t dgate, be_ptr_t dup, be_ptr_t dout,
+                                 be_ptr_t gate, be_ptr_t up, size_t n)
+{
+    be->ops->swiglu_bwd(be, dgate, dup, dout, gate, up, n);
+}
+/* out (N, C) = table[ids[n]]; ids int32 (N) */
+static inline void be_embed_fwd(backend_t *be, be_ptr_t out, be_ptr_t table, be_ptr_t ids, int N,
+                                int C)
+{
+    be->ops->embed_fwd(be, out, table, ids, N, C);
+}
+/* dtable (V, C) += scatter of dout (N, C) */
+static inline void be_embed_bwd(backend_t *be, be_ptr_t dtable, be_ptr_t dout, be_ptr_t ids,
+                                int N, int C, int V)
+{
+    be->ops->embed_bwd(be, dtable, dout, ids, N, C, V);
+}
+/* logits (N, V); lse (N) = logsumexp of each row; logp (N) = logits[n, ids[n]] - lse[n],
+ * 0 where ids[n] < 0 (no target). logp may be absent. */
+static inline void be_logsoftmax_gather(backend_t *be, be_ptr_t logp, be_ptr_t lse,
+                                        be_ptr_t logits, be_ptr_t ids, int N, int V)
+{
+    be->ops->logsoftmax_gather(be, logp, lse, logits, ids, N, V);
+}
+/* ent (N) = -sum p log p of softmax(logits row), from lse */
+static inline void be_entropy(backend_t *be, be_ptr_t ent, be_ptr_t logits, be_ptr_t lse, int N,
+                              int V)
+{
+    be->ops->entropy(be, ent, logits, lse, N, V);
+}
+/* dlogits (N, V) = dlogp[n] (onehot(ids[n]) - p) + dent[n] p (E_p[logit] - logit), from the
+ * forward's lse and ent (ent needed only with dent); dlogp / dent (N) may be absent; rows
+ * whose id is negative (no target, logp 0) take no dlogp term.
+ * dlogits may alias logits (the usual case: the gradient overwrites the logits). */
+static inline void be_logits_bwd(backend_t *be, be_ptr_t dlogits, be_ptr_t logits, be_ptr_t lse,
+                                 be_ptr_t ent, be_ptr_t ids, be_ptr_t dlogp, be_ptr_t dent, int N,
+                                 int V)
+{
+    be->ops->logits_bwd(be, dlogits, logits, lse, ent, ids, dlogp, dent, N, V);
+}
+static inline void be_adamw(backend_t *be, be_ptr_t p, be_ptr_t g, be_ptr_t m, be_ptr_t v,
+                            size_t n, const be_adamw_t *h)
+{
+    be->ops->adamw(be, p, g, m, v, n, h);
+}
+/* sum of x² in double, fixed order; Inf/NaN anywhere make it non-finite. Syncs. */
+static inline double be_sumsq(backend_t *be, be_ptr_t x, size_t n) { return be->ops->sumsq(be, x, n); }
+/* x (n) *= alpha */
+static inline void be_scale(backend_t *be, be_ptr_t x, float alpha, size_t n)
+{
+    be->ops->scale(be, x, alpha, n);
+}
+/* out_ids int32 (B) */
+static inline void be_sample_tokens(backend_t *be, be_ptr_t out_ids, be_ptr_t logits, size_t ld,
+                                    int B, int V, const be_sample_t *s)
+{
+    be->ops->sample(be, out_ids, logits, ld, B, V, s);
+}
+/* out (rows, cols) = mx_fake_quant(in) (may alias) */
+static inline void be_fake_quant(backend_t *be, be_ptr_t out, be_ptr_t in, size_t rows,
+                                 size_t cols, mx_axis_t axis, const mx_spec_t *spec,
+                                 uint64_t seed, uint64_t stream)
+{
+    be->ops->fake_quant(be, out, in, rows, cols, axis, spec, seed, stream);
+}
+
+#endif

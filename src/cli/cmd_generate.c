@@ -1,0 +1,194 @@
+/* mxrlhf generate: samples a continuation of a prompt with the KV cache (temperature,
+ * top-k, top-p; Philox random numbers keyed by seed and step), optionally under a
+ * precision plan. Prints one JSON object. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "model/qwen2.h"
+#include "tokenizer/tokenizer.h"
+#include "util/fs.h"
+
+static int parse_id_list(const char *text, const char *opt, int32_t **out, int *n, err_t *e)
+{
+    size_t cap = 1;
+    for (const char *p = text; *p; p++)
+        cap += *p == ',';
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    int k = 0;
+    const char *p = text;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > 0x7fffffff || (*end && *end != ',')) {
+            free(ids);
+            return err_set(e, ERR_INPUT, "--%s: expected comma-separated token ids, got \"%s\"",
+                           opt, text);
+        }
+        ids[k++] = (int32_t)v;
+        if (!*end)
+            break;
+        p = end + 1;
+    }
+    *out = ids;
+    *n = k;
+    return ERR_OK;
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    const char *model = NULL, *ids_text = NULL, *prompt = NULL, *stop_text = NULL, *policy = NULL,
+               *plan = NULL;
+    const char *phase_s = "rollout", *role_s = "policy", *backend = "cpu";
+    long long max_new = 32, top_k = 0;
+    double temperature = 1.0, top_p = 1.0;
+    uint64_t seed = 0;
+    bool no_stop = false;
+    arg_opt_t opts[] = {
+        {"model", ARG_STRING, &model, "DIR", "Hugging Face model directory"},
+        {"ids", ARG_STRING, &ids_text, "LIST", "prompt token ids, comma-separated"},
+        {"prompt", ARG_STRING, &prompt, "TEXT", "prompt text, encoded with DIR/tokenizer.json"},
+        {"max-new-tokens", ARG_INT, &max_new, "N", "most new tokens (default 32)"},
+        {"temperature", ARG_DOUBLE, &temperature, "T", "sampling temperature; 0 = greedy (default 1)"},
+        {"top-k", ARG_INT, &top_k, "K", "keep the K most likely tokens; 0 = off (default 0)"},
+        {"top-p", ARG_DOUBLE, &top_p, "P", "nucleus sampling mass; 1 = off (default 1)"},
+        {"seed", ARG_U64, &seed, "S", "random seed (default 0)"},
+        {"stop", ARG_STRING, &stop_text, "LIST", "stop ids (default: eos_token_id of config.json)"},
+        {"no-stop", ARG_FLAG, &no_stop, NULL, "ignore stop ids: always max-new-tokens"},
+        {"policy", ARG_STRING, &policy, "FILE", "policies.json with precision plans"},
+        {"plan", ARG_STRING, &plan, "NAME", "the plan to sample under (with --policy)"},
+        {"phase", ARG_STRING, &phase_s, "P", "rollout, reward or gradient (default rollout)"},
+        {"role", ARG_STRING, &role_s, "R", "policy, reference, reward or value (default policy)"},
+        {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
+    };
+    arg_spec_t spec = {"generate", "Sample a continuation of a prompt of token ids.",
+                       "--model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new-tokens N --temperature T "
+                       "--top-k K --top-p P --seed S]",
+                       "Prints {\"prompt\": [...], \"ids\": [new ids], \"stopped\": true when a "
+                       "stop id ended it}, with --prompt also \"text\" (the new ids decoded, special "
+                       "tokens left out). The same seed gives the same ids on any thread count.",
+                       opts, (int)(sizeof opts / sizeof opts[0]), false};
+    err_t e = ERR_INIT;
+    int npos;
+    char **pos;
+    int rc = args_parse(&spec, argc, argv, &npos, &pos, &e);
+    if (rc == ARGS_HELP)
+        return 0;
+    int32_t *ids = NULL, *stop = NULL, *out = NULL;
+    int n = 0, nstop = 0, out_len = 0;
+    backend_t *be = NULL;
+    qwen2_model_t *m = NULL;
+    prec_ctx_t ctx = {PREC_ROLLOUT, seed, 0};
+    prec_model_t role;
+    tok_t *tok = NULL;
+    char *decoded = NULL;
+    if (rc || args_require(model, "model", &e))
+        goto out;
+    if (!ids_text == !prompt) {
+        err_set(&e, ERR_INPUT, "give either --ids or --prompt");
+        goto out;
+    }
+    if (prompt) {
+        char *tpath = fs_join(model, "tokenizer.json");
+        tok_ids_t ti = {0};
+        if (!tpath || !fs_exists(tpath)) {
+            err_set(&e, ERR_INPUT, "%s/tokenizer.json: no tokenizer here (--prompt needs one; "
+                    "pass --ids)", model);
+            free(tpath);
+            goto out;
+        }
+        rc = tok_load(tpath, &tok, &e);
+        free(tpath);
+        if (rc || tok_encode(tok, NULL, prompt, strlen(prompt), &ti, &e)) {
+            tok_ids_free(&ti);
+            goto out;
+        }
+        ids = ti.ids;
+        n = (int)ti.n;
+        if (n < 1) {
+            err_set(&e, ERR_INPUT, "--prompt: the text encodes to no tokens");
+            goto out;
+        }
+    } else if (parse_id_list(ids_text, "ids", &ids, &n, &e)) {
+        goto out;
+    }
+    if (stop_text && parse_id_list(stop_text, "stop", &stop, &nstop, &e))
+        goto out;
+    if (max_new < 1 || max_new > 1 << 20 || top_k < 0 || top_k > 1 << 30 || !(top_p > 0) ||
+        !(temperature >= 0)) {
+        err_set(&e, ERR_INPUT, "need --max-new-tokens >= 1, --top-k >= 0, --top-p > 0, "
+                "--temperature >= 0");
+        goto out;
+    }
+    if (prec_phase_from_name(phase_s, &ctx.phase)) {
+        err_set(&e, ERR_INPUT, "--phase: expected rollout, reward or gradient, got \"%s\"", phase_s);
+        goto out;
+    }
+    if (prec_model_from_name(role_s, &role)) {
+        err_set(&e, ERR_INPUT, "--role: expected policy, reference, reward or value, got \"%s\"", role_s);
+        goto out;
+    }
+    if ((policy || plan) && (args_require(policy, "policy", &e) || args_require(plan, "plan", &e)))
+        goto out;
+    if (be_open(backend, &be, &e))
+        goto out;
+    int total = n + (int)max_new;
+    qwen2_opts_t mo = {.max_batch = 1, .max_seq = n, .heads = QWEN2_HEAD_LM, .kv_batch = 1,
+                       .kv_len = total, .role = role};
+    if (qwen2_open_dir(model, be, &mo, &m, &e))
+        goto out;
+    if (policy && qwen2_load_plan(m, policy, plan, NULL, &e))
+        goto out;
+    const qwen2_config_t *c = qwen2_config(m);
+    qwen2_gen_t g = {(int)max_new, temperature, (int)top_k, top_p, seed, 0,
+                     stop ? stop : c->eos_ids, stop ? nstop : c->n_eos};
+    if (no_stop)
+        g.nstop = 0;
+    out = malloc((size_t)max_new * sizeof *out);
+    if (!out) {
+        err_set(&e, ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    const int32_t *prompts[1] = {ids};
+    if (qwen2_generate(m, &ctx, 1, prompts, &n, &g, out, &out_len, &e))
+        goto out;
+    printf("{\"prompt\": [");
+    for (int i = 0; i < n; i++)
+        printf("%s%d", i ? ", " : "", ids[i]);
+    printf("], \"ids\": [");
+    for (int i = 0; i < out_len; i++)
+        printf("%s%d", i ? ", " : "", out[i]);
+    bool stopped = false;
+    for (int i = 0; out_len && i < g.nstop; i++)
+        stopped |= out[out_len - 1] == g.stop[i];
+    printf("], \"stopped\": %s", stopped ? "true" : "false");
+    if (tok) {
+        size_t dl;
+        if (tok_decode(tok, out, (size_t)out_len, true, &decoded, &dl, &e)) {
+            printf("}\n");
+            goto out;
+        }
+        cJSON *js = cJSON_CreateString(decoded);
+        char *q = js ? cJSON_PrintUnformatted(js) : NULL;
+        printf(", \"text\": %s", q ? q : "null");
+        free(q);
+        cJSON_Delete(js);
+    }
+    printf("}\n");
+out:
+    qwen2_free(m);
+    be_close(be);
+    tok_free(tok);
+    free(decoded);
+    free(ids);
+    free(stop);
+    free(out);
+    return cli_report("generate", &e);
+}

@@ -1,0 +1,130 @@
+/* qwen2_decode: batched sampling with the KV cache.
+ *
+ * Prompts are left-padded to the longest one, so after the prefill every row's next token
+ * goes to the same cache index t; each row's rotary position is t - pad_left[b] and the
+ * padding keys stay masked. One decoding step runs every decoder layer on B rows of one
+ * token, stores its K and V at t and attends over cache positions [pad_left[b], t]. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/qwen2_internal.h"
+
+static bool is_stop(const qwen2_gen_t *g, int32_t id)
+{
+    for (int i = 0; i < g->nstop; i++)
+        if (g->stop[i] == id)
+            return true;
+    return false;
+}
+
+/* final norm and lm_head over B rows of hidden state x: logits rows [0, B) */
+static void head(qwen2_model_t *m, const prec_ctx_t *ctx, be_ptr_t x, int B)
+{
+    be_rmsnorm_fwd(m->be, m->xnf, m->rstdf, x, qp(m, m->norm), B, m->cfg.hidden,
+                   (float)m->cfg.rms_eps);
+    qwen2__lin_fwd(m, ctx, m->lin_lm, m->xnf, B, m->logits, false);
+}
+
+int qwen2_generate(qwen2_model_t *m, const prec_ctx_t *ctx, int B, const int32_t *const *prompts,
+                   const int *plen, const qwen2_gen_t *g, int32_t *out, int *out_len, err_t *e)
+{
+    backend_t *be = m->be;
+    const qwen2_config_t *c = &m->cfg;
+    const int H = c->hidden, V = c->vocab;
+    if (m->lin_lm < 0)
+        return err_set(e, ERR_INPUT, "generate: the model has no lm_head");
+    if (!m->kv)
+        return err_set(e, ERR_INPUT, "generate: the model was built without a KV cache");
+    if (B < 1 || B > m->opts.kv_batch)
+        return err_set(e, ERR_INPUT, "generate: %d rows, the KV cache holds %d", B,
+                       m->opts.kv_batch);
+    if (g->max_new < 0 || (unsigned)ctx->phase >= PREC_PHASE_COUNT)
+        return err_set(e, ERR_INPUT, "generate: bad max_new (%d) or phase", g->max_new);
+    int Lmax = 0;
+    for (int b = 0; b < B; b++) {
+        if (plen[b] < 1)
+            return err_set(e, ERR_INPUT, "generate: prompt %d is empty", b);
+        Lmax = plen[b] > Lmax ? plen[b] : Lmax;
+    }
+    if (Lmax + g->max_new > m->opts.kv_len)
+        return err_set(e, ERR_INPUT, "generate: prompt of %d tokens + %d new tokens exceeds the "
+                       "KV cache length %d", Lmax, g->max_new, m->opts.kv_len);
+    for (int b = 0; b < B; b++)
+        out_len[b] = 0;
+    m->fwd_flags = 0;
+    m->have_targets = false;
+    m->logits_valid = false;
+    if (g->max_new == 0)
+        return ERR_OK;
+
+    /* left-padded prompt batch; h_tgt is free during generation and holds the ids */
+    int32_t *ids = m->h_tgt;
+    int32_t *padl = malloc((size_t)B * sizeof *padl);
+    bool *done = calloc((size_t)B, sizeof *done);
+    int rc = ERR_OK;
+    if (!padl || !done) {
+        rc = err_set(e, ERR_NOMEM, "generate: out of memory");
+        goto out;
+    }
+    if ((size_t)B * Lmax > (size_t)m->opts.max_batch * m->opts.max_seq || Lmax > m->opts.max_seq) {
+        rc = err_set(e, ERR_INPUT, "generate: %d prompts of up to %d tokens do not fit the "
+                     "model's activations (%d x %d)", B, Lmax, m->opts.max_batch, m->opts.max_seq);
+        goto out;
+    }
+    for (int b = 0; b < B; b++) {
+        padl[b] = Lmax - plen[b];
+        for (int t = 0; t < Lmax; t++)
+            ids[(size_t)b * Lmax + t] = t < padl[b] ? 0 : prompts[b][t - padl[b]];
+    }
+    qwen2_batch_t batch = {B, Lmax, ids, padl, NULL};
+    if ((rc = qwen2__prepare_batch(m, &batch, e)))
+        goto out;
+
+    /* prefill: the prompt through every layer, K and V into the cache at [0, Lmax) */
+    qwen2_act_layer_t *S = &m->sets[0];
+    be_embed_fwd(be, S->x, qp(m, m->embed), m->ids, B * Lmax, H);
+    for (int L = 0; L < c->layers; L++)
+        qwen2__layer_forward(m, ctx, L, S, S->x, B, Lmax, 0);
+    be_copy2d(be, m->last_rows, (size_t)H * sizeof(float), be_f32(S->x, (size_t)(Lmax - 1) * H),
+              (size_t)Lmax * H * sizeof(float), (size_t)H * sizeof(float), (size_t)B);
+    head(m, ctx, m->last_rows, B);
+
+    int32_t *tok = m->h_ids_grad; /* host staging for B sampled ids */
+    for (int s = 0; s < g->max_new; s++) {
+        be_sample_t sp = {g->temperature, g->top_k, g->top_p, g->seed, g->stream, (uint64_t)s};
+        be_sample_tokens(be, m->targets, m->logits, (size_t)V, B, V, &sp);
+        be_download(be, tok, m->targets, (size_t)B * sizeof(int32_t));
+        if ((rc = be_sync(be, e)))
+            goto out;
+        bool all = true;
+        for (int b = 0; b < B; b++) {
+            if (done[b])
+                continue;
+            out[(size_t)b * g->max_new + s] = tok[b];
+            out_len[b]++;
+            done[b] = is_stop(g, tok[b]);
+            all = all && done[b];
+        }
+        if (all || s + 1 == g->max_new)
+            break;
+        /* one step: the sampled token of every row at cache index t */
+        const int t = Lmax + s;
+        for (int b = 0; b < B; b++) {
+            m->h_ids[b] = tok[b];
+            m->h_pos[b] = t - padl[b];
+        }
+        be_upload(be, m->ids, m->h_ids, (size_t)B * sizeof(int32_t));
+        be_upload(be, m->pos, m->h_pos, (size_t)B * sizeof(int32_t));
+        be_embed_fwd(be, S->x, qp(m, m->embed), m->ids, B, H);
+        for (int L = 0; L < c->layers; L++)
+            qwen2__layer_forward(m, ctx, L, S, S->x, B, 1, t);
+        head(m, ctx, S->x, B);
+    }
+    m->logits_valid = true;
+    m->logits_rows = B;
+    rc = be_sync(be, e);
+out:
+    free(padl);
+    free(done);
+    return rc;
+}

@@ -1,21 +1,123 @@
-/* mxrlhf run: the whole pipeline on the embedded default.
- *
- * The pipeline is built stage by stage (docs/architecture.md). This command runs the
- * stages that exist and names those that do not yet, so `make run` is honest about
- * what it did. */
+/* mxrlhf run: the whole pipeline (src/pipeline/) on the embedded default or on a user's
+ * HH-RLHF file and model directory, each stage cached. `mxrlhf sft` and `mxrlhf rm` are
+ * the same chain stopped earlier (cli_pipeline below). */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/stage.h"
 
-int cmd_run(int argc, char **argv)
+static void print_line(void *ctx, const char *line)
 {
-    const char *output = "results";
+    (void)ctx;
+    printf("%s\n", line);
+    fflush(stdout);
+}
+
+/* Defaults, then --config FILE, then each --set, in order. */
+int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t *cfg, err_t *e)
+{
+    pipeline_config_default(cfg);
+    int rc = path ? pipeline_config_load(path, cfg, e) : ERR_OK;
+    for (int i = 0; !rc && sets && i < sets->n; i++)
+        rc = pipeline_config_set(cfg, sets->items[i], e);
+    return rc;
+}
+
+static void print_summary(const pipeline_report_t *rep)
+{
+    printf("\n%-12s %-12s %10s  %s\n", "stage", "status", "seconds", "output");
+    for (int i = 0; i < rep->n; i++) {
+        const pipeline_stage_report_t *r = &rep->stage[i];
+        if (r->status == PIPELINE_NOT_BUILT)
+            continue;
+        char secs[32] = "-";
+        if (r->status == PIPELINE_RAN || r->status == PIPELINE_REUSED)
+            snprintf(secs, sizeof secs, "%.1f", r->seconds);
+        printf("%-12s %-12s %10s  %s\n", r->name, pipeline_status_name(r->status), secs,
+               r->dir[0] ? r->dir : r->note);
+    }
+    int nb = 0;
+    for (int i = 0; i < rep->n; i++)
+        nb += rep->stage[i].status == PIPELINE_NOT_BUILT;
+    if (nb) {
+        printf("\nnot built yet (later issues add them to the chain):\n");
+        for (int i = 0; i < rep->n; i++)
+            if (rep->stage[i].status == PIPELINE_NOT_BUILT)
+                printf("  %-12s %s\n", rep->stage[i].name, rep->stage[i].note);
+    }
+}
+
+/* OpenMP threads that spin at barriers while their partner thread is descheduled waste
+ * most of a shared machine's time: on the 2-core development VM at load average 9, a
+ * 100-step pretraining run took 174 s with libgomp's default (spinning) policy and 48 s
+ * with OMP_WAIT_POLICY=passive. libgomp reads the variable once, when the program
+ * starts, so the training commands set it and start again; a value the user set is
+ * kept. */
+static void exec_with_passive_openmp(const char *command, int argc, char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || argc > 60)
+        return;
+    char *args[64];
+    args[0] = (char *)"mxrlhf";
+    args[1] = (char *)command;
+    for (int i = 0; i < argc; i++)
+        args[2 + i] = argv[i];
+    args[2 + argc] = NULL;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", args);
+    /* exec failed: carry on with the default policy */
+}
+
+int cli_pipeline(const char *command, int argc, char **argv, const char *summary,
+                 const char *until_default, bool model_is_sft)
+{
+    exec_with_passive_openmp(command, argc, argv);
+    const char *output = "results", *config = NULL, *data = NULL, *model = NULL,
+               *until = until_default, *backend = "cpu";
+    bool force = false, no_judge = false;
+    arg_list_t sets = {0};
     arg_opt_t opts[] = {
         {"output", ARG_STRING, &output, "DIR", "where results go (default results/)"},
+        {"config", ARG_STRING, &config, "FILE", "configuration file (default: built-in; "
+         "`mxrlhf config` prints it)"},
+        {"set", ARG_LIST, &sets, "S.K=V", "override one config value, e.g. --set sft.steps=50 "
+         "(repeatable)"},
+        {"data", ARG_STRING, &data, "FILE", "HH-RLHF .jsonl(.gz) instead of the synthetic task"},
+        {"model", ARG_STRING, &model, "DIR",
+         model_is_sft ? "a fine-tuned model directory to train the reward models from (no "
+                        "pretraining, no SFT)"
+                      : "a Hugging Face Qwen2 model directory to start from (no pretraining; "
+                        "its own tokenizer)"},
+        {"force", ARG_FLAG, &force, NULL, "run every stage even when its cached output is valid"},
+        {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
+        {"until", ARG_STRING, &until, "STAGE", "stop after this stage"},
+        {"no-judge", ARG_FLAG, &no_judge, NULL, "train the reward model only, not the judge"},
     };
-    arg_spec_t spec = {"run", "Run the pipeline on the embedded default.", "[--output DIR]",
-                       NULL, opts, (int)(sizeof opts / sizeof opts[0]), false};
+    /* run has --until; rm has --no-judge; sft has neither */
+    int nopts = 7;
+    if (!strcmp(command, "run"))
+        nopts = 8;
+    arg_opt_t rm_opts[8];
+    const arg_opt_t *use = opts;
+    if (!strcmp(command, "rm")) {
+        memcpy(rm_opts, opts, 7 * sizeof *opts);
+        rm_opts[7] = opts[8];
+        use = rm_opts;
+        nopts = 8;
+    }
+    char details[1024];
+    snprintf(details, sizeof details,
+             "Stages: data, tokenizer, pretrain, sft, rm, judge (then later issues' stages).\n"
+             "Each stage's output goes to DIR/<stage>/ with stage.json; a stage whose config\n"
+             "section and inputs are unchanged is reused. DIR/config.json is the configuration\n"
+             "used, DIR/run.json what ran and how long. See docs/cli.md.");
+    arg_spec_t spec = {command, summary, "[--output DIR] [--config FILE] [--data FILE] "
+                       "[--model DIR] [options]", details, use, nopts, false};
     err_t e = ERR_INIT;
     int npos;
     char **pos;
@@ -23,7 +125,30 @@ int cmd_run(int argc, char **argv)
     if (rc == ARGS_HELP)
         return 0;
     if (rc)
-        return cli_report("run", &e);
-    printf("mxrlhf run: no pipeline stage is built yet.\n");
+        return cli_report(command, &e);
+    pipeline_config_t cfg;
+    if ((rc = cli_load_config(config, &sets, &cfg, &e)))
+        return cli_report(command, &e);
+    if (no_judge)
+        until = "rm";
+    pipeline_run_opts_t o = {.output = output, .data = data, .until = until, .backend = backend,
+                             .force = force, .log = {print_line, NULL}};
+    if (model_is_sft)
+        o.sft_model = model;
+    else
+        o.model = model;
+    printf("mxrlhf %s: %s%s%s -> %s/\n", command, data ? data : "the synthetic task (embedded "
+           "default)", model ? ", model " : "", model ? model : "", output);
+    pipeline_report_t rep;
+    rc = pipeline_run(&cfg, &o, &rep, &e);
+    print_summary(&rep);
+    if (rc)
+        return cli_report(command, &e);
     return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    return cli_pipeline("run", argc, argv, "Run the pipeline (embedded default, or --data/--model).",
+                        NULL, false);
 }

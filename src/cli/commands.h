@@ -4,16 +4,33 @@
 #ifndef MXRLHF_CLI_COMMANDS_H
 #define MXRLHF_CLI_COMMANDS_H
 
+#include <stdbool.h>
+
+#include "cli/args.h"
+#include "pipeline/config.h"
 #include "util/err.h"
 
+int cmd_config(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_energy(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
 int cmd_mx(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_sft(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+
+/* The pipeline commands (run, sft, rm): parse the shared options and run the chain up to
+ * until_default (NULL: every built stage); with model_is_sft, --model names a fine-tuned
+ * model (cmd_run.c). */
+int cli_pipeline(const char *command, int argc, char **argv, const char *summary,
+                 const char *until_default, bool model_is_sft);
+
+/* Configuration: defaults, then --config FILE, then each --set (cmd_run.c). */
+int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t *cfg, err_t *e);
 
 /* Prints "mxrlhf <command>: <message>" to stderr and returns the exit code for e. */
 int cli_report(const char *command, const err_t *e);

@@ -14,14 +14,18 @@ typedef struct command {
 
 /* Keep sorted by name; `mxrlhf --help` prints it as is. */
 static const command_t commands[] = {
+    {"config", cmd_config, "print the configuration (every stage's options) as JSON"},
     {"data", cmd_data, "draw and split HH-RLHF pairs; generate or score the synthetic task"},
     {"energy", cmd_energy, "recompute energy per phase from a run's power log (energy.csv)"},
     {"generate", cmd_generate, "sample a continuation of token ids from a model"},
     {"logprobs", cmd_logprobs, "per-token log-probabilities of token ids under a model"},
     {"monitor", cmd_monitor, "measure the energy of any command, phase by phase"},
     {"mx", cmd_mx, "MX number formats: quantize or pack files, the format table, error"},
+    {"rm", cmd_rm, "train the reward model and the held-out judge (Bradley-Terry)"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
+    {"sft", cmd_sft, "pretrain (embedded default) and fine-tune on chosen responses"},
     {"tokenize", cmd_tokenize, "encode/decode with a tokenizer.json; `tokenize train` learns BPE"},
+    {"verify", cmd_verify, "check CPU, GPU, driver, CUDA runtime, power sources, --model, --data"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,406 @@
+/* train_common: see train_common.h. */
+#include "rlhf/train_common.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util/atomic_file.h"
+#include "util/fs.h"
+#include "util/rng.h"
+
+/* ---- options <-> JSON ------------------------------------------------------------------ */
+
+static int unknown_key(const rlhf_field_t *f, int n, const char *ctx, const char *key, err_t *e)
+{
+    char known[600];
+    size_t at = 0;
+    known[0] = 0;
+    for (int i = 0; i < n && at + 2 < sizeof known; i++)
+        at += (size_t)snprintf(known + at, sizeof known - at, "%s%s", i ? ", " : "", f[i].key);
+    return err_set(e, ERR_INPUT, "%s: unknown key \"%s\" (known: %s)", ctx, key, known);
+}
+
+static int out_of_range(const rlhf_field_t *f, const char *ctx, double v, err_t *e)
+{
+    return err_set(e, ERR_INPUT, "%s: field \"%s\": expected a value in [%g, %g], got %g", ctx,
+                   f->key, f->min, f->max, v);
+}
+
+static int read_field(const rlhf_field_t *f, const cJSON *v, const char *ctx, char *base, err_t *e)
+{
+    void *p = base + f->off;
+    switch (f->kind) {
+    case RLHF_F_INT:
+    case RLHF_F_LONG: {
+        double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+        if (!cJSON_IsNumber(v) || d != floor(d))
+            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected an integer", ctx, f->key);
+        if (d < f->min || d > f->max)
+            return out_of_range(f, ctx, d, e);
+        if (f->kind == RLHF_F_INT)
+            *(int *)p = (int)d;
+        else
+            *(long *)p = (long)d;
+        return ERR_OK;
+    }
+    case RLHF_F_DOUBLE: {
+        if (!cJSON_IsNumber(v))
+            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected a number", ctx, f->key);
+        if (!(v->valuedouble >= f->min && v->valuedouble <= f->max))
+            return out_of_range(f, ctx, v->valuedouble, e);
+        *(double *)p = v->valuedouble;
+        return ERR_OK;
+    }
+    case RLHF_F_BOOL:
+        if (!cJSON_IsBool(v))
+            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected true or false", ctx, f->key);
+        *(bool *)p = cJSON_IsTrue(v);
+        return ERR_OK;
+    case RLHF_F_U64: {
+        if (cJSON_IsNumber(v)) {
+            double d = v->valuedouble;
+            if (d < 0 || d != floor(d) || d > 9007199254740992.0)
+                return err_set(e, ERR_INPUT, "%s: field \"%s\": expected an integer in [0, 2^53] "
+                               "(or a decimal string for larger values)", ctx, f->key);
+            *(uint64_t *)p = (uint64_t)d;
+            return ERR_OK;
+        }
+        const char *s = cJSON_IsString(v) ? v->valuestring : NULL;
+        char *end = NULL;
+        unsigned long long x = s && *s >= '0' && *s <= '9' ? strtoull(s, &end, 10) : 0;
+        if (!s || !end || *end)
+            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected an unsigned integer or a "
+                           "decimal string", ctx, f->key);
+        *(uint64_t *)p = (uint64_t)x;
+        return ERR_OK;
+    }
+    case RLHF_F_ENUM: {
+        if (cJSON_IsString(v))
+            for (int i = 0; f->names[i]; i++)
+                if (!strcmp(f->names[i], v->valuestring)) {
+                    *(int *)p = i;
+                    return ERR_OK;
+                }
+        char list[256];
+        size_t at = 0;
+        list[0] = 0;
+        for (int i = 0; f->names[i] && at + 2 < sizeof list; i++)
+            at += (size_t)snprintf(list + at, sizeof list - at, "%s\"%s\"", i ? ", " : "",
+                                   f->names[i]);
+        return err_set(e, ERR_INPUT, "%s: field \"%s\": expected one of %s", ctx, f->key, list);
+    }
+    case RLHF_F_STRING:
+        if (!cJSON_IsString(v))
+            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected a string", ctx, f->key);
+        if (strlen(v->valuestring) >= f->cap)
+            return err_set(e, ERR_INPUT, "%s: field \"%s\": longer than %zu bytes", ctx, f->key,
+                           f->cap - 1);
+        memcpy(p, v->valuestring, strlen(v->valuestring) + 1);
+        return ERR_OK;
+    }
+    return err_set(e, ERR_INPUT, "%s: field \"%s\": unsupported kind", ctx, f->key);
+}
+
+int rlhf_fields_from_json(const rlhf_field_t *f, int n, const cJSON *obj, const char *ctx,
+                          void *base, err_t *e)
+{
+    if (!obj)
+        return ERR_OK;
+    if (!cJSON_IsObject(obj))
+        return err_set(e, ERR_INPUT, "%s: expected an object", ctx);
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        int k = -1;
+        for (int i = 0; i < n && k < 0; i++)
+            if (!strcmp(f[i].key, it->string))
+                k = i;
+        if (k < 0)
+            return unknown_key(f, n, ctx, it->string, e);
+        int rc = read_field(&f[k], it, ctx, base, e);
+        if (rc)
+            return rc;
+    }
+    return ERR_OK;
+}
+
+cJSON *rlhf_fields_to_json(const rlhf_field_t *f, int n, const void *base_)
+{
+    const char *base = base_;
+    cJSON *o = cJSON_CreateObject();
+    for (int i = 0; o && i < n; i++) {
+        const void *p = base + f[i].off;
+        cJSON *v = NULL;
+        switch (f[i].kind) {
+        case RLHF_F_INT: v = cJSON_CreateNumber(*(const int *)p); break;
+        case RLHF_F_LONG: v = cJSON_CreateNumber((double)*(const long *)p); break;
+        case RLHF_F_DOUBLE: v = cJSON_CreateNumber(*(const double *)p); break;
+        case RLHF_F_BOOL: v = cJSON_CreateBool(*(const bool *)p); break;
+        case RLHF_F_U64: {
+            uint64_t x = *(const uint64_t *)p;
+            if (x <= (1ull << 53)) {
+                v = cJSON_CreateNumber((double)x);
+            } else {
+                char buf[24];
+                snprintf(buf, sizeof buf, "%" PRIu64, x);
+                v = cJSON_CreateString(buf);
+            }
+            break;
+        }
+        case RLHF_F_ENUM: v = cJSON_CreateString(f[i].names[*(const int *)p]); break;
+        case RLHF_F_STRING: v = cJSON_CreateString((const char *)p); break;
+        }
+        if (!v || !cJSON_AddItemToObject(o, f[i].key, v)) {
+            cJSON_Delete(v);
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+/* ---- optimizer and schedule ------------------------------------------------------------ */
+
+const char *const rlhf_sched_names[] = {"constant", "linear", "cosine", NULL};
+
+void rlhf_optim_default(rlhf_optim_t *o)
+{
+    o->lr = 1e-3;
+    o->min_lr_ratio = 0.1;
+    o->warmup_steps = 20;
+    o->schedule = RLHF_SCHED_COSINE;
+    o->weight_decay = 0.01;
+    o->beta1 = 0.9;
+    o->beta2 = 0.999;
+    o->eps = 1e-8;
+    o->max_grad_norm = 1.0;
+}
+
+void rlhf_optim_fields(size_t b, rlhf_field_t *out)
+{
+    const rlhf_field_t f[RLHF_OPTIM_NFIELDS] = {
+        {"lr", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, lr), 0, 10, NULL, 0},
+        {"min_lr_ratio", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, min_lr_ratio), 0, 1, NULL, 0},
+        {"warmup_steps", RLHF_F_LONG, b + offsetof(rlhf_optim_t, warmup_steps), 0, 1e12, NULL, 0},
+        {"schedule", RLHF_F_ENUM, b + offsetof(rlhf_optim_t, schedule), 0, 0, rlhf_sched_names, 0},
+        {"weight_decay", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, weight_decay), 0, 10, NULL, 0},
+        {"beta1", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, beta1), 0, 0.999999, NULL, 0},
+        {"beta2", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, beta2), 0, 0.999999999, NULL, 0},
+        {"eps", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, eps), 1e-30, 1, NULL, 0},
+        {"max_grad_norm", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, max_grad_norm), -1, 1e12,
+         NULL, 0},
+    };
+    memcpy(out, f, sizeof f);
+}
+
+double rlhf_lr_at(const rlhf_optim_t *o, long s, long total)
+{
+    if (s < 1)
+        s = 1;
+    if (o->warmup_steps > 0 && s <= o->warmup_steps)
+        return o->lr * (double)s / (double)o->warmup_steps;
+    if (o->schedule == RLHF_SCHED_CONSTANT || total <= o->warmup_steps)
+        return o->lr;
+    double p = (double)(s - o->warmup_steps) / (double)(total - o->warmup_steps);
+    p = p > 1 ? 1 : p;
+    double floor_lr = o->lr * o->min_lr_ratio;
+    if (o->schedule == RLHF_SCHED_LINEAR)
+        return floor_lr + (o->lr - floor_lr) * (1 - p);
+    return floor_lr + (o->lr - floor_lr) * 0.5 * (1 + cos(M_PI * p));
+}
+
+qwen2_adamw_t rlhf_adamw_at(const rlhf_optim_t *o, long s, long total)
+{
+    qwen2_adamw_t h = {rlhf_lr_at(o, s, total), o->beta1, o->beta2, o->eps, o->weight_decay,
+                       o->max_grad_norm};
+    return h;
+}
+
+const char *const rlhf_dtype_names[] = {"float32", "bfloat16", "float16", NULL};
+const char *const rlhf_template_enum_names[] = {"raw", "chatml", NULL};
+
+st_dtype_t rlhf_dtype_of(int index)
+{
+    return index == 1 ? ST_BF16 : index == 2 ? ST_F16 : ST_F32;
+}
+
+/* ---- example order --------------------------------------------------------------------- */
+
+void rlhf_epoch_order(uint64_t seed, const char *name, uint64_t epoch, size_t *idx, size_t n)
+{
+    uint64_t stream = rng_stream(name, epoch);
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    for (size_t i = n; i > 1; i--) {
+        uint64_t x = ((uint64_t)rng_u32(seed, stream, 2 * (i - 1)) << 32) |
+                     rng_u32(seed, stream, 2 * (i - 1) + 1);
+        size_t j = (size_t)(x % i);
+        size_t t = idx[i - 1];
+        idx[i - 1] = idx[j];
+        idx[j] = t;
+    }
+}
+
+typedef struct len_key {
+    int len;
+    size_t pos, idx;
+} len_key_t;
+
+static int by_len_desc(const void *a, const void *b)
+{
+    const len_key_t *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len > y->len ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+void rlhf_length_grouped_order(uint64_t seed, const char *name, uint64_t epoch, const int *len,
+                               size_t n, int batch, size_t *order)
+{
+    rlhf_epoch_order(seed, name, epoch, order, n);
+    size_t win = (size_t)(batch > 0 ? batch : 1) * 8;
+    len_key_t *k = malloc(win * sizeof *k);
+    if (!k)
+        return; /* the plain permutation is still a valid order */
+    for (size_t w0 = 0; w0 < n; w0 += win) {
+        size_t m = n - w0 < win ? n - w0 : win;
+        for (size_t i = 0; i < m; i++)
+            k[i] = (len_key_t){len[order[w0 + i]], i, order[w0 + i]};
+        qsort(k, m, sizeof *k, by_len_desc);
+        /* the window's batches in a seeded order, so that the seed still matters when
+         * the whole set fits in one window */
+        size_t B = (size_t)(batch > 0 ? batch : 1), nb = m / B, bo[8], at = w0;
+        rlhf_epoch_order(seed, name, (epoch << 20) ^ (w0 / win + 1), bo, nb);
+        for (size_t b = 0; b < nb; b++)
+            for (size_t i = bo[b] * B; i < (bo[b] + 1) * B; i++)
+                order[at++] = k[i].idx;
+        for (size_t i = nb * B; i < m; i++) /* a short batch stays last */
+            order[at++] = k[i].idx;
+    }
+    free(k);
+}
+
+/* ---- progress -------------------------------------------------------------------------- */
+
+void rlhf_logf(const rlhf_log_t *log, const char *fmt, ...)
+{
+    if (!log || !log->fn)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    log->fn(log->ctx, line);
+}
+
+double rlhf_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void rlhf_fmt_duration(double s, char *buf, size_t cap)
+{
+    if (!(s >= 0))
+        s = 0;
+    if (s < 60)
+        snprintf(buf, cap, "%.1f s", s);
+    else if (s < 3600)
+        snprintf(buf, cap, "%d min %02d s", (int)(s / 60), (int)s % 60);
+    else
+        snprintf(buf, cap, "%d h %02d min", (int)(s / 3600), ((int)s % 3600) / 60);
+}
+
+/* ---- training log ---------------------------------------------------------------------- */
+
+#define TL_BASE 7
+
+int rlhf_trainlog_add(rlhf_trainlog_t *l, long step, double lr, double loss, double grad_norm,
+                      long tokens, double tokens_per_s, double elapsed, const double *extra,
+                      err_t *e)
+{
+    size_t w = TL_BASE + (size_t)l->nextra;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 256;
+        double *r = realloc(l->rows, cap * w * sizeof *r);
+        if (!r)
+            return err_set(e, ERR_NOMEM, "out of memory for the training log");
+        l->rows = r;
+        l->cap = cap;
+    }
+    double *r = l->rows + l->n * w;
+    r[0] = (double)step, r[1] = lr, r[2] = loss, r[3] = grad_norm, r[4] = (double)tokens;
+    r[5] = tokens_per_s, r[6] = elapsed;
+    for (int k = 0; k < l->nextra; k++)
+        r[TL_BASE + k] = extra ? extra[k] : NAN;
+    l->n++;
+    return ERR_OK;
+}
+
+int rlhf_trainlog_write(const rlhf_trainlog_t *l, const char *path, err_t *e)
+{
+    atomic_file_t af;
+    int rc = atomic_open(&af, path, e);
+    if (rc)
+        return rc;
+    fprintf(af.fp, "step,lr,loss,grad_norm,tokens,tokens_per_s,elapsed_s");
+    for (int k = 0; k < l->nextra; k++)
+        fprintf(af.fp, ",%s", l->extra[k]);
+    fputc('\n', af.fp);
+    size_t w = TL_BASE + (size_t)l->nextra;
+    for (size_t i = 0; i < l->n; i++) {
+        const double *r = l->rows + i * w;
+        fprintf(af.fp, "%.0f,%.6g,%.6f,%.6g,%.0f,%.1f,%.3f", r[0], r[1], r[2], r[3], r[4], r[5],
+                r[6]);
+        for (int k = 0; k < l->nextra; k++)
+            fprintf(af.fp, ",%.6g", r[TL_BASE + k]);
+        fputc('\n', af.fp);
+    }
+    return atomic_commit(&af, e);
+}
+
+void rlhf_trainlog_free(rlhf_trainlog_t *l)
+{
+    free(l->rows);
+    l->rows = NULL;
+    l->n = l->cap = 0;
+}
+
+/* ---- files ----------------------------------------------------------------------------- */
+
+int rlhf_copy_file(const char *src, const char *dst, err_t *e)
+{
+    char *buf;
+    size_t len;
+    int rc = fs_read_all(src, (size_t)1 << 31, &buf, &len, e);
+    if (rc)
+        return rc;
+    rc = atomic_write(dst, buf, len, e);
+    free(buf);
+    return rc;
+}
+
+int rlhf_copy_tokenizer_files(const char *src_dir, const char *dst_dir, err_t *e)
+{
+    static const char *const names[] = {"tokenizer.json", "tokenizer_config.json",
+                                        "special_tokens_map.json", "vocab.json", "merges.txt",
+                                        "generation_config.json"};
+    int rc = ERR_OK;
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !rc; i++) {
+        char *s = fs_join(src_dir, names[i]), *d = fs_join(dst_dir, names[i]);
+        if (!s || !d)
+            rc = err_set(e, ERR_NOMEM, "out of memory");
+        else if (fs_exists(s))
+            rc = rlhf_copy_file(s, d, e);
+        else if (i == 0)
+            rc = err_set(e, ERR_INPUT, "%s: missing (the model directory needs its tokenizer)", s);
+        free(s);
+        free(d);
+    }
+    return rc;
+}

@@ -1,0 +1,353 @@
+/* Tests for src/pipeline: the configuration file (round trip, errors, overrides), the
+ * cached chain of `mxrlhf run` on a tiny configuration (reuse, re-run from a changed
+ * section, damaged output, a given model directory, stages not built yet), and the exit
+ * codes of `mxrlhf config` and `mxrlhf verify`. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pipeline/config.h"
+#include "pipeline/pipeline.h"
+#include "test_sft_tiny.h"
+#include "util/fs.h"
+#include "util/json.h"
+
+/* A configuration small enough for a whole chain in a few seconds under ASan. */
+static const char *TINY_CONFIG =
+    "{\"data\": {\"synth_pairs\": 120, \"corpus_docs\": 200},\n"
+    " \"tokenizer\": {\"vocab_size\": 400},\n"
+    " \"model\": {\"hidden\": 32, \"layers\": 1, \"heads\": 2, \"kv_heads\": 1,\n"
+    "           \"intermediate\": 64, \"max_position\": 256},\n"
+    " \"pretrain\": {\"tokens\": 2048, \"seq_len\": 64, \"batch_size\": 8, \"warmup_steps\": 2,\n"
+    "              \"log_every\": 0},\n"
+    " \"sft\": {\"steps\": 3, \"batch_size\": 4, \"warmup_steps\": 1, \"log_every\": 0},\n"
+    " \"rm\": {\"steps\": 3, \"batch_size\": 4, \"warmup_steps\": 1, \"log_every\": 0},\n"
+    " \"judge\": {\"steps\": 3, \"batch_size\": 4, \"warmup_steps\": 1, \"log_every\": 0}}\n";
+
+static char *dir;       /* the test's temporary directory */
+static char cfg_path[600], out[600];
+
+static int group_setup(void **state)
+{
+    (void)state;
+    dir = test_mkdtemp();
+    snprintf(cfg_path, sizeof cfg_path, "%s/tiny.json", dir);
+    snprintf(out, sizeof out, "%s/results", dir);
+    test_write_file(cfg_path, TINY_CONFIG, strlen(TINY_CONFIG));
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    test_rmtree(dir);
+    free(dir);
+    return 0;
+}
+
+/* ---- configuration ---------------------------------------------------------------------- */
+
+static char *config_text(const pipeline_config_t *c)
+{
+    cJSON *j = pipeline_config_to_json(c);
+    assert_non_null(j);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+static void config_defaults_round_trip_through_json(void **state)
+{
+    (void)state;
+    pipeline_config_t a, b;
+    pipeline_config_default(&a);
+    char *text = config_text(&a);
+    memset(&b, 0, sizeof b); /* nothing but what the file says */
+    cJSON *j = cJSON_Parse(text);
+    err_t e = ERR_INIT;
+    assert_int_equal(pipeline_config_from_json(j, "defaults.json", &b, &e), 0);
+    char *again = config_text(&b);
+    assert_string_equal(text, again);
+    if (memcmp(&a, &b, sizeof a))
+        fail_msg("expected the parsed configuration to equal the defaults field for field");
+    cJSON_Delete(j);
+    free(text);
+    free(again);
+}
+
+static void config_unknown_key_names_the_file_section_and_key(void **state)
+{
+    (void)state;
+    pipeline_config_t c;
+    pipeline_config_default(&c);
+    err_t e = ERR_INIT;
+    cJSON *j = cJSON_Parse("{\"rm\": {\"steps\": 10, \"stepz\": 3}}");
+    assert_int_equal(pipeline_config_from_json(j, "my.json", &c, &e), ERR_INPUT);
+    if (!strstr(e.msg, "my.json: rm: unknown key \"stepz\""))
+        fail_msg("expected the message to name my.json, rm and stepz, got: %s", e.msg);
+    cJSON_Delete(j);
+    err_clear(&e);
+    j = cJSON_Parse("{\"ppo\": {}}");
+    assert_int_equal(pipeline_config_from_json(j, "my.json", &c, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "unknown section \"ppo\""));
+    cJSON_Delete(j);
+    err_clear(&e);
+    j = cJSON_Parse("{\"sft\": {\"lr\": \"fast\"}}");
+    assert_int_equal(pipeline_config_from_json(j, "my.json", &c, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "my.json: sft: field \"lr\": expected a number"));
+    cJSON_Delete(j);
+    err_clear(&e);
+    j = cJSON_Parse("{\"data\": {\"rm_train\": 0.5}}");
+    assert_int_equal(pipeline_config_from_json(j, "my.json", &c, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "sum to"));
+    cJSON_Delete(j);
+    /* a failed read leaves the configuration as it was */
+    pipeline_config_t d;
+    pipeline_config_default(&d);
+    assert_memory_equal(&c, &d, sizeof c);
+}
+
+static void config_file_and_overrides_apply_in_order(void **state)
+{
+    (void)state;
+    pipeline_config_t c;
+    pipeline_config_default(&c);
+    err_t e = ERR_INIT;
+    assert_int_equal(pipeline_config_load(cfg_path, &c, &e), 0);
+    assert_int_equal(c.model.hidden, 32);
+    assert_int_equal(c.sft.steps, 3);
+    assert_int_equal(c.rm.optim.warmup_steps, 1);
+    assert_int_equal(c.judge.steps, 3);
+    assert_int_equal(c.model.intermediate, 64);
+    assert_true(c.rm.optim.lr == 1e-3); /* untouched keys keep their defaults */
+    assert_int_equal(pipeline_config_set(&c, "sft.steps=7", &e), 0);
+    assert_int_equal(pipeline_config_set(&c, "sft.schedule=linear", &e), 0);
+    assert_int_equal(c.sft.steps, 7);
+    assert_int_equal(c.sft.optim.schedule, RLHF_SCHED_LINEAR);
+    assert_int_equal(pipeline_config_set(&c, "sft.nope=1", &e), ERR_INPUT);
+    err_clear(&e);
+    assert_int_equal(pipeline_config_set(&c, "sft.steps", &e), ERR_INPUT);
+}
+
+static void config_command_prints_defaults_and_checks_files(void **state)
+{
+    (void)state;
+    char *o = NULL;
+    assert_int_equal(test_cli(&o, "config"), 0);
+    cJSON *j = cJSON_Parse(o);
+    assert_non_null(j);
+    pipeline_config_t a, b;
+    pipeline_config_default(&a);
+    b = a;
+    err_t e = ERR_INIT;
+    assert_int_equal(pipeline_config_from_json(j, "stdout", &b, &e), 0);
+    assert_memory_equal(&a, &b, sizeof a);
+    cJSON_Delete(j);
+    free(o);
+    char bad[700];
+    snprintf(bad, sizeof bad, "%s/bad.json", dir);
+    test_write_file(bad, "{\"sft\": {\"stepz\": 1}}", 22);
+    assert_int_equal(test_cli(&o, "config --config %s", bad), 2);
+    assert_non_null(strstr(o, "unknown key \"stepz\""));
+    free(o);
+}
+
+/* ---- the chain -------------------------------------------------------------------------- */
+
+/* The status of each stage in <out>/run.json, "name=status,..." in table order. */
+static void run_statuses(const char *outdir, char *buf, size_t cap)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/run.json", outdir);
+    cJSON *j;
+    err_t e = ERR_INIT;
+    if (json_load_file(path, 1 << 20, &j, &e))
+        fail_msg("%s", e.msg);
+    size_t at = 0;
+    buf[0] = 0;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(j, "stages"))
+        at += (size_t)snprintf(buf + at, cap - at, "%s%s=%s", at ? "," : "",
+                               cJSON_GetObjectItem(s, "stage")->valuestring,
+                               cJSON_GetObjectItem(s, "status")->valuestring);
+    cJSON_Delete(j);
+}
+
+#define BUILT "data=%s,tokenizer=%s,pretrain=%s,sft=%s,rm=%s,judge=%s"
+#define LATER ",baseline=not_built,sensitivity=not_built,policies=not_built,compare=not_built," \
+              "report=not_built"
+
+static void expect_statuses(const char *outdir, const char *want)
+{
+    char got[1024];
+    run_statuses(outdir, got, sizeof got);
+    if (strcmp(got, want))
+        fail_msg("expected stages\n  %s\ngot\n  %s", want, got);
+}
+
+static void run_caches_every_stage_and_reruns_from_a_changed_section(void **state)
+{
+    (void)state;
+    char *o = NULL, want[1024];
+    int rc = test_cli(&o, "run --output %s --config %s", out, cfg_path);
+    if (rc)
+        fail_msg("first run: exit %d\n%s", rc, o);
+    snprintf(want, sizeof want, BUILT LATER, "ran", "ran", "ran", "ran", "ran", "ran");
+    expect_statuses(out, want);
+    assert_non_null(strstr(o, "not built yet"));
+    assert_non_null(strstr(o, "baseline"));
+    free(o);
+    const char *files[] = {"config.json", "data/split.json", "data/pairs.jsonl",
+                           "tokenizer/tokenizer.json", "pretrain/model.safetensors",
+                           "sft/model.safetensors", "sft/tokenizer.json", "rm/rm_metrics.json",
+                           "judge/rm_metrics.json", "rm/stage.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *p = fs_join(out, files[i]);
+        if (!fs_exists(p))
+            fail_msg("expected %s after the run", p);
+        free(p);
+    }
+
+    /* the same inputs: everything is reused */
+    assert_int_equal(test_cli(&o, "run --output %s --config %s", out, cfg_path), 0);
+    snprintf(want, sizeof want, BUILT LATER, "reused", "reused", "reused", "reused", "reused",
+             "reused");
+    expect_statuses(out, want);
+    assert_non_null(strstr(o, "reusing"));
+    free(o);
+
+    /* one SFT value changed: SFT and what reads it run again, the rest is reused */
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --set sft.steps=4", out,
+                              cfg_path), 0);
+    snprintf(want, sizeof want, BUILT LATER, "reused", "reused", "reused", "ran", "ran", "ran");
+    expect_statuses(out, want);
+    free(o);
+
+    /* a judge value changed: only the judge runs */
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --set sft.steps=4 "
+                                  "--set judge.seed=5", out, cfg_path), 0);
+    snprintf(want, sizeof want, BUILT LATER, "reused", "reused", "reused", "reused", "reused",
+             "ran");
+    expect_statuses(out, want);
+    free(o);
+
+    /* a damaged output is not reused */
+    char *w = fs_join(out, "rm/model.safetensors");
+    assert_int_equal(truncate(w, 100), 0);
+    free(w);
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --set sft.steps=4 "
+                                  "--set judge.seed=5", out, cfg_path), 0);
+    snprintf(want, sizeof want, BUILT LATER, "reused", "reused", "reused", "reused", "ran",
+             "reused");
+    expect_statuses(out, want);
+    free(o);
+
+    /* the saved configuration is the one used */
+    char *cp = fs_join(out, "config.json");
+    pipeline_config_t c;
+    pipeline_config_default(&c);
+    err_t e = ERR_INIT;
+    assert_int_equal(pipeline_config_load(cp, &c, &e), 0);
+    assert_int_equal(c.sft.steps, 4);
+    assert_int_equal((int)c.judge.seed, 5);
+    free(cp);
+}
+
+static void run_until_stops_and_sft_command_is_the_chain_up_to_sft(void **state)
+{
+    (void)state;
+    char *o = NULL, o2[700], want[1024];
+    snprintf(o2, sizeof o2, "%s/until", dir);
+    assert_int_equal(test_cli(&o, "sft --output %s --config %s", o2, cfg_path), 0);
+    snprintf(want, sizeof want, BUILT LATER, "ran", "ran", "ran", "ran", "not_reached",
+             "not_reached");
+    expect_statuses(o2, want);
+    free(o);
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --until nothing", o2, cfg_path), 2);
+    free(o);
+}
+
+static void run_with_a_given_model_and_hh_file_skips_pretraining(void **state)
+{
+    (void)state;
+    /* the first chain's SFT model and pairs file stand in for a user's model and data */
+    char model[700], data[700], o3[700], want[1024], *o = NULL;
+    snprintf(model, sizeof model, "%s/sft", out);
+    snprintf(data, sizeof data, "%s/data/pairs.jsonl", out);
+    snprintf(o3, sizeof o3, "%s/given", dir);
+    int rc = test_cli(&o, "run --output %s --config %s --set data.pairs=100 --model %s --data %s",
+                      o3, cfg_path, model, data);
+    if (rc)
+        fail_msg("exit %d\n%s", rc, o);
+    snprintf(want, sizeof want, BUILT LATER, "ran", "ran", "skipped", "ran", "ran", "ran");
+    expect_statuses(o3, want);
+    free(o);
+    /* the model's own tokenizer is used, byte for byte */
+    char a[800], b[800];
+    snprintf(a, sizeof a, "%s/tokenizer.json", model);
+    snprintf(b, sizeof b, "%s/tokenizer/tokenizer.json", o3);
+    size_t na, nb;
+    char *ta = tiny_read(a, &na), *tb = tiny_read(b, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ta, tb, na);
+    free(ta);
+    free(tb);
+    /* rm with --model takes a fine-tuned model: no pretraining, no SFT */
+    snprintf(o3, sizeof o3, "%s/given_rm", dir);
+    assert_int_equal(test_cli(&o, "rm --output %s --config %s --model %s --no-judge", o3,
+                              cfg_path, model), 0);
+    snprintf(want, sizeof want, BUILT LATER, "ran", "ran", "skipped", "skipped", "ran",
+             "not_reached");
+    expect_statuses(o3, want);
+    free(o);
+}
+
+/* ---- verify ----------------------------------------------------------------------------- */
+
+static void verify_exit_codes_follow_what_was_asked(void **state)
+{
+    (void)state;
+    char *o = NULL, model[700], data[700], bad[700];
+    snprintf(model, sizeof model, "%s/sft", out);
+    snprintf(data, sizeof data, "%s/data/pairs.jsonl", out);
+    snprintf(bad, sizeof bad, "%s/bad.jsonl", dir);
+    test_write_file(bad, "{\"chosen\": 1}\n", 14);
+
+    assert_int_equal(test_cli(&o, "verify"), 0);
+    assert_non_null(strstr(o, "cpu"));
+    assert_non_null(strstr(o, "power:none"));
+    free(o);
+    int rc = test_cli(&o, "verify --model %s --data %s", model, data);
+    if (rc)
+        fail_msg("expected exit 0 for a loadable model and data, got %d:\n%s", rc, o);
+    assert_non_null(strstr(o, "120 pairs found"));
+    assert_non_null(strstr(o, "parameters"));
+    free(o);
+    assert_int_equal(test_cli(&o, "verify --model %s/nonexistent", dir), 2);
+    free(o);
+    assert_int_equal(test_cli(&o, "verify --data %s", bad), 2);
+    free(o);
+    /* a GPU required but its libraries absent: unavailable */
+    assert_int_equal(test_cli(&o, "verify --require-gpu --cudart %s/no-libcudart.so "
+                                  "--nvml-lib %s/no-libnvidia-ml.so", dir, dir), 3);
+    assert_non_null(strstr(o, "cuda_runtime"));
+    free(o);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    tiny_omp_passive(argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(config_defaults_round_trip_through_json),
+        cmocka_unit_test(config_unknown_key_names_the_file_section_and_key),
+        cmocka_unit_test(config_file_and_overrides_apply_in_order),
+        cmocka_unit_test(config_command_prints_defaults_and_checks_files),
+        cmocka_unit_test(run_caches_every_stage_and_reruns_from_a_changed_section),
+        cmocka_unit_test(run_until_stops_and_sft_command_is_the_chain_up_to_sft),
+        cmocka_unit_test(run_with_a_given_model_and_hh_file_skips_pretraining),
+        cmocka_unit_test(verify_exit_codes_follow_what_was_asked),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -16,7 +16,7 @@ void pipeline_data_opts_default(pipeline_data_opts_t *o)
     data_select_opts_t d;
     data_select_opts_default(&d);
     o->pairs = (long)d.pairs;
-    o->synth_pairs = 20000;
+    o->synth_pairs = 40000;
     o->corpus_docs = 20000;
     o->seed = d.seed;
     o->max_prompt_tokens = (long)d.max_prompt_tokens;
@@ -68,7 +68,7 @@ cJSON *pipeline_data_opts_to_json(const pipeline_data_opts_t *o)
 
 void pipeline_tokenizer_opts_default(pipeline_tokenizer_opts_t *o)
 {
-    o->vocab_size = 1024;
+    o->vocab_size = 3072;
     o->min_frequency = 2;
 }
 

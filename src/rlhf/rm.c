@@ -16,7 +16,7 @@
 
 void rlhf_rm_opts_default(rlhf_rm_opts_t *o)
 {
-    o->steps = 300;
+    o->steps = 1000;
     o->batch_size = 16;
     rlhf_optim_default(&o->optim);
     o->optim.lr = 1e-3;

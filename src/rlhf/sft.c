@@ -21,7 +21,7 @@ void rlhf_model_opts_default(rlhf_model_opts_t *o)
     o->heads = 4;
     o->kv_heads = 2;
     o->intermediate = 352;
-    o->max_position = 512;
+    o->max_position = 1024;
     o->rope_theta = 10000;
     o->rms_eps = 1e-6;
     o->tie = true;
@@ -121,6 +121,7 @@ void rlhf_sft_opts_default(rlhf_sft_opts_t *o)
     o->template_ = RLHF_TEMPLATE_RAW;
     o->save_dtype = 0;
     o->log_every = 25;
+    o->eval_pairs = 1000;
 }
 
 #define SO(f) offsetof(rlhf_sft_opts_t, f)
@@ -135,6 +136,7 @@ static void sft_fields(rlhf_field_t *f, int *n)
         {"template", RLHF_F_ENUM, SO(template_), 0, 0, rlhf_template_enum_names, 0},
         {"save_dtype", RLHF_F_ENUM, SO(save_dtype), 0, 0, rlhf_dtype_names, 0},
         {"log_every", RLHF_F_INT, SO(log_every), 0, 1 << 30, NULL, 0},
+        {"eval_pairs", RLHF_F_LONG, SO(eval_pairs), 0, 1e12, NULL, 0},
     };
     memcpy(f, head, sizeof head);
     rlhf_optim_fields(SO(optim), f + NF(head));
@@ -603,6 +605,8 @@ int rlhf_sft_run(backend_t *be, const rlhf_sft_opts_t *o, const char *model_dir,
     rlhf_trainlog_t tl = {0};
     char *path = NULL;
     const int B = o->batch_size;
+    if (o->eval_pairs > 0 && neval > (size_t)o->eval_pairs)
+        neval = (size_t)o->eval_pairs;
     int rc = open_text(o, model_dir, &tok, &text, e);
     if (!rc && n == 0)
         rc = err_set(e, ERR_INPUT, "sft: no training pairs");

@@ -42,7 +42,7 @@ typedef struct rlhf_model_opts {
     double init_range;  /* qwen2_init_philox range */
 } rlhf_model_opts_t;
 
-/* hidden 128, 4 layers, 4 heads, 2 KV heads, intermediate 352, 512 positions, rope theta
+/* hidden 128, 4 layers, 4 heads, 2 KV heads, intermediate 352, 1024 positions, rope theta
  * 10000, rms eps 1e-6, tied, init range 0.02 (docs/rlhf.md says why). */
 void rlhf_model_opts_default(rlhf_model_opts_t *o);
 int rlhf_model_opts_from_json(const cJSON *obj, const char *ctx, rlhf_model_opts_t *out,
@@ -75,6 +75,7 @@ typedef struct rlhf_sft_opts {
     int template_;          /* rlhf_template_t (rlhf_template_enum_names) */
     int save_dtype;         /* index into rlhf_dtype_names */
     int log_every;
+    long eval_pairs;        /* at most this many evaluation pairs are scored (0: all) */
 } rlhf_sft_opts_t;
 
 void rlhf_sft_opts_default(rlhf_sft_opts_t *o);
@@ -102,8 +103,8 @@ int rlhf_pretrain_run(backend_t *be, const rlhf_model_opts_t *mo, const rlhf_pre
                       const rlhf_log_t *log, rlhf_train_summary_t *sum, err_t *e);
 
 /* Fine-tunes the model in model_dir (which must hold tokenizer.json) on the chosen
- * responses of pairs[0..n), then measures the masked loss on the chosen responses of
- * eval[0..neval) (may be 0), and writes out_dir (model, tokenizer files, train_log.csv,
+ * responses of pairs[0..n), then measures the masked loss on the chosen responses of the
+ * first eval_pairs of eval[0..neval) (neval may be 0), and writes out_dir (model, tokenizer files, train_log.csv,
  * sft_metrics.json). */
 int rlhf_sft_run(backend_t *be, const rlhf_sft_opts_t *o, const char *model_dir,
                  const data_pair_t *const *pairs, size_t n, const data_pair_t *const *eval,

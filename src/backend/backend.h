@@ -203,13 +203,19 @@ struct backend {
     void *impl;
 };
 
-/* Backends by name: "cpu". ERR_UNAVAILABLE for a backend not built in. */
+/* Backends by name: "cpu", "cuda". ERR_UNAVAILABLE for a backend not built in or a
+ * device that is absent. */
 int be_open(const char *name, backend_t **out, err_t *e);
 void be_close(backend_t *be);
 const char *be_name(const backend_t *be);
 
 /* The CPU backend (float32, OpenMP + OpenBLAS). Threads: OMP_NUM_THREADS. */
 int be_cpu_open(backend_t **out, err_t *e);
+
+/* The CUDA backend (src/backend/cuda_*.cu; device 0 or $CUDA_VISIBLE_DEVICES' first): bf16 /
+ * fp16 / fp32 tensor-core GEMMs through cuBLASLt, float32 everywhere else. ERR_UNAVAILABLE
+ * when built without CUDA or when no device answers. Extras in backend/cuda.h. */
+int be_cuda_open(backend_t **out, err_t *e);
 
 /* ---- wrappers: what the model calls --------------------------------------------------- */
 

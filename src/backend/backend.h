@@ -98,12 +98,18 @@ typedef struct be_linear {
  *        sees a later key. A query with no visible key (itself padding) outputs zeros.
  *   out: (B, Tq, H*D) rows. lse: (B, H, Tq) log-sum-exp of the scaled scores, saved for
  *        backward (may be absent in inference).
- * Query head h uses KV head h / (H / Hkv). Scores are scaled by `scale` (1/sqrt(D)). */
+ * Query head h uses KV head h / (H / Hkv). Scores are scaled by `scale` (1/sqrt(D)).
+ * compute: the compute type of the calling phase (prec_compute_for). The CPU backend
+ * keeps attention in float32 whatever it says; the CUDA backend rounds the operands of
+ * attention's products to bf16 / fp16 under bf16 / fp16 compute, as PyTorch's autocast
+ * does for scaled_dot_product_attention (float32 softmax and accumulation). Zero
+ * (PREC_COMPUTE_FP32) when not set. */
 typedef struct be_attn {
     be_ptr_t q, k, v, out, lse, pad_left;
     size_t kv_sb, kv_st, kv_sh;
     int B, Tq, Tk, H, Hkv, D, q0;
     float scale;
+    prec_compute_t compute;
 } be_attn_t;
 
 /* AdamW as torch.optim.AdamW computes it (decoupled decay, bias correction):

@@ -44,15 +44,21 @@ typedef struct be_cuda_mem {
 int be_cuda_mem(backend_t *be, be_cuda_mem_t *out, err_t *e);
 void be_cuda_mem_reset_peak(backend_t *be);
 
-/* Attention kernels. FAST (the default): tensor-core tiles for blocks of >= 16 queries
- * with head_dim 16, 32, 64 or 128, in 3xTF32 (float32 operands split into two TF32
- * parts: errors near float32 rounding), and the exact float32 kernel otherwise
- * (decoding). TF32: the same tiles with one TF32 product (about 1e-3 relative error,
- * faster). EXACT: the float32 kernel on the CUDA cores everywhere (one block or warp per
- * query row; slow for long sequences). The environment variable
- * MXRLHF_CUDA_ATTN=fast|tf32|exact sets the mode at open. */
+/* Attention kernels. The tensor-core tiles serve blocks of >= 16 queries with head_dim 16,
+ * 32, 64 or 128; decoding (one query per row) and other shapes use the exact float32
+ * kernel. Modes:
+ *   FAST (default)  tiles whose precision follows be_attn_t.compute: bf16 / fp16
+ *                   operands under bf16 / fp16 compute (autocast's attention), 3xTF32
+ *                   under fp32 compute (float32 operands split into two TF32 parts:
+ *                   errors near float32 rounding);
+ *   ACCURATE        3xTF32 tiles whatever the compute type;
+ *   TF32            one TF32 product (about 1e-3 relative error);
+ *   EXACT           the float32 kernel on the CUDA cores everywhere (one block or warp
+ *                   per query row; slow for long sequences).
+ * The environment variable MXRLHF_CUDA_ATTN=fast|accurate|tf32|exact sets it at open. */
 typedef enum be_cuda_attn {
     BE_CUDA_ATTN_FAST,
+    BE_CUDA_ATTN_ACCURATE,
     BE_CUDA_ATTN_TF32,
     BE_CUDA_ATTN_EXACT
 } be_cuda_attn_t;

@@ -20,7 +20,8 @@
  *        the same bits run to run. Used for >= 16 queries with head_dim 16, 32, 64 or
  *        128 and 16-byte aligned rows; decoding (one query) uses exact.
  *
- * Both see the same keys: query (b, i) attends to keys pad_left[b] <= j <= q0 + i
+ * Under bf16 / fp16 compute (be_attn_t.compute, mode FAST) the tiles take 16-bit
+ * operands instead, as autocast's attention does (below). Both see the same keys: query (b, i) attends to keys pad_left[b] <= j <= q0 + i
  * (j < Tk); a query with no visible key outputs zeros and lse = -inf.
  */
 #include <math.h>
@@ -616,6 +617,316 @@ template <int D, int P> __global__ void __launch_bounds__(128) k_attn_dq_tc(attn
     }
 }
 
+/* ============================ 16-bit tensor-core tiles ================================= */
+
+/* Under bf16 / fp16 compute: Q, K, V, dO converted to T (bf16 or half, round to nearest)
+ * as tiles are loaded; P and dS rounded to T for their products; scores, softmax and
+ * accumulators float32. Backward: the dK/dV pass also writes dS (T) to device memory,
+ * so the dQ pass is one product per tile pair (dQ = dS K) instead of recomputing. */
+
+#define TLH 72 /* row stride (elements) of 16-bit 64-wide tiles */
+
+template <typename T> __device__ __forceinline__ T to16(float f);
+template <> __device__ __forceinline__ __nv_bfloat16 to16<__nv_bfloat16>(float f)
+{
+    return __float2bfloat16_rn(f);
+}
+template <> __device__ __forceinline__ __half to16<__half>(float f) { return __float2half_rn(f); }
+
+template <typename T> struct f16 {
+    typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a_row;
+    typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b_col;
+    typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b_row;
+    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+};
+
+/* rows [r0, r0 + 64) of a strided float32 matrix into a T tile (ld D + 8); zeros outside */
+template <int D, typename T>
+__device__ __forceinline__ void load_tile16(T *s, const float *base, long rs, int r0, int nrows)
+{
+    constexpr int LH = D + 8, V4 = D / 4;
+    for (int t = threadIdx.x; t < TB * V4; t += blockDim.x) {
+        int r = t / V4, c4 = t % V4, j = r0 + r;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (j >= 0 && j < nrows)
+            v = *(const float4 *)(base + (size_t)j * rs + 4 * c4);
+        T *d = s + r * LH + 4 * c4;
+        d[0] = to16<T>(v.x), d[1] = to16<T>(v.y), d[2] = to16<T>(v.z), d[3] = to16<T>(v.w);
+    }
+}
+
+/* C (16 x 64, float32) = A (16 x D) . B^T, B (64 x D) row-major */
+template <int D, typename T>
+__device__ __forceinline__ void mm16_abt(float *C, int ldc, const T *A, int lda, const T *B, int ldb)
+{
+#pragma unroll
+    for (int nb = 0; nb < 4; nb++) {
+        typename f16<T>::acc acc;
+        wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+        for (int kk = 0; kk < D; kk += 16) {
+            typename f16<T>::a_row fa;
+            typename f16<T>::b_col fb;
+            wmma::load_matrix_sync(fa, A + kk, lda);
+            wmma::load_matrix_sync(fb, B + (size_t)nb * 16 * ldb + kk, ldb);
+            wmma::mma_sync(acc, fa, fb, acc);
+        }
+        wmma::store_matrix_sync(C + nb * 16, acc, ldc, wmma::mem_row_major);
+    }
+}
+
+/* acc[D/16] (16 x D) += A (16 x 64) . B (64 x D, row-major) */
+template <int D, typename T>
+__device__ __forceinline__ void mm16_ab(typename f16<T>::acc *acc, const T *A, int lda, const T *B,
+                                        int ldb)
+{
+#pragma unroll
+    for (int kk = 0; kk < TB; kk += 16) {
+        typename f16<T>::a_row fa;
+        wmma::load_matrix_sync(fa, A + kk, lda);
+#pragma unroll
+        for (int nb = 0; nb < D / 16; nb++) {
+            typename f16<T>::b_row fb;
+            wmma::load_matrix_sync(fb, B + (size_t)kk * ldb + nb * 16, ldb);
+            wmma::mma_sync(acc[nb], fa, fb, acc[nb]);
+        }
+    }
+}
+
+template <int D> struct smem16 {
+    static constexpr int LD = D + 4, LH = D + 8;
+    /* float32 first (Os, Ss, stats), then 16-bit (Q, K, V, P) */
+    static constexpr size_t fwd_bytes = 4 * ((size_t)TB * LD + (size_t)TB * TLS + 3 * TB) +
+                                        2 * (3 * (size_t)TB * LH + (size_t)TB * TLH);
+    /* float32 (S^T, dP^T, L, D), then 16-bit (K, V, Q, dO, P^T, dS^T) */
+    static constexpr size_t dkv_bytes = 4 * (2 * (size_t)TB * TLS + 2 * TB) +
+                                        2 * (4 * (size_t)TB * LH + 2 * (size_t)TB * TLH);
+    /* float32 (staging of dQ), then 16-bit (K, dS) */
+    static constexpr size_t dq_bytes = 4 * (size_t)TB * LD + 2 * ((size_t)TB * LH + (size_t)TB * TLH);
+};
+
+template <int D, typename T> __global__ void __launch_bounds__(128) k_attn_fwd_16(attn_args_t a)
+{
+    constexpr int LD = D + 4, LH = D + 8;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    float *Os = (float *)smraw, *Ss = Os + TB * LD, *mrow = Ss + TB * TLS, *lrow = mrow + TB,
+          *arow = lrow + TB;
+    T *Qh = (T *)(arow + TB), *Kh = Qh + TB * LH, *Vh = Kh + TB * LH, *Ph = Vh + TB * LH;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int qt0 = blockIdx.x * TB, hh = blockIdx.y, b = blockIdx.z, g = hh / a.grp;
+    const float *Qg = a.q + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
+    const float *Kg = a.k + b * a.kv_sb + g * a.kv_sh, *Vg = a.v + b * a.kv_sb + g * a.kv_sh;
+    load_tile16<D, T>(Qh, Qg, a.qrow, qt0, a.Tq);
+    for (int t = threadIdx.x; t < TB * LD; t += blockDim.x)
+        Os[t] = 0.0f;
+    for (int t = threadIdx.x; t < TB; t += blockDim.x) {
+        mrow[t] = -INFINITY;
+        lrow[t] = 0.0f;
+    }
+    const int lo = vis_lo(a, b);
+    const int ilast = qt0 + TB - 1 < a.Tq - 1 ? qt0 + TB - 1 : a.Tq - 1;
+    const int hmax = vis_hi(a, ilast);
+    float *Sw = Ss + 16 * w * TLS, *Ow = Os + 16 * w * LD;
+    T *Pw = Ph + 16 * w * TLH;
+    for (int kt0 = lo / TB * TB; kt0 <= hmax; kt0 += TB) {
+        __syncthreads();
+        load_tile16<D, T>(Kh, Kg, a.kv_st, kt0, a.Tk);
+        load_tile16<D, T>(Vh, Vg, a.kv_st, kt0, a.Tk);
+        __syncthreads();
+        mm16_abt<D, T>(Sw, TLS, Qh + 16 * w * LH, LH, Kh, LH);
+        __syncwarp();
+        for (int r = 0; r < 16; r++) {
+            const int rr = 16 * w + r, i = qt0 + rr;
+            const int hi = vis_hi(a, i);
+            float s[2];
+            float mx = -INFINITY;
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                int j = kt0 + lane + 32 * u;
+                bool vis = i < a.Tq && j >= lo && j <= hi;
+                s[u] = vis ? Sw[r * TLS + lane + 32 * u] * a.scale : -INFINITY;
+                mx = s[u] > mx ? s[u] : mx;
+            }
+            mx = warp_max(mx);
+            const float mold = mrow[rr];
+            const float mn = mx > mold ? mx : mold;
+            float al, p0, p1;
+            if (mn == -INFINITY) {
+                al = 1.0f, p0 = 0.0f, p1 = 0.0f;
+            } else {
+                al = expf(mold - mn);
+                p0 = s[0] == -INFINITY ? 0.0f : expf(s[0] - mn);
+                p1 = s[1] == -INFINITY ? 0.0f : expf(s[1] - mn);
+            }
+            float ps = warp_sum(p0 + p1);
+            Pw[r * TLH + lane] = to16<T>(p0);
+            Pw[r * TLH + lane + 32] = to16<T>(p1);
+            __syncwarp();
+            if (lane == 0) {
+                mrow[rr] = mn;
+                lrow[rr] = lrow[rr] * al + ps;
+                arow[rr] = al;
+            }
+            __syncwarp();
+        }
+        for (int t = lane; t < 16 * D; t += 32) {
+            int r = t / D, d = t % D;
+            Ow[r * LD + d] *= arow[16 * w + r];
+        }
+        __syncwarp();
+        typename f16<T>::acc acc[D / 16];
+#pragma unroll
+        for (int nb = 0; nb < D / 16; nb++)
+            wmma::load_matrix_sync(acc[nb], Ow + nb * 16, LD, wmma::mem_row_major);
+        mm16_ab<D, T>(acc, Pw, TLH, Vh, LH);
+#pragma unroll
+        for (int nb = 0; nb < D / 16; nb++)
+            wmma::store_matrix_sync(Ow + nb * 16, acc[nb], LD, wmma::mem_row_major);
+        __syncwarp();
+    }
+    __syncthreads();
+    for (int r = 0; r < 16; r++) {
+        const int rr = 16 * w + r, i = qt0 + rr;
+        if (i >= a.Tq)
+            break;
+        const float l = lrow[rr];
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        float *O = a.o_out + ((size_t)b * a.Tq + i) * a.qrow + (size_t)hh * D;
+        for (int d = lane; d < D; d += 32)
+            O[d] = Ow[r * LD + d] * inv;
+        if (a.lse_out && lane == 0)
+            a.lse_out[((size_t)b * a.H + hh) * a.Tq + i] = l > 0.0f ? mrow[rr] + logf(l) : -INFINITY;
+    }
+}
+
+/* dK, dV for 64 keys of one (b, KV head), and dS (b, head, query, key) into dsg */
+template <int D, typename T>
+__global__ void __launch_bounds__(128) k_attn_dkv_16(attn_args_t a, const float *di, T *dsg)
+{
+    constexpr int LD = D + 4, LH = D + 8;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    float *Sts = (float *)smraw, *dPts = Sts + TB * TLS, *Lr = dPts + TB * TLS, *Dr = Lr + TB;
+    T *Kh = (T *)(Dr + TB), *Vh = Kh + TB * LH, *Qh = Vh + TB * LH, *dOh = Qh + TB * LH;
+    T *Pth = dOh + TB * LH, *dSth = Pth + TB * TLH;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int kt0 = blockIdx.x * TB, g = blockIdx.y, b = blockIdx.z;
+    const float *Kg = a.k + b * a.kv_sb + g * a.kv_sh, *Vg = a.v + b * a.kv_sb + g * a.kv_sh;
+    load_tile16<D, T>(Kh, Kg, a.kv_st, kt0, a.Tk);
+    load_tile16<D, T>(Vh, Vg, a.kv_st, kt0, a.Tk);
+    typename f16<T>::acc dk[D / 16], dv[D / 16];
+#pragma unroll
+    for (int nb = 0; nb < D / 16; nb++) {
+        wmma::fill_fragment(dk[nb], 0.0f);
+        wmma::fill_fragment(dv[nb], 0.0f);
+    }
+    const int lo = vis_lo(a, b);
+    const int klast = kt0 + TB - 1 < a.Tke - 1 ? kt0 + TB - 1 : a.Tke - 1;
+    const bool any = klast >= lo && kt0 < a.Tke;
+    int i0 = kt0 - a.q0;
+    i0 = i0 < 0 ? 0 : i0 / TB * TB;
+    float *Stw = Sts + 16 * w * TLS, *dPtw = dPts + 16 * w * TLS;
+    T *Ptw = Pth + 16 * w * TLH, *dStw = dSth + 16 * w * TLH;
+    for (int hh = g * a.grp; any && hh < (g + 1) * a.grp; hh++) {
+        const float *Qg = a.q + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
+        const float *dOg = a.dout + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
+        const size_t lbase = ((size_t)b * a.H + hh) * a.Tq;
+        T *dsrow = dsg + lbase * a.Tk; /* (Tq, Tk) of this (b, head) */
+        for (int qt0 = i0; qt0 < a.Tq; qt0 += TB) {
+            __syncthreads();
+            load_tile16<D, T>(Qh, Qg, a.qrow, qt0, a.Tq);
+            load_tile16<D, T>(dOh, dOg, a.qrow, qt0, a.Tq);
+            for (int t = threadIdx.x; t < TB; t += blockDim.x) {
+                int i = qt0 + t;
+                Lr[t] = i < a.Tq ? a.lse[lbase + i] : 0.0f;
+                Dr[t] = i < a.Tq ? di[lbase + i] : 0.0f;
+            }
+            __syncthreads();
+            mm16_abt<D, T>(Stw, TLS, Kh + 16 * w * LH, LH, Qh, LH);
+            mm16_abt<D, T>(dPtw, TLS, Vh + 16 * w * LH, LH, dOh, LH);
+            __syncwarp();
+            for (int r = 0; r < 16; r++) {
+                const int j = kt0 + 16 * w + r;
+#pragma unroll
+                for (int u = 0; u < 2; u++) {
+                    const int cq = lane + 32 * u, i = qt0 + cq;
+                    const bool vis = i < a.Tq && j >= lo && j <= vis_hi(a, i);
+                    float p = vis ? expf(Stw[r * TLS + cq] * a.scale - Lr[cq]) : 0.0f;
+                    float ds = p * (dPtw[r * TLS + cq] - Dr[cq]);
+                    Ptw[r * TLH + cq] = to16<T>(p);
+                    dStw[r * TLH + cq] = to16<T>(ds);
+                }
+            }
+            __syncthreads(); /* dS^T of every warp, for the copy to device memory */
+            for (int t = threadIdx.x; t < TB * TB; t += blockDim.x) {
+                const int qi = t / TB, kj = t % TB, i = qt0 + qi, j = kt0 + kj;
+                if (i < a.Tq && j < a.Tk)
+                    dsrow[(size_t)i * a.Tk + j] = dSth[kj * TLH + qi];
+            }
+            mm16_ab<D, T>(dv, Ptw, TLH, dOh, LH);
+            mm16_ab<D, T>(dk, dStw, TLH, Qh, LH);
+        }
+    }
+    __syncthreads();
+    float *dKs = Sts, *dVs = Sts + TB * LD; /* float32 staging over S^T and dP^T */
+#pragma unroll
+    for (int nb = 0; nb < D / 16; nb++) {
+        wmma::store_matrix_sync(dKs + 16 * w * LD + nb * 16, dk[nb], LD, wmma::mem_row_major);
+        wmma::store_matrix_sync(dVs + 16 * w * LD + nb * 16, dv[nb], LD, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < TB * D; t += blockDim.x) {
+        int r = t / D, d = t % D, j = kt0 + r;
+        if (j < a.Tk) {
+            size_t o = b * a.kv_sb + (size_t)j * a.kv_st + g * a.kv_sh + d;
+            a.dk[o] = dKs[r * LD + d] * a.scale;
+            a.dv[o] = dVs[r * LD + d];
+        }
+    }
+}
+
+/* dQ = scale dS K for 64 queries of one (b, head), dS from the dK/dV pass */
+template <int D, typename T>
+__global__ void __launch_bounds__(128) k_attn_dq_16(attn_args_t a, const T *dsg)
+{
+    constexpr int LD = D + 4, LH = D + 8;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    float *Qst = (float *)smraw;
+    T *Kh = (T *)(Qst + TB * LD), *dSh = Kh + TB * LH;
+    const int w = threadIdx.x >> 5;
+    const int qt0 = blockIdx.x * TB, hh = blockIdx.y, b = blockIdx.z, g = hh / a.grp;
+    const float *Kg = a.k + b * a.kv_sb + g * a.kv_sh;
+    const size_t lbase = ((size_t)b * a.H + hh) * a.Tq;
+    const T *dsrow = dsg + lbase * a.Tk;
+    typename f16<T>::acc dq[D / 16];
+#pragma unroll
+    for (int nb = 0; nb < D / 16; nb++)
+        wmma::fill_fragment(dq[nb], 0.0f);
+    const int lo = vis_lo(a, b);
+    const int ilast = qt0 + TB - 1 < a.Tq - 1 ? qt0 + TB - 1 : a.Tq - 1;
+    const int hmax = vis_hi(a, ilast);
+    const T zero = to16<T>(0.0f);
+    for (int kt0 = lo / TB * TB; kt0 <= hmax; kt0 += TB) {
+        __syncthreads();
+        load_tile16<D, T>(Kh, Kg, a.kv_st, kt0, a.Tk);
+        for (int t = threadIdx.x; t < TB * TB; t += blockDim.x) {
+            const int qi = t / TB, kj = t % TB, i = qt0 + qi, j = kt0 + kj;
+            dSh[qi * TLH + kj] = (i < a.Tq && j < a.Tk) ? dsrow[(size_t)i * a.Tk + j] : zero;
+        }
+        __syncthreads();
+        mm16_ab<D, T>(dq, dSh + 16 * w * TLH, TLH, Kh, LH);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int nb = 0; nb < D / 16; nb++)
+        wmma::store_matrix_sync(Qst + 16 * w * LD + nb * 16, dq[nb], LD, wmma::mem_row_major);
+    __syncthreads();
+    for (int t = threadIdx.x; t < TB * D; t += blockDim.x) {
+        int r = t / D, d = t % D, i = qt0 + r;
+        if (i < a.Tq)
+            a.dq[((size_t)b * a.Tq + i) * a.qrow + (size_t)hh * D + d] = Qst[r * LD + d] * a.scale;
+    }
+}
+
 /* ================================ host side ========================================== */
 
 static attn_args_t args_of(const be_attn_t *at)
@@ -705,6 +1016,71 @@ template <int P> static void bwd_tc_d(cuda_t *c, const attn_args_t &a, const flo
     }
 }
 
+template <int D, typename T> static void fwd_16(cuda_t *c, const attn_args_t &a)
+{
+    size_t sm = smem16<D>::fwd_bytes;
+    if (!cu_check(c, cudaFuncSetAttribute(k_attn_fwd_16<D, T>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm),
+                  "attention shared memory"))
+        return;
+    dim3 grid((a.Tq + TB - 1) / TB, a.H, a.B);
+    k_attn_fwd_16<D, T><<<grid, 128, sm, c->st>>>(a);
+    cu_launched(c, "k_attn_fwd_16");
+}
+
+template <int D, typename T> static void bwd_16(cuda_t *c, const attn_args_t &a, const float *di)
+{
+    T *ds = (T *)cu_scratch(c, CS_T, (size_t)a.B * a.H * a.Tq * a.Tk * sizeof(T));
+    if (!ds)
+        return;
+    size_t sk = smem16<D>::dkv_bytes, sq = smem16<D>::dq_bytes;
+    if (!cu_check(c, cudaFuncSetAttribute(k_attn_dkv_16<D, T>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sk),
+                  "attention shared memory") ||
+        !cu_check(c, cudaFuncSetAttribute(k_attn_dq_16<D, T>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq),
+                  "attention shared memory"))
+        return;
+    dim3 gk((a.Tk + TB - 1) / TB, a.Hkv, a.B);
+    k_attn_dkv_16<D, T><<<gk, 128, sk, c->st>>>(a, di, ds);
+    cu_launched(c, "k_attn_dkv_16");
+    dim3 gq((a.Tq + TB - 1) / TB, a.H, a.B);
+    k_attn_dq_16<D, T><<<gq, 128, sq, c->st>>>(a, ds);
+    cu_launched(c, "k_attn_dq_16");
+}
+
+template <typename T> static void fwd_16_d(cuda_t *c, const attn_args_t &a)
+{
+    switch (a.D) {
+    case 16: fwd_16<16, T>(c, a); return;
+    case 32: fwd_16<32, T>(c, a); return;
+    case 64: fwd_16<64, T>(c, a); return;
+    default: fwd_16<128, T>(c, a); return;
+    }
+}
+
+template <typename T> static void bwd_16_d(cuda_t *c, const attn_args_t &a, const float *di)
+{
+    switch (a.D) {
+    case 16: bwd_16<16, T>(c, a, di); return;
+    case 32: bwd_16<32, T>(c, a, di); return;
+    case 64: bwd_16<64, T>(c, a, di); return;
+    default: bwd_16<128, T>(c, a, di); return;
+    }
+}
+
+/* which tile precision: 16 (bf16), 17 (fp16), 3 (3xTF32), 1 (TF32) */
+static int tile_kind(const cuda_t *c, prec_compute_t ct)
+{
+    if (c->attn == BE_CUDA_ATTN_TF32)
+        return 1;
+    if (c->attn == BE_CUDA_ATTN_FAST && ct == PREC_COMPUTE_BF16)
+        return 16;
+    if (c->attn == BE_CUDA_ATTN_FAST && ct == PREC_COMPUTE_FP16)
+        return 17;
+    return 3;
+}
+
 static bool check_shape(cuda_t *c, const attn_args_t &a)
 {
     if (a.D > 32 * EX_MAXT || a.D < 1 || a.H % a.Hkv) {
@@ -725,11 +1101,12 @@ void cuda_op_attn_fwd(backend_t *be, const be_attn_t *at)
         return;
     }
     if (use_tiles(c, a)) {
-        if (c->attn == BE_CUDA_ATTN_TF32)
-            fwd_tc_d<1>(c, a);
-        else
-            fwd_tc_d<3>(c, a);
-        return;
+        switch (tile_kind(c, at->compute)) {
+        case 1: fwd_tc_d<1>(c, a); return;
+        case 16: fwd_16_d<__nv_bfloat16>(c, a); return;
+        case 17: fwd_16_d<__half>(c, a); return;
+        default: fwd_tc_d<3>(c, a); return;
+        }
     }
     size_t rows = (size_t)a.B * a.H * a.Tq;
     k_attn_fwd_exact<<<(unsigned)rows, 32 * EX_WARPS, 0, c->st>>>(a);
@@ -760,11 +1137,12 @@ void cuda_op_attn_bwd(backend_t *be, const be_attn_t *at, be_ptr_t dout, be_ptr_
     k_attn_di<<<(unsigned)((rows + 3) / 4), 128, 0, c->st>>>(a, di);
     cu_launched(c, "k_attn_di");
     if (use_tiles(c, a) && al16(a.dout) && al16(a.dq) && al16(a.dk) && al16(a.dv)) {
-        if (c->attn == BE_CUDA_ATTN_TF32)
-            bwd_tc_d<1>(c, a, di);
-        else
-            bwd_tc_d<3>(c, a, di);
-        return;
+        switch (tile_kind(c, at->compute)) {
+        case 1: bwd_tc_d<1>(c, a, di); return;
+        case 16: bwd_16_d<__nv_bfloat16>(c, a, di); return;
+        case 17: bwd_16_d<__half>(c, a, di); return;
+        default: bwd_tc_d<3>(c, a, di); return;
+        }
     }
     k_attn_dq_exact<<<(unsigned)((rows + 3) / 4), 128, 0, c->st>>>(a, di);
     cu_launched(c, "k_attn_dq_exact");

@@ -805,6 +805,8 @@ extern "C" int be_cuda_open(backend_t **out, err_t *e)
         c->attn = BE_CUDA_ATTN_EXACT;
     else if (am && !strcmp(am, "tf32"))
         c->attn = BE_CUDA_ATTN_TF32;
+    else if (am && !strcmp(am, "accurate"))
+        c->attn = BE_CUDA_ATTN_ACCURATE;
     cudaRuntimeGetVersion(&c->runtime_version);
     cudaDriverGetVersion(&c->driver_version);
     cublasStatus_t ls = CUBLAS_STATUS_SUCCESS;

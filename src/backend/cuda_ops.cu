@@ -342,19 +342,49 @@ void cuda_op_embed_bwd(backend_t *be, be_ptr_t dtable, be_ptr_t dout, be_ptr_t i
 
 /* ---- losses --------------------------------------------------------------------------------- */
 
-/* online (max, sum of exp) of a row, per thread, then combined in a fixed tree */
+/* (max, sum of exp(x - max)) pairs merged: the same fixed tree every time */
+__device__ __forceinline__ void ms_merge(float &m, float &s, float m2, float s2)
+{
+    float mn = m > m2 ? m : m2;
+    if (mn == -INFINITY)
+        return; /* both empty */
+    s = s * expf(m - mn) + s2 * expf(m2 - mn);
+    m = mn;
+}
+
+/* max and sum of exp(x - max) of a row in one pass: each thread keeps a running pair
+ * (rescaled when its maximum grows), then the pairs are merged over the block */
 __device__ void row_max_sumexp(const float *r, int V, float *mx_out, double *s_out)
 {
-    __shared__ float shm[32];
-    __shared__ double shs[32];
-    float m = -INFINITY;
-    for (int j = threadIdx.x; j < V; j += blockDim.x)
-        m = r[j] > m ? r[j] : m;
-    m = block_max(m, shm, -INFINITY);
-    double s = 0;
-    for (int j = threadIdx.x; j < V; j += blockDim.x)
-        s += (double)expf(r[j] - m);
-    s = block_sum(s, shs);
+    __shared__ float shm[32], shs[32];
+    float m = -INFINITY, s = 0.0f;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) {
+        float x = r[j];
+        if (x > m) {
+            s = s * expf(m - x) + 1.0f;
+            m = x;
+        } else {
+            s += expf(x - m);
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        ms_merge(m, s, m2, s2);
+    }
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) {
+        shm[wid] = m;
+        shs[wid] = s;
+    }
+    __syncthreads();
+    m = lane < nw ? shm[lane] : -INFINITY;
+    s = lane < nw ? shs[lane] : 0.0f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        ms_merge(m, s, m2, s2);
+    }
     *mx_out = m;
     *s_out = s;
 }
@@ -470,6 +500,28 @@ __global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, 
     }
 }
 
+/* the same on 16-byte vectors (n4 of them) */
+__global__ void k_adamw4(float4 *p, const float4 *g, float4 *m, float4 *v, size_t n4, float gm,
+                         float decay, float b1, float b2, float step_size, float bc2s, float eps)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float4 P = p[i], G = g[i], M = m[i], V = v[i];
+        float *pp = &P.x, *gg = &G.x, *mm = &M.x, *vv = &V.x;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float gi = gg[k] * gm;
+            float pi = pp[k] * decay;
+            float mi = mm[k] + (1.0f - b1) * (gi - mm[k]);
+            float vi = b2 * vv[k] + (1.0f - b2) * gi * gi;
+            mm[k] = mi;
+            vv[k] = vi;
+            pp[k] = pi - step_size * (mi / (sqrtf(vi) / bc2s + eps));
+        }
+        p[i] = P, m[i] = M, v[i] = V;
+    }
+}
+
 void cuda_op_adamw(backend_t *be, be_ptr_t p, be_ptr_t g, be_ptr_t m, be_ptr_t v, size_t n,
                    const be_adamw_t *h)
 {
@@ -478,10 +530,20 @@ void cuda_op_adamw(backend_t *be, be_ptr_t p, be_ptr_t g, be_ptr_t m, be_ptr_t v
         return;
     const double bc1 = 1.0 - pow(h->beta1, (double)h->step);
     const double bc2 = 1.0 - pow(h->beta2, (double)h->step);
-    k_adamw<<<cu_grid(n, 256), 256, 0, c->st>>>(
-        fptr(p), fptr(g), fptr(m), fptr(v), n, (float)h->grad_mul,
-        (float)(1.0 - h->lr * h->weight_decay), (float)h->beta1, (float)h->beta2,
-        (float)(h->lr / bc1), (float)sqrt(bc2), (float)h->eps);
+    const float gm = (float)h->grad_mul, decay = (float)(1.0 - h->lr * h->weight_decay);
+    const float b1 = (float)h->beta1, b2 = (float)h->beta2, ss = (float)(h->lr / bc1);
+    const float bc2s = (float)sqrt(bc2), eps = (float)h->eps;
+    const uintptr_t al = (uintptr_t)vptr(p) | (uintptr_t)vptr(g) | (uintptr_t)vptr(m) |
+                         (uintptr_t)vptr(v);
+    if (n % 4 == 0 && !(al & 15)) {
+        k_adamw4<<<cu_grid(n / 4, 256), 256, 0, c->st>>>((float4 *)vptr(p), (const float4 *)vptr(g),
+                                                         (float4 *)vptr(m), (float4 *)vptr(v), n / 4,
+                                                         gm, decay, b1, b2, ss, bc2s, eps);
+        cu_launched(c, "k_adamw4");
+        return;
+    }
+    k_adamw<<<cu_grid(n, 256), 256, 0, c->st>>>(fptr(p), fptr(g), fptr(m), fptr(v), n, gm, decay,
+                                                b1, b2, ss, bc2s, eps);
     cu_launched(c, "k_adamw");
 }
 

@@ -11,8 +11,10 @@
  *   bf16 compute (the CPU also rounds outputs to bf16)     1e-2
  *   fp16 compute (outputs rounded on both sides)           5e-3
  *   attention, exact kernel                                1e-5
- *   attention, tensor-core tiles in 3xTF32 (the default)   2e-5
+ *   attention, tensor-core tiles in 3xTF32 (fp32 compute)  2e-5
  *   attention, tensor-core tiles in TF32                   5e-3 output, 1e-2 gradients
+ *   attention, bf16 tiles (bf16 compute; the CPU: fp32)    2e-2 output, 5e-2 gradients
+ *   attention, fp16 tiles (fp16 compute)                   3e-3 output, 1e-2 gradients
  * and bit-exact: MX fake quant (golden file, fixture vectors, random inputs with
  * specials, both axes, short blocks, stochastic rounding), embedding gather, sampled
  * token ids (same seed, same logits -> same ids).
@@ -498,7 +500,7 @@ typedef struct attn_case {
     int S;
 } attn_case_t;
 
-static void run_attention(const attn_case_t *ac, be_cuda_attn_t mode)
+static void run_attention(const attn_case_t *ac, be_cuda_attn_t mode, prec_compute_t ct)
 {
     err_t e = ERR_INIT;
     if (be_cuda_set_attn(gpu, mode, &e))
@@ -514,7 +516,7 @@ static void run_attention(const attn_case_t *ac, be_cuda_attn_t mode)
     pair_t PL = pair_new(ac->padl, sizeof(int32_t) * B);
     be_attn_t a = {.kv_sb = (size_t)S * kvd, .kv_st = kvd, .kv_sh = (size_t)D, .B = B, .Tq = Tq,
                    .Tk = ac->Tk, .H = H, .Hkv = Hkv, .D = D, .q0 = ac->q0,
-                   .scale = 1.0f / sqrtf((float)D)};
+                   .scale = 1.0f / sqrtf((float)D), .compute = ct};
     poison(&O), poison(&L), poison(&DQ);
     if (ac->Tk < S) /* rows past Tk are not the op's: both sides start from zeros there */
         ;
@@ -527,10 +529,22 @@ static void run_attention(const attn_case_t *ac, be_cuda_attn_t mode)
     be_attn_fwd(gpu, &a);
     be_attn_bwd(gpu, &a, G(&DO), G(&DQ), G(&DK), G(&DV));
     char what[256];
-    const char *mn = mode == BE_CUDA_ATTN_TF32 ? "tf32 tiles" : mode == BE_CUDA_ATTN_FAST ? "3xtf32 tiles" : "exact";
-    double to = mode == BE_CUDA_ATTN_TF32 ? 5e-3 : mode == BE_CUDA_ATTN_FAST ? 2e-5 : 1e-5;
-    double tg = mode == BE_CUDA_ATTN_TF32 ? 1e-2 : mode == BE_CUDA_ATTN_FAST ? 2e-5 : 1e-5;
-    double tl = mode == BE_CUDA_ATTN_TF32 ? 1e-3 : 1e-6;
+    /* which kernel serves: 16-bit tiles only under FAST with bf16/fp16 compute */
+    const bool h16 = mode == BE_CUDA_ATTN_FAST && ct != PREC_COMPUTE_FP32;
+    const char *mn = mode == BE_CUDA_ATTN_TF32 ? "tf32 tiles"
+                     : h16 ? (ct == PREC_COMPUTE_BF16 ? "bf16 tiles" : "fp16 tiles")
+                     : mode == BE_CUDA_ATTN_EXACT ? "exact" : "3xtf32 tiles";
+    double to, tg, tl;
+    if (mode == BE_CUDA_ATTN_TF32)
+        to = 5e-3, tg = 1e-2, tl = 1e-3;
+    else if (h16 && ct == PREC_COMPUTE_BF16)
+        to = 2e-2, tg = 5e-2, tl = 5e-3;
+    else if (h16)
+        to = 3e-3, tg = 1e-2, tl = 1e-3;
+    else if (mode == BE_CUDA_ATTN_EXACT)
+        to = tg = 1e-5, tl = 1e-6;
+    else
+        to = tg = 2e-5, tl = 1e-6;
     snprintf(what, sizeof what, "%s (%s): out", ac->name, mn);
     rel_err(&O, 0, nq, what, to);
     snprintf(what, sizeof what, "%s (%s): lse", ac->name, mn);
@@ -562,9 +576,12 @@ static void attention_forward_and_backward_match_cpu(void **state)
 {
     NEED_GPU();
     for (size_t i = 0; i < sizeof ATTN_CASES / sizeof ATTN_CASES[0]; i++) {
-        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_EXACT);
-        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_FAST);
-        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_TF32);
+        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_EXACT, PREC_COMPUTE_FP32);
+        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_FAST, PREC_COMPUTE_FP32);
+        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_TF32, PREC_COMPUTE_FP32);
+        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_FAST, PREC_COMPUTE_BF16);
+        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_FAST, PREC_COMPUTE_FP16);
+        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_ACCURATE, PREC_COMPUTE_BF16);
     }
 }
 

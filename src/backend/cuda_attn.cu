@@ -2,9 +2,9 @@
  *
  * Two implementations of backend.h's be_attn_t contract:
  *
- * exact  float32 on the CUDA cores. Forward: a block of 4 warps per query row, each warp
- *        a contiguous quarter of the visible keys with an online softmax, lanes over
- *        head_dim; the quarters are merged in order. Backward: D_i = dO_i . O_i, then
+ * exact  float32 on the CUDA cores. Forward: a block of 8 warps per query row, each warp
+ *        a contiguous eighth of the visible keys (four keys in flight at a time) with an
+ *        online softmax, lanes over head_dim; the eighths are merged in order. Backward: D_i = dO_i . O_i, then
  *        one warp per query row for dQ and one warp per key row for dK and dV (looping
  *        over the group's query heads and the queries that see the key), recomputing
  *        the probabilities from the saved log-sum-exp. Any head_dim up to 256.
@@ -53,7 +53,7 @@ __device__ __forceinline__ int vis_hi(const attn_args_t &a, int i)
 
 /* ================================ exact float32 ====================================== */
 
-#define EX_WARPS 4
+#define EX_WARPS 8
 #define EX_MAXT 8 /* head_dim <= 32 * EX_MAXT */
 
 __global__ void __launch_bounds__(32 * EX_WARPS) k_attn_fwd_exact(attn_args_t a)
@@ -82,30 +82,43 @@ __global__ void __launch_bounds__(32 * EX_WARPS) k_attn_fwd_exact(attn_args_t a)
         qv[t] = (t < nt && d < D) ? Q[d] : 0.0f;
         acc[t] = 0.0f;
     }
-    /* this warp's keys: a contiguous quarter of [lo, hi] */
+    /* this warp's keys: a contiguous eighth of [lo, hi] */
     const int nk = hi - lo + 1, per = (nk + EX_WARPS - 1) / EX_WARPS;
     const int j0 = lo + w * per, j1 = j0 + per - 1 < hi ? j0 + per - 1 : hi;
     float m = -INFINITY, l = 0.0f;
-    for (int j = j0; j <= j1; j++) {
-        const float *kr = K + (size_t)j * a.kv_st, *vr = V + (size_t)j * a.kv_st;
-        float s = 0.0f;
+    for (int j = j0; j <= j1; j += 4) { /* four keys' loads and sums in flight at once */
+        float s4[4];
 #pragma unroll
-        for (int t = 0; t < EX_MAXT; t++) {
-            int d = lane + 32 * t;
-            if (t < nt && d < D)
-                s += qv[t] * kr[d];
-        }
-        s = warp_sum(s) * a.scale;
-        float mn = s > m ? s : m;
-        float al = expf(m - mn), p = expf(s - mn);
-        l = l * al + p;
+        for (int u = 0; u < 4; u++) {
+            const float *kr = K + (size_t)(j + u) * a.kv_st;
+            float sp = 0.0f;
 #pragma unroll
-        for (int t = 0; t < EX_MAXT; t++) {
-            int d = lane + 32 * t;
-            if (t < nt && d < D)
-                acc[t] = acc[t] * al + p * vr[d];
+            for (int t = 0; t < EX_MAXT; t++) {
+                int d = lane + 32 * t;
+                if (j + u <= j1 && t < nt && d < D)
+                    sp += qv[t] * kr[d];
+            }
+            s4[u] = sp;
         }
-        m = mn;
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            s4[u] = warp_sum(s4[u]) * a.scale;
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            if (j + u > j1)
+                break;
+            const float *vr = V + (size_t)(j + u) * a.kv_st;
+            float mn = s4[u] > m ? s4[u] : m;
+            float al = expf(m - mn), p = expf(s4[u] - mn);
+            l = l * al + p;
+#pragma unroll
+            for (int t = 0; t < EX_MAXT; t++) {
+                int d = lane + 32 * t;
+                if (t < nt && d < D)
+                    acc[t] = acc[t] * al + p * vr[d];
+            }
+            m = mn;
+        }
     }
     if (lane == 0) {
         sm[w] = m;
@@ -735,40 +748,41 @@ template <int D, typename T> __global__ void __launch_bounds__(128) k_attn_fwd_1
         __syncthreads();
         mm16_abt<D, T>(Sw, TLS, Qh + 16 * w * LH, LH, Kh, LH);
         __syncwarp();
-        for (int r = 0; r < 16; r++) {
-            const int rr = 16 * w + r, i = qt0 + rr;
+        {
+            /* two lanes per row, 32 columns each (visited in a rotated order, so the 32
+             * lanes hit 32 different banks) */
+            const int r = lane >> 1, hf = lane & 1, rr = 16 * w + r, i = qt0 + rr;
             const int hi = vis_hi(a, i);
-            float s[2];
+            const bool rowok = i < a.Tq;
+            float *Sr = Sw + r * TLS;
             float mx = -INFINITY;
-#pragma unroll
-            for (int u = 0; u < 2; u++) {
-                int j = kt0 + lane + 32 * u;
-                bool vis = i < a.Tq && j >= lo && j <= hi;
-                s[u] = vis ? Sw[r * TLS + lane + 32 * u] * a.scale : -INFINITY;
-                mx = s[u] > mx ? s[u] : mx;
+            for (int k = 0; k < 32; k++) {
+                const int cc = 32 * hf + ((k + lane) & 31), j = kt0 + cc;
+                const float sv = (rowok && j >= lo && j <= hi) ? Sr[cc] * a.scale : -INFINITY;
+                Sr[cc] = sv;
+                mx = fmaxf(mx, sv);
             }
-            mx = warp_max(mx);
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             const float mold = mrow[rr];
-            const float mn = mx > mold ? mx : mold;
-            float al, p0, p1;
-            if (mn == -INFINITY) {
-                al = 1.0f, p0 = 0.0f, p1 = 0.0f;
-            } else {
-                al = expf(mold - mn);
-                p0 = s[0] == -INFINITY ? 0.0f : expf(s[0] - mn);
-                p1 = s[1] == -INFINITY ? 0.0f : expf(s[1] - mn);
+            const float mn = fmaxf(mx, mold);
+            const float al = mn == -INFINITY ? 1.0f : expf(mold - mn);
+            float ps = 0.0f;
+            for (int k = 0; k < 32; k++) {
+                const int cc = 32 * hf + ((k + lane) & 31);
+                const float sv = Sr[cc];
+                const float p = sv == -INFINITY ? 0.0f : expf(sv - mn);
+                ps += p;
+                Pw[r * TLH + cc] = to16<T>(p);
             }
-            float ps = warp_sum(p0 + p1);
-            Pw[r * TLH + lane] = to16<T>(p0);
-            Pw[r * TLH + lane + 32] = to16<T>(p1);
+            ps += __shfl_xor_sync(0xffffffffu, ps, 1);
             __syncwarp();
-            if (lane == 0) {
+            if (!hf) {
                 mrow[rr] = mn;
                 lrow[rr] = lrow[rr] * al + ps;
                 arow[rr] = al;
             }
-            __syncwarp();
         }
+        __syncwarp();
         for (int t = lane; t < 16 * D; t += 32) {
             int r = t / D, d = t % D;
             Ow[r * LD + d] *= arow[16 * w + r];
@@ -799,9 +813,14 @@ template <int D, typename T> __global__ void __launch_bounds__(128) k_attn_fwd_1
     }
 }
 
-/* dK, dV for 64 keys of one (b, KV head), and dS (b, head, query, key) into dsg */
+/* One query head's share of dK, dV (unscaled) for 64 keys, into dkp / dvp (b, head, key,
+ * d), and dS (b, head, query, key) into dsg. One block per (key tile, query head, b): a
+ * block per KV head would leave most of the GPU idle (B x Hkv x T/64 blocks, the first
+ * key tiles with 16 times the work of the last); k_attn_dkv_sum adds the group's heads
+ * in order afterwards, so no atomics. */
 template <int D, typename T>
-__global__ void __launch_bounds__(128) k_attn_dkv_16(attn_args_t a, const float *di, T *dsg)
+__global__ void __launch_bounds__(128) k_attn_dkv_16(attn_args_t a, const float *di, T *dsg,
+                                                     float *dkp, float *dvp)
 {
     constexpr int LD = D + 4, LH = D + 8;
     extern __shared__ __align__(128) unsigned char smraw[];
@@ -809,7 +828,7 @@ __global__ void __launch_bounds__(128) k_attn_dkv_16(attn_args_t a, const float 
     T *Kh = (T *)(Dr + TB), *Vh = Kh + TB * LH, *Qh = Vh + TB * LH, *dOh = Qh + TB * LH;
     T *Pth = dOh + TB * LH, *dSth = Pth + TB * TLH;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int kt0 = blockIdx.x * TB, g = blockIdx.y, b = blockIdx.z;
+    const int kt0 = blockIdx.x * TB, hh = blockIdx.y, b = blockIdx.z, g = hh / a.grp;
     const float *Kg = a.k + b * a.kv_sb + g * a.kv_sh, *Vg = a.v + b * a.kv_sb + g * a.kv_sh;
     load_tile16<D, T>(Kh, Kg, a.kv_st, kt0, a.Tk);
     load_tile16<D, T>(Vh, Vg, a.kv_st, kt0, a.Tk);
@@ -826,61 +845,80 @@ __global__ void __launch_bounds__(128) k_attn_dkv_16(attn_args_t a, const float 
     i0 = i0 < 0 ? 0 : i0 / TB * TB;
     float *Stw = Sts + 16 * w * TLS, *dPtw = dPts + 16 * w * TLS;
     T *Ptw = Pth + 16 * w * TLH, *dStw = dSth + 16 * w * TLH;
-    for (int hh = g * a.grp; any && hh < (g + 1) * a.grp; hh++) {
-        const float *Qg = a.q + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
-        const float *dOg = a.dout + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
-        const size_t lbase = ((size_t)b * a.H + hh) * a.Tq;
-        T *dsrow = dsg + lbase * a.Tk; /* (Tq, Tk) of this (b, head) */
-        for (int qt0 = i0; qt0 < a.Tq; qt0 += TB) {
-            __syncthreads();
-            load_tile16<D, T>(Qh, Qg, a.qrow, qt0, a.Tq);
-            load_tile16<D, T>(dOh, dOg, a.qrow, qt0, a.Tq);
-            for (int t = threadIdx.x; t < TB; t += blockDim.x) {
-                int i = qt0 + t;
-                Lr[t] = i < a.Tq ? a.lse[lbase + i] : 0.0f;
-                Dr[t] = i < a.Tq ? di[lbase + i] : 0.0f;
-            }
-            __syncthreads();
-            mm16_abt<D, T>(Stw, TLS, Kh + 16 * w * LH, LH, Qh, LH);
-            mm16_abt<D, T>(dPtw, TLS, Vh + 16 * w * LH, LH, dOh, LH);
-            __syncwarp();
-            for (int r = 0; r < 16; r++) {
-                const int j = kt0 + 16 * w + r;
-#pragma unroll
-                for (int u = 0; u < 2; u++) {
-                    const int cq = lane + 32 * u, i = qt0 + cq;
-                    const bool vis = i < a.Tq && j >= lo && j <= vis_hi(a, i);
-                    float p = vis ? expf(Stw[r * TLS + cq] * a.scale - Lr[cq]) : 0.0f;
-                    float ds = p * (dPtw[r * TLS + cq] - Dr[cq]);
-                    Ptw[r * TLH + cq] = to16<T>(p);
-                    dStw[r * TLH + cq] = to16<T>(ds);
-                }
-            }
-            __syncthreads(); /* dS^T of every warp, for the copy to device memory */
-            for (int t = threadIdx.x; t < TB * TB; t += blockDim.x) {
-                const int qi = t / TB, kj = t % TB, i = qt0 + qi, j = kt0 + kj;
-                if (i < a.Tq && j < a.Tk)
-                    dsrow[(size_t)i * a.Tk + j] = dSth[kj * TLH + qi];
-            }
-            mm16_ab<D, T>(dv, Ptw, TLH, dOh, LH);
-            mm16_ab<D, T>(dk, dStw, TLH, Qh, LH);
+    const float *Qg = a.q + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
+    const float *dOg = a.dout + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
+    const size_t lbase = ((size_t)b * a.H + hh) * a.Tq;
+    T *dsrow = dsg + lbase * a.Tk; /* (Tq, Tk) of this (b, head) */
+    for (int qt0 = i0; any && qt0 < a.Tq; qt0 += TB) {
+        __syncthreads();
+        load_tile16<D, T>(Qh, Qg, a.qrow, qt0, a.Tq);
+        load_tile16<D, T>(dOh, dOg, a.qrow, qt0, a.Tq);
+        for (int t = threadIdx.x; t < TB; t += blockDim.x) {
+            int i = qt0 + t;
+            Lr[t] = i < a.Tq ? a.lse[lbase + i] : 0.0f;
+            Dr[t] = i < a.Tq ? di[lbase + i] : 0.0f;
         }
+        __syncthreads();
+        mm16_abt<D, T>(Stw, TLS, Kh + 16 * w * LH, LH, Qh, LH);
+        mm16_abt<D, T>(dPtw, TLS, Vh + 16 * w * LH, LH, dOh, LH);
+        __syncwarp();
+        for (int r = 0; r < 16; r++) {
+            const int j = kt0 + 16 * w + r;
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const int cq = lane + 32 * u, i = qt0 + cq;
+                const bool vis = i < a.Tq && j >= lo && j <= vis_hi(a, i);
+                float p = vis ? expf(Stw[r * TLS + cq] * a.scale - Lr[cq]) : 0.0f;
+                float ds = p * (dPtw[r * TLS + cq] - Dr[cq]);
+                Ptw[r * TLH + cq] = to16<T>(p);
+                dStw[r * TLH + cq] = to16<T>(ds);
+            }
+        }
+        __syncthreads(); /* dS^T of every warp, for the copy to device memory */
+        for (int t = threadIdx.x; t < TB * TB; t += blockDim.x) {
+            const int qi = t / TB, kj = t % TB, i = qt0 + qi, j = kt0 + kj;
+            if (i < a.Tq && j < a.Tk)
+                dsrow[(size_t)i * a.Tk + j] = dSth[kj * TLH + qi];
+        }
+        mm16_ab<D, T>(dv, Ptw, TLH, dOh, LH);
+        mm16_ab<D, T>(dk, dStw, TLH, Qh, LH);
     }
     __syncthreads();
-    float *dKs = Sts, *dVs = Sts + TB * LD; /* float32 staging over S^T and dP^T */
+    float *dKs = Sts, *dVs = Sts + TB * LD; /* float32 staging over S^T and dP^T (and more) */
 #pragma unroll
     for (int nb = 0; nb < D / 16; nb++) {
         wmma::store_matrix_sync(dKs + 16 * w * LD + nb * 16, dk[nb], LD, wmma::mem_row_major);
         wmma::store_matrix_sync(dVs + 16 * w * LD + nb * 16, dv[nb], LD, wmma::mem_row_major);
     }
     __syncthreads();
+    const size_t pbase = ((size_t)b * a.H + hh) * a.Tk;
     for (int t = threadIdx.x; t < TB * D; t += blockDim.x) {
         int r = t / D, d = t % D, j = kt0 + r;
         if (j < a.Tk) {
-            size_t o = b * a.kv_sb + (size_t)j * a.kv_st + g * a.kv_sh + d;
-            a.dk[o] = dKs[r * LD + d] * a.scale;
-            a.dv[o] = dVs[r * LD + d];
+            dkp[(pbase + j) * D + d] = dKs[r * LD + d];
+            dvp[(pbase + j) * D + d] = dVs[r * LD + d];
         }
+    }
+}
+
+/* dK = scale x (sum over the group's heads, in order), dV the same unscaled */
+__global__ void k_attn_dkv_sum(attn_args_t a, const float *dkp, const float *dvp)
+{
+    const size_t n = (size_t)a.B * a.Hkv * a.Tk * a.D;
+    for (size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < n;
+         t += (size_t)gridDim.x * blockDim.x) {
+        const int d = (int)(t % a.D);
+        const size_t r = t / a.D;
+        const int j = (int)(r % a.Tk), g = (int)((r / a.Tk) % a.Hkv), b = (int)(r / ((size_t)a.Tk * a.Hkv));
+        float sk = 0.0f, sv = 0.0f;
+        for (int u = 0; u < a.grp; u++) {
+            const size_t o = (((size_t)b * a.H + g * a.grp + u) * a.Tk + j) * a.D + d;
+            sk += dkp[o];
+            sv += dvp[o];
+        }
+        const size_t o = b * a.kv_sb + (size_t)j * a.kv_st + g * a.kv_sh + d;
+        a.dk[o] = sk * a.scale;
+        a.dv[o] = sv;
     }
 }
 
@@ -905,12 +943,14 @@ __global__ void __launch_bounds__(128) k_attn_dq_16(attn_args_t a, const T *dsg)
     const int ilast = qt0 + TB - 1 < a.Tq - 1 ? qt0 + TB - 1 : a.Tq - 1;
     const int hmax = vis_hi(a, ilast);
     const T zero = to16<T>(0.0f);
-    for (int kt0 = lo / TB * TB; kt0 <= hmax; kt0 += TB) {
+    /* only the visible (query, key) pairs were written by the dK/dV pass */
+    for (int kt0 = lo / TB * TB; lo <= hmax && kt0 <= hmax; kt0 += TB) {
         __syncthreads();
         load_tile16<D, T>(Kh, Kg, a.kv_st, kt0, a.Tk);
         for (int t = threadIdx.x; t < TB * TB; t += blockDim.x) {
             const int qi = t / TB, kj = t % TB, i = qt0 + qi, j = kt0 + kj;
-            dSh[qi * TLH + kj] = (i < a.Tq && j < a.Tk) ? dsrow[(size_t)i * a.Tk + j] : zero;
+            const bool vis = i < a.Tq && j >= lo && j <= vis_hi(a, i);
+            dSh[qi * TLH + kj] = vis ? dsrow[(size_t)i * a.Tk + j] : zero;
         }
         __syncthreads();
         mm16_ab<D, T>(dq, dSh + 16 * w * TLH, TLH, Kh, LH);
@@ -1031,7 +1071,9 @@ template <int D, typename T> static void fwd_16(cuda_t *c, const attn_args_t &a)
 template <int D, typename T> static void bwd_16(cuda_t *c, const attn_args_t &a, const float *di)
 {
     T *ds = (T *)cu_scratch(c, CS_T, (size_t)a.B * a.H * a.Tq * a.Tk * sizeof(T));
-    if (!ds)
+    const size_t np = (size_t)a.B * a.H * a.Tk * D;
+    float *dkp = (float *)cu_scratch(c, CS_SORT2, 2 * np * sizeof(float));
+    if (!ds || !dkp)
         return;
     size_t sk = smem16<D>::dkv_bytes, sq = smem16<D>::dq_bytes;
     if (!cu_check(c, cudaFuncSetAttribute(k_attn_dkv_16<D, T>,
@@ -1041,9 +1083,11 @@ template <int D, typename T> static void bwd_16(cuda_t *c, const attn_args_t &a,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq),
                   "attention shared memory"))
         return;
-    dim3 gk((a.Tk + TB - 1) / TB, a.Hkv, a.B);
-    k_attn_dkv_16<D, T><<<gk, 128, sk, c->st>>>(a, di, ds);
+    dim3 gk((a.Tk + TB - 1) / TB, a.H, a.B);
+    k_attn_dkv_16<D, T><<<gk, 128, sk, c->st>>>(a, di, ds, dkp, dkp + np);
     cu_launched(c, "k_attn_dkv_16");
+    k_attn_dkv_sum<<<cu_grid((size_t)a.B * a.Hkv * a.Tk * D, 256), 256, 0, c->st>>>(a, dkp, dkp + np);
+    cu_launched(c, "k_attn_dkv_sum");
     dim3 gq((a.Tq + TB - 1) / TB, a.H, a.B);
     k_attn_dq_16<D, T><<<gq, 128, sq, c->st>>>(a, ds);
     cu_launched(c, "k_attn_dq_16");

@@ -23,6 +23,7 @@
  * the forward and the backward GEMM from one copy.
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,7 +207,8 @@ static int cuda_sync(backend_t *be, err_t *e)
 struct gemm_plan {
     int dt, ta, tb, m, n, k;
     long lda, ldb, ldc;
-    int beta1, al_a, al_b, al_c;
+    int beta1, al_a, al_b, al_c, bias; /* bias: the bias epilogue (one value per row of C') */
+    bool ok;                           /* false: cuBLASLt has no algorithm for it */
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
@@ -250,13 +252,13 @@ static void plan_destroy(gemm_plan_t *p)
 /* The cached descriptors and algorithm of one column-major problem
  * C' (m x n) = op(A') (m x k) . op(B') (k x n) + beta C'. */
 static gemm_plan_t *plan_get(cuda_t *c, int dt, int ta, int tb, int m, int n, int k, long lda,
-                             long ldb, long ldc, int beta1, int al_a, int al_b, int al_c)
+                             long ldb, long ldc, int beta1, int al_a, int al_b, int al_c, int bias)
 {
     for (int i = 0; i < c->nplans; i++) {
         gemm_plan_t *p = &c->plans[i];
         if (p->dt == dt && p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k &&
             p->lda == lda && p->ldb == ldb && p->ldc == ldc && p->beta1 == beta1 &&
-            p->al_a == al_a && p->al_b == al_b && p->al_c == al_c)
+            p->al_a == al_a && p->al_b == al_b && p->al_c == al_c && p->bias == bias)
             return p;
     }
     if (c->nplans == c->cap_plans) {
@@ -273,7 +275,8 @@ static gemm_plan_t *plan_get(cuda_t *c, int dt, int ta, int tb, int m, int n, in
     memset(&p, 0, sizeof p);
     p.dt = dt, p.ta = ta, p.tb = tb, p.m = m, p.n = n, p.k = k;
     p.lda = lda, p.ldb = ldb, p.ldc = ldc, p.beta1 = beta1;
-    p.al_a = al_a, p.al_b = al_b, p.al_c = al_c;
+    p.al_a = al_a, p.al_b = al_b, p.al_c = al_c, p.bias = bias;
+    cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     cudaDataType_t t = dt_cuda(dt);
     cublasLtMatmulPreference_t pref = nullptr;
@@ -284,6 +287,7 @@ static gemm_plan_t *plan_get(cuda_t *c, int dt, int ta, int tb, int m, int n, in
     bool ok = lt_ok(c, cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc") &&
               lt_ok(c, cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa), "transa") &&
               lt_ok(c, cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob), "transb") &&
+              lt_ok(c, cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "epilogue") &&
               lt_ok(c, cublasLtMatrixLayoutCreate(&p.la, t, ta ? k : m, ta ? m : k, lda), "layout A") &&
               lt_ok(c, cublasLtMatrixLayoutCreate(&p.lb, t, tb ? n : k, tb ? k : n, ldb), "layout B") &&
               lt_ok(c, cublasLtMatrixLayoutCreate(&p.lc, CUDA_R_32F, m, n, ldc), "layout C") &&
@@ -296,6 +300,14 @@ static gemm_plan_t *plan_get(cuda_t *c, int dt, int ta, int tb, int m, int n, in
               lt_ok(c, cublasLtMatmulAlgoGetHeuristic(c->lt, p.op, p.la, p.lb, p.lc, p.lc, pref, 1, &res, &nres), "heuristic");
     if (pref)
         cublasLtMatmulPreferenceDestroy(pref);
+    if (ok && nres < 1 && bias) {
+        /* no algorithm with the bias epilogue: remember that, the caller adds the bias */
+        plan_destroy(&p);
+        memset(&p.op, 0, sizeof p - offsetof(gemm_plan_t, op));
+        p.ok = false;
+        c->plans[c->nplans] = p;
+        return &c->plans[c->nplans++];
+    }
     if (ok && nres < 1) {
         cu_fail(c, ERR_FAIL, "cuda backend: cuBLASLt has no algorithm for a %s GEMM m %d n %d k %d "
                 "(trans %d%d, ld %ld %ld %ld, alignment %d %d %d)",
@@ -308,14 +320,18 @@ static gemm_plan_t *plan_get(cuda_t *c, int dt, int ta, int tb, int m, int n, in
         return nullptr;
     }
     p.algo = res.algo;
+    p.ok = true;
     c->plans[c->nplans] = p;
     return &c->plans[c->nplans++];
 }
 
-/* Row-major C (m x n) = op(A) . op(B) + beta C; A is (m x k) or, transposed, stored
- * (k x m); B is (k x n) or stored (n x k); lda/ldb/ldc are row strides in elements. */
+/* Row-major C (m x n) = op(A) . op(B) + beta C (+ bias (n), when given); A is (m x k) or,
+ * transposed, stored (k x m); B is (k x n) or stored (n x k); lda/ldb/ldc are row strides
+ * in elements. The bias goes through cuBLASLt's epilogue where it has an algorithm for
+ * it, else through a separate pass. */
 static void gemm_rm(cuda_t *c, int dt, bool ta, bool tb, int m, int n, int k, const void *A,
-                    long lda, const void *B, long ldb, float *C, long ldc, float beta)
+                    long lda, const void *B, long ldb, float *C, long ldc, float beta,
+                    const float *bias = nullptr)
 {
     if (m <= 0 || n <= 0)
         return;
@@ -327,10 +343,21 @@ static void gemm_rm(cuda_t *c, int dt, bool ta, bool tb, int m, int n, int k, co
     }
     /* column-major: C^T (n x m) = op(B)^T . op(A)^T, i.e. A' = B with B's flag, B' = A */
     gemm_plan_t *p = plan_get(c, dt, tb, ta, n, m, k, ldb, lda, ldc, beta != 0.0f, align_of(B),
-                              align_of(A), align_of(C));
+                              align_of(A), align_of(C), bias != nullptr);
+    if (p && !p->ok) { /* bias epilogue unavailable: GEMM, then the bias */
+        gemm_rm(c, dt, ta, tb, m, n, k, A, lda, B, ldb, C, ldc, beta);
+        if (ldc == n)
+            cu_epilogue(c, C, C, bias, m, n, beta != 0.0f, PREC_COMPUTE_FP32);
+        else
+            cu_fail(c, ERR_FAIL, "cuda backend: a bias needs a dense output");
+        return;
+    }
     if (!p)
         return;
     const float alpha = 1.0f;
+    if (bias && !lt_ok(c, cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                         &bias, sizeof bias), "bias pointer"))
+        return;
     lt_ok(c, cublasLtMatmul(c->lt, p->op, &alpha, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc,
                             &p->algo, c->ws, c->ws_size, c->st), "matmul");
 }
@@ -514,9 +541,8 @@ static void cuda_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, bo
         gemm_rounded(c, dt, false, true, M, N, K, x, K, w, K, y, N, acc, fptr(a->b), ct);
         return;
     }
-    gemm_rm(c, dt, false, true, M, N, K, x, K, w, K, y, N, acc ? 1.0f : 0.0f);
-    if (!be_null(a->b))
-        cu_epilogue(c, y, y, fptr(a->b), M, N, false, PREC_COMPUTE_FP32);
+    gemm_rm(c, dt, false, true, M, N, K, x, K, w, K, y, N, acc ? 1.0f : 0.0f,
+            be_null(a->b) ? nullptr : fptr(a->b));
 }
 
 static void cuda_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, be_ptr_t dxp,

@@ -3,7 +3,7 @@
  * ggml's pattern: a backend is a small table of functions (be_ops_t) plus its private
  * state. The model calls only the be_* wrappers below, so one model definition runs on
  * every backend. `cpu` (backend_cpu.c) is the readable float32 reference with OpenMP and
- * OpenBLAS; a CUDA backend implements the same table later and is checked op by op
+ * OpenBLAS; `cuda` (cuda_*.cu) implements the same table and is checked op by op
  * against it.
  *
  * Memory. Tensors live in device buffers (be_buf_t) the backend owns. An op never takes

@@ -33,6 +33,8 @@ using namespace nvcuda;
 
 typedef struct attn_args {
     const float *q, *k, *v, *out, *lse, *dout, *dl;
+    const void *q16, *k16, *v16, *do16; /* 16-bit tiles' inputs: q, dO (B, Tq, H*D); k, v
+                                           (B, Tk, Hkv*D), dense */
     float *o_out, *lse_out, *dq, *dk, *dv;
     const int32_t *padl;
     long qrow, kv_sb, kv_st, kv_sh;
@@ -633,8 +635,8 @@ template <int D, int P> __global__ void __launch_bounds__(128) k_attn_dq_tc(attn
 /* ============================ 16-bit tensor-core tiles ================================= */
 
 /* Under bf16 / fp16 compute: Q, K, V, dO converted to T (bf16 or half, round to nearest)
- * as tiles are loaded; P and dS rounded to T for their products; scores, softmax and
- * accumulators float32. Backward: the dK/dV pass also writes dS (T) to device memory,
+ * once per call into dense copies the tiles then load with 16-byte vectors; P and dS
+ * rounded to T for their products; scores, softmax and accumulators float32. Backward: the dK/dV pass also writes dS (T) to device memory,
  * so the dQ pass is one product per tile pair (dQ = dS K) instead of recomputing. */
 
 #define TLH 72 /* row stride (elements) of 16-bit 64-wide tiles */
@@ -653,18 +655,34 @@ template <typename T> struct f16 {
     typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
 };
 
-/* rows [r0, r0 + 64) of a strided float32 matrix into a T tile (ld D + 8); zeros outside */
+/* rows [r0, r0 + 64) of a T matrix (row j at base + j * rs, rs a multiple of 8) into a
+ * tile (ld D + 8); zeros outside. 16-byte vectors. */
 template <int D, typename T>
-__device__ __forceinline__ void load_tile16(T *s, const float *base, long rs, int r0, int nrows)
+__device__ __forceinline__ void load_tile16h(T *s, const T *base, long rs, int r0, int nrows)
 {
-    constexpr int LH = D + 8, V4 = D / 4;
-    for (int t = threadIdx.x; t < TB * V4; t += blockDim.x) {
-        int r = t / V4, c4 = t % V4, j = r0 + r;
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    constexpr int LH = D + 8, V8 = D / 8;
+    for (int t = threadIdx.x; t < TB * V8; t += blockDim.x) {
+        int r = t / V8, c8 = t % V8, j = r0 + r;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
         if (j >= 0 && j < nrows)
-            v = *(const float4 *)(base + (size_t)j * rs + 4 * c4);
-        T *d = s + r * LH + 4 * c4;
-        d[0] = to16<T>(v.x), d[1] = to16<T>(v.y), d[2] = to16<T>(v.z), d[3] = to16<T>(v.w);
+            v = *(const uint4 *)(base + (size_t)j * rs + 8 * c8);
+        *(uint4 *)(s + r * LH + 8 * c8) = v;
+    }
+}
+
+/* dst (B, rows, cols) dense T = src element (b, j, c) at b*sb + j*sr + (c/D)*sh + c%D:
+ * the 16-bit copy every tile then reads (converted once, not once per tile) */
+template <typename T>
+__global__ void k_conv16(T *dst, const float *src, int B, int rows, int cols, int D, long sb,
+                         long sr, long sh)
+{
+    const size_t n = (size_t)B * rows * cols;
+    for (size_t t = (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < n;
+         t += (size_t)gridDim.x * blockDim.x) {
+        const int cc = (int)(t % cols);
+        const size_t bj = t / cols;
+        const int j = (int)(bj % rows), b = (int)(bj / rows);
+        dst[t] = to16<T>(src[b * sb + (size_t)j * sr + (size_t)(cc / D) * sh + cc % D]);
     }
 }
 
@@ -727,9 +745,11 @@ template <int D, typename T> __global__ void __launch_bounds__(128) k_attn_fwd_1
     T *Qh = (T *)(arow + TB), *Kh = Qh + TB * LH, *Vh = Kh + TB * LH, *Ph = Vh + TB * LH;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int qt0 = blockIdx.x * TB, hh = blockIdx.y, b = blockIdx.z, g = hh / a.grp;
-    const float *Qg = a.q + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
-    const float *Kg = a.k + b * a.kv_sb + g * a.kv_sh, *Vg = a.v + b * a.kv_sb + g * a.kv_sh;
-    load_tile16<D, T>(Qh, Qg, a.qrow, qt0, a.Tq);
+    const long kvd = (long)a.Hkv * D;
+    const T *Qg = (const T *)a.q16 + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
+    const T *Kg = (const T *)a.k16 + (size_t)b * a.Tk * kvd + (size_t)g * D;
+    const T *Vg = (const T *)a.v16 + (size_t)b * a.Tk * kvd + (size_t)g * D;
+    load_tile16h<D, T>(Qh, Qg, a.qrow, qt0, a.Tq);
     for (int t = threadIdx.x; t < TB * LD; t += blockDim.x)
         Os[t] = 0.0f;
     for (int t = threadIdx.x; t < TB; t += blockDim.x) {
@@ -743,8 +763,8 @@ template <int D, typename T> __global__ void __launch_bounds__(128) k_attn_fwd_1
     T *Pw = Ph + 16 * w * TLH;
     for (int kt0 = lo / TB * TB; kt0 <= hmax; kt0 += TB) {
         __syncthreads();
-        load_tile16<D, T>(Kh, Kg, a.kv_st, kt0, a.Tk);
-        load_tile16<D, T>(Vh, Vg, a.kv_st, kt0, a.Tk);
+        load_tile16h<D, T>(Kh, Kg, kvd, kt0, a.Tk);
+        load_tile16h<D, T>(Vh, Vg, kvd, kt0, a.Tk);
         __syncthreads();
         mm16_abt<D, T>(Sw, TLS, Qh + 16 * w * LH, LH, Kh, LH);
         __syncwarp();
@@ -829,9 +849,9 @@ __global__ void __launch_bounds__(128) k_attn_dkv_16(attn_args_t a, const float 
     T *Pth = dOh + TB * LH, *dSth = Pth + TB * TLH;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int kt0 = blockIdx.x * TB, hh = blockIdx.y, b = blockIdx.z, g = hh / a.grp;
-    const float *Kg = a.k + b * a.kv_sb + g * a.kv_sh, *Vg = a.v + b * a.kv_sb + g * a.kv_sh;
-    load_tile16<D, T>(Kh, Kg, a.kv_st, kt0, a.Tk);
-    load_tile16<D, T>(Vh, Vg, a.kv_st, kt0, a.Tk);
+    const long kvd = (long)a.Hkv * D;
+    load_tile16h<D, T>(Kh, (const T *)a.k16 + (size_t)b * a.Tk * kvd + (size_t)g * D, kvd, kt0, a.Tk);
+    load_tile16h<D, T>(Vh, (const T *)a.v16 + (size_t)b * a.Tk * kvd + (size_t)g * D, kvd, kt0, a.Tk);
     typename f16<T>::acc dk[D / 16], dv[D / 16];
 #pragma unroll
     for (int nb = 0; nb < D / 16; nb++) {
@@ -845,14 +865,14 @@ __global__ void __launch_bounds__(128) k_attn_dkv_16(attn_args_t a, const float 
     i0 = i0 < 0 ? 0 : i0 / TB * TB;
     float *Stw = Sts + 16 * w * TLS, *dPtw = dPts + 16 * w * TLS;
     T *Ptw = Pth + 16 * w * TLH, *dStw = dSth + 16 * w * TLH;
-    const float *Qg = a.q + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
-    const float *dOg = a.dout + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
+    const T *Qg = (const T *)a.q16 + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
+    const T *dOg = (const T *)a.do16 + (size_t)b * a.Tq * a.qrow + (size_t)hh * D;
     const size_t lbase = ((size_t)b * a.H + hh) * a.Tq;
     T *dsrow = dsg + lbase * a.Tk; /* (Tq, Tk) of this (b, head) */
     for (int qt0 = i0; any && qt0 < a.Tq; qt0 += TB) {
         __syncthreads();
-        load_tile16<D, T>(Qh, Qg, a.qrow, qt0, a.Tq);
-        load_tile16<D, T>(dOh, dOg, a.qrow, qt0, a.Tq);
+        load_tile16h<D, T>(Qh, Qg, a.qrow, qt0, a.Tq);
+        load_tile16h<D, T>(dOh, dOg, a.qrow, qt0, a.Tq);
         for (int t = threadIdx.x; t < TB; t += blockDim.x) {
             int i = qt0 + t;
             Lr[t] = i < a.Tq ? a.lse[lbase + i] : 0.0f;
@@ -932,7 +952,8 @@ __global__ void __launch_bounds__(128) k_attn_dq_16(attn_args_t a, const T *dsg)
     T *Kh = (T *)(Qst + TB * LD), *dSh = Kh + TB * LH;
     const int w = threadIdx.x >> 5;
     const int qt0 = blockIdx.x * TB, hh = blockIdx.y, b = blockIdx.z, g = hh / a.grp;
-    const float *Kg = a.k + b * a.kv_sb + g * a.kv_sh;
+    const long kvd = (long)a.Hkv * D;
+    const T *Kg = (const T *)a.k16 + (size_t)b * a.Tk * kvd + (size_t)g * D;
     const size_t lbase = ((size_t)b * a.H + hh) * a.Tq;
     const T *dsrow = dsg + lbase * a.Tk;
     typename f16<T>::acc dq[D / 16];
@@ -946,7 +967,7 @@ __global__ void __launch_bounds__(128) k_attn_dq_16(attn_args_t a, const T *dsg)
     /* only the visible (query, key) pairs were written by the dK/dV pass */
     for (int kt0 = lo / TB * TB; lo <= hmax && kt0 <= hmax; kt0 += TB) {
         __syncthreads();
-        load_tile16<D, T>(Kh, Kg, a.kv_st, kt0, a.Tk);
+        load_tile16h<D, T>(Kh, Kg, kvd, kt0, a.Tk);
         for (int t = threadIdx.x; t < TB * TB; t += blockDim.x) {
             const int qi = t / TB, kj = t % TB, i = qt0 + qi, j = kt0 + kj;
             const bool vis = i < a.Tq && j >= lo && j <= vis_hi(a, i);
@@ -1056,8 +1077,34 @@ template <int P> static void bwd_tc_d(cuda_t *c, const attn_args_t &a, const flo
     }
 }
 
-template <int D, typename T> static void fwd_16(cuda_t *c, const attn_args_t &a)
+/* 16-bit copies of q, k, v (and dout when given) in CS_ATT16; false if out of memory */
+template <typename T> static bool conv16(cuda_t *c, attn_args_t &a, bool with_dout)
 {
+    const size_t nq = (size_t)a.B * a.Tq * a.qrow, nk = (size_t)a.B * a.Tk * a.Hkv * a.D;
+    const size_t aq = (nq * sizeof(T) + 255) & ~(size_t)255, ak = (nk * sizeof(T) + 255) & ~(size_t)255;
+    unsigned char *s = (unsigned char *)cu_scratch(c, CS_ATT16, 2 * aq + 2 * ak);
+    if (!s)
+        return false;
+    T *q16 = (T *)s, *k16 = (T *)(s + aq), *v16 = (T *)(s + aq + ak), *do16 = (T *)(s + aq + 2 * ak);
+    const int kc = a.Hkv * a.D;
+    k_conv16<T><<<cu_grid(nq, 256), 256, 0, c->st>>>(q16, a.q, a.B, a.Tq, (int)a.qrow, a.D,
+                                                      (long)a.Tq * a.qrow, a.qrow, a.D);
+    k_conv16<T><<<cu_grid(nk, 256), 256, 0, c->st>>>(k16, a.k, a.B, a.Tk, kc, a.D, a.kv_sb, a.kv_st,
+                                                      a.kv_sh);
+    k_conv16<T><<<cu_grid(nk, 256), 256, 0, c->st>>>(v16, a.v, a.B, a.Tk, kc, a.D, a.kv_sb, a.kv_st,
+                                                      a.kv_sh);
+    if (with_dout)
+        k_conv16<T><<<cu_grid(nq, 256), 256, 0, c->st>>>(do16, a.dout, a.B, a.Tq, (int)a.qrow, a.D,
+                                                          (long)a.Tq * a.qrow, a.qrow, a.D);
+    cu_launched(c, "k_conv16");
+    a.q16 = q16, a.k16 = k16, a.v16 = v16, a.do16 = do16;
+    return true;
+}
+
+template <int D, typename T> static void fwd_16(cuda_t *c, attn_args_t a)
+{
+    if (!conv16<T>(c, a, false))
+        return;
     size_t sm = smem16<D>::fwd_bytes;
     if (!cu_check(c, cudaFuncSetAttribute(k_attn_fwd_16<D, T>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm),
@@ -1068,8 +1115,10 @@ template <int D, typename T> static void fwd_16(cuda_t *c, const attn_args_t &a)
     cu_launched(c, "k_attn_fwd_16");
 }
 
-template <int D, typename T> static void bwd_16(cuda_t *c, const attn_args_t &a, const float *di)
+template <int D, typename T> static void bwd_16(cuda_t *c, attn_args_t a, const float *di)
 {
+    if (!conv16<T>(c, a, true))
+        return;
     T *ds = (T *)cu_scratch(c, CS_T, (size_t)a.B * a.H * a.Tq * a.Tk * sizeof(T));
     const size_t np = (size_t)a.B * a.H * a.Tk * D;
     float *dkp = (float *)cu_scratch(c, CS_SORT2, 2 * np * sizeof(float));
@@ -1137,6 +1186,7 @@ static bool check_shape(cuda_t *c, const attn_args_t &a)
 
 void cuda_op_attn_fwd(backend_t *be, const be_attn_t *at)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     attn_args_t a = args_of(at);
     if (a.B <= 0 || a.Tq <= 0 || a.H <= 0 || !check_shape(c, a))
@@ -1160,6 +1210,7 @@ void cuda_op_attn_fwd(backend_t *be, const be_attn_t *at)
 void cuda_op_attn_bwd(backend_t *be, const be_attn_t *at, be_ptr_t dout, be_ptr_t dq, be_ptr_t dk,
                       be_ptr_t dv)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     attn_args_t a = args_of(at);
     if (a.B <= 0 || a.Tq <= 0 || a.H <= 0 || !check_shape(c, a))

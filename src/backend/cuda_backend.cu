@@ -102,6 +102,7 @@ void *cu_scratch(cuda_t *c, int slot, size_t bytes)
 static be_buf_t *cuda_buf_alloc(backend_t *be, size_t bytes, err_t *e)
 {
     cuda_t *c = CU(be);
+    c->gen++; /* a new buffer may reuse a freed address */
     be_buf_t *b = (be_buf_t *)err_calloc(e, 1, sizeof *b, "a device buffer");
     if (!b)
         return nullptr;
@@ -128,6 +129,7 @@ static be_buf_t *cuda_buf_alloc(backend_t *be, size_t bytes, err_t *e)
 static void cuda_buf_free(backend_t *be, be_buf_t *b)
 {
     cuda_t *c = CU(be);
+    c->gen++;
     /* work still enqueued may use it */
     cudaStreamSynchronize(c->st);
     cu_free(c, b->d, b->size);
@@ -149,6 +151,7 @@ static bool in_range(cuda_t *c, be_ptr_t p, size_t bytes, const char *what)
 static void cuda_upload(backend_t *be, be_ptr_t dst, const void *src, size_t bytes)
 {
     cuda_t *c = CU(be);
+    c->gen++;
     if (bytes && in_range(c, dst, bytes, "upload"))
         cu_check(c, cudaMemcpyAsync(vptr(dst), src, bytes, cudaMemcpyHostToDevice, c->st), "upload");
 }
@@ -164,6 +167,7 @@ static void cuda_download(backend_t *be, void *dst, be_ptr_t src, size_t bytes)
 static void cuda_copy(backend_t *be, be_ptr_t dst, be_ptr_t src, size_t bytes)
 {
     cuda_t *c = CU(be);
+    c->gen++;
     if (bytes && in_range(c, dst, bytes, "copy") && in_range(c, src, bytes, "copy"))
         cu_check(c, cudaMemcpyAsync(vptr(dst), vptr(src), bytes, cudaMemcpyDeviceToDevice, c->st),
                  "copy");
@@ -173,6 +177,7 @@ static void cuda_copy2d(backend_t *be, be_ptr_t dst, size_t dpitch, be_ptr_t src
                         size_t width, size_t rows)
 {
     cuda_t *c = CU(be);
+    c->gen++;
     if (!rows || !width)
         return;
     if (!in_range(c, dst, dpitch * (rows - 1) + width, "copy2d") ||
@@ -185,6 +190,7 @@ static void cuda_copy2d(backend_t *be, be_ptr_t dst, size_t dpitch, be_ptr_t src
 static void cuda_zero(backend_t *be, be_ptr_t dst, size_t bytes)
 {
     cuda_t *c = CU(be);
+    c->gen++;
     if (bytes && in_range(c, dst, bytes, "zero"))
         cu_check(c, cudaMemsetAsync(vptr(dst), 0, bytes, c->st), "zero");
 }
@@ -434,18 +440,44 @@ static int gemm_type(const mx_spec_t *s1, const mx_spec_t *s2, prec_compute_t ct
 }
 
 /* An activation operand (rows, cols) prepared for a GEMM of type dt, in scratch `slot`
- * (or `in` itself when nothing is to be done). */
+ * (or `in` itself when nothing is to be done); reused when the slot already holds it. */
 static const void *prepare(cuda_t *c, int slot, const float *in, size_t rows, size_t cols,
                            mx_axis_t axis, const mx_spec_t *s, prec_compute_t ct, uint64_t seed,
                            uint64_t stream, int dt)
 {
     if (dt == DT_F32 && mx_spec_is_identity(s) && ct == PREC_COMPUTE_FP32)
         return in;
-    void *buf = cu_scratch(c, slot, rows * cols * dt_size(dt));
+    const bool mx = mx_format_info(s->format)->is_mx;
+    const bool sr = mx && s->round == MX_ROUND_STOCHASTIC;
+    const int ax = mx ? (int)axis : 0; /* casts do not depend on the axis */
+    const size_t bytes = rows * cols * dt_size(dt);
+    prep_rec_t *r = &c->rec[slot];
+    if (r->valid && r->gen == c->gen && r->src == in && r->rows == rows && r->cols == cols &&
+        r->axis == ax && r->dt == dt && spec_eq(&r->spec, s) && r->ct == ct &&
+        (!sr || (r->seed == seed && r->stream == stream)) && c->scr[slot] && c->scr_n[slot] >= bytes)
+        return c->scr[slot];
+    r->valid = false;
+    void *buf = cu_scratch(c, slot, bytes);
     if (!buf)
         return nullptr;
     cu_prepare(c, buf, dt, in, rows, cols, axis, s, ct, seed, stream);
+    prep_rec_t nr = {true, c->gen, in, rows, cols, ax, dt, *s, ct, seed, stream};
+    *r = nr;
     return buf;
+}
+
+/* a linear layer wrote [p, p + bytes): records prepared from there are stale */
+static void written(cuda_t *c, const void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    const uintptr_t a0 = (uintptr_t)p, a1 = a0 + bytes;
+    for (int slot = CS_XA; slot <= CS_XB; slot++) {
+        prep_rec_t *r = &c->rec[slot];
+        const uintptr_t b0 = (uintptr_t)r->src, b1 = b0 + r->rows * r->cols * sizeof(float);
+        if (r->valid && a0 < b1 && b0 < a1)
+            r->valid = false;
+    }
 }
 
 static bool entry_matches(const wentry_t *en, const be_linear_t *a, const mx_spec_t *s,
@@ -539,10 +571,12 @@ static void cuda_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, bo
         return;
     if (ct == PREC_COMPUTE_FP16) {
         gemm_rounded(c, dt, false, true, M, N, K, x, K, w, K, y, N, acc, fptr(a->b), ct);
+        written(c, y, (size_t)M * N * sizeof(float));
         return;
     }
     gemm_rm(c, dt, false, true, M, N, K, x, K, w, K, y, N, acc ? 1.0f : 0.0f,
             be_null(a->b) ? nullptr : fptr(a->b));
+    written(c, y, (size_t)M * N * sizeof(float));
 }
 
 static void cuda_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, be_ptr_t dxp,
@@ -590,6 +624,9 @@ static void cuda_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, b
     }
     if (!be_null(dbp))
         cu_colsum_acc(c, fptr(dbp), dy, M, N, ct);
+    written(c, vptr(dxp), (size_t)M * K * sizeof(float));
+    written(c, vptr(dwp), (size_t)N * K * sizeof(float));
+    written(c, vptr(dbp), (size_t)N * sizeof(float));
 }
 
 /* ---- life ------------------------------------------------------------------------------------ */

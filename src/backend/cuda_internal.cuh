@@ -42,8 +42,24 @@ enum {
     CS_SORT,   /* sorting (embedding backward, top-p) */
     CS_SORT2,
     CS_ROW,    /* per-row values (sampling, attention D_i) */
+    CS_ATT16,  /* 16-bit copies of attention's Q, K, V, dO */
     CS_COUNT
 };
+
+/* What a GEMM-operand slot (CS_XA, CS_XB) holds, so that consecutive linear layers on
+ * the same input (q/k/v, gate/up, their weight gradients) prepare it once. Valid while
+ * `gen` equals the backend's: every op other than the linear layers bumps it, and a
+ * linear layer drops a record whose source its outputs overlap. */
+typedef struct prep_rec {
+    bool valid;
+    uint64_t gen;
+    const void *src;
+    size_t rows, cols;
+    int axis, dt;
+    mx_spec_t spec;
+    prec_compute_t ct;
+    uint64_t seed, stream;
+} prep_rec_t;
 
 /* GEMM element types */
 enum { DT_F32, DT_BF16, DT_F16 };
@@ -69,6 +85,8 @@ typedef struct cuda_be {
     int runtime_version, driver_version;
     double prof_t[40];
     long prof_n[40];
+    uint64_t gen;             /* bumped by every op that may write device memory */
+    prep_rec_t rec[CS_COUNT]; /* for CS_XA and CS_XB */
 } cuda_t;
 
 static inline cuda_t *CU(backend_t *be) { return (cuda_t *)be->impl; }

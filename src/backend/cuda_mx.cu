@@ -134,6 +134,7 @@ void cu_prepare(cuda_t *c, void *out, int dt, const float *in, size_t rows, size
 void cuda_op_fake_quant(backend_t *be, be_ptr_t op, be_ptr_t ip, size_t rows, size_t cols,
                         mx_axis_t axis, const mx_spec_t *spec, uint64_t seed, uint64_t stream)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (mx_spec_is_identity(spec)) {
         if (vptr(op) != vptr(ip) && rows && cols)

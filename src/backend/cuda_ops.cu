@@ -117,6 +117,7 @@ __global__ void k_rmsnorm_fwd(float *y, float *rstd, const float *x, const float
 void cuda_op_rmsnorm_fwd(backend_t *be, be_ptr_t y, be_ptr_t rstd, be_ptr_t x, be_ptr_t w, int N,
                          int C, float eps)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     for (int r0 = 0; r0 < N; r0 += 65535 * 16) {
         int n = N - r0 < 65535 * 16 ? N - r0 : 65535 * 16;
@@ -163,6 +164,7 @@ __global__ void k_rmsnorm_dw_part(float *part, const float *dy, const float *x, 
 void cuda_op_rmsnorm_bwd(backend_t *be, be_ptr_t dx, bool dx_acc, be_ptr_t dw, be_ptr_t dy,
                          be_ptr_t x, be_ptr_t w, be_ptr_t rstd, int N, int C)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (N <= 0)
         return;
@@ -217,6 +219,7 @@ __global__ void k_rope(float *x, const int32_t *pos, const float *ct, const floa
 void cuda_op_rope(backend_t *be, be_ptr_t x, be_ptr_t pos, be_ptr_t cos_t, be_ptr_t sin_t, int N,
                   int nheads, int D, bool inverse)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     size_t total = (size_t)N * nheads * (D / 2);
     if (!total)
@@ -252,6 +255,7 @@ __global__ void k_swiglu_bwd(float *dg, float *du, const float *d, const float *
 
 void cuda_op_swiglu_fwd(backend_t *be, be_ptr_t out, be_ptr_t gate, be_ptr_t up, size_t n)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (!n)
         return;
@@ -262,6 +266,7 @@ void cuda_op_swiglu_fwd(backend_t *be, be_ptr_t out, be_ptr_t gate, be_ptr_t up,
 void cuda_op_swiglu_bwd(backend_t *be, be_ptr_t dgate, be_ptr_t dup, be_ptr_t dout, be_ptr_t gate,
                         be_ptr_t up, size_t n)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (!n)
         return;
@@ -284,6 +289,7 @@ __global__ void k_embed_fwd(float *o, const float *t, const int32_t *ids, int N,
 
 void cuda_op_embed_fwd(backend_t *be, be_ptr_t out, be_ptr_t table, be_ptr_t ids, int N, int C)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     size_t total = (size_t)N * C;
     if (!total)
@@ -319,6 +325,7 @@ __global__ void k_iota(int32_t *v, int n)
 void cuda_op_embed_bwd(backend_t *be, be_ptr_t dtable, be_ptr_t dout, be_ptr_t ids, int N, int C,
                        int V)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (N <= 0 || C <= 0)
         return;
@@ -409,6 +416,7 @@ __global__ void k_logsoftmax_gather(float *logp, float *lse, const float *l, con
 void cuda_op_logsoftmax_gather(backend_t *be, be_ptr_t logp, be_ptr_t lse, be_ptr_t logits,
                                be_ptr_t ids, int N, int V)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     for (int r0 = 0; r0 < N; r0 += 1 << 20) {
         int n = N - r0 < (1 << 20) ? N - r0 : 1 << 20;
@@ -437,6 +445,7 @@ __global__ void k_entropy(float *ent, const float *l, const float *lse, int V)
 
 void cuda_op_entropy(backend_t *be, be_ptr_t ent, be_ptr_t logits, be_ptr_t lse, int N, int V)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     for (int r0 = 0; r0 < N; r0 += 1 << 20) {
         int n = N - r0 < (1 << 20) ? N - r0 : 1 << 20;
@@ -470,6 +479,7 @@ __global__ void k_logits_bwd(float *dl, const float *l, const float *lse, const 
 void cuda_op_logits_bwd(backend_t *be, be_ptr_t dlogits, be_ptr_t logits, be_ptr_t lse,
                         be_ptr_t ent, be_ptr_t ids, be_ptr_t dlogp, be_ptr_t dent, int N, int V)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (N <= 0 || V <= 0)
         return;
@@ -525,6 +535,7 @@ __global__ void k_adamw4(float4 *p, const float4 *g, float4 *m, float4 *v, size_
 void cuda_op_adamw(backend_t *be, be_ptr_t p, be_ptr_t g, be_ptr_t m, be_ptr_t v, size_t n,
                    const be_adamw_t *h)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (!n)
         return;
@@ -583,6 +594,7 @@ __global__ void k_sum_ordered(double *out, const double *part, size_t n)
 
 double cuda_op_sumsq(backend_t *be, be_ptr_t x, size_t n)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (!n)
         return 0.0;
@@ -610,6 +622,7 @@ __global__ void k_scale(float *x, float a, size_t n)
 
 void cuda_op_scale(backend_t *be, be_ptr_t x, float alpha, size_t n)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (!n)
         return;

@@ -280,6 +280,7 @@ __global__ void __launch_bounds__(SB) k_draw(int32_t *out, const float *l, size_
 void cuda_op_sample(backend_t *be, be_ptr_t outp, be_ptr_t lp, size_t ld, int B, int V,
                     const be_sample_t *s)
 {
+    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
     cuda_t *c = CU(be);
     if (B <= 0 || V <= 0)
         return;

@@ -12,7 +12,8 @@
 #   D/shared/mx-golden/mx_golden.bin   (../shared is not on the GPU machine)
 #   D/cuda_peer.py
 # Usage: cuda_device.sh D OUT [SECONDS]   (the whole run stays within SECONDS, default 230;
-#        parts: env var PARTS, default "tests bench peer sanitize")
+#        parts: env var PARTS, default "tests bench peer sanitize"; "compile" adds the
+#        torch.compile'd peer training step with whatever time is left)
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
 T0=$(date +%s)
@@ -62,6 +63,11 @@ for p in $PARTS; do
         summary+=("sanitizer $tool $t: rc $rc ($(grep -cE '^========= (Invalid|Race|Error|.*hazard)' "$OUT/sanitizer.log") reports so far; $(tail -1 "$OUT/sanitizer.log" | cut -c1-80))")
       done
     done ;;
+  compile)
+    lim=$(( $(left) - 5 ))
+    if [ "$lim" -lt 30 ]; then summary+=("peer torch.compile: no time left"); continue; fi
+    timeout "$lim" python3 "$D/cuda_peer.py" --compile-only >"$OUT/bench_peer_compile.log" 2>&1; rc=$?
+    summary+=("peer torch.compile: rc $rc: $(grep -E '^training' "$OUT/bench_peer_compile.log" | tail -1)") ;;
   esac
 done
 echo "== summary ($(( $(date +%s) - T0 )) s)"

@@ -11,7 +11,8 @@ Same card, same shapes, same call (scripts/peer/cuda_device.sh runs both):
             warm-up, median of 3
 Peak memory: torch.cuda.max_memory_allocated (tensors) and max_memory_reserved (the
 caching allocator's pool), each part measured from a reset. Prints a JSON line
-"cuda_peer_json {...}". Option --compile also times a torch.compile'd training step.
+"cuda_peer_json {...}". Option --compile also times a torch.compile'd training step;
+--compile-only times only that (printed as "cuda_peer_compile_json {...}").
 """
 import json
 import statistics
@@ -63,10 +64,30 @@ def train(model, ids, steps_warm=2, steps=5, compiled=False):
         if s >= steps_warm:
             times.append(t)
     del opt
-    return statistics.median(times), float(loss)
+    return statistics.median(times), float(loss.detach())
+
+
+def compiled_only():
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config()).to(dev)
+    ids = torch.randint(0, 151936, (8, 1024), device=dev)
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    t, loss = train(model, ids, steps_warm=3, steps=5, compiled=True)
+    res = {"device": torch.cuda.get_device_name(0), "train_compiled_step_s": t,
+           "train_compiled_tokens_per_s": 8 * 1024 / t,
+           "train_compiled_peak_alloc_bytes": torch.cuda.max_memory_allocated(),
+           "compile_and_run_s": time.perf_counter() - t0}
+    print(f"training (torch.compile): {t * 1e3:.1f} ms/step, {8 * 1024 / t:.0f} tokens/s",
+          flush=True)
+    print("cuda_peer_compile_json " + json.dumps(res), flush=True)
 
 
 def main():
+    if "--compile-only" in sys.argv:
+        compiled_only()
+        return
     compile_too = "--compile" in sys.argv
     dev = torch.device("cuda")
     torch.manual_seed(0)

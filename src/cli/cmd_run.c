@@ -30,16 +30,18 @@ int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t 
 
 static void print_summary(const pipeline_report_t *rep)
 {
-    printf("\n%-12s %-12s %10s  %s\n", "stage", "status", "seconds", "output");
+    printf("\n%-12s %-12s %10s %10s  %s\n", "stage", "status", "seconds", "CPU s", "output");
     for (int i = 0; i < rep->n; i++) {
         const pipeline_stage_report_t *r = &rep->stage[i];
         if (r->status == PIPELINE_NOT_BUILT)
             continue;
-        char secs[32] = "-";
-        if (r->status == PIPELINE_RAN || r->status == PIPELINE_REUSED)
+        char secs[32] = "-", cpu[32] = "-";
+        if (r->status == PIPELINE_RAN || r->status == PIPELINE_REUSED) {
             snprintf(secs, sizeof secs, "%.1f", r->seconds);
-        printf("%-12s %-12s %10s  %s\n", r->name, pipeline_status_name(r->status), secs,
-               r->dir[0] ? r->dir : r->note);
+            snprintf(cpu, sizeof cpu, "%.1f", r->cpu_seconds);
+        }
+        printf("%-12s %-12s %10s %10s  %s\n", r->name, pipeline_status_name(r->status), secs,
+               cpu, r->dir[0] ? r->dir : r->note);
     }
     int nb = 0;
     for (int i = 0; i < rep->n; i++)
@@ -94,7 +96,7 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
                       : "a Hugging Face Qwen2 model directory to start from (no pretraining; "
                         "its own tokenizer)"},
         {"force", ARG_FLAG, &force, NULL, "run every stage even when its cached output is valid"},
-        {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
+        {"device", ARG_STRING, &backend, "D", "cpu or cuda (default cpu)"},
         {"until", ARG_STRING, &until, "STAGE", "stop after this stage"},
         {"no-judge", ARG_FLAG, &no_judge, NULL, "train the reward model only, not the judge"},
     };

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -206,7 +207,7 @@ static int external_fingerprint(const char *path, char *buf, size_t cap, err_t *
 /* True when dir/stage.json records `inputs` and every file it lists is unchanged; then
  * out_digest and *seconds come from it. */
 static bool stamp_valid(const char *dir, const char *inputs, char *out_digest, double *seconds,
-                        char *finished, size_t fcap)
+                        double *cpu_seconds, char *finished, size_t fcap)
 {
     char *path = fs_join(dir, "stage.json");
     cJSON *j = NULL;
@@ -229,11 +230,23 @@ static bool stamp_valid(const char *dir, const char *inputs, char *out_digest, d
         snprintf(out_digest, 17, "%s", od->valuestring);
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "seconds");
         *seconds = cJSON_IsNumber(s) ? s->valuedouble : 0;
+        const cJSON *cs = cJSON_GetObjectItemCaseSensitive(j, "cpu_seconds");
+        *cpu_seconds = cJSON_IsNumber(cs) ? cs->valuedouble : 0;
         const cJSON *fin = cJSON_GetObjectItemCaseSensitive(j, "finished");
         snprintf(finished, fcap, "%s", cJSON_IsString(fin) ? fin->valuestring : "?");
     }
     cJSON_Delete(j);
     return ok;
+}
+
+/* CPU seconds (user + system, every thread) of this process so far. */
+static double cpu_now(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru))
+        return 0;
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
 }
 
 static void utc_now(char *buf, size_t cap)
@@ -332,7 +345,8 @@ static int inputs_digest(const pipeline_ctx_t *c, const pipeline_stage_t *st, ch
 }
 
 static int write_stamp(const pipeline_ctx_t *c, const pipeline_stage_t *st, const char *inputs,
-                       cJSON *record, double seconds, char out_hex[17], err_t *e)
+                       cJSON *record, double seconds, double cpu_seconds, char out_hex[17],
+                       err_t *e)
 {
     pipeline_digest_t d;
     pipeline_digest_init(&d);
@@ -350,6 +364,7 @@ static int write_stamp(const pipeline_ctx_t *c, const pipeline_stage_t *st, cons
         cJSON_AddItemToObject(j, "files", files);
         files = NULL;
         cJSON_AddNumberToObject(j, "seconds", seconds);
+        cJSON_AddNumberToObject(j, "cpu_seconds", cpu_seconds);
         cJSON_AddStringToObject(j, "finished", when);
         rc = json_write_file(path, j, true, e);
     }
@@ -394,8 +409,10 @@ static int write_run_json(const pipeline_run_opts_t *o, const pipeline_report_t 
         cJSON *s = cJSON_CreateObject();
         cJSON_AddStringToObject(s, "stage", r->name);
         cJSON_AddStringToObject(s, "status", pipeline_status_name(r->status));
-        if (r->status == PIPELINE_RAN || r->status == PIPELINE_REUSED)
+        if (r->status == PIPELINE_RAN || r->status == PIPELINE_REUSED) {
             cJSON_AddNumberToObject(s, "seconds", r->seconds);
+            cJSON_AddNumberToObject(s, "cpu_seconds", r->cpu_seconds);
+        }
         if (r->dir[0])
             cJSON_AddStringToObject(s, "dir", r->dir);
         if (r->note[0])
@@ -495,7 +512,8 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
         }
         rc = inputs_digest(c, st, inputs, digests, record, e);
         if (!rc && !o->force &&
-            stamp_valid(c->dir, inputs, digests[i], &r->seconds, finished, sizeof finished)) {
+            stamp_valid(c->dir, inputs, digests[i], &r->seconds, &r->cpu_seconds, finished,
+                        sizeof finished)) {
             r->status = PIPELINE_REUSED;
             rlhf_logf(c->log, "== %s (%d/%d): %s — reusing %s (inputs unchanged; made %s in "
                       "%.1f s)", st->name, k_built, built, st->title, c->dir, finished,
@@ -509,17 +527,19 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
             free(stamp);
             if (!rc)
                 rc = clear_dir(c->dir, e);
-            double t0 = rlhf_now();
+            double t0 = rlhf_now(), c0 = cpu_now();
             if (!rc)
                 rc = st->run(c, e);
             r->seconds = rlhf_now() - t0;
+            r->cpu_seconds = cpu_now() - c0;
             if (!rc)
-                rc = write_stamp(c, st, inputs, record, r->seconds, digests[i], e);
+                rc = write_stamp(c, st, inputs, record, r->seconds, r->cpu_seconds, digests[i], e);
             if (!rc) {
                 r->status = PIPELINE_RAN;
                 char d[32];
                 rlhf_fmt_duration(r->seconds, d, sizeof d);
-                rlhf_logf(c->log, "   %s done in %s -> %s", st->name, d, c->dir);
+                rlhf_logf(c->log, "   %s done in %s (%.1f CPU seconds) -> %s", st->name, d,
+                          r->cpu_seconds, c->dir);
             } else {
                 err_prefix(e, "stage %s", st->name);
             }

@@ -54,6 +54,7 @@ typedef struct pipeline_stage_report {
     const char *name, *title;
     pipeline_status_t status;
     double seconds;          /* of this run (ran) or of the run that made it (reused)     */
+    double cpu_seconds;      /* CPU time (user + system, all threads) of that run          */
     char dir[512];           /* where its output is                                       */
     char note[256];          /* why skipped / which issue builds it                        */
 } pipeline_stage_report_t;

@@ -120,7 +120,10 @@ static void config_file_and_overrides_apply_in_order(void **state)
     assert_int_equal(c.rm.optim.warmup_steps, 1);
     assert_int_equal(c.judge.steps, 3);
     assert_int_equal(c.model.intermediate, 64);
-    assert_true(c.rm.optim.lr == 1e-3); /* untouched keys keep their defaults */
+    pipeline_config_t d;
+    pipeline_config_default(&d);
+    assert_true(c.rm.optim.lr == d.rm.optim.lr); /* untouched keys keep their defaults */
+    assert_true(c.data.synth_pairs != d.data.synth_pairs);
     assert_int_equal(pipeline_config_set(&c, "sft.steps=7", &e), 0);
     assert_int_equal(pipeline_config_set(&c, "sft.schedule=linear", &e), 0);
     assert_int_equal(c.sft.steps, 7);

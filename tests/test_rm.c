@@ -65,6 +65,8 @@ static int group_teardown(void **state)
 static void reward_model_accuracy_rises_above_chance(void **state)
 {
     (void)state;
+    print_message("eval accuracy on %d pairs: reward model %.4f, shuffled-label control %.4f\n",
+                  NEVAL, R_real.eval.accuracy, R_shuffled.eval.accuracy);
     assert_int_equal(R_real.eval.pairs, NEVAL);
     if (!(R_real.eval.accuracy >= 0.68))
         fail_msg("expected eval accuracy >= 0.68 on %d held-out synthetic pairs, got %.4f", NEVAL,

@@ -19,7 +19,7 @@ void rlhf_rm_opts_default(rlhf_rm_opts_t *o)
     o->steps = 1000;
     o->batch_size = 16;
     rlhf_optim_default(&o->optim);
-    o->optim.lr = 1e-3;
+    o->optim.lr = 5e-4;
     o->optim.warmup_steps = 20;
     o->seed = 1234;
     o->max_prompt_tokens = 256;

@@ -6,12 +6,14 @@
 
 #include "util/err.h"
 
+int cmd_baseline(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_energy(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
 int cmd_mx(int argc, char **argv);
+int cmd_ppo(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 

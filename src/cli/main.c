@@ -14,12 +14,14 @@ typedef struct command {
 
 /* Keep sorted by name; `mxrlhf --help` prints it as is. */
 static const command_t commands[] = {
+    {"baseline", cmd_baseline, "the study's baseline: PPO with the energy monitor, plots"},
     {"data", cmd_data, "draw and split HH-RLHF pairs; generate or score the synthetic task"},
     {"energy", cmd_energy, "recompute energy per phase from a run's power log (energy.csv)"},
     {"generate", cmd_generate, "sample a continuation of token ids from a model"},
     {"logprobs", cmd_logprobs, "per-token log-probabilities of token ids under a model"},
     {"monitor", cmd_monitor, "measure the energy of any command, phase by phase"},
     {"mx", cmd_mx, "MX number formats: quantize or pack files, the format table, error"},
+    {"ppo", cmd_ppo, "train a policy with PPO against a reward model (TRL 0.11 semantics)"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
     {"tokenize", cmd_tokenize, "encode/decode with a tokenizer.json; `tokenize train` learns BPE"},
 };

@@ -359,6 +359,47 @@ static void non_finite_score_stops_and_keeps_the_last_checkpoint(void **state)
         fail_msg("%s", e2.msg);
 }
 
+static void precision_plan_applies_per_phase_and_shows_in_the_logprob_gap(void **state)
+{
+    (void)state;
+    const char *plans = "{\"version\": 1, \"plans\": {\"R4\": {\"default\": \"fp32\", "
+                        "\"compute\": \"bf16\", \"rules\": [{\"phase\": \"rollout\", "
+                        "\"operand\": [\"weight\", \"input\"], \"spec\": \"mxfp4_e2m1/32\"}]}}}";
+    char *pp = path2(root, "plans.json"), *pol = path2(root, "pol"), *rm = path2(root, "rm"),
+         *od = path2(root, "plan");
+    test_write_file(pp, plans, strlen(plans));
+    ppo_opts_t o;
+    tiny_opts(&o);
+    o.steps = 1;
+    o.eval_prompts = 0;
+    rlhf_ppo_io_t io = {be, pol, NULL, rm, NULL, od, pp, "R4",
+                        (const char *const *)prompts.train, prompts.ntrain,
+                        (const char *const *)prompts.eval, prompts.neval, true, NULL, false, NULL};
+    err_t e = ERR_INIT;
+    rlhf_ppo_result_t res;
+    if (rlhf_ppo_run(&o, &io, &res, &e))
+        fail_msg("%s", e.msg);
+    const char *roles[] = {"precision_policy.json", "precision_reference.json",
+                           "precision_reward.json"};
+    for (int i = 0; i < 3; i++) {
+        char *p = path2(od, roles[i]);
+        assert_true(fs_exists(p));
+        free(p);
+    }
+    /* MXFP4 rollouts against bf16 training-time log-probs: a visible gap (fp32 gives ~1e-7) */
+    cJSON *j = load("plan", PPO_STATS_JSON);
+    cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "steps"), 0);
+    double gap = cJSON_GetObjectItemCaseSensitive(s, "rollout/logprob_gap_abs_mean")->valuedouble;
+    if (!(gap > 1e-3))
+        fail_msg("expected a rollout/training log-prob gap above 1e-3 under MXFP4 rollouts, got %g", gap);
+    cJSON_Delete(j);
+    /* an unknown plan is bad input naming it */
+    io.plan = "Z";
+    io.out_dir = od;
+    assert_int_equal(rlhf_ppo_run(&o, &io, &res, &e), ERR_INPUT);
+    free(pp), free(pol), free(rm), free(od);
+}
+
 static void resume_refuses_other_options(void **state)
 {
     (void)state;
@@ -481,6 +522,7 @@ int main(void)
         cmocka_unit_test(min_new_tokens_and_every_kl_estimator_run),
         cmocka_unit_test(kill_and_resume_gives_identical_results),
         cmocka_unit_test(non_finite_score_stops_and_keeps_the_last_checkpoint),
+        cmocka_unit_test(precision_plan_applies_per_phase_and_shows_in_the_logprob_gap),
         cmocka_unit_test(resume_refuses_other_options),
         cmocka_unit_test(baseline_writes_the_study_files_and_charts),
         cmocka_unit_test(hh_rlhf_file_runs_through_the_baseline),

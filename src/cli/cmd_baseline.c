@@ -1,16 +1,21 @@
 /* mxrlhf baseline: the study's step 1, PPO with the energy monitor (pipeline/baseline.h).
  * Parses options and hands over to pipeline_baseline_run. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "pipeline/baseline.h"
+#include "rlhf/ppo_data.h"
+#include "util/fs.h"
 
 int cmd_baseline(int argc, char **argv)
 {
     pipeline_baseline_t b;
     memset(&b, 0, sizeof b);
+    const char *data = NULL, *device = "cpu";
+    bool synthetic = false;
     const char *config = NULL, *output = "results/gpu_baseline", *source = "auto";
     long long pairs = 1000, steps = -1;
     uint64_t data_seed = 1234, seed = 0;
@@ -22,8 +27,8 @@ int cmd_baseline(int argc, char **argv)
         {"reward-model", ARG_STRING, &b.reward_dir, "DIR", "reward model (score head)"},
         {"ref-model", ARG_STRING, &b.ref_dir, "DIR", "frozen reference (default: the policy)"},
         {"critic-model", ARG_STRING, &b.critic_dir, "DIR", "separate critic's start (separate_critic)"},
-        {"data", ARG_STRING, &b.data_path, "FILE", "HH-RLHF pairs (.jsonl[.gz]); default: the synthetic task"},
-        {"synthetic", ARG_FLAG, &b.synthetic, NULL, "--data holds synthetic-task pairs"},
+        {"data", ARG_STRING, &data, "FILE", "HH-RLHF pairs (.jsonl[.gz]); default: the synthetic task"},
+        {"synthetic", ARG_FLAG, &synthetic, NULL, "--data holds synthetic-task pairs"},
         {"pairs", ARG_INT, &pairs, "N", "pairs drawn before splitting (default 1000)"},
         {"data-seed", ARG_U64, &data_seed, "S", "seed of the data draw and split (default 1234)"},
         {"seed", ARG_U64, &seed, "S", "PPO seed (default 42)"},
@@ -37,7 +42,7 @@ int cmd_baseline(int argc, char **argv)
         {"idle-s", ARG_DOUBLE, &idle_s, "S", "idle power measured first (default 2; 0: skip)"},
         {"policy", ARG_STRING, &b.policies_path, "FILE", "policies.json: every phase under a precision plan"},
         {"plan", ARG_STRING, &b.plan, "NAME", "the plan (with --policy)"},
-        {"device", ARG_STRING, &b.device, "NAME", "compute backend (default cpu)"},
+        {"device", ARG_STRING, &device, "NAME", "compute backend (default cpu)"},
         {"resume", ARG_FLAG, &b.resume, NULL, "continue a killed run from its last checkpoint"},
     };
     arg_spec_t spec = {"baseline", "PPO with the energy monitor: the study's energy baseline.",
@@ -76,16 +81,37 @@ int cmd_baseline(int argc, char **argv)
                 "and --policy with --plan");
         return cli_report("baseline", &e);
     }
-    b.pairs = (size_t)pairs;
-    b.data_seed = data_seed;
+    if (args_require(b.policy_dir, "policy-model", &e) || args_require(b.reward_dir, "reward-model", &e))
+        return cli_report("baseline", &e);
     b.out_dir = output;
     b.power_source = source;
     b.interval_s = interval_ms / 1000;
     b.idle_s = idle_s;
     b.log = stderr;
+    backend_t *be = NULL;
+    ppo_prompts_t pr;
+    memset(&pr, 0, sizeof pr);
+    char *tok = fs_join(b.policy_dir, "tokenizer.json"), *work = fs_join(output, "data");
+    ppo_data_opts_t dopt = {data, synthetic, (size_t)pairs, data_seed, tok, o.template_, work};
     rlhf_ppo_result_t res;
-    if (!pipeline_baseline_run(&o, &b, &res, &e))
-        printf("mxrlhf baseline: %d PPO steps; results in %s (energy.csv, phase_timing.json, "
-               "training_stats.json, power_log_baseline.csv, *.svg)\n", res.steps_done, output);
+    if (!tok || !work)
+        err_set(&e, ERR_NOMEM, "out of memory");
+    else if (!be_open(device, &be, &e) && !ppo_prompts_load(&dopt, &pr, &e)) {
+        fprintf(stderr, "mxrlhf baseline: %zu PPO prompts and %zu evaluation prompts from %s%s\n",
+                pr.ntrain, pr.neval, pr.pairs_path, pr.synthetic ? " (synthetic task)" : "");
+        b.be = be;
+        b.prompts = (const char *const *)pr.train;
+        b.n_prompts = pr.ntrain;
+        b.eval_prompts = (const char *const *)pr.eval;
+        b.n_eval = pr.neval;
+        b.synthetic = pr.synthetic;
+        if (!pipeline_baseline_run(&o, &b, &res, &e))
+            printf("mxrlhf baseline: %d PPO steps; results in %s (energy.csv, phase_timing.json, "
+                   "training_stats.json, power_log_baseline.csv, *.svg)\n", res.steps_done, output);
+    }
+    ppo_prompts_free(&pr);
+    be_close(be);
+    free(tok);
+    free(work);
     return cli_report("baseline", &e);
 }

@@ -9,7 +9,6 @@
 #include "energy/monitor.h"
 #include "energy/run.h"
 #include "report/svg.h"
-#include "rlhf/ppo_data.h"
 #include "util/fs.h"
 #include "util/json.h"
 
@@ -18,32 +17,12 @@ static int sync_backend(void *ctx, err_t *e) { return be_sync((backend_t *)ctx, 
 int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
                           rlhf_ppo_result_t *res, err_t *e)
 {
-    if (!b->policy_dir || !b->reward_dir)
-        return err_set(e, ERR_INPUT, "baseline: give --policy-model and --reward-model (the "
-                       "pipeline's SFT and reward-model stages build them on the embedded "
-                       "default; `mxrlhf run` chains them)");
-    backend_t *be = NULL;
     energy_source_t *src = NULL;
     energy_monitor_t *mon = NULL;
     energy_run_t run;
     energy_run_init(&run);
     bool have_run = false;
-    ppo_prompts_t pr;
-    memset(&pr, 0, sizeof pr);
-    char *tok = fs_join(b->policy_dir, "tokenizer.json"), *work = fs_join(b->out_dir, "data");
-    int rc = tok && work ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
-    if (!rc)
-        rc = fs_mkdir_p(b->out_dir, e);
-    if (!rc)
-        rc = be_open(b->device ? b->device : "cpu", &be, e);
-    if (!rc) {
-        ppo_data_opts_t d = {b->data_path, b->synthetic, b->pairs ? b->pairs : 1000,
-                             b->data_seed, tok, o->template_, work};
-        rc = ppo_prompts_load(&d, &pr, e);
-    }
-    if (!rc && b->log)
-        fprintf(b->log, "mxrlhf baseline: %zu PPO prompts and %zu evaluation prompts from %s%s\n",
-                pr.ntrain, pr.neval, pr.pairs_path, pr.synthetic ? " (synthetic task)" : "");
+    int rc = fs_mkdir_p(b->out_dir, e);
     if (!rc) {
         energy_source_opts_t so;
         memset(&so, 0, sizeof so);
@@ -58,17 +37,16 @@ int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
                 src->prov.choice);
     }
     if (!rc) {
-        energy_monitor_opts_t mo = {b->interval_s, 0, b->idle_s, b->out_dir, sync_backend, be};
+        energy_monitor_opts_t mo = {b->interval_s, 0, b->idle_s, b->out_dir, sync_backend, b->be};
         if (b->log && b->idle_s > 0)
             fprintf(b->log, "mxrlhf baseline: measuring idle power for %.1f s\n", b->idle_s);
         rc = energy_monitor_start(&mon, src, &mo, e); /* owns src from here on */
         src = NULL;
     }
     if (!rc) {
-        rlhf_ppo_io_t io = {be, b->policy_dir, b->ref_dir, b->reward_dir, b->critic_dir, b->out_dir,
-                            b->policies_path, b->plan, (const char *const *)pr.train, pr.ntrain,
-                            (const char *const *)pr.eval, pr.neval, pr.synthetic, mon, b->resume,
-                            b->log};
+        rlhf_ppo_io_t io = {b->be, b->policy_dir, b->ref_dir, b->reward_dir, b->critic_dir,
+                            b->out_dir, b->policies_path, b->plan, b->prompts, b->n_prompts,
+                            b->eval_prompts, b->n_eval, b->synthetic, mon, b->resume, b->log};
         rc = rlhf_ppo_run(o, &io, res, e);
         /* the monitor stops in any case; its power log stays even when PPO failed */
         err_t se = ERR_INIT;
@@ -87,10 +65,6 @@ int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
     if (have_run)
         energy_run_free(&run);
     energy_source_close(src);
-    ppo_prompts_free(&pr);
-    be_close(be);
-    free(tok);
-    free(work);
     return rc;
 }
 

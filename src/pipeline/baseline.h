@@ -21,25 +21,26 @@
 #include "util/err.h"
 
 typedef struct pipeline_baseline {
-    const char *policy_dir, *reward_dir;  /* required until the pipeline builds them */
+    backend_t *be;                        /* where the models run (the caller opens it) */
+    const char *policy_dir, *reward_dir;  /* the SFT policy and the reward model */
     const char *ref_dir, *critic_dir;     /* NULL: the policy / the reward model */
-    const char *data_path;                /* NULL: the synthetic task */
-    bool synthetic;                       /* data_path holds synthetic-task pairs */
-    size_t pairs;                         /* 1000 */
-    uint64_t data_seed;                   /* 1234 */
+    const char *const *prompts;           /* PPO prompts (the data's ppo_prompts split) */
+    size_t n_prompts;
+    const char *const *eval_prompts;      /* held-out prompts (eval_prompts split) */
+    size_t n_eval;
+    bool synthetic;                       /* the synthetic task: ground-truth scores */
     const char *out_dir;
     const char *power_source;             /* auto, nvml, rapl, none, replay:FILE */
     const char *devices;                  /* GPUs to measure (NULL: all visible) */
     double interval_s;                    /* sampling interval (0: 0.02) */
     double idle_s;                        /* idle power measured before the run */
     const char *policies_path, *plan;     /* precision plan for every phase, or NULL */
-    const char *device;                   /* compute backend: "cpu" */
     bool resume;
     FILE *log;                            /* progress (NULL: quiet) */
 } pipeline_baseline_t;
 
-/* Runs the stage. ERR_UNAVAILABLE when an explicitly named power source or backend is
- * missing; the PPO run's own errors otherwise. */
+/* Runs the stage. ERR_UNAVAILABLE when an explicitly named power source is missing; the
+ * PPO run's own errors otherwise. */
 int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
                           rlhf_ppo_result_t *res, err_t *e);
 

@@ -542,9 +542,12 @@ static int run_eval(ppo_t *P, int steps_done, bool keep, ppo_eval_t *ev, err_t *
         return ERR_OK;
     if (evaluate(P, steps_done, ev, e))
         return e->code;
-    logf_(P, "mxrlhf ppo: evaluation at step %d: reward %.4f, ground truth %.4f, KL %.3f, "
-             "length %.1f (%d prompts)\n", steps_done, ev->reward_mean, ev->synth_score_mean,
-          ev->kl_mean, ev->response_len_mean, ev->n);
+    char truth[48] = "";
+    if (P->io->synthetic)
+        snprintf(truth, sizeof truth, ", ground truth %.4f", ev->synth_score_mean);
+    logf_(P, "mxrlhf ppo: evaluation at step %d: reward %.4f%s, KL %.3f, length %.1f (%d "
+             "prompts)\n", steps_done, ev->reward_mean, truth, ev->kl_mean,
+          ev->response_len_mean, ev->n);
     if (keep)
         cJSON_AddItemToArray(P->evals, eval_json(ev));
     return ERR_OK;

@@ -10,6 +10,7 @@
 #include "pipeline/config.h"
 #include "util/err.h"
 
+int cmd_baseline(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_energy(int argc, char **argv);
@@ -17,6 +18,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
 int cmd_mx(int argc, char **argv);
+int cmd_ppo(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_sft(int argc, char **argv);

@@ -14,6 +14,7 @@ typedef struct command {
 
 /* Keep sorted by name; `mxrlhf --help` prints it as is. */
 static const command_t commands[] = {
+    {"baseline", cmd_baseline, "the study's baseline: PPO with the energy monitor, plots"},
     {"config", cmd_config, "print the configuration (every stage's options) as JSON"},
     {"data", cmd_data, "draw and split HH-RLHF pairs; generate or score the synthetic task"},
     {"energy", cmd_energy, "recompute energy per phase from a run's power log (energy.csv)"},
@@ -21,6 +22,7 @@ static const command_t commands[] = {
     {"logprobs", cmd_logprobs, "per-token log-probabilities of token ids under a model"},
     {"monitor", cmd_monitor, "measure the energy of any command, phase by phase"},
     {"mx", cmd_mx, "MX number formats: quantize or pack files, the format table, error"},
+    {"ppo", cmd_ppo, "train a policy with PPO against a reward model (TRL 0.11 semantics)"},
     {"rm", cmd_rm, "train the reward model and the held-out judge (Bradley-Terry)"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
     {"sft", cmd_sft, "pretrain (embedded default) and fine-tune on chosen responses"},

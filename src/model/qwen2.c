@@ -894,6 +894,49 @@ int qwen2_optimizer_step(qwen2_model_t *m, const qwen2_adamw_t *h, qwen2_step_in
     return be_sync(m->be, e);
 }
 
+int qwen2_moments_get(qwen2_model_t *m, size_t off, float *m1, float *m2, size_t n, err_t *e)
+{
+    if (!m->adam_m)
+        return err_set(e, ERR_INPUT, "model: no optimizer state (the model was not built for "
+                       "training)");
+    if (range_ok(m, off, n, e))
+        return e->code;
+    be_download(m->be, m1, be_ptr(m->adam_m, off * 4), n * sizeof *m1);
+    be_download(m->be, m2, be_ptr(m->adam_v, off * 4), n * sizeof *m2);
+    return be_sync(m->be, e);
+}
+
+int qwen2_moments_set(qwen2_model_t *m, size_t off, const float *m1, const float *m2, size_t n,
+                      err_t *e)
+{
+    if (!m->adam_m)
+        return err_set(e, ERR_INPUT, "model: no optimizer state (the model was not built for "
+                       "training)");
+    if (range_ok(m, off, n, e))
+        return e->code;
+    be_upload(m->be, be_ptr(m->adam_m, off * 4), m1, n * sizeof *m1);
+    be_upload(m->be, be_ptr(m->adam_v, off * 4), m2, n * sizeof *m2);
+    return be_sync(m->be, e);
+}
+
+void qwen2_opt_state_get(const qwen2_model_t *m, qwen2_opt_state_t *s)
+{
+    s->step = m->adam_step;
+    s->loss_scale = m->loss_scale;
+    s->good_steps = m->good_steps;
+}
+
+int qwen2_opt_state_set(qwen2_model_t *m, const qwen2_opt_state_t *s, err_t *e)
+{
+    if (s->step < 0 || !(s->loss_scale > 0) || !isfinite(s->loss_scale) || s->good_steps < 0)
+        return err_set(e, ERR_INPUT, "model: optimizer state out of range (step %ld, loss scale "
+                       "%g, good steps %d)", s->step, s->loss_scale, s->good_steps);
+    m->adam_step = s->step;
+    m->loss_scale = s->loss_scale;
+    m->good_steps = s->good_steps;
+    return ERR_OK;
+}
+
 /* ---- memory ---------------------------------------------------------------------------------- */
 
 void qwen2_memory(const qwen2_model_t *m, qwen2_mem_t *out)

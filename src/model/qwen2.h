@@ -246,6 +246,21 @@ int qwen2_optimizer_step(qwen2_model_t *m, const qwen2_adamw_t *h, qwen2_step_in
                          err_t *e);
 double qwen2_loss_scale(const qwen2_model_t *m);
 
+/* The optimizer's state, for checkpoints that resume to the same bits: the AdamW moments
+ * (host copies of n floats from float offset `off`, in the parameters' layout; m1 the
+ * first moment, m2 the second) and the counters below. Training models only. */
+typedef struct qwen2_opt_state {
+    long step;           /* AdamW updates taken (bias correction) */
+    double loss_scale;   /* fp16 dynamic loss scale (1 otherwise) */
+    int good_steps;      /* fp16: good steps since the scale last changed */
+} qwen2_opt_state_t;
+
+int qwen2_moments_get(qwen2_model_t *m, size_t off, float *m1, float *m2, size_t n, err_t *e);
+int qwen2_moments_set(qwen2_model_t *m, size_t off, const float *m1, const float *m2, size_t n,
+                      err_t *e);
+void qwen2_opt_state_get(const qwen2_model_t *m, qwen2_opt_state_t *s);
+int qwen2_opt_state_set(qwen2_model_t *m, const qwen2_opt_state_t *s, err_t *e);
+
 /* ---- generation ------------------------------------------------------------------------ */
 
 typedef struct qwen2_gen {
@@ -264,6 +279,20 @@ typedef struct qwen2_gen {
  * max_new. */
 int qwen2_generate(qwen2_model_t *m, const prec_ctx_t *ctx, int B, const int32_t *const *prompts,
                    const int *plen, const qwen2_gen_t *g, int32_t *out, int *out_len, err_t *e);
+
+/* What PPO rollouts add to qwen2_generate (all zero: qwen2_generate itself). */
+typedef struct qwen2_gen_ext {
+    int min_new;   /* the stop ids' logits are set to -inf for the first min_new new tokens,
+                      so no row ends sooner (transformers' MinNewTokensLengthLogitsProcessor;
+                      0: off) */
+    float *logp;   /* optional output (B, max_new): log softmax of the step's logits (before
+                      the min_new mask and the temperature) at the sampled token, 0 past a
+                      row's end: the rollout-time log-probs; NULL: not computed */
+} qwen2_gen_ext_t;
+
+int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
+                       const int32_t *const *prompts, const int *plen, const qwen2_gen_t *g,
+                       const qwen2_gen_ext_t *x, int32_t *out, int *out_len, err_t *e);
 
 /* ---- memory ---------------------------------------------------------------------------- */
 

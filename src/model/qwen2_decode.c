@@ -4,6 +4,7 @@
  * goes to the same cache index t; each row's rotary position is t - pad_left[b] and the
  * padding keys stay masked. One decoding step runs every decoder layer on B rows of one
  * token, stores its K and V at t and attends over cache positions [pad_left[b], t]. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,16 @@ static void head(qwen2_model_t *m, const prec_ctx_t *ctx, be_ptr_t x, int B)
 int qwen2_generate(qwen2_model_t *m, const prec_ctx_t *ctx, int B, const int32_t *const *prompts,
                    const int *plen, const qwen2_gen_t *g, int32_t *out, int *out_len, err_t *e)
 {
+    return qwen2_generate_ext(m, ctx, B, prompts, plen, g, NULL, out, out_len, e);
+}
+
+int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
+                       const int32_t *const *prompts, const int *plen, const qwen2_gen_t *g,
+                       const qwen2_gen_ext_t *x, int32_t *out, int *out_len, err_t *e)
+{
+    const qwen2_gen_ext_t none = {0, NULL};
+    if (!x)
+        x = &none;
     backend_t *be = m->be;
     const qwen2_config_t *c = &m->cfg;
     const int H = c->hidden, V = c->vocab;
@@ -49,8 +60,17 @@ int qwen2_generate(qwen2_model_t *m, const prec_ctx_t *ctx, int B, const int32_t
     if (Lmax + g->max_new > m->opts.kv_len)
         return err_set(e, ERR_INPUT, "generate: prompt of %d tokens + %d new tokens exceeds the "
                        "KV cache length %d", Lmax, g->max_new, m->opts.kv_len);
+    if (x->min_new < 0 || (g->nstop > 0 && !g->stop))
+        return err_set(e, ERR_INPUT, "generate: bad min_new (%d) or stop list", x->min_new);
+    for (int i = 0; x->min_new > 0 && i < g->nstop; i++)
+        if (g->stop[i] < 0 || g->stop[i] >= V)
+            return err_set(e, ERR_INPUT, "generate: stop id %d is outside the vocabulary [0, %d)",
+                           g->stop[i], V);
     for (int b = 0; b < B; b++)
         out_len[b] = 0;
+    if (x->logp)
+        for (size_t i = 0; i < (size_t)B * g->max_new; i++)
+            x->logp[i] = 0;
     m->fwd_flags = 0;
     m->have_targets = false;
     m->logits_valid = false;
@@ -61,6 +81,7 @@ int qwen2_generate(qwen2_model_t *m, const prec_ctx_t *ctx, int B, const int32_t
     int32_t *ids = m->h_tgt;
     int32_t *padl = malloc((size_t)B * sizeof *padl);
     bool *done = calloc((size_t)B, sizeof *done);
+    float *saved = NULL;  /* stop-id logits set aside while min_new masks them */
     int rc = ERR_OK;
     if (!padl || !done) {
         rc = err_set(e, ERR_NOMEM, "generate: out of memory");
@@ -90,10 +111,38 @@ int qwen2_generate(qwen2_model_t *m, const prec_ctx_t *ctx, int B, const int32_t
     head(m, ctx, m->last_rows, B);
 
     int32_t *tok = m->h_ids_grad; /* host staging for B sampled ids */
+    float *lp = m->h_seed;        /* host staging for B log-probs */
+    const bool mask_stop = x->min_new > 0 && g->nstop > 0;
+    if (mask_stop && !(saved = malloc((size_t)B * g->nstop * sizeof *saved))) {
+        rc = err_set(e, ERR_NOMEM, "generate: out of memory");
+        goto out;
+    }
     for (int s = 0; s < g->max_new; s++) {
+        /* min_new: the stop ids cannot be drawn yet. Their logits are kept aside and put back
+         * after the draw, so the log-probs below are those of the unmasked distribution
+         * (what a training forward computes). */
+        const bool masked = mask_stop && s < x->min_new;
+        if (masked) {
+            const float ninf = -INFINITY;
+            for (int b = 0; b < B; b++)
+                for (int i = 0; i < g->nstop; i++) {
+                    be_ptr_t p = be_f32(m->logits, (size_t)b * V + g->stop[i]);
+                    be_download(be, &saved[b * g->nstop + i], p, sizeof(float));
+                    be_upload(be, p, &ninf, sizeof(float));
+                }
+        }
         be_sample_t sp = {g->temperature, g->top_k, g->top_p, g->seed, g->stream, (uint64_t)s};
         be_sample_tokens(be, m->targets, m->logits, (size_t)V, B, V, &sp);
         be_download(be, tok, m->targets, (size_t)B * sizeof(int32_t));
+        if (x->logp) {
+            if (masked)
+                for (int b = 0; b < B; b++)
+                    for (int i = 0; i < g->nstop; i++)
+                        be_upload(be, be_f32(m->logits, (size_t)b * V + g->stop[i]),
+                                  &saved[b * g->nstop + i], sizeof(float));
+            be_logsoftmax_gather(be, m->logp, m->lse_lm, m->logits, m->targets, B, V);
+            be_download(be, lp, m->logp, (size_t)B * sizeof(float));
+        }
         if ((rc = be_sync(be, e)))
             goto out;
         bool all = true;
@@ -101,6 +150,8 @@ int qwen2_generate(qwen2_model_t *m, const prec_ctx_t *ctx, int B, const int32_t
             if (done[b])
                 continue;
             out[(size_t)b * g->max_new + s] = tok[b];
+            if (x->logp)
+                x->logp[(size_t)b * g->max_new + s] = lp[b];
             out_len[b]++;
             done[b] = is_stop(g, tok[b]);
             all = all && done[b];
@@ -126,5 +177,6 @@ int qwen2_generate(qwen2_model_t *m, const prec_ctx_t *ctx, int B, const int32_t
 out:
     free(padl);
     free(done);
+    free(saved);
     return rc;
 }

@@ -1,0 +1,117 @@
+/* mxrlhf baseline: the study's step 1, PPO with the energy monitor (pipeline/baseline.h).
+ * Parses options and hands over to pipeline_baseline_run. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "pipeline/baseline.h"
+#include "rlhf/ppo_data.h"
+#include "util/fs.h"
+
+int cmd_baseline(int argc, char **argv)
+{
+    pipeline_baseline_t b;
+    memset(&b, 0, sizeof b);
+    const char *data = NULL, *device = "cpu";
+    bool synthetic = false;
+    const char *config = NULL, *output = "results/gpu_baseline", *source = "auto";
+    long long pairs = 1000, steps = -1;
+    uint64_t data_seed = 1234, seed = 0;
+    double interval_ms = 20, idle_s = 2;
+    bool seed_given = false;
+    arg_list_t sets = {0};
+    arg_opt_t opts[] = {
+        {"policy-model", ARG_STRING, &b.policy_dir, "DIR", "SFT policy (Hugging Face directory with tokenizer.json)"},
+        {"reward-model", ARG_STRING, &b.reward_dir, "DIR", "reward model (score head)"},
+        {"ref-model", ARG_STRING, &b.ref_dir, "DIR", "frozen reference (default: the policy)"},
+        {"critic-model", ARG_STRING, &b.critic_dir, "DIR", "separate critic's start (separate_critic)"},
+        {"data", ARG_STRING, &data, "FILE", "HH-RLHF pairs (.jsonl[.gz]); default: the synthetic task"},
+        {"synthetic", ARG_FLAG, &synthetic, NULL, "--data holds synthetic-task pairs"},
+        {"pairs", ARG_INT, &pairs, "N", "pairs drawn before splitting (default 1000)"},
+        {"data-seed", ARG_U64, &data_seed, "S", "seed of the data draw and split (default 1234)"},
+        {"seed", ARG_U64, &seed, "S", "PPO seed (default 42)"},
+        {"steps", ARG_INT, &steps, "N", "PPO steps (default 100)"},
+        {"output", ARG_STRING, &output, "DIR", "results directory (default results/gpu_baseline)"},
+        {"config", ARG_STRING, &config, "FILE", "JSON options: its \"ppo\" object, or the whole file"},
+        {"set", ARG_LIST, &sets, "KEY=VALUE", "override one PPO option (repeatable)"},
+        {"power-source", ARG_STRING, &source, "SRC", "auto (default), nvml, rapl, none or replay:FILE"},
+        {"devices", ARG_STRING, &b.devices, "LIST", "GPUs to measure (bus ids or CUDA indices)"},
+        {"interval-ms", ARG_DOUBLE, &interval_ms, "MS", "power sampling interval (default 20)"},
+        {"idle-s", ARG_DOUBLE, &idle_s, "S", "idle power measured first (default 2; 0: skip)"},
+        {"policy", ARG_STRING, &b.policies_path, "FILE", "policies.json: every phase under a precision plan"},
+        {"plan", ARG_STRING, &b.plan, "NAME", "the plan (with --policy)"},
+        {"device", ARG_STRING, &device, "NAME", "compute backend (default cpu)"},
+        {"resume", ARG_FLAG, &b.resume, NULL, "continue a killed run from its last checkpoint"},
+    };
+    arg_spec_t spec = {"baseline", "PPO with the energy monitor: the study's energy baseline.",
+                       "[--steps 100] [--output results/gpu_baseline] --policy-model DIR "
+                       "--reward-model DIR [options]",
+                       "Writes power_log_baseline.csv, phase_timing.json, energy.csv (phases "
+                       "rollout, reward_inference, gradient_update), training_stats.json, and the "
+                       "charts reward_by_step.svg, kl_by_step.svg, losses_by_step.svg, "
+                       "power_over_time.svg, besides what `mxrlhf ppo` writes.",
+                       opts, (int)(sizeof opts / sizeof opts[0]), false};
+    err_t e = ERR_INIT;
+    int npos;
+    char **pos;
+    for (int i = 0; i < argc; i++)
+        seed_given |= !strcmp(argv[i], "--seed") || !strncmp(argv[i], "--seed=", 7);
+    int rc = args_parse(&spec, argc, argv, &npos, &pos, &e);
+    if (rc == ARGS_HELP)
+        return 0;
+    if (rc)
+        return cli_report("baseline", &e);
+    ppo_opts_t o;
+    ppo_opts_default(&o);
+    if ((config && ppo_opts_load_file(config, &o, &e)) || ppo_opts_set(&o, sets.items, sets.n, &e))
+        return cli_report("baseline", &e);
+    if (steps >= 0 && (steps < 1 || steps > 1000000000)) {
+        err_set(&e, ERR_INPUT, "--steps: expected 1 to 1e9, got %lld", steps);
+        return cli_report("baseline", &e);
+    }
+    if (steps >= 0)
+        o.steps = (int)steps;
+    if (seed_given)
+        o.seed = seed;
+    if (pairs < 1 || !(interval_ms >= 1 && interval_ms <= 60000) || !(idle_s >= 0 && idle_s <= 3600) ||
+        (!b.policies_path != !b.plan)) {
+        err_set(&e, ERR_INPUT, "need --pairs >= 1, --interval-ms 1 to 60000, --idle-s 0 to 3600, "
+                "and --policy with --plan");
+        return cli_report("baseline", &e);
+    }
+    if (args_require(b.policy_dir, "policy-model", &e) || args_require(b.reward_dir, "reward-model", &e))
+        return cli_report("baseline", &e);
+    b.out_dir = output;
+    b.power_source = source;
+    b.interval_s = interval_ms / 1000;
+    b.idle_s = idle_s;
+    b.log = stderr;
+    backend_t *be = NULL;
+    ppo_prompts_t pr;
+    memset(&pr, 0, sizeof pr);
+    char *tok = fs_join(b.policy_dir, "tokenizer.json"), *work = fs_join(output, "data");
+    ppo_data_opts_t dopt = {data, synthetic, (size_t)pairs, data_seed, tok, o.template_, work};
+    rlhf_ppo_result_t res;
+    if (!tok || !work)
+        err_set(&e, ERR_NOMEM, "out of memory");
+    else if (!be_open(device, &be, &e) && !ppo_prompts_load(&dopt, &pr, &e)) {
+        fprintf(stderr, "mxrlhf baseline: %zu PPO prompts and %zu evaluation prompts from %s%s\n",
+                pr.ntrain, pr.neval, pr.pairs_path, pr.synthetic ? " (synthetic task)" : "");
+        b.be = be;
+        b.prompts = (const char *const *)pr.train;
+        b.n_prompts = pr.ntrain;
+        b.eval_prompts = (const char *const *)pr.eval;
+        b.n_eval = pr.neval;
+        b.synthetic = pr.synthetic;
+        if (!pipeline_baseline_run(&o, &b, &res, &e))
+            printf("mxrlhf baseline: %d PPO steps; results in %s (energy.csv, phase_timing.json, "
+                   "training_stats.json, power_log_baseline.csv, *.svg)\n", res.steps_done, output);
+    }
+    ppo_prompts_free(&pr);
+    be_close(be);
+    free(tok);
+    free(work);
+    return cli_report("baseline", &e);
+}

@@ -1,0 +1,145 @@
+/* mxrlhf ppo: PPO (TRL 0.11 semantics) from an SFT policy and a reward model, on HH-RLHF
+ * pairs or the synthetic task. Parses options and hands over to rlhf_ppo_run. */
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "rlhf/ppo.h"
+#include "rlhf/ppo_data.h"
+#include "util/fs.h"
+
+static cJSON *num(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+
+static cJSON *eval_json(const ppo_eval_t *ev)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "step", ev->step);
+    cJSON_AddNumberToObject(j, "prompts", ev->n);
+    cJSON_AddItemToObject(j, "reward_mean", num(ev->reward_mean));
+    cJSON_AddItemToObject(j, "data_synth_score", num(ev->synth_score_mean));
+    cJSON_AddItemToObject(j, "kl", num(ev->kl_mean));
+    cJSON_AddItemToObject(j, "response_len_mean", num(ev->response_len_mean));
+    return j;
+}
+
+/* The run's summary on stdout, one JSON object. */
+static void print_summary(const rlhf_ppo_result_t *r, const char *output)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "steps", r->steps_done);
+    cJSON_AddStringToObject(j, "output", output);
+    if (r->first.n)
+        cJSON_AddItemToObject(j, "first_eval", eval_json(&r->first));
+    if (r->last.n)
+        cJSON_AddItemToObject(j, "last_eval", eval_json(&r->last));
+    if (r->best_of_n_done) {
+        cJSON *b = cJSON_AddObjectToObject(j, "best_of_n");
+        cJSON_AddNumberToObject(b, "n", r->best_of_n);
+        cJSON_AddItemToObject(b, "reward_mean", num(r->best_of_n_reward));
+        cJSON_AddItemToObject(b, "data_synth_score", num(r->best_of_n_synth_score));
+        cJSON_AddItemToObject(b, "kl_analytic", num(r->best_of_n_kl));
+    }
+    cJSON_AddItemToObject(j, "final_kl_coef", num(r->final_kl_coef));
+    char *s = cJSON_Print(j);
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    cJSON_Delete(j);
+}
+
+int cmd_ppo(int argc, char **argv)
+{
+    const char *policy_dir = NULL, *reward_dir = NULL, *ref_dir = NULL, *critic_dir = NULL,
+               *data = NULL, *output = "results/ppo", *config = NULL, *policies = NULL,
+               *plan = NULL, *device = "cpu";
+    long long pairs = 1000, steps = -1;
+    uint64_t data_seed = 1234, seed = 0;
+    bool synthetic = false, resume = false, seed_given = false;
+    arg_list_t sets = {0};
+    arg_opt_t opts[] = {
+        {"policy-model", ARG_STRING, &policy_dir, "DIR", "SFT policy (Hugging Face directory with tokenizer.json)"},
+        {"reward-model", ARG_STRING, &reward_dir, "DIR", "reward model (score head)"},
+        {"ref-model", ARG_STRING, &ref_dir, "DIR", "frozen reference (default: the policy)"},
+        {"critic-model", ARG_STRING, &critic_dir, "DIR", "separate critic's start (separate_critic; default: the reward model)"},
+        {"data", ARG_STRING, &data, "FILE", "HH-RLHF pairs (.jsonl[.gz]); default: the synthetic task"},
+        {"synthetic", ARG_FLAG, &synthetic, NULL, "--data holds synthetic-task pairs (ground-truth scores)"},
+        {"pairs", ARG_INT, &pairs, "N", "pairs drawn before splitting (default 1000)"},
+        {"data-seed", ARG_U64, &data_seed, "S", "seed of the data draw and split (default 1234)"},
+        {"output", ARG_STRING, &output, "DIR", "where the run's files go (default results/ppo)"},
+        {"config", ARG_STRING, &config, "FILE", "JSON options: its \"ppo\" object, or the whole file"},
+        {"set", ARG_LIST, &sets, "KEY=VALUE", "override one option (repeatable), e.g. learning_rate=1e-4"},
+        {"steps", ARG_INT, &steps, "N", "PPO steps (default 100)"},
+        {"seed", ARG_U64, &seed, "S", "PPO seed (default 42)"},
+        {"policy", ARG_STRING, &policies, "FILE", "policies.json: run every phase under a precision plan"},
+        {"plan", ARG_STRING, &plan, "NAME", "the plan (with --policy)"},
+        {"device", ARG_STRING, &device, "NAME", "compute backend (default cpu)"},
+        {"resume", ARG_FLAG, &resume, NULL, "continue from OUTPUT/checkpoints/latest.json"},
+    };
+    arg_spec_t spec = {"ppo", "Train a policy with PPO against a reward model (TRL 0.11 semantics).",
+                       "--policy-model DIR --reward-model DIR [--data FILE] [--output DIR] [options]",
+                       "Writes training_stats.jsonl / .json (TRL's statistic names), samples.jsonl, "
+                       "eval.json, policy/ (the trained policy), checkpoints/. Options and their "
+                       "defaults: docs/ppo.md. The same seed gives the same statistics on any "
+                       "thread count; --resume after a crash gives the same final weights and "
+                       "statistics as an uninterrupted run.",
+                       opts, (int)(sizeof opts / sizeof opts[0]), false};
+    err_t e = ERR_INIT;
+    int npos;
+    char **pos;
+    /* --seed 0 is a valid seed: notice whether it was given at all */
+    for (int i = 0; i < argc; i++)
+        seed_given |= !strcmp(argv[i], "--seed") || !strncmp(argv[i], "--seed=", 7);
+    int rc = args_parse(&spec, argc, argv, &npos, &pos, &e);
+    if (rc == ARGS_HELP)
+        return 0;
+    if (rc || args_require(policy_dir, "policy-model", &e) ||
+        args_require(reward_dir, "reward-model", &e))
+        return cli_report("ppo", &e);
+    ppo_opts_t o;
+    ppo_opts_default(&o);
+    if ((config && ppo_opts_load_file(config, &o, &e)) || ppo_opts_set(&o, sets.items, sets.n, &e))
+        return cli_report("ppo", &e);
+    if (steps >= 0) {
+        if (steps < 1 || steps > 1000000000) {
+            err_set(&e, ERR_INPUT, "--steps: expected 1 to 1e9, got %lld", steps);
+            return cli_report("ppo", &e);
+        }
+        o.steps = (int)steps;
+    }
+    if (seed_given)
+        o.seed = seed;
+    if (pairs < 1 || ((policies || plan) && (args_require(policies, "policy", &e) ||
+                                             args_require(plan, "plan", &e)))) {
+        if (!e.code)
+            err_set(&e, ERR_INPUT, "--pairs: expected at least 1");
+        return cli_report("ppo", &e);
+    }
+    backend_t *be = NULL;
+    ppo_prompts_t pr;
+    memset(&pr, 0, sizeof pr);
+    char *tok = fs_join(policy_dir, "tokenizer.json"), *work = fs_join(output, "data");
+    ppo_data_opts_t dopt = {data, synthetic, (size_t)pairs, data_seed, tok, o.template_, work};
+    rlhf_ppo_result_t res;
+    if (!tok || !work)
+        err_set(&e, ERR_NOMEM, "out of memory");
+    else if (!be_open(device, &be, &e) && !ppo_prompts_load(&dopt, &pr, &e)) {
+        fprintf(stderr, "mxrlhf ppo: %zu PPO prompts and %zu evaluation prompts from %s%s\n",
+                pr.ntrain, pr.neval, pr.pairs_path, pr.synthetic ? " (synthetic task)" : "");
+        rlhf_ppo_io_t io = {be, policy_dir, ref_dir, reward_dir, critic_dir, output, policies, plan,
+                            (const char *const *)pr.train, pr.ntrain,
+                            (const char *const *)pr.eval, pr.neval, pr.synthetic, NULL, resume,
+                            stderr};
+        if (!rlhf_ppo_run(&o, &io, &res, &e))
+            print_summary(&res, output);
+    }
+    ppo_prompts_free(&pr);
+    be_close(be);
+    free(tok);
+    free(work);
+    return cli_report("ppo", &e);
+}

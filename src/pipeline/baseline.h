@@ -1,0 +1,51 @@
+/* baseline: the study's step 1 (`mxrlhf baseline --steps 100 --output results/gpu_baseline`):
+ * PPO (rlhf/ppo.h) with the energy monitor around it, so that rollout, reward inference
+ * and gradient update are measured phase by phase, then the study's files and plots.
+ *
+ * Writes into the output directory, besides what rlhf_ppo_run writes
+ * (training_stats.json ...): power_log_baseline.csv, phase_timing.json and energy.csv
+ * (the energy layer's, docs/energy.md), and four SVG charts: reward_by_step.svg (reward
+ * model score, and the ground truth on the synthetic task), kl_by_step.svg (per-sequence KL
+ * and the KL coefficient), losses_by_step.svg (policy, value, total loss) and
+ * power_over_time.svg (power per device with the phase windows shaded).
+ */
+#ifndef MXRLHF_PIPELINE_BASELINE_H
+#define MXRLHF_PIPELINE_BASELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "rlhf/ppo.h"
+#include "util/err.h"
+
+typedef struct pipeline_baseline {
+    backend_t *be;                        /* where the models run (the caller opens it) */
+    const char *policy_dir, *reward_dir;  /* the SFT policy and the reward model */
+    const char *ref_dir, *critic_dir;     /* NULL: the policy / the reward model */
+    const char *const *prompts;           /* PPO prompts (the data's ppo_prompts split) */
+    size_t n_prompts;
+    const char *const *eval_prompts;      /* held-out prompts (eval_prompts split) */
+    size_t n_eval;
+    bool synthetic;                       /* the synthetic task: ground-truth scores */
+    const char *out_dir;
+    const char *power_source;             /* auto, nvml, rapl, none, replay:FILE */
+    const char *devices;                  /* GPUs to measure (NULL: all visible) */
+    double interval_s;                    /* sampling interval (0: 0.02) */
+    double idle_s;                        /* idle power measured before the run */
+    const char *policies_path, *plan;     /* precision plan for every phase, or NULL */
+    bool resume;
+    FILE *log;                            /* progress (NULL: quiet) */
+} pipeline_baseline_t;
+
+/* Runs the stage. ERR_UNAVAILABLE when an explicitly named power source is missing; the
+ * PPO run's own errors otherwise. */
+int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
+                          rlhf_ppo_result_t *res, err_t *e);
+
+/* The four charts from a results directory holding training_stats.json and, for the power
+ * chart, power_log_baseline.csv + phase_timing.json (skipped when absent). */
+int pipeline_baseline_plots(const char *dir, err_t *e);
+
+#endif

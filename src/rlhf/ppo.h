@@ -1,0 +1,158 @@
+/* ppo: PPO for language models as TRL 0.11's PPOTrainer does it, in C, with the energy
+ * layer's phase windows around its three phases.
+ *
+ * One PPO step (TRL's generate + step):
+ *   rollout           batch_size prompts, one sampled response each from the policy
+ *                     (temperature, top-k, top-p, max/min new tokens, stop at the end-of-turn
+ *                     id), under the plan's rollout phase; the sampled tokens' log-probs
+ *                     are kept (rollout-time log-probs)
+ *   reward_inference  the reward model's score of each prompt + response, the reference
+ *                     model's log-probs, and the policy's old log-probs and values (at the
+ *                     gradient phase's precision: they must be what training would compute);
+ *                     per-token rewards, GAE advantages and returns
+ *   gradient_update   ppo_epochs passes over shuffled minibatches: forward, clipped losses,
+ *                     backward, AdamW (global-norm clipping optional)
+ * then statistics under TRL's names, the KL controller's update, a checkpoint every
+ * checkpoint_every steps. ppo_math.h holds the arithmetic.
+ *
+ * Randomness: rollout row b of step s draws from Philox stream rng_stream("ppo.rollout",
+ * s) + b, prompt order from "ppo.prompts" (one permutation per pass over the prompts),
+ * minibatch order from "ppo.minibatch" keyed by (step, epoch), all under opts.seed: a run
+ * is a pure function of (inputs, options), the same on any thread count and when resumed
+ * from a checkpoint.
+ *
+ * Outputs in the output directory: training_stats.jsonl (one line per step, written as
+ * the step ends), training_stats.json (every step, the options, evaluations and warnings,
+ * at the end), samples.jsonl (each rollout's text and scores), eval.json, policy/ (the
+ * trained policy as a Hugging Face directory with its value head and tokenizer.json),
+ * critic/ (separate critic only), checkpoints/ (latest.json naming the newest complete
+ * checkpoint), precision_<role>.json (resolved plans, with a plan). docs/ppo.md describes
+ * them.
+ */
+#ifndef MXRLHF_RLHF_PPO_H
+#define MXRLHF_RLHF_PPO_H
+
+#include <cJSON.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "backend/backend.h"
+#include "energy/monitor.h"
+#include "rlhf/ppo_math.h"
+#include "rlhf/text.h"
+#include "util/err.h"
+
+/* Every hyperparameter, with TRL PPOConfig's name where it has one (and its default unless
+ * the study's differs: batch 8, minibatch 4, seed 42). */
+typedef struct ppo_opts {
+    /* schedule */
+    int steps;                        /* 100 */
+    int batch_size;                   /* 8: rollouts per step */
+    int mini_batch_size;              /* 4 */
+    int gradient_accumulation_steps;  /* 1 */
+    int ppo_epochs;                   /* 4 */
+    uint64_t seed;                    /* 42 */
+    /* optimizer: TRL builds torch.optim.Adam; AdamW with weight_decay 0 is the same update */
+    double learning_rate;             /* 1.41e-5 */
+    double adam_beta1, adam_beta2, adam_epsilon; /* 0.9, 0.999, 1e-8 */
+    double weight_decay;              /* 0 */
+    double max_grad_norm;             /* 0: no clipping (TRL's None) */
+    /* KL penalty */
+    ppo_kl_est_t kl_penalty;          /* kl */
+    bool adap_kl_ctrl;                /* true */
+    double init_kl_coef;              /* 0.2 */
+    double target;                    /* 6 */
+    double horizon;                   /* 10000 */
+    /* advantages and losses */
+    double gamma, lam;                /* 1, 0.95 */
+    bool whiten_rewards;              /* false */
+    double cliprange, cliprange_value, vf_coef; /* 0.2, 0.2, 0.1 */
+    double ratio_threshold;           /* 10 */
+    bool early_stopping;              /* false */
+    double target_kl;                 /* 1 */
+    bool use_score_scaling, use_score_norm; /* false, false */
+    double score_clip;                /* 0: none (TRL's None) */
+    /* rollouts */
+    int max_new_tokens;               /* 48 */
+    int min_new_tokens;               /* 0: the end-of-turn id may come at once */
+    double temperature;               /* 1 */
+    int top_k;                        /* 0: off */
+    double top_p;                     /* 1: off */
+    int max_prompt_tokens;            /* 256: longer prompts keep their last tokens */
+    rlhf_template_t template_;        /* "template": raw */
+    /* models */
+    bool separate_critic;             /* false: value head on the policy's trunk */
+    bool oracle_reward;               /* false; true: score rollouts with the synthetic task's
+                                         ground truth instead of the reward model (a
+                                         diagnostic that separates reward-model error from
+                                         PPO; synthetic data only) */
+    /* checkpoints and evaluation */
+    int checkpoint_every;             /* 10 steps (0: only at the end) */
+    int eval_prompts;                 /* 64 held-out prompts (0: no evaluation) */
+    int eval_every;                   /* 0: before training and at the end only */
+    int best_of_n;                    /* 8: best-of-n from the initial policy (0/1: off) */
+} ppo_opts_t;
+
+void ppo_opts_default(ppo_opts_t *o);
+/* Missing keys keep their values; an unknown key, a wrong type or a value out of range is
+ * ERR_INPUT naming ctx and the key ("config.json: ppo.batch_size: ..."). */
+int ppo_opts_from_json(const cJSON *obj, const char *ctx, ppo_opts_t *out, err_t *e);
+cJSON *ppo_opts_to_json(const ppo_opts_t *o);
+/* Cross-field checks (batch_size a multiple of mini_batch_size x accumulation, ...). */
+int ppo_opts_check(const ppo_opts_t *o, const char *ctx, err_t *e);
+/* A configuration file: its "ppo" object when it has one, else the whole object. */
+int ppo_opts_load_file(const char *path, ppo_opts_t *o, err_t *e);
+/* Command-line overrides "KEY=VALUE", VALUE as JSON (a bare word is taken as a string):
+ * "learning_rate=1e-4", "kl_penalty=full", "adap_kl_ctrl=false". */
+int ppo_opts_set(ppo_opts_t *o, const char *const *kv, int n, err_t *e);
+
+/* What a run works on. */
+typedef struct rlhf_ppo_io {
+    backend_t *be;                  /* every model lives here (the caller opens it) */
+    const char *policy_dir;         /* the SFT policy: Hugging Face directory with
+                                       tokenizer.json */
+    const char *ref_dir;            /* frozen reference (NULL: policy_dir) */
+    const char *reward_dir;         /* reward model (score head) */
+    const char *critic_dir;         /* separate critic's start (NULL: reward_dir) */
+    const char *out_dir;
+    const char *policies_path;      /* precision plans, or NULL (fp32) */
+    const char *plan;
+    const char *const *prompts;     /* PPO prompts (HH shape), cycled through */
+    size_t n_prompts;
+    const char *const *eval_prompts; /* held-out prompts for evaluation (may be none) */
+    size_t n_eval;
+    bool synthetic;                 /* prompts of the synthetic task: ground-truth scores */
+    energy_monitor_t *monitor;      /* phase windows (NULL: phases are only timed) */
+    bool resume;                    /* continue from out_dir/checkpoints/latest.json */
+    FILE *log;                      /* progress lines and warnings (NULL: quiet) */
+} rlhf_ppo_io_t;
+
+/* Evaluation of a policy on the held-out prompts (one sample each, the same random
+ * numbers at every evaluation, so evaluations differ only by the policy). */
+typedef struct ppo_eval {
+    int step;                       /* optimizer steps done when measured */
+    int n;
+    double reward_mean;             /* reward model score */
+    double synth_score_mean, synth_score_std; /* ground truth (NAN unless synthetic) */
+    double kl_mean;                 /* per sequence: sum over tokens of logp - ref_logp */
+    double response_len_mean;
+} ppo_eval_t;
+
+typedef struct rlhf_ppo_result {
+    int steps_done;
+    ppo_eval_t first, last;         /* first.n == 0 when not evaluated */
+    bool best_of_n_done;
+    int best_of_n;
+    double best_of_n_synth_score, best_of_n_reward, best_of_n_kl; /* analytic KL */
+    double final_kl_coef;
+} rlhf_ppo_result_t;
+
+/* The whole stage: trains, writes the outputs above. On NaN/Inf the run stops with
+ * ERR_FAIL naming the step and what went non-finite; the last good checkpoint stays. */
+int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t *res, err_t *e);
+
+#define PPO_STATS_JSONL "training_stats.jsonl"
+#define PPO_STATS_JSON "training_stats.json"
+
+#endif

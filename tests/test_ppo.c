@@ -1,0 +1,531 @@
+/* Tests for src/rlhf/ppo (the trainer), its checkpoints and options, `mxrlhf ppo` and
+ * `mxrlhf baseline`, on tiny random models with the small synthetic tokenizer. The
+ * arithmetic itself is tested in test_ppo_math.c. */
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model/qwen2.h"
+#include "rlhf/ppo.h"
+#include "rlhf/ppo_data.h"
+#include "support/testutil.h"
+#include "tokenizer/tokenizer.h"
+#include "util/atomic_file.h"
+#include "util/fs.h"
+#include "util/json.h"
+
+#define TOKFILE "tests/fixtures/tokenizer/small_synthetic.json"
+
+static char *root;      /* temp dir with pol/, rm/, rm_nan/ and the prompts */
+static backend_t *be;
+static ppo_prompts_t prompts;
+
+static char *path2(const char *a, const char *b)
+{
+    char *p = fs_join(a, b);
+    assert_non_null(p);
+    return p;
+}
+
+/* A tiny Qwen2 on the small tokenizer's vocabulary, saved with tokenizer.json. */
+static void make_model(const char *dir, unsigned heads, uint64_t seed, bool nan_score)
+{
+    err_t e = ERR_INIT;
+    tok_t *tok;
+    if (tok_load(TOKFILE, &tok, &e))
+        fail_msg("%s", e.msg);
+    qwen2_config_t c = {.hidden = 32, .inter = 48, .layers = 2, .heads = 4, .kv_heads = 2,
+                        .head_dim = 8, .vocab = tok_vocab_size(tok), .max_pos = 128,
+                        .rope_theta = 10000, .rms_eps = 1e-6, .tie = true, .dtype = ST_F32,
+                        .bos_id = -1, .pad_id = -1};
+    qwen2_opts_t o = {.max_batch = 1, .max_seq = 8, .heads = heads, .head_seed = seed};
+    qwen2_model_t *m;
+    if (qwen2_new(be, &c, &o, &m, &e) || qwen2_init_philox(m, seed, 0.3f, &e))
+        fail_msg("%s", e.msg);
+    if (nan_score) {
+        const qwen2_tensor_t *t = qwen2_tensor_find(m, "score.weight");
+        float nan = NAN;
+        assert_non_null(t);
+        assert_int_equal(qwen2_params_set(m, t->off + 3, &nan, 1, &e), 0);
+    }
+    if (qwen2_save_dir(m, dir, ST_F32, &e))
+        fail_msg("%s", e.msg);
+    qwen2_free(m);
+    tok_free(tok);
+    char *buf, *dst = path2(dir, "tokenizer.json");
+    size_t n;
+    assert_int_equal(fs_read_all(TOKFILE, 1 << 24, &buf, &n, &e), 0);
+    assert_int_equal(atomic_write(dst, buf, n, &e), 0);
+    free(buf);
+    free(dst);
+}
+
+/* Small but complete: every phase, two optimizer steps per epoch, evaluation, best-of-n. */
+static void tiny_opts(ppo_opts_t *o)
+{
+    ppo_opts_default(o);
+    o->steps = 3;
+    o->batch_size = 4;
+    o->mini_batch_size = 2;
+    o->ppo_epochs = 2;
+    o->max_new_tokens = 10;
+    o->min_new_tokens = 2;
+    o->max_prompt_tokens = 40;
+    o->learning_rate = 1e-3;
+    o->eval_prompts = 3;
+    o->best_of_n = 2;
+    o->checkpoint_every = 2;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    err_t e = ERR_INIT;
+    if (be_cpu_open(&be, &e))
+        return 1;
+    root = test_mkdtemp();
+    char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *rmn = path2(root, "rm_nan"),
+         *work = path2(root, "data"), *tok = path2(pol, "tokenizer.json");
+    make_model(pol, QWEN2_HEAD_LM, 11, false);
+    make_model(rm, QWEN2_HEAD_SCORE, 12, false);
+    make_model(rmn, QWEN2_HEAD_SCORE, 12, true);
+    ppo_data_opts_t d = {NULL, false, 60, 1234, tok, RLHF_TEMPLATE_RAW, work};
+    if (ppo_prompts_load(&d, &prompts, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        return 1;
+    }
+    free(pol), free(rm), free(rmn), free(work), free(tok);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    ppo_prompts_free(&prompts);
+    test_rmtree(root);
+    free(root);
+    be_close(be);
+    return 0;
+}
+
+static int run(const ppo_opts_t *o, const char *out, const char *rm, bool resume, err_t *e)
+{
+    char *pol = path2(root, "pol"), *rmd = path2(root, rm), *od = path2(root, out);
+    rlhf_ppo_io_t io = {be, pol, NULL, rmd, NULL, od, NULL, NULL,
+                        (const char *const *)prompts.train, prompts.ntrain,
+                        (const char *const *)prompts.eval, prompts.neval, true, NULL, resume, NULL};
+    rlhf_ppo_result_t res;
+    int rc = rlhf_ppo_run(o, &io, &res, e);
+    free(pol), free(rmd), free(od);
+    return rc;
+}
+
+static cJSON *load(const char *dir, const char *name)
+{
+    char *d = path2(root, dir), *p = path2(d, name);
+    cJSON *j = NULL;
+    err_t e = ERR_INIT;
+    if (json_load_file(p, 1 << 26, &j, &e))
+        fail_msg("%s", e.msg);
+    free(d), free(p);
+    return j;
+}
+
+/* training_stats.json without the "time/..." entries (wall-clock, never reproducible) */
+static cJSON *stats_no_time(const char *dir)
+{
+    cJSON *j = load(dir, PPO_STATS_JSON), *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(j, "steps"))
+    {
+        for (cJSON *it = s->child; it;) {
+            cJSON *next = it->next;
+            if (!strncmp(it->string, "time/", 5))
+                cJSON_Delete(cJSON_DetachItemViaPointer(s, it));
+            it = next;
+        }
+    }
+    return j;
+}
+
+static void expect_same_stats(const char *a, const char *b)
+{
+    cJSON *x = stats_no_time(a), *y = stats_no_time(b);
+    if (!cJSON_Compare(x, y, true)) {
+        char *sx = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(x, "steps"));
+        char *sy = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(y, "steps"));
+        fail_msg("training_stats.json of %s and %s differ:\n%.1500s\n---\n%.1500s", a, b, sx, sy);
+    }
+    cJSON_Delete(x);
+    cJSON_Delete(y);
+}
+
+static void expect_same_file(const char *a, const char *b, const char *name)
+{
+    char *da = path2(root, a), *db = path2(root, b), *pa = path2(da, name), *pb = path2(db, name);
+    char *x, *y;
+    size_t nx, ny;
+    err_t e = ERR_INIT;
+    assert_int_equal(fs_read_all(pa, 1 << 28, &x, &nx, &e), 0);
+    assert_int_equal(fs_read_all(pb, 1 << 28, &y, &ny, &e), 0);
+    if (nx != ny || memcmp(x, y, nx))
+        fail_msg("%s and %s differ", pa, pb);
+    free(x), free(y), free(da), free(db), free(pa), free(pb);
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+static void same_seed_gives_identical_training_stats(void **state)
+{
+    (void)state;
+    ppo_opts_t o;
+    tiny_opts(&o);
+    err_t e = ERR_INIT;
+    /* Same thread count: the CPU backend's OpenBLAS GEMMs are not yet bit-identical across
+     * thread counts (docs/ppo.md, "Determinism"); PPO's own randomness never depends on it. */
+    if (run(&o, "det1", "rm", false, &e) || run(&o, "det2", "rm", false, &e))
+        fail_msg("%s", e.msg);
+    expect_same_stats("det1", "det2");
+    expect_same_file("det1", "det2", "policy/model.safetensors");
+    /* the run did train: the stats are real numbers and the policy moved away from the SFT */
+    cJSON *j = load("det1", PPO_STATS_JSON);
+    cJSON *steps = cJSON_GetObjectItemCaseSensitive(j, "steps");
+    assert_int_equal(cJSON_GetArraySize(steps), 3);
+    cJSON *s3 = cJSON_GetArrayItem(steps, 2);
+    const char *keys[] = {"objective/kl", "objective/kl_coef", "objective/entropy", "ppo/loss/policy",
+                          "ppo/loss/value", "ppo/policy/approxkl", "ppo/policy/clipfrac",
+                          "ppo/returns/mean", "ppo/val/vpred", "ppo/val/error", "env/reward_mean",
+                          "env/reward_std", "tokens/responses_len_mean", "data_synth_score",
+                          "rollout/logprob_gap_mean", "time/ppo/total"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(s3, keys[i])))
+            fail_msg("step 3 lacks a number for %s", keys[i]);
+    double kl3 = cJSON_GetObjectItemCaseSensitive(s3, "objective/kl")->valuedouble;
+    double kl1 = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(steps, 0), "objective/kl")->valuedouble;
+    assert_true(kl1 == 0.0); /* the policy starts as the reference */
+    assert_true(kl3 != 0.0);
+    assert_true(fabs(cJSON_GetObjectItemCaseSensitive(s3, "rollout/logprob_gap_mean")->valuedouble) < 1e-4);
+    cJSON_Delete(j);
+    /* another seed, other samples */
+    o.seed = 43;
+    if (run(&o, "det3", "rm", false, &e))
+        fail_msg("%s", e.msg);
+    cJSON *x = stats_no_time("det1"), *y = stats_no_time("det3");
+    assert_false(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(x, "steps"),
+                               cJSON_GetObjectItemCaseSensitive(y, "steps"), true));
+    cJSON_Delete(x);
+    cJSON_Delete(y);
+}
+
+static void min_new_tokens_and_every_kl_estimator_run(void **state)
+{
+    (void)state;
+    ppo_opts_t o;
+    tiny_opts(&o);
+    o.steps = 1;
+    o.eval_prompts = 0;
+    o.min_new_tokens = 7;
+    const char *ests[] = {"full", "k3", "abs", "mse"};
+    for (int k = 0; k < 4; k++) {
+        err_t e = ERR_INIT;
+        assert_int_equal(ppo_kl_est_from_name(ests[k], &o.kl_penalty), 0);
+        char out[32];
+        snprintf(out, sizeof out, "kl_%s", ests[k]);
+        if (run(&o, out, "rm", false, &e))
+            fail_msg("%s: %s", ests[k], e.msg);
+        cJSON *j = load(out, PPO_STATS_JSON);
+        cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "steps"), 0);
+        /* the policy is the reference at step 1: every estimator gives 0 */
+        double kl = cJSON_GetObjectItemCaseSensitive(s, "objective/kl")->valuedouble;
+        if (!(fabs(kl) < 1e-5))
+            fail_msg("%s: KL %g at step 1, expected 0", ests[k], kl);
+        cJSON_Delete(j);
+        /* no response is shorter than min_new_tokens */
+        char *d = path2(root, out), *p = path2(d, "samples.jsonl"), *text;
+        size_t n;
+        err_t e2 = ERR_INIT;
+        assert_int_equal(fs_read_all(p, 1 << 24, &text, &n, &e2), 0);
+        int lines = 0;
+        for (char *l = text; *l; lines++) {
+            char *nl = strchr(l, '\n');
+            cJSON *row = cJSON_ParseWithLength(l, (size_t)(nl - l));
+            assert_true(cJSON_GetObjectItemCaseSensitive(row, "tokens")->valuedouble >= 7);
+            cJSON_Delete(row);
+            l = nl + 1;
+        }
+        assert_int_equal(lines, 4);
+        free(text), free(p), free(d);
+    }
+}
+
+/* Runs `mxrlhf ppo` in a child process and SIGKILLs it once a mid-run checkpoint exists. */
+static void kill_and_resume_gives_identical_results(void **state)
+{
+    (void)state;
+    ppo_opts_t o;
+    tiny_opts(&o);
+    o.steps = 6;
+    err_t e = ERR_INIT;
+    cJSON *cfg = cJSON_CreateObject();
+    cJSON_AddItemToObject(cfg, "ppo", ppo_opts_to_json(&o));
+    char *cfgp = path2(root, "kill.json");
+    assert_int_equal(json_write_file(cfgp, cfg, true, &e), 0);
+    cJSON_Delete(cfg);
+    char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *full = path2(root, "full"),
+         *killed = path2(root, "killed");
+    const char *bin = getenv("MXRLHF_BIN");
+    if (!bin || !*bin)
+        bin = "build/asan/mxrlhf";
+    char common[4096];
+    snprintf(common, sizeof common, "ppo --policy-model %s --reward-model %s --pairs 60 --config %s",
+             pol, rm, cfgp);
+    char *log = NULL;
+    if (test_cli(&log, "%s --output %s", common, full))
+        fail_msg("uninterrupted run failed:\n%s", log);
+    free(log);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1), dup2(fd, 2);
+        execl(bin, bin, "ppo", "--policy-model", pol, "--reward-model", rm, "--pairs", "60",
+              "--config", cfgp, "--output", killed, (char *)NULL);
+        _exit(127);
+    }
+    char *latest = path2(killed, "checkpoints/latest.json");
+    bool killed_mid_run = false;
+    for (int i = 0; i < 60000; i++) { /* up to 5 minutes */
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            break;
+        cJSON *j = NULL;
+        err_t ig = ERR_INIT;
+        if (fs_exists(latest) && !json_load_file(latest, 4096, &j, &ig)) {
+            const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+            bool mid = cJSON_IsNumber(s) && s->valuedouble >= 2 && s->valuedouble < 6;
+            cJSON_Delete(j);
+            if (mid) {
+                /* let it get into the next step before the kill */
+                nanosleep(&(struct timespec){0, 150 * 1000 * 1000}, NULL);
+                kill(pid, SIGKILL);
+                waitpid(pid, &st, 0);
+                killed_mid_run = WIFSIGNALED(st);
+                break;
+            }
+        }
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+    }
+    if (!killed_mid_run)
+        fail_msg("the run could not be killed between checkpoints (it finished too fast)");
+    char *stats = path2(killed, PPO_STATS_JSON);
+    assert_false(fs_exists(stats)); /* a killed run has no final statistics */
+    if (test_cli(&log, "%s --output %s --resume", common, killed))
+        fail_msg("resume failed:\n%s", log);
+    free(log);
+    expect_same_stats("full", "killed");
+    expect_same_file("full", "killed", "policy/model.safetensors");
+    expect_same_file("full", "killed", "eval.json");
+    free(cfgp), free(pol), free(rm), free(full), free(killed), free(latest), free(stats);
+}
+
+static void non_finite_score_stops_and_keeps_the_last_checkpoint(void **state)
+{
+    (void)state;
+    ppo_opts_t o;
+    tiny_opts(&o);
+    o.steps = 2;
+    o.checkpoint_every = 1;
+    o.eval_prompts = 0;
+    err_t e = ERR_INIT;
+    if (run(&o, "nan", "rm", false, &e))
+        fail_msg("%s", e.msg);
+    o.steps = 4; /* continue against a reward model that answers NaN */
+    assert_int_equal(run(&o, "nan", "rm_nan", true, &e), ERR_FAIL);
+    if (!strstr(e.msg, "step 3") || !strstr(e.msg, "not finite"))
+        fail_msg("expected the error to name step 3 and the non-finite value, got: %s", e.msg);
+    cJSON *l = load("nan", "checkpoints/latest.json");
+    assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(l, "step")->valuedouble, 2);
+    cJSON_Delete(l);
+    /* and the checkpoint is usable: resuming with the good reward model finishes */
+    err_t e2 = ERR_INIT;
+    if (run(&o, "nan", "rm", true, &e2))
+        fail_msg("%s", e2.msg);
+}
+
+static void precision_plan_applies_per_phase_and_shows_in_the_logprob_gap(void **state)
+{
+    (void)state;
+    const char *plans = "{\"version\": 1, \"plans\": {\"R4\": {\"default\": \"fp32\", "
+                        "\"compute\": \"bf16\", \"rules\": [{\"phase\": \"rollout\", "
+                        "\"operand\": [\"weight\", \"input\"], \"spec\": \"mxfp4_e2m1/32\"}]}}}";
+    char *pp = path2(root, "plans.json"), *pol = path2(root, "pol"), *rm = path2(root, "rm"),
+         *od = path2(root, "plan");
+    test_write_file(pp, plans, strlen(plans));
+    ppo_opts_t o;
+    tiny_opts(&o);
+    o.steps = 1;
+    o.eval_prompts = 0;
+    rlhf_ppo_io_t io = {be, pol, NULL, rm, NULL, od, pp, "R4",
+                        (const char *const *)prompts.train, prompts.ntrain,
+                        (const char *const *)prompts.eval, prompts.neval, true, NULL, false, NULL};
+    err_t e = ERR_INIT;
+    rlhf_ppo_result_t res;
+    if (rlhf_ppo_run(&o, &io, &res, &e))
+        fail_msg("%s", e.msg);
+    const char *roles[] = {"precision_policy.json", "precision_reference.json",
+                           "precision_reward.json"};
+    for (int i = 0; i < 3; i++) {
+        char *p = path2(od, roles[i]);
+        assert_true(fs_exists(p));
+        free(p);
+    }
+    /* MXFP4 rollouts against bf16 training-time log-probs: a visible gap (fp32 gives ~1e-7) */
+    cJSON *j = load("plan", PPO_STATS_JSON);
+    cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "steps"), 0);
+    double gap = cJSON_GetObjectItemCaseSensitive(s, "rollout/logprob_gap_abs_mean")->valuedouble;
+    if (!(gap > 1e-3))
+        fail_msg("expected a rollout/training log-prob gap above 1e-3 under MXFP4 rollouts, got %g", gap);
+    cJSON_Delete(j);
+    /* an unknown plan is bad input naming it */
+    io.plan = "Z";
+    io.out_dir = od;
+    assert_int_equal(rlhf_ppo_run(&o, &io, &res, &e), ERR_INPUT);
+    free(pp), free(pol), free(rm), free(od);
+}
+
+static void resume_refuses_other_options(void **state)
+{
+    (void)state;
+    ppo_opts_t o;
+    tiny_opts(&o);
+    o.steps = 1;
+    o.eval_prompts = 0;
+    err_t e = ERR_INIT;
+    if (run(&o, "opts", "rm", false, &e))
+        fail_msg("%s", e.msg);
+    o.learning_rate *= 2;
+    o.steps = 2;
+    assert_int_equal(run(&o, "opts", "rm", true, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "learning_rate"));
+    err_t e2 = ERR_INIT;
+    assert_int_equal(run(&o, "never_ran", "rm", true, &e2), ERR_INPUT);
+    assert_non_null(strstr(e2.msg, "no checkpoint"));
+}
+
+static void options_round_trip_and_errors_name_the_key(void **state)
+{
+    (void)state;
+    ppo_opts_t a, b;
+    ppo_opts_default(&a);
+    assert_int_equal(a.batch_size, 8);
+    assert_int_equal(a.mini_batch_size, 4);
+    assert_true(a.learning_rate == 1.41e-5);
+    a.kl_penalty = PPO_KL_FULL;
+    a.separate_critic = true;
+    a.seed = 7;
+    cJSON *j = ppo_opts_to_json(&a);
+    err_t e = ERR_INIT;
+    ppo_opts_default(&b);
+    assert_int_equal(ppo_opts_from_json(j, "cfg", &b, &e), 0);
+    assert_memory_equal(&a, &b, sizeof a);
+    cJSON_Delete(j);
+    cJSON *bad = cJSON_Parse("{\"batch_sise\": 8}");
+    assert_int_equal(ppo_opts_from_json(bad, "config.json: ppo", &b, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "config.json: ppo.batch_sise"));
+    cJSON_Delete(bad);
+    err_t e2 = ERR_INIT;
+    bad = cJSON_Parse("{\"kl_penalty\": \"kl2\"}");
+    assert_int_equal(ppo_opts_from_json(bad, "c", &b, &e2), ERR_INPUT);
+    assert_non_null(strstr(e2.msg, "c.kl_penalty"));
+    cJSON_Delete(bad);
+    err_t e3 = ERR_INIT;
+    bad = cJSON_Parse("{\"batch_size\": 6}"); /* not a multiple of 4 x 1 */
+    assert_int_equal(ppo_opts_from_json(bad, "c", &b, &e3), ERR_INPUT);
+    cJSON_Delete(bad);
+    const char *sets[] = {"learning_rate=1e-4", "adap_kl_ctrl=false", "template=chatml"};
+    ppo_opts_default(&b);
+    assert_int_equal(ppo_opts_set(&b, sets, 3, &e), 0);
+    assert_true(b.learning_rate == 1e-4 && !b.adap_kl_ctrl && b.template_ == RLHF_TEMPLATE_CHATML);
+}
+
+static void baseline_writes_the_study_files_and_charts(void **state)
+{
+    (void)state;
+    char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *out = path2(root, "baseline");
+    char *log = NULL;
+    int rc = test_cli(&log, "baseline --policy-model %s --reward-model %s --pairs 60 --steps 2 "
+                      "--output %s --power-source none --idle-s 0 --set batch_size=4 "
+                      "--set mini_batch_size=2 --set ppo_epochs=1 --set max_new_tokens=8 "
+                      "--set eval_prompts=2 --set best_of_n=0",
+                      pol, rm, out);
+    if (rc)
+        fail_msg("baseline failed (%d):\n%s", rc, log);
+    free(log);
+    const char *files[] = {"power_log_baseline.csv", "phase_timing.json", "energy.csv",
+                           "training_stats.json", "training_stats.jsonl", "reward_by_step.svg",
+                           "kl_by_step.svg", "losses_by_step.svg", "power_over_time.svg",
+                           "policy/model.safetensors", "policy/tokenizer.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *p = path2(out, files[i]);
+        if (!fs_exists(p))
+            fail_msg("%s was not written", p);
+        free(p);
+    }
+    /* each study phase has its windows and a runtime */
+    cJSON *t = load("baseline", "phase_timing.json");
+    const cJSON *ph = cJSON_GetObjectItemCaseSensitive(t, "phases");
+    const char *names[] = {"rollout", "reward_inference", "gradient_update"};
+    for (int i = 0; i < 3; i++) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(ph, names[i]);
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(p, "windows")->valuedouble, 2);
+        assert_true(cJSON_GetObjectItemCaseSensitive(p, "runtime_s")->valuedouble > 0);
+    }
+    cJSON_Delete(t);
+    free(pol), free(rm), free(out);
+}
+
+static void hh_rlhf_file_runs_through_the_baseline(void **state)
+{
+    (void)state;
+    const char *hh;
+    REQUIRE_SHARED(hh, "data/hh-rlhf/harmless-base-test.jsonl.gz");
+    char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *out = path2(root, "hh");
+    char *log = NULL;
+    int rc = test_cli(&log, "baseline --policy-model %s --reward-model %s --data %s --pairs 100 "
+                      "--steps 1 --output %s --power-source none --idle-s 0 --set batch_size=4 "
+                      "--set mini_batch_size=2 --set ppo_epochs=1 --set max_new_tokens=8 "
+                      "--set max_prompt_tokens=48 --set eval_prompts=2 --set best_of_n=0",
+                      pol, rm, hh, out);
+    if (rc)
+        fail_msg("baseline on HH-RLHF failed (%d):\n%s", rc, log);
+    free(log);
+    cJSON *j = load("hh", PPO_STATS_JSON);
+    cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "steps"), 0);
+    assert_null(cJSON_GetObjectItemCaseSensitive(s, "data_synth_score")); /* not synthetic */
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(s, "env/reward_mean")));
+    cJSON_Delete(j);
+    free(pol), free(rm), free(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(options_round_trip_and_errors_name_the_key),
+        cmocka_unit_test(same_seed_gives_identical_training_stats),
+        cmocka_unit_test(min_new_tokens_and_every_kl_estimator_run),
+        cmocka_unit_test(kill_and_resume_gives_identical_results),
+        cmocka_unit_test(non_finite_score_stops_and_keeps_the_last_checkpoint),
+        cmocka_unit_test(precision_plan_applies_per_phase_and_shows_in_the_logprob_gap),
+        cmocka_unit_test(resume_refuses_other_options),
+        cmocka_unit_test(baseline_writes_the_study_files_and_charts),
+        cmocka_unit_test(hh_rlhf_file_runs_through_the_baseline),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -12,7 +12,9 @@ int cmd_generate(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
 int cmd_mx(int argc, char **argv);
+int cmd_policies(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_sensitivity(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 
 /* Prints "mxrlhf <command>: <message>" to stderr and returns the exit code for e. */

@@ -21,6 +21,7 @@ static const command_t commands[] = {
     {"monitor", cmd_monitor, "measure the energy of any command, phase by phase"},
     {"mx", cmd_mx, "MX number formats: quantize or pack files, the format table, error"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
+    {"sensitivity", cmd_sensitivity, "perplexity per layer, MX format and block size (the sensitivity matrix)"},
     {"tokenize", cmd_tokenize, "encode/decode with a tokenizer.json; `tokenize train` learns BPE"},
 };
 

@@ -20,6 +20,7 @@ static const command_t commands[] = {
     {"logprobs", cmd_logprobs, "per-token log-probabilities of token ids under a model"},
     {"monitor", cmd_monitor, "measure the energy of any command, phase by phase"},
     {"mx", cmd_mx, "MX number formats: quantize or pack files, the format table, error"},
+    {"policies", cmd_policies, "derive the study's precision policies A-D from a sensitivity matrix"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
     {"sensitivity", cmd_sensitivity, "perplexity per layer, MX format and block size (the sensitivity matrix)"},
     {"tokenize", cmd_tokenize, "encode/decode with a tokenizer.json; `tokenize train` learns BPE"},

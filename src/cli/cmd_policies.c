@@ -1,0 +1,110 @@
+/* mxrlhf policies: the study's precision policies A-D from a sensitivity matrix
+ * (profile/policies.h). Parses options onto policies_opts_t, prints progress, calls
+ * profile_policies_run. */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "profile/policies.h"
+
+static void on_progress(void *ctx, const profile_progress_t *p)
+{
+    if (*(bool *)ctx)
+        return;
+    fprintf(stderr, "[measurement %ld, at most %ld] %s: ppl %.4f (%+.3f%%), %.0fs\n", p->done,
+            p->total, p->what, p->ppl, p->delta_pct, p->elapsed_s);
+}
+
+int cmd_policies(int argc, char **argv)
+{
+    const char *sens = "results/sensitivity_matrix.csv", *output = "results/policies.json",
+               *model = NULL, *eval = NULL, *score = NULL, *tmpl = NULL, *split = NULL,
+               *fp16 = NULL, *mxgrad = NULL, *rounding = NULL, *scale = NULL;
+    long long block = LLONG_MIN, tokens = LLONG_MIN, batch_tokens = LLONG_MIN,
+              max_prompt = LLONG_MIN, max_response = LLONG_MIN;
+    double threshold = NAN, budget = NAN;
+    bool quiet = false;
+    arg_opt_t opts[] = {
+        {"sensitivity", ARG_STRING, &sens, "CSV", "the matrix (default results/sensitivity_matrix.csv)"},
+        {"output", ARG_STRING, &output, "FILE", "policies.json to write (default results/policies.json)"},
+        {"model", ARG_STRING, &model, "DIR", "the model the matrix was measured on (combined perplexities)"},
+        {"eval", ARG_STRING, &eval, "PATH", "evaluation data, as for mxrlhf sensitivity"},
+        {"block", ARG_INT, &block, "K", "MX block size of the plans (default 32; the matrix needs it)"},
+        {"threshold", ARG_DOUBLE, &threshold, "PCT", "per-layer tolerance: delta_pct < PCT (default 2)"},
+        {"budget-factor", ARG_DOUBLE, &budget, "X", "whole-model budget: delta_pct < X * threshold (default 2)"},
+        {"fp16-compute", ARG_STRING, &fp16, "T", "the study's \"FP16\": fp16 (dynamic loss scaling, default) or bf16"},
+        {"mx-gradient-compute", ARG_STRING, &mxgrad, "T", "compute of C's MX gradient GEMMs (default fp32)"},
+        {"rounding", ARG_STRING, &rounding, "R", "MX element rounding (default even)"},
+        {"scale", ARG_STRING, &scale, "S", "MX scale rule (default floor)"},
+        {"tokens", ARG_INT, &tokens, "N", "scored predictions (default 4096; as the matrix)"},
+        {"score", ARG_STRING, &score, "WHICH", "all (default) or response"},
+        {"template", ARG_STRING, &tmpl, "T", "raw (default) or chatml"},
+        {"max-prompt-tokens", ARG_INT, &max_prompt, "N", "default 512"},
+        {"max-response-tokens", ARG_INT, &max_response, "N", "default 256"},
+        {"batch-tokens", ARG_INT, &batch_tokens, "N", "rows x length per forward (default 4096)"},
+        {"split", ARG_STRING, &split, "NAME", "split of a split record (default eval_prompts)"},
+        {"quiet", ARG_FLAG, &quiet, NULL, "no progress lines"},
+    };
+    arg_spec_t spec = {
+        "policies",
+        "Derive the study's precision policies A-D (and a baseline control) as precision plans.",
+        "--sensitivity CSV --model DIR --eval PATH [--output FILE] [--block K] ...",
+        "B and C's MXFP4/MXFP8 split and D's reward split are built greedily under a whole-model "
+        "perplexity budget, measured on the model; every plan's combined perplexity per phase "
+        "is written into policies.json beside the plans. docs/sensitivity.md has the rules.",
+        opts, (int)(sizeof opts / sizeof opts[0]), false};
+    err_t e = ERR_INIT;
+    int npos;
+    char **pos;
+    int rc = args_parse(&spec, argc, argv, &npos, &pos, &e);
+    if (rc == ARGS_HELP)
+        return 0;
+    if (rc || args_require(model, "model", &e) || args_require(eval, "eval", &e))
+        return cli_report("policies", &e);
+    policies_opts_t o;
+    policies_opts_default(&o);
+    if (block != LLONG_MIN)
+        o.block = block < 1 || block > 4096 ? -1 : (int)block;
+    if (!isnan(threshold))
+        o.threshold_pct = threshold;
+    if (!isnan(budget))
+        o.budget_factor = budget;
+    if (tokens != LLONG_MIN)
+        o.eval.tokens = (long)tokens;
+    if (batch_tokens != LLONG_MIN)
+        o.eval.batch_tokens = (long)batch_tokens;
+    if (max_prompt != LLONG_MIN)
+        o.eval.max_prompt_tokens = max_prompt < 1 || max_prompt > INT_MAX ? 0 : (int)max_prompt;
+    if (max_response != LLONG_MIN)
+        o.eval.max_response_tokens =
+            max_response < 1 || max_response > INT_MAX ? 0 : (int)max_response;
+    const char *bad = score && profile_score_from_name(score, &o.eval.score) ? "--score: expected all or response"
+                      : tmpl && rlhf_template_from_name(tmpl, &o.eval.tmpl) ? "--template: expected raw or chatml"
+                      : fp16 && prec_compute_from_name(fp16, &o.fp16_compute) ? "--fp16-compute: expected fp16 or bf16"
+                      : mxgrad && prec_compute_from_name(mxgrad, &o.mx_gradient_compute) ? "--mx-gradient-compute: expected fp32, bf16 or fp16"
+                      : rounding && mx_round_from_name(rounding, &o.round) ? "--rounding: expected even, nearest or trunc"
+                      : scale && mx_scale_from_name(scale, &o.scale) ? "--scale: expected floor or rceil"
+                      : NULL;
+    if (bad) {
+        err_set(&e, ERR_INPUT, "%s", bad);
+        return cli_report("policies", &e);
+    }
+    if (split) {
+        if (strlen(split) >= sizeof o.eval.split) {
+            err_set(&e, ERR_INPUT, "--split: name too long");
+            return cli_report("policies", &e);
+        }
+        snprintf(o.eval.split, sizeof o.eval.split, "%s", split);
+    }
+    if (policies_opts_check(&o, "options", &e))
+        return cli_report("policies", &e);
+    policies_paths_t pa = {.sensitivity = sens, .model_dir = model, .eval_path = eval,
+                           .output = output};
+    if (profile_policies_run(&o, &pa, on_progress, &quiet, &e))
+        return cli_report("policies", &e);
+    printf("wrote %s\n", output);
+    return 0;
+}

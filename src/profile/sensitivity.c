@@ -311,13 +311,18 @@ static int cells_append(cells_file_t *cf, cJSON *line, err_t *e)
     return ERR_OK;
 }
 
-/* A cell's nll: JSON has no NaN, so a NaN is written as null. */
+/* A cell's nll, exactly: cJSON prints 15 significant digits when they read back to within
+ * an epsilon, which is not the same double, so the number is written with 17. JSON has no
+ * NaN: a NaN is written as null. */
 static void add_nll(cJSON *o, double nll)
 {
-    if (isfinite(nll))
-        cJSON_AddNumberToObject(o, "nll", nll);
-    else
+    char buf[40];
+    if (isfinite(nll)) {
+        snprintf(buf, sizeof buf, "%.17g", nll);
+        cJSON_AddRawToObject(o, "nll", buf);
+    } else {
         cJSON_AddNullToObject(o, "nll");
+    }
 }
 
 /* Slots of the have[] flags and values: the layer cells [0, ncell) in matrix order, then

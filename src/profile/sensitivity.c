@@ -15,7 +15,6 @@
 
 #include "profile/ppl.h"
 #include "profile/qtime.h"
-#include "report/csv.h"
 #include "util/atomic_file.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -506,7 +505,7 @@ static int set_all(prec_table_t *t, const profile_matrix_t *mx, const mx_spec_t 
 }
 
 static int record_cell(sweep_t *s, const char *kind, const char *layer, const mx_spec_t *spec,
-                       double nll, double seconds, err_t *e)
+                       double nll, double seconds, double quant_s, err_t *e)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "cell", kind);
@@ -520,6 +519,8 @@ static int record_cell(sweep_t *s, const char *kind, const char *layer, const mx
     if (isfinite(nll))
         cJSON_AddNumberToObject(j, "ppl", profile_ppl_value(nll, s->mx->tokens));
     cJSON_AddNumberToObject(j, "seconds", seconds);
+    if (isfinite(quant_s))
+        cJSON_AddNumberToObject(j, "quantize_s", quant_s);
     return cells_append(&s->cf, j, e);
 }
 
@@ -600,9 +601,11 @@ static void *worker_main(void *arg)
         if (k < 0)
             break;
         const item_t *it = &s->items[k];
-        double t = now_s(), nll = NAN;
+        double t = now_s(), nll = NAN, qs = w->qt ? profile_qtime_seconds(w->qt) : NAN;
         if ((rc = run_item(s, w, &ppl, it, &nll, &e)))
             break;
+        if (w->qt)
+            qs = profile_qtime_seconds(w->qt) - qs;
         pthread_mutex_lock(&s->mu);
         *slot_value(s->mx, s->nhave, it->slot) = nll;
         mx_spec_t sp = it->kind == ITEM_BASE ? mx_spec_default(MX_FP32)
@@ -610,7 +613,7 @@ static void *worker_main(void *arg)
         rc = record_cell(s, it->kind == ITEM_BASE ? "baseline"
                             : it->kind == ITEM_WHOLE ? "whole_model" : "layer",
                          it->kind == ITEM_LAYER ? s->mx->layers[it->l] : NULL,
-                         it->kind == ITEM_BASE ? NULL : &sp, nll, now_s() - t, &e);
+                         it->kind == ITEM_BASE ? NULL : &sp, nll, now_s() - t, qs, &e);
         if (!rc) {
             s->have[it->slot] = true;
             s->mx->cells_run++;
@@ -800,14 +803,81 @@ done:
 
 /* ---- the CSVs ----------------------------------------------------------------------------- */
 
-static void ppl_cells(csv_writer_t *w, double ppl, double base, bool with_tolerant,
-                      double threshold)
+/* A minimal RFC 4180 writer over util/atomic_file: the report layer's writer sits above
+ * this one, and these files need no more than cells, numbers and booleans. */
+typedef struct table {
+    atomic_file_t af;
+    int col;
+} table_t;
+
+static void t_cell(table_t *t, const char *s)
+{
+    if (t->col++)
+        fputc(',', t->af.fp);
+    if (!s)
+        return;
+    if (strpbrk(s, ",\"\r\n")) {
+        fputc('"', t->af.fp);
+        for (; *s; s++) {
+            if (*s == '"')
+                fputc('"', t->af.fp);
+            fputc(*s, t->af.fp);
+        }
+        fputc('"', t->af.fp);
+    } else {
+        fputs(s, t->af.fp);
+    }
+}
+
+/* The shortest text that reads back to the same double; NaN (or infinity) leaves the cell
+ * empty, because a missing figure is not a number. */
+static void t_num(table_t *t, double v)
+{
+    char buf[40];
+    if (!isfinite(v)) {
+        t_cell(t, NULL);
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    t_cell(t, buf);
+}
+
+static void t_int(table_t *t, long long v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", v);
+    t_cell(t, buf);
+}
+
+static void t_bool(table_t *t, bool v) { t_cell(t, v ? "true" : "false"); }
+
+static void t_end(table_t *t)
+{
+    fputc('\n', t->af.fp);
+    t->col = 0;
+}
+
+static int t_commit(table_t *t, err_t *e)
+{
+    if (ferror(t->af.fp)) {
+        int rc = err_set(e, ERR_FAIL, "writing %s failed", t->af.path);
+        atomic_abort(&t->af);
+        return rc;
+    }
+    return atomic_commit(&t->af, e);
+}
+
+static void ppl_cells(table_t *w, double ppl, double base, bool with_tolerant, double threshold)
 {
     double d = profile_delta_pct(ppl, base);
-    csv_num(w, isfinite(ppl) ? ppl : NAN);
-    csv_num(w, isfinite(d) ? d : NAN);
+    t_num(w, ppl);
+    t_num(w, d);
     if (with_tolerant)
-        csv_bool(w, profile_tolerant(d, threshold));
+        t_bool(w, profile_tolerant(d, threshold));
 }
 
 int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, const char *path,
@@ -823,13 +893,13 @@ int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, c
     if (f4 < 0 || f8 < 0 || b8 < 0)
         return err_set(e, ERR_INPUT, "%s: the study's columns need mxfp4_e2m1 and mxfp8_e4m3 "
                        "with block 8 in the matrix", path);
-    csv_writer_t w;
-    if (csv_open(&w, path, e))
+    table_t w = {0};
+    if (atomic_open(&w.af, path, e))
         return e->code;
     const char *study[] = {"layer", "mxfp4_g8_ppl", "mxfp4_g8_delta_pct", "mxfp8_g8_ppl",
                            "mxfp8_g8_delta_pct", "mxfp4_tolerant", "mxfp8_tolerant"};
     for (size_t i = 0; i < sizeof study / sizeof *study; i++)
-        csv_str(&w, study[i]);
+        t_cell(&w, study[i]);
     char col[96];
     static const char *const suffix[] = {"ppl", "delta_pct", "tolerant"};
     for (int f = 0; f < mx->nformats; f++)
@@ -837,54 +907,56 @@ int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, c
             for (int k = 0; k < 3; k++) {
                 snprintf(col, sizeof col, "%s_g%d_%s", mx_format_name(mx->formats[f]),
                          mx->blocks[b], suffix[k]);
-                csv_str(&w, col);
+                t_cell(&w, col);
             }
-    csv_endrow(&w);
+    t_end(&w);
     const double base = profile_ppl_value(mx->base_nll, mx->tokens);
     for (int l = 0; l < mx->nlayers; l++) {
-        csv_str(&w, mx->layers[l]);
+        t_cell(&w, mx->layers[l]);
         double p4 = profile_matrix_ppl(mx, l, f4, b8), p8 = profile_matrix_ppl(mx, l, f8, b8);
         ppl_cells(&w, p4, base, false, threshold_pct);
         ppl_cells(&w, p8, base, false, threshold_pct);
-        csv_bool(&w, profile_tolerant(profile_delta_pct(p4, base), threshold_pct));
-        csv_bool(&w, profile_tolerant(profile_delta_pct(p8, base), threshold_pct));
+        t_bool(&w, profile_tolerant(profile_delta_pct(p4, base), threshold_pct));
+        t_bool(&w, profile_tolerant(profile_delta_pct(p8, base), threshold_pct));
         for (int f = 0; f < mx->nformats; f++)
             for (int b = 0; b < mx->nblocks; b++)
                 ppl_cells(&w, profile_matrix_ppl(mx, l, f, b), base, true, threshold_pct);
-        csv_endrow(&w);
+        t_end(&w);
     }
-    return csv_commit(&w, e);
+    return t_commit(&w, e);
 }
 
 int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct,
                               const char *path, err_t *e)
 {
-    csv_writer_t w;
-    if (csv_open(&w, path, e))
+    table_t w = {0};
+    if (atomic_open(&w.af, path, e))
         return e->code;
     const char *hdr[] = {"row", "format", "block", "ppl", "delta_pct", "tolerant", "tokens",
-                         "nll", NULL};
-    csv_header(&w, hdr);
+                         "nll"};
+    for (size_t i = 0; i < sizeof hdr / sizeof *hdr; i++)
+        t_cell(&w, hdr[i]);
+    t_end(&w);
     const double base = profile_ppl_value(mx->base_nll, mx->tokens);
-    csv_str(&w, "baseline");
-    csv_str(&w, "fp32");
-    csv_str(&w, NULL);
+    t_cell(&w, "baseline");
+    t_cell(&w, "fp32");
+    t_cell(&w, NULL);
     ppl_cells(&w, base, base, true, threshold_pct);
-    csv_int(&w, mx->tokens);
-    csv_num(&w, mx->base_nll);
-    csv_endrow(&w);
+    t_int(&w, mx->tokens);
+    t_num(&w, mx->base_nll);
+    t_end(&w);
     for (int f = 0; f < mx->nformats; f++)
         for (int b = 0; b < mx->nblocks; b++) {
-            csv_str(&w, "whole_model");
-            csv_str(&w, mx_format_name(mx->formats[f]));
-            csv_int(&w, mx->blocks[b]);
+            t_cell(&w, "whole_model");
+            t_cell(&w, mx_format_name(mx->formats[f]));
+            t_int(&w, mx->blocks[b]);
             ppl_cells(&w, profile_ppl_value(mx->whole_nll[f][b], mx->tokens), base, true,
                       threshold_pct);
-            csv_int(&w, mx->tokens);
-            csv_num(&w, mx->whole_nll[f][b]);
-            csv_endrow(&w);
+            t_int(&w, mx->tokens);
+            t_num(&w, mx->whole_nll[f][b]);
+            t_end(&w);
         }
-    return csv_commit(&w, e);
+    return t_commit(&w, e);
 }
 
 /* ---- the stage ------------------------------------------------------------------------------ */

@@ -293,7 +293,7 @@ static profile_worker_t *fixture_workers(const char *name, const profile_evalset
     err_t e = ERR_INIT;
     char dir[256];
     snprintf(dir, sizeof dir, FIX "%s", name);
-    if (profile_workers_open(dir, es, n, &w, &e))
+    if (profile_workers_open(dir, es, n, "cpu", &w, &e))
         fail_msg("%s", e.msg);
     return w;
 }

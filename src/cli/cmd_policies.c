@@ -27,16 +27,25 @@ int cmd_policies(int argc, char **argv)
               max_prompt = LLONG_MIN, max_response = LLONG_MIN;
     double threshold = NAN, budget = NAN;
     bool quiet = false;
+    const char *backend = NULL;
     arg_opt_t opts[] = {
-        {"sensitivity", ARG_STRING, &sens, "CSV", "the matrix (default results/sensitivity_matrix.csv)"},
-        {"output", ARG_STRING, &output, "FILE", "policies.json to write (default results/policies.json)"},
-        {"model", ARG_STRING, &model, "DIR", "the model the matrix was measured on (combined perplexities)"},
+        {"sensitivity", ARG_STRING, &sens, "CSV",
+         "the matrix (default results/sensitivity_matrix.csv)"},
+        {"output", ARG_STRING, &output, "FILE",
+         "policies.json to write (default results/policies.json)"},
+        {"model", ARG_STRING, &model, "DIR",
+         "the model the matrix was measured on (combined perplexities)"},
         {"eval", ARG_STRING, &eval, "PATH", "evaluation data, as for mxrlhf sensitivity"},
-        {"block", ARG_INT, &block, "K", "MX block size of the plans (default 32; the matrix needs it)"},
-        {"threshold", ARG_DOUBLE, &threshold, "PCT", "per-layer tolerance: delta_pct < PCT (default 2)"},
-        {"budget-factor", ARG_DOUBLE, &budget, "X", "whole-model budget: delta_pct < X * threshold (default 2)"},
-        {"fp16-compute", ARG_STRING, &fp16, "T", "the study's \"FP16\": fp16 (dynamic loss scaling, default) or bf16"},
-        {"mx-gradient-compute", ARG_STRING, &mxgrad, "T", "compute of C's MX gradient GEMMs (default fp32)"},
+        {"block", ARG_INT, &block, "K",
+         "MX block size of the plans (default 32; the matrix needs its columns)"},
+        {"threshold", ARG_DOUBLE, &threshold, "PCT",
+         "per-layer tolerance: delta_pct < PCT (default 2)"},
+        {"budget-factor", ARG_DOUBLE, &budget, "X",
+         "whole-model budget: delta_pct < X * threshold (default 2)"},
+        {"fp16-compute", ARG_STRING, &fp16, "T",
+         "the study's \"FP16\": fp16 (dynamic loss scaling, default) or bf16"},
+        {"mx-gradient-compute", ARG_STRING, &mxgrad, "T",
+         "compute type of C's MX gradient GEMMs (default fp32)"},
         {"rounding", ARG_STRING, &rounding, "R", "MX element rounding (default even)"},
         {"scale", ARG_STRING, &scale, "S", "MX scale rule (default floor)"},
         {"tokens", ARG_INT, &tokens, "N", "scored predictions (default 4096; as the matrix)"},
@@ -46,6 +55,7 @@ int cmd_policies(int argc, char **argv)
         {"max-response-tokens", ARG_INT, &max_response, "N", "default 256"},
         {"batch-tokens", ARG_INT, &batch_tokens, "N", "rows x length per forward (default 4096)"},
         {"split", ARG_STRING, &split, "NAME", "split of a split record (default eval_prompts)"},
+        {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
         {"quiet", ARG_FLAG, &quiet, NULL, "no progress lines"},
     };
     arg_spec_t spec = {
@@ -81,13 +91,19 @@ int cmd_policies(int argc, char **argv)
     if (max_response != LLONG_MIN)
         o.eval.max_response_tokens =
             max_response < 1 || max_response > INT_MAX ? 0 : (int)max_response;
-    const char *bad = score && profile_score_from_name(score, &o.eval.score) ? "--score: expected all or response"
-                      : tmpl && rlhf_template_from_name(tmpl, &o.eval.tmpl) ? "--template: expected raw or chatml"
-                      : fp16 && prec_compute_from_name(fp16, &o.fp16_compute) ? "--fp16-compute: expected fp16 or bf16"
-                      : mxgrad && prec_compute_from_name(mxgrad, &o.mx_gradient_compute) ? "--mx-gradient-compute: expected fp32, bf16 or fp16"
-                      : rounding && mx_round_from_name(rounding, &o.round) ? "--rounding: expected even, nearest or trunc"
-                      : scale && mx_scale_from_name(scale, &o.scale) ? "--scale: expected floor or rceil"
-                      : NULL;
+    const char *bad = NULL;
+    if (score && profile_score_from_name(score, &o.eval.score))
+        bad = "--score: expected all or response";
+    else if (tmpl && rlhf_template_from_name(tmpl, &o.eval.tmpl))
+        bad = "--template: expected raw or chatml";
+    else if (fp16 && prec_compute_from_name(fp16, &o.fp16_compute))
+        bad = "--fp16-compute: expected fp16 or bf16";
+    else if (mxgrad && prec_compute_from_name(mxgrad, &o.mx_gradient_compute))
+        bad = "--mx-gradient-compute: expected fp32, bf16 or fp16";
+    else if (rounding && mx_round_from_name(rounding, &o.round))
+        bad = "--rounding: expected even, nearest or trunc";
+    else if (scale && mx_scale_from_name(scale, &o.scale))
+        bad = "--scale: expected floor or rceil";
     if (bad) {
         err_set(&e, ERR_INPUT, "%s", bad);
         return cli_report("policies", &e);
@@ -98,6 +114,13 @@ int cmd_policies(int argc, char **argv)
             return cli_report("policies", &e);
         }
         snprintf(o.eval.split, sizeof o.eval.split, "%s", split);
+    }
+    if (backend) {
+        if (strlen(backend) >= sizeof o.backend) {
+            err_set(&e, ERR_INPUT, "--backend: unknown backend \"%s\"", backend);
+            return cli_report("policies", &e);
+        }
+        snprintf(o.backend, sizeof o.backend, "%s", backend);
     }
     if (policies_opts_check(&o, "options", &e))
         return cli_report("policies", &e);

@@ -69,6 +69,7 @@ int cmd_sensitivity(int argc, char **argv)
               max_response = LLONG_MIN, workers = LLONG_MIN;
     double threshold = NAN;
     bool resume = false, quiet = false;
+    const char *backend = NULL;
     arg_opt_t opts[] = {
         {"model", ARG_STRING, &model, "DIR", "Hugging Face model directory with tokenizer.json"},
         {"eval", ARG_STRING, &eval, "PATH", "HH-RLHF .jsonl(.gz) file, or a split record (its held-out split)"},
@@ -89,6 +90,7 @@ int cmd_sensitivity(int argc, char **argv)
         {"workers", ARG_INT, &workers, "N", "models measuring cells in parallel (default 0: one per "
          "core for models under 64M parameters, else one using every core)"},
         {"resume", ARG_FLAG, &resume, NULL, "reuse the finished cells of an interrupted run"},
+        {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
         {"quiet", ARG_FLAG, &quiet, NULL, "no progress lines"},
     };
     arg_spec_t spec = {
@@ -181,6 +183,13 @@ int cmd_sensitivity(int argc, char **argv)
         free(copy);
         if (e.code)
             return cli_report("sensitivity", &e);
+    }
+    if (backend) {
+        if (strlen(backend) >= sizeof o.backend) {
+            err_set(&e, ERR_INPUT, "--backend: unknown backend \"%s\"", backend);
+            return cli_report("sensitivity", &e);
+        }
+        snprintf(o.backend, sizeof o.backend, "%s", backend);
     }
     if (sensitivity_opts_check(&o, "options", &e))
         return cli_report("sensitivity", &e);

@@ -24,6 +24,7 @@ void policies_opts_default(policies_opts_t *o)
     o->mx_gradient_compute = PREC_COMPUTE_FP32;
     o->round = MX_ROUND_EVEN;
     o->scale = MX_SCALE_FLOOR;
+    snprintf(o->backend, sizeof o->backend, "cpu");
 }
 
 int policies_opts_check(const policies_opts_t *o, const char *ctx, err_t *e)
@@ -46,7 +47,7 @@ int policies_opts_check(const policies_opts_t *o, const char *ctx, err_t *e)
 }
 
 static const char *const POL_KEYS[] = {"block", "threshold_pct", "budget_factor", "fp16_compute",
-                                       "mx_gradient_compute", "rounding", "scale"};
+                                       "mx_gradient_compute", "rounding", "scale", "backend"};
 
 int policies_opts_from_json(const cJSON *obj, const char *ctx, policies_opts_t *o, err_t *e)
 {
@@ -90,6 +91,11 @@ int policies_opts_from_json(const cJSON *obj, const char *ctx, policies_opts_t *
         return e->code;
     if (mx_scale_from_name(s, &o->scale))
         return err_set(e, ERR_INPUT, "%s: field \"scale\": unknown scale rule \"%s\"", ctx, s);
+    if (json_opt_string(obj, "backend", ctx, o->backend, &s, e))
+        return e->code;
+    if (strlen(s) >= sizeof o->backend)
+        return err_set(e, ERR_INPUT, "%s: field \"backend\": unknown backend \"%s\"", ctx, s);
+    memmove(o->backend, s, strlen(s) + 1);
     return policies_opts_check(o, ctx, e);
 }
 
@@ -104,6 +110,7 @@ cJSON *policies_opts_to_json(const policies_opts_t *o)
     cJSON_AddStringToObject(j, "mx_gradient_compute", prec_compute_name(o->mx_gradient_compute));
     cJSON_AddStringToObject(j, "rounding", mx_round_name(o->round));
     cJSON_AddStringToObject(j, "scale", mx_scale_name(o->scale));
+    cJSON_AddStringToObject(j, "backend", o->backend);
     return j;
 }
 
@@ -818,7 +825,7 @@ int profile_policies_run(const policies_opts_t *o, const policies_paths_t *pa,
     if ((rc = profile_sens_read(pa->sensitivity, o->block, &s, e)) ||
         (rc = profile_load_evalset(pa->model_dir, pa->eval_path, &o->eval, &es, desc,
                                    sizeof desc, e)) ||
-        (rc = profile_workers_open(pa->model_dir, &es, 1, &w, e)))
+        (rc = profile_workers_open(pa->model_dir, &es, 1, o->backend, &w, e)))
         goto done;
     /* the matrix must describe this model: the same quantizable layers */
     {

@@ -51,6 +51,7 @@ typedef struct policies_opts {
     prec_compute_t mx_gradient_compute; /* C's gradient GEMMs on MX operands (fp32) */
     mx_round_t round;                 /* element rounding of the MX specs ("even") */
     mx_scale_rule_t scale;            /* scale rule ("floor") */
+    char backend[16];                 /* compute backend of the measurements ("cpu") */
 } policies_opts_t;
 
 void policies_opts_default(policies_opts_t *o);

@@ -147,13 +147,13 @@ void profile_workers_close(profile_worker_t *w, int n)
     for (int i = 0; i < n; i++) {
         qwen2_free(w[i].m);
         be_close(w[i].qt);
-        be_close(w[i].cpu);
+        be_close(w[i].be);
     }
     free(w);
 }
 
 int profile_workers_open(const char *dir, const profile_evalset_t *es, int n,
-                         profile_worker_t **out, err_t *e)
+                         const char *backend, profile_worker_t **out, err_t *e)
 {
     *out = NULL;
     if (n < 1 || n > PROFILE_MAX_WORKERS)
@@ -170,7 +170,7 @@ int profile_workers_open(const char *dir, const profile_evalset_t *es, int n,
         .role = PREC_MODEL_POLICY,
     };
     for (int i = 0; i < n; i++) {
-        if (be_cpu_open(&w[i].cpu, e) || profile_qtime_open(w[i].cpu, &w[i].qt, e) ||
+        if (be_open(backend, &w[i].be, e) || profile_qtime_open(w[i].be, &w[i].qt, e) ||
             qwen2_open_dir(dir, w[i].qt, &mo, &w[i].m, e)) {
             profile_workers_close(w, n);
             return e->code;
@@ -180,10 +180,12 @@ int profile_workers_open(const char *dir, const profile_evalset_t *es, int n,
     return ERR_OK;
 }
 
-int profile_auto_workers(const char *dir, long requested, err_t *e)
+int profile_auto_workers(const char *dir, const char *backend, long requested, err_t *e)
 {
     if (requested > 0)
         return requested > PROFILE_MAX_WORKERS ? PROFILE_MAX_WORKERS : (int)requested;
+    if (backend && strcmp(backend, "cpu"))
+        return 1;
     char *cp = fs_join(dir, "config.json");
     if (!cp)
         return err_set(e, ERR_NOMEM, "out of memory"), -1;

@@ -50,19 +50,21 @@ int profile_ppl_from(profile_ppl_t *p, const prec_ctx_t *ctx, int layer, double 
 #define PROFILE_SMALL_MODEL_PARAMS 64000000L
 
 typedef struct profile_worker {
-    backend_t *cpu, *qt;
+    backend_t *be, *qt;     /* the compute backend, and the timing wrapper around it */
     qwen2_model_t *m;       /* runs on qt */
 } profile_worker_t;
 
-/* n copies of a model directory, each sized for the set's largest batch. */
+/* n copies of a model directory on backend `backend` ("cpu"; be_open's names), each
+ * sized for the set's largest batch. */
 int profile_workers_open(const char *dir, const profile_evalset_t *es, int n,
-                         profile_worker_t **out, err_t *e);
+                         const char *backend, profile_worker_t **out, err_t *e);
 void profile_workers_close(profile_worker_t *w, int n);
 
-/* The workers for a directory: automatic (requested 0) is one per core for models under
- * PROFILE_SMALL_MODEL_PARAMS parameters, whose ops are too small to spread over cores,
- * else one using every core. -1 on error. */
-int profile_auto_workers(const char *dir, long requested, err_t *e);
+/* The workers for a directory: automatic (requested 0) is, on the CPU backend, one per
+ * core for models under PROFILE_SMALL_MODEL_PARAMS parameters, whose ops are too small to
+ * spread over cores, else one using every core; on another backend (a GPU) one. -1 on
+ * error. */
+int profile_auto_workers(const char *dir, const char *backend, long requested, err_t *e);
 
 /* exp(nll / tokens). */
 double profile_ppl_value(double nll, long tokens);

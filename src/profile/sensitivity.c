@@ -44,6 +44,7 @@ void sensitivity_opts_default(sensitivity_opts_t *o)
     o->round = MX_ROUND_EVEN;
     o->scale = MX_SCALE_FLOOR;
     o->workers = 0;
+    snprintf(o->backend, sizeof o->backend, "cpu");
 }
 
 static int index_of_format(const sensitivity_opts_t *o, mx_format_t f)
@@ -102,7 +103,7 @@ int sensitivity_opts_check(const sensitivity_opts_t *o, const char *ctx, err_t *
 }
 
 static const char *const SENS_KEYS[] = {"threshold_pct", "formats", "blocks", "rounding",
-                                        "scale", "workers"};
+                                        "scale", "workers", "backend"};
 
 int sensitivity_opts_from_json(const cJSON *obj, const char *ctx, sensitivity_opts_t *o,
                                err_t *e)
@@ -163,7 +164,12 @@ int sensitivity_opts_from_json(const cJSON *obj, const char *ctx, sensitivity_op
         return err_set(e, ERR_INPUT, "%s: field \"scale\": unknown scale rule \"%s\"", ctx, s);
     if (json_opt_int(obj, "workers", ctx, o->workers, &v, e))
         return e->code;
-    o->workers = (int)v;
+    o->workers = v < 0 || v > PROFILE_MAX_WORKERS ? -1 : (int)v;
+    if (json_opt_string(obj, "backend", ctx, o->backend, &s, e))
+        return e->code;
+    if (strlen(s) >= sizeof o->backend)
+        return err_set(e, ERR_INPUT, "%s: field \"backend\": unknown backend \"%s\"", ctx, s);
+    memmove(o->backend, s, strlen(s) + 1);
     return sensitivity_opts_check(o, ctx, e);
 }
 
@@ -181,6 +187,7 @@ cJSON *sensitivity_opts_to_json(const sensitivity_opts_t *o)
     cJSON_AddStringToObject(j, "rounding", mx_round_name(o->round));
     cJSON_AddStringToObject(j, "scale", mx_scale_name(o->scale));
     cJSON_AddNumberToObject(j, "workers", o->workers);
+    cJSON_AddStringToObject(j, "backend", o->backend);
     return j;
 }
 
@@ -1070,7 +1077,7 @@ static int write_record(const char *path, const sensitivity_opts_t *o,
     cJSON_AddNumberToObject(t, "quantize_share_of_forward",
                             mx->forward_s > 0 ? mx->quant_s / mx->forward_s : 0);
     cJSON_AddNumberToObject(t, "quantized_operands", (double)mx->quant_ops);
-    cJSON_AddStringToObject(t, "backend", "cpu");
+    cJSON_AddStringToObject(t, "backend", o->backend);
     cJSON_AddNumberToObject(t, "workers", mx->workers);
     cpu_name(cpu, sizeof cpu);
     cJSON_AddStringToObject(t, "cpu", cpu);
@@ -1110,11 +1117,11 @@ int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths
     if ((rc = profile_load_evalset(pa->model_dir, pa->eval_path, &o->eval, &es, desc,
                                    sizeof desc, e)))
         goto done;
-    if ((nw = profile_auto_workers(pa->model_dir, o->workers, e)) < 0) {
+    if ((nw = profile_auto_workers(pa->model_dir, o->backend, o->workers, e)) < 0) {
         rc = e->code;
         goto done;
     }
-    if ((rc = profile_workers_open(pa->model_dir, &es, nw, &w, e)))
+    if ((rc = profile_workers_open(pa->model_dir, &es, nw, o->backend, &w, e)))
         goto done;
     if ((rc = profile_sensitivity_sweep(w, nw, &es, o, cells, pa->resume, progress, pctx, &mx,
                                         e)))

@@ -50,6 +50,7 @@ typedef struct sensitivity_opts {
     mx_round_t round;            /* element rounding ("even") */
     mx_scale_rule_t scale;       /* shared-scale rule ("floor", OCP) */
     int workers;                 /* models measuring cells in parallel; 0: automatic */
+    char backend[16];            /* compute backend ("cpu") */
 } sensitivity_opts_t;
 
 void sensitivity_opts_default(sensitivity_opts_t *o);

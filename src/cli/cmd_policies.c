@@ -21,7 +21,8 @@ static void on_progress(void *ctx, const profile_progress_t *p)
 int cmd_policies(int argc, char **argv)
 {
     const char *sens = "results/sensitivity_matrix.csv", *output = "results/policies.json",
-               *model = NULL, *eval = NULL, *score = NULL, *tmpl = NULL, *split = NULL,
+               *model = NULL, *eval = "results/data/split.json", *score = NULL, *tmpl = NULL,
+               *split = NULL,
                *fp16 = NULL, *mxgrad = NULL, *rounding = NULL, *scale = NULL;
     long long block = LLONG_MIN, tokens = LLONG_MIN, batch_tokens = LLONG_MIN,
               max_prompt = LLONG_MIN, max_response = LLONG_MIN;
@@ -35,7 +36,8 @@ int cmd_policies(int argc, char **argv)
          "policies.json to write (default results/policies.json)"},
         {"model", ARG_STRING, &model, "DIR",
          "the model the matrix was measured on (combined perplexities)"},
-        {"eval", ARG_STRING, &eval, "PATH", "evaluation data, as for mxrlhf sensitivity"},
+        {"eval", ARG_STRING, &eval, "PATH",
+         "evaluation data, as for mxrlhf sensitivity (default results/data/split.json)"},
         {"block", ARG_INT, &block, "K",
          "MX block size of the plans (default 32; the matrix needs its columns)"},
         {"threshold", ARG_DOUBLE, &threshold, "PCT",
@@ -61,7 +63,7 @@ int cmd_policies(int argc, char **argv)
     arg_spec_t spec = {
         "policies",
         "Derive the study's precision policies A-D (and a baseline control) as precision plans.",
-        "--sensitivity CSV --model DIR --eval PATH [--output FILE] [--block K] ...",
+        "--sensitivity CSV --model DIR [--eval PATH] [--output FILE] [--block K] ...",
         "B and C's MXFP4/MXFP8 split and D's reward split are built greedily under a whole-model "
         "perplexity budget, measured on the model; every plan's combined perplexity per phase "
         "is written into policies.json beside the plans. docs/sensitivity.md has the rules.",
@@ -72,7 +74,7 @@ int cmd_policies(int argc, char **argv)
     int rc = args_parse(&spec, argc, argv, &npos, &pos, &e);
     if (rc == ARGS_HELP)
         return 0;
-    if (rc || args_require(model, "model", &e) || args_require(eval, "eval", &e))
+    if (rc || args_require(model, "model", &e))
         return cli_report("policies", &e);
     policies_opts_t o;
     policies_opts_default(&o);

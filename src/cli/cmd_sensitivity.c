@@ -62,7 +62,8 @@ static int split_list(const char *text, char **copy, char **items, int max, int 
 
 int cmd_sensitivity(int argc, char **argv)
 {
-    const char *model = NULL, *eval = NULL, *output = "results/sensitivity_matrix.csv";
+    const char *model = NULL, *eval = "results/data/split.json",
+               *output = "results/sensitivity_matrix.csv";
     const char *score = NULL, *tmpl = NULL, *split = NULL, *formats = NULL, *blocks = NULL,
                *rounding = NULL, *scale = NULL;
     long long tokens = LLONG_MIN, batch_tokens = LLONG_MIN, max_prompt = LLONG_MIN,
@@ -72,7 +73,8 @@ int cmd_sensitivity(int argc, char **argv)
     const char *backend = NULL;
     arg_opt_t opts[] = {
         {"model", ARG_STRING, &model, "DIR", "Hugging Face model directory with tokenizer.json"},
-        {"eval", ARG_STRING, &eval, "PATH", "HH-RLHF .jsonl(.gz) file, or a split record (its held-out split)"},
+        {"eval", ARG_STRING, &eval, "PATH", "HH-RLHF .jsonl(.gz) file, or a split record (its held-out "
+         "split; default results/data/split.json, the run's)"},
         {"output", ARG_STRING, &output, "CSV", "the matrix (default results/sensitivity_matrix.csv); "
          "the summary, resume record and run record go beside it"},
         {"tokens", ARG_INT, &tokens, "N", "scored predictions in the evaluation set (default 4096; 0 = all)"},
@@ -96,7 +98,7 @@ int cmd_sensitivity(int argc, char **argv)
     arg_spec_t spec = {
         "sensitivity",
         "Perplexity with one layer at a time quantized, for every MX format and block size.",
-        "--model DIR --eval PATH [--output CSV] [--tokens N] [--resume] ...",
+        "--model DIR [--eval PATH] [--output CSV] [--tokens N] [--resume] ...",
         "Each layer (q, k, v, o, gate, up, down of every block, and lm_head) has its forward "
         "weight and input quantized alone; the baseline and whole-model rows go to "
         "sensitivity_summary.csv. Threads: OMP_NUM_THREADS. docs/sensitivity.md has the "
@@ -108,7 +110,7 @@ int cmd_sensitivity(int argc, char **argv)
     int rc = args_parse(&spec, argc, argv, &npos, &pos, &e);
     if (rc == ARGS_HELP)
         return 0;
-    if (rc || args_require(model, "model", &e) || args_require(eval, "eval", &e))
+    if (rc || args_require(model, "model", &e))
         return cli_report("sensitivity", &e);
 
     sensitivity_opts_t o;

@@ -811,7 +811,7 @@ int profile_policies_run(const policies_opts_t *o, const policies_paths_t *pa,
 {
     if (policies_opts_check(o, "policies options", e))
         return e->code;
-    if (!pa->sensitivity || !pa->model_dir || !pa->eval_path || !pa->output)
+    if (!pa->sensitivity || !pa->model_dir || (!pa->eval_path && !pa->pairs) || !pa->output)
         return err_set(e, ERR_INPUT, "policies: needs the sensitivity matrix, the model "
                        "directory, evaluation data and an output path");
     profile_sens_t s = {0};
@@ -822,9 +822,11 @@ int profile_policies_run(const policies_opts_t *o, const policies_paths_t *pa,
     bool ppl_ok = false;
     char desc[512] = "";
     int rc;
+    if (pa->pairs)
+        snprintf(desc, sizeof desc, "%s", pa->eval_desc ? pa->eval_desc : "given pairs");
     if ((rc = profile_sens_read(pa->sensitivity, o->block, &s, e)) ||
-        (rc = profile_load_evalset(pa->model_dir, pa->eval_path, &o->eval, &es, desc,
-                                   sizeof desc, e)) ||
+        (rc = profile_load_evalset(pa->model_dir, pa->eval_path, pa->pairs, pa->npairs,
+                                   &o->eval, &es, desc, sizeof desc, e)) ||
         (rc = profile_workers_open(pa->model_dir, &es, 1, o->backend, &w, e)))
         goto done;
     /* the matrix must describe this model: the same quantizable layers */

@@ -129,6 +129,9 @@ typedef struct policies_paths {
     const char *sensitivity;   /* sensitivity_matrix.csv */
     const char *model_dir;     /* the model the matrix was measured on, with tokenizer.json */
     const char *eval_path;     /* the evaluation data (as for the sensitivity stage) */
+    const data_pair_t *const *pairs;   /* or pairs already loaded (then eval_path unused) */
+    size_t npairs;
+    const char *eval_desc;
     const char *output;        /* policies.json */
 } policies_paths_t;
 

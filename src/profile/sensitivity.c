@@ -979,6 +979,7 @@ char *profile_sibling(const char *output, const char *name)
 }
 
 int profile_load_evalset(const char *model_dir, const char *eval_path,
+                         const data_pair_t *const *pairs, size_t npairs,
                          const profile_eval_opts_t *eo, profile_evalset_t *out, char *desc,
                          size_t desc_n, err_t *e)
 {
@@ -1001,12 +1002,12 @@ int profile_load_evalset(const char *model_dir, const char *eval_path,
     if (!rc && !(rc = rlhf_text_init(&txt, tok, eo->tmpl, eo->max_prompt_tokens,
                                      eo->max_response_tokens, e)))
         txt_ok = true;
-    if (!rc && !(rc = profile_eval_source_load(eval_path, eo->split, &src, e)))
+    if (!rc && !pairs && !(rc = profile_eval_source_load(eval_path, eo->split, &src, e)))
         src_ok = true;
     if (!rc)
-        rc = profile_evalset_from_pairs(&txt, src.pairs, src.n, eo->score, eo->tokens,
-                                        eo->batch_tokens, out, e);
-    if (!rc && desc)
+        rc = profile_evalset_from_pairs(&txt, pairs ? pairs : src.pairs, pairs ? npairs : src.n,
+                                        eo->score, eo->tokens, eo->batch_tokens, out, e);
+    if (!rc && desc && src_ok)
         snprintf(desc, desc_n, "%s", src.desc);
     if (src_ok)
         profile_eval_source_free(&src);
@@ -1095,7 +1096,7 @@ int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths
 {
     if (sensitivity_opts_check(o, "sensitivity options", e))
         return e->code;
-    if (!pa->model_dir || !pa->eval_path || !pa->output)
+    if (!pa->model_dir || (!pa->eval_path && !pa->pairs) || !pa->output)
         return err_set(e, ERR_INPUT, "sensitivity: needs a model directory, evaluation data "
                        "and an output path");
     char *summary = profile_sibling(pa->output, "sensitivity_summary.csv");
@@ -1114,8 +1115,10 @@ int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths
     }
     if ((rc = fs_mkdir_p(dirname(dir), e)))
         goto done;
-    if ((rc = profile_load_evalset(pa->model_dir, pa->eval_path, &o->eval, &es, desc,
-                                   sizeof desc, e)))
+    if (pa->pairs)
+        snprintf(desc, sizeof desc, "%s", pa->eval_desc ? pa->eval_desc : "given pairs");
+    if ((rc = profile_load_evalset(pa->model_dir, pa->eval_path, pa->pairs, pa->npairs,
+                                   &o->eval, &es, desc, sizeof desc, e)))
         goto done;
     if ((nw = profile_auto_workers(pa->model_dir, o->backend, o->workers, e)) < 0) {
         rc = e->code;

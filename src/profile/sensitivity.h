@@ -124,6 +124,10 @@ int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct,
 typedef struct sensitivity_paths {
     const char *model_dir;       /* Hugging Face directory with tokenizer.json */
     const char *eval_path;       /* HH-RLHF .jsonl(.gz) or split record */
+    /* or, instead of eval_path, pairs already loaded (the pipeline's held-out split) */
+    const data_pair_t *const *pairs;
+    size_t npairs;
+    const char *eval_desc;       /* what they are, for the run record */
     const char *output;          /* sensitivity_matrix.csv; the other files go beside it */
     bool resume;
 } sensitivity_paths_t;
@@ -135,8 +139,10 @@ int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths
 /* The sibling file `name` of `output` (same directory). Caller frees. */
 char *profile_sibling(const char *output, const char *name);
 
-/* Loads the tokenizer of a model directory and builds the evaluation set from a file. */
+/* Loads the tokenizer of a model directory and builds the evaluation set from a file
+ * (eval_path), or from pairs already loaded when pairs is not NULL. */
 int profile_load_evalset(const char *model_dir, const char *eval_path,
+                         const data_pair_t *const *pairs, size_t npairs,
                          const profile_eval_opts_t *eo, profile_evalset_t *out, char *desc,
                          size_t desc_n, err_t *e);
 

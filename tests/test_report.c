@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "report/csv.h"
+#include "report/csv_read.h"
 #include "report/svg.h"
 #include "support/testutil.h"
 #include "util/fs.h"
@@ -63,6 +64,51 @@ static void shortest_double_text_reads_back_exactly(void **state)
         assert_true(strtod(csv_format_double(v[i], buf), NULL) == v[i]);
     assert_string_equal(csv_format_double(0.1, buf), "0.1");
     assert_string_equal(csv_format_double(2.5, buf), "2.5");
+}
+
+static void csv_reader_reads_back_what_the_writer_wrote(void **state)
+{
+    (void)state;
+    const char *text = "layer,ppl,note\r\nmodel.layers.0.mlp.up_proj,12.5,\"a, \"\"b\"\"\nc\"\r\nlm_head,,x\n";
+    csv_table_t t;
+    err_t e = ERR_INIT;
+    assert_int_equal(csv_parse(text, strlen(text), "m.csv", &t, &e), 0);
+    assert_int_equal(t.ncols, 3);
+    assert_int_equal(t.nrows, 2);
+    assert_string_equal(csv_cell(&t, 0, 2), "a, \"b\"\nc");
+    assert_int_equal(t.line[1], 4); /* the quoted line break counts */
+    double v;
+    assert_int_equal(csv_cell_double(&t, 0, 1, &v, &e), 0);
+    assert_true(v == 12.5);
+    assert_int_equal(csv_cell_double(&t, 1, 1, &v, &e), 0);
+    assert_true(isnan(v));
+    assert_int_equal(csv_cell_double(&t, 1, 2, &v, &e), ERR_INPUT);
+    assert_string_equal(e.msg, "m.csv: line 4, column \"note\": expected a number, got \"x\"");
+    int col;
+    err_clear(&e);
+    assert_int_equal(csv_require_col(&t, "absent", &col, &e), ERR_INPUT);
+    assert_string_equal(e.msg, "m.csv: column \"absent\" is missing");
+    csv_table_free(&t);
+}
+
+static void csv_reader_refuses_ragged_and_broken_rows(void **state)
+{
+    (void)state;
+    const char *bad[][2] = {
+        {"a,b\n1,2,3\n", "line 2: 3 cells, the header has 2"},
+        {"a,b\n\"1,2\n", "never closed"},
+        {"a,b\n\"1\"x,2\n", "after a closing quote"},
+        {"a,b\n1\"2,3\n", "quote inside"},
+        {"a,a\n1,2\n", "appears twice"},
+        {"", "empty file"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        csv_table_t t;
+        err_t e = ERR_INIT;
+        int rc = csv_parse(bad[i][0], strlen(bad[i][0]), "x.csv", &t, &e);
+        if (rc != ERR_INPUT || !strstr(e.msg, bad[i][1]))
+            fail_msg("case %zu: expected \"%s\", got rc %d \"%s\"", i, bad[i][1], rc, e.msg);
+    }
 }
 
 static void line_chart_skips_nan_and_shades_bands(void **state)
@@ -137,6 +183,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(csv_quotes_and_leaves_missing_cells_empty),
         cmocka_unit_test(shortest_double_text_reads_back_exactly),
+        cmocka_unit_test(csv_reader_reads_back_what_the_writer_wrote),
+        cmocka_unit_test(csv_reader_refuses_ragged_and_broken_rows),
         cmocka_unit_test(line_chart_skips_nan_and_shades_bands),
         cmocka_unit_test(heatmap_hatches_missing_cells_and_escapes_labels),
         cmocka_unit_test(nice_ticks_cover_range_with_round_steps),

@@ -2,9 +2,9 @@
  *
  * A preference pair is a prompt in Anthropic HH-RLHF shape ("\n\nHuman: ...\n\nAssistant:",
  * ending with the assistant tag) and two responses (the text after the tag, one leading
- * space removed). Token counts come from a caller-supplied function, because the tokenizer
- * is a higher layer; without one, whitespace-separated words are counted and outputs say
- * so. This layer does no tokenizing and no batching of tokens.
+ * space removed). Token counts come from a caller-supplied function, so the rules do not
+ * depend on which tokenizer a run uses (rlhf/text.h supplies the real one); without
+ * one, whitespace-separated words are counted and outputs say so. This layer does no tokenizing and no batching of tokens.
  */
 #ifndef MXRLHF_DATA_DATA_H
 #define MXRLHF_DATA_DATA_H

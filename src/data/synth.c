@@ -14,6 +14,7 @@
 #include "data/synth_lists.h"
 #include "util/atomic_file.h"
 #include "util/rng.h"
+#include "util/strbuf.h"
 
 _Static_assert(SYNTH_NTOPICS >= 20, "the task needs at least 20 topics");
 _Static_assert(SYNTH_NWORDS >= 30 && SYNTH_NWORDS <= 64, "30..64 words a topic (bit mask)");
@@ -224,52 +225,6 @@ int data_synth_topic_of_prompt(const char *prompt)
 
 /* ---- text building --------------------------------------------------------------------- */
 
-typedef struct sb {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} sb_t;
-
-static void sb_add(sb_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_puts(sb_t *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-/* Hands the text to *out, or frees it and reports ERR_NOMEM. */
-static int sb_finish(sb_t *b, char **out, err_t *e)
-{
-    if (!b->p && !b->oom)
-        sb_add(b, "", 0);
-    if (b->oom) {
-        free(b->p);
-        *out = NULL;
-        return err_set(e, ERR_NOMEM, "out of memory building synthetic text");
-    }
-    *out = b->p;
-    return ERR_OK;
-}
-
 /* ---- draws ---------------------------------------------------------------------------- */
 
 typedef struct cursor {
@@ -299,27 +254,27 @@ static double cur_uniform(cursor_t *c)
 
 /* ---- generators ------------------------------------------------------------------------ */
 
-static void add_request(cursor_t *c, sb_t *b, int *topic)
+static void add_request(cursor_t *c, strbuf_t *b, int *topic)
 {
     int t = (int)cur_below(c, SYNTH_NTOPICS);
     const char *op = data_synth_openers[cur_below(c, SYNTH_NOPENERS)];
     const char *tpl = data_synth_templates[cur_below(c, SYNTH_NTEMPLATES)];
     const char *cl = data_synth_closers[cur_below(c, SYNTH_NCLOSERS)];
-    sb_puts(b, op);
+    strbuf_puts(b, op);
     const char *slot = strstr(tpl, "%s");
-    sb_add(b, tpl, (size_t)(slot - tpl));
-    sb_puts(b, data_synth_topic_names[t]);
-    sb_puts(b, slot + 2);
-    sb_puts(b, cl);
+    strbuf_add(b, tpl, (size_t)(slot - tpl));
+    strbuf_puts(b, data_synth_topic_names[t]);
+    strbuf_puts(b, slot + 2);
+    strbuf_puts(b, cl);
     *topic = t;
 }
 
 int data_synth_request(uint64_t seed, uint64_t index, char **request, int *topic, err_t *e)
 {
     cursor_t c = cursor(seed, "data.synth.prompt", index, 0);
-    sb_t b = {0};
+    strbuf_t b = {0};
     add_request(&c, &b, topic);
-    return sb_finish(&b, request, e);
+    return strbuf_finish(&b, request, "synthetic text", e);
 }
 
 /* "a" or "an" for the word: vowel sound by first letter, with "use..." taking "a". */
@@ -332,10 +287,10 @@ static const char *article(const char *w)
 
 enum { KIND_NEUTRAL, KIND_TOPIC, KIND_RUDE };
 
-static void add_sentence(cursor_t *c, sb_t *b, int kind, int topic)
+static void add_sentence(cursor_t *c, strbuf_t *b, int kind, int topic)
 {
     if (kind == KIND_NEUTRAL) {
-        sb_puts(b, data_synth_fillers[cur_below(c, SYNTH_NFILLERS)]);
+        strbuf_puts(b, data_synth_fillers[cur_below(c, SYNTH_NFILLERS)]);
         return;
     }
     const char *tpl = kind == KIND_TOPIC
@@ -345,10 +300,10 @@ static void add_sentence(cursor_t *c, sb_t *b, int kind, int topic)
     for (const char *p = tpl; *p;) {
         const char *d = strchr(p, '$');
         if (!d) {
-            sb_puts(b, p);
+            strbuf_puts(b, p);
             break;
         }
-        sb_add(b, p, (size_t)(d - p));
+        strbuf_add(b, p, (size_t)(d - p));
         char slot = d[1];
         p = d + 2;
         if (slot == 't') {
@@ -357,21 +312,21 @@ static void add_sentence(cursor_t *c, sb_t *b, int kind, int topic)
             while (used >> k & 1)
                 k = (k + 1) % SYNTH_NWORDS;
             used |= (uint64_t)1 << k;
-            sb_puts(b, data_synth_topic_lists[topic][k]);
+            strbuf_puts(b, data_synth_topic_lists[topic][k]);
         } else {
             bool adj = slot == 'j' || slot == 'J';
             const char *w = adj ? data_synth_rude_list[cur_below(c, SYNTH_NRUDE_ADJ)]
                                 : data_synth_rude_list[SYNTH_NRUDE_ADJ +
                                                        cur_below(c, SYNTH_NRUDE - SYNTH_NRUDE_ADJ)];
             if (slot == 'J' || slot == 'N')
-                sb_puts(b, article(w));
-            sb_puts(b, w);
+                strbuf_puts(b, article(w));
+            strbuf_puts(b, w);
         }
     }
 }
 
 /* 2..8 sentences, kinds drawn with weights w (neutral, on-topic, rude). */
-static void add_response(cursor_t *c, sb_t *b, int topic, const double w[3])
+static void add_response(cursor_t *c, strbuf_t *b, int topic, const double w[3])
 {
     double total = w[0] + w[1] + w[2];
     uint32_t n = 2 + cur_below(c, 7);
@@ -379,14 +334,14 @@ static void add_response(cursor_t *c, sb_t *b, int topic, const double w[3])
         double u = cur_uniform(c) * total;
         int kind = u < w[0] ? KIND_NEUTRAL : u < w[0] + w[1] ? KIND_TOPIC : KIND_RUDE;
         if (i)
-            sb_puts(b, " ");
+            strbuf_puts(b, " ");
         add_sentence(c, b, kind, topic);
     }
 }
 
 /* Pair responses: kind weights uniform in [0,1) each (a small floor keeps the total
  * positive), so responses range from all filler to all insult to all on-topic. */
-static void add_pair_response(cursor_t *c, sb_t *b, int topic)
+static void add_pair_response(cursor_t *c, strbuf_t *b, int topic)
 {
     double w[3];
     for (int k = 0; k < 3; k++)
@@ -402,9 +357,9 @@ int data_synth_response(uint64_t seed, const char *stream_name, uint64_t id, uin
         return err_set(e, ERR_INPUT, "no synthetic topic number %d (0..%d)", topic,
                        SYNTH_NTOPICS - 1);
     cursor_t c = cursor(seed, stream_name, id, (uint64_t)attempt << 20);
-    sb_t b = {0};
+    strbuf_t b = {0};
     add_pair_response(&c, &b, topic);
-    return sb_finish(&b, out, e);
+    return strbuf_finish(&b, out, "synthetic text", e);
 }
 
 void data_synth_pair_free(data_synth_pair_t *p)
@@ -423,12 +378,12 @@ int data_synth_make_pair(uint64_t seed, uint64_t index, const data_token_counter
     int topic, rc = data_synth_request(seed, index, &request, &topic, e);
     if (rc)
         return rc;
-    sb_t pb = {0};
-    sb_puts(&pb, DATA_HUMAN_TAG " ");
-    sb_puts(&pb, request);
-    sb_puts(&pb, DATA_ASSISTANT_TAG);
+    strbuf_t pb = {0};
+    strbuf_puts(&pb, DATA_HUMAN_TAG " ");
+    strbuf_puts(&pb, request);
+    strbuf_puts(&pb, DATA_ASSISTANT_TAG);
     free(request);
-    if ((rc = sb_finish(&pb, &out->pair.prompt, e)))
+    if ((rc = strbuf_finish(&pb, &out->pair.prompt, "synthetic text", e)))
         return rc;
     out->topic = topic;
 
@@ -470,11 +425,11 @@ fail:
 int data_synth_corpus_doc(uint64_t seed, uint64_t index, char **out, err_t *e)
 {
     cursor_t c = cursor(seed, "data.synth.corpus", index, 0);
-    sb_t b = {0};
+    strbuf_t b = {0};
     int topic;
-    sb_puts(&b, DATA_HUMAN_TAG " ");
+    strbuf_puts(&b, DATA_HUMAN_TAG " ");
     add_request(&c, &b, &topic);
-    sb_puts(&b, DATA_ASSISTANT_TAG " ");
+    strbuf_puts(&b, DATA_ASSISTANT_TAG " ");
     /* One in four each: filler only, on-topic only, rude only, mixed as in pairs. */
     static const double modes[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
     uint32_t mode = cur_below(&c, 4);
@@ -482,7 +437,7 @@ int data_synth_corpus_doc(uint64_t seed, uint64_t index, char **out, err_t *e)
         add_response(&c, &b, topic, modes[mode]);
     else
         add_pair_response(&c, &b, topic);
-    return sb_finish(&b, out, e);
+    return strbuf_finish(&b, out, "synthetic text", e);
 }
 
 /* ---- files ----------------------------------------------------------------------------- */

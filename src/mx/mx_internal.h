@@ -14,6 +14,23 @@
 
 #include "mx/mx.h"
 
+/* Float bit patterns, used by the kernels in mx_quant.c and mx_pack.c. */
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+static inline uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 /* Static element-format constants used by the kernels. */
 typedef struct mxq_fmt {
     int m;          /* trailing mantissa bits (int formats: fraction bits, bits - 2) */

@@ -13,21 +13,6 @@
 
 #include "mx/mx_internal.h"
 
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-static inline uint32_t f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static inline float u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 const char *mx_pack_dtype(mx_format_t f)
 {

@@ -31,21 +31,6 @@
 
 #define QNAN_BITS 0x7fc00000u
 
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-static inline uint32_t f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static inline float u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 static inline double pow2d(int k) /* k in [-1022, 1023] */
 {

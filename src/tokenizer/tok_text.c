@@ -15,6 +15,7 @@
 #include <utf8proc.h>
 
 #include "tokenizer/tok_internal.h"
+#include "util/strbuf.h"
 
 const char TOK_GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -160,44 +161,12 @@ int tok_normalize_alloc(int form, const char *s, size_t n, char **out, size_t *o
 
 /* ---- regex --------------------------------------------------------------------------- */
 
-typedef struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-} sbuf_t;
-
-static void sb_add(sbuf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 256;
-        while (nc < b->n + n + 1)
-            nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_str(sbuf_t *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
 /* Oniguruma (UTF-8, as Hugging Face builds it): \s is White_Space, \w is
  * Letter|Mark|Decimal_Number|Connector_Punctuation, \d is Decimal_Number, \h is a hex
  * digit. PCRE2's \s also takes U+180E and its \w lacks marks, hence the rewrite. */
 static int translate(const char *pat, const char *what, char **out, err_t *e)
 {
-    sbuf_t b = {0};
+    strbuf_t b = {0};
     bool in_class = false, class_start = false;
     size_t n = strlen(pat);
     for (size_t i = 0; i < n; i++) {
@@ -206,13 +175,13 @@ static int translate(const char *pat, const char *what, char **out, err_t *e)
             char d = pat[++i];
             switch (d) {
             case 's':
-                sb_str(&b, "\\p{White_Space}");
+                strbuf_puts(&b, "\\p{White_Space}");
                 break;
             case 'S':
-                sb_str(&b, "\\P{White_Space}");
+                strbuf_puts(&b, "\\P{White_Space}");
                 break;
             case 'w':
-                sb_str(&b, in_class ? "\\p{L}\\p{M}\\p{Nd}\\p{Pc}" : "[\\p{L}\\p{M}\\p{Nd}\\p{Pc}]");
+                strbuf_puts(&b, in_class ? "\\p{L}\\p{M}\\p{Nd}\\p{Pc}" : "[\\p{L}\\p{M}\\p{Nd}\\p{Pc}]");
                 break;
             case 'W':
                 if (in_class) {
@@ -220,13 +189,13 @@ static int translate(const char *pat, const char *what, char **out, err_t *e)
                     return err_set(e, ERR_INPUT,
                                    "%s: \\W inside a character class is not supported", what);
                 }
-                sb_str(&b, "[^\\p{L}\\p{M}\\p{Nd}\\p{Pc}]");
+                strbuf_puts(&b, "[^\\p{L}\\p{M}\\p{Nd}\\p{Pc}]");
                 break;
             case 'd':
-                sb_str(&b, "\\p{Nd}");
+                strbuf_puts(&b, "\\p{Nd}");
                 break;
             case 'D':
-                sb_str(&b, "\\P{Nd}");
+                strbuf_puts(&b, "\\P{Nd}");
                 break;
             case 'h':
             case 'H':
@@ -236,7 +205,7 @@ static int translate(const char *pat, const char *what, char **out, err_t *e)
                                d);
             default: {
                 char two[2] = {'\\', d};
-                sb_add(&b, two, 2);
+                strbuf_add(&b, two, 2);
             }
             }
             class_start = false;
@@ -253,15 +222,15 @@ static int translate(const char *pat, const char *what, char **out, err_t *e)
                                what, i);
             }
             class_start = false;
-            sb_add(&b, &c, 1);
+            strbuf_add(&b, &c, 1);
             continue;
         }
-        sb_add(&b, &c, 1);
+        strbuf_add(&b, &c, 1);
         if (c == '[') {
             in_class = true;
             class_start = true;
             if (i + 1 < n && pat[i + 1] == '^') {
-                sb_add(&b, "^", 1);
+                strbuf_add(&b, "^", 1);
                 i++;
             }
         }

@@ -14,6 +14,7 @@
 
 #include "util/atomic_file.h"
 #include "util/half.h"
+#include "util/strbuf.h"
 
 /* The Python library refuses headers over 100 MB; so do we. */
 #define ST_MAX_HEADER (100u * 1000u * 1000u)
@@ -503,57 +504,24 @@ int st_writer_meta(st_writer_t *w, const char *key, const char *value, err_t *e)
     return ERR_OK;
 }
 
-/* A growable string for the header. */
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_put(sbuf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) {
-            b->oom = 1;
-            return;
-        }
-        b->s = ns;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-
-static void sb_str(sbuf_t *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
 /* A JSON string literal: quotes, backslashes and control characters escaped. */
-static void sb_json_string(sbuf_t *b, const char *s)
+static void sb_json_string(strbuf_t *b, const char *s)
 {
-    sb_put(b, "\"", 1);
+    strbuf_add(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\';
             esc[1] = (char)*p;
-            sb_put(b, esc, 2);
+            strbuf_add(b, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            sb_put(b, esc, 6);
+            strbuf_add(b, esc, 6);
         } else {
-            sb_put(b, (const char *)p, 1);
+            strbuf_add(b, (const char *)p, 1);
         }
     }
-    sb_put(b, "\"", 1);
+    strbuf_add(b, "\"", 1);
 }
 
 static int cmp_entry_name(const void *a, const void *b)
@@ -564,57 +532,57 @@ static int cmp_entry_name(const void *a, const void *b)
 int st_writer_write(st_writer_t *w, const char *path, err_t *e)
 {
     qsort(w->entries, (size_t)w->n, sizeof *w->entries, cmp_entry_name);
-    sbuf_t h = {0};
+    strbuf_t h = {0};
     char num[64];
-    sb_str(&h, "{");
+    strbuf_puts(&h, "{");
     if (w->nmeta) {
-        sb_str(&h, "\"__metadata__\":{");
+        strbuf_puts(&h, "\"__metadata__\":{");
         for (int i = 0; i < w->nmeta; i++) {
             if (i)
-                sb_str(&h, ",");
+                strbuf_puts(&h, ",");
             sb_json_string(&h, w->meta_keys[i]);
-            sb_str(&h, ":");
+            strbuf_puts(&h, ":");
             sb_json_string(&h, w->meta_vals[i]);
         }
-        sb_str(&h, "}");
+        strbuf_puts(&h, "}");
     }
     size_t offset = 0;
     for (int i = 0; i < w->n; i++) {
         const st_entry_t *en = &w->entries[i];
         if (i || w->nmeta)
-            sb_str(&h, ",");
+            strbuf_puts(&h, ",");
         sb_json_string(&h, en->name);
-        sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, st_dtype_name(en->dtype));
-        sb_str(&h, "\",\"shape\":[");
+        strbuf_puts(&h, ":{\"dtype\":\"");
+        strbuf_puts(&h, st_dtype_name(en->dtype));
+        strbuf_puts(&h, "\",\"shape\":[");
         for (int d = 0; d < en->ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)en->shape[d]);
-            sb_str(&h, num);
+            strbuf_puts(&h, num);
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%zu,%zu]}", offset, offset + en->nbytes);
-        sb_str(&h, num);
+        strbuf_puts(&h, num);
         offset += en->nbytes;
     }
-    sb_str(&h, "}");
+    strbuf_puts(&h, "}");
     while (!h.oom && h.n % 8)
-        sb_str(&h, " ");
+        strbuf_puts(&h, " ");
     if (h.oom) {
-        free(h.s);
+        free(h.p);
         return err_set(e, ERR_NOMEM, "out of memory building the header of %s", path);
     }
     atomic_file_t af;
     int rc = atomic_open(&af, path, e);
     if (rc) {
-        free(h.s);
+        free(h.p);
         return rc;
     }
     uint8_t len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
-    int ok = fwrite(len8, 1, 8, af.fp) == 8 && fwrite(h.s, 1, h.n, af.fp) == h.n;
+    int ok = fwrite(len8, 1, 8, af.fp) == 8 && fwrite(h.p, 1, h.n, af.fp) == h.n;
     for (int i = 0; ok && i < w->n; i++)
         ok = fwrite(w->entries[i].data, 1, w->entries[i].nbytes, af.fp) == w->entries[i].nbytes;
-    free(h.s);
+    free(h.p);
     if (!ok) {
         err_errno(e, ERR_FAIL, "writing %s", path);
         atomic_abort(&af);

@@ -264,6 +264,54 @@ static void evalset_scores_exactly_the_budget_and_cuts_the_last_sequence(void **
     assert_int_equal(profile_evalset_build(none, 1, 0, 10, &es, &e), ERR_INPUT);
 }
 
+/* A split record's held-out split is what the set is made of; a record whose source is
+ * given relative to the record's own directory is found there. */
+static void split_record_source_gives_its_eval_split(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp(), *hh = fs_join(dir, "pairs.jsonl"), *rec = fs_join(dir, "split.json");
+    FILE *f = fopen(hh, "w");
+    for (int i = 0; i < 40; i++)
+        fprintf(f, "{\"chosen\": \"\\n\\nHuman: question %d\\n\\nAssistant: answer %d\", "
+                   "\"rejected\": \"\\n\\nHuman: question %d\\n\\nAssistant: no\"}\n", i, i, i);
+    fclose(f);
+    data_hh_t h;
+    err_t e = ERR_INIT;
+    assert_int_equal(data_hh_read(hh, NULL, &h, &e), 0);
+    data_select_opts_t so;
+    data_select_opts_default(&so);
+    so.pairs = 40;
+    data_split_record_t r;
+    assert_int_equal(data_split_make(&h, &so, &r, &e), 0);
+    /* the record names its source relative to the record's directory */
+    free(r.source_path);
+    r.source_path = strdup("pairs.jsonl");
+    assert_int_equal(data_split_write(rec, &r, &e), 0);
+    profile_eval_source_t src;
+    if (profile_eval_source_load(rec, "eval_prompts", &src, &e))
+        fail_msg("%s", e.msg);
+    assert_true(src.is_split);
+    assert_true(src.n > 0);
+    assert_int_equal(src.n, r.split[DATA_SPLIT_EVAL].n);
+    for (size_t i = 0; i < src.n; i++)
+        assert_int_equal(src.pairs[i]->line, r.split[DATA_SPLIT_EVAL].v[i]);
+    assert_non_null(strstr(src.desc, "eval_prompts"));
+    profile_eval_source_free(&src);
+    /* a plain HH file: every pair in file order */
+    assert_int_equal(profile_eval_source_load(hh, NULL, &src, &e), 0);
+    assert_false(src.is_split);
+    assert_int_equal(src.n, 40);
+    assert_int_equal(src.pairs[39]->line, 40);
+    profile_eval_source_free(&src);
+    assert_int_equal(profile_eval_source_load(rec, "no_such_split", &src, &e), ERR_INPUT);
+    data_split_free(&r);
+    data_hh_free(&h);
+    test_rmtree(dir);
+    free(hh);
+    free(rec);
+    free(dir);
+}
+
 /* ids 0..n-1 of a few pseudo-random sequences, "all" scoring */
 static void toy_set(profile_evalset_t *es, int V, int nseq, int len, long tokens, long bt)
 {
@@ -769,6 +817,7 @@ int main(void)
         cmocka_unit_test(quantizing_one_layer_leaves_earlier_activations_bitwise_unchanged),
         cmocka_unit_test(timing_backend_changes_no_bit_and_counts_quantization),
         cmocka_unit_test(evalset_scores_exactly_the_budget_and_cuts_the_last_sequence),
+        cmocka_unit_test(split_record_source_gives_its_eval_split),
         cmocka_unit_test(sweep_cells_equal_direct_whole_forwards),
         cmocka_unit_test(workers_and_resume_give_the_same_files),
         cmocka_unit_test(matrix_rows_match_pytorch_fake_quant),

@@ -12,7 +12,7 @@
 #include "profile/sensitivity.h"
 
 typedef struct progress_state {
-    bool quiet;
+    bool quiet, told;
     double last;
 } progress_state_t;
 
@@ -31,6 +31,10 @@ static void fmt_dur(double s, char *buf, size_t n)
 static void on_progress(void *ctx, const profile_progress_t *p)
 {
     progress_state_t *st = ctx;
+    if (!st->told && p->tokens_requested > 0 && p->tokens < p->tokens_requested)
+        fprintf(stderr, "note: the evaluation data gave %ld scored tokens of the %ld asked\n",
+                p->tokens, p->tokens_requested);
+    st->told = true;
     if (st->quiet)
         return;
     /* at most one line a second, and always the last */

@@ -554,6 +554,7 @@ static void report(sweep_t *s, const item_t *it, double nll)
         .spec = st, .ppl = profile_ppl_value(nll, s->mx->tokens),
         .elapsed_s = el,
         .left_s = s->units_done > 0 ? el / s->units_done * s->units_left : NAN,
+        .tokens = s->es->tokens, .tokens_requested = s->es->requested,
     };
     p.delta_pct = it->kind == ITEM_BASE ? 0 : profile_delta_pct(p.ppl, base);
     s->progress(s->pctx, &p);

@@ -73,6 +73,7 @@ typedef struct profile_progress {
     const char *spec;            /* "" for the baseline */
     double ppl, delta_pct;
     double elapsed_s, left_s;    /* left: estimated from the work done so far */
+    long tokens, tokens_requested; /* of the evaluation set (fewer when the data ran out) */
 } profile_progress_t;
 
 typedef void (*profile_progress_fn)(void *ctx, const profile_progress_t *p);

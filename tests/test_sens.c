@@ -760,7 +760,7 @@ static void commands_write_their_files_and_refuse_bad_input(void **state)
         fail_msg("exit %d: %s", rc, out);
     free(out);
     const char *files[] = {"sensitivity_matrix.csv", "sensitivity_summary.csv",
-                           "sensitivity_cells.jsonl", "sensitivity_run.json"};
+                           "sensitivity_cells.jsonl", "sensitivity_metrics.json"};
     for (int i = 0; i < 4; i++) {
         char p[512];
         snprintf(p, sizeof p, "%s/res/%s", root, files[i]);

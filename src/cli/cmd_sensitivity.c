@@ -206,7 +206,7 @@ int cmd_sensitivity(int argc, char **argv)
     if (profile_sensitivity_run(&o, &pa, on_progress, &st, &e))
         return cli_report("sensitivity", &e);
     char *summary = profile_sibling(output, "sensitivity_summary.csv");
-    char *record = profile_sibling(output, "sensitivity_run.json");
+    char *record = profile_sibling(output, "sensitivity_metrics.json");
     printf("wrote %s, %s and %s\n", output, summary ? summary : "", record ? record : "");
     free(summary);
     free(record);

@@ -877,7 +877,7 @@ int profile_policies_run(const policies_opts_t *o, const policies_paths_t *pa,
         snprintf(hx, sizeof hx, "%016llx", (unsigned long long)es.fingerprint);
         cJSON_AddStringToObject(ev, "fingerprint", hx);
         /* the matrix's own record, when it sits beside it: was it the same token set? */
-        char *rec = profile_sibling(pa->sensitivity, "sensitivity_run.json");
+        char *rec = profile_sibling(pa->sensitivity, "sensitivity_metrics.json");
         cJSON *rj = NULL;
         err_t ign = ERR_INIT;
         if (rec && fs_exists(rec) && !json_load_file(rec, (size_t)1 << 24, &rj, &ign)) {

@@ -1048,7 +1048,7 @@ static int write_record(const char *path, const sensitivity_opts_t *o,
 {
     char hx[17], cpu[256];
     cJSON *r = cJSON_CreateObject();
-    cJSON_AddStringToObject(r, "format", "mxrlhf-sensitivity-run");
+    cJSON_AddStringToObject(r, "format", "mxrlhf-sensitivity-metrics");
     cJSON_AddNumberToObject(r, "version", 1);
     cJSON_AddStringToObject(r, "model", pa->model_dir);
     hex64(mx->model_fingerprint, hx);
@@ -1102,7 +1102,7 @@ int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths
                        "and an output path");
     char *summary = profile_sibling(pa->output, "sensitivity_summary.csv");
     char *cells = profile_sibling(pa->output, "sensitivity_cells.jsonl");
-    char *record = profile_sibling(pa->output, "sensitivity_run.json");
+    char *record = profile_sibling(pa->output, "sensitivity_metrics.json");
     char *dir = strdup(pa->output);
     profile_evalset_t es = {0};
     profile_matrix_t mx = {0};

@@ -21,7 +21,7 @@
  *                            <format>_g<k>_{ppl,delta_pct,tolerant} for every pair;
  *   sensitivity_summary.csv  the baseline and one whole-model row per pair;
  *   sensitivity_cells.jsonl  the finished cells (the resume record);
- *   sensitivity_run.json     options, model, evaluation set, baseline, timing.
+ *   sensitivity_metrics.json     options, model, evaluation set, baseline, timing.
  */
 #ifndef MXRLHF_PROFILE_SENSITIVITY_H
 #define MXRLHF_PROFILE_SENSITIVITY_H

@@ -128,8 +128,15 @@ int cmd_policies(int argc, char **argv)
         return cli_report("policies", &e);
     policies_paths_t pa = {.sensitivity = sens, .model_dir = model, .eval_path = eval,
                            .output = output};
-    if (profile_policies_run(&o, &pa, on_progress, &quiet, &e))
+    profile_policies_result_t res;
+    if (profile_policies_run(&o, &pa, on_progress, &quiet, &res, &e))
         return cli_report("policies", &e);
+    printf("baseline perplexity %.6g; %d of %d layers sensitive (kept at MXFP8 by B); %d "
+           "measurements\n", res.baseline_ppl, res.sensitive, res.layers, res.measurements);
+    static const char *const names[POLICY_COUNT] = {"baseline", "A", "B", "C", "D"};
+    for (int i = 0; i < POLICY_COUNT; i++)
+        printf("  %-8s rollout %.6g  reward %.6g  gradient %.6g\n", names[i],
+               res.ppl[i][PREC_ROLLOUT], res.ppl[i][PREC_REWARD], res.ppl[i][PREC_GRADIENT]);
     printf("wrote %s\n", output);
     return 0;
 }

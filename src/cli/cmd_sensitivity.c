@@ -203,10 +203,16 @@ int cmd_sensitivity(int argc, char **argv)
     progress_state_t st = {.quiet = quiet, .last = -1e9};
     sensitivity_paths_t pa = {.model_dir = model, .eval_path = eval, .output = output,
                               .resume = resume};
-    if (profile_sensitivity_run(&o, &pa, on_progress, &st, &e))
+    profile_sens_result_t res;
+    if (profile_sensitivity_run(&o, &pa, on_progress, &st, &res, &e))
         return cli_report("sensitivity", &e);
     char *summary = profile_sibling(output, "sensitivity_summary.csv");
     char *record = profile_sibling(output, "sensitivity_metrics.json");
+    printf("%d layers, %ld cells measured (%ld resumed) on %ld tokens in %.1f s with %d "
+           "worker(s); baseline perplexity %.6g; forward passes %.1f s, of which quantizing "
+           "%.2f s (%.2f%%)\n", res.layers, res.cells_run, res.cells_resumed, res.tokens,
+           res.wall_s, res.workers, res.baseline_ppl, res.forward_s, res.quant_s,
+           res.forward_s > 0 ? 100 * res.quant_s / res.forward_s : 0.0);
     printf("wrote %s, %s and %s\n", output, summary ? summary : "", record ? record : "");
     free(summary);
     free(record);

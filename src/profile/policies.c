@@ -807,7 +807,8 @@ static int model_measure_fn(void *ctx, prec_compute_t compute, const mx_format_t
 }
 
 int profile_policies_run(const policies_opts_t *o, const policies_paths_t *pa,
-                         profile_progress_fn progress, void *pctx, err_t *e)
+                         profile_progress_fn progress, void *pctx,
+                         profile_policies_result_t *res, err_t *e)
 {
     if (policies_opts_check(o, "policies options", e))
         return e->code;
@@ -900,6 +901,16 @@ int profile_policies_run(const policies_opts_t *o, const policies_paths_t *pa,
         if (!rc)
             rc = json_write_file(pa->output, root, true, e);
         cJSON_Delete(root);
+    }
+    if (!rc && res) {
+        memset(res, 0, sizeof *res);
+        res->layers = s.n;
+        res->measurements = pol.measurements;
+        res->baseline_ppl = pol.base_ppl;
+        for (int l = 0; l < s.n; l++)
+            res->sensitive += !pol.g4.in[l];
+        for (int i = 0; i < POLICY_COUNT; i++)
+            memcpy(res->ppl[i], pol.plan[i].ppl, sizeof res->ppl[i]);
     }
 done:
     profile_policies_free(&pol);

@@ -135,9 +135,18 @@ typedef struct policies_paths {
     const char *output;        /* policies.json */
 } policies_paths_t;
 
+/* What a stage run found, for its caller's log. */
+typedef struct profile_policies_result {
+    int layers, sensitive, measurements;
+    double baseline_ppl;
+    double ppl[POLICY_COUNT][PREC_PHASE_COUNT];   /* plans in POLICY_* order */
+} profile_policies_result_t;
+
 /* The whole stage: read the matrix, load the model and set, derive, write policies.json.
- * Progress: one call per measurement (what = the configuration measured). */
+ * Progress: one call per measurement (what = the configuration measured). res may be
+ * NULL. */
 int profile_policies_run(const policies_opts_t *o, const policies_paths_t *paths,
-                         profile_progress_fn progress, void *pctx, err_t *e);
+                         profile_progress_fn progress, void *pctx,
+                         profile_policies_result_t *res, err_t *e);
 
 #endif

@@ -1093,7 +1093,8 @@ static int write_record(const char *path, const sensitivity_opts_t *o,
 }
 
 int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths_t *pa,
-                            profile_progress_fn progress, void *pctx, err_t *e)
+                            profile_progress_fn progress, void *pctx, profile_sens_result_t *res,
+                            err_t *e)
 {
     if (sensitivity_opts_check(o, "sensitivity options", e))
         return e->code;
@@ -1134,6 +1135,12 @@ int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths
         (rc = profile_summary_write_csv(&mx, o->threshold_pct, summary, e)) ||
         (rc = write_record(record, o, pa, desc, &es, &mx, e)))
         goto done;
+    if (res)
+        *res = (profile_sens_result_t){
+            .layers = mx.nlayers, .workers = mx.workers, .tokens = mx.tokens,
+            .cells_run = mx.cells_run, .cells_resumed = mx.cells_resumed,
+            .baseline_ppl = profile_ppl_value(mx.base_nll, mx.tokens), .wall_s = mx.wall_s,
+            .forward_s = mx.forward_s, .quant_s = mx.quant_s};
 done:
     profile_matrix_free(&mx);
     profile_workers_close(w, nw);

@@ -133,9 +133,17 @@ typedef struct sensitivity_paths {
     bool resume;
 } sensitivity_paths_t;
 
-/* The whole stage: load, tokenize, sweep, write the four files. */
+/* What a stage run did, for its caller's log. */
+typedef struct profile_sens_result {
+    int layers, workers;
+    long tokens, cells_run, cells_resumed;
+    double baseline_ppl, wall_s, forward_s, quant_s;
+} profile_sens_result_t;
+
+/* The whole stage: load, tokenize, sweep, write the four files. res may be NULL. */
 int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths_t *paths,
-                            profile_progress_fn progress, void *pctx, err_t *e);
+                            profile_progress_fn progress, void *pctx, profile_sens_result_t *res,
+                            err_t *e);
 
 /* The sibling file `name` of `output` (same directory). Caller frees. */
 char *profile_sibling(const char *output, const char *name);

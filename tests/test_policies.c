@@ -146,6 +146,52 @@ static void handmade_matrix_gives_the_worked_out_plans(void **state)
     profile_sens_free(&s);
 }
 
+/* A layer whose MXFP4 cell lowers the perplexity by 3% is a candidate under the default
+ * rule, but not under the two-sided one (whose budget would also refuse a fall of 4%). */
+static const double C4F[8] = {-3.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5};
+
+static int falling_measure(void *ctx, prec_compute_t compute, const mx_format_t *fmt,
+                           double *ppl, err_t *e)
+{
+    (void)ctx;
+    (void)e;
+    double d = 0;
+    for (int l = 0; l < 8; l++)
+        d += fmt[l] == MX_FP4_E2M1 ? C4F[l] : fmt[l] == MX_FP8_E4M3 ? 0.1 : 0;
+    *ppl = 10 * (1 + d / 100) * (compute == PREC_COMPUTE_FP32 ? 1 : 1.001);
+    return ERR_OK;
+}
+
+static void two_sided_rule_refuses_large_falls(void **state)
+{
+    (void)state;
+    profile_sens_t s;
+    handmade(&s);
+    for (int l = 0; l < 8; l++) {
+        s.d4[l] = C4F[l];
+        s.d8[l] = 0.1;
+    }
+    policies_opts_t o;
+    policies_opts_default(&o);
+    profile_policies_t p;
+    err_t e = ERR_INIT;
+    /* one-sided: every layer is a candidate, layer 0 first; all fit (all-MXFP8 0.8%, then
+       -2.3% after layer 0, then +0.4 per layer: 0.5% at the end) */
+    assert_int_equal(profile_policies_derive(&s, &o, falling_measure, NULL, &p, &e), 0);
+    assert_int_equal(p.g4.nsteps, 8);
+    assert_int_equal(p.g4.steps[0].layer, 0);
+    expect_fmt("one-sided B rollout", p.plan[POLICY_B].fmt[PREC_ROLLOUT], "44444444");
+    profile_policies_free(&p);
+    /* two-sided: layer 0 is no candidate; the rest go to MXFP4 while |delta| < 4:
+       0.8 + 0.4 per layer moved -> 1.2, 1.6, ..., 3.6 (7 layers) */
+    o.two_sided = true;
+    assert_int_equal(profile_policies_derive(&s, &o, falling_measure, NULL, &p, &e), 0);
+    assert_int_equal(p.g4.nsteps, 7);
+    expect_fmt("two-sided B rollout", p.plan[POLICY_B].fmt[PREC_ROLLOUT], "84444444");
+    profile_policies_free(&p);
+    profile_sens_free(&s);
+}
+
 /* Resolves plan `name` of the parsed file for a model with `names` and checks every entry
  * against the derived formats. */
 static void check_resolved(const prec_policies_t *pol, const profile_policies_t *p, int which,
@@ -289,6 +335,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(handmade_matrix_gives_the_worked_out_plans),
         cmocka_unit_test(policies_json_reads_back_into_the_same_resolved_plans),
+        cmocka_unit_test(two_sided_rule_refuses_large_falls),
         cmocka_unit_test(matrix_reader_takes_the_block_columns_and_names_what_is_missing),
         cmocka_unit_test(options_round_trip_and_refuse_unknown_keys),
     };

@@ -427,7 +427,8 @@ static void matrix_csvs(const char *dir, const char *tag, const profile_matrix_t
     char *a = fs_join(dir, name);
     snprintf(name, sizeof name, "%s_summary.csv", tag);
     char *b = fs_join(dir, name);
-    if (profile_matrix_write_csv(mx, 2.0, a, &e) || profile_summary_write_csv(mx, 2.0, b, &e))
+    if (profile_matrix_write_csv(mx, 2.0, false, a, &e) ||
+        profile_summary_write_csv(mx, 2.0, false, b, &e))
         fail_msg("%s", e.msg);
     *matrix = slurp(a);
     *summary = slurp(b);
@@ -604,7 +605,7 @@ static void matrix_header_is_the_study_columns_then_every_pair(void **state)
             mx.whole_nll[f][b] = 0.5;
     char *dir = test_mkdtemp(), *path = fs_join(dir, "m.csv"), *spath = fs_join(dir, "s.csv");
     err_t e = ERR_INIT;
-    assert_int_equal(profile_matrix_write_csv(&mx, 2.0, path, &e), 0);
+    assert_int_equal(profile_matrix_write_csv(&mx, 2.0, false, path, &e), 0);
     char *t = slurp(path);
     char want[4096] = "layer,mxfp4_g8_ppl,mxfp4_g8_delta_pct,mxfp8_g8_ppl,mxfp8_g8_delta_pct,"
                       "mxfp4_tolerant,mxfp8_tolerant";
@@ -631,7 +632,7 @@ static void matrix_header_is_the_study_columns_then_every_pair(void **state)
     for (char *q = t; *q; q++)
         lines += *q == '\n';
     assert_int_equal(lines, 2);
-    assert_int_equal(profile_summary_write_csv(&mx, 2.0, spath, &e), 0);
+    assert_int_equal(profile_summary_write_csv(&mx, 2.0, false, spath, &e), 0);
     char *s = slurp(spath);
     const char *ws = "row,format,block,ppl,delta_pct,tolerant,tokens,nll\n"
                      "baseline,fp32,,1,0,true,10,0\n";
@@ -650,14 +651,20 @@ static void matrix_header_is_the_study_columns_then_every_pair(void **state)
     free(dir);
 }
 
-static void tolerance_counts_falls_and_refuses_non_finite(void **state)
+static void tolerance_counts_falls_unless_two_sided_and_refuses_non_finite(void **state)
 {
     (void)state;
-    assert_true(profile_tolerant(-5.0, 2.0));
-    assert_true(profile_tolerant(1.999, 2.0));
-    assert_false(profile_tolerant(2.0, 2.0));
-    assert_false(profile_tolerant(NAN, 2.0));
-    assert_false(profile_tolerant(INFINITY, 2.0));
+    assert_true(profile_tolerant(-5.0, 2.0, false));
+    assert_true(profile_tolerant(1.999, 2.0, false));
+    assert_false(profile_tolerant(2.0, 2.0, false));
+    assert_false(profile_tolerant(NAN, 2.0, false));
+    assert_false(profile_tolerant(INFINITY, 2.0, false));
+    assert_false(profile_tolerant(-INFINITY, 2.0, false));
+    /* two-sided: a fall as large as the threshold is not tolerant either */
+    assert_false(profile_tolerant(-5.0, 2.0, true));
+    assert_true(profile_tolerant(-1.999, 2.0, true));
+    assert_true(profile_tolerant(1.999, 2.0, true));
+    assert_false(profile_tolerant(2.0, 2.0, true));
 }
 
 /* ---- options --------------------------------------------------------------------------------- */
@@ -822,7 +829,7 @@ int main(void)
         cmocka_unit_test(workers_and_resume_give_the_same_files),
         cmocka_unit_test(matrix_rows_match_pytorch_fake_quant),
         cmocka_unit_test(matrix_header_is_the_study_columns_then_every_pair),
-        cmocka_unit_test(tolerance_counts_falls_and_refuses_non_finite),
+        cmocka_unit_test(tolerance_counts_falls_unless_two_sided_and_refuses_non_finite),
         cmocka_unit_test(options_round_trip_and_name_bad_keys),
         cmocka_unit_test(commands_write_their_files_and_refuse_bad_input),
     };

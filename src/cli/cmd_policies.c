@@ -27,7 +27,7 @@ int cmd_policies(int argc, char **argv)
     long long block = LLONG_MIN, tokens = LLONG_MIN, batch_tokens = LLONG_MIN,
               max_prompt = LLONG_MIN, max_response = LLONG_MIN;
     double threshold = NAN, budget = NAN;
-    bool quiet = false;
+    bool quiet = false, two_sided = false;
     const char *backend = NULL;
     arg_opt_t opts[] = {
         {"sensitivity", ARG_STRING, &sens, "CSV",
@@ -42,6 +42,8 @@ int cmd_policies(int argc, char **argv)
          "MX block size of the plans (default 32; the matrix needs its columns)"},
         {"threshold", ARG_DOUBLE, &threshold, "PCT",
          "per-layer tolerance: delta_pct < PCT (default 2)"},
+        {"two-sided", ARG_FLAG, &two_sided, NULL,
+         "tolerance and budget on |delta_pct| (a large fall counts too)"},
         {"budget-factor", ARG_DOUBLE, &budget, "X",
          "whole-model budget: delta_pct < X * threshold (default 2)"},
         {"fp16-compute", ARG_STRING, &fp16, "T",
@@ -84,6 +86,8 @@ int cmd_policies(int argc, char **argv)
         o.threshold_pct = threshold;
     if (!isnan(budget))
         o.budget_factor = budget;
+    if (two_sided)
+        o.two_sided = true;
     if (tokens != LLONG_MIN)
         o.eval.tokens = (long)tokens;
     if (batch_tokens != LLONG_MIN)

@@ -73,7 +73,7 @@ int cmd_sensitivity(int argc, char **argv)
     long long tokens = LLONG_MIN, batch_tokens = LLONG_MIN, max_prompt = LLONG_MIN,
               max_response = LLONG_MIN, workers = LLONG_MIN;
     double threshold = NAN;
-    bool resume = false, quiet = false;
+    bool resume = false, quiet = false, two_sided = false;
     const char *backend = NULL;
     arg_opt_t opts[] = {
         {"model", ARG_STRING, &model, "DIR", "Hugging Face model directory with tokenizer.json"},
@@ -89,6 +89,8 @@ int cmd_sensitivity(int argc, char **argv)
         {"batch-tokens", ARG_INT, &batch_tokens, "N", "rows x length per forward (default 4096)"},
         {"split", ARG_STRING, &split, "NAME", "split of a split record (default eval_prompts)"},
         {"threshold", ARG_DOUBLE, &threshold, "PCT", "tolerant when delta_pct < PCT (default 2)"},
+        {"two-sided", ARG_FLAG, &two_sided, NULL, "tolerant when |delta_pct| < PCT (a large fall "
+         "is not tolerant either)"},
         {"formats", ARG_STRING, &formats, "LIST", "MX formats, comma-separated (default all six)"},
         {"blocks", ARG_STRING, &blocks, "LIST", "block sizes, comma-separated (default 8,16,32)"},
         {"rounding", ARG_STRING, &rounding, "R", "element rounding: even (default), nearest, trunc"},
@@ -131,6 +133,8 @@ int cmd_sensitivity(int argc, char **argv)
         o.workers = workers < 0 || workers > PROFILE_MAX_WORKERS ? -1 : (int)workers;
     if (!isnan(threshold))
         o.threshold_pct = threshold;
+    if (two_sided)
+        o.two_sided = true;
     if (score && profile_score_from_name(score, &o.eval.score)) {
         err_set(&e, ERR_INPUT, "--score: expected all or response, got \"%s\"", score);
         return cli_report("sensitivity", &e);

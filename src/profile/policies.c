@@ -46,7 +46,8 @@ int policies_opts_check(const policies_opts_t *o, const char *ctx, err_t *e)
     return profile_eval_opts_check(&o->eval, ctx, e);
 }
 
-static const char *const POL_KEYS[] = {"block", "threshold_pct", "budget_factor", "fp16_compute",
+static const char *const POL_KEYS[] = {"block", "threshold_pct", "two_sided", "budget_factor",
+                                       "fp16_compute",
                                        "mx_gradient_compute", "rounding", "scale", "backend"};
 
 int policies_opts_from_json(const cJSON *obj, const char *ctx, policies_opts_t *o, err_t *e)
@@ -69,7 +70,8 @@ int policies_opts_from_json(const cJSON *obj, const char *ctx, policies_opts_t *
     if (json_opt_int(obj, "block", ctx, o->block, &v, e))
         return e->code;
     o->block = v < 0 || v > 1 << 20 ? -1 : (int)v;
-    if (json_opt_double(obj, "threshold_pct", ctx, o->threshold_pct, &o->threshold_pct, e) ||
+    if (json_opt_bool(obj, "two_sided", ctx, o->two_sided, &o->two_sided, e) ||
+        json_opt_double(obj, "threshold_pct", ctx, o->threshold_pct, &o->threshold_pct, e) ||
         json_opt_double(obj, "budget_factor", ctx, o->budget_factor, &o->budget_factor, e))
         return e->code;
     if (json_opt_string(obj, "fp16_compute", ctx, prec_compute_name(o->fp16_compute), &s, e))
@@ -105,6 +107,7 @@ cJSON *policies_opts_to_json(const policies_opts_t *o)
     profile_eval_opts_add_json(j, &o->eval);
     cJSON_AddNumberToObject(j, "block", o->block);
     cJSON_AddNumberToObject(j, "threshold_pct", o->threshold_pct);
+    cJSON_AddBoolToObject(j, "two_sided", o->two_sided);
     cJSON_AddNumberToObject(j, "budget_factor", o->budget_factor);
     cJSON_AddStringToObject(j, "fp16_compute", prec_compute_name(o->fp16_compute));
     cJSON_AddStringToObject(j, "mx_gradient_compute", prec_compute_name(o->mx_gradient_compute));
@@ -362,8 +365,8 @@ static int cand_cmp(const void *a, const void *b)
  * `lo` is tolerant, smallest first, keeping each that leaves the whole model within
  * budget. */
 static int greedy(deriver_t *d, const double *delta, mx_format_t hi, mx_format_t lo,
-                  double threshold, double base, double budget, profile_greedy_t *g,
-                  mx_format_t **result, err_t *e)
+                  double threshold, bool two_sided, double base, double budget,
+                  profile_greedy_t *g, mx_format_t **result, err_t *e)
 {
     const int n = d->s->n;
     cand_t *c = err_malloc(e, (size_t)(n ? n : 1) * sizeof *c, "candidates");
@@ -377,7 +380,7 @@ static int greedy(deriver_t *d, const double *delta, mx_format_t hi, mx_format_t
     }
     int nc = 0;
     for (int l = 0; l < n; l++)
-        if (profile_tolerant(delta[l], threshold))
+        if (profile_tolerant(delta[l], threshold, two_sided))
             c[nc++] = (cand_t){l, delta[l]};
     qsort(c, (size_t)nc, sizeof *c, cand_cmp);
     double pcur;
@@ -396,7 +399,7 @@ static int greedy(deriver_t *d, const double *delta, mx_format_t hi, mx_format_t
             free(cur);
             return e->code;
         }
-        bool ok = profile_tolerant(profile_delta_pct(p, base), budget);
+        bool ok = profile_tolerant(profile_delta_pct(p, base), budget, two_sided);
         g->steps[g->nsteps++] = (profile_greedy_step_t){l, c[i].d, p, ok};
         if (ok) {
             g->in[l] = true;
@@ -443,11 +446,11 @@ int profile_policies_derive(const profile_sens_t *s, const policies_opts_t *o,
     }
     if ((rc = measure(&d, PREC_COMPUTE_FP32, fp32, &out->base_ppl, e)) ||
         (rc = measure(&d, PREC_COMPUTE_FP32, all8, &p_all8, e)) ||
-        (rc = greedy(&d, s->d4, MX_FP8_E4M3, MX_FP4_E2M1, T, out->base_ppl, budget, &out->g4,
-                     &g4, e)) ||
+        (rc = greedy(&d, s->d4, MX_FP8_E4M3, MX_FP4_E2M1, T, o->two_sided, out->base_ppl, budget,
+                     &out->g4, &g4, e)) ||
         (rc = measure(&d, PREC_COMPUTE_FP32, all4, &p_all4, e)) ||
-        (rc = greedy(&d, s->d8, MX_FP32, MX_FP8_E4M3, T, out->base_ppl, budget, &out->g8, &g8,
-                     e)) ||
+        (rc = greedy(&d, s->d8, MX_FP32, MX_FP8_E4M3, T, o->two_sided, out->base_ppl, budget,
+                     &out->g8, &g8, e)) ||
         (rc = measure(&d, o->fp16_compute, fp32, &p_fp16, e)) ||
         (rc = measure(&d, o->mx_gradient_compute, g4, &p_g4_mxgrad, e)))
         goto done;
@@ -647,13 +650,13 @@ cJSON *profile_policy_to_json(const profile_policies_t *p, int which)
     return j;
 }
 
-static cJSON *phase_ppl(double ppl, double base, double budget)
+static cJSON *phase_ppl(double ppl, double base, double budget, bool two_sided)
 {
     cJSON *o = cJSON_CreateObject();
     double d = profile_delta_pct(ppl, base);
     cJSON_AddNumberToObject(o, "ppl", ppl);
     cJSON_AddNumberToObject(o, "delta_pct", d);
-    cJSON_AddBoolToObject(o, "within_budget", profile_tolerant(d, budget));
+    cJSON_AddBoolToObject(o, "within_budget", profile_tolerant(d, budget, two_sided));
     return o;
 }
 
@@ -704,7 +707,8 @@ cJSON *profile_policies_to_json(const profile_policies_t *p, cJSON *extra)
         cJSON *o = cJSON_AddObjectToObject(ppl, p->plan[i].name);
         for (int ph = 0; ph < PREC_PHASE_COUNT; ph++)
             cJSON_AddItemToObject(o, prec_phase_name((prec_phase_t)ph),
-                                  phase_ppl(p->plan[i].ppl[ph], p->base_ppl, budget));
+                                  phase_ppl(p->plan[i].ppl[ph], p->base_ppl, budget,
+                                            p->opts.two_sided));
     }
     cJSON *d = cJSON_AddObjectToObject(root, "derivation");
     cJSON_AddNumberToObject(d, "block", p->opts.block);
@@ -860,8 +864,8 @@ int profile_policies_run(const policies_opts_t *o, const policies_paths_t *pa,
     {
         int c4 = 0, c8 = 0;
         for (int l = 0; l < s.n; l++) {
-            c4 += profile_tolerant(s.d4[l], o->threshold_pct);
-            c8 += profile_tolerant(s.d8[l], o->threshold_pct);
+            c4 += profile_tolerant(s.d4[l], o->threshold_pct, o->two_sided);
+            c8 += profile_tolerant(s.d8[l], o->threshold_pct, o->two_sided);
         }
         mm.total = 7 + c4 + c8;   /* an upper bound: repeated configurations are not re-run */
     }

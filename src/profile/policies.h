@@ -46,6 +46,7 @@ typedef struct policies_opts {
     profile_eval_opts_t eval;         /* the evaluation set (as the sensitivity stage's) */
     int block;                        /* MX block size of every plan (32, the OCP size) */
     double threshold_pct;             /* per-layer tolerance: delta_pct < threshold (2) */
+    bool two_sided;                   /* |delta_pct| < threshold, budget too (false) */
     double budget_factor;             /* whole-model budget: delta_pct < factor x threshold (2) */
     prec_compute_t fp16_compute;      /* the study's "FP16": fp16 (dynamic loss scaling) or bf16 */
     prec_compute_t mx_gradient_compute; /* C's gradient GEMMs on MX operands (fp32) */

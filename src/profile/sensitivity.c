@@ -102,8 +102,8 @@ int sensitivity_opts_check(const sensitivity_opts_t *o, const char *ctx, err_t *
     return profile_eval_opts_check(&o->eval, ctx, e);
 }
 
-static const char *const SENS_KEYS[] = {"threshold_pct", "formats", "blocks", "rounding",
-                                        "scale", "workers", "backend"};
+static const char *const SENS_KEYS[] = {"threshold_pct", "two_sided", "formats", "blocks",
+                                        "rounding", "scale", "workers", "backend"};
 
 int sensitivity_opts_from_json(const cJSON *obj, const char *ctx, sensitivity_opts_t *o,
                                err_t *e)
@@ -127,6 +127,8 @@ int sensitivity_opts_from_json(const cJSON *obj, const char *ctx, sensitivity_op
     if (json_opt_double(obj, "threshold_pct", ctx, o->threshold_pct, &d, e))
         return e->code;
     o->threshold_pct = d;
+    if (json_opt_bool(obj, "two_sided", ctx, o->two_sided, &o->two_sided, e))
+        return e->code;
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, "formats");
     if (a) {
         if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > SENS_MAX_FORMATS)
@@ -178,6 +180,7 @@ cJSON *sensitivity_opts_to_json(const sensitivity_opts_t *o)
     cJSON *j = cJSON_CreateObject();
     profile_eval_opts_add_json(j, &o->eval);
     cJSON_AddNumberToObject(j, "threshold_pct", o->threshold_pct);
+    cJSON_AddBoolToObject(j, "two_sided", o->two_sided);
     cJSON *f = cJSON_AddArrayToObject(j, "formats");
     for (int i = 0; i < o->nformats; i++)
         cJSON_AddItemToArray(f, cJSON_CreateString(mx_format_name(o->formats[i])));
@@ -225,11 +228,9 @@ double profile_matrix_ppl(const profile_matrix_t *mx, int layer, int fi, int bj)
 
 double profile_delta_pct(double ppl, double base) { return 100.0 * (ppl - base) / base; }
 
-/* Tolerant: the perplexity rose by less than the threshold. A fall (negative delta) is
- * tolerant; a non-finite perplexity never is. */
-bool profile_tolerant(double delta_pct, double threshold_pct)
+bool profile_tolerant(double delta_pct, double threshold_pct, bool two_sided)
 {
-    return isfinite(delta_pct) && delta_pct < threshold_pct;
+    return isfinite(delta_pct) && (two_sided ? fabs(delta_pct) : delta_pct) < threshold_pct;
 }
 
 /* ---- fingerprints ---------------------------------------------------------------------- */
@@ -879,17 +880,18 @@ static int t_commit(table_t *t, err_t *e)
     return atomic_commit(&t->af, e);
 }
 
-static void ppl_cells(table_t *w, double ppl, double base, bool with_tolerant, double threshold)
+static void ppl_cells(table_t *w, double ppl, double base, bool with_tolerant, double threshold,
+                      bool two_sided)
 {
     double d = profile_delta_pct(ppl, base);
     t_num(w, ppl);
     t_num(w, d);
     if (with_tolerant)
-        t_bool(w, profile_tolerant(d, threshold));
+        t_bool(w, profile_tolerant(d, threshold, two_sided));
 }
 
-int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, const char *path,
-                             err_t *e)
+int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, bool two_sided,
+                             const char *path, err_t *e)
 {
     int f4 = -1, f8 = -1, b8 = index_of_block(mx->blocks, mx->nblocks, 8);
     for (int i = 0; i < mx->nformats; i++) {
@@ -922,19 +924,20 @@ int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, c
     for (int l = 0; l < mx->nlayers; l++) {
         t_cell(&w, mx->layers[l]);
         double p4 = profile_matrix_ppl(mx, l, f4, b8), p8 = profile_matrix_ppl(mx, l, f8, b8);
-        ppl_cells(&w, p4, base, false, threshold_pct);
-        ppl_cells(&w, p8, base, false, threshold_pct);
-        t_bool(&w, profile_tolerant(profile_delta_pct(p4, base), threshold_pct));
-        t_bool(&w, profile_tolerant(profile_delta_pct(p8, base), threshold_pct));
+        ppl_cells(&w, p4, base, false, threshold_pct, two_sided);
+        ppl_cells(&w, p8, base, false, threshold_pct, two_sided);
+        t_bool(&w, profile_tolerant(profile_delta_pct(p4, base), threshold_pct, two_sided));
+        t_bool(&w, profile_tolerant(profile_delta_pct(p8, base), threshold_pct, two_sided));
         for (int f = 0; f < mx->nformats; f++)
             for (int b = 0; b < mx->nblocks; b++)
-                ppl_cells(&w, profile_matrix_ppl(mx, l, f, b), base, true, threshold_pct);
+                ppl_cells(&w, profile_matrix_ppl(mx, l, f, b), base, true, threshold_pct,
+                          two_sided);
         t_end(&w);
     }
     return t_commit(&w, e);
 }
 
-int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct,
+int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct, bool two_sided,
                               const char *path, err_t *e)
 {
     table_t w = {0};
@@ -949,7 +952,7 @@ int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct,
     t_cell(&w, "baseline");
     t_cell(&w, "fp32");
     t_cell(&w, NULL);
-    ppl_cells(&w, base, base, true, threshold_pct);
+    ppl_cells(&w, base, base, true, threshold_pct, two_sided);
     t_int(&w, mx->tokens);
     t_num(&w, mx->base_nll);
     t_end(&w);
@@ -959,7 +962,7 @@ int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct,
             t_cell(&w, mx_format_name(mx->formats[f]));
             t_int(&w, mx->blocks[b]);
             ppl_cells(&w, profile_ppl_value(mx->whole_nll[f][b], mx->tokens), base, true,
-                      threshold_pct);
+                      threshold_pct, two_sided);
             t_int(&w, mx->tokens);
             t_num(&w, mx->whole_nll[f][b]);
             t_end(&w);
@@ -1131,8 +1134,8 @@ int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths
     if ((rc = profile_sensitivity_sweep(w, nw, &es, o, cells, pa->resume, progress, pctx, &mx,
                                         e)))
         goto done;
-    if ((rc = profile_matrix_write_csv(&mx, o->threshold_pct, pa->output, e)) ||
-        (rc = profile_summary_write_csv(&mx, o->threshold_pct, summary, e)) ||
+    if ((rc = profile_matrix_write_csv(&mx, o->threshold_pct, o->two_sided, pa->output, e)) ||
+        (rc = profile_summary_write_csv(&mx, o->threshold_pct, o->two_sided, summary, e)) ||
         (rc = write_record(record, o, pa, desc, &es, &mx, e)))
         goto done;
     if (res)

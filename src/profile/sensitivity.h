@@ -43,6 +43,7 @@
 typedef struct sensitivity_opts {
     profile_eval_opts_t eval;    /* the evaluation set (evalset.h) */
     double threshold_pct;        /* tolerant: delta_pct < threshold (2.0) */
+    bool two_sided;              /* tolerant: |delta_pct| < threshold instead (false) */
     mx_format_t formats[SENS_MAX_FORMATS];
     int nformats;                /* the six MX formats */
     int blocks[SENS_MAX_BLOCKS];
@@ -101,7 +102,9 @@ typedef struct profile_matrix {
 void profile_matrix_free(profile_matrix_t *mx);
 double profile_matrix_ppl(const profile_matrix_t *mx, int layer, int fi, int bj);
 double profile_delta_pct(double ppl, double base);
-bool profile_tolerant(double delta_pct, double threshold_pct);
+/* Tolerant: delta_pct < threshold; a fall (negative delta) counts as tolerant unless
+ * two_sided, which asks |delta_pct| < threshold; a non-finite delta never is. */
+bool profile_tolerant(double delta_pct, double threshold_pct, bool two_sided);
 
 /* The sweep on an evaluation set, with one or more workers (the same model loaded once
  * per worker, profile_workers_open) taking cells in turn; each cell is a pure function of
@@ -116,9 +119,9 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
                               void *pctx, profile_matrix_t *out, err_t *e);
 
 /* The two CSVs (atomically). */
-int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, const char *path,
-                             err_t *e);
-int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct,
+int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, bool two_sided,
+                             const char *path, err_t *e);
+int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct, bool two_sided,
                               const char *path, err_t *e);
 
 /* Where the stage reads and writes. */

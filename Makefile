@@ -5,9 +5,26 @@
 #   make test       unit tests under ASan/UBSan + fuzz corpus replay -> build/asan/
 #   make bench      benchmarks (optimised), printed as tables
 #   make fuzz       build the libFuzzer targets (clang) -> build/fuzz/
+#   make test-gpu   the GPU tests (tests/gpu/, optimised build with CUDA; on a GPU machine)
+#   make test-gpu-sanitize   the same under compute-sanitizer (memcheck, racecheck)
 #   make clean
 #
 # BUILD=dir puts all outputs elsewhere (parallel work trees, CI caches).
+#
+# CUDA: enabled when nvcc is found (on the PATH or /usr/local/cuda/bin); `make CUDA=0`
+# disables it. With CUDA the optimised library holds the CUDA backend (src/backend/*.cu,
+# compiled for sm_90: H100/H200) and links the CUDA runtime (static) and cuBLASLt; without
+# it, src/backend/cuda_stub.c stands in and `--device cuda` reports "built without CUDA"
+# (exit 3). The sanitizer build (tests) and the fuzzers always use the stub: ASan and the
+# CUDA runtime do not mix. `make test` compiles the CUDA code when nvcc exists and runs
+# its host-side arithmetic check; it needs no GPU.
+#
+# Overrides for machines without the Debian packages (the GPU machine):
+#   NO_DEPS=1          do not run scripts/deps.sh
+#   DEPS_PREFIX=dir    headers and libraries from Debian packages unpacked under dir
+#                      (dpkg -x pkg.deb dir): dir/usr/include, dir/usr/lib/<multiarch>
+#   PKG_CFLAGS=... PKG_LIBS=...   or give the flags outright
+#   MARCH=x86-64-v3    instead of -march=native (binaries for another CPU)
 
 BUILD   ?= build
 MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)
@@ -27,9 +44,32 @@ PKG_CFLAGS = $(shell $(PKGCONF) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell $(PKGCONF) --libs $(PKGS) 2>/dev/null) \
              -Wl,-rpath,$(shell $(PKGCONF) --variable=libdir openblas 2>/dev/null) -lm -ldl -lpthread
 
+ifneq ($(DEPS_PREFIX),)
+MULTIARCH  := $(shell $(CC) -print-multiarch 2>/dev/null)
+DEPS_LIB   := $(abspath $(DEPS_PREFIX))/usr/lib/$(MULTIARCH)
+PKG_CFLAGS = -I$(abspath $(DEPS_PREFIX))/usr/include -I$(abspath $(DEPS_PREFIX))/usr/include/cjson \
+             -I$(abspath $(DEPS_PREFIX))/usr/include/$(MULTIARCH)/openblas-openmp -DUTF8PROC_EXPORTS
+PKG_LIBS   = -L$(DEPS_LIB) -L$(DEPS_LIB)/openblas-openmp -Wl,-rpath,$(DEPS_LIB) \
+             -Wl,-rpath,$(DEPS_LIB)/openblas-openmp -Wl,-rpath-link,$(DEPS_LIB) \
+             -lcjson -lopenblas -lpcre2-8 -lutf8proc -lz -lm -ldl -lpthread
+endif
+
+# ---- CUDA ---------------------------------------------------------------------
+NVCC      ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+CUDA      ?= $(if $(NVCC),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_GENCODE ?= -gencode arch=compute_90,code=sm_90
+NVCC_FLAGS := -std=c++17 -O3 $(CUDA_GENCODE) -lineinfo -Isrc -MMD -MP \
+              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fopenmp -Werror all-warnings
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static \
+             -lrt -ldl -lpthread -lstdc++
+CU_SRC    := $(sort $(wildcard src/backend/*.cu))
+CUDA_STUB := src/backend/cuda_stub.c
+
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 COMMON  := -std=c11 -D_GNU_SOURCE $(WARN) -Isrc -fopenmp -g -MMD -MP
-REL_CFLAGS  := $(COMMON) -O3 -march=native
+MARCH   ?= native
+REL_CFLAGS  := $(COMMON) -O3 -march=$(MARCH)
 ASAN_CFLAGS := $(COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined
 ASAN_LDFLAGS := -fsanitize=address,undefined
@@ -47,7 +87,18 @@ Q := $(if $(V),,@)
 REL  := $(BUILD)/rel
 ASAN := $(BUILD)/asan
 
+ifeq ($(CUDA),1)
+REL_LIB_OBJ  := $(filter-out $(CUDA_STUB:%.c=$(REL)/%.o),$(LIB_SRC:%.c=$(REL)/%.o)) \
+                $(CU_SRC:%.cu=$(REL)/%.cu.o)
+REL_LIBS     := $(PKG_LIBS) $(CUDA_LIBS)
+else
 REL_LIB_OBJ  := $(LIB_SRC:%.c=$(REL)/%.o)
+REL_LIBS     := $(PKG_LIBS)
+endif
+CU_OBJ       := $(CU_SRC:%.cu=$(REL)/%.cu.o)
+GPU_TEST_SRC := $(sort $(wildcard tests/gpu/test_gpu_*.c))
+GPU_TEST_BIN := $(GPU_TEST_SRC:tests/gpu/%.c=$(REL)/tests/gpu/%)
+CUDA_MATH_TEST := $(REL)/tests/gpu/test_cuda_math
 ASAN_LIB_OBJ := $(LIB_SRC:%.c=$(ASAN)/%.o)
 REL_CLI_OBJ  := $(CLI_SRC:%.c=$(REL)/%.o)
 ASAN_CLI_OBJ := $(CLI_SRC:%.c=$(ASAN)/%.o)
@@ -56,14 +107,14 @@ TSUP_OBJ  := $(TSUP_SRC:%.c=$(ASAN)/%.o)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(REL)/bench/%)
 FUZZ_BIN  := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all run test bench fuzz deps clean
+.PHONY: all run test bench fuzz deps clean test-gpu test-gpu-sanitize cuda-check
 .SECONDARY:
 .DEFAULT_GOAL := all
 
 all: $(REL)/mxrlhf
 
 $(DEPS_OK): scripts/deps.sh
-	@scripts/deps.sh
+	@$(if $(NO_DEPS),true,scripts/deps.sh)
 	@mkdir -p $(@D) && touch $@
 
 deps: $(DEPS_OK)
@@ -74,18 +125,40 @@ $(REL)/%.o: %.c | $(DEPS_OK)
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
+$(REL)/%.cu.o: %.cu | $(DEPS_OK)
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  NVCC    $<")
+	$(Q)$(NVCC) $(NVCC_FLAGS) $(PKG_CFLAGS) -c $< -o $@
+
 $(REL)/libmxrlhf.a: $(REL_LIB_OBJ)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
 $(REL)/mxrlhf: $(REL_CLI_OBJ) $(REL)/libmxrlhf.a
 	@echo "  LINK    $@"
-	$(Q)$(CC) $(REL_CFLAGS) $^ -o $@ $(PKG_LIBS)
+	$(Q)$(CC) $(REL_CFLAGS) $^ -o $@ $(REL_LIBS)
 
 $(REL)/bench/%: bench/%.c $(REL)/libmxrlhf.a | $(DEPS_OK)
 	@mkdir -p $(@D)
 	@echo "  LINK    $@"
-	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $< $(REL)/libmxrlhf.a -o $@ $(PKG_LIBS)
+	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $< $(REL)/libmxrlhf.a -o $@ $(REL_LIBS)
+
+# ---- GPU tests (optimised build, cmocka; they skip when no GPU answers) --------
+$(REL)/tests/gpu/%: tests/gpu/%.c $(TSUP_SRC) $(REL)/libmxrlhf.a | $(DEPS_OK)
+	@mkdir -p $(@D)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) -Itests $< $(TSUP_SRC) $(REL)/libmxrlhf.a -o $@ \
+	  $(REL_LIBS) -lcmocka
+
+# The host half of the CUDA arithmetic (src/backend/cuda_math.cuh) against src/mx and
+# util/rng: needs nvcc, not a GPU.
+$(CUDA_MATH_TEST): tests/gpu/test_cuda_math.cu src/backend/cuda_math.cuh $(TSUP_SRC) \
+                   $(REL)/libmxrlhf.a | $(DEPS_OK)
+	@mkdir -p $(@D)
+	@echo "  NVCC    $@"
+	$(Q)$(NVCC) -std=c++17 -O2 -Isrc -Itests $(PKG_CFLAGS) -c $< -o $@.o
+	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) -Itests $@.o $(TSUP_SRC) $(REL)/libmxrlhf.a -o $@ \
+	  $(REL_LIBS) -lcmocka
 
 # ---- sanitizer build for tests ----------------------------------------------
 $(ASAN)/%.o: %.c | $(DEPS_OK)
@@ -118,9 +191,25 @@ fuzz: $(FUZZ_BIN)
 run: $(REL)/mxrlhf
 	$(REL)/mxrlhf run $(RUN_ARGS)
 
-# The CLI binary is built under ASan too: tests drive it as a user would.
-test: $(TEST_BIN) $(ASAN)/mxrlhf $(FUZZ_BIN)
-	@MXRLHF_BIN=$(ASAN)/mxrlhf FUZZ_DIR=$(BUILD)/fuzz scripts/run_tests.sh $(TEST_BIN)
+# The CLI binary is built under ASan too: tests drive it as a user would. With CUDA,
+# the CUDA code is compiled and linked (cuda-check) and its host arithmetic tested.
+ifeq ($(CUDA),1)
+CUDA_CHECK := cuda-check
+endif
+test: $(TEST_BIN) $(ASAN)/mxrlhf $(FUZZ_BIN) $(CUDA_CHECK)
+	@MXRLHF_BIN=$(ASAN)/mxrlhf FUZZ_DIR=$(BUILD)/fuzz scripts/run_tests.sh $(TEST_BIN) \
+	  $(if $(CUDA_CHECK),$(CUDA_MATH_TEST))
+
+cuda-check: $(CU_OBJ) $(CUDA_MATH_TEST) $(GPU_TEST_BIN) $(REL)/mxrlhf
+
+test-gpu: $(GPU_TEST_BIN) $(REL)/mxrlhf
+	@MXRLHF_BIN=$(REL)/mxrlhf scripts/run_tests.sh $(GPU_TEST_BIN)
+
+test-gpu-sanitize: $(GPU_TEST_BIN)
+	@for t in $(GPU_TEST_BIN); do for tool in memcheck racecheck; do \
+	  echo "== compute-sanitizer --tool $$tool $$t"; \
+	  MXRLHF_GPU_QUICK=1 compute-sanitizer --tool $$tool --error-exitcode 99 $$t >$$t.$$tool.log 2>&1 \
+	    && tail -3 $$t.$$tool.log || { tail -60 $$t.$$tool.log; exit 1; }; done; done
 
 bench: $(BENCH_BIN) $(REL)/mxrlhf
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done

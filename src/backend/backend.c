@@ -9,9 +9,8 @@ int be_open(const char *name, backend_t **out, err_t *e)
     if (!name || !strcmp(name, "cpu"))
         return be_cpu_open(out, e);
     if (!strcmp(name, "cuda"))
-        return err_set(e, ERR_UNAVAILABLE, "backend \"cuda\" is not built in this version "
-                       "(available: cpu)");
-    return err_set(e, ERR_INPUT, "unknown backend \"%s\" (available: cpu)", name);
+        return be_cuda_open(out, e);
+    return err_set(e, ERR_INPUT, "unknown device \"%s\" (expected cpu or cuda)", name);
 }
 
 void be_close(backend_t *be)

@@ -3,7 +3,7 @@
  * ggml's pattern: a backend is a small table of functions (be_ops_t) plus its private
  * state. The model calls only the be_* wrappers below, so one model definition runs on
  * every backend. `cpu` (backend_cpu.c) is the readable float32 reference with OpenMP and
- * OpenBLAS; a CUDA backend implements the same table later and is checked op by op
+ * OpenBLAS; `cuda` (cuda_*.cu) implements the same table and is checked op by op
  * against it.
  *
  * Memory. Tensors live in device buffers (be_buf_t) the backend owns. An op never takes
@@ -98,12 +98,18 @@ typedef struct be_linear {
  *        sees a later key. A query with no visible key (itself padding) outputs zeros.
  *   out: (B, Tq, H*D) rows. lse: (B, H, Tq) log-sum-exp of the scaled scores, saved for
  *        backward (may be absent in inference).
- * Query head h uses KV head h / (H / Hkv). Scores are scaled by `scale` (1/sqrt(D)). */
+ * Query head h uses KV head h / (H / Hkv). Scores are scaled by `scale` (1/sqrt(D)).
+ * compute: the compute type of the calling phase (prec_compute_for). The CPU backend
+ * keeps attention in float32 whatever it says; the CUDA backend rounds the operands of
+ * attention's products to bf16 / fp16 under bf16 / fp16 compute, as PyTorch's autocast
+ * does for scaled_dot_product_attention (float32 softmax and accumulation). Zero
+ * (PREC_COMPUTE_FP32) when not set. */
 typedef struct be_attn {
     be_ptr_t q, k, v, out, lse, pad_left;
     size_t kv_sb, kv_st, kv_sh;
     int B, Tq, Tk, H, Hkv, D, q0;
     float scale;
+    prec_compute_t compute;
 } be_attn_t;
 
 /* AdamW as torch.optim.AdamW computes it (decoupled decay, bias correction):
@@ -203,13 +209,19 @@ struct backend {
     void *impl;
 };
 
-/* Backends by name: "cpu". ERR_UNAVAILABLE for a backend not built in. */
+/* Backends by name: "cpu", "cuda". ERR_UNAVAILABLE for a backend not built in or a
+ * device that is absent. */
 int be_open(const char *name, backend_t **out, err_t *e);
 void be_close(backend_t *be);
 const char *be_name(const backend_t *be);
 
 /* The CPU backend (float32, OpenMP + OpenBLAS). Threads: OMP_NUM_THREADS. */
 int be_cpu_open(backend_t **out, err_t *e);
+
+/* The CUDA backend (src/backend/cuda_*.cu; device 0 or $CUDA_VISIBLE_DEVICES' first): bf16 /
+ * fp16 / fp32 tensor-core GEMMs through cuBLASLt, float32 everywhere else. ERR_UNAVAILABLE
+ * when built without CUDA or when no device answers. Extras in backend/cuda.h. */
+int be_cuda_open(backend_t **out, err_t *e);
 
 /* ---- wrappers: what the model calls --------------------------------------------------- */
 

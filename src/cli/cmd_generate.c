@@ -66,11 +66,12 @@ int cmd_generate(int argc, char **argv)
         {"plan", ARG_STRING, &plan, "NAME", "the plan to sample under (with --policy)"},
         {"phase", ARG_STRING, &phase_s, "P", "rollout, reward or gradient (default rollout)"},
         {"role", ARG_STRING, &role_s, "R", "policy, reference, reward or value (default policy)"},
-        {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
+        {"device", ARG_STRING, &backend, "D", "cpu or cuda (default cpu)"},
+        {"backend", ARG_STRING, &backend, "D", "the same as --device"},
     };
     arg_spec_t spec = {"generate", "Sample a continuation of a prompt of token ids.",
                        "--model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new-tokens N --temperature T "
-                       "--top-k K --top-p P --seed S]",
+                       "--top-k K --top-p P --seed S] [--device cpu|cuda]",
                        "Prints {\"prompt\": [...], \"ids\": [new ids], \"stopped\": true when a "
                        "stop id ended it}, with --prompt also \"text\" (the new ids decoded, special "
                        "tokens left out). The same seed gives the same ids on any thread count.",

@@ -81,11 +81,13 @@ int cmd_logprobs(int argc, char **argv)
         {"phase", ARG_STRING, &phase_s, "P", "rollout, reward or gradient (default rollout)"},
         {"role", ARG_STRING, &role_s, "R", "policy, reference, reward or value (default policy)"},
         {"audit", ARG_STRING, &audit, "FILE", "write the resolved per-layer precision table here"},
-        {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
+        {"device", ARG_STRING, &backend, "D", "cpu or cuda (default cpu)"},
+        {"backend", ARG_STRING, &backend, "D", "the same as --device"},
     };
     arg_spec_t spec = {"logprobs",
                        "Per-token log-probabilities of a token sequence, as transformers computes them.",
-                       "--model DIR (--ids 1,2,3,... | --text TEXT) [--policy FILE --plan NAME --phase P]",
+                       "--model DIR (--ids 1,2,3,... | --text TEXT) [--policy FILE --plan NAME --phase P] "
+                       "[--device cpu|cuda]",
                        "Prints {\"next_token_logprobs\": [log p(id[t+1] | id[0..t]) for each t], "
                        "\"mean_nll\": -mean}; with --text also \"ids\", the encoded text.",
                        opts, (int)(sizeof opts / sizeof opts[0]), false};

@@ -213,10 +213,14 @@ int cmd_sensitivity(int argc, char **argv)
     char *summary = profile_sibling(output, "sensitivity_summary.csv");
     char *record = profile_sibling(output, "sensitivity_metrics.json");
     printf("%d layers, %ld cells measured (%ld resumed) on %ld tokens in %.1f s with %d "
-           "worker(s); baseline perplexity %.6g; forward passes %.1f s, of which quantizing "
-           "%.2f s (%.2f%%)\n", res.layers, res.cells_run, res.cells_resumed, res.tokens,
-           res.wall_s, res.workers, res.baseline_ppl, res.forward_s, res.quant_s,
-           res.forward_s > 0 ? 100 * res.quant_s / res.forward_s : 0.0);
+           "worker(s); baseline perplexity %.6g; forward passes %.1f s", res.layers,
+           res.cells_run, res.cells_resumed, res.tokens, res.wall_s, res.workers,
+           res.baseline_ppl, res.forward_s);
+    if (isnan(res.quant_s))
+        printf(" (quantizing not measured on this backend)\n");
+    else
+        printf(", of which quantizing %.2f s (%.2f%%)\n", res.quant_s,
+               res.forward_s > 0 ? 100 * res.quant_s / res.forward_s : 0.0);
     printf("wrote %s, %s and %s\n", output, summary ? summary : "", record ? record : "");
     free(summary);
     free(record);

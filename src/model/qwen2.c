@@ -529,7 +529,7 @@ void qwen2__layer_forward(qwen2_model_t *m, const prec_ctx_t *ctx, int L, qwen2_
         .q = S->q, .k = S->k, .v = S->v, .out = S->att, .lse = S->lse, .pad_left = m->padl,
         .kv_sb = (size_t)Tq * kvd, .kv_st = (size_t)kvd, .kv_sh = (size_t)D,
         .B = B, .Tq = Tq, .Tk = Tq, .H = c->heads, .Hkv = c->kv_heads, .D = D, .q0 = 0,
-        .scale = 1.0f / sqrtf((float)D),
+        .scale = 1.0f / sqrtf((float)D), .compute = prec_compute_for(&m->table, ctx->phase),
     };
     if (kv_t >= 0) {
         const size_t pitch = (size_t)m->opts.kv_len * kvd * sizeof(float);
@@ -889,7 +889,7 @@ int qwen2_backward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_grad_in_
             .q = S->q, .k = S->k, .v = S->v, .out = S->att, .lse = S->lse, .pad_left = m->padl,
             .kv_sb = (size_t)T * kvd, .kv_st = (size_t)kvd, .kv_sh = (size_t)D,
             .B = B, .Tq = T, .Tk = T, .H = c->heads, .Hkv = c->kv_heads, .D = D, .q0 = 0,
-            .scale = 1.0f / sqrtf((float)D),
+            .scale = 1.0f / sqrtf((float)D), .compute = prec_compute_for(&m->table, ctx->phase),
         };
         be_attn_bwd(be, &at, m->datt, m->dq, m->dk, m->dv);
         be_rope(be, m->dq, m->pos, m->rope_cos, m->rope_sin, N, c->heads, D, true);

@@ -2,6 +2,7 @@
  * weight caches is a one-line forward to the inner backend. */
 #include "profile/qtime.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -28,6 +29,7 @@ typedef struct qtime {
     backend_t *inner;
     be_buf_t *xbuf;        /* the quantized input */
     size_t xcap;
+    bool split;            /* time quantization (CPU backend); else pass everything through */
     double seconds;
     long count;
     err_t pending;         /* an error a timing sync reported, for the next be_sync */
@@ -238,7 +240,7 @@ static void qt_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t y, bool 
     bool qx = !mx_spec_is_identity(si), qw = !mx_spec_is_identity(sw);
     be_linear_t b = *a;
     b.wcache = a->wcache ? a->wcache->inner : NULL;
-    if (!qx && !qw) {
+    if (!q->split || (!qx && !qw)) {
         in->ops->linear_fwd(in, &b, y, acc);
         return;
     }
@@ -312,6 +314,7 @@ int profile_qtime_open(backend_t *inner, backend_t **out, err_t *e)
     if (!q)
         return e->code;
     q->inner = inner;
+    q->split = !strcmp(inner->ops->name, "cpu");
     q->ops = (be_ops_t){
         .name = inner->ops->name,
         .destroy = qt_destroy,
@@ -354,5 +357,11 @@ int profile_qtime_open(backend_t *inner, backend_t **out, err_t *e)
     return ERR_OK;
 }
 
-double profile_qtime_seconds(const backend_t *be) { return ((const qtime_t *)be)->seconds; }
+bool profile_qtime_measures(const backend_t *be) { return ((const qtime_t *)be)->split; }
+
+double profile_qtime_seconds(const backend_t *be)
+{
+    const qtime_t *q = (const qtime_t *)be;
+    return q->split ? q->seconds : NAN;
+}
 long profile_qtime_count(const backend_t *be) { return ((const qtime_t *)be)->count; }

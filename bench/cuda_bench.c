@@ -1,0 +1,355 @@
+/* cuda_bench: the CUDA backend at the study's shapes (issue 10).
+ *
+ * Model: Qwen2.5-0.5B's config (hidden 896, intermediate 4864, 24 layers, 14 heads / 2 KV
+ * heads, vocab 151936, tied), random weights from qwen2_init_philox. Plan "bf16": every
+ * GEMM operand bf16 in every phase, bf16 compute in the gradient phase (PyTorch bf16
+ * autocast's split: master weights, optimizer state, norms, softmax float32).
+ *   training   batch 8 x 1024 tokens, next-token cross-entropy, forward + backward +
+ *              AdamW (clipping at 1.0); 2 warm-up steps, median of 5 (each phase timed
+ *              between the synchronisations the model API does anyway)
+ *   decoding   8 prompts of 128 random tokens + 128 new tokens, sampled (temperature 1,
+ *              no top-k / top-p, no stop), KV cache; 1 warm-up, median of 3
+ *   ceilings   a device-to-device copy of 2 GiB and an 8192^3 bf16 GEMM through the
+ *              backend's own linear layer, measured in the same run (METHOD.md)
+ * Peak memory: every cudaMalloc of the backend (be_cuda_mem: buffers, scratch, weight
+ * caches, cuBLASLt workspace; CUDA context excluded), each part on a freshly opened
+ * backend so that one part's scratch does not count in the next.
+ * The PyTorch peer runs from scripts/peer/cuda_peer.py in the same device call
+ * (scripts/peer/cuda_device.sh). Prints one table and a JSON line ("cuda_bench_json").
+ * Without CUDA or a GPU it says so and exits 0 (make bench on a CPU machine). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/cuda.h"
+#include "model/qwen2.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void die(const err_t *e)
+{
+    fprintf(stderr, "cuda_bench: %s\n", e->msg);
+    exit(1);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static const char *PLANS =
+    "{\"version\": 1, \"plans\": {\"bf16\": {\"description\": \"bf16 GEMM operands everywhere, "
+    "bf16 compute in the gradient phase\", \"default\": \"bf16\", \"compute\": \"bf16\"}}}";
+
+static qwen2_config_t qwen05b(void)
+{
+    qwen2_config_t c = {.hidden = 896, .inter = 4864, .layers = 24, .heads = 14, .kv_heads = 2,
+                        .head_dim = 64, .vocab = 151936, .max_pos = 32768, .rope_theta = 1e6,
+                        .rms_eps = 1e-6, .tie = true, .dtype = ST_BF16, .bos_id = -1, .pad_id = -1};
+    return c;
+}
+
+/* warm + reps training steps; times of the timed ones (whole step, forward with the
+ * log-probs, backward, optimizer) and the last loss */
+static void train_steps(qwen2_model_t *m, const qwen2_batch_t *bt, const int32_t *tgt, float *lp,
+                        const float *seed, int count, int warm, int reps, double *ts, double *tf,
+                        double *tb, double *to, double *loss)
+{
+    err_t e = ERR_INIT;
+    backend_t *be = qwen2_backend(m);
+    const int N = bt->B * bt->T;
+    prec_ctx_t ctx = {PREC_GRADIENT, 0, 0};
+    qwen2_adamw_t h = {1e-5, 0.9, 0.999, 1e-8, 0.01, 1.0};
+    for (int s = 0; s < warm + reps; s++) {
+        if (be_sync(be, &e))
+            die(&e);
+        double t0 = now();
+        if (qwen2_forward(m, &ctx, bt, QWEN2_FWD_TRAIN | QWEN2_FWD_LOGITS, &e) ||
+            qwen2_token_logprobs(m, tgt, lp, NULL, &e))
+            die(&e);
+        double t1 = now();
+        qwen2_zero_grads(m);
+        qwen2_grad_in_t g = {seed, NULL, NULL, NULL};
+        if (qwen2_backward(m, &ctx, &g, &e))
+            die(&e);
+        double t2 = now();
+        qwen2_step_info_t si;
+        if (qwen2_optimizer_step(m, &h, &si, &e))
+            die(&e);
+        double t3 = now();
+        double sum = 0;
+        for (int i = 0; i < N; i++)
+            sum += tgt[i] >= 0 ? lp[i] : 0.0;
+        *loss = -sum / count;
+        if (!isfinite(*loss))
+            fprintf(stderr, "cuda_bench: step %d: loss is %g\n", s, *loss);
+        if (s >= warm) {
+            ts[s - warm] = t3 - t0, tf[s - warm] = t1 - t0, tb[s - warm] = t2 - t1;
+            to[s - warm] = t3 - t2;
+        }
+    }
+}
+
+static void set_plan(qwen2_model_t *m, prec_policies_t *pol)
+{
+    err_t e = ERR_INIT;
+    const prec_plan_t *p;
+    if (prec_plan_find(pol, "bf16", &p, &e) || qwen2_set_plan(m, p, "cuda_bench", &e))
+        die(&e);
+}
+
+/* the two ceilings through the backend: GB/s of a D2D copy (read + write), TFLOP/s of a
+ * bf16 GEMM with cached bf16 weights */
+static void ceilings(backend_t *be, double *gbs, double *tflops)
+{
+    err_t e = ERR_INIT;
+    const size_t bytes = (size_t)2 << 30;
+    be_buf_t *a = be_alloc(be, bytes, &e), *b = be_alloc(be, bytes, &e);
+    if (!a || !b)
+        die(&e);
+    be_zero(be, be_ptr(a, 0), bytes);
+    double t[7];
+    for (int r = 0; r < 7; r++) {
+        if (be_sync(be, &e))
+            die(&e);
+        double t0 = now();
+        be_copy(be, be_ptr(b, 0), be_ptr(a, 0), bytes);
+        if (be_sync(be, &e))
+            die(&e);
+        t[r] = now() - t0;
+    }
+    *gbs = 2.0 * bytes / median(t, 7) * 1e-9;
+    be_free(be, a);
+    be_free(be, b);
+
+    const int n = 8192;
+    const size_t nn = (size_t)n * n;
+    be_buf_t *x = be_alloc(be, nn * 4, &e), *w = be_alloc(be, nn * 4, &e), *y = be_alloc(be, nn * 4, &e);
+    if (!x || !w || !y)
+        die(&e);
+    float *h = malloc(nn * 4);
+    for (size_t i = 0; i < nn; i++)
+        h[i] = (float)((i * 2654435761u) % 2001) * 1e-3f - 1.0f; /* not zeros (METHOD.md) */
+    be_upload(be, be_ptr(x, 0), h, nn * 4);
+    be_upload(be, be_ptr(w, 0), h, nn * 4);
+    free(h);
+    be_linear_t l;
+    memset(&l, 0, sizeof l);
+    l.x = be_ptr(x, 0), l.w = be_ptr(w, 0), l.M = l.N = l.K = n;
+    for (int o = 0; o < PREC_OPERAND_COUNT; o++)
+        l.spec[o] = mx_spec_default(MX_BF16);
+    l.compute = PREC_COMPUTE_BF16;
+    l.wcache = be_wcache_new(be, &e);
+    l.wversion = 1;
+    for (int r = 0; r < 7; r++) {
+        if (be_sync(be, &e))
+            die(&e);
+        double t0 = now();
+        be_linear_fwd(be, &l, be_ptr(y, 0), false);
+        if (be_sync(be, &e))
+            die(&e);
+        t[r] = now() - t0;
+    }
+    *tflops = 2.0 * n * (double)n * n / median(t + 1, 6) * 1e-12;
+    be_wcache_free(be, l.wcache);
+    be_free(be, x), be_free(be, w), be_free(be, y);
+}
+
+int main(void)
+{
+    err_t e = ERR_INIT;
+    backend_t *be;
+    if (be_open("cuda", &be, &e)) {
+        printf("cuda_bench: skipped: %s\n", e.msg);
+        return 0;
+    }
+    be_cuda_info_t info;
+    if (be_cuda_info(be, &info, &e))
+        die(&e);
+    printf("cuda_bench: %s (cc %d.%d, %d SMs, %.1f GiB), CUDA runtime %d, driver %d\n", info.name,
+           info.cc_major, info.cc_minor, info.sms, info.total_mem / 1073741824.0,
+           info.runtime_version, info.driver_version);
+    prec_policies_t pol;
+    if (prec_policies_parse(PLANS, strlen(PLANS), "cuda_bench plans", &pol, &e))
+        die(&e);
+
+    double gbs, tfl;
+    ceilings(be, &gbs, &tfl);
+    printf("ceilings: device copy %.0f GB/s (read + write), bf16 GEMM 8192^3 %.0f TFLOP/s\n", gbs, tfl);
+    be_close(be);
+    if (be_open("cuda", &be, &e))
+        die(&e);
+
+    /* ---- training ---- */
+    const int B = 8, T = 1024, N = B * T;
+    qwen2_config_t c = qwen05b();
+    qwen2_opts_t o = {.max_batch = B, .max_seq = T, .training = true};
+    qwen2_model_t *m;
+    if (qwen2_new(be, &c, &o, &m, &e) || qwen2_init_philox(m, 1, 0.02f, &e))
+        die(&e);
+    set_plan(m, &pol);
+    int32_t *ids = malloc(sizeof(int32_t) * N), *tgt = malloc(sizeof(int32_t) * N);
+    float *lp = malloc(sizeof(float) * N), *seed = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++)
+        ids[i] = (int32_t)(((uint64_t)i * 2654435761u) % (unsigned)c.vocab);
+    qwen2_batch_t bt = {B, T, ids, NULL, NULL};
+    qwen2_next_token_targets(&bt, tgt);
+    int count = 0;
+    for (int i = 0; i < N; i++)
+        count += tgt[i] >= 0;
+    for (int i = 0; i < N; i++)
+        seed[i] = tgt[i] >= 0 ? -1.0f / count : 0.0f;
+    enum { WARM = 2, REPS = 5 };
+    double ts[REPS], tf[REPS], tb[REPS], to[REPS], loss = 0;
+    train_steps(m, &bt, tgt, lp, seed, count, WARM, REPS, ts, tf, tb, to, &loss);
+    double t_step = median(ts, REPS), t_f = median(tf, REPS), t_b = median(tb, REPS),
+           t_o = median(to, REPS);
+    /* the other attention kernels, for comparison: one warm-up step and three timed */
+    double tv[3], dummy[3][3], lv;
+    double t_tf32 = 0, t_acc = 0, t_exact = 0;
+    if (be_cuda_set_attn(be, BE_CUDA_ATTN_ACCURATE, &e))
+        die(&e);
+    train_steps(m, &bt, tgt, lp, seed, count, 1, 3, tv, dummy[0], dummy[1], dummy[2], &lv);
+    t_acc = median(tv, 3);
+    if (be_cuda_set_attn(be, BE_CUDA_ATTN_TF32, &e))
+        die(&e);
+    train_steps(m, &bt, tgt, lp, seed, count, 1, 3, tv, dummy[0], dummy[1], dummy[2], &lv);
+    t_tf32 = median(tv, 3);
+    if (be_cuda_set_attn(be, BE_CUDA_ATTN_EXACT, &e))
+        die(&e);
+    train_steps(m, &bt, tgt, lp, seed, count, 0, 1, tv, dummy[0], dummy[1], dummy[2], &lv);
+    t_exact = tv[0];
+    if (be_cuda_set_attn(be, BE_CUDA_ATTN_FAST, &e))
+        die(&e);
+    /* where the time goes: one step with every op timed on its own */
+    if (be_cuda_profile(be, true, &e))
+        die(&e);
+    train_steps(m, &bt, tgt, lp, seed, count, 0, 1, tv, dummy[0], dummy[1], dummy[2], &lv);
+    printf("\nprofile of one training step (each op synchronised: %.1f ms in all)\n", tv[0] * 1e3);
+    be_cuda_profile_print(be, stdout);
+    if (be_cuda_profile(be, false, &e))
+        die(&e);
+    be_cuda_mem_t mem_train;
+    be_cuda_mem(be, &mem_train, &e);
+    qwen2_mem_t qm;
+    qwen2_memory(m, &qm);
+    /* FLOPs of one step: 6 x (GEMM parameters) x tokens for the linear layers and the
+     * lm_head, plus attention (causal: half the full QK^T and PV products; backward 2x) */
+    const double P_lin = (double)c.layers *
+                             ((double)c.hidden * c.heads * c.head_dim * 2 +
+                              2.0 * c.hidden * c.kv_heads * c.head_dim + 3.0 * c.hidden * c.inter) +
+                         (double)c.hidden * c.vocab;
+    const double f_lin = 6.0 * P_lin * N;
+    const double f_att = 3.0 * 0.5 * 4.0 * B * (double)T * T * c.heads * c.head_dim * c.layers;
+    qwen2_free(m);
+    printf("\ntraining: Qwen2.5-0.5B shape, %d x %d tokens, plan bf16, forward + backward + AdamW\n",
+           B, T);
+    printf("  step %.1f ms (forward %.1f, backward %.1f, optimizer %.1f), median of %d\n",
+           t_step * 1e3, t_f * 1e3, t_b * 1e3, t_o * 1e3, REPS);
+    printf("  %.0f tokens/s, loss %.4f (random weights: about log V = %.2f)\n", N / t_step, loss,
+           log((double)c.vocab));
+    printf("  attention kernels: bf16 tiles (the default under bf16 compute) above; 3xTF32 tiles "
+           "%.1f ms/step, TF32 tiles %.1f ms/step, exact float32 %.1f ms/step\n", t_acc * 1e3,
+           t_tf32 * 1e3, t_exact * 1e3);
+    printf("  GEMM work %.1f TFLOP + attention %.1f TFLOP per step = %.0f%% of the measured bf16 "
+           "GEMM rate over the whole step\n", f_lin * 1e-12, f_att * 1e-12,
+           100.0 * (f_lin + f_att) / t_step * 1e-12 / tfl);
+    printf("  device memory: peak %.2f GiB (parameters %.2f, gradients %.2f, AdamW %.2f, "
+           "activations %.2f, weight cache %.2f GiB)\n",
+           mem_train.peak / 1073741824.0, qm.params / 1073741824.0,
+           qm.grads / 1073741824.0, qm.optimizer / 1073741824.0, qm.activations / 1073741824.0,
+           qm.weight_cache / 1073741824.0);
+
+    /* ---- decoding ---- */
+    be_close(be);
+    if (be_open("cuda", &be, &e))
+        die(&e);
+    const int DB = 8, PL = 128, NEW = 128;
+    qwen2_opts_t od = {.max_batch = DB, .max_seq = PL, .kv_batch = DB, .kv_len = PL + NEW};
+    if (qwen2_new(be, &c, &od, &m, &e) || qwen2_init_philox(m, 1, 0.02f, &e))
+        die(&e);
+    set_plan(m, &pol);
+    int32_t prompt[8][128], *out = malloc(sizeof(int32_t) * DB * NEW);
+    const int32_t *pp[8];
+    int plen[8], olen[8];
+    for (int b = 0; b < DB; b++) {
+        for (int t = 0; t < PL; t++)
+            prompt[b][t] = (int32_t)(((uint64_t)(b * PL + t) * 2246822519u + 7) % (unsigned)c.vocab);
+        pp[b] = prompt[b];
+        plen[b] = PL;
+    }
+    prec_ctx_t rctx = {PREC_ROLLOUT, 42, 0};
+    qwen2_gen_t g = {NEW, 1.0, 0, 1.0, 42, 0, NULL, 0};
+    double td[3];
+    for (int r = 0; r < 4; r++) {
+        if (be_sync(be, &e))
+            die(&e);
+        double t0 = now();
+        if (qwen2_generate(m, &rctx, DB, pp, plen, &g, out, olen, &e))
+            die(&e);
+        if (r)
+            td[r - 1] = now() - t0;
+    }
+    double t_dec = median(td, 3);
+    /* prefill alone: one forward over the prompts (for the split) */
+    qwen2_gen_t g1 = g;
+    g1.max_new = 1;
+    double tp[3];
+    for (int r = 0; r < 3; r++) {
+        double t0 = now();
+        if (qwen2_generate(m, &rctx, DB, pp, plen, &g1, out, olen, &e))
+            die(&e);
+        tp[r] = now() - t0;
+    }
+    double t_pre = median(tp, 3);
+    be_cuda_mem_t mem_dec;
+    be_cuda_mem(be, &mem_dec, &e);
+    qwen2_gen_t g16 = g;
+    g16.max_new = 16;
+    if (be_cuda_profile(be, true, &e))
+        die(&e);
+    double tq0 = now();
+    if (qwen2_generate(m, &rctx, DB, pp, plen, &g16, out, olen, &e))
+        die(&e);
+    double tq = now() - tq0;
+    qwen2_free(m);
+    /* bytes per decoding step: every weight once in bf16 (the lm_head is the embedding) */
+    const double w_bytes = 2.0 * (P_lin);
+    const double t_step_dec = (t_dec - t_pre) / (NEW - 1);
+    printf("\ndecoding: batch %d, prompt %d + %d new tokens, sampled, plan bf16, KV cache\n", DB,
+           PL, NEW);
+    printf("  %.3f s (prefill + first token %.1f ms, then %.2f ms per step), %.0f new tokens/s\n",
+           t_dec, t_pre * 1e3, t_step_dec * 1e3, DB * NEW / t_dec);
+    printf("  per step: %.2f GB of bf16 weights = %.2f ms at the copy ceiling; device memory "
+           "peak %.2f GiB\n", w_bytes * 1e-9, w_bytes / (gbs * 1e9) * 1e3,
+           mem_dec.peak / 1073741824.0);
+    printf("\nprofile of prefill + 16 decoding steps (each op synchronised: %.1f ms in all)\n",
+           tq * 1e3);
+    be_cuda_profile_print(be, stdout);
+    printf("cuda_bench_json {\"device\": \"%s\", \"copy_gbs\": %.1f, \"gemm_tflops\": %.1f, "
+           "\"train_step_s\": %.5f, \"train_fwd_s\": %.5f, \"train_bwd_s\": %.5f, "
+           "\"train_opt_s\": %.5f, \"train_tokens_per_s\": %.1f, \"train_peak_bytes\": %zu, "
+           "\"train_3xtf32_step_s\": %.5f, \"train_tf32_step_s\": %.5f, \"train_exact_step_s\": %.5f, "
+           "\"train_loss\": %.5f, \"decode_s\": %.5f, \"decode_prefill_s\": %.5f, "
+           "\"decode_tokens_per_s\": %.1f, \"decode_peak_bytes\": %zu}\n",
+           info.name, gbs, tfl, t_step, t_f, t_b, t_o, N / t_step, mem_train.peak, t_acc, t_tf32, t_exact,
+           loss, t_dec, t_pre, DB * NEW / t_dec, mem_dec.peak);
+    prec_policies_free(&pol);
+    be_close(be);
+    free(ids), free(tgt), free(lp), free(seed), free(out);
+    return 0;
+}

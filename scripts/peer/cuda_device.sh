@@ -1,0 +1,96 @@
+#!/bin/bash
+# cuda_device: one device call for the CUDA backend (issue 10): GPU tests, the benchmark
+# against the PyTorch peer, compute-sanitizer; short summary last.
+#
+# Runs on the GPU machine from the repository root (tests read tests/fixtures/) with a
+# folder D prepared on a CPU machine by scripts/peer/cuda_pack.sh:
+#   D/bin.tar.gz  bin/: mxrlhf, test_gpu_ops, test_gpu_model, cuda_bench (built there with
+#               make NO_DEPS=1 DEPS_PREFIX=... MARCH=x86-64-v3: the GPU machine has no
+#               Debian -dev packages, and its CPU is another model)
+#   D/debs/     the run-time Debian packages those binaries need (cJSON, OpenBLAS-OpenMP,
+#               PCRE2, utf8proc, cmocka, libgfortran, ...), unpacked here with dpkg -x
+#   D/shared/mx-golden/mx_golden.bin   (../shared is not on the GPU machine)
+#   D/cuda_peer.py
+# Usage: cuda_device.sh D OUT [SECONDS]   (the whole run stays within SECONDS, default 230;
+#        parts: env var PARTS, default "tests bench peer sanitize"; "compile" adds the
+#        torch.compile'd peer training step with whatever time is left)
+set -uo pipefail
+D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
+T0=$(date +%s)
+left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+echo "== versions"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader
+nvcc --version 2>/dev/null | tail -1
+mkdir -p "$D/root"
+tar -xzf "$D/bin.tar.gz" -C "$D"
+for f in "$D"/debs/*.deb; do dpkg -x "$f" "$D/root"; done
+L=$(cd "$D/root/usr/lib/x86_64-linux-gnu" && pwd)
+CUL=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 2>/dev/null || find /usr/local /opt -name 'libcublasLt.so.13' 2>/dev/null | head -1)")
+echo "cuBLASLt from $CUL"
+export LD_LIBRARY_PATH="$L:$L/openblas-openmp:$CUL:${LD_LIBRARY_PATH:-}"
+export MXRLHF_SHARED="$(cd "$D/shared" && pwd)" MXRLHF_BIN="$D/bin/mxrlhf" OMP_NUM_THREADS=16
+summary=()
+for p in $PARTS; do
+  case $p in
+  tests)
+    for t in test_gpu_ops test_gpu_model; do
+      s=$(date +%s)
+      timeout $(( $(left) - 20 )) "$D/bin/$t" >"$OUT/$t.log" 2>&1; rc=$?
+      grep -E "^\[  (FAILED|ERROR|SKIPPED) \]|max \||worst|plan [FZM]:|GPU:|bit-exact" "$OUT/$t.log" | head -40
+      summary+=("$t: rc $rc ($(( $(date +%s) - s )) s): $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/$t.log" | tr '\n' ' ')")
+    done ;;
+  bench)
+    timeout $(( $(left) - 10 )) "$D/bin/cuda_bench" >"$OUT/bench_ours.log" 2>&1; rc=$?
+    cat "$OUT/bench_ours.log" | grep -v cuda_bench_json
+    summary+=("cuda_bench: rc $rc") ;;
+  peer)
+    timeout $(( $(left) - 10 )) python3 "$D/cuda_peer.py" >"$OUT/bench_peer.log" 2>&1; rc=$?
+    grep -v "cuda_peer_json" "$OUT/bench_peer.log" | tail -8
+    summary+=("cuda_peer: rc $rc") ;;
+  sanitize)
+    CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || echo compute-sanitizer)
+    : >"$OUT/sanitizer.log"
+    # racecheck only on the op tests: they run every kernel with shared memory; the model
+    # tests under racecheck take minutes
+    for tool in memcheck racecheck; do
+      for t in test_gpu_ops test_gpu_model; do
+        [ "$tool/$t" = racecheck/test_gpu_model ] && continue
+        lim=$(( $(left) / 2 - 5 ))
+        if [ "$lim" -lt 15 ]; then summary+=("sanitizer $tool $t: no time left"); continue; fi
+        echo "== compute-sanitizer --tool $tool $t (limit $lim s)" >>"$OUT/sanitizer.log"
+        MXRLHF_GPU_QUICK=1 timeout "$lim" "$CS" --tool "$tool" --error-exitcode 99 \
+          "$D/bin/$t" >>"$OUT/sanitizer.log" 2>&1; rc=$?
+        summary+=("sanitizer $tool $t: rc $rc ($(grep -cE '^========= (Invalid|Race|Error|.*hazard)' "$OUT/sanitizer.log") reports so far; $(tail -1 "$OUT/sanitizer.log" | cut -c1-80))")
+      done
+    done ;;
+  compile)
+    lim=$(( $(left) - 5 ))
+    if [ "$lim" -lt 30 ]; then summary+=("peer torch.compile: no time left"); continue; fi
+    timeout "$lim" python3 "$D/cuda_peer.py" --compile-only >"$OUT/bench_peer_compile.log" 2>&1; rc=$?
+    summary+=("peer torch.compile: rc $rc: $(grep -E '^training' "$OUT/bench_peer_compile.log" | tail -1)") ;;
+  esac
+done
+echo "== summary ($(( $(date +%s) - T0 )) s)"
+for s in "${summary[@]}"; do echo "$s"; done
+python3 - "$OUT" <<'PY'
+import json, sys, os
+o = sys.argv[1]
+def js(name, key):
+    try:
+        for line in open(os.path.join(o, name)):
+            if line.startswith(key):
+                return json.loads(line[len(key):])
+    except OSError:
+        pass
+    return None
+a, b = js("bench_ours.log", "cuda_bench_json "), js("bench_peer.log", "cuda_peer_json ")
+if a and b:
+    G = 2**30
+    print(f"{'':28s} {'mxrlhf cuda':>14s} {'PyTorch eager':>14s} {'ratio':>7s}")
+    print(f"{'train tokens/s (8x1024)':28s} {a['train_tokens_per_s']:14.0f} {b['train_tokens_per_s']:14.0f} {a['train_tokens_per_s']/b['train_tokens_per_s']:7.2f}")
+    print(f"{'train peak GiB (ours/alloc)':28s} {a['train_peak_bytes']/G:14.2f} {b['train_peak_alloc_bytes']/G:14.2f} {a['train_peak_bytes']/b['train_peak_alloc_bytes']:7.2f}")
+    print(f"{'  (PyTorch reserved)':28s} {'':14s} {b['train_peak_reserved_bytes']/G:14.2f}")
+    print(f"{'decode new tokens/s (8x128)':28s} {a['decode_tokens_per_s']:14.0f} {b['decode_tokens_per_s']:14.0f} {a['decode_tokens_per_s']/b['decode_tokens_per_s']:7.2f}")
+    print(f"{'decode peak GiB':28s} {a['decode_peak_bytes']/G:14.2f} {b['decode_peak_alloc_bytes']/G:14.2f}")
+    print(f"card: {a['device']} / {b['device']}; copy {a['copy_gbs']:.0f} GB/s, bf16 GEMM {a['gemm_tflops']:.0f} TFLOP/s")
+PY

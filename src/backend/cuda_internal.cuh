@@ -1,0 +1,215 @@
+/* cuda_internal: what the CUDA backend's translation units share (not for other layers).
+ *
+ * cuda_backend.cu  the table, memory, streams, cuBLASLt GEMMs (linear layers), info
+ * cuda_ops.cu      RMSNorm, RoPE, SwiGLU, embedding, losses, AdamW, reductions
+ * cuda_attn.cu     attention: the exact float32 kernel and the tensor-core tiles
+ * cuda_mx.cu       MX fake quant and GEMM-operand preparation (bf16 / fp16 / fp32)
+ * cuda_sample.cu   sampling on the device
+ *
+ * Everything is enqueued on one stream, in program order; errors are sticky (the first
+ * one is kept, as in the CPU backend) and reported by be_sync. Ops never allocate
+ * except to grow a scratch slot, which happens during the first step of a shape.
+ */
+#ifndef MXRLHF_BACKEND_CUDA_INTERNAL_CUH
+#define MXRLHF_BACKEND_CUDA_INTERNAL_CUH
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend/backend.h"
+#include "backend/cuda.h"
+#include "mx/mx.h"
+}
+
+#include "backend/cuda_math.cuh"
+
+struct be_buf {
+    size_t size;
+    unsigned char *d;
+};
+
+/* Scratch slots; an op may use several, never one that a callee of the same op uses. */
+enum {
+    CS_XA,     /* GEMM operand A (activations, gradients) */
+    CS_XB,     /* GEMM operand B (weights without a cache, x for dW) */
+    CS_T,      /* float32 GEMM output before fp16 rounding; attention partials */
+    CS_SCALE,  /* MX block scales */
+    CS_RED,    /* reduction partials */
+    CS_SORT,   /* sorting (embedding backward, top-p) */
+    CS_SORT2,
+    CS_ROW,    /* per-row values (sampling, attention D_i) */
+    CS_ATT16,  /* 16-bit copies of attention's Q, K, V, dO */
+    CS_COUNT
+};
+
+/* What a GEMM-operand slot (CS_XA, CS_XB) holds, so that consecutive linear layers on
+ * the same input (q/k/v, gate/up, their weight gradients) prepare it once. Valid while
+ * `gen` equals the backend's: every op other than the linear layers bumps it, and a
+ * linear layer drops a record whose source its outputs overlap. */
+typedef struct prep_rec {
+    bool valid;
+    uint64_t gen;
+    const void *src;
+    size_t rows, cols;
+    int axis, dt;
+    mx_spec_t spec;
+    prec_compute_t ct;
+    uint64_t seed, stream;
+} prep_rec_t;
+
+/* GEMM element types */
+enum { DT_F32, DT_BF16, DT_F16 };
+
+typedef struct gemm_plan gemm_plan_t;
+
+typedef struct cuda_be {
+    backend_t be;
+    int dev;
+    cudaDeviceProp prop;
+    cudaStream_t st;
+    cublasLtHandle_t lt;
+    void *ws;
+    size_t ws_size;
+    int err_code;
+    char err_msg[512];
+    void *scr[CS_COUNT];
+    size_t scr_n[CS_COUNT];
+    gemm_plan_t *plans;
+    int nplans, cap_plans;
+    size_t mem_cur, mem_peak;
+    be_cuda_attn_t attn;
+    int runtime_version, driver_version;
+    double prof_t[40];
+    long prof_n[40];
+    uint64_t gen;             /* bumped by every op that may write device memory */
+    prep_rec_t rec[CS_COUNT]; /* for CS_XA and CS_XB */
+} cuda_t;
+
+static inline cuda_t *CU(backend_t *be) { return (cuda_t *)be->impl; }
+
+static inline void *vptr(be_ptr_t p) { return p.buf ? (void *)(p.buf->d + p.off) : nullptr; }
+static inline float *fptr(be_ptr_t p) { return (float *)vptr(p); }
+static inline int32_t *iptr(be_ptr_t p) { return (int32_t *)vptr(p); }
+
+/* sticky errors (cuda_backend.cu) */
+void cu_fail(cuda_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* false (and the error recorded, naming `what`) when r is not cudaSuccess */
+bool cu_check(cuda_t *c, cudaError_t r, const char *what);
+/* the launch error of the kernel just enqueued, if any */
+void cu_launched(cuda_t *c, const char *what);
+/* device scratch slot `slot` with room for `bytes`; NULL (and an error) if out of memory */
+void *cu_scratch(cuda_t *c, int slot, size_t bytes);
+/* cudaMalloc / cudaFree with the memory accounting of be_cuda_mem */
+void *cu_malloc(cuda_t *c, size_t bytes, const char *what);
+void cu_free(cuda_t *c, void *p, size_t bytes);
+
+/* a 1-D grid of `bs` threads for n items (grid-stride loops cover the rest) */
+static inline unsigned cu_grid(size_t n, int bs)
+{
+    size_t g = (n + (size_t)bs - 1) / (size_t)bs;
+    if (g < 1)
+        g = 1;
+    return g > 65536u * 8 ? 65536u * 8 : (unsigned)g;
+}
+
+/* ---- MX and operand preparation (cuda_mx.cu) ---------------------------------------- */
+
+/* out (rows, cols) of type `dt` = round_compute(fake_quant(in, spec, axis)), where
+ * round_compute rounds to bf16 / fp16 (compute) or leaves float32; the element index of
+ * stochastic rounding is r * cols + c as mx_fake_quant defines it. `out` may equal `in`
+ * when dt is DT_F32. */
+void cu_prepare(cuda_t *c, void *out, int dt, const float *in, size_t rows, size_t cols,
+                mx_axis_t axis, const mx_spec_t *spec, prec_compute_t compute, uint64_t seed,
+                uint64_t stream);
+
+/* ---- element-wise helpers for the linear layers (cuda_ops.cu) ------------------------ */
+
+/* y (M, N) (+)= round(t + b), round to `compute` (fp32: none); b may be NULL; t may be y
+ * when !acc */
+void cu_epilogue(cuda_t *c, float *y, const float *t, const float *b, int M, int N, bool acc,
+                 prec_compute_t compute);
+/* db (N) += column sums of round(dy (M, N)); fixed 64-row chunks, combined in order */
+void cu_colsum_acc(cuda_t *c, float *db, const float *dy, int M, int N, prec_compute_t compute);
+
+/* ---- ops implemented outside cuda_backend.cu ----------------------------------------- */
+
+void cuda_op_rmsnorm_fwd(backend_t *be, be_ptr_t y, be_ptr_t rstd, be_ptr_t x, be_ptr_t w, int N,
+                         int C, float eps);
+void cuda_op_rmsnorm_bwd(backend_t *be, be_ptr_t dx, bool dx_acc, be_ptr_t dw, be_ptr_t dy,
+                         be_ptr_t x, be_ptr_t w, be_ptr_t rstd, int N, int C);
+void cuda_op_rope(backend_t *be, be_ptr_t x, be_ptr_t pos, be_ptr_t cos_t, be_ptr_t sin_t, int N,
+                  int nheads, int D, bool inverse);
+void cuda_op_attn_fwd(backend_t *be, const be_attn_t *a);
+void cuda_op_attn_bwd(backend_t *be, const be_attn_t *a, be_ptr_t dout, be_ptr_t dq, be_ptr_t dk,
+                      be_ptr_t dv);
+void cuda_op_swiglu_fwd(backend_t *be, be_ptr_t out, be_ptr_t gate, be_ptr_t up, size_t n);
+void cuda_op_swiglu_bwd(backend_t *be, be_ptr_t dgate, be_ptr_t dup, be_ptr_t dout, be_ptr_t gate,
+                        be_ptr_t up, size_t n);
+void cuda_op_embed_fwd(backend_t *be, be_ptr_t out, be_ptr_t table, be_ptr_t ids, int N, int C);
+void cuda_op_embed_bwd(backend_t *be, be_ptr_t dtable, be_ptr_t dout, be_ptr_t ids, int N, int C,
+                       int V);
+void cuda_op_logsoftmax_gather(backend_t *be, be_ptr_t logp, be_ptr_t lse, be_ptr_t logits,
+                               be_ptr_t ids, int N, int V);
+void cuda_op_entropy(backend_t *be, be_ptr_t ent, be_ptr_t logits, be_ptr_t lse, int N, int V);
+void cuda_op_logits_bwd(backend_t *be, be_ptr_t dlogits, be_ptr_t logits, be_ptr_t lse,
+                        be_ptr_t ent, be_ptr_t ids, be_ptr_t dlogp, be_ptr_t dent, int N, int V);
+void cuda_op_adamw(backend_t *be, be_ptr_t p, be_ptr_t g, be_ptr_t m, be_ptr_t v, size_t n,
+                   const be_adamw_t *h);
+double cuda_op_sumsq(backend_t *be, be_ptr_t x, size_t n);
+void cuda_op_scale(backend_t *be, be_ptr_t x, float alpha, size_t n);
+void cuda_op_sample(backend_t *be, be_ptr_t out_ids, be_ptr_t logits, size_t ld, int B, int V,
+                    const be_sample_t *s);
+void cuda_op_fake_quant(backend_t *be, be_ptr_t out, be_ptr_t in, size_t rows, size_t cols,
+                        mx_axis_t axis, const mx_spec_t *spec, uint64_t seed, uint64_t stream);
+
+/* ---- block reductions --------------------------------------------------------------- */
+
+template <typename T> __device__ __forceinline__ T warp_sum(T v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T> __device__ __forceinline__ T warp_max(T v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        T w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = w > v ? w : v;
+    }
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024), the same fixed tree
+ * every time; every thread gets the result. `sh` holds 32 T. */
+template <typename T> __device__ T block_sum(T v, T *sh)
+{
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* sh may still be read from a previous call */
+    if (lane == 0)
+        sh[wid] = v;
+    __syncthreads();
+    T r = lane < nw ? sh[lane] : (T)0;
+    return warp_sum(r);
+}
+
+template <typename T> __device__ T block_max(T v, T *sh, T lowest)
+{
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        sh[wid] = v;
+    __syncthreads();
+    T r = lane < nw ? sh[lane] : lowest;
+    return warp_max(r);
+}
+
+#endif

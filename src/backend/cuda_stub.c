@@ -1,0 +1,29 @@
+/* cuda_stub: the CUDA backend's entry points in a build without CUDA.
+ *
+ * A documented build variant, not a fake: the sanitizer build (ASan and the CUDA runtime
+ * do not mix), the fuzzers, and every build where nvcc is absent or `make CUDA=0` was
+ * given link this file instead of src/backend/cuda_*.cu. Opening the backend then fails
+ * with ERR_UNAVAILABLE, which the commands turn into a clear message and exit code 3. */
+#include "backend/cuda.h"
+
+static int unavailable(err_t *e)
+{
+    return err_set(e, ERR_UNAVAILABLE, "device \"cuda\": this mxrlhf was built without CUDA "
+                   "(no nvcc at build time, CUDA=0, or the sanitizer build); use --device cpu "
+                   "or rebuild where nvcc is found");
+}
+
+bool be_cuda_built(void) { return false; }
+
+int be_cuda_open(backend_t **out, err_t *e)
+{
+    *out = NULL;
+    return unavailable(e);
+}
+
+int be_cuda_info(backend_t *be, be_cuda_info_t *out, err_t *e) { return unavailable(e); }
+int be_cuda_mem(backend_t *be, be_cuda_mem_t *out, err_t *e) { return unavailable(e); }
+void be_cuda_mem_reset_peak(backend_t *be) {}
+int be_cuda_set_attn(backend_t *be, be_cuda_attn_t mode, err_t *e) { return unavailable(e); }
+int be_cuda_profile(backend_t *be, bool on, err_t *e) { return unavailable(e); }
+void be_cuda_profile_print(backend_t *be, FILE *f) {}

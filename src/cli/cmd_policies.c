@@ -59,7 +59,8 @@ int cmd_policies(int argc, char **argv)
         {"max-response-tokens", ARG_INT, &max_response, "N", "default 256"},
         {"batch-tokens", ARG_INT, &batch_tokens, "N", "rows x length per forward (default 4096)"},
         {"split", ARG_STRING, &split, "NAME", "split of a split record (default eval_prompts)"},
-        {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
+        {"device", ARG_STRING, &backend, "D", "cpu or cuda (default cpu)"},
+        {"backend", ARG_STRING, &backend, "D", "synonym of --device"},
         {"quiet", ARG_FLAG, &quiet, NULL, "no progress lines"},
     };
     arg_spec_t spec = {
@@ -123,7 +124,7 @@ int cmd_policies(int argc, char **argv)
     }
     if (backend) {
         if (strlen(backend) >= sizeof o.backend) {
-            err_set(&e, ERR_INPUT, "--backend: unknown backend \"%s\"", backend);
+            err_set(&e, ERR_INPUT, "--device: unknown device \"%s\"", backend);
             return cli_report("policies", &e);
         }
         snprintf(o.backend, sizeof o.backend, "%s", backend);

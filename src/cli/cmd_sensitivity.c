@@ -98,7 +98,8 @@ int cmd_sensitivity(int argc, char **argv)
         {"workers", ARG_INT, &workers, "N", "models measuring cells in parallel (default 0: one per "
          "core for models under 64M parameters, else one using every core)"},
         {"resume", ARG_FLAG, &resume, NULL, "reuse the finished cells of an interrupted run"},
-        {"backend", ARG_STRING, &backend, "NAME", "compute backend (default cpu)"},
+        {"device", ARG_STRING, &backend, "D", "cpu or cuda (default cpu)"},
+        {"backend", ARG_STRING, &backend, "D", "synonym of --device"},
         {"quiet", ARG_FLAG, &quiet, NULL, "no progress lines"},
     };
     arg_spec_t spec = {
@@ -196,7 +197,7 @@ int cmd_sensitivity(int argc, char **argv)
     }
     if (backend) {
         if (strlen(backend) >= sizeof o.backend) {
-            err_set(&e, ERR_INPUT, "--backend: unknown backend \"%s\"", backend);
+            err_set(&e, ERR_INPUT, "--device: unknown device \"%s\"", backend);
             return cli_report("sensitivity", &e);
         }
         snprintf(o.backend, sizeof o.backend, "%s", backend);

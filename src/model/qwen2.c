@@ -597,13 +597,10 @@ int qwen2__prepare_batch(qwen2_model_t *m, const qwen2_batch_t *b, err_t *e)
     return ERR_OK;
 }
 
-int qwen2_forward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_batch_t *b,
-                  unsigned flags, err_t *e)
+/* Checks what a forward may be asked for. */
+static int forward_check(const qwen2_model_t *m, const prec_ctx_t *ctx, unsigned flags, err_t *e)
 {
-    backend_t *be = m->be;
-    const qwen2_config_t *c = &m->cfg;
-    bool train = flags & QWEN2_FWD_TRAIN;
-    if (train && !m->opts.training)
+    if ((flags & QWEN2_FWD_TRAIN) && !m->opts.training)
         return err_set(e, ERR_INPUT, "forward: TRAIN needs a model built for training");
     if ((flags & QWEN2_FWD_LOGITS) && m->lin_lm < 0)
         return err_set(e, ERR_INPUT, "forward: the model has no lm_head");
@@ -613,20 +610,17 @@ int qwen2_forward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_batch_t *
         return err_set(e, ERR_INPUT, "forward: the model has no score head");
     if ((unsigned)ctx->phase >= PREC_PHASE_COUNT)
         return err_set(e, ERR_INPUT, "forward: bad phase");
-    m->fwd_flags = 0;
-    m->logits_valid = false;
-    m->have_targets = false;
-    if (qwen2__prepare_batch(m, b, e))
-        return e->code;
-    const int N = b->B * b->T, H = c->hidden;
+    return ERR_OK;
+}
 
-    be_embed_fwd(be, m->sets[0].x, qp(m, m->embed), m->ids, N, H);
-    for (int L = 0; L < c->layers; L++) {
-        qwen2_act_layer_t *S = train ? &m->sets[L] : &m->sets[0];
-        be_ptr_t out = !train ? S->x : (L + 1 < c->layers ? m->sets[L + 1].x : m->xfin);
-        qwen2__layer_forward(m, ctx, L, S, out, b->B, b->T, -1);
-    }
-    be_ptr_t xf = train ? m->xfin : m->sets[0].x;
+/* The final norm over the residual stream xf and the heads `flags` asks for; then the
+ * record of what this forward left. */
+static int forward_heads(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_batch_t *b,
+                         be_ptr_t xf, unsigned flags, err_t *e)
+{
+    backend_t *be = m->be;
+    const qwen2_config_t *c = &m->cfg;
+    const int N = b->B * b->T, H = c->hidden;
     be_rmsnorm_fwd(be, m->xnf, m->rstdf, xf, qp(m, m->norm), N, H, (float)c->rms_eps);
     if (flags & QWEN2_FWD_LOGITS)
         qwen2__lin_fwd(m, ctx, m->lin_lm, m->xnf, N, m->logits, false);
@@ -642,6 +636,70 @@ int qwen2_forward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_batch_t *
     m->logits_valid = flags & QWEN2_FWD_LOGITS;
     m->logits_rows = (flags & QWEN2_FWD_LOGITS) ? N : 0;
     return ERR_OK;
+}
+
+int qwen2_forward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_batch_t *b,
+                  unsigned flags, err_t *e)
+{
+    backend_t *be = m->be;
+    const qwen2_config_t *c = &m->cfg;
+    bool train = flags & QWEN2_FWD_TRAIN;
+    if (forward_check(m, ctx, flags, e))
+        return e->code;
+    m->fwd_flags = 0;
+    m->logits_valid = false;
+    m->have_targets = false;
+    if (qwen2__prepare_batch(m, b, e))
+        return e->code;
+    const int N = b->B * b->T, H = c->hidden;
+
+    be_embed_fwd(be, m->sets[0].x, qp(m, m->embed), m->ids, N, H);
+    for (int L = 0; L < c->layers; L++) {
+        qwen2_act_layer_t *S = train ? &m->sets[L] : &m->sets[0];
+        be_ptr_t out = !train ? S->x : (L + 1 < c->layers ? m->sets[L + 1].x : m->xfin);
+        qwen2__layer_forward(m, ctx, L, S, out, b->B, b->T, -1);
+    }
+    return forward_heads(m, ctx, b, train ? m->xfin : m->sets[0].x, flags, e);
+}
+
+int qwen2_forward_range(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_batch_t *b,
+                        int first, int last, const float *x_in, float *x_out, unsigned flags,
+                        err_t *e)
+{
+    backend_t *be = m->be;
+    const qwen2_config_t *c = &m->cfg;
+    if (forward_check(m, ctx, flags, e))
+        return e->code;
+    if (flags & QWEN2_FWD_TRAIN)
+        return err_set(e, ERR_INPUT, "forward range: TRAIN is not supported (use qwen2_forward)");
+    if (first < 0 || last < first || last > c->layers)
+        return err_set(e, ERR_INPUT, "forward range: layers [%d, %d) are not within [0, %d]",
+                       first, last, c->layers);
+    if (first > 0 && !x_in)
+        return err_set(e, ERR_INPUT, "forward range: starting at layer %d needs the residual "
+                       "stream entering it", first);
+    if (last < c->layers && (flags || !x_out))
+        return err_set(e, ERR_INPUT, "forward range: stopping before the last layer returns "
+                       "the residual stream (x_out) and runs no head");
+    m->fwd_flags = 0;
+    m->logits_valid = false;
+    m->have_targets = false;
+    if (qwen2__prepare_batch(m, b, e))
+        return e->code;
+    const int N = b->B * b->T, H = c->hidden;
+    const size_t bytes = (size_t)N * H * sizeof(float);
+    be_ptr_t x = m->sets[0].x;
+    if (first == 0)
+        be_embed_fwd(be, x, qp(m, m->embed), m->ids, N, H);
+    else
+        be_upload(be, x, x_in, bytes);
+    for (int L = first; L < last; L++)
+        qwen2__layer_forward(m, ctx, L, &m->sets[0], x, b->B, b->T, -1);
+    if (x_out)
+        be_download(be, x_out, x, bytes);
+    if (last < c->layers)
+        return be_sync(be, e);
+    return forward_heads(m, ctx, b, x, flags, e);
 }
 
 void qwen2_next_token_targets(const qwen2_batch_t *b, int32_t *targets)

@@ -185,6 +185,21 @@ enum {
 int qwen2_forward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_batch_t *b,
                   unsigned flags, err_t *e);
 
+/* Part of an inference forward, for sensitivity profiling (layers before a quantized
+ * one need not run again): decoder layers [first, last) of b.
+ *   first == 0: from the embedding of b's ids; first > 0: from x_in, the residual stream
+ *     entering layer `first` (host, (B*T, hidden) floats, e.g. an earlier call's x_out).
+ *   last < layers: x_out receives the residual stream entering layer `last`; flags must
+ *     be 0 (no head runs).
+ *   last == layers: the final norm and the heads `flags` asks for, exactly as
+ *     qwen2_forward (log-probs, values, scores work after it); x_out, when not NULL,
+ *     receives the final norm's input.
+ * Not TRAIN. Given the x_in an earlier range computed, the results are bitwise those of
+ * one qwen2_forward (tested). */
+int qwen2_forward_range(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_batch_t *b,
+                        int first, int last, const float *x_in, float *x_out, unsigned flags,
+                        err_t *e);
+
 /* After a forward with LOGITS: logp[b*T+t] = log softmax(logits[b, t])[targets[b*T+t]],
  * 0 where targets is negative (no target), and optionally the entropy of each position's
  * distribution. The targets are kept for qwen2_backward. */

@@ -1,0 +1,1156 @@
+/* sensitivity: the per-layer MX sensitivity sweep, its resume record and its CSVs
+ * (sensitivity.h, docs/sensitivity.md). */
+#include "profile/sensitivity.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <omp.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "profile/ppl.h"
+#include "profile/qtime.h"
+#include "util/atomic_file.h"
+#include "util/fs.h"
+#include "util/json.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- options ------------------------------------------------------------------------- */
+
+void sensitivity_opts_default(sensitivity_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    profile_eval_opts_default(&o->eval);
+    o->threshold_pct = 2.0;
+    const mx_format_t f[] = {MX_FP8_E4M3, MX_FP8_E5M2, MX_FP6_E3M2,
+                             MX_FP6_E2M3, MX_FP4_E2M1, MX_INT8};
+    o->nformats = 6;
+    memcpy(o->formats, f, sizeof f);
+    o->nblocks = 3;
+    o->blocks[0] = 8;
+    o->blocks[1] = 16;
+    o->blocks[2] = 32;
+    o->round = MX_ROUND_EVEN;
+    o->scale = MX_SCALE_FLOOR;
+    o->workers = 0;
+    snprintf(o->backend, sizeof o->backend, "cpu");
+}
+
+static int index_of_format(const sensitivity_opts_t *o, mx_format_t f)
+{
+    for (int i = 0; i < o->nformats; i++)
+        if (o->formats[i] == f)
+            return i;
+    return -1;
+}
+
+static int index_of_block(const int *blocks, int n, int k)
+{
+    for (int i = 0; i < n; i++)
+        if (blocks[i] == k)
+            return i;
+    return -1;
+}
+
+int sensitivity_opts_check(const sensitivity_opts_t *o, const char *ctx, err_t *e)
+{
+    if (o->nformats < 1 || o->nblocks < 1)
+        return err_set(e, ERR_INPUT, "%s: field \"formats\"/\"blocks\": at least one of each",
+                       ctx);
+    for (int i = 0; i < o->nformats; i++) {
+        if (!mx_format_info(o->formats[i])->is_mx)
+            return err_set(e, ERR_INPUT, "%s: field \"formats[%d]\": %s is not an MX format",
+                           ctx, i, mx_format_name(o->formats[i]));
+        for (int j = 0; j < i; j++)
+            if (o->formats[j] == o->formats[i])
+                return err_set(e, ERR_INPUT, "%s: field \"formats\": %s listed twice", ctx,
+                               mx_format_name(o->formats[i]));
+    }
+    for (int i = 0; i < o->nblocks; i++) {
+        if (o->blocks[i] < 1 || o->blocks[i] > 4096)
+            return err_set(e, ERR_INPUT, "%s: field \"blocks[%d]\": %d is not in [1, 4096]", ctx,
+                           i, o->blocks[i]);
+        for (int j = 0; j < i; j++)
+            if (o->blocks[j] == o->blocks[i])
+                return err_set(e, ERR_INPUT, "%s: field \"blocks\": %d listed twice", ctx,
+                               o->blocks[i]);
+    }
+    if (index_of_format(o, MX_FP4_E2M1) < 0 || index_of_format(o, MX_FP8_E4M3) < 0 ||
+        index_of_block(o->blocks, o->nblocks, 8) < 0)
+        return err_set(e, ERR_INPUT, "%s: fields \"formats\"/\"blocks\": the study's columns "
+                       "need mxfp4_e2m1 and mxfp8_e4m3 with block 8 in the sweep", ctx);
+    if (o->round == MX_ROUND_STOCHASTIC)
+        return err_set(e, ERR_INPUT, "%s: field \"rounding\": stochastic rounding would make "
+                       "each cell a random draw (use even, nearest or trunc)", ctx);
+    if (!(o->threshold_pct > 0) || !isfinite(o->threshold_pct))
+        return err_set(e, ERR_INPUT, "%s: field \"threshold_pct\": expected a positive number",
+                       ctx);
+    if (o->workers < 0 || o->workers > PROFILE_MAX_WORKERS)
+        return err_set(e, ERR_INPUT, "%s: field \"workers\": expected 0 (automatic) to %d", ctx,
+                       PROFILE_MAX_WORKERS);
+    return profile_eval_opts_check(&o->eval, ctx, e);
+}
+
+static const char *const SENS_KEYS[] = {"threshold_pct", "two_sided", "formats", "blocks",
+                                        "rounding", "scale", "workers", "backend"};
+
+int sensitivity_opts_from_json(const cJSON *obj, const char *ctx, sensitivity_opts_t *o,
+                               err_t *e)
+{
+    if (!obj)
+        return ERR_OK;
+    if (!cJSON_IsObject(obj))
+        return err_set(e, ERR_INPUT, "%s: expected an object", ctx);
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        bool known = profile_eval_opts_key(c->string);
+        for (size_t i = 0; i < sizeof SENS_KEYS / sizeof *SENS_KEYS; i++)
+            known |= !strcmp(c->string, SENS_KEYS[i]);
+        if (!known)
+            return err_set(e, ERR_INPUT, "%s: unknown key \"%s\"", ctx, c->string);
+    }
+    long long v;
+    double d;
+    const char *s;
+    if (profile_eval_opts_from_json(obj, ctx, &o->eval, e))
+        return e->code;
+    if (json_opt_double(obj, "threshold_pct", ctx, o->threshold_pct, &d, e))
+        return e->code;
+    o->threshold_pct = d;
+    if (json_opt_bool(obj, "two_sided", ctx, o->two_sided, &o->two_sided, e))
+        return e->code;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, "formats");
+    if (a) {
+        if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > SENS_MAX_FORMATS)
+            return err_set(e, ERR_INPUT, "%s: field \"formats\": expected an array of at most "
+                           "%d format names", ctx, SENS_MAX_FORMATS);
+        o->nformats = 0;
+        for (const cJSON *c = a->child; c; c = c->next) {
+            if (!cJSON_IsString(c) || mx_format_from_name(c->valuestring,
+                                                          &o->formats[o->nformats]))
+                return err_set(e, ERR_INPUT, "%s: field \"formats[%d]\": expected an MX format "
+                               "name", ctx, o->nformats);
+            o->nformats++;
+        }
+    }
+    a = cJSON_GetObjectItemCaseSensitive(obj, "blocks");
+    if (a) {
+        if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > SENS_MAX_BLOCKS)
+            return err_set(e, ERR_INPUT, "%s: field \"blocks\": expected an array of at most %d "
+                           "block sizes", ctx, SENS_MAX_BLOCKS);
+        o->nblocks = 0;
+        for (const cJSON *c = a->child; c; c = c->next) {
+            if (!cJSON_IsNumber(c) || c->valuedouble != (double)(int)c->valuedouble)
+                return err_set(e, ERR_INPUT, "%s: field \"blocks[%d]\": expected an integer",
+                               ctx, o->nblocks);
+            o->blocks[o->nblocks++] = (int)c->valuedouble;
+        }
+    }
+    if (json_opt_string(obj, "rounding", ctx, mx_round_name(o->round), &s, e))
+        return e->code;
+    if (mx_round_from_name(s, &o->round))
+        return err_set(e, ERR_INPUT, "%s: field \"rounding\": unknown rounding \"%s\"", ctx, s);
+    if (json_opt_string(obj, "scale", ctx, mx_scale_name(o->scale), &s, e))
+        return e->code;
+    if (mx_scale_from_name(s, &o->scale))
+        return err_set(e, ERR_INPUT, "%s: field \"scale\": unknown scale rule \"%s\"", ctx, s);
+    if (json_opt_int(obj, "workers", ctx, o->workers, &v, e))
+        return e->code;
+    o->workers = v < 0 || v > PROFILE_MAX_WORKERS ? -1 : (int)v;
+    if (json_opt_string(obj, "backend", ctx, o->backend, &s, e))
+        return e->code;
+    if (strlen(s) >= sizeof o->backend)
+        return err_set(e, ERR_INPUT, "%s: field \"backend\": unknown backend \"%s\"", ctx, s);
+    memmove(o->backend, s, strlen(s) + 1);
+    return sensitivity_opts_check(o, ctx, e);
+}
+
+cJSON *sensitivity_opts_to_json(const sensitivity_opts_t *o)
+{
+    cJSON *j = cJSON_CreateObject();
+    profile_eval_opts_add_json(j, &o->eval);
+    cJSON_AddNumberToObject(j, "threshold_pct", o->threshold_pct);
+    cJSON_AddBoolToObject(j, "two_sided", o->two_sided);
+    cJSON *f = cJSON_AddArrayToObject(j, "formats");
+    for (int i = 0; i < o->nformats; i++)
+        cJSON_AddItemToArray(f, cJSON_CreateString(mx_format_name(o->formats[i])));
+    cJSON *b = cJSON_AddArrayToObject(j, "blocks");
+    for (int i = 0; i < o->nblocks; i++)
+        cJSON_AddItemToArray(b, cJSON_CreateNumber(o->blocks[i]));
+    cJSON_AddStringToObject(j, "rounding", mx_round_name(o->round));
+    cJSON_AddStringToObject(j, "scale", mx_scale_name(o->scale));
+    cJSON_AddNumberToObject(j, "workers", o->workers);
+    cJSON_AddStringToObject(j, "backend", o->backend);
+    return j;
+}
+
+mx_spec_t sensitivity_spec(const sensitivity_opts_t *o, int fi, int bj)
+{
+    mx_spec_t s = mx_spec_default(o->formats[fi]);
+    s.block = o->blocks[bj];
+    s.round = o->round;
+    s.scale = o->scale;
+    return s;
+}
+
+/* ---- the matrix ----------------------------------------------------------------------- */
+
+void profile_matrix_free(profile_matrix_t *mx)
+{
+    if (!mx)
+        return;
+    for (int i = 0; i < mx->nlayers; i++)
+        free(mx->layers[i]);
+    free(mx->layers);
+    free(mx->nll);
+    memset(mx, 0, sizeof *mx);
+}
+
+static double *cell(const profile_matrix_t *mx, int layer, int fi, int bj)
+{
+    return &mx->nll[((size_t)layer * mx->nformats + fi) * mx->nblocks + bj];
+}
+
+double profile_matrix_ppl(const profile_matrix_t *mx, int layer, int fi, int bj)
+{
+    return profile_ppl_value(*cell(mx, layer, fi, bj), mx->tokens);
+}
+
+double profile_delta_pct(double ppl, double base) { return 100.0 * (ppl - base) / base; }
+
+bool profile_tolerant(double delta_pct, double threshold_pct, bool two_sided)
+{
+    return isfinite(delta_pct) && (two_sided ? fabs(delta_pct) : delta_pct) < threshold_pct;
+}
+
+/* ---- fingerprints ---------------------------------------------------------------------- */
+
+static uint64_t mix(uint64_t h, uint64_t w)
+{
+    h ^= w;
+    h *= 0x100000001B3ull;
+    return h ^ (h >> 29);
+}
+
+/* Of the configuration and every parameter's bits: a resumed sweep must see the same
+ * model. */
+static int model_fingerprint(qwen2_model_t *m, uint64_t *out, err_t *e)
+{
+    const qwen2_config_t *c = qwen2_config(m);
+    uint64_t h = 0xCBF29CE484222325ull;
+    const int cf[] = {c->hidden, c->inter, c->layers, c->heads, c->kv_heads, c->head_dim,
+                      c->vocab, c->tie};
+    for (size_t i = 0; i < sizeof cf / sizeof *cf; i++)
+        h = mix(h, (uint64_t)(uint32_t)cf[i]);
+    uint64_t bits;
+    memcpy(&bits, &c->rope_theta, 8);
+    h = mix(h, bits);
+    memcpy(&bits, &c->rms_eps, 8);
+    h = mix(h, bits);
+    size_t n = qwen2_nparams(m), chunk = (size_t)1 << 20;
+    float *buf = err_malloc(e, chunk * sizeof *buf, "fingerprint buffer");
+    if (!buf)
+        return e->code;
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t k = n - off < chunk ? n - off : chunk;
+        if (qwen2_params_get(m, off, buf, k, e)) {
+            free(buf);
+            return e->code;
+        }
+        const uint32_t *u = (const uint32_t *)buf;
+        for (size_t i = 0; i + 1 < k; i += 2)
+            h = mix(h, (uint64_t)u[i] | (uint64_t)u[i + 1] << 32);
+        if (k & 1)
+            h = mix(h, u[k - 1]);
+    }
+    free(buf);
+    *out = h;
+    return ERR_OK;
+}
+
+/* ---- the resume record ------------------------------------------------------------------- */
+
+#define CELLS_FORMAT "mxrlhf-sensitivity-cells"
+
+typedef struct cells_file {
+    FILE *f;
+    const char *path;
+} cells_file_t;
+
+static void hex64(uint64_t v, char *buf) { snprintf(buf, 17, "%016llx", (unsigned long long)v); }
+
+static cJSON *cells_header(uint64_t model_fp, const profile_evalset_t *es, int nlayers)
+{
+    char a[17], b[17];
+    hex64(model_fp, a);
+    hex64(es->fingerprint, b);
+    cJSON *h = cJSON_CreateObject();
+    cJSON_AddStringToObject(h, "format", CELLS_FORMAT);
+    cJSON_AddNumberToObject(h, "version", 1);
+    cJSON_AddStringToObject(h, "model_fingerprint", a);
+    cJSON_AddStringToObject(h, "eval_fingerprint", b);
+    cJSON_AddNumberToObject(h, "eval_tokens", (double)es->tokens);
+    cJSON_AddNumberToObject(h, "layers", nlayers);
+    return h;
+}
+
+/* One line, flushed and fsynced: a crash loses at most the line being written. */
+static int cells_append(cells_file_t *cf, cJSON *line, err_t *e)
+{
+    char *txt = cJSON_PrintUnformatted(line);
+    cJSON_Delete(line);
+    if (!txt)
+        return err_set(e, ERR_NOMEM, "out of memory writing %s", cf->path);
+    int ok = fprintf(cf->f, "%s\n", txt) > 0 && fflush(cf->f) == 0 && fsync(fileno(cf->f)) == 0;
+    free(txt);
+    if (!ok)
+        return err_errno(e, ERR_FAIL, "writing %s", cf->path);
+    return ERR_OK;
+}
+
+/* A cell's nll, exactly: cJSON prints 15 significant digits when they read back to within
+ * an epsilon, which is not the same double, so the number is written with 17. JSON has no
+ * NaN: a NaN is written as null. */
+static void add_nll(cJSON *o, double nll)
+{
+    char buf[40];
+    if (isfinite(nll)) {
+        snprintf(buf, sizeof buf, "%.17g", nll);
+        cJSON_AddRawToObject(o, "nll", buf);
+    } else {
+        cJSON_AddNullToObject(o, "nll");
+    }
+}
+
+/* Slots of the have[] flags and values: the layer cells [0, ncell) in matrix order, then
+ * SENS_MAX_FORMATS x SENS_MAX_BLOCKS whole-model slots, then the baseline. */
+static long slot_index(const profile_matrix_t *mx, const sensitivity_opts_t *o, size_t nhave,
+                       const char *kind, const char *layer, const char *spec_text)
+{
+    if (!strcmp(kind, "baseline"))
+        return (long)nhave - 1;
+    mx_spec_t s;
+    err_t e = ERR_INIT;
+    if (!spec_text || mx_spec_parse(spec_text, &s, &e) || s.round != o->round ||
+        s.scale != o->scale)
+        return -1;
+    int fi = index_of_format(o, s.format), bj = index_of_block(o->blocks, o->nblocks, s.block);
+    if (fi < 0 || bj < 0)
+        return -1;
+    size_t ncell = (size_t)mx->nlayers * o->nformats * o->nblocks;
+    if (!strcmp(kind, "whole_model"))
+        return (long)(ncell + (size_t)fi * SENS_MAX_BLOCKS + bj);
+    if (strcmp(kind, "layer") || !layer)
+        return -1;
+    for (int l = 0; l < mx->nlayers; l++)
+        if (!strcmp(mx->layers[l], layer))
+            return (long)(((size_t)l * o->nformats + fi) * o->nblocks + bj);
+    return -1;
+}
+
+static double *slot_value(profile_matrix_t *mx, size_t nhave, size_t idx)
+{
+    size_t ncell = (size_t)mx->nlayers * mx->nformats * mx->nblocks;
+    if (idx == nhave - 1)
+        return &mx->base_nll;
+    if (idx < ncell)
+        return &mx->nll[idx];
+    idx -= ncell;
+    return &mx->whole_nll[idx / SENS_MAX_BLOCKS][idx % SENS_MAX_BLOCKS];
+}
+
+/* Reads the record: its header must match; every complete line's cell is filled in (NaN
+ * marks a missing cell beforehand, so `have` flags travel separately). Returns the
+ * length of the valid prefix, to cut a torn last line off before appending. */
+static int cells_read(const char *path, const cJSON *want, profile_matrix_t *mx,
+                      const sensitivity_opts_t *o, bool *have, size_t nhave, long *loaded,
+                      size_t *valid_len, err_t *e)
+{
+    char *text;
+    size_t len;
+    *loaded = 0;
+    *valid_len = 0;
+    if (fs_read_all(path, (size_t)1 << 30, &text, &len, e))
+        return e->code;
+    size_t pos = 0;
+    int lineno = 0, rc = ERR_OK;
+    while (pos < len) {
+        char *nl = memchr(text + pos, '\n', len - pos);
+        if (!nl)
+            break;  /* torn last line: ignored */
+        *nl = 0;
+        lineno++;
+        cJSON *j = cJSON_Parse(text + pos);
+        if (!j) {
+            if (nl + 1 == text + len)
+                break;  /* a garbled last line is a torn write too */
+            rc = err_set(e, ERR_INPUT, "%s: line %d is not JSON (the resume record is damaged; "
+                         "run without --resume to start again)", path, lineno);
+            break;
+        }
+        if (lineno == 1) {
+            const char *keys[] = {"format", "model_fingerprint", "eval_fingerprint"};
+            for (size_t k = 0; k < 3 && !rc; k++) {
+                const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, keys[k]),
+                            *b = cJSON_GetObjectItemCaseSensitive(want, keys[k]);
+                if (!cJSON_IsString(a) || strcmp(a->valuestring, b->valuestring))
+                    rc = err_set(e, ERR_INPUT, "%s: field \"%s\": made for another %s (run "
+                                 "without --resume to start again)", path, keys[k],
+                                 k == 0 ? "purpose" : k == 1 ? "model" : "evaluation set");
+            }
+        } else {
+            const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "cell"),
+                        *layer = cJSON_GetObjectItemCaseSensitive(j, "layer"),
+                        *spec = cJSON_GetObjectItemCaseSensitive(j, "spec"),
+                        *nll = cJSON_GetObjectItemCaseSensitive(j, "nll");
+            if (!cJSON_IsString(kind) || !(cJSON_IsNumber(nll) || cJSON_IsNull(nll))) {
+                rc = err_set(e, ERR_INPUT, "%s: line %d: expected \"cell\" and \"nll\"", path,
+                             lineno);
+            } else {
+                long k = slot_index(mx, o, nhave, kind->valuestring,
+                                    cJSON_IsString(layer) ? layer->valuestring : NULL,
+                                    cJSON_IsString(spec) ? spec->valuestring : NULL);
+                if (k >= 0) {
+                    if (!have[k])
+                        (*loaded)++;
+                    have[k] = true;
+                    *slot_value(mx, nhave, (size_t)k) = cJSON_IsNull(nll) ? NAN : nll->valuedouble;
+                }
+            }
+        }
+        cJSON_Delete(j);
+        if (rc)
+            break;
+        pos = (size_t)(nl - text) + 1;
+        *valid_len = pos;
+    }
+    if (!rc && lineno == 0)
+        *valid_len = 0;
+    free(text);
+    return rc;
+}
+
+/* ---- the sweep ------------------------------------------------------------------------- */
+
+/* Block index of a layer name ("model.layers.7.mlp.up_proj" -> 7; "lm_head" -> layers). */
+static int block_of(const char *name, int layers)
+{
+    if (!strcmp(name, "lm_head"))
+        return layers;
+    return atoi(name + strlen("model.layers."));
+}
+
+static bool quantizable(const char *name)
+{
+    return !strncmp(name, "model.layers.", 13) || !strcmp(name, "lm_head");
+}
+
+enum { ITEM_BASE, ITEM_LAYER, ITEM_WHOLE };
+
+typedef struct item {
+    int kind, l, f, b;
+    size_t slot;        /* into have[] */
+    double units;       /* decoder-layer equivalents, for the time estimate */
+} item_t;
+
+/* What the workers share; everything below `mu` is guarded by it. */
+typedef struct sweep {
+    const sensitivity_opts_t *o;
+    const profile_evalset_t *es;
+    profile_matrix_t *mx;
+    item_t *items;
+    long nitems;
+    bool *have;
+    size_t nhave;
+    int layers;
+    double t0;
+    profile_progress_fn progress;
+    void *pctx;
+    pthread_mutex_t mu;
+    long next;
+    int rc;
+    err_t err;
+    cells_file_t cf;
+    long done, total;
+    double units_done, units_left, fwd_s, quant_s;
+    long quant_ops;
+} sweep_t;
+
+typedef struct worker_arg {
+    sweep_t *s;
+    profile_worker_t *w;
+    int threads;
+} worker_arg_t;
+
+/* Sets (or, with spec NULL, resets to fp32) the forward weight and input of one layer in
+ * the phase the sweep measures. */
+static int set_layer(prec_table_t *t, const char *layer, const mx_spec_t *spec, err_t *e)
+{
+    mx_spec_t fp32 = mx_spec_default(MX_FP32);
+    const mx_spec_t *sp = spec ? spec : &fp32;
+    if (prec_table_set(t, layer, PREC_ROLLOUT, PREC_OP_WEIGHT, sp, e) ||
+        prec_table_set(t, layer, PREC_ROLLOUT, PREC_OP_INPUT, sp, e))
+        return e->code;
+    return ERR_OK;
+}
+
+static int set_all(prec_table_t *t, const profile_matrix_t *mx, const mx_spec_t *spec, err_t *e)
+{
+    for (int l = 0; l < mx->nlayers; l++)
+        if (set_layer(t, mx->layers[l], spec, e))
+            return e->code;
+    return ERR_OK;
+}
+
+static int record_cell(sweep_t *s, const char *kind, const char *layer, const mx_spec_t *spec,
+                       double nll, double seconds, double quant_s, err_t *e)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "cell", kind);
+    if (layer)
+        cJSON_AddStringToObject(j, "layer", layer);
+    if (spec) {
+        char st[64];
+        cJSON_AddStringToObject(j, "spec", mx_spec_format(spec, st, sizeof st));
+    }
+    add_nll(j, nll);
+    if (isfinite(nll))
+        cJSON_AddNumberToObject(j, "ppl", profile_ppl_value(nll, s->mx->tokens));
+    cJSON_AddNumberToObject(j, "seconds", seconds);
+    if (isfinite(quant_s))
+        cJSON_AddNumberToObject(j, "quantize_s", quant_s);
+    return cells_append(&s->cf, j, e);
+}
+
+/* Called with the lock held. */
+static void report(sweep_t *s, const item_t *it, double nll)
+{
+    s->done++;
+    s->units_left -= it->units;
+    s->units_done += it->units;
+    if (!s->progress)
+        return;
+    char st[64] = "";
+    mx_spec_t sp;
+    if (it->kind != ITEM_BASE) {
+        sp = sensitivity_spec(s->o, it->f, it->b);
+        mx_spec_format(&sp, st, sizeof st);
+    }
+    double el = now_s() - s->t0;
+    double base = profile_ppl_value(s->mx->base_nll, s->mx->tokens);
+    profile_progress_t p = {
+        .done = s->done, .total = s->total, .resumed = s->mx->cells_resumed,
+        .what = it->kind == ITEM_BASE ? "baseline"
+                : it->kind == ITEM_WHOLE ? "whole_model" : s->mx->layers[it->l],
+        .spec = st, .ppl = profile_ppl_value(nll, s->mx->tokens),
+        .elapsed_s = el,
+        .left_s = s->units_done > 0 ? el / s->units_done * s->units_left : NAN,
+        .tokens = s->es->tokens, .tokens_requested = s->es->requested,
+    };
+    p.delta_pct = it->kind == ITEM_BASE ? 0 : profile_delta_pct(p.ppl, base);
+    s->progress(s->pctx, &p);
+}
+
+/* One cell on one worker's model. */
+static int run_item(sweep_t *s, profile_worker_t *w, profile_ppl_t *ppl, const item_t *it,
+                    double *nll, err_t *e)
+{
+    const prec_ctx_t ctx = {PREC_ROLLOUT, 0, 0};
+    prec_table_t *t = qwen2_precision(w->m);
+    if (it->kind == ITEM_BASE)
+        return profile_ppl_full(ppl, &ctx, nll, e);
+    mx_spec_t sp = sensitivity_spec(s->o, it->f, it->b);
+    int rc;
+    if (it->kind == ITEM_WHOLE) {
+        if ((rc = set_all(t, s->mx, &sp, e)))
+            return rc;
+        rc = profile_ppl_full(ppl, &ctx, nll, e);
+        err_t e2 = ERR_INIT;
+        int rc2 = set_all(t, s->mx, NULL, &e2);
+        return rc ? rc : rc2 ? err_set(e, rc2, "%s", e2.msg) : ERR_OK;
+    }
+    const char *name = s->mx->layers[it->l];
+    int L = block_of(name, s->layers);
+    /* the cache is built under the unquantized table, before the layer is set */
+    if ((rc = profile_ppl_cache(ppl, &ctx, L, e)) || (rc = set_layer(t, name, &sp, e)))
+        return rc;
+    rc = profile_ppl_from(ppl, &ctx, L, nll, e);
+    err_t e2 = ERR_INIT;
+    int rc2 = set_layer(t, name, NULL, &e2);
+    return rc ? rc : rc2 ? err_set(e, rc2, "%s", e2.msg) : ERR_OK;
+}
+
+static void *worker_main(void *arg)
+{
+    worker_arg_t *wa = arg;
+    sweep_t *s = wa->s;
+    profile_worker_t *w = wa->w;
+    omp_set_num_threads(wa->threads);
+    profile_ppl_t ppl;
+    err_t e = ERR_INIT;
+    double q0 = w->qt ? profile_qtime_seconds(w->qt) : 0;
+    long n0 = w->qt ? profile_qtime_count(w->qt) : 0;
+    int rc = profile_ppl_init(&ppl, w->m, s->es, &e);
+    while (!rc) {
+        pthread_mutex_lock(&s->mu);
+        while (s->next < s->nitems && s->have[s->items[s->next].slot])
+            s->next++;
+        long k = s->rc || s->next >= s->nitems ? -1 : s->next++;
+        pthread_mutex_unlock(&s->mu);
+        if (k < 0)
+            break;
+        const item_t *it = &s->items[k];
+        double t = now_s(), nll = NAN, qs = w->qt ? profile_qtime_seconds(w->qt) : NAN;
+        if ((rc = run_item(s, w, &ppl, it, &nll, &e)))
+            break;
+        if (w->qt)
+            qs = profile_qtime_seconds(w->qt) - qs;
+        pthread_mutex_lock(&s->mu);
+        *slot_value(s->mx, s->nhave, it->slot) = nll;
+        mx_spec_t sp = it->kind == ITEM_BASE ? mx_spec_default(MX_FP32)
+                                             : sensitivity_spec(s->o, it->f, it->b);
+        rc = record_cell(s, it->kind == ITEM_BASE ? "baseline"
+                            : it->kind == ITEM_WHOLE ? "whole_model" : "layer",
+                         it->kind == ITEM_LAYER ? s->mx->layers[it->l] : NULL,
+                         it->kind == ITEM_BASE ? NULL : &sp, nll, now_s() - t, qs, &e);
+        if (!rc) {
+            s->have[it->slot] = true;
+            s->mx->cells_run++;
+            report(s, it, nll);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_mutex_lock(&s->mu);
+    if (rc && !s->rc) {
+        s->rc = rc;
+        s->err = e;
+    }
+    s->fwd_s += ppl.fwd_s;
+    if (w->qt) {
+        s->quant_s += profile_qtime_seconds(w->qt) - q0;
+        s->quant_ops += profile_qtime_count(w->qt) - n0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    profile_ppl_free(&ppl);
+    return NULL;
+}
+
+int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
+                              const profile_evalset_t *es, const sensitivity_opts_t *o,
+                              const char *cells_path, bool resume, profile_progress_fn progress,
+                              void *pctx, profile_matrix_t *out, err_t *e)
+{
+    memset(out, 0, sizeof *out);
+    if (sensitivity_opts_check(o, "sensitivity options", e))
+        return e->code;
+    if (nworkers < 1)
+        return err_set(e, ERR_INPUT, "sensitivity: no worker");
+    qwen2_model_t *m = workers[0].m;
+    sweep_t s = {.o = o, .es = es, .mx = out, .progress = progress, .pctx = pctx,
+                 .t0 = now_s()};
+    const qwen2_config_t *c = qwen2_config(m);
+    s.layers = c->layers;
+    const char *const *names;
+    int nlin = qwen2_linear_names(m, &names);
+    int rc = ERR_OK;
+    cJSON *hdr = NULL;
+    bool mu_ok = false;
+
+    out->nformats = o->nformats;
+    out->nblocks = o->nblocks;
+    memcpy(out->formats, o->formats, sizeof o->formats);
+    memcpy(out->blocks, o->blocks, sizeof o->blocks);
+    out->round = o->round;
+    out->scale = o->scale;
+    out->tokens = es->tokens;
+    out->layers = err_calloc(e, (size_t)nlin, sizeof *out->layers, "layer names");
+    if (!out->layers)
+        return e->code;
+    for (int i = 0; i < nlin; i++)
+        if (quantizable(names[i]) && !(out->layers[out->nlayers++] = strdup(names[i]))) {
+            profile_matrix_free(out);
+            return err_set(e, ERR_NOMEM, "out of memory");
+        }
+    const int nspec = o->nformats * o->nblocks;
+    const size_t ncell = (size_t)out->nlayers * nspec;
+    s.nhave = ncell + SENS_MAX_FORMATS * SENS_MAX_BLOCKS + 1;
+    s.nitems = 1 + (long)ncell + nspec;
+    out->nll = err_malloc(e, (ncell ? ncell : 1) * sizeof *out->nll, "the matrix");
+    s.have = err_calloc(e, s.nhave, sizeof *s.have, "the matrix");
+    s.items = err_calloc(e, (size_t)s.nitems, sizeof *s.items, "the work list");
+    if (!out->nll || !s.have || !s.items) {
+        rc = e->code;
+        goto done;
+    }
+    for (size_t i = 0; i < ncell; i++)
+        out->nll[i] = NAN;
+    for (int f = 0; f < SENS_MAX_FORMATS; f++)
+        for (int b = 0; b < SENS_MAX_BLOCKS; b++)
+            out->whole_nll[f][b] = NAN;
+    out->base_nll = NAN;
+
+    /* the work, in the order the residual caches only move forward */
+    const double head = profile_head_units(c), full = c->layers + head;
+    long k = 0;
+    s.items[k++] = (item_t){ITEM_BASE, 0, 0, 0, s.nhave - 1, full};
+    for (int l = 0; l < out->nlayers; l++)
+        for (int f = 0; f < o->nformats; f++)
+            for (int b = 0; b < o->nblocks; b++)
+                s.items[k++] = (item_t){ITEM_LAYER, l, f, b,
+                                        ((size_t)l * o->nformats + f) * o->nblocks + b,
+                                        c->layers - block_of(out->layers[l], c->layers) + head};
+    for (int f = 0; f < o->nformats; f++)
+        for (int b = 0; b < o->nblocks; b++)
+            s.items[k++] = (item_t){ITEM_WHOLE, 0, f, b,
+                                    ncell + (size_t)f * SENS_MAX_BLOCKS + b, full};
+
+    uint64_t mfp = 0;
+    if ((rc = model_fingerprint(m, &mfp, e)))
+        goto done;
+    out->model_fingerprint = mfp;
+    hdr = cells_header(mfp, es, out->nlayers);
+    if (resume && fs_exists(cells_path)) {
+        size_t valid;
+        if ((rc = cells_read(cells_path, hdr, out, o, s.have, s.nhave, &out->cells_resumed,
+                             &valid, e)))
+            goto done;
+        if (valid == 0) {
+            resume = false;   /* nothing usable, not even the header: start afresh */
+        } else if (truncate(cells_path, (off_t)valid)) {
+            rc = err_errno(e, ERR_FAIL, "cutting the torn last line off %s", cells_path);
+            goto done;
+        }
+    } else {
+        resume = false;
+    }
+    if (!resume) {
+        char *txt = cJSON_PrintUnformatted(hdr);
+        if (!txt) {
+            rc = err_set(e, ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        size_t n = strlen(txt);
+        txt[n] = '\n';   /* overwrites the NUL; written with its length */
+        rc = atomic_write(cells_path, txt, n + 1, e);
+        free(txt);
+        if (rc)
+            goto done;
+    }
+    s.cf.path = cells_path;
+    if (!(s.cf.f = fopen(cells_path, "a"))) {
+        rc = err_errno(e, ERR_FAIL, "opening %s", cells_path);
+        goto done;
+    }
+    s.total = s.nitems;
+    for (long i = 0; i < s.nitems; i++) {
+        if (s.have[s.items[i].slot])
+            s.done++;
+        else
+            s.units_left += s.items[i].units;
+    }
+
+    if (pthread_mutex_init(&s.mu, NULL)) {
+        rc = err_set(e, ERR_FAIL, "cannot create a mutex");
+        goto done;
+    }
+    mu_ok = true;
+    int nw = nworkers;
+    if (nw > s.nitems - s.done)
+        nw = (int)(s.nitems - s.done) > 0 ? (int)(s.nitems - s.done) : 1;
+    int cores = omp_get_max_threads();
+    int per = cores / nw > 0 ? cores / nw : 1;
+    pthread_t th[PROFILE_MAX_WORKERS];
+    worker_arg_t wa[PROFILE_MAX_WORKERS];
+    int started = 0;
+    for (int i = 0; i < nw && i < PROFILE_MAX_WORKERS; i++) {
+        wa[i] = (worker_arg_t){&s, &workers[i], per};
+        if (pthread_create(&th[i], NULL, worker_main, &wa[i]))
+            break;
+        started++;
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    if (!started)
+        rc = err_set(e, ERR_FAIL, "cannot start a worker thread");
+    else if (s.rc) {
+        rc = s.rc;
+        *e = s.err;
+    }
+
+done:
+    out->wall_s = now_s() - s.t0;
+    out->forward_s = s.fwd_s;
+    out->quant_s = workers[0].qt ? s.quant_s : NAN;
+    out->quant_ops = s.quant_ops;
+    out->workers = nworkers;
+    if (s.cf.f && fclose(s.cf.f) && !rc)
+        rc = err_errno(e, ERR_FAIL, "closing %s", cells_path);
+    if (mu_ok)
+        pthread_mutex_destroy(&s.mu);
+    cJSON_Delete(hdr);
+    free(s.have);
+    free(s.items);
+    if (rc) {
+        /* the tables go back to fp32 whatever happened */
+        err_t ign = ERR_INIT;
+        for (int i = 0; i < nworkers; i++)
+            set_all(qwen2_precision(workers[i].m), out, NULL, &ign);
+        profile_matrix_free(out);
+    }
+    return rc;
+}
+
+/* ---- the CSVs ----------------------------------------------------------------------------- */
+
+/* A minimal RFC 4180 writer over util/atomic_file: the report layer's writer sits above
+ * this one, and these files need no more than cells, numbers and booleans. */
+typedef struct table {
+    atomic_file_t af;
+    int col;
+} table_t;
+
+static void t_cell(table_t *t, const char *s)
+{
+    if (t->col++)
+        fputc(',', t->af.fp);
+    if (!s)
+        return;
+    if (strpbrk(s, ",\"\r\n")) {
+        fputc('"', t->af.fp);
+        for (; *s; s++) {
+            if (*s == '"')
+                fputc('"', t->af.fp);
+            fputc(*s, t->af.fp);
+        }
+        fputc('"', t->af.fp);
+    } else {
+        fputs(s, t->af.fp);
+    }
+}
+
+/* The shortest text that reads back to the same double; NaN (or infinity) leaves the cell
+ * empty, because a missing figure is not a number. */
+static void t_num(table_t *t, double v)
+{
+    char buf[40];
+    if (!isfinite(v)) {
+        t_cell(t, NULL);
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    t_cell(t, buf);
+}
+
+static void t_int(table_t *t, long long v)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", v);
+    t_cell(t, buf);
+}
+
+static void t_bool(table_t *t, bool v) { t_cell(t, v ? "true" : "false"); }
+
+static void t_end(table_t *t)
+{
+    fputc('\n', t->af.fp);
+    t->col = 0;
+}
+
+static int t_commit(table_t *t, err_t *e)
+{
+    if (ferror(t->af.fp)) {
+        int rc = err_set(e, ERR_FAIL, "writing %s failed", t->af.path);
+        atomic_abort(&t->af);
+        return rc;
+    }
+    return atomic_commit(&t->af, e);
+}
+
+static void ppl_cells(table_t *w, double ppl, double base, bool with_tolerant, double threshold,
+                      bool two_sided)
+{
+    double d = profile_delta_pct(ppl, base);
+    t_num(w, ppl);
+    t_num(w, d);
+    if (with_tolerant)
+        t_bool(w, profile_tolerant(d, threshold, two_sided));
+}
+
+int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, bool two_sided,
+                             const char *path, err_t *e)
+{
+    int f4 = -1, f8 = -1, b8 = index_of_block(mx->blocks, mx->nblocks, 8);
+    for (int i = 0; i < mx->nformats; i++) {
+        if (mx->formats[i] == MX_FP4_E2M1)
+            f4 = i;
+        if (mx->formats[i] == MX_FP8_E4M3)
+            f8 = i;
+    }
+    if (f4 < 0 || f8 < 0 || b8 < 0)
+        return err_set(e, ERR_INPUT, "%s: the study's columns need mxfp4_e2m1 and mxfp8_e4m3 "
+                       "with block 8 in the matrix", path);
+    table_t w = {0};
+    if (atomic_open(&w.af, path, e))
+        return e->code;
+    const char *study[] = {"layer", "mxfp4_g8_ppl", "mxfp4_g8_delta_pct", "mxfp8_g8_ppl",
+                           "mxfp8_g8_delta_pct", "mxfp4_tolerant", "mxfp8_tolerant"};
+    for (size_t i = 0; i < sizeof study / sizeof *study; i++)
+        t_cell(&w, study[i]);
+    char col[96];
+    static const char *const suffix[] = {"ppl", "delta_pct", "tolerant"};
+    for (int f = 0; f < mx->nformats; f++)
+        for (int b = 0; b < mx->nblocks; b++)
+            for (int k = 0; k < 3; k++) {
+                snprintf(col, sizeof col, "%s_g%d_%s", mx_format_name(mx->formats[f]),
+                         mx->blocks[b], suffix[k]);
+                t_cell(&w, col);
+            }
+    t_end(&w);
+    const double base = profile_ppl_value(mx->base_nll, mx->tokens);
+    for (int l = 0; l < mx->nlayers; l++) {
+        t_cell(&w, mx->layers[l]);
+        double p4 = profile_matrix_ppl(mx, l, f4, b8), p8 = profile_matrix_ppl(mx, l, f8, b8);
+        ppl_cells(&w, p4, base, false, threshold_pct, two_sided);
+        ppl_cells(&w, p8, base, false, threshold_pct, two_sided);
+        t_bool(&w, profile_tolerant(profile_delta_pct(p4, base), threshold_pct, two_sided));
+        t_bool(&w, profile_tolerant(profile_delta_pct(p8, base), threshold_pct, two_sided));
+        for (int f = 0; f < mx->nformats; f++)
+            for (int b = 0; b < mx->nblocks; b++)
+                ppl_cells(&w, profile_matrix_ppl(mx, l, f, b), base, true, threshold_pct,
+                          two_sided);
+        t_end(&w);
+    }
+    return t_commit(&w, e);
+}
+
+int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct, bool two_sided,
+                              const char *path, err_t *e)
+{
+    table_t w = {0};
+    if (atomic_open(&w.af, path, e))
+        return e->code;
+    const char *hdr[] = {"row", "format", "block", "ppl", "delta_pct", "tolerant", "tokens",
+                         "nll"};
+    for (size_t i = 0; i < sizeof hdr / sizeof *hdr; i++)
+        t_cell(&w, hdr[i]);
+    t_end(&w);
+    const double base = profile_ppl_value(mx->base_nll, mx->tokens);
+    t_cell(&w, "baseline");
+    t_cell(&w, "fp32");
+    t_cell(&w, NULL);
+    ppl_cells(&w, base, base, true, threshold_pct, two_sided);
+    t_int(&w, mx->tokens);
+    t_num(&w, mx->base_nll);
+    t_end(&w);
+    for (int f = 0; f < mx->nformats; f++)
+        for (int b = 0; b < mx->nblocks; b++) {
+            t_cell(&w, "whole_model");
+            t_cell(&w, mx_format_name(mx->formats[f]));
+            t_int(&w, mx->blocks[b]);
+            ppl_cells(&w, profile_ppl_value(mx->whole_nll[f][b], mx->tokens), base, true,
+                      threshold_pct, two_sided);
+            t_int(&w, mx->tokens);
+            t_num(&w, mx->whole_nll[f][b]);
+            t_end(&w);
+        }
+    return t_commit(&w, e);
+}
+
+/* ---- the stage ------------------------------------------------------------------------------ */
+
+char *profile_sibling(const char *output, const char *name)
+{
+    char *dup = strdup(output);
+    if (!dup)
+        return NULL;
+    char *r = fs_join(dirname(dup), name);
+    free(dup);
+    return r;
+}
+
+int profile_load_evalset(const char *model_dir, const char *eval_path,
+                         const data_pair_t *const *pairs, size_t npairs,
+                         const profile_eval_opts_t *eo, profile_evalset_t *out, char *desc,
+                         size_t desc_n, err_t *e)
+{
+    memset(out, 0, sizeof *out);
+    char *tp = fs_join(model_dir, "tokenizer.json");
+    if (!tp)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    if (!fs_exists(tp)) {
+        int rc = err_set(e, ERR_INPUT, "%s: not found (the model directory needs its "
+                         "tokenizer to turn the evaluation text into ids)", tp);
+        free(tp);
+        return rc;
+    }
+    tok_t *tok = NULL;
+    rlhf_text_t txt;
+    bool txt_ok = false;
+    profile_eval_source_t src;
+    bool src_ok = false;
+    int rc = tok_load(tp, &tok, e);
+    if (!rc && !(rc = rlhf_text_init(&txt, tok, eo->tmpl, eo->max_prompt_tokens,
+                                     eo->max_response_tokens, e)))
+        txt_ok = true;
+    if (!rc && !pairs && !(rc = profile_eval_source_load(eval_path, eo->split, &src, e)))
+        src_ok = true;
+    if (!rc)
+        rc = profile_evalset_from_pairs(&txt, pairs ? pairs : src.pairs, pairs ? npairs : src.n,
+                                        eo->score, eo->tokens, eo->batch_tokens, out, e);
+    if (!rc && desc && src_ok)
+        snprintf(desc, desc_n, "%s", src.desc);
+    if (src_ok)
+        profile_eval_source_free(&src);
+    if (txt_ok)
+        rlhf_text_free(&txt);
+    tok_free(tok);
+    free(tp);
+    return rc;
+}
+
+static void cpu_name(char *buf, size_t n)
+{
+    snprintf(buf, n, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "model name", 10)) {
+            char *c = strchr(line, ':');
+            if (c) {
+                c++;
+                while (*c == ' ')
+                    c++;
+                c[strcspn(c, "\n")] = 0;
+                snprintf(buf, n, "%s", c);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static int write_record(const char *path, const sensitivity_opts_t *o,
+                        const sensitivity_paths_t *pa, const char *desc,
+                        const profile_evalset_t *es, const profile_matrix_t *mx, err_t *e)
+{
+    char hx[17], cpu[256];
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "format", "mxrlhf-sensitivity-metrics");
+    cJSON_AddNumberToObject(r, "version", 1);
+    cJSON_AddStringToObject(r, "model", pa->model_dir);
+    hex64(mx->model_fingerprint, hx);
+    cJSON_AddStringToObject(r, "model_fingerprint", hx);
+    cJSON *ev = cJSON_AddObjectToObject(r, "eval");
+    cJSON_AddStringToObject(ev, "source", desc);
+    cJSON_AddStringToObject(ev, "score", profile_score_name(o->eval.score));
+    cJSON_AddStringToObject(ev, "template", rlhf_template_name(o->eval.tmpl));
+    cJSON_AddNumberToObject(ev, "tokens_requested", (double)es->requested);
+    cJSON_AddNumberToObject(ev, "tokens", (double)es->tokens);
+    cJSON_AddNumberToObject(ev, "sequences", es->nseq);
+    cJSON_AddNumberToObject(ev, "batches", es->nbatch);
+    hex64(es->fingerprint, hx);
+    cJSON_AddStringToObject(ev, "fingerprint", hx);
+    cJSON_AddItemToObject(r, "options", sensitivity_opts_to_json(o));
+    cJSON_AddNumberToObject(r, "baseline_ppl", profile_ppl_value(mx->base_nll, mx->tokens));
+    cJSON_AddNumberToObject(r, "layers", mx->nlayers);
+    cJSON_AddNumberToObject(r, "cells", 1 + (double)mx->nlayers * mx->nformats * mx->nblocks +
+                                            mx->nformats * mx->nblocks);
+    cJSON_AddNumberToObject(r, "cells_run", (double)mx->cells_run);
+    cJSON_AddNumberToObject(r, "cells_resumed", (double)mx->cells_resumed);
+    cJSON *t = cJSON_AddObjectToObject(r, "timing");
+    cJSON_AddStringToObject(t, "note", "this process's work only (resumed cells excluded); "
+                            "quantize_s is inside forward_s");
+    cJSON_AddNumberToObject(t, "wall_s", mx->wall_s);
+    cJSON_AddNumberToObject(t, "forward_s", mx->forward_s);
+    cJSON_AddNumberToObject(t, "quantize_s", mx->quant_s);
+    cJSON_AddNumberToObject(t, "quantize_share_of_forward",
+                            mx->forward_s > 0 ? mx->quant_s / mx->forward_s : 0);
+    cJSON_AddNumberToObject(t, "quantized_operands", (double)mx->quant_ops);
+    cJSON_AddStringToObject(t, "backend", o->backend);
+    cJSON_AddNumberToObject(t, "workers", mx->workers);
+    cpu_name(cpu, sizeof cpu);
+    cJSON_AddStringToObject(t, "cpu", cpu);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cJSON_AddNumberToObject(t, "cpus_online", (double)ncpu);
+    const char *omp = getenv("OMP_NUM_THREADS");
+    cJSON_AddStringToObject(t, "omp_num_threads", omp ? omp : "");
+    int rc = json_write_file(path, r, true, e);
+    cJSON_Delete(r);
+    return rc;
+}
+
+int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths_t *pa,
+                            profile_progress_fn progress, void *pctx, profile_sens_result_t *res,
+                            err_t *e)
+{
+    if (sensitivity_opts_check(o, "sensitivity options", e))
+        return e->code;
+    if (!pa->model_dir || (!pa->eval_path && !pa->pairs) || !pa->output)
+        return err_set(e, ERR_INPUT, "sensitivity: needs a model directory, evaluation data "
+                       "and an output path");
+    char *summary = profile_sibling(pa->output, "sensitivity_summary.csv");
+    char *cells = profile_sibling(pa->output, "sensitivity_cells.jsonl");
+    char *record = profile_sibling(pa->output, "sensitivity_metrics.json");
+    char *dir = strdup(pa->output);
+    profile_evalset_t es = {0};
+    profile_matrix_t mx = {0};
+    profile_worker_t *w = NULL;
+    int nw = 0;
+    char desc[512] = "";
+    int rc;
+    if (!summary || !cells || !record || !dir) {
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = fs_mkdir_p(dirname(dir), e)))
+        goto done;
+    if (pa->pairs)
+        snprintf(desc, sizeof desc, "%s", pa->eval_desc ? pa->eval_desc : "given pairs");
+    if ((rc = profile_load_evalset(pa->model_dir, pa->eval_path, pa->pairs, pa->npairs,
+                                   &o->eval, &es, desc, sizeof desc, e)))
+        goto done;
+    if ((nw = profile_auto_workers(pa->model_dir, o->backend, o->workers, e)) < 0) {
+        rc = e->code;
+        goto done;
+    }
+    if ((rc = profile_workers_open(pa->model_dir, &es, nw, o->backend, &w, e)))
+        goto done;
+    if ((rc = profile_sensitivity_sweep(w, nw, &es, o, cells, pa->resume, progress, pctx, &mx,
+                                        e)))
+        goto done;
+    if ((rc = profile_matrix_write_csv(&mx, o->threshold_pct, o->two_sided, pa->output, e)) ||
+        (rc = profile_summary_write_csv(&mx, o->threshold_pct, o->two_sided, summary, e)) ||
+        (rc = write_record(record, o, pa, desc, &es, &mx, e)))
+        goto done;
+    if (res)
+        *res = (profile_sens_result_t){
+            .layers = mx.nlayers, .workers = mx.workers, .tokens = mx.tokens,
+            .cells_run = mx.cells_run, .cells_resumed = mx.cells_resumed,
+            .baseline_ppl = profile_ppl_value(mx.base_nll, mx.tokens), .wall_s = mx.wall_s,
+            .forward_s = mx.forward_s, .quant_s = mx.quant_s};
+done:
+    profile_matrix_free(&mx);
+    profile_workers_close(w, nw);
+    profile_evalset_free(&es);
+    free(summary);
+    free(cells);
+    free(record);
+    free(dir);
+    return rc;
+}

@@ -20,6 +20,9 @@
 #include <stdint.h>
 
 #include "data/split.h"
+#include "profile/policies.h"
+#include "profile/sensitivity.h"
+#include "rlhf/ppo.h"
 #include "rlhf/rm.h"
 #include "rlhf/sft.h"
 #include "util/err.h"
@@ -63,6 +66,9 @@ typedef struct pipeline_config {
     rlhf_sft_opts_t sft;
     rlhf_rm_opts_t rm;
     rlhf_rm_opts_t judge;
+    ppo_opts_t ppo;
+    sensitivity_opts_t sensitivity;
+    policies_opts_t policies;
 } pipeline_config_t;
 
 typedef struct pipeline_section {

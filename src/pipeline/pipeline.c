@@ -99,11 +99,13 @@ int pipeline_split_pairs(pipeline_ctx_t *c, data_split_t split, const data_pair_
 
 /* ---- digests of directories ------------------------------------------------------------ */
 
-/* Files a stage writes that hold timings, so they are kept out of its output digest. */
+/* Files a stage writes that hold timings, so they are kept out of its output digest (the
+ * sensitivity stage's resume record holds each cell's seconds). */
 static bool is_timing_file(const char *name)
 {
     size_t n = strlen(name), k = strlen("metrics.json");
     return !strcmp(name, "stage.json") || !strcmp(name, "train_log.csv") ||
+           !strcmp(name, "sensitivity_cells.jsonl") ||
            (n >= k && !strcmp(name + n - k, "metrics.json"));
 }
 

@@ -1,12 +1,14 @@
 /* stages: the rows of the pipeline and the stages built so far (data, tokenizer, pretrain,
- * sft, rm, judge). Later issues fill in the rows whose run function is NULL (stage.h
+ * sft, rm, judge, sensitivity, policies). Later issues fill in the rows whose run function is NULL (stage.h
  * says how). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "data/synth.h"
 #include "pipeline/stage.h"
+#include "pipeline/baseline.h"
 #include "rlhf/rm.h"
 #include "rlhf/sft.h"
 #include "tokenizer/tokenizer.h"
@@ -294,6 +296,129 @@ static const char *external_tokenizer(const pipeline_run_opts_t *o, char *buf, s
     return buf;
 }
 
+/* ---- sensitivity, policies (issue 8) --------------------------------------------------- */
+
+typedef struct profile_log {
+    const pipeline_ctx_t *c;
+    double last;
+} profile_log_t;
+
+/* A progress line every 30 s (and the last). */
+static void profile_progress(void *ctx, const profile_progress_t *p)
+{
+    profile_log_t *pl = ctx;
+    if (p->done < p->total && p->elapsed_s - pl->last < 30)
+        return;
+    pl->last = p->elapsed_s;
+    rlhf_logf(pl->c->log, "  [%ld/%ld] %s%s%s: ppl %.4f (%+.3f%%), %.0f s, about %.0f s left",
+              p->done, p->total, p->what, p->spec[0] ? " " : "", p->spec, p->ppl, p->delta_pct,
+              p->elapsed_s, p->done < p->total && isfinite(p->left_s) ? p->left_s : 0.0);
+}
+
+static const char *const EVAL_DESC = "the run's eval_prompts split";
+
+static int stage_sensitivity(pipeline_ctx_t *c, err_t *e)
+{
+    const data_pair_t **ev;
+    size_t nev;
+    int rc = pipeline_split_pairs(c, DATA_SPLIT_EVAL, &ev, &nev, e);
+    char *out = rc ? NULL : join(c->dir, "sensitivity_matrix.csv", e);
+    if (!out)
+        return e->code;
+    sensitivity_opts_t o = c->cfg->sensitivity;
+    snprintf(o.backend, sizeof o.backend, "%s", c->opts->backend ? c->opts->backend : "cpu");
+    sensitivity_paths_t pa = {.model_dir = pipeline_stage_dir(c, "sft"), .output = out,
+                              .pairs = ev, .npairs = nev, .eval_desc = EVAL_DESC};
+    profile_log_t pl = {c, -1e9};
+    profile_sens_result_t r;
+    rc = profile_sensitivity_run(&o, &pa, profile_progress, &pl, &r, e);
+    if (!rc)
+        rlhf_logf(c->log, "%d layers x %d formats x %d block sizes on %ld tokens of eval_prompts "
+                  "in %.1f s (%d workers); baseline perplexity %.4f; quantizing %.2f%% of the "
+                  "forward time", r.layers, o.nformats, o.nblocks, r.tokens, r.wall_s, r.workers,
+                  r.baseline_ppl, r.forward_s > 0 ? 100 * r.quant_s / r.forward_s : 0.0);
+    free(out);
+    return rc;
+}
+
+static int stage_policies(pipeline_ctx_t *c, err_t *e)
+{
+    const data_pair_t **ev;
+    size_t nev;
+    int rc = pipeline_split_pairs(c, DATA_SPLIT_EVAL, &ev, &nev, e);
+    char *out = rc ? NULL : join(c->dir, "policies.json", e);
+    char *matrix = out ? join(pipeline_stage_dir(c, "sensitivity"), "sensitivity_matrix.csv", e)
+                       : NULL;
+    if (!matrix) {
+        free(out);
+        return e->code;
+    }
+    policies_opts_t o = c->cfg->policies;
+    snprintf(o.backend, sizeof o.backend, "%s", c->opts->backend ? c->opts->backend : "cpu");
+    policies_paths_t pa = {.sensitivity = matrix, .model_dir = pipeline_stage_dir(c, "sft"),
+                           .pairs = ev, .npairs = nev, .eval_desc = EVAL_DESC, .output = out};
+    profile_log_t pl = {c, -1e9};
+    profile_policies_result_t r;
+    rc = profile_policies_run(&o, &pa, profile_progress, &pl, &r, e);
+    if (!rc) {
+        static const char *const names[POLICY_COUNT] = {"baseline", "A", "B", "C", "D"};
+        rlhf_logf(c->log, "%d of %d layers sensitive (kept at MXFP8 by B); %d measurements; "
+                  "combined perplexity (rollout / reward / gradient):", r.sensitive, r.layers,
+                  r.measurements);
+        for (int i = 0; i < POLICY_COUNT; i++)
+            rlhf_logf(c->log, "  %-8s %.4f / %.4f / %.4f", names[i], r.ppl[i][PREC_ROLLOUT],
+                      r.ppl[i][PREC_REWARD], r.ppl[i][PREC_GRADIENT]);
+    }
+    free(out);
+    free(matrix);
+    return rc;
+}
+
+/* ---- baseline (issue 7) ---------------------------------------------------------------- */
+
+/* The prompt texts of one split (the list is freed by the caller; the texts belong to the
+ * run). */
+static int split_prompts(pipeline_ctx_t *c, data_split_t split, const char ***out, size_t *n,
+                         err_t *e)
+{
+    const data_pair_t **p;
+    int rc = pipeline_split_pairs(c, split, &p, n, e);
+    if (rc)
+        return rc;
+    if (!(*out = malloc((*n + 1) * sizeof **out)))
+        return err_set(e, ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < *n; i++)
+        (*out)[i] = p[i]->prompt;
+    return ERR_OK;
+}
+
+static int stage_baseline(pipeline_ctx_t *c, err_t *e)
+{
+    const char **train = NULL, **eval = NULL;
+    size_t ntrain = 0, neval = 0;
+    backend_t *be = NULL;
+    int rc = split_prompts(c, DATA_SPLIT_PPO, &train, &ntrain, e);
+    if (!rc)
+        rc = split_prompts(c, DATA_SPLIT_EVAL, &eval, &neval, e);
+    if (!rc)
+        rc = pipeline_backend(c, &be, e);
+    rlhf_ppo_result_t r;
+    if (!rc) {
+        pipeline_baseline_t b = {
+            .be = be, .policy_dir = pipeline_stage_dir(c, "sft"), .reward_dir = pipeline_stage_dir(c, "rm"),
+            .prompts = train, .n_prompts = ntrain, .eval_prompts = eval, .n_eval = neval,
+            .synthetic = !c->opts->data, .out_dir = c->dir, .power_source = "auto",
+            .interval_s = 0.02, .idle_s = 2, .log = c->log->fn ? stderr : NULL};
+        rc = pipeline_baseline_run(&c->cfg->ppo, &b, &r, e);
+    }
+    if (!rc)
+        rlhf_logf(c->log, "%d PPO steps on %zu ppo_prompts: energy.csv, phase_timing.json, "
+                  "training_stats.json, power_log_baseline.csv and charts", r.steps_done, ntrain);
+    free(train);
+    free(eval);
+    return rc;
+}
+
 /* ---- the table ------------------------------------------------------------------------- */
 
 const pipeline_stage_t pipeline_stages[] = {
@@ -309,11 +434,12 @@ const pipeline_stage_t pipeline_stages[] = {
      NULL, NULL, NULL},
     {"judge", "held-out judge reward model (judge_train), evaluated on rm_eval", "judge",
      "data,sft", true, stage_judge, NULL, NULL, NULL},
-    {"baseline", "PPO baseline with energy per phase", "", "", true, NULL, NULL, NULL,
-     "PPO, 100 steps, energy.csv and training_stats.json (issue 7)"},
-    {"sensitivity", "MX sensitivity of every layer", "", "", true, NULL, NULL, NULL,
-     "sensitivity_matrix.csv over every layer x 6 formats x 3 block sizes (issue 8)"},
-    {"policies", "policies A-D", "", "", false, NULL, NULL, NULL, "policies.json (issue 8)"},
+    {"baseline", "PPO baseline with energy per phase", "ppo", "data,sft,rm", true, stage_baseline,
+     NULL, NULL, NULL},
+    {"sensitivity", "MX sensitivity of every layer", "sensitivity", "data,sft", true,
+     stage_sensitivity, NULL, NULL, NULL},
+    {"policies", "policies A-D", "policies", "data,sft,sensitivity", true, stage_policies, NULL,
+     NULL, NULL},
     {"compare", "PPO under each policy against the baseline", "", "", true, NULL, NULL, NULL,
      "policy_comparison.csv (issue 9)"},
     {"report", "the study report", "", "", false, NULL, NULL, NULL,

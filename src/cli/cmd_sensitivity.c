@@ -1,5 +1,7 @@
-/* mxrlhf sensitivity: the per-layer MX sensitivity matrix (profile/sensitivity.h). Parses
- * options onto sensitivity_opts_t, prints progress, calls profile_sensitivity_run. */
+/* mxrlhf sensitivity: the per-layer MX sensitivity matrix (profile/sensitivity.h), or with
+ * --phase the sensitivity of one RLHF phase (profile/phase.h). Parses options onto
+ * sensitivity_opts_t (phase_sensitivity_opts_t), prints progress, calls
+ * profile_sensitivity_run (profile_phase_run). */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +11,8 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "pipeline/config.h"
+#include "profile/phase.h"
 #include "profile/sensitivity.h"
 
 typedef struct progress_state {
@@ -49,6 +53,20 @@ static void on_progress(void *ctx, const profile_progress_t *p)
             p->done < p->total ? left : "0s", p->resumed ? " (resumed cells skipped)" : "");
 }
 
+static void on_phase_progress(void *ctx, const profile_phase_progress_t *p)
+{
+    progress_state_t *st = ctx;
+    if (st->quiet || (p->done < p->total && p->elapsed_s - st->last < 1.0))
+        return;
+    st->last = p->elapsed_s;
+    char el[32], left[32];
+    fmt_dur(p->elapsed_s, el, sizeof el);
+    fmt_dur(p->left_s, left, sizeof left);
+    fprintf(stderr, "[%ld/%ld] %s %s: %s  elapsed %s, left ~%s%s\n", p->done, p->total, p->what,
+            p->spec, p->values, el, p->done < p->total ? left : "0s",
+            p->resumed ? " (resumed cells skipped)" : "");
+}
+
 /* "a,b,c" into items (pointers into a copy the caller frees) */
 static int split_list(const char *text, char **copy, char **items, int max, int *n)
 {
@@ -64,10 +82,16 @@ static int split_list(const char *text, char **copy, char **items, int max, int 
     return *n ? 0 : -1;
 }
 
+static int run_phase(const char *phase_name, const phase_sensitivity_opts_t *po,
+                     const char *config, const char *model, const char *reward, const char *eval,
+                     const char *output, bool resume, bool quiet);
+
 int cmd_sensitivity(int argc, char **argv)
 {
-    const char *model = NULL, *eval = "results/data/split.json",
-               *output = "results/sensitivity_matrix.csv";
+    const char *model = NULL, *eval = "results/data/split.json", *output = NULL;
+    const char *phase = NULL, *reward = NULL, *config = NULL, *operands = NULL;
+    long long prompts = LLONG_MIN, max_new = LLONG_MIN, pairs = LLONG_MIN;
+    double min_spearman = NAN;
     const char *score = NULL, *tmpl = NULL, *split = NULL, *formats = NULL, *blocks = NULL,
                *rounding = NULL, *scale = NULL;
     long long tokens = LLONG_MIN, batch_tokens = LLONG_MIN, max_prompt = LLONG_MIN,
@@ -88,7 +112,9 @@ int cmd_sensitivity(int argc, char **argv)
         {"max-response-tokens", ARG_INT, &max_response, "N", "response ids kept (default 256)"},
         {"batch-tokens", ARG_INT, &batch_tokens, "N", "rows x length per forward (default 4096)"},
         {"split", ARG_STRING, &split, "NAME", "split of a split record (default eval_prompts)"},
-        {"threshold", ARG_DOUBLE, &threshold, "PCT", "tolerant when delta_pct < PCT (default 2)"},
+        {"threshold", ARG_DOUBLE, &threshold, "X", "tolerant when delta_pct < X (default 2); with "
+         "--phase: rollout kl < X (nats per response, default 0.05), reward accuracy falls by "
+         "< X points (default 1), gradient cosine > X (default 0.99)"},
         {"two-sided", ARG_FLAG, &two_sided, NULL, "tolerant when |delta_pct| < PCT (a large fall "
          "is not tolerant either)"},
         {"formats", ARG_STRING, &formats, "LIST", "MX formats, comma-separated (default all six)"},
@@ -101,14 +127,36 @@ int cmd_sensitivity(int argc, char **argv)
         {"device", ARG_STRING, &backend, "D", "cpu or cuda (default cpu)"},
         {"backend", ARG_STRING, &backend, "D", "synonym of --device"},
         {"quiet", ARG_FLAG, &quiet, NULL, "no progress lines"},
+        {"phase", ARG_STRING, &phase, "P", "rollout, reward or gradient: that phase's sensitivity "
+         "instead of the perplexity matrix (docs/sensitivity.md, \"Phase sensitivity\")"},
+        {"reward-model", ARG_STRING, &reward, "DIR", "--phase rollout and reward: the reward "
+         "model (results/rm)"},
+        {"config", ARG_STRING, &config, "FILE", "--phase: a configuration file (mxrlhf config): its "
+         "phase_sensitivity, ppo (rollout sampling) and rm (how the reward model reads text) "
+         "sections"},
+        {"prompts", ARG_INT, &prompts, "N", "--phase rollout: prompts sampled per cell (default 24)"},
+        {"max-new-tokens", ARG_INT, &max_new, "N", "--phase rollout: tokens per response (default "
+         "24)"},
+        {"pairs", ARG_INT, &pairs, "N", "--phase reward: evaluation pairs (default 128; 0 = all)"},
+        {"min-spearman", ARG_DOUBLE, &min_spearman, "R", "--phase reward: tolerant also needs "
+         "spearman > R (default 0.99)"},
+        {"gradient-operands", ARG_STRING, &operands, "W", "--phase gradient: all (the six "
+         "gradient-phase operands, default) or backward (the four backward ones)"},
     };
     arg_spec_t spec = {
         "sensitivity",
         "Perplexity with one layer at a time quantized, for every MX format and block size.",
-        "--model DIR [--eval PATH] [--output CSV] [--tokens N] [--resume] ...",
+        "--model DIR [--eval PATH] [--output CSV] [--tokens N] [--resume] ...\n"
+        "       mxrlhf sensitivity --phase rollout|reward|gradient [--model DIR] "
+        "[--reward-model DIR] [--eval PATH] [--output CSV] [--resume] ...",
         "Each layer (q, k, v, o, gate, up, down of every block, and lm_head) has its forward "
         "weight and input quantized alone; the baseline and whole-model rows go to "
-        "sensitivity_summary.csv. Threads: OMP_NUM_THREADS. docs/sensitivity.md has the "
+        "sensitivity_summary.csv. With --phase, the layer is quantized in that phase and the "
+        "phase's own metrics replace perplexity: rollout (the policy samples; KL to the "
+        "unquantized policy and the reward model's score), reward (the reward model; pair "
+        "accuracy and Spearman correlation of its scores), gradient (the gradient-phase "
+        "operands; cosine of the raw gradient to the float32 one); output default "
+        "results/sensitivity_<phase>.csv. Threads: OMP_NUM_THREADS. docs/sensitivity.md has the "
         "columns and rules.",
         opts, (int)(sizeof opts / sizeof opts[0]), false};
     err_t e = ERR_INIT;
@@ -117,11 +165,47 @@ int cmd_sensitivity(int argc, char **argv)
     int rc = args_parse(&spec, argc, argv, &npos, &pos, &e);
     if (rc == ARGS_HELP)
         return 0;
-    if (rc || args_require(model, "model", &e))
+    if (rc)
         return cli_report("sensitivity", &e);
+    prec_phase_t ph = PREC_ROLLOUT;
+    if (phase && prec_phase_from_name(phase, &ph)) {
+        err_set(&e, ERR_INPUT, "--phase: expected rollout, reward or gradient, got \"%s\"", phase);
+        return cli_report("sensitivity", &e);
+    }
+    if ((!phase || ph != PREC_REWARD) && args_require(model, "model", &e))
+        return cli_report("sensitivity", &e);
+    if (!phase && (reward || config || prompts != LLONG_MIN || max_new != LLONG_MIN ||
+                   pairs != LLONG_MIN || !isnan(min_spearman) || operands)) {
+        err_set(&e, ERR_INPUT, "--reward-model, --config, --prompts, --max-new-tokens, --pairs, "
+                "--min-spearman and --gradient-operands go with --phase");
+        return cli_report("sensitivity", &e);
+    }
+    if (phase && two_sided) {
+        err_set(&e, ERR_INPUT, "--two-sided is the perplexity matrix's rule; each phase has its "
+                "own (docs/sensitivity.md)");
+        return cli_report("sensitivity", &e);
+    }
 
     sensitivity_opts_t o;
     sensitivity_opts_default(&o);
+    phase_sensitivity_opts_t po;
+    phase_sensitivity_opts_default(&po);
+    if (phase) {
+        if (config) {
+            pipeline_config_t *cfg = malloc(sizeof *cfg);
+            if (!cfg) {
+                err_set(&e, ERR_NOMEM, "out of memory");
+                return cli_report("sensitivity", &e);
+            }
+            pipeline_config_default(cfg);
+            rc = pipeline_config_load(config, cfg, &e);
+            po = cfg->phase_sensitivity;
+            free(cfg);
+            if (rc)
+                return cli_report("sensitivity", &e);
+        }
+        o = po.sweep;
+    }
     if (tokens != LLONG_MIN)
         o.eval.tokens = (long)tokens;
     if (batch_tokens != LLONG_MIN)
@@ -132,7 +216,7 @@ int cmd_sensitivity(int argc, char **argv)
         o.eval.max_response_tokens = max_response > INT_MAX ? INT_MAX : (int)max_response;
     if (workers != LLONG_MIN)
         o.workers = workers < 0 || workers > PROFILE_MAX_WORKERS ? -1 : (int)workers;
-    if (!isnan(threshold))
+    if (!isnan(threshold) && !phase)
         o.threshold_pct = threshold;
     if (two_sided)
         o.two_sided = true;
@@ -205,6 +289,38 @@ int cmd_sensitivity(int argc, char **argv)
     if (sensitivity_opts_check(&o, "options", &e))
         return cli_report("sensitivity", &e);
 
+    if (phase) {
+        po.sweep = o;
+        double *thr[] = {&po.rollout_max_kl, &po.reward_max_accuracy_drop,
+                         &po.gradient_min_cosine};
+        if (!isnan(threshold))
+            *thr[ph] = threshold;
+        if (!isnan(min_spearman))
+            po.reward_min_spearman = min_spearman;
+        if (prompts != LLONG_MIN)
+            po.rollout_prompts = prompts < 1 || prompts > 4096 ? 0 : (int)prompts;
+        if (max_new != LLONG_MIN)
+            po.rollout_max_new_tokens = max_new < 1 || max_new > 4096 ? 0 : (int)max_new;
+        if (pairs != LLONG_MIN)
+            po.reward_pairs = pairs < 0 || pairs > INT_MAX ? -1 : (int)pairs;
+        if (operands) {
+            if (!strcmp(operands, "all"))
+                po.gradient_operands = PHASE_GRAD_ALL;
+            else if (!strcmp(operands, "backward"))
+                po.gradient_operands = PHASE_GRAD_BACKWARD;
+            else {
+                err_set(&e, ERR_INPUT, "--gradient-operands: expected all or backward, got \"%s\"",
+                        operands);
+                return cli_report("sensitivity", &e);
+            }
+        }
+        if (phase_sensitivity_opts_check(&po, "options", &e))
+            return cli_report("sensitivity", &e);
+        return run_phase(prec_phase_name(ph), &po, config, model, reward, eval, output, resume,
+                         quiet);
+    }
+    if (!output)
+        output = "results/sensitivity_matrix.csv";
     progress_state_t st = {.quiet = quiet, .last = -1e9};
     sensitivity_paths_t pa = {.model_dir = model, .eval_path = eval, .output = output,
                               .resume = resume};
@@ -222,6 +338,60 @@ int cmd_sensitivity(int argc, char **argv)
     else
         printf(", of which quantizing %.2f s (%.2f%%)\n", res.quant_s,
                res.forward_s > 0 ? 100 * res.quant_s / res.forward_s : 0.0);
+    printf("wrote %s, %s and %s\n", output, summary ? summary : "", record ? record : "");
+    free(summary);
+    free(record);
+    return 0;
+}
+
+/* The phase mode: the ppo and rm sections of --config (or their defaults) say how the policy
+ * samples and how the reward model reads text. */
+static int run_phase(const char *phase_name, const phase_sensitivity_opts_t *po,
+                     const char *config, const char *model, const char *reward, const char *eval,
+                     const char *output, bool resume, bool quiet)
+{
+    err_t e = ERR_INIT;
+    prec_phase_t ph;
+    prec_phase_from_name(phase_name, &ph);
+    pipeline_config_t *cfg = malloc(sizeof *cfg);
+    if (!cfg) {
+        err_set(&e, ERR_NOMEM, "out of memory");
+        return cli_report("sensitivity", &e);
+    }
+    pipeline_config_default(cfg);
+    if (config && pipeline_config_load(config, cfg, &e)) {
+        free(cfg);
+        return cli_report("sensitivity", &e);
+    }
+    char out_default[96];
+    snprintf(out_default, sizeof out_default, "results/sensitivity_%s.csv", phase_name);
+    if (!output)
+        output = out_default;
+    progress_state_t st = {.quiet = quiet, .last = -1e9};
+    profile_phase_paths_t pa = {.model_dir = model, .reward_dir = reward, .eval_path = eval,
+                                .ppo = &cfg->ppo, .rm = &cfg->rm, .output = output,
+                                .resume = resume};
+    profile_phase_result_t res;
+    int rc = profile_phase_run(ph, po, &pa, on_phase_progress, &st, &res, &e);
+    free(cfg);
+    if (rc)
+        return cli_report("sensitivity", &e);
+    const char *const *names;
+    int nc = profile_phase_columns(ph, &names);
+    double cols[PHASE_MAX_COLUMNS];
+    profile_phase_derive(ph, res.base, res.base, cols);
+    printf("phase %s: %d layers, %ld cells measured (%ld resumed) in %.1f s with %d worker(s); "
+           "baseline", phase_name, res.layers, res.cells_run, res.cells_resumed, res.wall_s,
+           res.workers);
+    for (int c = 0; c < nc; c++)
+        printf(" %s %.6g", names[c], cols[c]);
+    printf("; tolerant layers: %d at mxfp4_g8, %d at mxfp8_g8\n", res.tolerant[0],
+           res.tolerant[1]);
+    char name[96];
+    snprintf(name, sizeof name, "sensitivity_%s_summary.csv", phase_name);
+    char *summary = profile_sibling(output, name);
+    snprintf(name, sizeof name, "sensitivity_%s_metrics.json", phase_name);
+    char *record = profile_sibling(output, name);
     printf("wrote %s, %s and %s\n", output, summary ? summary : "", record ? record : "");
     free(summary);
     free(record);

@@ -112,6 +112,7 @@ PIPELINE_SECTION(rm, rlhf_rm_opts_t, rlhf_rm_opts)
 PIPELINE_SECTION(judge, rlhf_rm_opts_t, rlhf_rm_opts)
 PIPELINE_SECTION(ppo, ppo_opts_t, ppo_opts)
 PIPELINE_SECTION(sensitivity, sensitivity_opts_t, sensitivity_opts)
+PIPELINE_SECTION(phase_sensitivity, phase_sensitivity_opts_t, phase_sensitivity_opts)
 PIPELINE_SECTION(policies, policies_opts_t, policies_opts)
 
 const pipeline_section_t pipeline_sections[] = {
@@ -124,6 +125,7 @@ const pipeline_section_t pipeline_sections[] = {
     PIPELINE_ROW(judge, "held-out judge reward model on judge_train, evaluated on rm_eval"),
     PIPELINE_ROW(ppo, "PPO (TRL 0.11 semantics): the baseline and every compared plan"),
     PIPELINE_ROW(sensitivity, "MX sensitivity matrix of the SFT model on the eval_prompts split"),
+    PIPELINE_ROW(phase_sensitivity, "MX sensitivity per RLHF phase: rollout, reward, gradient"),
     PIPELINE_ROW(policies, "policies A-D derived from the matrix (greedy under a budget)"),
 };
 const int pipeline_nsections = NF(pipeline_sections);

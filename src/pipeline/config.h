@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "data/split.h"
+#include "profile/phase.h"
 #include "profile/policies.h"
 #include "profile/sensitivity.h"
 #include "rlhf/ppo.h"
@@ -68,6 +69,7 @@ typedef struct pipeline_config {
     rlhf_rm_opts_t judge;
     ppo_opts_t ppo;
     sensitivity_opts_t sensitivity;
+    phase_sensitivity_opts_t phase_sensitivity;
     policies_opts_t policies;
 } pipeline_config_t;
 

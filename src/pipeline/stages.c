@@ -341,6 +341,64 @@ static int stage_sensitivity(pipeline_ctx_t *c, err_t *e)
     return rc;
 }
 
+/* A progress line every 30 s (and the last), for the phase sensitivity. */
+static void phase_progress(void *ctx, const profile_phase_progress_t *p)
+{
+    profile_log_t *pl = ctx;
+    if (p->done < p->total && p->elapsed_s - pl->last < 30)
+        return;
+    pl->last = p->elapsed_s;
+    rlhf_logf(pl->c->log, "  [%ld/%ld] %s %s: %s, %.0f s, about %.0f s left", p->done, p->total,
+              p->what, p->spec, p->values, p->elapsed_s,
+              p->done < p->total && isfinite(p->left_s) ? p->left_s : 0.0);
+}
+
+/* The three phases in turn, each into sensitivity_<phase>.csv: the policy is the SFT model,
+ * the reward model the rm stage's; rollouts sample as the ppo section says, the reward model
+ * reads text as the rm section says. */
+static int stage_phase_sensitivity(pipeline_ctx_t *c, err_t *e)
+{
+    const data_pair_t **ev;
+    size_t nev;
+    int rc = pipeline_split_pairs(c, DATA_SPLIT_EVAL, &ev, &nev, e);
+    phase_sensitivity_opts_t o = c->cfg->phase_sensitivity;
+    snprintf(o.sweep.backend, sizeof o.sweep.backend, "%s",
+             c->opts->backend ? c->opts->backend : "cpu");
+    for (int ph = 0; ph < PREC_PHASE_COUNT && !rc; ph++) {
+        char name[64];
+        snprintf(name, sizeof name, "sensitivity_%s.csv", profile_phase_name((prec_phase_t)ph));
+        char *out = join(c->dir, name, e);
+        if (!out)
+            return e->code;
+        profile_phase_paths_t pa = {.model_dir = pipeline_stage_dir(c, "sft"),
+                                    .reward_dir = pipeline_stage_dir(c, "rm"), .pairs = ev,
+                                    .npairs = nev, .eval_desc = EVAL_DESC, .ppo = &c->cfg->ppo,
+                                    .rm = &c->cfg->rm, .output = out};
+        profile_log_t pl = {c, -1e9};
+        profile_phase_result_t r;
+        rlhf_logf(c->log, "phase %s:", profile_phase_name((prec_phase_t)ph));
+        rc = profile_phase_run((prec_phase_t)ph, &o, &pa, phase_progress, &pl, &r, e);
+        if (!rc) {
+            const char *const *names;
+            int nc = profile_phase_columns((prec_phase_t)ph, &names);
+            double cols[PHASE_MAX_COLUMNS];
+            char base[160];
+            size_t at = 0;
+            profile_phase_derive((prec_phase_t)ph, r.base, r.base, cols);
+            base[0] = 0;
+            for (int k = 0; k < nc && at < sizeof base; k++)
+                at += (size_t)snprintf(base + at, sizeof base - at, "%s%s %.4g", k ? ", " : "",
+                                       names[k], cols[k]);
+            rlhf_logf(c->log, "  %d layers x %d formats x %d block sizes in %.1f s (%d workers); "
+                      "baseline %s; tolerant layers: %d at mxfp4_g8, %d at mxfp8_g8", r.layers,
+                      o.sweep.nformats, o.sweep.nblocks, r.wall_s, r.workers, base,
+                      r.tolerant[0], r.tolerant[1]);
+        }
+        free(out);
+    }
+    return rc;
+}
+
 static int stage_policies(pipeline_ctx_t *c, err_t *e)
 {
     const data_pair_t **ev;
@@ -438,6 +496,8 @@ const pipeline_stage_t pipeline_stages[] = {
      NULL, NULL, NULL},
     {"sensitivity", "MX sensitivity of every layer", "sensitivity", "data,sft", true,
      stage_sensitivity, NULL, NULL, NULL},
+    {"phase_sensitivity", "MX sensitivity per RLHF phase (rollout, reward, gradient)",
+     "phase_sensitivity,ppo,rm", "data,sft,rm", true, stage_phase_sensitivity, NULL, NULL, NULL},
     {"policies", "policies A-D", "policies", "data,sft,sensitivity", true, stage_policies, NULL,
      NULL, NULL},
     {"compare", "PPO under each policy against the baseline", "", "", true, NULL, NULL, NULL,

@@ -13,18 +13,12 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "profile/common.h"
 #include "profile/ppl.h"
 #include "profile/qtime.h"
 #include "util/atomic_file.h"
 #include "util/fs.h"
 #include "util/json.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- options ------------------------------------------------------------------------- */
 
@@ -233,67 +227,15 @@ bool profile_tolerant(double delta_pct, double threshold_pct, bool two_sided)
     return isfinite(delta_pct) && (two_sided ? fabs(delta_pct) : delta_pct) < threshold_pct;
 }
 
-/* ---- fingerprints ---------------------------------------------------------------------- */
-
-static uint64_t mix(uint64_t h, uint64_t w)
-{
-    h ^= w;
-    h *= 0x100000001B3ull;
-    return h ^ (h >> 29);
-}
-
-/* Of the configuration and every parameter's bits: a resumed sweep must see the same
- * model. */
-static int model_fingerprint(qwen2_model_t *m, uint64_t *out, err_t *e)
-{
-    const qwen2_config_t *c = qwen2_config(m);
-    uint64_t h = 0xCBF29CE484222325ull;
-    const int cf[] = {c->hidden, c->inter, c->layers, c->heads, c->kv_heads, c->head_dim,
-                      c->vocab, c->tie};
-    for (size_t i = 0; i < sizeof cf / sizeof *cf; i++)
-        h = mix(h, (uint64_t)(uint32_t)cf[i]);
-    uint64_t bits;
-    memcpy(&bits, &c->rope_theta, 8);
-    h = mix(h, bits);
-    memcpy(&bits, &c->rms_eps, 8);
-    h = mix(h, bits);
-    size_t n = qwen2_nparams(m), chunk = (size_t)1 << 20;
-    float *buf = err_malloc(e, chunk * sizeof *buf, "fingerprint buffer");
-    if (!buf)
-        return e->code;
-    for (size_t off = 0; off < n; off += chunk) {
-        size_t k = n - off < chunk ? n - off : chunk;
-        if (qwen2_params_get(m, off, buf, k, e)) {
-            free(buf);
-            return e->code;
-        }
-        const uint32_t *u = (const uint32_t *)buf;
-        for (size_t i = 0; i + 1 < k; i += 2)
-            h = mix(h, (uint64_t)u[i] | (uint64_t)u[i + 1] << 32);
-        if (k & 1)
-            h = mix(h, u[k - 1]);
-    }
-    free(buf);
-    *out = h;
-    return ERR_OK;
-}
-
 /* ---- the resume record ------------------------------------------------------------------- */
 
 #define CELLS_FORMAT "mxrlhf-sensitivity-cells"
 
-typedef struct cells_file {
-    FILE *f;
-    const char *path;
-} cells_file_t;
-
-static void hex64(uint64_t v, char *buf) { snprintf(buf, 17, "%016llx", (unsigned long long)v); }
-
 static cJSON *cells_header(uint64_t model_fp, const profile_evalset_t *es, int nlayers)
 {
     char a[17], b[17];
-    hex64(model_fp, a);
-    hex64(es->fingerprint, b);
+    profile_hex64(model_fp, a);
+    profile_hex64(es->fingerprint, b);
     cJSON *h = cJSON_CreateObject();
     cJSON_AddStringToObject(h, "format", CELLS_FORMAT);
     cJSON_AddNumberToObject(h, "version", 1);
@@ -302,34 +244,6 @@ static cJSON *cells_header(uint64_t model_fp, const profile_evalset_t *es, int n
     cJSON_AddNumberToObject(h, "eval_tokens", (double)es->tokens);
     cJSON_AddNumberToObject(h, "layers", nlayers);
     return h;
-}
-
-/* One line, flushed and fsynced: a crash loses at most the line being written. */
-static int cells_append(cells_file_t *cf, cJSON *line, err_t *e)
-{
-    char *txt = cJSON_PrintUnformatted(line);
-    cJSON_Delete(line);
-    if (!txt)
-        return err_set(e, ERR_NOMEM, "out of memory writing %s", cf->path);
-    int ok = fprintf(cf->f, "%s\n", txt) > 0 && fflush(cf->f) == 0 && fsync(fileno(cf->f)) == 0;
-    free(txt);
-    if (!ok)
-        return err_errno(e, ERR_FAIL, "writing %s", cf->path);
-    return ERR_OK;
-}
-
-/* A cell's nll, exactly: cJSON prints 15 significant digits when they read back to within
- * an epsilon, which is not the same double, so the number is written with 17. JSON has no
- * NaN: a NaN is written as null. */
-static void add_nll(cJSON *o, double nll)
-{
-    char buf[40];
-    if (isfinite(nll)) {
-        snprintf(buf, sizeof buf, "%.17g", nll);
-        cJSON_AddRawToObject(o, "nll", buf);
-    } else {
-        cJSON_AddNullToObject(o, "nll");
-    }
 }
 
 /* Slots of the have[] flags and values: the layer cells [0, ncell) in matrix order, then
@@ -480,7 +394,7 @@ typedef struct sweep {
     long next;
     int rc;
     err_t err;
-    cells_file_t cf;
+    profile_record_t cf;
     long done, total;
     double units_done, units_left, fwd_s, quant_s;
     long quant_ops;
@@ -523,13 +437,13 @@ static int record_cell(sweep_t *s, const char *kind, const char *layer, const mx
         char st[64];
         cJSON_AddStringToObject(j, "spec", mx_spec_format(spec, st, sizeof st));
     }
-    add_nll(j, nll);
+    profile_json_add_exact(j, "nll", nll);
     if (isfinite(nll))
         cJSON_AddNumberToObject(j, "ppl", profile_ppl_value(nll, s->mx->tokens));
     cJSON_AddNumberToObject(j, "seconds", seconds);
     if (isfinite(quant_s))
         cJSON_AddNumberToObject(j, "quantize_s", quant_s);
-    return cells_append(&s->cf, j, e);
+    return profile_record_append(&s->cf, j, e);
 }
 
 /* Called with the lock held. */
@@ -546,7 +460,7 @@ static void report(sweep_t *s, const item_t *it, double nll)
         sp = sensitivity_spec(s->o, it->f, it->b);
         mx_spec_format(&sp, st, sizeof st);
     }
-    double el = now_s() - s->t0;
+    double el = profile_now_s() - s->t0;
     double base = profile_ppl_value(s->mx->base_nll, s->mx->tokens);
     profile_progress_t p = {
         .done = s->done, .total = s->total, .resumed = s->mx->cells_resumed,
@@ -610,7 +524,7 @@ static void *worker_main(void *arg)
         if (k < 0)
             break;
         const item_t *it = &s->items[k];
-        double t = now_s(), nll = NAN, qs = w->qt ? profile_qtime_seconds(w->qt) : NAN;
+        double t = profile_now_s(), nll = NAN, qs = w->qt ? profile_qtime_seconds(w->qt) : NAN;
         if ((rc = run_item(s, w, &ppl, it, &nll, &e)))
             break;
         if (w->qt)
@@ -622,7 +536,7 @@ static void *worker_main(void *arg)
         rc = record_cell(s, it->kind == ITEM_BASE ? "baseline"
                             : it->kind == ITEM_WHOLE ? "whole_model" : "layer",
                          it->kind == ITEM_LAYER ? s->mx->layers[it->l] : NULL,
-                         it->kind == ITEM_BASE ? NULL : &sp, nll, now_s() - t, qs, &e);
+                         it->kind == ITEM_BASE ? NULL : &sp, nll, profile_now_s() - t, qs, &e);
         if (!rc) {
             s->have[it->slot] = true;
             s->mx->cells_run++;
@@ -657,7 +571,7 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
         return err_set(e, ERR_INPUT, "sensitivity: no worker");
     qwen2_model_t *m = workers[0].m;
     sweep_t s = {.o = o, .es = es, .mx = out, .progress = progress, .pctx = pctx,
-                 .t0 = now_s()};
+                 .t0 = profile_now_s()};
     const qwen2_config_t *c = qwen2_config(m);
     s.layers = c->layers;
     const char *const *names;
@@ -715,7 +629,7 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
                                     ncell + (size_t)f * SENS_MAX_BLOCKS + b, full};
 
     uint64_t mfp = 0;
-    if ((rc = model_fingerprint(m, &mfp, e)))
+    if ((rc = profile_model_fingerprint(m, &mfp, e)))
         goto done;
     out->model_fingerprint = mfp;
     hdr = cells_header(mfp, es, out->nlayers);
@@ -788,7 +702,7 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
     }
 
 done:
-    out->wall_s = now_s() - s.t0;
+    out->wall_s = profile_now_s() - s.t0;
     out->forward_s = s.fwd_s;
     out->quant_s = workers[0].qt ? s.quant_s : NAN;
     out->quant_ops = s.quant_ops;
@@ -812,82 +726,14 @@ done:
 
 /* ---- the CSVs ----------------------------------------------------------------------------- */
 
-/* A minimal RFC 4180 writer over util/atomic_file: the report layer's writer sits above
- * this one, and these files need no more than cells, numbers and booleans. */
-typedef struct table {
-    atomic_file_t af;
-    int col;
-} table_t;
-
-static void t_cell(table_t *t, const char *s)
-{
-    if (t->col++)
-        fputc(',', t->af.fp);
-    if (!s)
-        return;
-    if (strpbrk(s, ",\"\r\n")) {
-        fputc('"', t->af.fp);
-        for (; *s; s++) {
-            if (*s == '"')
-                fputc('"', t->af.fp);
-            fputc(*s, t->af.fp);
-        }
-        fputc('"', t->af.fp);
-    } else {
-        fputs(s, t->af.fp);
-    }
-}
-
-/* The shortest text that reads back to the same double; NaN (or infinity) leaves the cell
- * empty, because a missing figure is not a number. */
-static void t_num(table_t *t, double v)
-{
-    char buf[40];
-    if (!isfinite(v)) {
-        t_cell(t, NULL);
-        return;
-    }
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v)
-            break;
-    }
-    t_cell(t, buf);
-}
-
-static void t_int(table_t *t, long long v)
-{
-    char buf[32];
-    snprintf(buf, sizeof buf, "%lld", v);
-    t_cell(t, buf);
-}
-
-static void t_bool(table_t *t, bool v) { t_cell(t, v ? "true" : "false"); }
-
-static void t_end(table_t *t)
-{
-    fputc('\n', t->af.fp);
-    t->col = 0;
-}
-
-static int t_commit(table_t *t, err_t *e)
-{
-    if (ferror(t->af.fp)) {
-        int rc = err_set(e, ERR_FAIL, "writing %s failed", t->af.path);
-        atomic_abort(&t->af);
-        return rc;
-    }
-    return atomic_commit(&t->af, e);
-}
-
-static void ppl_cells(table_t *w, double ppl, double base, bool with_tolerant, double threshold,
+static void ppl_cells(profile_table_t *w, double ppl, double base, bool with_tolerant, double threshold,
                       bool two_sided)
 {
     double d = profile_delta_pct(ppl, base);
-    t_num(w, ppl);
-    t_num(w, d);
+    profile_table_num(w, ppl);
+    profile_table_num(w, d);
     if (with_tolerant)
-        t_bool(w, profile_tolerant(d, threshold, two_sided));
+        profile_table_bool(w, profile_tolerant(d, threshold, two_sided));
 }
 
 int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, bool two_sided,
@@ -903,13 +749,13 @@ int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, b
     if (f4 < 0 || f8 < 0 || b8 < 0)
         return err_set(e, ERR_INPUT, "%s: the study's columns need mxfp4_e2m1 and mxfp8_e4m3 "
                        "with block 8 in the matrix", path);
-    table_t w = {0};
-    if (atomic_open(&w.af, path, e))
+    profile_table_t w;
+    if (profile_table_open(&w, path, e))
         return e->code;
     const char *study[] = {"layer", "mxfp4_g8_ppl", "mxfp4_g8_delta_pct", "mxfp8_g8_ppl",
                            "mxfp8_g8_delta_pct", "mxfp4_tolerant", "mxfp8_tolerant"};
     for (size_t i = 0; i < sizeof study / sizeof *study; i++)
-        t_cell(&w, study[i]);
+        profile_table_cell(&w, study[i]);
     char col[96];
     static const char *const suffix[] = {"ppl", "delta_pct", "tolerant"};
     for (int f = 0; f < mx->nformats; f++)
@@ -917,57 +763,57 @@ int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, b
             for (int k = 0; k < 3; k++) {
                 snprintf(col, sizeof col, "%s_g%d_%s", mx_format_name(mx->formats[f]),
                          mx->blocks[b], suffix[k]);
-                t_cell(&w, col);
+                profile_table_cell(&w, col);
             }
-    t_end(&w);
+    profile_table_end(&w);
     const double base = profile_ppl_value(mx->base_nll, mx->tokens);
     for (int l = 0; l < mx->nlayers; l++) {
-        t_cell(&w, mx->layers[l]);
+        profile_table_cell(&w, mx->layers[l]);
         double p4 = profile_matrix_ppl(mx, l, f4, b8), p8 = profile_matrix_ppl(mx, l, f8, b8);
         ppl_cells(&w, p4, base, false, threshold_pct, two_sided);
         ppl_cells(&w, p8, base, false, threshold_pct, two_sided);
-        t_bool(&w, profile_tolerant(profile_delta_pct(p4, base), threshold_pct, two_sided));
-        t_bool(&w, profile_tolerant(profile_delta_pct(p8, base), threshold_pct, two_sided));
+        profile_table_bool(&w, profile_tolerant(profile_delta_pct(p4, base), threshold_pct, two_sided));
+        profile_table_bool(&w, profile_tolerant(profile_delta_pct(p8, base), threshold_pct, two_sided));
         for (int f = 0; f < mx->nformats; f++)
             for (int b = 0; b < mx->nblocks; b++)
                 ppl_cells(&w, profile_matrix_ppl(mx, l, f, b), base, true, threshold_pct,
                           two_sided);
-        t_end(&w);
+        profile_table_end(&w);
     }
-    return t_commit(&w, e);
+    return profile_table_commit(&w, e);
 }
 
 int profile_summary_write_csv(const profile_matrix_t *mx, double threshold_pct, bool two_sided,
                               const char *path, err_t *e)
 {
-    table_t w = {0};
-    if (atomic_open(&w.af, path, e))
+    profile_table_t w;
+    if (profile_table_open(&w, path, e))
         return e->code;
     const char *hdr[] = {"row", "format", "block", "ppl", "delta_pct", "tolerant", "tokens",
                          "nll"};
     for (size_t i = 0; i < sizeof hdr / sizeof *hdr; i++)
-        t_cell(&w, hdr[i]);
-    t_end(&w);
+        profile_table_cell(&w, hdr[i]);
+    profile_table_end(&w);
     const double base = profile_ppl_value(mx->base_nll, mx->tokens);
-    t_cell(&w, "baseline");
-    t_cell(&w, "fp32");
-    t_cell(&w, NULL);
+    profile_table_cell(&w, "baseline");
+    profile_table_cell(&w, "fp32");
+    profile_table_cell(&w, NULL);
     ppl_cells(&w, base, base, true, threshold_pct, two_sided);
-    t_int(&w, mx->tokens);
-    t_num(&w, mx->base_nll);
-    t_end(&w);
+    profile_table_int(&w, mx->tokens);
+    profile_table_num(&w, mx->base_nll);
+    profile_table_end(&w);
     for (int f = 0; f < mx->nformats; f++)
         for (int b = 0; b < mx->nblocks; b++) {
-            t_cell(&w, "whole_model");
-            t_cell(&w, mx_format_name(mx->formats[f]));
-            t_int(&w, mx->blocks[b]);
+            profile_table_cell(&w, "whole_model");
+            profile_table_cell(&w, mx_format_name(mx->formats[f]));
+            profile_table_int(&w, mx->blocks[b]);
             ppl_cells(&w, profile_ppl_value(mx->whole_nll[f][b], mx->tokens), base, true,
                       threshold_pct, two_sided);
-            t_int(&w, mx->tokens);
-            t_num(&w, mx->whole_nll[f][b]);
-            t_end(&w);
+            profile_table_int(&w, mx->tokens);
+            profile_table_num(&w, mx->whole_nll[f][b]);
+            profile_table_end(&w);
         }
-    return t_commit(&w, e);
+    return profile_table_commit(&w, e);
 }
 
 /* ---- the stage ------------------------------------------------------------------------------ */
@@ -1022,29 +868,6 @@ int profile_load_evalset(const char *model_dir, const char *eval_path,
     return rc;
 }
 
-static void cpu_name(char *buf, size_t n)
-{
-    snprintf(buf, n, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        if (!strncmp(line, "model name", 10)) {
-            char *c = strchr(line, ':');
-            if (c) {
-                c++;
-                while (*c == ' ')
-                    c++;
-                c[strcspn(c, "\n")] = 0;
-                snprintf(buf, n, "%s", c);
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
 static int write_record(const char *path, const sensitivity_opts_t *o,
                         const sensitivity_paths_t *pa, const char *desc,
                         const profile_evalset_t *es, const profile_matrix_t *mx, err_t *e)
@@ -1054,7 +877,7 @@ static int write_record(const char *path, const sensitivity_opts_t *o,
     cJSON_AddStringToObject(r, "format", "mxrlhf-sensitivity-metrics");
     cJSON_AddNumberToObject(r, "version", 1);
     cJSON_AddStringToObject(r, "model", pa->model_dir);
-    hex64(mx->model_fingerprint, hx);
+    profile_hex64(mx->model_fingerprint, hx);
     cJSON_AddStringToObject(r, "model_fingerprint", hx);
     cJSON *ev = cJSON_AddObjectToObject(r, "eval");
     cJSON_AddStringToObject(ev, "source", desc);
@@ -1064,7 +887,7 @@ static int write_record(const char *path, const sensitivity_opts_t *o,
     cJSON_AddNumberToObject(ev, "tokens", (double)es->tokens);
     cJSON_AddNumberToObject(ev, "sequences", es->nseq);
     cJSON_AddNumberToObject(ev, "batches", es->nbatch);
-    hex64(es->fingerprint, hx);
+    profile_hex64(es->fingerprint, hx);
     cJSON_AddStringToObject(ev, "fingerprint", hx);
     cJSON_AddItemToObject(r, "options", sensitivity_opts_to_json(o));
     cJSON_AddNumberToObject(r, "baseline_ppl", profile_ppl_value(mx->base_nll, mx->tokens));
@@ -1084,7 +907,7 @@ static int write_record(const char *path, const sensitivity_opts_t *o,
     cJSON_AddNumberToObject(t, "quantized_operands", (double)mx->quant_ops);
     cJSON_AddStringToObject(t, "backend", o->backend);
     cJSON_AddNumberToObject(t, "workers", mx->workers);
-    cpu_name(cpu, sizeof cpu);
+    profile_cpu_name(cpu, sizeof cpu);
     cJSON_AddStringToObject(t, "cpu", cpu);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cJSON_AddNumberToObject(t, "cpus_online", (double)ncpu);

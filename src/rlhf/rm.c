@@ -94,14 +94,9 @@ cJSON *rlhf_rm_metrics_json(const rlhf_rm_metrics_t *m, const char *prefix)
 
 /* ---- data ---------------------------------------------------------------------------- */
 
-typedef struct rm_data {
-    rlhf_seq_t *c, *r;   /* chosen and rejected sequences, as labelled for training */
-    int *len;            /* longer of the two */
-    size_t n;
-    int maxlen;
-} rm_data_t;
+typedef rlhf_rm_pairs_t rm_data_t;
 
-static void rm_data_free(rm_data_t *d)
+void rlhf_rm_pairs_free(rlhf_rm_pairs_t *d)
 {
     for (size_t i = 0; i < d->n; i++) {
         if (d->c)
@@ -140,6 +135,30 @@ static int rm_data_make(rlhf_text_t *t, const data_pair_t *const *pairs, size_t 
         d->maxlen = d->len[i] > d->maxlen ? d->len[i] : d->maxlen;
     }
     return ERR_OK;
+}
+
+int rlhf_rm_pairs_make(rlhf_text_t *t, const data_pair_t *const *pairs, size_t n,
+                       rlhf_rm_pairs_t *out, err_t *e)
+{
+    int rc = rm_data_make(t, pairs, n, false, 0, out, e);
+    if (rc)
+        rlhf_rm_pairs_free(out);
+    return rc;
+}
+
+int rlhf_rm_pairs_batch(const rlhf_rm_pairs_t *d, const size_t *idx, int nb, int32_t pad,
+                        rlhf_batch_t *out, err_t *e)
+{
+    const rlhf_seq_t **rows = malloc(2 * (size_t)(nb > 0 ? nb : 1) * sizeof *rows);
+    if (!rows)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    for (int i = 0; i < nb; i++) {
+        rows[i] = &d->c[idx[i]];
+        rows[nb + i] = &d->r[idx[i]];
+    }
+    int rc = rlhf_batch_make(rows, 2 * nb, pad, out, e);
+    free(rows);
+    return rc;
 }
 
 /* ---- scoring ------------------------------------------------------------------------- */
@@ -191,18 +210,25 @@ static void acc_metrics(const rm_acc_t *a, rlhf_rm_metrics_t *m)
     m->max_reward = a->max_r;
 }
 
+void rlhf_rm_metrics_of(const float *chosen, const float *rejected, size_t n, long tokens,
+                        rlhf_rm_metrics_t *out)
+{
+    rm_acc_t a;
+    acc_init(&a);
+    for (size_t i = 0; i < n; i++)
+        acc_add(&a, chosen[i], rejected[i]);
+    a.tokens = tokens;
+    acc_metrics(&a, out);
+}
+
 /* One forward over pairs idx[0..nb): rows 0..nb-1 chosen, nb..2nb-1 rejected; scores to
  * s (2nb). */
 static int score_pairs(qwen2_model_t *m, const prec_ctx_t *ctx, const rm_data_t *d,
-                       const size_t *idx, int nb, int32_t pad, bool train,
-                       const rlhf_seq_t **rows, float *s, long *tokens, err_t *e)
+                       const size_t *idx, int nb, int32_t pad, bool train, float *s,
+                       long *tokens, err_t *e)
 {
-    for (int i = 0; i < nb; i++) {
-        rows[i] = &d->c[idx[i]];
-        rows[nb + i] = &d->r[idx[i]];
-    }
     rlhf_batch_t rb;
-    int rc = rlhf_batch_make(rows, 2 * nb, pad, &rb, e);
+    int rc = rlhf_rm_pairs_batch(d, idx, nb, pad, &rb, e);
     if (rc)
         return rc;
     qwen2_batch_t b = {rb.B, rb.T, rb.ids, NULL, rb.len};
@@ -220,16 +246,15 @@ static int evaluate(qwen2_model_t *m, const rm_data_t *d, int B, int32_t pad, ui
 {
     rm_acc_t a;
     acc_init(&a);
-    const rlhf_seq_t **rows = malloc(2 * (size_t)B * sizeof *rows);
     size_t *idx = malloc((size_t)B * sizeof *idx);
     float *s = malloc(2 * (size_t)B * sizeof *s);
-    int rc = rows && idx && s ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
+    int rc = idx && s ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
     prec_ctx_t ctx = {PREC_REWARD, seed, 0};
     for (size_t i = 0; i < d->n && !rc; i += (size_t)B) {
         int nb = (int)(d->n - i < (size_t)B ? d->n - i : (size_t)B);
         for (int k = 0; k < nb; k++)
             idx[k] = i + (size_t)k;
-        if ((rc = score_pairs(m, &ctx, d, idx, nb, pad, false, rows, s, &a.tokens, e)))
+        if ((rc = score_pairs(m, &ctx, d, idx, nb, pad, false, s, &a.tokens, e)))
             break;
         for (int k = 0; k < nb; k++) {
             acc_add(&a, s[k], s[nb + k]);
@@ -239,7 +264,6 @@ static int evaluate(qwen2_model_t *m, const rm_data_t *d, int B, int32_t pad, ui
                 rejected[i + (size_t)k] = s[nb + k];
         }
     }
-    free(rows);
     free(idx);
     free(s);
     if (!rc)
@@ -301,7 +325,6 @@ int rlhf_rm_run(backend_t *be, const rlhf_rm_opts_t *o, const char *name, const 
     rlhf_text_t text = {0};
     rm_data_t dt = {0}, de = {0};
     qwen2_model_t *m = NULL;
-    const rlhf_seq_t **rows = NULL;
     size_t *order = NULL;
     float *s = NULL, *ds = NULL;
     rlhf_trainlog_t tl = {.extra = {"accuracy", "eval_accuracy"}, .nextra = 2};
@@ -337,11 +360,10 @@ int rlhf_rm_run(backend_t *be, const rlhf_rm_opts_t *o, const char *name, const 
               "steps of %d pairs, from %s", name, ntrain,
               o->shuffle_labels ? " (labels shuffled: negative control)" : "", neval, maxlen,
               o->steps, B, model_dir);
-    rows = malloc(2 * (size_t)B * sizeof *rows);
     order = malloc(ntrain * sizeof *order);
     s = malloc(2 * (size_t)B * sizeof *s);
     ds = malloc(2 * (size_t)B * sizeof *ds);
-    if (!rows || !order || !s || !ds) {
+    if (!order || !s || !ds) {
         rc = err_set(e, ERR_NOMEM, "out of memory for reward-model batches");
         goto out;
     }
@@ -372,7 +394,7 @@ int rlhf_rm_run(backend_t *be, const rlhf_rm_opts_t *o, const char *name, const 
         }
         ctx.step = (uint64_t)st;
         long tokens = 0;
-        if ((rc = score_pairs(m, &ctx, &dt, bi, nb, text.eot_id, true, rows, s, &tokens, e)))
+        if ((rc = score_pairs(m, &ctx, &dt, bi, nb, text.eot_id, true, s, &tokens, e)))
             break;
         /* d loss / d r_c = -(1 - sigmoid(r_c - r_r)) / nb, and the opposite for r_r */
         rm_acc_t a;
@@ -471,13 +493,12 @@ out:
     cJSON_Delete(j);
     free(path);
     rlhf_trainlog_free(&tl);
-    free(rows);
     free(order);
     free(s);
     free(ds);
     qwen2_free(m);
-    rm_data_free(&dt);
-    rm_data_free(&de);
+    rlhf_rm_pairs_free(&dt);
+    rlhf_rm_pairs_free(&de);
     if (text.tok)
         rlhf_text_free(&text);
     tok_free(tok);
@@ -486,7 +507,7 @@ out:
 
 /* A reward-model directory says so in config.json (architectures); anything else would
  * get a freshly initialised score head and meaningless scores. */
-static int check_reward_dir(const char *dir, err_t *e)
+int rlhf_rm_check_dir(const char *dir, err_t *e)
 {
     char *path = fs_join(dir, "config.json");
     cJSON *j = NULL;
@@ -511,7 +532,7 @@ int rlhf_rm_evaluate_dir(backend_t *be, const rlhf_rm_opts_t *o, const char *rm_
     rlhf_text_t text = {0};
     rm_data_t d = {0};
     qwen2_model_t *m = NULL;
-    int rc = check_reward_dir(rm_dir, e);
+    int rc = rlhf_rm_check_dir(rm_dir, e);
     if (!rc)
         rc = open_text(rm_dir, o, &tok, &text, e);
     if (!rc)
@@ -523,7 +544,7 @@ int rlhf_rm_evaluate_dir(backend_t *be, const rlhf_rm_opts_t *o, const char *rm_
     if (!rc)
         rc = evaluate(m, &d, o->batch_size, text.eot_id, o->seed, out, chosen, rejected, e);
     qwen2_free(m);
-    rm_data_free(&d);
+    rlhf_rm_pairs_free(&d);
     if (text.tok)
         rlhf_text_free(&text);
     tok_free(tok);

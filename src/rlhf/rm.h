@@ -27,6 +27,7 @@
 
 #include "backend/backend.h"
 #include "data/data.h"
+#include "rlhf/text.h"
 #include "rlhf/train_common.h"
 #include "util/err.h"
 
@@ -80,6 +81,33 @@ int rlhf_rm_run(backend_t *be, const rlhf_rm_opts_t *o, const char *name, const 
 int rlhf_rm_evaluate_dir(backend_t *be, const rlhf_rm_opts_t *o, const char *rm_dir,
                          const data_pair_t *const *pairs, size_t n, rlhf_rm_metrics_t *out,
                          float *chosen, float *rejected, err_t *e);
+
+/* Pairs tokenized as the reward model reads them (rlhf/text.h: prompt, response, end of
+ * turn), for callers that score them with a model of their own (the phase sensitivity,
+ * profile/phase.h): c[i] the chosen, r[i] the rejected sequence of pair i. */
+typedef struct rlhf_rm_pairs {
+    rlhf_seq_t *c, *r;
+    int *len;            /* longer of the two */
+    size_t n;
+    int maxlen;
+} rlhf_rm_pairs_t;
+
+int rlhf_rm_pairs_make(rlhf_text_t *t, const data_pair_t *const *pairs, size_t n,
+                       rlhf_rm_pairs_t *out, err_t *e);
+void rlhf_rm_pairs_free(rlhf_rm_pairs_t *d);
+
+/* The batch the reward model scores pairs idx[0..nb) in: rows 0..nb-1 the chosen
+ * sequences, nb..2nb-1 the rejected ones, right-padded with `pad` (rlhf_batch_make). */
+int rlhf_rm_pairs_batch(const rlhf_rm_pairs_t *d, const size_t *idx, int nb, int32_t pad,
+                        rlhf_batch_t *out, err_t *e);
+
+/* TRL's metrics from the scores of n pairs (tokens: what num_tokens reports). */
+void rlhf_rm_metrics_of(const float *chosen, const float *rejected, size_t n, long tokens,
+                        rlhf_rm_metrics_t *out);
+
+/* ERR_INPUT unless dir's config.json names a sequence-classification model (a score head):
+ * anything else would get a freshly initialised head and meaningless scores. */
+int rlhf_rm_check_dir(const char *dir, err_t *e);
 
 /* The metrics as a JSON object with TRL's names (prefix "" or "eval_"). */
 cJSON *rlhf_rm_metrics_json(const rlhf_rm_metrics_t *m, const char *prefix);

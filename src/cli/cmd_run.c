@@ -30,7 +30,7 @@ int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t 
 
 static void print_summary(const pipeline_report_t *rep)
 {
-    printf("\n%-12s %-12s %10s %10s  %s\n", "stage", "status", "seconds", "CPU s", "output");
+    printf("\n%-17s %-12s %10s %10s  %s\n", "stage", "status", "seconds", "CPU s", "output");
     for (int i = 0; i < rep->n; i++) {
         const pipeline_stage_report_t *r = &rep->stage[i];
         if (r->status == PIPELINE_NOT_BUILT)
@@ -40,7 +40,7 @@ static void print_summary(const pipeline_report_t *rep)
             snprintf(secs, sizeof secs, "%.1f", r->seconds);
             snprintf(cpu, sizeof cpu, "%.1f", r->cpu_seconds);
         }
-        printf("%-12s %-12s %10s %10s  %s\n", r->name, pipeline_status_name(r->status), secs,
+        printf("%-17s %-12s %10s %10s  %s\n", r->name, pipeline_status_name(r->status), secs,
                cpu, r->dir[0] ? r->dir : r->note);
     }
     int nb = 0;

@@ -113,7 +113,7 @@ int cmd_sensitivity(int argc, char **argv)
         {"batch-tokens", ARG_INT, &batch_tokens, "N", "rows x length per forward (default 4096)"},
         {"split", ARG_STRING, &split, "NAME", "split of a split record (default eval_prompts)"},
         {"threshold", ARG_DOUBLE, &threshold, "X", "tolerant when delta_pct < X (default 2); with "
-         "--phase: rollout kl < X (nats per response, default 0.05), reward accuracy falls by "
+         "--phase: rollout kl < X (nats per response, default 0.06), reward accuracy falls by "
          "< X points (default 1), gradient cosine > X (default 0.99)"},
         {"two-sided", ARG_FLAG, &two_sided, NULL, "tolerant when |delta_pct| < PCT (a large fall "
          "is not tolerant either)"},
@@ -139,7 +139,7 @@ int cmd_sensitivity(int argc, char **argv)
          "24)"},
         {"pairs", ARG_INT, &pairs, "N", "--phase reward: evaluation pairs (default 128; 0 = all)"},
         {"min-spearman", ARG_DOUBLE, &min_spearman, "R", "--phase reward: tolerant also needs "
-         "spearman > R (default 0.99)"},
+         "spearman > R (default 0.999)"},
         {"gradient-operands", ARG_STRING, &operands, "W", "--phase gradient: all (the six "
          "gradient-phase operands, default) or backward (the four backward ones)"},
     };

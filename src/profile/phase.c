@@ -30,11 +30,11 @@ void phase_sensitivity_opts_default(phase_sensitivity_opts_t *o)
     o->sweep.eval.tokens = 512;
     o->rollout_prompts = 24;
     o->rollout_max_new_tokens = 24;
-    o->rollout_max_kl = 0.05;
+    o->rollout_max_kl = 0.06;
     o->reward_pairs = 128;
     o->reward_batch = 16;
     o->reward_max_accuracy_drop = 1.0;
-    o->reward_min_spearman = 0.99;
+    o->reward_min_spearman = 0.999;
     o->gradient_operands = PHASE_GRAD_ALL;
     o->gradient_min_cosine = 0.99;
 }
@@ -120,6 +120,12 @@ int phase_sensitivity_opts_from_json(const cJSON *obj, const char *ctx,
     for (const cJSON *c = obj->child; c; c = c->next)
         cJSON_AddItemToObject(phase_key(c->string) ? ph : sw, c->string, cJSON_Duplicate(c, 1));
     phase_sensitivity_opts_t t = *o;
+    /* the matrix's thresholds are not keys of this section: they keep the matrix's defaults,
+       so that a section reads back into the same struct whatever it started from */
+    sensitivity_opts_t d;
+    sensitivity_opts_default(&d);
+    t.sweep.threshold_pct = d.threshold_pct;
+    t.sweep.two_sided = d.two_sided;
     int rc = sensitivity_opts_from_json(sw, ctx, &t.sweep, e);
     if (!rc)
         rc = rlhf_fields_from_json(PHASE_FIELDS, NPHASE_FIELDS, ph, ctx, &t, e);

@@ -55,13 +55,13 @@ typedef struct phase_sensitivity_opts {
     sensitivity_opts_t sweep;
     int rollout_prompts;              /* 24 prompts sampled per cell */
     int rollout_max_new_tokens;       /* 24 */
-    double rollout_max_kl;            /* tolerant: kl < this (nats per response) */
+    double rollout_max_kl;            /* tolerant: kl < this (nats per response; 0.06) */
     int reward_pairs;                 /* 128 evaluation pairs (0: all) */
     int reward_batch;                 /* 16 pairs per forward */
-    double reward_max_accuracy_drop;  /* tolerant: accuracy falls by less (points) ... */
-    double reward_min_spearman;       /* ... and spearman > this */
+    double reward_max_accuracy_drop;  /* tolerant: accuracy falls by less (points; 1) ... */
+    double reward_min_spearman;       /* ... and spearman > this (0.999) */
     int gradient_operands;            /* phase_grad_operands_t ("all") */
-    double gradient_min_cosine;       /* tolerant: cosine > this */
+    double gradient_min_cosine;       /* tolerant: cosine > this (0.99) */
 } phase_sensitivity_opts_t;
 
 void phase_sensitivity_opts_default(phase_sensitivity_opts_t *o);

@@ -29,6 +29,9 @@ static const char *TINY_CONFIG =
     "         \"checkpoint_every\": 0},\n"
     " \"sensitivity\": {\"eval_tokens\": 64, \"formats\": [\"mxfp4_e2m1\", \"mxfp8_e4m3\"],\n"
     "                 \"blocks\": [8, 32], \"workers\": 1},\n"
+    " \"phase_sensitivity\": {\"eval_tokens\": 64, \"formats\": [\"mxfp4_e2m1\", \"mxfp8_e4m3\"],\n"
+    "                       \"blocks\": [8], \"workers\": 1, \"rollout_prompts\": 2,\n"
+    "                       \"rollout_max_new_tokens\": 4, \"reward_pairs\": 8},\n"
     " \"policies\": {\"eval_tokens\": 64}}\n";
 
 static char *dir;       /* the test's temporary directory */
@@ -333,11 +336,15 @@ static void run_continues_into_baseline_sensitivity_and_policies(void **state)
     char got[2048];
     run_statuses(out, got, sizeof got);
     if (!strstr(got, ",baseline=ran,") || !strstr(got, ",sensitivity=ran,") ||
-        !strstr(got, ",policies=ran"))
-        fail_msg("expected baseline, sensitivity and policies to run, got %s", got);
+        !strstr(got, ",phase_sensitivity=ran,") || !strstr(got, ",policies=ran"))
+        fail_msg("expected baseline, sensitivity, phase_sensitivity and policies to run, got %s",
+                 got);
     const char *files[] = {"baseline/energy.csv", "baseline/phase_timing.json",
                            "baseline/training_stats.json", "baseline/power_log_baseline.csv",
                            "baseline/reward_by_step.svg", "sensitivity/sensitivity_matrix.csv",
+                           "phase_sensitivity/sensitivity_rollout.csv",
+                           "phase_sensitivity/sensitivity_reward.csv",
+                           "phase_sensitivity/sensitivity_gradient.csv",
                            "policies/policies.json"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char *p = fs_join(out, files[i]);

@@ -100,12 +100,15 @@ int cmd_sensitivity(int argc, char **argv)
     bool resume = false, quiet = false, two_sided = false;
     const char *backend = NULL;
     arg_opt_t opts[] = {
-        {"model", ARG_STRING, &model, "DIR", "Hugging Face model directory with tokenizer.json"},
+        {"model", ARG_STRING, &model, "DIR", "Hugging Face model directory with tokenizer.json (with --phase: the "
+         "policy, for rollout and gradient)"},
         {"eval", ARG_STRING, &eval, "PATH", "HH-RLHF .jsonl(.gz) file, or a split record (its held-out "
          "split; default results/data/split.json, the run's)"},
-        {"output", ARG_STRING, &output, "CSV", "the matrix (default results/sensitivity_matrix.csv); "
-         "the summary, resume record and run record go beside it"},
-        {"tokens", ARG_INT, &tokens, "N", "scored predictions in the evaluation set (default 4096; 0 = all)"},
+        {"output", ARG_STRING, &output, "CSV", "the matrix (default results/sensitivity_matrix.csv; "
+         "with --phase results/sensitivity_<phase>.csv); the summary, resume record and run "
+         "record go beside it"},
+        {"tokens", ARG_INT, &tokens, "N", "scored predictions in the evaluation set (default 4096, --phase "
+         "gradient 512; 0 = all)"},
         {"score", ARG_STRING, &score, "WHICH", "all (every next-token prediction, default) or response"},
         {"template", ARG_STRING, &tmpl, "T", "raw (default) or chatml"},
         {"max-prompt-tokens", ARG_INT, &max_prompt, "N", "prompt ids kept, the last N (default 512)"},

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "data/split.h"
+#include "pipeline/compare.h"
 #include "profile/policies.h"
 #include "profile/sensitivity.h"
 #include "rlhf/ppo.h"
@@ -69,6 +70,7 @@ typedef struct pipeline_config {
     ppo_opts_t ppo;
     sensitivity_opts_t sensitivity;
     policies_opts_t policies;
+    compare_opts_t compare;
 } pipeline_config_t;
 
 typedef struct pipeline_section {

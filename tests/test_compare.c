@@ -543,8 +543,8 @@ static void report_numbers_are_the_csv_numbers(void **state)
     assert_int_equal(r.sections_present, 6);
     char *md = read_text(out, "report.md");
     /* energy by phase: the runtime as in energy.csv, the empty energy as "no sensor" */
-    assert_contains(md, "| rollout | 12.500 | 62.500% | no sensor | no sensor | — | none | 10 |");
-    assert_contains(md, "| total | 20 | 100% | no sensor | no sensor |");
+    assert_contains(md, "| rollout | 12.500 | 62.5% | no sensor | no sensor | — | none | 10 |");
+    assert_contains(md, "| total | 20 | 100.0% | no sensor | no sensor |");
     assert_contains(md, "so no energy was measured");
     /* training curves */
     assert_contains(md, "| 0 | 4 | 0.1250 | -0.5000 | 0 | 20 |");
@@ -594,7 +594,7 @@ static void report_with_a_sensor_shows_energy_and_absent_sections_say_so(void **
     assert_int_equal(r.sections_present, 5);
     assert_contains(r.missing, "phase sensitivity");
     char *md = read_text(dir, "report.md");
-    assert_contains(md, "| rollout | 12.500 | 62.500% | 150.2 | 1878.1 | 3.500 | counter | 10 |");
+    assert_contains(md, "| rollout | 12.500 | 62.5% | 150.2 | 1878.1 | 3.500 | counter | 10 |");
     assert_contains(md, "| 1000 ± 10 | 1.250 ± 0.0500 |");
     assert_contains(md, "Absent: no `sensitivity_rollout.csv`");
     assert_contains(md, "(out/quality_vs_energy.svg)");

@@ -218,8 +218,9 @@ static int section_energy(rep_t *r, const char *bdir)
                 en[k] = energy;
                 un[k] = cell(&t, i, "uncertainty_J");
             }
+        snprintf(b, sizeof b, "%.1f", 100 * runtime / total);
         md(r, "| %s | %s | %s%% | %s | %s | %s | %s | %s |\n", cell_s(&t, i, "phase"),
-           report_fmt(runtime, a), report_fmt(100 * runtime / total, b),
+           report_fmt(runtime, a), b,
            isfinite(cell(&t, i, "avg_power_W")) ? report_fmt(cell(&t, i, "avg_power_W"), c2)
                                                  : "no sensor",
            isfinite(energy) ? report_fmt(energy, d) : "no sensor",
@@ -802,15 +803,27 @@ static int section_compare(rep_t *r)
         if (sc[s].need_energy && !energy)
             continue;
         svg_point_t pts[16];
+        char lab[16][160];
         int n = 0;
         for (int k = 0; k < np; k++) {
             int i = pr[k].total_row;
             if (i < 0)
                 continue;
-            pts[n++] = (svg_point_t){pr[k].plan, cell(&t, i, sc[s].x),
-                                     cell(&t, i, "win_rate_judge"),
-                                     sc[s].xci ? cell(&t, i, sc[s].xci) : NAN,
-                                     cell(&t, i, "win_rate_judge_ci95")};
+            svg_point_t q = {lab[n], cell(&t, i, sc[s].x), cell(&t, i, "win_rate_judge"),
+                             sc[s].xci ? cell(&t, i, sc[s].xci) : NAN,
+                             cell(&t, i, "win_rate_judge_ci95")};
+            /* plans at the same point (the control on the unquantized run) share one label */
+            int same = -1;
+            for (int m = 0; m < n; m++)
+                if (pts[m].x == q.x && pts[m].y == q.y)
+                    same = m;
+            if (same >= 0) {
+                size_t at = strlen(lab[same]);
+                snprintf(lab[same] + at, sizeof lab[same] - at, " = %s", pr[k].plan);
+                continue;
+            }
+            snprintf(lab[n], sizeof lab[n], "%s", pr[k].plan);
+            pts[n++] = q;
         }
         fp = out_path(r, sc[s].fig);
         svg_scatter_t ss = {sc[s].title, sc[s].xlabel, "win rate vs unquantized (judge)", pts, n, 0, 0};
@@ -823,42 +836,53 @@ static int section_compare(rep_t *r)
     csv_table_t rt2;
     err_t re = ERR_INIT;
     if (!rc && fs_exists(rp) && !csv_load(rp, &rt2, &re)) {
-        md(r, "### The runs in the order they ran\n\nFrom `%s` (clocks and temperature: the "
-              "slowest clock and hottest device; empty where the source gives none).\n\n"
-              "| # | plan | seed | wall (s) | total phases (s) | energy (J) | load (1 min) | SM "
-              "clock (MHz) | temperature (°C) |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
-           rp);
+        bool st = false;
+        for (int i = 0; i < rt2.nrows; i++)
+            st |= isfinite(cell(&rt2, i, "sm_clock_MHz_start")) ||
+                  isfinite(cell(&rt2, i, "temperature_C_start"));
+        md(r, "### The runs in the order they ran\n\nFrom `%s`. %s\n\n| # | plan | seed | wall "
+              "(s) | total phases (s) | energy (J) | load (1 min) |%s\n|---:|---|---:|---:|---:|"
+              "---:|---:|%s\n", rp,
+           st ? "Clocks and temperature: the slowest clock and the hottest device, before → after."
+              : "No clock or temperature readings (only NVML gives them).",
+           st ? " SM clock (MHz) | temperature (°C) |" : "", st ? "---:|---:|" : "");
         double *x = calloc((size_t)rt2.nrows + 1, sizeof *x), *y = calloc((size_t)(rt2.nrows + 1) * np, sizeof *y);
         for (int i = 0; i < rt2.nrows; i++) {
             char a[32], b[32], c2[32], d[32], f[32], g[32], h[32], k2[32], l[32];
             double en2 = cell(&rt2, i, "total_J");
-            md(r, "| %s | %s | %s | %s | %s | %s | %s → %s | %s → %s | %s → %s |\n",
-               cell_s(&rt2, i, "order"), cell_s(&rt2, i, "plan"), cell_s(&rt2, i, "seed"),
+            md(r, "| %s | %s | %s | %s | %s | %s | %s → %s |", cell_s(&rt2, i, "order"),
+               cell_s(&rt2, i, "plan"), cell_s(&rt2, i, "seed"),
                report_fmt(cell(&rt2, i, "wall_s"), a), report_fmt(cell(&rt2, i, "total_s"), b),
                isfinite(en2) ? report_fmt(en2, c2) : "no sensor",
                report_fmt(cell(&rt2, i, "load_1min_start"), d),
-               report_fmt(cell(&rt2, i, "load_1min_end"), f),
-               report_fmt(cell(&rt2, i, "sm_clock_MHz_start"), g),
-               report_fmt(cell(&rt2, i, "sm_clock_MHz_end"), h),
-               report_fmt(cell(&rt2, i, "temperature_C_start"), k2),
-               report_fmt(cell(&rt2, i, "temperature_C_end"), l));
+               report_fmt(cell(&rt2, i, "load_1min_end"), f));
+            if (st)
+                md(r, " %s → %s | %s → %s |", report_fmt(cell(&rt2, i, "sm_clock_MHz_start"), g),
+                   report_fmt(cell(&rt2, i, "sm_clock_MHz_end"), h),
+                   report_fmt(cell(&rt2, i, "temperature_C_start"), k2),
+                   report_fmt(cell(&rt2, i, "temperature_C_end"), l));
+            md(r, "\n");
         }
         md(r, "\n");
         if (x && y) {
+            /* each plan's runs as one line (its own points only, so the line joins them) */
             svg_series_t ser[16];
-            for (int k = 0; k < np; k++) {
-                for (int i = 0; i < rt2.nrows; i++) {
-                    x[i] = cell(&rt2, i, "order");
-                    y[(size_t)k * rt2.nrows + i] = strcmp(cell_s(&rt2, i, "plan"), pr[k].plan)
-                                                      ? NAN
-                                                      : cell(&rt2, i, "total_s");
-                }
-                ser[k] = (svg_series_t){pr[k].plan, x, y + (size_t)k * rt2.nrows, NULL, rt2.nrows};
+            double *xs = calloc((size_t)(rt2.nrows + 1) * np, sizeof *xs);
+            for (int k = 0; xs && k < np; k++) {
+                double *xk = xs + (size_t)k * rt2.nrows, *yk = y + (size_t)k * rt2.nrows;
+                int m = 0;
+                for (int i = 0; i < rt2.nrows; i++)
+                    if (!strcmp(cell_s(&rt2, i, "plan"), pr[k].plan)) {
+                        xk[m] = cell(&rt2, i, "order");
+                        yk[m++] = cell(&rt2, i, "total_s");
+                    }
+                ser[k] = (svg_series_t){pr[k].plan, xk, yk, NULL, m};
             }
             svg_line_chart_t lc = {"Phase time of each run, in run order", "run (order)",
                                    "seconds in the three phases", ser, np, NULL, 0, 0, 0};
             fp = out_path(r, "runs_in_order.svg");
-            rc = fp ? svg_write_line_chart(fp, &lc, r->e) : err_set(r->e, ERR_NOMEM, "oom");
+            rc = fp && xs ? svg_write_line_chart(fp, &lc, r->e) : err_set(r->e, ERR_NOMEM, "oom");
+            free(xs);
             if (!rc)
                 figure(r, "runs_in_order.svg", "Each run's time in the three phases against its "
                        "position in the run order (drift shows as a trend common to all plans).");
@@ -906,7 +930,7 @@ static void section_times(rep_t *r)
     }
     if (n) {
         char a[32], b[32];
-        md(r, "| all | %s | %s | |\n\n", report_fmt(tot, a), report_fmt(cpu, b));
+        md(r, "| all | %s | %s | |\n\n", report_fmt(tot, a), cpu > 0 ? report_fmt(cpu, b) : "n/a");
     }
 }
 

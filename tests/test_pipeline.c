@@ -23,7 +23,13 @@ static const char *TINY_CONFIG =
     "              \"log_every\": 0},\n"
     " \"sft\": {\"steps\": 3, \"batch_size\": 4, \"warmup_steps\": 1, \"log_every\": 0},\n"
     " \"rm\": {\"steps\": 3, \"batch_size\": 4, \"warmup_steps\": 1, \"log_every\": 0},\n"
-    " \"judge\": {\"steps\": 3, \"batch_size\": 4, \"warmup_steps\": 1, \"log_every\": 0}}\n";
+    " \"judge\": {\"steps\": 3, \"batch_size\": 4, \"warmup_steps\": 1, \"log_every\": 0},\n"
+    " \"ppo\": {\"steps\": 2, \"batch_size\": 2, \"mini_batch_size\": 2, \"ppo_epochs\": 1,\n"
+    "         \"max_new_tokens\": 6, \"eval_prompts\": 2, \"best_of_n\": 2,\n"
+    "         \"checkpoint_every\": 0},\n"
+    " \"sensitivity\": {\"eval_tokens\": 64, \"formats\": [\"mxfp4_e2m1\", \"mxfp8_e4m3\"],\n"
+    "                 \"blocks\": [8, 32], \"workers\": 1},\n"
+    " \"policies\": {\"eval_tokens\": 64}}\n";
 
 static char *dir;       /* the test's temporary directory */
 static char cfg_path[600], out[600];
@@ -88,9 +94,9 @@ static void config_unknown_key_names_the_file_section_and_key(void **state)
         fail_msg("expected the message to name my.json, rm and stepz, got: %s", e.msg);
     cJSON_Delete(j);
     err_clear(&e);
-    j = cJSON_Parse("{\"ppo\": {}}");
+    j = cJSON_Parse("{\"pp0\": {}}");
     assert_int_equal(pipeline_config_from_json(j, "my.json", &c, &e), ERR_INPUT);
-    assert_non_null(strstr(e.msg, "unknown section \"ppo\""));
+    assert_non_null(strstr(e.msg, "unknown section \"pp0\""));
     cJSON_Delete(j);
     err_clear(&e);
     j = cJSON_Parse("{\"sft\": {\"lr\": \"fast\"}}");
@@ -178,28 +184,35 @@ static void run_statuses(const char *outdir, char *buf, size_t cap)
 }
 
 #define BUILT "data=%s,tokenizer=%s,pretrain=%s,sft=%s,rm=%s,judge=%s"
-#define LATER ",baseline=not_built,sensitivity=not_built,policies=not_built,compare=not_built," \
-              "report=not_built"
 
-static void expect_statuses(const char *outdir, const char *want)
+/* The first six stages' statuses are want; every later stage has the status `later`
+ * (not_reached after --until judge) or not_built. Stages added later need no edit here. */
+static void expect_statuses(const char *outdir, const char *want, const char *later)
 {
-    char got[1024];
+    char got[2048];
     run_statuses(outdir, got, sizeof got);
-    if (strcmp(got, want))
-        fail_msg("expected stages\n  %s\ngot\n  %s", want, got);
+    size_t n = strlen(want);
+    bool ok = !strncmp(got, want, n) && (got[n] == 0 || got[n] == ',');
+    for (const char *p = got + n; ok && *p == ','; ) {
+        const char *eq = strchr(p, '='), *end = strchr(p + 1, ',');
+        size_t len = end ? (size_t)(end - eq - 1) : strlen(eq + 1);
+        ok = eq && ((len == strlen(later) && !strncmp(eq + 1, later, len)) ||
+                    (len == 9 && !strncmp(eq + 1, "not_built", 9)));
+        p = end ? end : p + strlen(p);
+    }
+    if (!ok)
+        fail_msg("expected stages\n  %s, then every later stage %s\ngot\n  %s", want, later, got);
 }
 
 static void run_caches_every_stage_and_reruns_from_a_changed_section(void **state)
 {
     (void)state;
     char *o = NULL, want[1024];
-    int rc = test_cli(&o, "run --output %s --config %s", out, cfg_path);
+    int rc = test_cli(&o, "run --output %s --config %s --until judge", out, cfg_path);
     if (rc)
         fail_msg("first run: exit %d\n%s", rc, o);
-    snprintf(want, sizeof want, BUILT LATER, "ran", "ran", "ran", "ran", "ran", "ran");
-    expect_statuses(out, want);
-    assert_non_null(strstr(o, "not built yet"));
-    assert_non_null(strstr(o, "baseline"));
+    snprintf(want, sizeof want, BUILT, "ran", "ran", "ran", "ran", "ran", "ran");
+    expect_statuses(out, want, "not_reached");
     free(o);
     const char *files[] = {"config.json", "data/split.json", "data/pairs.jsonl",
                            "tokenizer/tokenizer.json", "pretrain/model.safetensors",
@@ -213,37 +226,37 @@ static void run_caches_every_stage_and_reruns_from_a_changed_section(void **stat
     }
 
     /* the same inputs: everything is reused */
-    assert_int_equal(test_cli(&o, "run --output %s --config %s", out, cfg_path), 0);
-    snprintf(want, sizeof want, BUILT LATER, "reused", "reused", "reused", "reused", "reused",
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --until judge", out, cfg_path), 0);
+    snprintf(want, sizeof want, BUILT, "reused", "reused", "reused", "reused", "reused",
              "reused");
-    expect_statuses(out, want);
+    expect_statuses(out, want, "not_reached");
     assert_non_null(strstr(o, "reusing"));
     free(o);
 
     /* one SFT value changed: SFT and what reads it run again, the rest is reused */
-    assert_int_equal(test_cli(&o, "run --output %s --config %s --set sft.steps=4", out,
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --until judge --set sft.steps=4", out,
                               cfg_path), 0);
-    snprintf(want, sizeof want, BUILT LATER, "reused", "reused", "reused", "ran", "ran", "ran");
-    expect_statuses(out, want);
+    snprintf(want, sizeof want, BUILT, "reused", "reused", "reused", "ran", "ran", "ran");
+    expect_statuses(out, want, "not_reached");
     free(o);
 
     /* a judge value changed: only the judge runs */
-    assert_int_equal(test_cli(&o, "run --output %s --config %s --set sft.steps=4 "
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --until judge --set sft.steps=4 "
                                   "--set judge.seed=5", out, cfg_path), 0);
-    snprintf(want, sizeof want, BUILT LATER, "reused", "reused", "reused", "reused", "reused",
+    snprintf(want, sizeof want, BUILT, "reused", "reused", "reused", "reused", "reused",
              "ran");
-    expect_statuses(out, want);
+    expect_statuses(out, want, "not_reached");
     free(o);
 
     /* a damaged output is not reused */
     char *w = fs_join(out, "rm/model.safetensors");
     assert_int_equal(truncate(w, 100), 0);
     free(w);
-    assert_int_equal(test_cli(&o, "run --output %s --config %s --set sft.steps=4 "
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --until judge --set sft.steps=4 "
                                   "--set judge.seed=5", out, cfg_path), 0);
-    snprintf(want, sizeof want, BUILT LATER, "reused", "reused", "reused", "reused", "ran",
+    snprintf(want, sizeof want, BUILT, "reused", "reused", "reused", "reused", "ran",
              "reused");
-    expect_statuses(out, want);
+    expect_statuses(out, want, "not_reached");
     free(o);
 
     /* the saved configuration is the one used */
@@ -263,9 +276,9 @@ static void run_until_stops_and_sft_command_is_the_chain_up_to_sft(void **state)
     char *o = NULL, o2[700], want[1024];
     snprintf(o2, sizeof o2, "%s/until", dir);
     assert_int_equal(test_cli(&o, "sft --output %s --config %s", o2, cfg_path), 0);
-    snprintf(want, sizeof want, BUILT LATER, "ran", "ran", "ran", "ran", "not_reached",
+    snprintf(want, sizeof want, BUILT, "ran", "ran", "ran", "ran", "not_reached",
              "not_reached");
-    expect_statuses(o2, want);
+    expect_statuses(o2, want, "not_reached");
     free(o);
     assert_int_equal(test_cli(&o, "run --output %s --config %s --until nothing", o2, cfg_path), 2);
     free(o);
@@ -279,12 +292,13 @@ static void run_with_a_given_model_and_hh_file_skips_pretraining(void **state)
     snprintf(model, sizeof model, "%s/sft", out);
     snprintf(data, sizeof data, "%s/data/pairs.jsonl", out);
     snprintf(o3, sizeof o3, "%s/given", dir);
-    int rc = test_cli(&o, "run --output %s --config %s --set data.pairs=100 --model %s --data %s",
+    int rc = test_cli(&o, "run --output %s --config %s --until judge --set data.pairs=100 "
+                      "--model %s --data %s",
                       o3, cfg_path, model, data);
     if (rc)
         fail_msg("exit %d\n%s", rc, o);
-    snprintf(want, sizeof want, BUILT LATER, "ran", "ran", "skipped", "ran", "ran", "ran");
-    expect_statuses(o3, want);
+    snprintf(want, sizeof want, BUILT, "ran", "ran", "skipped", "ran", "ran", "ran");
+    expect_statuses(o3, want, "not_reached");
     free(o);
     /* the model's own tokenizer is used, byte for byte */
     char a[800], b[800];
@@ -300,10 +314,44 @@ static void run_with_a_given_model_and_hh_file_skips_pretraining(void **state)
     snprintf(o3, sizeof o3, "%s/given_rm", dir);
     assert_int_equal(test_cli(&o, "rm --output %s --config %s --model %s --no-judge", o3,
                               cfg_path, model), 0);
-    snprintf(want, sizeof want, BUILT LATER, "ran", "ran", "skipped", "skipped", "ran",
+    snprintf(want, sizeof want, BUILT, "ran", "ran", "skipped", "skipped", "ran",
              "not_reached");
-    expect_statuses(o3, want);
+    expect_statuses(o3, want, "not_reached");
     free(o);
+}
+
+/* The later stages on the first chain's cached output: PPO with the monitor, the matrix and
+ * the policies, each writing the study's files. */
+static void run_continues_into_baseline_sensitivity_and_policies(void **state)
+{
+    (void)state;
+    char *o = NULL;
+    int rc = test_cli(&o, "run --output %s --config %s --until policies", out, cfg_path);
+    if (rc)
+        fail_msg("exit %d\n%s", rc, o);
+    free(o);
+    char got[2048];
+    run_statuses(out, got, sizeof got);
+    if (!strstr(got, ",baseline=ran,") || !strstr(got, ",sensitivity=ran,") ||
+        !strstr(got, ",policies=ran"))
+        fail_msg("expected baseline, sensitivity and policies to run, got %s", got);
+    const char *files[] = {"baseline/energy.csv", "baseline/phase_timing.json",
+                           "baseline/training_stats.json", "baseline/power_log_baseline.csv",
+                           "baseline/reward_by_step.svg", "sensitivity/sensitivity_matrix.csv",
+                           "policies/policies.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *p = fs_join(out, files[i]);
+        if (!fs_exists(p))
+            fail_msg("expected %s after the run", p);
+        free(p);
+    }
+    char *p = fs_join(out, "baseline/energy.csv");
+    size_t n;
+    char *t = tiny_read(p, &n);
+    if (strncmp(t, "phase,avg_power_W,runtime_s,energy_J", 36))
+        fail_msg("energy.csv must start with the study's header, got %.60s", t);
+    free(t);
+    free(p);
 }
 
 /* ---- verify ----------------------------------------------------------------------------- */
@@ -350,6 +398,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(run_caches_every_stage_and_reruns_from_a_changed_section),
         cmocka_unit_test(run_until_stops_and_sft_command_is_the_chain_up_to_sft),
         cmocka_unit_test(run_with_a_given_model_and_hh_file_skips_pretraining),
+        cmocka_unit_test(run_continues_into_baseline_sensitivity_and_policies),
         cmocka_unit_test(verify_exit_codes_follow_what_was_asked),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

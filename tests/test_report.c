@@ -144,6 +144,33 @@ static void line_chart_skips_nan_and_shades_bands(void **state)
     free(dir);
 }
 
+static void long_legend_labels_widen_the_canvas(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp();
+    char *path = fs_join(dir, "l.svg");
+    double x[2] = {0, 1}, y[2] = {1, 2};
+    const char *labels[2] = {"a", "ground truth (synthetic task, mean over the batch)"};
+    int widths[2];
+    for (int i = 0; i < 2; i++) {
+        svg_series_t s = {labels[i], x, y, NULL, 2};
+        svg_line_chart_t c = {"t", "x", "y", &s, 1, NULL, 0, 0, 0};
+        err_t e = ERR_INIT;
+        assert_int_equal(svg_write_line_chart(path, &c, &e), 0);
+        char *t = slurp(path);
+        assert_int_equal(sscanf(strstr(t, "<svg "), "<svg xmlns=\"http://www.w3.org/2000/svg\" "
+                                "width=\"%d\"", &widths[i]), 1);
+        free(t);
+    }
+    assert_int_equal(widths[0], 760); /* a short label fits the default legend column */
+    /* the long one: 50 characters at about 6.4 px, plus the key, right of the plot's edge */
+    if (!(widths[1] >= 760 - 170 + 14 + 19 + 50 * 6))
+        fail_msg("expected the canvas widened to fit the label, got width %d", widths[1]);
+    free(path);
+    test_rmtree(dir);
+    free(dir);
+}
+
 static void heatmap_hatches_missing_cells_and_escapes_labels(void **state)
 {
     (void)state;
@@ -186,6 +213,7 @@ int main(void)
         cmocka_unit_test(csv_reader_reads_back_what_the_writer_wrote),
         cmocka_unit_test(csv_reader_refuses_ragged_and_broken_rows),
         cmocka_unit_test(line_chart_skips_nan_and_shades_bands),
+        cmocka_unit_test(long_legend_labels_widen_the_canvas),
         cmocka_unit_test(heatmap_hatches_missing_cells_and_escapes_labels),
         cmocka_unit_test(nice_ticks_cover_range_with_round_steps),
     };

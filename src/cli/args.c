@@ -132,3 +132,32 @@ int args_require(const char *value, const char *name, err_t *e)
         return ERR_OK;
     return err_set(e, ERR_INPUT, "--%s is required", name);
 }
+
+int args_parse_ids(const char *text, const char *opt, int32_t **out, int *n, err_t *e)
+{
+    size_t cap = 1;
+    for (const char *p = text; *p; p++)
+        cap += *p == ',';
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    int k = 0;
+    const char *p = text;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > 0x7fffffff || (*end && *end != ',')) {
+            free(ids);
+            return err_set(e, ERR_INPUT, "--%s: expected comma-separated token ids, got \"%s\"",
+                           opt, text);
+        }
+        ids[k++] = (int32_t)v;
+        if (!*end)
+            break;
+        p = end + 1;
+    }
+    *out = ids;
+    *n = k;
+    return ERR_OK;
+}

@@ -53,4 +53,8 @@ void args_print_help(const arg_spec_t *spec);
 /* Names the missing required option in e and returns ERR_INPUT when value is NULL. */
 int args_require(const char *value, const char *name, err_t *e);
 
+/* "1,2,3" (the value of --opt) -> token ids (non-negative, < 2^31); caller frees *out.
+ * ERR_INPUT naming --opt and the text otherwise. */
+int args_parse_ids(const char *text, const char *opt, int32_t **out, int *n, err_t *e);
+
 #endif

@@ -1,7 +1,6 @@
 /* mxrlhf generate: samples a continuation of a prompt with the KV cache (temperature,
  * top-k, top-p; Philox random numbers keyed by seed and step), optionally under a
  * precision plan. Prints one JSON object. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,35 +11,6 @@
 #include "model/qwen2.h"
 #include "tokenizer/tokenizer.h"
 #include "util/fs.h"
-
-static int parse_id_list(const char *text, const char *opt, int32_t **out, int *n, err_t *e)
-{
-    size_t cap = 1;
-    for (const char *p = text; *p; p++)
-        cap += *p == ',';
-    int32_t *ids = malloc(cap * sizeof *ids);
-    if (!ids)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    int k = 0;
-    const char *p = text;
-    for (;;) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > 0x7fffffff || (*end && *end != ',')) {
-            free(ids);
-            return err_set(e, ERR_INPUT, "--%s: expected comma-separated token ids, got \"%s\"",
-                           opt, text);
-        }
-        ids[k++] = (int32_t)v;
-        if (!*end)
-            break;
-        p = end + 1;
-    }
-    *out = ids;
-    *n = k;
-    return ERR_OK;
-}
 
 int cmd_generate(int argc, char **argv)
 {
@@ -117,10 +87,10 @@ int cmd_generate(int argc, char **argv)
             err_set(&e, ERR_INPUT, "--prompt: the text encodes to no tokens");
             goto out;
         }
-    } else if (parse_id_list(ids_text, "ids", &ids, &n, &e)) {
+    } else if (args_parse_ids(ids_text, "ids", &ids, &n, &e)) {
         goto out;
     }
-    if (stop_text && parse_id_list(stop_text, "stop", &stop, &nstop, &e))
+    if (stop_text && args_parse_ids(stop_text, "stop", &stop, &nstop, &e))
         goto out;
     if (max_new < 1 || max_new > 1 << 20 || top_k < 0 || top_k > 1 << 30 || !(top_p > 0) ||
         !(temperature >= 0)) {

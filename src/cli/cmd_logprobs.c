@@ -1,7 +1,6 @@
 /* mxrlhf logprobs: per-token log-probabilities of a token sequence under a model, as
  * transformers computes them (log_softmax of the logits at position t, read at id t+1),
  * optionally under a precision plan. Prints one JSON object. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,35 +34,6 @@ static int encode_text(const char *dir, const char *text, int32_t **out, int *n,
     }
     *out = ids.ids;
     *n = (int)ids.n;
-    return ERR_OK;
-}
-
-/* "1,2,3" -> ids; caller frees */
-static int parse_ids(const char *text, int32_t **out, int *n, err_t *e)
-{
-    size_t cap = 1;
-    for (const char *p = text; *p; p++)
-        cap += *p == ',';
-    int32_t *ids = malloc(cap * sizeof *ids);
-    if (!ids)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    int k = 0;
-    const char *p = text;
-    for (;;) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > 0x7fffffff || (*end && *end != ',')) {
-            free(ids);
-            return err_set(e, ERR_INPUT, "--ids: expected comma-separated token ids, got \"%s\"", text);
-        }
-        ids[k++] = (int32_t)v;
-        if (!*end)
-            break;
-        p = end + 1;
-    }
-    *out = ids;
-    *n = k;
     return ERR_OK;
 }
 
@@ -110,7 +80,7 @@ int cmd_logprobs(int argc, char **argv)
         err_set(&e, ERR_INPUT, "give either --ids or --text");
         goto out;
     }
-    if (text ? encode_text(model, text, &ids, &n, &e) : parse_ids(ids_text, &ids, &n, &e))
+    if (text ? encode_text(model, text, &ids, &n, &e) : args_parse_ids(ids_text, "ids", &ids, &n, &e))
         goto out;
     if (n < 2) {
         err_set(&e, ERR_INPUT, "need at least two tokens (the first has no log-probability)");

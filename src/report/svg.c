@@ -194,9 +194,24 @@ static void legend_item(FILE *f, double x, double y, const char *color, const ch
     text_at(f, x + 19, y, "start", 11, NULL, label);
 }
 
+/* Pixels the legend column needs beyond the 170 the layout leaves right of the plot, for
+ * the longest label (11 px sans: about 6.4 px a character), so no label is cut off. */
+static int legend_extra(size_t longest)
+{
+    int need = 14 + 19 + (int)(6.4 * (double)longest + 0.5) + 10;
+    return need > 170 ? need - 170 : 0;
+}
+
 int svg_write_line_chart(const char *path, const svg_line_chart_t *c, err_t *e)
 {
     int W = c->width ? c->width : 760, H = c->height ? c->height : 420;
+    size_t longest = 0;
+    for (int s = 0; s < c->nseries; s++)
+        longest = c->series[s].label && strlen(c->series[s].label) > longest
+                      ? strlen(c->series[s].label) : longest;
+    for (int b = 0; b < c->nbands; b++)
+        longest = c->bands[b].label && strlen(c->bands[b].label) > longest
+                      ? strlen(c->bands[b].label) : longest;
     frame_t fr = {70, 36, W - 170.0, H - 50.0, DBL_MAX, -DBL_MAX, DBL_MAX, -DBL_MAX};
     for (int s = 0; s < c->nseries; s++)
         for (int i = 0; i < c->series[s].n; i++) {
@@ -219,7 +234,7 @@ int svg_write_line_chart(const char *path, const svg_line_chart_t *c, err_t *e)
         fr.lo_y -= 1, fr.hi_y += 1;
     char *buf;
     size_t len;
-    FILE *f = begin(&buf, &len, W, H, c->title);
+    FILE *f = begin(&buf, &len, W + legend_extra(longest), H, c->title);
     if (!f)
         return err_set(e, ERR_NOMEM, "out of memory drawing %s", path);
     axes(f, &fr, c->xlabel, c->ylabel);
@@ -366,6 +381,9 @@ int svg_write_heatmap(const char *path, const svg_heatmap_t *h, err_t *e)
 int svg_write_bar_chart(const char *path, const svg_bar_chart_t *b, err_t *e)
 {
     int W = b->width ? b->width : 760, H = b->height ? b->height : 420;
+    size_t longest = 0;
+    for (int s = 0; s < b->nser; s++)
+        longest = b->series[s] && strlen(b->series[s]) > longest ? strlen(b->series[s]) : longest;
     frame_t fr = {70, 36, W - 170.0, H - 70.0, 0, 1, 0, -DBL_MAX};
     for (int c = 0; c < b->ncat; c++) {
         double stack = 0;
@@ -384,7 +402,7 @@ int svg_write_bar_chart(const char *path, const svg_bar_chart_t *b, err_t *e)
         fr.hi_y = fr.lo_y + 1;
     char *buf;
     size_t len;
-    FILE *f = begin(&buf, &len, W, H, b->title);
+    FILE *f = begin(&buf, &len, W + legend_extra(longest), H, b->title);
     if (!f)
         return err_set(e, ERR_NOMEM, "out of memory drawing %s", path);
     /* y axis only: categories are labels, not numbers. */

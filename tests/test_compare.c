@@ -344,7 +344,16 @@ static void control_plan_wins_half_and_comparison_csv_has_its_layout(void **stat
     compare_opts_t co;
     tiny_compare_opts(&co);
     pipeline_compare_result_t res;
+    /* a run of an earlier, larger comparison goes; other entries stay */
+    char *stale = path2(root, "cmp/runs/99-Z-seed7"), *keep = path2(root, "cmp/runs/data");
+    err_t e0 = ERR_INIT;
+    assert_int_equal(fs_mkdir_p(stale, &e0), 0);
+    assert_int_equal(fs_mkdir_p(keep, &e0), 0);
+    write_text(stale, "energy.csv", "x");
     run_compare("cmp", &co, &res, ERR_OK);
+    assert_false(fs_exists(stale));
+    assert_true(fs_is_dir(keep));
+    free(stale), free(keep);
     assert_int_equal(res.runs, 6);
     assert_true(res.control_ok);
     assert_contains(res.control_message, "win rate 0.5 exactly on all 2 seeds");

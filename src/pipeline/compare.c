@@ -1,6 +1,8 @@
 /* compare: PPO under each plan against the unquantized baseline (compare.h). */
 #include "pipeline/compare.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
@@ -374,6 +376,30 @@ static int rmtree(const char *dir, err_t *e)
     if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
         return err_errno(e, ERR_FAIL, "removing %s", dir);
     return ERR_OK;
+}
+
+/* Run directories of an earlier comparison ("NN-PLAN-seedS") that this one would not
+ * overwrite (fewer seeds or plans): removed, so runs/ holds this comparison's runs only.
+ * Other entries (the command's data/) stay. */
+static int clear_old_runs(const char *out_dir, err_t *e)
+{
+    char *runs = fs_join(out_dir, "runs");
+    DIR *d = runs ? opendir(runs) : NULL;
+    int rc = runs ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
+    struct dirent *de;
+    while (!rc && d && (de = readdir(d))) {
+        const char *n = de->d_name;
+        if (!isdigit((unsigned char)n[0]) || !isdigit((unsigned char)n[1]) || n[2] != '-' ||
+            !strstr(n, "-seed"))
+            continue;
+        char *p = fs_join(runs, n);
+        rc = p ? rmtree(p, e) : err_set(e, ERR_NOMEM, "out of memory");
+        free(p);
+    }
+    if (d)
+        closedir(d);
+    free(runs);
+    return rc;
 }
 
 static double load1(void)
@@ -1057,6 +1083,8 @@ int pipeline_compare_run(const compare_opts_t *co, const ppo_opts_t *ppo,
     int rc = fs_mkdir_p(c->out_dir, e);
     if (!rc)
         rc = setup(x, e);
+    if (!rc)
+        rc = clear_old_runs(c->out_dir, e);
     if (!rc)
         logf_(c, "%d plans (%s and %s) x %d seeds = %d PPO runs of %d steps, interleaved; "
               "clocks and temperature: %s", x->nplans, COMPARE_UNQUANTIZED, co->plans, co->seeds,

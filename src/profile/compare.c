@@ -96,7 +96,11 @@ void profile_control_check(const profile_control_in_t *in, profile_control_check
     out->energy_ok = out->energy_measured && near_one(&in->energy_ratio, in->tolerance);
     out->runtime_ok = near_one(&in->runtime_ratio, in->tolerance);
     out->ok = out->win_ok && (out->energy_ok || !out->energy_measured);
-    char win[256], en[256];
+    char win[256], en[256], er[64], rr[64];
+    snprintf(er, sizeof er, isfinite(in->energy_ratio.ci95) ? "%.4f +- %.4f" : "%.4f",
+             in->energy_ratio.mean, in->energy_ratio.ci95);
+    snprintf(rr, sizeof rr, isfinite(in->runtime_ratio.ci95) ? "%.4f +- %.4f" : "%.4f",
+             in->runtime_ratio.mean, in->runtime_ratio.ci95);
     if (out->win_ok)
         snprintf(win, sizeof win, "win rate 0.5 exactly on all %d seeds", in->seeds);
     else if (bad_seed >= 0)
@@ -106,12 +110,11 @@ void profile_control_check(const profile_control_in_t *in, profile_control_check
     else
         snprintf(win, sizeof win, "no seeds");
     if (out->energy_measured)
-        snprintf(en, sizeof en, "energy ratio %.4f +- %.4f (%s; tolerance %.2f)",
-                 in->energy_ratio.mean, in->energy_ratio.ci95,
+        snprintf(en, sizeof en, "energy ratio %s (%s; tolerance %.2f)", er,
                  out->energy_ok ? "near 1" : "NOT near 1", in->tolerance);
     else
-        snprintf(en, sizeof en, "energy ratio not checked: no power sensor (runtime ratio %.4f "
-                 "+- %.4f, information only)", in->runtime_ratio.mean, in->runtime_ratio.ci95);
+        snprintf(en, sizeof en, "energy ratio not checked: no power sensor (runtime ratio %s, "
+                 "information only)", rr);
     snprintf(out->message, sizeof out->message, "control check %s: %s; %s",
              out->ok ? "passed" : "FAILED", win, en);
 }

@@ -825,6 +825,27 @@ static int section_compare(rep_t *r)
             snprintf(lab[n], sizeof lab[n], "%s", pr[k].plan);
             pts[n++] = q;
         }
+        /* labels of points closer than 15% of the x range and 5% of the y range would
+         * overprint (a label is about that wide): the first carries both names, the
+         * second none */
+        double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+        for (int m = 0; m < n; m++)
+            if (isfinite(pts[m].x) && isfinite(pts[m].y)) {
+                x0 = fmin(x0, pts[m].x), x1 = fmax(x1, pts[m].x);
+                y0 = fmin(y0, pts[m].y), y1 = fmax(y1, pts[m].y);
+            }
+        for (int m = 0; m < n; m++)
+            for (int q2 = m + 1; q2 < n; q2++) {
+                if (!lab[m][0] || !lab[q2][0] ||
+                    !(fabs(pts[m].x - pts[q2].x) <= 0.15 * (x1 - x0)) ||
+                    !(fabs(pts[m].y - pts[q2].y) <= 0.05 * (y1 - y0)))
+                    continue;
+                char other[160];
+                size_t at = strlen(lab[m]);
+                memcpy(other, lab[q2], sizeof other);
+                snprintf(lab[m] + at, sizeof lab[m] - at, ", %s", other);
+                lab[q2][0] = 0;
+            }
         fp = out_path(r, sc[s].fig);
         svg_scatter_t ss = {sc[s].title, sc[s].xlabel, "win rate vs unquantized (judge)", pts, n, 0, 0};
         rc = fp ? svg_write_scatter(fp, &ss, r->e) : err_set(r->e, ERR_NOMEM, "out of memory");

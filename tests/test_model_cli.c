@@ -236,6 +236,90 @@ static void test_text_is_encoded_with_the_directory_tokenizer(void **state)
     free(dir);
 }
 
+/* The directory `mxrlhf init` writes loads, and its weights are qwen2_init_philox's, bit for
+ * bit (f32); the config's head choice and the tokenizer checks are kept. */
+static void load_params(const char *dir, unsigned heads, float **out, size_t *n)
+{
+    backend_t *be;
+    qwen2_model_t *m;
+    err_t e = ERR_INIT;
+    qwen2_opts_t o = {.max_batch = 1, .max_seq = 4, .heads = heads};
+    if (be_open("cpu", &be, &e) || qwen2_open_dir(dir, be, &o, &m, &e))
+        fail_msg("%s: %s", dir, e.msg);
+    *n = qwen2_nparams(m);
+    *out = malloc(*n * sizeof **out);
+    assert_int_equal(qwen2_params_get(m, 0, *out, *n, &e), 0);
+    qwen2_free(m);
+    be_close(be);
+}
+
+static void philox_params(const char *config, unsigned heads, uint64_t seed, float range,
+                          float **out, size_t *n)
+{
+    backend_t *be;
+    qwen2_model_t *m;
+    qwen2_config_t c;
+    err_t e = ERR_INIT;
+    qwen2_opts_t o = {.max_batch = 1, .max_seq = 4, .heads = heads};
+    if (qwen2_config_load(config, &c, &e) || be_open("cpu", &be, &e) ||
+        qwen2_new(be, &c, &o, &m, &e) || qwen2_init_philox(m, seed, range, &e))
+        fail_msg("%s", e.msg);
+    *n = qwen2_nparams(m);
+    *out = malloc(*n * sizeof **out);
+    assert_int_equal(qwen2_params_get(m, 0, *out, *n, &e), 0);
+    qwen2_free(m);
+    be_close(be);
+}
+
+static void test_init_writes_philox_weights_that_load(void **state)
+{
+    char *dir = test_mkdtemp(), lm[4200], rm[4200], bad[4200], *out;
+    snprintf(lm, sizeof lm, "%s/lm", dir);
+    snprintf(rm, sizeof rm, "%s/rm", dir);
+    snprintf(bad, sizeof bad, "%s/bad", dir);
+    const char *cfg = FIX "/tiny_tied_gqa_f32/config.json";
+    int rc = test_cli(&out, "init --config %s --seed 7 --range 0.08 --dtype f32 --output %s", cfg, lm);
+    if (rc)
+        fail_msg("exit %d: %s", rc, out);
+    free(out);
+    rc = test_cli(&out, "init --config %s --seed 8 --range 0.08 --dtype f32 --score-head --output %s",
+                  cfg, rm);
+    if (rc)
+        fail_msg("exit %d: %s", rc, out);
+    assert_non_null(strstr(out, "Qwen2ForSequenceClassification"));
+    free(out);
+    const struct { const char *dir; unsigned heads; uint64_t seed; } cases[] = {
+        {lm, QWEN2_HEAD_LM, 7}, {rm, QWEN2_HEAD_SCORE, 8}};
+    for (int c = 0; c < 2; c++) {
+        float *got, *want;
+        size_t ng, nw;
+        load_params(cases[c].dir, cases[c].heads, &got, &ng);
+        philox_params(cfg, cases[c].heads, cases[c].seed, 0.08f, &want, &nw);
+        assert_int_equal(ng, nw);
+        for (size_t i = 0; i < ng; i++)
+            if (memcmp(&got[i], &want[i], sizeof(float)))
+                fail_msg("%s: parameter %zu: expected %.9g, got %.9g", cases[c].dir, i, want[i], got[i]);
+        free(got);
+        free(want);
+    }
+    char cpath[4300];
+    snprintf(cpath, sizeof cpath, "%s/config.json", rm);
+    cJSON *j;
+    err_t e = ERR_INIT;
+    assert_int_equal(json_load_file(cpath, 1 << 20, &j, &e), 0);
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "architectures"), 0)->valuestring,
+                        "Qwen2ForSequenceClassification");
+    cJSON_Delete(j);
+    /* a tokenizer with more ids than the model's 160 rows: bad input, nothing written */
+    assert_int_equal(test_cli(&out, "init --config %s --output %s --tokenizer "
+                              "tests/fixtures/tokenizer/small_synthetic.json", cfg, bad), 2);
+    assert_non_null(strstr(out, "vocab_size"));
+    assert_false(fs_exists(bad));
+    free(out);
+    test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -245,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_bad_model_directories_exit_2_naming_file_and_field),
         cmocka_unit_test(test_generate_is_reproducible_from_its_seed),
         cmocka_unit_test(test_text_is_encoded_with_the_directory_tokenizer),
+        cmocka_unit_test(test_init_writes_philox_weights_that_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

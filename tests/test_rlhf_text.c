@@ -91,6 +91,37 @@ static void chatml_renders_turns_and_ends_with_im_end(void **state)
     tok_free(tok);
 }
 
+/* A model's vocabulary may be larger than its tokenizer's (Qwen2.5: 151936 rows, 151665
+ * tokens); a sampled id the tokenizer does not name is dropped, as Hugging Face drops it. */
+static void decode_response_drops_ids_the_tokenizer_does_not_name(void **state)
+{
+    (void)state;
+    tok_t *tok = load_tok();
+    rlhf_text_t t;
+    err_t e = ERR_INIT;
+    assert_int_equal(rlhf_text_init(&t, tok, RLHF_TEMPLATE_RAW, 512, 256, &e), 0);
+    tok_ids_t ids = {0};
+    assert_int_equal(tok_encode(tok, NULL, " More text.", 11, &ids, &e), 0);
+    int32_t v = tok_vocab_size(tok);
+    int32_t mixed[64];
+    int n = 0;
+    mixed[n++] = v + 100;
+    for (size_t i = 0; i < ids.n && n < 60; i++) {
+        mixed[n++] = ids.ids[i];
+        mixed[n++] = v + (int32_t)i; /* past the tokenizer's last id */
+    }
+    mixed[n++] = t.eot_id;
+    char *text = NULL;
+    int rc = rlhf_decode_response(&t, mixed, n, &text, &e);
+    if (rc)
+        fail_msg("expected the unknown ids dropped, got error: %s", e.msg);
+    assert_string_equal(text, " More text.");
+    free(text);
+    tok_ids_free(&ids);
+    rlhf_text_free(&t);
+    tok_free(tok);
+}
+
 static void batch_masks_exactly_the_positions_predicting_response_tokens(void **state)
 {
     (void)state;
@@ -133,6 +164,7 @@ int main(void)
         cmocka_unit_test(raw_pair_is_prompt_then_spaced_response_then_eot),
         cmocka_unit_test(long_prompt_keeps_its_end_and_long_response_does_not_end),
         cmocka_unit_test(chatml_renders_turns_and_ends_with_im_end),
+        cmocka_unit_test(decode_response_drops_ids_the_tokenizer_does_not_name),
         cmocka_unit_test(batch_masks_exactly_the_positions_predicting_response_tokens),
         cmocka_unit_test(counter_counts_what_encoding_produces),
     };

@@ -150,6 +150,25 @@ static void directory_is_a_sequence_classifier_that_reloads_with_identical_score
     free(ev);
 }
 
+static void max_epochs_caps_the_steps_on_a_small_set(void **state)
+{
+    (void)state;
+    const data_pair_t **tr = tiny_pairs(&T, 0, 20), **ev = tiny_pairs(&T, NTRAIN, 8);
+    rlhf_rm_opts_t o;
+    rm_opts(&o, false);
+    o.max_epochs = 1.5; /* 20 pairs, batches of 8: ceil(1.5 * 20 / 8) = 4 of the 100 steps */
+    char *dir = fs_join(T.dir, "rm_capped");
+    rlhf_rm_result_t r;
+    err_t e = ERR_INIT;
+    if (rlhf_rm_run(T.be, &o, "capped", T.base, tr, 20, ev, 8, dir, NULL, &r, &e))
+        fail_msg("%s", e.msg);
+    if (r.steps != 4)
+        fail_msg("expected 4 steps (1.5 epochs of 20 pairs), got %ld", r.steps);
+    free(dir);
+    free(tr);
+    free(ev);
+}
+
 static void evaluating_a_causal_lm_directory_is_refused(void **state)
 {
     (void)state;
@@ -172,6 +191,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(shuffled_labels_stay_near_chance),
         cmocka_unit_test(metrics_file_uses_trl_names),
         cmocka_unit_test(directory_is_a_sequence_classifier_that_reloads_with_identical_scores),
+        cmocka_unit_test(max_epochs_caps_the_steps_on_a_small_set),
         cmocka_unit_test(evaluating_a_causal_lm_directory_is_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -81,7 +81,6 @@ int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
     int32_t *ids = m->h_tgt;
     int32_t *padl = malloc((size_t)B * sizeof *padl);
     bool *done = calloc((size_t)B, sizeof *done);
-    float *saved = NULL;  /* stop-id logits set aside while min_new masks them */
     int rc = ERR_OK;
     if (!padl || !done) {
         rc = err_set(e, ERR_NOMEM, "generate: out of memory");
@@ -112,34 +111,40 @@ int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
 
     int32_t *tok = m->h_ids_grad; /* host staging for B sampled ids */
     float *lp = m->h_seed;        /* host staging for B log-probs */
+    /* min_new: the stop ids cannot be drawn yet. Their logits (one column per stop id, B
+     * rows) are set aside in the device buffer dseed (free while generating), replaced by
+     * -inf from dseed2, and put back after the draw, so the log-probs below are those of the
+     * unmasked distribution (what a training forward computes). Strided device copies: no
+     * round trip to the host per row and token. */
     const bool mask_stop = x->min_new > 0 && g->nstop > 0;
-    if (mask_stop && !(saved = malloc((size_t)B * g->nstop * sizeof *saved))) {
-        rc = err_set(e, ERR_NOMEM, "generate: out of memory");
-        goto out;
+    const size_t fsz = sizeof(float), lpitch = (size_t)V * sizeof(float);
+    if (mask_stop) {
+        if ((size_t)B * g->nstop > (size_t)m->opts.max_batch * m->opts.max_seq) {
+            rc = err_set(e, ERR_INPUT, "generate: %d stop ids x %d rows exceed the model's "
+                         "activation rows", g->nstop, B);
+            goto out;
+        }
+        float *ninf = (float *)m->h_seed; /* host staging of (max_batch * max_seq) floats */
+        for (int b = 0; b < B; b++)
+            ninf[b] = -INFINITY;
+        be_upload(be, m->dseed2, ninf, (size_t)B * fsz);
     }
     for (int s = 0; s < g->max_new; s++) {
-        /* min_new: the stop ids cannot be drawn yet. Their logits are kept aside and put back
-         * after the draw, so the log-probs below are those of the unmasked distribution
-         * (what a training forward computes). */
         const bool masked = mask_stop && s < x->min_new;
-        if (masked) {
-            const float ninf = -INFINITY;
-            for (int b = 0; b < B; b++)
-                for (int i = 0; i < g->nstop; i++) {
-                    be_ptr_t p = be_f32(m->logits, (size_t)b * V + g->stop[i]);
-                    be_download(be, &saved[b * g->nstop + i], p, sizeof(float));
-                    be_upload(be, p, &ninf, sizeof(float));
-                }
-        }
+        if (masked)
+            for (int i = 0; i < g->nstop; i++) {
+                be_ptr_t col = be_f32(m->logits, (size_t)g->stop[i]);
+                be_copy2d(be, be_f32(m->dseed, (size_t)i * B), fsz, col, lpitch, fsz, (size_t)B);
+                be_copy2d(be, col, lpitch, m->dseed2, fsz, fsz, (size_t)B);
+            }
         be_sample_t sp = {g->temperature, g->top_k, g->top_p, g->seed, g->stream, (uint64_t)s};
         be_sample_tokens(be, m->targets, m->logits, (size_t)V, B, V, &sp);
+        if (masked && x->logp)
+            for (int i = 0; i < g->nstop; i++)
+                be_copy2d(be, be_f32(m->logits, (size_t)g->stop[i]), lpitch,
+                          be_f32(m->dseed, (size_t)i * B), fsz, fsz, (size_t)B);
         be_download(be, tok, m->targets, (size_t)B * sizeof(int32_t));
         if (x->logp) {
-            if (masked)
-                for (int b = 0; b < B; b++)
-                    for (int i = 0; i < g->nstop; i++)
-                        be_upload(be, be_f32(m->logits, (size_t)b * V + g->stop[i]),
-                                  &saved[b * g->nstop + i], sizeof(float));
             be_logsoftmax_gather(be, m->logp, m->lse_lm, m->logits, m->targets, B, V);
             be_download(be, lp, m->logp, (size_t)B * sizeof(float));
         }
@@ -177,6 +182,5 @@ int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
 out:
     free(padl);
     free(done);
-    free(saved);
     return rc;
 }

@@ -926,6 +926,7 @@ static int samples_write(ppo_t *P, int step, const prompt_t *const *rows, char *
         cJSON_AddNumberToObject(j, "row", b);
         cJSON_AddStringToObject(j, "prompt", rows[b]->text);
         cJSON_AddStringToObject(j, "response", texts[b] ? texts[b] : "");
+        cJSON_AddNumberToObject(j, "query_tokens", rows[b]->seq.n);
         cJSON_AddNumberToObject(j, "tokens", P->resp_len[b]);
         cJSON_AddItemToObject(j, "score", num_or_null(P->raw_scores[b]));
         cJSON_AddItemToObject(j, "data_synth_score", num_or_null(P->synth[b]));

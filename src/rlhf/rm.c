@@ -17,6 +17,7 @@
 void rlhf_rm_opts_default(rlhf_rm_opts_t *o)
 {
     o->steps = 1000;
+    o->max_epochs = 2;
     o->batch_size = 16;
     rlhf_optim_default(&o->optim);
     o->optim.lr = 5e-4;
@@ -37,6 +38,7 @@ static void rm_fields(rlhf_field_t *f, int *n)
 {
     const rlhf_field_t head[] = {
         {"steps", RLHF_F_LONG, RO(steps), 0, 1e12, NULL, 0},
+        {"max_epochs", RLHF_F_DOUBLE, RO(max_epochs), 0, 1e6, NULL, 0},
         {"batch_size", RLHF_F_INT, RO(batch_size), 1, 1 << 16, NULL, 0},
         {"seed", RLHF_F_U64, RO(seed), 0, 0, NULL, 0},
         {"max_prompt_tokens", RLHF_F_INT, RO(max_prompt_tokens), 1, 1 << 20, NULL, 0},
@@ -331,12 +333,19 @@ int rlhf_rm_run(backend_t *be, const rlhf_rm_opts_t *o, const char *name, const 
                      name, maxlen, qwen2_config(m)->max_pos);
         goto out;
     }
+    /* The step count, capped at max_epochs passes over the pairs. */
+    long steps = o->steps;
+    if (o->max_epochs > 0) {
+        double cap = ceil(o->max_epochs * (double)ntrain / B);
+        if (cap < (double)steps)
+            steps = cap < 1 ? 1 : (long)cap;
+    }
     res->params = qwen2_nparams(m);
     res->train_pairs = (long)ntrain;
     rlhf_logf(log, "%s: %zu training pairs%s, %zu evaluation pairs, longest sequence %d; %ld "
-              "steps of %d pairs, from %s", name, ntrain,
+              "steps of %d pairs%s, from %s", name, ntrain,
               o->shuffle_labels ? " (labels shuffled: negative control)" : "", neval, maxlen,
-              o->steps, B, model_dir);
+              steps, B, steps < o->steps ? " (capped at max_epochs)" : "", model_dir);
     rows = malloc(2 * (size_t)B * sizeof *rows);
     order = malloc(ntrain * sizeof *order);
     s = malloc(2 * (size_t)B * sizeof *s);
@@ -348,11 +357,11 @@ int rlhf_rm_run(backend_t *be, const rlhf_rm_opts_t *o, const char *name, const 
     prec_ctx_t ctx = {PREC_GRADIENT, o->seed, 0};
     rm_acc_t last;
     acc_init(&last);
-    long last_from = o->steps - (o->steps / 10 > 0 ? o->steps / 10 : 1) + 1;
+    long last_from = steps - (steps / 10 > 0 ? steps / 10 : 1) + 1;
     double t0 = rlhf_now(), t_eval = 0;
     size_t next = ntrain;
     uint64_t epoch = 0;
-    for (long st = 1; st <= o->steps && !rc; st++) {
+    for (long st = 1; st <= steps && !rc; st++) {
         int nb = 0;
         size_t idx[1 << 10];
         size_t *bi = B <= (int)(sizeof idx / sizeof idx[0]) ? idx : NULL;
@@ -390,13 +399,13 @@ int rlhf_rm_run(backend_t *be, const rlhf_rm_opts_t *o, const char *name, const 
         if (st >= last_from)
             last.tokens += tokens;
         qwen2_step_info_t info;
-        qwen2_adamw_t h = rlhf_adamw_at(&o->optim, st, o->steps);
+        qwen2_adamw_t h = rlhf_adamw_at(&o->optim, st, steps);
         qwen2_zero_grads(m);
         if ((rc = qwen2_backward(m, &ctx, &(qwen2_grad_in_t){NULL, NULL, NULL, ds}, e)) ||
             (rc = qwen2_optimizer_step(m, &h, &info, e)))
             break;
         double ev = NAN;
-        if (o->eval_every > 0 && st % o->eval_every == 0 && st < o->steps && de.n) {
+        if (o->eval_every > 0 && st % o->eval_every == 0 && st < steps && de.n) {
             double te = rlhf_now();
             rlhf_rm_metrics_t em;
             if ((rc = evaluate(m, &de, B, text.eot_id, o->seed, &em, NULL, NULL, e)))
@@ -412,19 +421,19 @@ int rlhf_rm_run(backend_t *be, const rlhf_rm_opts_t *o, const char *name, const 
         if ((rc = rlhf_trainlog_add(&tl, st, h.lr, loss, info.grad_norm, res->tokens,
                                     res->tokens / el, el, extra, e)))
             break;
-        if (st == o->steps || (o->log_every > 0 && st % o->log_every == 0)) {
-            double left = el / (double)st * (double)(o->steps - st);
+        if (st == steps || (o->log_every > 0 && st % o->log_every == 0)) {
+            double left = el / (double)st * (double)(steps - st);
             char a1[32], a2[32];
             rlhf_fmt_duration(el, a1, sizeof a1);
             rlhf_fmt_duration(left, a2, sizeof a2);
             rlhf_logf(log, "%s step %ld/%ld  loss %.4f  acc %.3f  lr %.2e  |g| %.3f  %.0f tok/s  "
-                      "%s elapsed, %s left", name, st, o->steps, loss, acc, h.lr, info.grad_norm,
+                      "%s elapsed, %s left", name, st, steps, loss, acc, h.lr, info.grad_norm,
                       res->tokens / el, a1, a2);
         }
     }
     if (rc)
         goto out;
-    res->steps = o->steps;
+    res->steps = steps;
     res->seconds = rlhf_now() - t0 - t_eval;
     res->tokens_per_s = res->seconds > 0 ? res->tokens / res->seconds : 0;
     acc_metrics(&last, &res->train_last);

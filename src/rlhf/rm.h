@@ -32,6 +32,8 @@
 
 typedef struct rlhf_rm_opts {
     long steps;
+    double max_epochs;       /* at most this many passes over the training pairs (0: no cap):
+                                a small data set (HH's 350 rm_train pairs) is not memorised */
     int batch_size;          /* pairs per step */
     rlhf_optim_t optim;
     uint64_t seed;           /* pair order, score-head initialisation, label shuffle */

@@ -205,8 +205,16 @@ int rlhf_encode_pair(rlhf_text_t *t, const char *prompt, const char *response, r
 
 int rlhf_decode_response(rlhf_text_t *t, const int32_t *ids, int n, char **out, err_t *e)
 {
-    size_t len;
-    return tok_decode(t->tok, ids, (size_t)n, true, out, &len, e);
+    size_t len, k = 0;
+    int32_t *known = malloc((size_t)(n > 0 ? n : 1) * sizeof *known);
+    if (!known)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        if (tok_id_token(t->tok, ids[i], &len))
+            known[k++] = ids[i];
+    int rc = tok_decode(t->tok, known, k, true, out, &len, e);
+    free(known);
+    return rc;
 }
 
 static size_t count_prompt_or_response(void *ctx, const char *text)

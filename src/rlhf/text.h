@@ -63,7 +63,10 @@ int rlhf_encode_prompt(rlhf_text_t *t, const char *prompt, rlhf_seq_t *out, err_
 int rlhf_encode_pair(rlhf_text_t *t, const char *prompt, const char *response, rlhf_seq_t *out,
                      err_t *e);
 
-/* Response text of generated ids (end-of-turn and other special tokens dropped). */
+/* Response text of generated ids (end-of-turn and other special tokens dropped). Ids the
+ * tokenizer does not name are dropped too, as Hugging Face's decode does: a model's
+ * embedding may have more rows than its tokenizer has tokens (Qwen2.5: 151936 rows, 151665
+ * tokens), and an untrained or randomly initialised model samples those rows. */
 int rlhf_decode_response(rlhf_text_t *t, const int32_t *ids, int n, char **out, err_t *e);
 
 /* A token counter for the data layer that counts exactly what rlhf_encode_* produce

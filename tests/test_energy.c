@@ -702,6 +702,45 @@ static void nvml_matches_cuda_devices_by_bus_id(void **state)
     assert_contains(e.msg, "no GPU at 00000000:99:00.0");
 }
 
+static void nvml_reports_clocks_and_temperature_others_say_absent(void **state)
+{
+    (void)state;
+    fake_env(TWO_GPUS, 0, 0);
+    unsetenv("FAKE_NVML_NO_STATE");
+    energy_source_opts_t o = nvml_opts();
+    energy_source_t *s;
+    err_t e = ERR_INIT;
+    assert_int_equal(energy_source_open("nvml", &o, &s, &e), 0);
+    assert_int_equal(s->prov.ndev, 2);
+    energy_device_state_t st;
+    /* gpu1 is the card at 3B, NVML index 0 */
+    assert_int_equal(energy_source_state(s, 1, &st, &e), 0);
+    assert_near(st.sm_clock_MHz, 1980, 0);
+    assert_near(st.mem_clock_MHz, 2619, 0);
+    assert_near(st.temperature_C, 40, 0);
+    assert_near(st.throttle_reasons, 0, 0);
+    assert_int_equal(energy_source_state(s, 0, &st, &e), 0);
+    assert_near(st.sm_clock_MHz, 1970, 0);
+    assert_near(st.temperature_C, 41, 0);
+    assert_near(st.throttle_reasons, 4, 0);
+    assert_int_equal(energy_source_state(s, 2, &st, &e), ERR_INPUT);
+    energy_source_close(s);
+    /* a card that refuses the readings: NAN, not an error */
+    setenv("FAKE_NVML_NO_STATE", "1", 1);
+    assert_int_equal(energy_source_open("nvml", &o, &s, &e), 0);
+    assert_int_equal(energy_source_state(s, 0, &st, &e), 0);
+    assert_true(isnan(st.sm_clock_MHz) && isnan(st.mem_clock_MHz) && isnan(st.temperature_C));
+    energy_source_close(s);
+    unsetenv("FAKE_NVML_NO_STATE");
+    /* no sensor: absent, said so */
+    assert_int_equal(energy_source_open("none", NULL, &s, &e), 0);
+    err_clear(&e);
+    assert_int_equal(energy_source_state(s, 0, &st, &e), ERR_UNAVAILABLE);
+    assert_contains(e.msg, "only NVML");
+    assert_true(isnan(st.temperature_C));
+    energy_source_close(s);
+}
+
 static void nvml_refuses_ambiguous_indices(void **state)
 {
     (void)state;
@@ -860,7 +899,7 @@ static int fake_read(void *impl, double t_now, int what, energy_sample_t *out, i
     return ERR_OK;
 }
 
-static const energy_source_ops_t fake_ops = {fake_read, NULL, NULL};
+static const energy_source_ops_t fake_ops = {fake_read, NULL, NULL, NULL};
 
 static energy_source_t *fake_source(fake_t *f, double period)
 {
@@ -1141,6 +1180,7 @@ int main(void)
     const struct CMUnitTest nvml_tests[] = {
         cmocka_unit_test(nvml_matches_cuda_devices_by_bus_id),
         cmocka_unit_test(nvml_refuses_ambiguous_indices),
+        cmocka_unit_test(nvml_reports_clocks_and_temperature_others_say_absent),
         cmocka_unit_test(nvml_falls_back_without_field_186),
         cmocka_unit_test(nvml_failing_mid_run_keeps_what_was_collected),
         cmocka_unit_test(auto_explains_its_choice),

@@ -32,7 +32,9 @@ static const char *TINY_CONFIG =
     " \"phase_sensitivity\": {\"eval_tokens\": 64, \"formats\": [\"mxfp4_e2m1\", \"mxfp8_e4m3\"],\n"
     "                       \"blocks\": [8], \"workers\": 1, \"rollout_prompts\": 2,\n"
     "                       \"rollout_max_new_tokens\": 4, \"reward_pairs\": 8},\n"
-    " \"policies\": {\"eval_tokens\": 64}}\n";
+    " \"policies\": {\"eval_tokens\": 64},\n"
+    " \"compare\": {\"seeds\": 2, \"steps\": 1, \"plans\": \"baseline,A\", \"eval_prompts\": 2,\n"
+    "             \"rm_eval_pairs\": 4, \"power_source\": \"none\", \"idle_s\": 0}}\n";
 
 static char *dir;       /* the test's temporary directory */
 static char cfg_path[600], out[600];
@@ -323,29 +325,32 @@ static void run_with_a_given_model_and_hh_file_skips_pretraining(void **state)
     free(o);
 }
 
-/* The later stages on the first chain's cached output: PPO with the monitor, the matrix and
- * the policies, each writing the study's files. */
-static void run_continues_into_baseline_sensitivity_and_policies(void **state)
+/* The later stages on the first chain's cached output: PPO with the monitor, the matrix,
+ * the policies, the comparison and the report, each writing the study's files. */
+static void run_continues_into_baseline_sensitivity_policies_compare_and_report(void **state)
 {
     (void)state;
     char *o = NULL;
-    int rc = test_cli(&o, "run --output %s --config %s --until policies", out, cfg_path);
+    int rc = test_cli(&o, "run --output %s --config %s", out, cfg_path);
     if (rc)
         fail_msg("exit %d\n%s", rc, o);
     free(o);
     char got[2048];
     run_statuses(out, got, sizeof got);
     if (!strstr(got, ",baseline=ran,") || !strstr(got, ",sensitivity=ran,") ||
-        !strstr(got, ",phase_sensitivity=ran,") || !strstr(got, ",policies=ran"))
-        fail_msg("expected baseline, sensitivity, phase_sensitivity and policies to run, got %s",
-                 got);
+        !strstr(got, ",phase_sensitivity=ran,") || !strstr(got, ",policies=ran") ||
+        !strstr(got, ",compare=ran") || !strstr(got, ",report=ran"))
+        fail_msg("expected baseline, sensitivity, phase_sensitivity, policies, compare and "
+                 "report to run, got %s", got);
     const char *files[] = {"baseline/energy.csv", "baseline/phase_timing.json",
                            "baseline/training_stats.json", "baseline/power_log_baseline.csv",
                            "baseline/reward_by_step.svg", "sensitivity/sensitivity_matrix.csv",
                            "phase_sensitivity/sensitivity_rollout.csv",
                            "phase_sensitivity/sensitivity_reward.csv",
                            "phase_sensitivity/sensitivity_gradient.csv",
-                           "policies/policies.json"};
+                           "policies/policies.json", "compare/policy_comparison.csv",
+                           "compare/compare_runs.csv", "compare/comparison.json",
+                           "report/report.md", "report/sensitivity_heatmap.svg", "report.md"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char *p = fs_join(out, files[i]);
         if (!fs_exists(p))
@@ -357,6 +362,13 @@ static void run_continues_into_baseline_sensitivity_and_policies(void **state)
     char *t = tiny_read(p, &n);
     if (strncmp(t, "phase,avg_power_W,runtime_s,energy_J", 36))
         fail_msg("energy.csv must start with the study's header, got %.60s", t);
+    free(t);
+    free(p);
+    /* the report read the comparison: the control plan passed its check */
+    p = fs_join(out, "report.md");
+    t = tiny_read(p, &n);
+    if (!strstr(t, "control check passed: win rate 0.5 exactly on all 2 seeds"))
+        fail_msg("expected report.md to state the control check, got %.3000s", t);
     free(t);
     free(p);
 }
@@ -405,7 +417,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(run_caches_every_stage_and_reruns_from_a_changed_section),
         cmocka_unit_test(run_until_stops_and_sft_command_is_the_chain_up_to_sft),
         cmocka_unit_test(run_with_a_given_model_and_hh_file_skips_pretraining),
-        cmocka_unit_test(run_continues_into_baseline_sensitivity_and_policies),
+        cmocka_unit_test(run_continues_into_baseline_sensitivity_policies_compare_and_report),
         cmocka_unit_test(verify_exit_codes_follow_what_was_asked),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -75,6 +75,11 @@ static void exec_with_passive_openmp(const char *command, int argc, char **argv)
     /* exec failed: carry on with the default policy */
 }
 
+void cli_passive_openmp(const char *command, int argc, char **argv)
+{
+    exec_with_passive_openmp(command, argc, argv);
+}
+
 int cli_pipeline(const char *command, int argc, char **argv, const char *summary,
                  const char *until_default, bool model_is_sft)
 {

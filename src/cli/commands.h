@@ -11,6 +11,7 @@
 #include "util/err.h"
 
 int cmd_baseline(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_energy(int argc, char **argv);
@@ -21,6 +22,7 @@ int cmd_monitor(int argc, char **argv);
 int cmd_mx(int argc, char **argv);
 int cmd_policies(int argc, char **argv);
 int cmd_ppo(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_sensitivity(int argc, char **argv);
@@ -36,6 +38,10 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
 
 /* Configuration: defaults, then --config FILE, then each --set (cmd_run.c). */
 int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t *cfg, err_t *e);
+
+/* Starts the command again with OMP_WAIT_POLICY=passive unless it is set (cmd_run.c says
+ * why); returns only when it was set or the exec failed. */
+void cli_passive_openmp(const char *command, int argc, char **argv);
 
 /* Prints "mxrlhf <command>: <message>" to stderr and returns the exit code for e. */
 int cli_report(const char *command, const err_t *e);

@@ -15,6 +15,7 @@ typedef struct command {
 /* Keep sorted by name; `mxrlhf --help` prints it as is. */
 static const command_t commands[] = {
     {"baseline", cmd_baseline, "the study's baseline: PPO with the energy monitor, plots"},
+    {"compare", cmd_compare, "PPO under each precision plan against the unquantized baseline (policy_comparison.csv)"},
     {"config", cmd_config, "print the configuration (every stage's options) as JSON"},
     {"data", cmd_data, "draw and split HH-RLHF pairs; generate or score the synthetic task"},
     {"energy", cmd_energy, "recompute energy per phase from a run's power log (energy.csv)"},
@@ -25,6 +26,7 @@ static const command_t commands[] = {
     {"mx", cmd_mx, "MX number formats: quantize or pack files, the format table, error"},
     {"policies", cmd_policies, "derive the study's precision policies A-D from a sensitivity matrix"},
     {"ppo", cmd_ppo, "train a policy with PPO against a reward model (TRL 0.11 semantics)"},
+    {"report", cmd_report, "the study report (report.md, SVG figures) from a results directory"},
     {"rm", cmd_rm, "train the reward model and the held-out judge (Bradley-Terry)"},
     {"run", cmd_run, "run the whole pipeline on the embedded default (or what exists of it)"},
     {"sensitivity", cmd_sensitivity, "perplexity per layer, MX format and block size (the sensitivity matrix)"},

@@ -68,6 +68,9 @@ typedef struct nvml_api {
     nvml_ret_t (*fields)(nvml_dev_t, int, nvml_field_t *);
     nvml_ret_t (*power_usage)(nvml_dev_t, unsigned int *);
     nvml_ret_t (*energy)(nvml_dev_t, unsigned long long *);
+    nvml_ret_t (*clock)(nvml_dev_t, int, unsigned int *);          /* optional */
+    nvml_ret_t (*temperature)(nvml_dev_t, int, unsigned int *);    /* optional */
+    nvml_ret_t (*throttle)(nvml_dev_t, unsigned long long *);      /* optional */
 } nvml_api_t;
 
 typedef struct nvml_gpu {
@@ -136,6 +139,9 @@ static int load_api(nvml_api_t *a, const char *lib, err_t *e)
         {(void **)&a->fields, "nvmlDeviceGetFieldValues", false},
         {(void **)&a->power_usage, "nvmlDeviceGetPowerUsage", false},
         {(void **)&a->energy, "nvmlDeviceGetTotalEnergyConsumption", false},
+        {(void **)&a->clock, "nvmlDeviceGetClockInfo", false},
+        {(void **)&a->temperature, "nvmlDeviceGetTemperature", false},
+        {(void **)&a->throttle, "nvmlDeviceGetCurrentClocksThrottleReasons", false},
     };
     for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++) {
         void *p = dlsym(a->dl, tab[i].sym);
@@ -241,7 +247,26 @@ static void nvml_finish(void *impl, energy_provenance_t *p)
     p->observed_period_s = best;
 }
 
-static const energy_source_ops_t nvml_ops = {nvml_read, nvml_close, nvml_finish};
+/* nvml.h: NVML_CLOCK_SM = 1, NVML_CLOCK_MEM = 2, NVML_TEMPERATURE_GPU = 0. A reading the
+ * card refuses stays NAN. */
+static int nvml_state(void *impl, int dev, energy_device_state_t *out, err_t *e)
+{
+    (void)e;
+    nvml_src_t *s = impl;
+    unsigned int v;
+    unsigned long long r;
+    if (s->api.clock && s->api.clock(s->h[dev], 1, &v) == NVML_OK)
+        out->sm_clock_MHz = v;
+    if (s->api.clock && s->api.clock(s->h[dev], 2, &v) == NVML_OK)
+        out->mem_clock_MHz = v;
+    if (s->api.temperature && s->api.temperature(s->h[dev], 0, &v) == NVML_OK)
+        out->temperature_C = v;
+    if (s->api.throttle && s->api.throttle(s->h[dev], &r) == NVML_OK)
+        out->throttle_reasons = (double)r;
+    return ERR_OK;
+}
+
+static const energy_source_ops_t nvml_ops = {nvml_read, nvml_close, nvml_finish, nvml_state};
 
 static int cmp_gpu(const void *a, const void *b)
 {

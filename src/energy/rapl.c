@@ -113,7 +113,7 @@ static void rapl_close(void *impl)
     free(s);
 }
 
-static const energy_source_ops_t rapl_ops = {rapl_read, rapl_close, NULL};
+static const energy_source_ops_t rapl_ops = {rapl_read, rapl_close, NULL, NULL};
 
 static int cmp_str(const void *a, const void *b)
 {

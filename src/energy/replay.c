@@ -42,7 +42,7 @@ static void replay_close(void *impl)
     free(s);
 }
 
-static const energy_source_ops_t replay_ops = {replay_read, replay_close, NULL};
+static const energy_source_ops_t replay_ops = {replay_read, replay_close, NULL, NULL};
 
 static int cmp_double(const void *a, const void *b)
 {

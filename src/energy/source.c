@@ -3,6 +3,7 @@
 #include "energy/source.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,18 @@ void energy_source_close(energy_source_t *s)
     free(s);
 }
 
+int energy_source_state(const energy_source_t *s, int dev, energy_device_state_t *out, err_t *e)
+{
+    out->sm_clock_MHz = out->mem_clock_MHz = out->temperature_C = out->throttle_reasons = NAN;
+    if (!s || !s->ops || !s->ops->state)
+        return err_set(e, ERR_UNAVAILABLE, "%s source: no clock or temperature readings (only "
+                       "NVML gives them)", s ? s->prov.kind : "no");
+    if (dev < 0 || dev >= s->prov.ndev)
+        return err_set(e, ERR_INPUT, "%s source: no device %d (it has %d)", s->prov.kind, dev,
+                       s->prov.ndev);
+    return s->ops->state(s->impl, dev, out, e);
+}
+
 static int none_read(void *impl, double t_now, int what, energy_sample_t *out,
                      int cap, int *n, err_t *e)
 {
@@ -49,7 +62,7 @@ static int none_read(void *impl, double t_now, int what, energy_sample_t *out,
     return ERR_OK;
 }
 
-static const energy_source_ops_t none_ops = {none_read, NULL, NULL};
+static const energy_source_ops_t none_ops = {none_read, NULL, NULL, NULL};
 
 int energy_source_open_none(energy_source_t **out, err_t *e)
 {

@@ -66,6 +66,16 @@ typedef struct energy_provenance {
     energy_device_info_t dev[ENERGY_MAX_DEVICES];
 } energy_provenance_t;
 
+/* A device's clocks and temperature at one moment, for logging drift between runs
+ * (thermal throttling, clock changes). NAN where the source cannot tell. */
+typedef struct energy_device_state {
+    double sm_clock_MHz;        /* NVML: nvmlDeviceGetClockInfo(NVML_CLOCK_SM)            */
+    double mem_clock_MHz;       /* NVML: nvmlDeviceGetClockInfo(NVML_CLOCK_MEM)           */
+    double temperature_C;       /* NVML: nvmlDeviceGetTemperature(NVML_TEMPERATURE_GPU)   */
+    double throttle_reasons;    /* NVML: nvmlDeviceGetCurrentClocksThrottleReasons bit
+                                   mask (0: not throttled), as a number                  */
+} energy_device_state_t;
+
 /* What a read asks for. Power and counter are read in separate calls because NVML's
  * counter takes milliseconds, and each reading should carry the time it was taken. */
 enum { ENERGY_READ_POWER = 1, ENERGY_READ_COUNTER = 2 };
@@ -81,6 +91,8 @@ typedef struct energy_source_ops {
     /* Optional: adds what was learned while reading (an observed update period) to the
      * provenance; called once when sampling stops. */
     void (*finish)(void *impl, energy_provenance_t *prov);
+    /* Optional: the device's clocks and temperature now (energy_source_state). */
+    int (*state)(void *impl, int dev, energy_device_state_t *out, err_t *e);
 } energy_source_ops_t;
 
 typedef struct energy_source {
@@ -132,6 +144,12 @@ int energy_source_custom(const energy_source_ops_t *ops, void *impl,
                          energy_source_t **out, err_t *e);
 
 void energy_source_close(energy_source_t *s);
+
+/* Clocks and temperature of device `dev` now. Only NVML gives them: other sources (RAPL,
+ * replay, none) return ERR_UNAVAILABLE with a message saying so, and every field NAN. A
+ * reading NVML refuses for this card is NAN, not an error. */
+int energy_source_state(const energy_source_t *s, int dev, energy_device_state_t *out,
+                        err_t *e);
 
 /* Canonical PCI bus id "DDDDDDDD:BB:DD.F" (upper-case hex) from the forms NVML, CUDA
  * and sysfs print ("0000:1a:00.0", "00000000:1A:00.0", "1a:00.0"). */

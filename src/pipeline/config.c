@@ -114,6 +114,7 @@ PIPELINE_SECTION(ppo, ppo_opts_t, ppo_opts)
 PIPELINE_SECTION(sensitivity, sensitivity_opts_t, sensitivity_opts)
 PIPELINE_SECTION(phase_sensitivity, phase_sensitivity_opts_t, phase_sensitivity_opts)
 PIPELINE_SECTION(policies, policies_opts_t, policies_opts)
+PIPELINE_SECTION(compare, compare_opts_t, compare_opts)
 
 const pipeline_section_t pipeline_sections[] = {
     PIPELINE_ROW(data, "pairs drawn and split (HH-RLHF file or the synthetic task)"),
@@ -127,6 +128,7 @@ const pipeline_section_t pipeline_sections[] = {
     PIPELINE_ROW(sensitivity, "MX sensitivity matrix of the SFT model on the eval_prompts split"),
     PIPELINE_ROW(phase_sensitivity, "MX sensitivity per RLHF phase: rollout, reward, gradient"),
     PIPELINE_ROW(policies, "policies A-D derived from the matrix (greedy under a budget)"),
+    PIPELINE_ROW(compare, "PPO under each plan against the unquantized baseline, seeds interleaved"),
 };
 const int pipeline_nsections = NF(pipeline_sections);
 

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "data/split.h"
+#include "pipeline/compare.h"
 #include "profile/phase.h"
 #include "profile/policies.h"
 #include "profile/sensitivity.h"
@@ -71,6 +72,7 @@ typedef struct pipeline_config {
     sensitivity_opts_t sensitivity;
     phase_sensitivity_opts_t phase_sensitivity;
     policies_opts_t policies;
+    compare_opts_t compare;
 } pipeline_config_t;
 
 typedef struct pipeline_section {

@@ -9,6 +9,7 @@
 #include "data/synth.h"
 #include "pipeline/stage.h"
 #include "pipeline/baseline.h"
+#include "pipeline/stages_study.h"
 #include "rlhf/rm.h"
 #include "rlhf/sft.h"
 #include "tokenizer/tokenizer.h"
@@ -500,9 +501,9 @@ const pipeline_stage_t pipeline_stages[] = {
      "phase_sensitivity,ppo,rm", "data,sft,rm", true, stage_phase_sensitivity, NULL, NULL, NULL},
     {"policies", "policies A-D", "policies", "data,sft,sensitivity", true, stage_policies, NULL,
      NULL, NULL},
-    {"compare", "PPO under each policy against the baseline", "", "", true, NULL, NULL, NULL,
-     "policy_comparison.csv (issue 9)"},
-    {"report", "the study report", "", "", false, NULL, NULL, NULL,
-     "report.md with tables and SVG figures (issue 9)"},
+    {"compare", "PPO under each policy against the baseline", "ppo,compare,rm,judge",
+     "data,sft,rm,judge,policies", true, pipeline_stage_compare, NULL, NULL, NULL},
+    {"report", "the study report", "", "baseline,sensitivity,policies,compare", false,
+     pipeline_stage_report, NULL, pipeline_report_external, NULL},
 };
 const int pipeline_nstages = (int)(sizeof pipeline_stages / sizeof pipeline_stages[0]);

@@ -375,7 +375,8 @@ static int make_batch(ppo_t *P, const prompt_t *const *rows, int n, err_t *e)
 }
 
 /* The ground truth of row b's response (synthetic task), and its text. */
-static int ground_truth(ppo_t *P, const prompt_t *row, int b, double *score, char **text, err_t *e)
+static int ground_truth_exact(ppo_t *P, const prompt_t *row, int b, double *score,
+                              data_synth_score_t *exact, char **text, err_t *e)
 {
     *text = NULL;
     if (rlhf_decode_response(&P->text, P->resp + (size_t)b * P->max_new, P->resp_len[b], text, e))
@@ -385,8 +386,15 @@ static int ground_truth(ppo_t *P, const prompt_t *row, int b, double *score, cha
         data_synth_score_t sc;
         data_synth_score(*text, row->topic, &P->counter, &sc);
         *score = sc.value;
+        if (exact)
+            *exact = sc;
     }
     return ERR_OK;
+}
+
+static int ground_truth(ppo_t *P, const prompt_t *row, int b, double *score, char **text, err_t *e)
+{
+    return ground_truth_exact(P, row, b, score, NULL, text, e);
 }
 
 /* Reward-model scores of the current batch (n rows). */
@@ -401,10 +409,14 @@ static int rm_scores(ppo_t *P, int n, uint64_t pstep, float *out, err_t *e)
 
 /* ---- evaluation ------------------------------------------------------------------------------- */
 
+static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+
 /* One sample per held-out prompt from the current policy, with the same random numbers at
  * every evaluation; reward, ground truth and the sampled sequences' KL to the reference
- * (sum over response tokens of rollout log-prob minus reference log-prob). */
-static int evaluate(ppo_t *P, int steps_done, ppo_eval_t *ev, err_t *e)
+ * (sum over response tokens of rollout log-prob minus reference log-prob). With `samples`
+ * (a JSON array), one object per prompt is appended: the texts and their scores, for
+ * comparing policies prompt by prompt (eval_samples.jsonl). */
+static int evaluate(ppo_t *P, int steps_done, ppo_eval_t *ev, cJSON *samples, err_t *e)
 {
     memset(ev, 0, sizeof *ev);
     ev->step = steps_done;
@@ -431,9 +443,26 @@ static int evaluate(ppo_t *P, int steps_done, ppo_eval_t *ev, err_t *e)
                 kl += (double)P->roll_logp[(size_t)b * P->max_new + s] -
                       P->ref_logp[(size_t)b * T + p0 + s];
             double gt = NAN;
+            data_synth_score_t sc = {0};
             char *text;
-            if (ground_truth(P, rows[b], b, &gt, &text, e))
+            if (ground_truth_exact(P, rows[b], b, &gt, &sc, &text, e))
                 return e->code;
+            if (samples) {
+                cJSON *j = cJSON_CreateObject();
+                cJSON_AddNumberToObject(j, "step", steps_done);
+                cJSON_AddNumberToObject(j, "prompt_index", (double)(c * P->B + (size_t)b));
+                cJSON_AddStringToObject(j, "prompt", rows[b]->text);
+                cJSON_AddStringToObject(j, "response", text ? text : "");
+                cJSON_AddNumberToObject(j, "tokens", P->resp_len[b]);
+                cJSON_AddItemToObject(j, "score", num_or_null(P->scores[b]));
+                cJSON_AddItemToObject(j, "kl", num_or_null(kl));
+                cJSON_AddItemToObject(j, "data_synth_score", num_or_null(gt));
+                if (P->io->synthetic) {
+                    cJSON_AddNumberToObject(j, "data_synth_num", (double)sc.num);
+                    cJSON_AddNumberToObject(j, "data_synth_den", (double)sc.den);
+                }
+                cJSON_AddItemToArray(samples, j);
+            }
             free(text);
             sr += P->scores[b];
             ss += gt;
@@ -455,7 +484,6 @@ static int evaluate(ppo_t *P, int steps_done, ppo_eval_t *ev, err_t *e)
     return ERR_OK;
 }
 
-static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
 static cJSON *eval_json(const ppo_eval_t *ev)
 {
@@ -536,11 +564,12 @@ static int best_of_n(ppo_t *P, err_t *e)
     return ERR_OK;
 }
 
-static int run_eval(ppo_t *P, int steps_done, bool keep, ppo_eval_t *ev, err_t *e)
+static int run_eval(ppo_t *P, int steps_done, bool keep, ppo_eval_t *ev, cJSON *samples,
+                    err_t *e)
 {
     if (!P->nev)
         return ERR_OK;
-    if (evaluate(P, steps_done, ev, e))
+    if (evaluate(P, steps_done, ev, samples, e))
         return e->code;
     char truth[48] = "";
     if (P->io->synthetic)
@@ -1081,6 +1110,26 @@ static int write_final(ppo_t *P, const ppo_eval_t *last, err_t *e)
     return rc;
 }
 
+/* eval_samples.jsonl: the final evaluation's samples, one line per held-out prompt. */
+static int write_eval_samples(ppo_t *P, const cJSON *samples, err_t *e)
+{
+    char *path = out_path(P, PPO_EVAL_SAMPLES);
+    atomic_file_t af;
+    int rc = path ? atomic_open(&af, path, e) : err_set(e, ERR_NOMEM, "out of memory");
+    for (const cJSON *j = samples ? samples->child : NULL; !rc && j; j = j->next) {
+        char *line = cJSON_PrintUnformatted(j);
+        if (!line || fputs(line, af.fp) == EOF || fputc('\n', af.fp) == EOF)
+            rc = err_set(e, ERR_FAIL, "writing %s", path);
+        free(line);
+        if (rc)
+            atomic_abort(&af);
+    }
+    if (!rc)
+        rc = atomic_commit(&af, e);
+    free(path);
+    return rc;
+}
+
 static int save_models(ppo_t *P, err_t *e)
 {
     char *pd = out_path(P, "policy"), *cd = out_path(P, "critic");
@@ -1205,7 +1254,7 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
         rc = open_streams(&P, io->resume, start, e);
     if (!rc && !io->resume) {
         ppo_eval_t first;
-        rc = run_eval(&P, 0, true, &first, e);
+        rc = run_eval(&P, 0, true, &first, NULL, e);
         if (!rc && P.nev && o->best_of_n > 1)
             rc = best_of_n(&P, e);
     }
@@ -1214,7 +1263,7 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
         int done = step + 1;
         if (!rc && o->eval_every > 0 && done % o->eval_every == 0 && done < o->steps) {
             ppo_eval_t ev;
-            rc = run_eval(&P, done, true, &ev, e);
+            rc = run_eval(&P, done, true, &ev, NULL, e);
         }
         if (!rc && (done == o->steps || (o->checkpoint_every > 0 && done % o->checkpoint_every == 0))) {
             cJSON *state = state_json(&P, done);
@@ -1223,8 +1272,14 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
             cJSON_Delete(state);
         }
     }
+    cJSON *final_samples = cJSON_CreateArray();
+    if (!rc && !final_samples)
+        rc = err_set(e, ERR_NOMEM, "out of memory");
     if (!rc)
-        rc = run_eval(&P, o->steps, false, &last, e);
+        rc = run_eval(&P, o->steps, false, &last, final_samples, e);
+    if (!rc)
+        rc = write_eval_samples(&P, final_samples, e);
+    cJSON_Delete(final_samples);
     if (!rc)
         rc = write_final(&P, &last, e);
     if (!rc)

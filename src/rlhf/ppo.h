@@ -23,7 +23,8 @@
  *
  * Outputs in the output directory: training_stats.jsonl (one line per step, written as
  * the step ends), training_stats.json (every step, the options, evaluations and warnings,
- * at the end), samples.jsonl (each rollout's text and scores), eval.json, policy/ (the
+ * at the end), samples.jsonl (each rollout's text and scores), eval.json, eval_samples.jsonl (the final
+ * evaluation's samples, prompt by prompt), policy/ (the
  * trained policy as a Hugging Face directory with its value head and tokenizer.json),
  * critic/ (separate critic only), checkpoints/ (latest.json naming the newest complete
  * checkpoint), precision_<role>.json (resolved plans, with a plan). docs/ppo.md describes
@@ -154,5 +155,9 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
 
 #define PPO_STATS_JSONL "training_stats.jsonl"
 #define PPO_STATS_JSON "training_stats.json"
+/* The final evaluation's samples, one JSON line per held-out prompt: step, prompt_index,
+ * prompt, response, tokens, score (reward model), kl, data_synth_score (+ the exact
+ * data_synth_num / data_synth_den on the synthetic task). */
+#define PPO_EVAL_SAMPLES "eval_samples.jsonl"
 
 #endif

@@ -537,6 +537,15 @@ int rlhf_rm_evaluate_dir(backend_t *be, const rlhf_rm_opts_t *o, const char *rm_
                          const data_pair_t *const *pairs, size_t n, rlhf_rm_metrics_t *out,
                          float *chosen, float *rejected, err_t *e)
 {
+    return rlhf_rm_evaluate_dir_plan(be, o, rm_dir, NULL, NULL, pairs, n, out, chosen, rejected,
+                                     e);
+}
+
+int rlhf_rm_evaluate_dir_plan(backend_t *be, const rlhf_rm_opts_t *o, const char *rm_dir,
+                              const char *policies_path, const char *plan,
+                              const data_pair_t *const *pairs, size_t n, rlhf_rm_metrics_t *out,
+                              float *chosen, float *rejected, err_t *e)
+{
     tok_t *tok = NULL;
     rlhf_text_t text = {0};
     rm_data_t d = {0};
@@ -550,6 +559,8 @@ int rlhf_rm_evaluate_dir(backend_t *be, const rlhf_rm_opts_t *o, const char *rm_
                        .heads = QWEN2_HEAD_SCORE, .role = PREC_MODEL_REWARD, .head_seed = o->seed};
     if (!rc)
         rc = qwen2_open_dir(rm_dir, be, &qo, &m, e);
+    if (!rc && policies_path)
+        rc = qwen2_load_plan(m, policies_path, plan, NULL, e);
     if (!rc)
         rc = evaluate(m, &d, o->batch_size, text.eot_id, o->seed, out, chosen, rejected, e);
     qwen2_free(m);

@@ -84,6 +84,13 @@ int rlhf_rm_evaluate_dir(backend_t *be, const rlhf_rm_opts_t *o, const char *rm_
                          const data_pair_t *const *pairs, size_t n, rlhf_rm_metrics_t *out,
                          float *chosen, float *rejected, err_t *e);
 
+/* The same with the reward model under plan `plan` of policies_path (role reward, reward
+ * phase); policies_path NULL: unquantized. */
+int rlhf_rm_evaluate_dir_plan(backend_t *be, const rlhf_rm_opts_t *o, const char *rm_dir,
+                              const char *policies_path, const char *plan,
+                              const data_pair_t *const *pairs, size_t n, rlhf_rm_metrics_t *out,
+                              float *chosen, float *rejected, err_t *e);
+
 /* Pairs tokenized as the reward model reads them (rlhf/text.h: prompt, response, end of
  * turn), for callers that score them with a model of their own (the phase sensitivity,
  * profile/phase.h): c[i] the chosen, r[i] the rejected sequence of pair i. */

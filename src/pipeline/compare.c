@@ -1,0 +1,1161 @@
+/* compare: PPO under each plan against the unquantized baseline (compare.h). */
+#include "pipeline/compare.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <ftw.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "energy/source.h"
+#include "pipeline/baseline.h"
+#include "precision/precision.h"
+#include "profile/compare.h"
+#include "profile/modelled.h"
+#include "report/csv.h"
+#include "report/csv_read.h"
+#include "rlhf/train_common.h"
+#include "util/fs.h"
+#include "util/json.h"
+
+/* ---- options ----------------------------------------------------------------------------- */
+
+static const char *const order_names[] = {"rotate", "fixed", NULL};
+
+void compare_opts_default(compare_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->seeds = 3;
+    o->steps = 20;
+    snprintf(o->plans, sizeof o->plans, "baseline,A,B,C,D");
+    snprintf(o->control, sizeof o->control, "baseline");
+    o->order = COMPARE_ORDER_ROTATE;
+    o->eval_prompts = 64;
+    o->rm_eval_pairs = 1000;
+    snprintf(o->power_source, sizeof o->power_source, "auto");
+    o->interval_ms = 20;
+    o->idle_s = 2;
+    o->tolerance = 0.1;
+    o->keep_models = false;
+}
+
+#define CO(f) offsetof(compare_opts_t, f)
+static const rlhf_field_t compare_fields[] = {
+    {"seeds", RLHF_F_INT, CO(seeds), 1, 1000, NULL, 0},
+    {"steps", RLHF_F_INT, CO(steps), 1, 1e9, NULL, 0},
+    {"plans", RLHF_F_STRING, CO(plans), 0, 0, NULL, sizeof(((compare_opts_t *)0)->plans)},
+    {"control", RLHF_F_STRING, CO(control), 0, 0, NULL, sizeof(((compare_opts_t *)0)->control)},
+    {"order", RLHF_F_ENUM, CO(order), 0, 0, order_names, 0},
+    {"eval_prompts", RLHF_F_INT, CO(eval_prompts), 1, 1e9, NULL, 0},
+    {"rm_eval_pairs", RLHF_F_LONG, CO(rm_eval_pairs), 0, 1e12, NULL, 0},
+    {"power_source", RLHF_F_STRING, CO(power_source), 0, 0, NULL,
+     sizeof(((compare_opts_t *)0)->power_source)},
+    {"interval_ms", RLHF_F_DOUBLE, CO(interval_ms), 1, 60000, NULL, 0},
+    {"idle_s", RLHF_F_DOUBLE, CO(idle_s), 0, 3600, NULL, 0},
+    {"tolerance", RLHF_F_DOUBLE, CO(tolerance), 0, 10, NULL, 0},
+    {"keep_models", RLHF_F_BOOL, CO(keep_models), 0, 0, NULL, 0},
+};
+#define NCF ((int)(sizeof compare_fields / sizeof compare_fields[0]))
+
+int compare_plan_list(const char *list, char names[][64], int max, err_t *e)
+{
+    int n = 0;
+    for (const char *p = list;;) {
+        while (*p == ' ')
+            p++;
+        const char *q = strchr(p, ',');
+        size_t len = q ? (size_t)(q - p) : strlen(p);
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (!len || len >= 64) {
+            err_set(e, ERR_INPUT, "plans \"%s\": expected a comma-separated list of plan names",
+                    list);
+            return -1;
+        }
+        if (n == max) {
+            err_set(e, ERR_INPUT, "plans \"%s\": at most %d plans", list, max);
+            return -1;
+        }
+        snprintf(names[n], 64, "%.*s", (int)len, p);
+        if (!strcmp(names[n], COMPARE_UNQUANTIZED)) {
+            err_set(e, ERR_INPUT, "plans \"%s\": \"%s\" is the baseline every plan is compared "
+                    "with; it always runs and is not a plan", list, COMPARE_UNQUANTIZED);
+            return -1;
+        }
+        for (int i = 0; i < n; i++)
+            if (!strcmp(names[i], names[n])) {
+                err_set(e, ERR_INPUT, "plans \"%s\": \"%s\" is named twice", list, names[n]);
+                return -1;
+            }
+        n++;
+        if (!q)
+            break;
+        p = q + 1;
+    }
+    return n;
+}
+
+int compare_opts_from_json(const cJSON *obj, const char *ctx, compare_opts_t *o, err_t *e)
+{
+    compare_opts_t t = *o;
+    int rc = rlhf_fields_from_json(compare_fields, NCF, obj, ctx, &t, e);
+    if (rc)
+        return rc;
+    char names[COMPARE_MAX_PLANS - 1][64];
+    int n = compare_plan_list(t.plans, names, COMPARE_MAX_PLANS - 1, e);
+    if (n < 0)
+        return err_prefix(e, "%s: ", ctx);
+    bool found = false;
+    for (int i = 0; i < n; i++)
+        found |= !strcmp(names[i], t.control);
+    if (!found)
+        return err_set(e, ERR_INPUT, "%s: control \"%s\" is not among the plans \"%s\"", ctx,
+                       t.control, t.plans);
+    *o = t;
+    return ERR_OK;
+}
+
+cJSON *compare_opts_to_json(const compare_opts_t *o)
+{
+    return rlhf_fields_to_json(compare_fields, NCF, o);
+}
+
+/* ---- one run's record -------------------------------------------------------------------- */
+
+enum { PH_ROLL, PH_REW, PH_GRAD, PH_TOTAL, NPH };
+static const char *const phase_names[NPH] = {"rollout", "reward_inference", "gradient_update",
+                                             "total"};
+
+typedef struct sample {
+    char *prompt, *response;
+    double judge;
+    long long num, den;   /* ground truth, exact (den 0: none) */
+} sample_t;
+
+typedef struct run_rec {
+    int plan;             /* index into the plan table; 0 = unquantized */
+    int round;            /* seed index */
+    uint64_t seed;
+    char dir[640];
+    char started[32];
+    double wall_s, load0, load1;
+    int ndev;
+    energy_device_state_t st0[ENERGY_MAX_DEVICES], st1[ENERGY_MAX_DEVICES];
+    double runtime[NPH], energy[NPH], unc[NPH];
+    char source[512];
+    double final_reward, kl, truth_mean, judge_mean;
+    double win_judge, win_truth;
+    profile_cost_t cost[NPH];
+    int nsamples;
+    sample_t *samples;
+} run_rec_t;
+
+static void run_free(run_rec_t *r)
+{
+    for (int i = 0; i < r->nsamples; i++) {
+        free(r->samples[i].prompt);
+        free(r->samples[i].response);
+    }
+    free(r->samples);
+    r->samples = NULL;
+    r->nsamples = 0;
+}
+
+/* energy.csv: runtime, energy and its ± per phase (NAN: empty). */
+static int read_energy(run_rec_t *r, err_t *e)
+{
+    char *p = fs_join(r->dir, "energy.csv");
+    csv_table_t t;
+    int rc = p ? csv_load(p, &t, e) : err_set(e, ERR_NOMEM, "out of memory");
+    free(p);
+    if (rc)
+        return rc;
+    int cp, crt, cen, cun, csrc;
+    rc = csv_require_col(&t, "phase", &cp, e);
+    if (!rc)
+        rc = csv_require_col(&t, "runtime_s", &crt, e);
+    if (!rc)
+        rc = csv_require_col(&t, "energy_J", &cen, e);
+    if (!rc)
+        rc = csv_require_col(&t, "uncertainty_J", &cun, e);
+    if (!rc)
+        rc = csv_require_col(&t, "source", &csrc, e);
+    for (int k = 0; k < NPH; k++)
+        r->runtime[k] = r->energy[k] = r->unc[k] = NAN;
+    for (int i = 0; !rc && i < t.nrows; i++)
+        for (int k = 0; k < NPH && !rc; k++)
+            if (!strcmp(csv_cell(&t, i, cp), phase_names[k])) {
+                rc = csv_cell_double(&t, i, crt, &r->runtime[k], e);
+                if (!rc)
+                    rc = csv_cell_double(&t, i, cen, &r->energy[k], e);
+                if (!rc)
+                    rc = csv_cell_double(&t, i, cun, &r->unc[k], e);
+                if (!rc && k == PH_TOTAL)
+                    snprintf(r->source, sizeof r->source, "%s", csv_cell(&t, i, csrc));
+            }
+    csv_table_free(&t);
+    return rc;
+}
+
+static double jnum(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* A JSON-lines file, one callback per object. */
+static int each_line(const char *path, int (*fn)(void *ctx, const cJSON *j, err_t *e), void *ctx,
+                     err_t *e)
+{
+    char *buf;
+    size_t len;
+    int rc = fs_read_all(path, (size_t)1 << 30, &buf, &len, e);
+    if (rc)
+        return rc;
+    long line = 0;
+    for (char *p = buf; !rc && p < buf + len;) {
+        char *nl = memchr(p, '\n', (size_t)(buf + len - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(buf + len - p);
+        line++;
+        if (n) {
+            cJSON *j = cJSON_ParseWithLength(p, n);
+            if (!j)
+                rc = err_set(e, ERR_INPUT, "%s:%ld: not a JSON object", path, line);
+            else
+                rc = fn(ctx, j, e);
+            cJSON_Delete(j);
+        }
+        p += n + 1;
+    }
+    free(buf);
+    return rc;
+}
+
+static int add_sample(void *ctx, const cJSON *j, err_t *e)
+{
+    run_rec_t *r = ctx;
+    const cJSON *pi = cJSON_GetObjectItemCaseSensitive(j, "prompt_index");
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "response");
+    if (!cJSON_IsNumber(pi) || !cJSON_IsString(pr) || !cJSON_IsString(rs))
+        return err_set(e, ERR_INPUT, "%s/" PPO_EVAL_SAMPLES ": expected prompt_index, prompt and "
+                       "response in every line", r->dir);
+    if (pi->valueint != r->nsamples)
+        return err_set(e, ERR_INPUT, "%s/" PPO_EVAL_SAMPLES ": prompt_index %d where %d was "
+                       "expected", r->dir, pi->valueint, r->nsamples);
+    sample_t *v = realloc(r->samples, (size_t)(r->nsamples + 1) * sizeof *v);
+    if (!v)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    r->samples = v;
+    sample_t *s = &v[r->nsamples];
+    memset(s, 0, sizeof *s);
+    s->judge = NAN;
+    s->prompt = strdup(pr->valuestring);
+    s->response = strdup(rs->valuestring);
+    double num = jnum(j, "data_synth_num"), den = jnum(j, "data_synth_den");
+    if (isfinite(num) && isfinite(den) && den > 0) {
+        s->num = (long long)num;
+        s->den = (long long)den;
+    }
+    r->nsamples++;
+    return s->prompt && s->response ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
+}
+
+typedef struct max_tokens {
+    int nsteps;
+    double *dmax;   /* per step (1-based step - 1) */
+} max_tokens_t;
+
+static int add_rollout(void *ctx, const cJSON *j, err_t *e)
+{
+    (void)e;
+    max_tokens_t *m = ctx;
+    double step = jnum(j, "step"), tok = jnum(j, "tokens");
+    int s = (int)step - 1;
+    if (s >= 0 && s < m->nsteps && isfinite(tok) && tok > m->dmax[s])
+        m->dmax[s] = tok;
+    return ERR_OK;
+}
+
+/* ---- plans and their tables -------------------------------------------------------------- */
+
+typedef struct plan_info {
+    char name[64];
+    bool quantized;      /* false: the unquantized baseline (no tables) */
+    prec_table_t t_policy, t_ref, t_rm;
+    bool have_tables;
+    char execution[NPH][16];
+    double rm_acc, rm_acc_ci;
+    long rm_pairs;
+} plan_info_t;
+
+/* "native" or "emulated" for what a phase computes under these tables on this backend: MX
+ * formats are fake-quantized on every backend (emulated); 16-bit types run natively on
+ * cuda's tensor cores and are rounded in fp32 on the CPU. */
+static const char *exec_of(const prec_table_t *const *t, const prec_phase_t *ph, int n,
+                           bool all_ops, const char *backend)
+{
+    bool mx = false, half = false;
+    for (int k = 0; k < n; k++) {
+        if (!t[k])
+            continue;
+        if (prec_compute_for(t[k], ph[k]) != PREC_COMPUTE_FP32)
+            half = true;
+        for (int i = 0; i < t[k]->nlayers; i++)
+            for (int op = 0; op < (all_ops ? PREC_OPERAND_COUNT : 2); op++) {
+                const mx_spec_t *s = prec_spec(t[k], i, ph[k], (prec_operand_t)op);
+                if (mx_format_info(s->format)->is_mx)
+                    mx = true;
+                else if (s->format != MX_FP32)
+                    half = true;
+            }
+    }
+    if (mx)
+        return "emulated";
+    if (half)
+        return strcmp(backend, "cuda") ? "emulated" : "native";
+    return "native";
+}
+
+static void plan_execution(plan_info_t *p, const char *backend)
+{
+    const prec_table_t *tp = p->have_tables ? &p->t_policy : NULL;
+    const prec_table_t *tr = p->have_tables ? &p->t_ref : NULL;
+    const prec_table_t *tm = p->have_tables ? &p->t_rm : NULL;
+    const prec_table_t *roll[1] = {tp}, *rew[3] = {tp, tr, tm}, *grad[1] = {tp};
+    prec_phase_t proll[1] = {PREC_ROLLOUT}, prew[3] = {PREC_GRADIENT, PREC_REWARD, PREC_REWARD},
+                 pgrad[1] = {PREC_GRADIENT};
+    snprintf(p->execution[PH_ROLL], 16, "%s", exec_of(roll, proll, 1, false, backend));
+    snprintf(p->execution[PH_REW], 16, "%s", exec_of(rew, prew, 3, false, backend));
+    snprintf(p->execution[PH_GRAD], 16, "%s", exec_of(grad, pgrad, 1, true, backend));
+    bool same = !strcmp(p->execution[0], p->execution[1]) && !strcmp(p->execution[1], p->execution[2]);
+    snprintf(p->execution[PH_TOTAL], 16, "%s", same ? p->execution[0] : "mixed");
+}
+
+static int resolve_tables(plan_info_t *p, const prec_policies_t *pol, const profile_layers_t *lp,
+                          const profile_layers_t *lr, const profile_layers_t *lm, err_t *e)
+{
+    const prec_plan_t *plan;
+    int rc = prec_plan_find(pol, p->name, &plan, e);
+    if (!rc)
+        rc = prec_resolve(plan, pol->path, PREC_MODEL_POLICY, (const char *const *)lp->names,
+                          lp->n, &p->t_policy, e);
+    if (!rc)
+        rc = prec_resolve(plan, pol->path, PREC_MODEL_REFERENCE, (const char *const *)lr->names,
+                          lr->n, &p->t_ref, e);
+    if (!rc)
+        rc = prec_resolve(plan, pol->path, PREC_MODEL_REWARD, (const char *const *)lm->names,
+                          lm->n, &p->t_rm, e);
+    p->have_tables = !rc;
+    if (rc) {
+        prec_table_free(&p->t_policy);
+        prec_table_free(&p->t_ref);
+        prec_table_free(&p->t_rm);
+    }
+    return rc;
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int rmtree(const char *dir, err_t *e)
+{
+    if (!fs_exists(dir))
+        return ERR_OK;
+    if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return err_errno(e, ERR_FAIL, "removing %s", dir);
+    return ERR_OK;
+}
+
+/* Run directories of an earlier comparison ("NN-PLAN-seedS") that this one would not
+ * overwrite (fewer seeds or plans): removed, so runs/ holds this comparison's runs only.
+ * Other entries (the command's data/) stay. */
+static int clear_old_runs(const char *out_dir, err_t *e)
+{
+    char *runs = fs_join(out_dir, "runs");
+    DIR *d = runs ? opendir(runs) : NULL;
+    int rc = runs ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
+    struct dirent *de;
+    while (!rc && d && (de = readdir(d))) {
+        const char *n = de->d_name;
+        if (!isdigit((unsigned char)n[0]) || !isdigit((unsigned char)n[1]) || n[2] != '-' ||
+            !strstr(n, "-seed"))
+            continue;
+        char *p = fs_join(runs, n);
+        rc = p ? rmtree(p, e) : err_set(e, ERR_NOMEM, "out of memory");
+        free(p);
+    }
+    if (d)
+        closedir(d);
+    free(runs);
+    return rc;
+}
+
+static double load1(void)
+{
+    double l[3];
+    return getloadavg(l, 3) >= 1 ? l[0] : NAN;
+}
+
+static void utc_now(char *buf, size_t cap)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void read_states(energy_source_t *src, energy_device_state_t *st, int *ndev)
+{
+    *ndev = src ? src->prov.ndev : 0;
+    for (int d = 0; d < *ndev; d++) {
+        err_t e = ERR_INIT;
+        energy_source_state(src, d, &st[d], &e);
+    }
+}
+
+/* Worst case over devices (min clock, max temperature, OR of throttle bits as a number). */
+static void state_summary(const energy_device_state_t *st, int n, energy_device_state_t *out)
+{
+    out->sm_clock_MHz = out->mem_clock_MHz = out->temperature_C = out->throttle_reasons = NAN;
+    for (int d = 0; d < n; d++) {
+        if (isfinite(st[d].sm_clock_MHz) && !(st[d].sm_clock_MHz >= out->sm_clock_MHz))
+            out->sm_clock_MHz = st[d].sm_clock_MHz;
+        if (isfinite(st[d].mem_clock_MHz) && !(st[d].mem_clock_MHz >= out->mem_clock_MHz))
+            out->mem_clock_MHz = st[d].mem_clock_MHz;
+        if (isfinite(st[d].temperature_C) && !(st[d].temperature_C <= out->temperature_C))
+            out->temperature_C = st[d].temperature_C;
+        if (isfinite(st[d].throttle_reasons))
+            out->throttle_reasons = (double)((unsigned long long)(isfinite(out->throttle_reasons)
+                                                                       ? out->throttle_reasons
+                                                                       : 0) |
+                                             (unsigned long long)st[d].throttle_reasons);
+    }
+}
+
+static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+
+static cJSON *state_json(const energy_device_state_t *st, int n, const energy_source_t *src)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int d = 0; d < n; d++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "device", src->prov.dev[d].label);
+        cJSON_AddItemToObject(o, "sm_clock_MHz", num_or_null(st[d].sm_clock_MHz));
+        cJSON_AddItemToObject(o, "mem_clock_MHz", num_or_null(st[d].mem_clock_MHz));
+        cJSON_AddItemToObject(o, "temperature_C", num_or_null(st[d].temperature_C));
+        cJSON_AddItemToObject(o, "throttle_reasons", num_or_null(st[d].throttle_reasons));
+        cJSON_AddItemToArray(a, o);
+    }
+    return a;
+}
+
+/* ---- modelled cost of one run -------------------------------------------------------------- */
+
+static int run_cost(run_rec_t *r, const plan_info_t *p, const profile_layers_t *lp,
+                    const profile_layers_t *lr, const profile_layers_t *lm, const ppo_opts_t *o,
+                    err_t *e)
+{
+    char *sp = fs_join(r->dir, PPO_STATS_JSON), *rp = fs_join(r->dir, "samples.jsonl");
+    cJSON *root = NULL;
+    max_tokens_t mt = {0, NULL};
+    int rc = sp && rp ? json_load_file(sp, 1u << 30, &root, e) : err_set(e, ERR_NOMEM, "oom");
+    const cJSON *steps = rc ? NULL : cJSON_GetObjectItemCaseSensitive(root, "steps");
+    if (!rc && !cJSON_IsArray(steps))
+        rc = err_set(e, ERR_INPUT, "%s: field \"steps\" is missing (expected an array)", sp);
+    if (!rc) {
+        mt.nsteps = cJSON_GetArraySize(steps);
+        mt.dmax = calloc((size_t)mt.nsteps + 1, sizeof *mt.dmax);
+        rc = mt.dmax ? each_line(rp, add_rollout, &mt, e) : err_set(e, ERR_NOMEM, "oom");
+    }
+    memset(r->cost, 0, sizeof r->cost);
+    profile_ppo_models_t m = {lp, lr, lm, p->have_tables ? &p->t_policy : NULL,
+                              p->have_tables ? &p->t_ref : NULL, p->have_tables ? &p->t_rm : NULL};
+    int k = 0;
+    for (const cJSON *s = rc ? NULL : steps->child; s; s = s->next, k++) {
+        double q = jnum(s, "tokens/queries_len_mean"), a = jnum(s, "tokens/responses_len_mean");
+        if (!isfinite(q) || !isfinite(a)) {
+            rc = err_set(e, ERR_INPUT, "%s: step %d lacks tokens/queries_len_mean or "
+                         "tokens/responses_len_mean", sp, k + 1);
+            break;
+        }
+        profile_ppo_step_t st = {o->batch_size, q * o->batch_size, a * o->batch_size,
+                                 mt.dmax[k] > 0 ? mt.dmax[k] : o->max_new_tokens, o->ppo_epochs,
+                                 o->batch_size / o->mini_batch_size};
+        profile_cost_ppo_step(&m, &st, r->cost);
+    }
+    for (int ph = 0; !rc && ph < PROFILE_NPHASES; ph++)
+        profile_cost_add(&r->cost[PH_TOTAL], &r->cost[ph], 1);
+    cJSON_Delete(root);
+    free(mt.dmax);
+    free(sp);
+    free(rp);
+    return rc;
+}
+
+/* ---- judging ------------------------------------------------------------------------------ */
+
+/* The judge's score of every run's final samples, two runs per pair list entry (one
+ * model load for everything). */
+static int judge_runs(const pipeline_compare_t *c, run_rec_t *runs, int nruns, err_t *e)
+{
+    size_t total = 0;
+    for (int i = 0; i < nruns; i += 2)
+        total += (size_t)runs[i].nsamples;
+    data_pair_t *pairs = calloc(total + 1, sizeof *pairs);
+    const data_pair_t **pp = calloc(total + 1, sizeof *pp);
+    float *ca = calloc(total + 1, sizeof *ca), *cb = calloc(total + 1, sizeof *cb);
+    int rc = pairs && pp && ca && cb ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    for (int i = 0; !rc && i < nruns; i += 2) {
+        run_rec_t *a = &runs[i], *b = &runs[i + 1 < nruns ? i + 1 : i];
+        if (a->nsamples != b->nsamples) {
+            rc = err_set(e, ERR_FAIL, "%s and %s hold %d and %d evaluation samples", a->dir,
+                         b->dir, a->nsamples, b->nsamples);
+            break;
+        }
+        for (int s = 0; s < a->nsamples; s++, k++) {
+            pairs[k].prompt = a->samples[s].prompt;
+            pairs[k].chosen = a->samples[s].response;
+            pairs[k].rejected = b->samples[s].response;
+            pp[k] = &pairs[k];
+        }
+    }
+    rlhf_rm_metrics_t m;
+    if (!rc && total)
+        rc = rlhf_rm_evaluate_dir(c->be, c->judge_opts, c->judge_dir, pp, total, &m, ca, cb, e);
+    k = 0;
+    for (int i = 0; !rc && i < nruns; i += 2) {
+        run_rec_t *a = &runs[i], *b = &runs[i + 1 < nruns ? i + 1 : i];
+        for (int s = 0; s < a->nsamples; s++, k++) {
+            a->samples[s].judge = ca[k];
+            b->samples[s].judge = cb[k];
+        }
+    }
+    free(pairs);
+    free(pp);
+    free(ca);
+    free(cb);
+    return rc ? err_prefix(e, "judge %s: ", c->judge_dir) : ERR_OK;
+}
+
+static int cmp_exact(const sample_t *a, const sample_t *b)
+{
+    if (!a->den || !b->den)
+        return 2; /* no ground truth */
+    long double l = (long double)a->num * b->den, r = (long double)b->num * a->den;
+    return l > r ? 1 : l < r ? -1 : 0;
+}
+
+/* Win rates of run a against the baseline run b, prompt by prompt (identical texts tie). */
+static void win_rates(run_rec_t *a, const run_rec_t *b, bool synthetic)
+{
+    int n = a->nsamples < b->nsamples ? a->nsamples : b->nsamples;
+    int *cj = calloc((size_t)n + 1, sizeof *cj), *ct = calloc((size_t)n + 1, sizeof *ct);
+    double js = 0, ts = 0;
+    bool truth = synthetic && n > 0;
+    for (int i = 0; cj && ct && i < n; i++) {
+        const sample_t *x = &a->samples[i], *y = &b->samples[i];
+        bool same = !strcmp(x->response, y->response);
+        cj[i] = same ? 0 : profile_cmp(x->judge, y->judge);
+        int t = same ? 0 : cmp_exact(x, y);
+        if (t == 2)
+            truth = false;
+        ct[i] = t;
+        js += x->judge;
+        if (x->den)
+            ts += (double)x->num / (double)x->den;
+    }
+    a->win_judge = cj && ct ? profile_win_rate(cj, n) : NAN;
+    a->win_truth = cj && ct && truth ? profile_win_rate(ct, n) : NAN;
+    a->judge_mean = n ? js / n : NAN;
+    if (!truth)
+        a->truth_mean = NAN;
+    else if (n)
+        a->truth_mean = ts / n;
+    free(cj);
+    free(ct);
+}
+
+/* ---- output ------------------------------------------------------------------------------- */
+
+static const char *const csv_columns[] = {
+    "plan", "phase", "seeds", "steps", "execution",
+    "runtime_s", "runtime_s_ci95", "runtime_ratio", "runtime_ratio_ci95",
+    "energy_J", "energy_J_ci95", "energy_uncertainty_J", "energy_ratio", "energy_ratio_ci95",
+    "avg_power_W",
+    "modelled_traffic_bytes", "modelled_traffic_bf16_bytes", "modelled_traffic_ratio",
+    "modelled_macs", "modelled_macs_4bit", "modelled_macs_6bit", "modelled_macs_8bit",
+    "modelled_macs_16bit", "modelled_macs_32bit",
+    "final_reward", "final_reward_ci95", "kl", "kl_ci95",
+    "judge_score", "judge_score_ci95", "true_score", "true_score_ci95",
+    "win_rate_judge", "win_rate_judge_ci95", "win_rate_true", "win_rate_true_ci95",
+    "rm_accuracy", "rm_accuracy_ci95", "rm_eval_pairs", "eval_prompts", "energy_source", NULL};
+
+typedef struct plan_stats {
+    profile_stat_t runtime[NPH], runtime_ratio[NPH], energy[NPH], energy_ratio[NPH], unc[NPH];
+    profile_cost_t cost[NPH];   /* mean over seeds */
+    profile_stat_t reward, kl, judge, truth, win_judge, win_truth;
+} plan_stats_t;
+
+static void gather(const run_rec_t *runs, int nruns, int plan, int seeds, double *out,
+                   size_t off)
+{
+    for (int s = 0; s < seeds; s++)
+        out[s] = NAN;
+    for (int i = 0; i < nruns; i++)
+        if (runs[i].plan == plan)
+            out[runs[i].round] = *(const double *)((const char *)&runs[i] + off);
+}
+
+static void plan_stats(const run_rec_t *runs, int nruns, int plan, int seeds, plan_stats_t *ps)
+{
+    double x[seeds], base[seeds];
+    memset(ps, 0, sizeof *ps);
+    for (int k = 0; k < NPH; k++) {
+        gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, runtime) + k * sizeof(double));
+        gather(runs, nruns, 0, seeds, base, offsetof(run_rec_t, runtime) + k * sizeof(double));
+        ps->runtime[k] = profile_stat(x, seeds);
+        ps->runtime_ratio[k] = profile_ratio_stat(x, base, seeds);
+        gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, energy) + k * sizeof(double));
+        gather(runs, nruns, 0, seeds, base, offsetof(run_rec_t, energy) + k * sizeof(double));
+        ps->energy[k] = profile_stat(x, seeds);
+        ps->energy_ratio[k] = profile_ratio_stat(x, base, seeds);
+        gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, unc) + k * sizeof(double));
+        ps->unc[k] = profile_stat(x, seeds);
+        int n = 0;
+        for (int i = 0; i < nruns; i++)
+            if (runs[i].plan == plan) {
+                profile_cost_add(&ps->cost[k], &runs[i].cost[k], 1);
+                n++;
+            }
+        if (n) {
+            profile_cost_t z = {0};
+            profile_cost_add(&z, &ps->cost[k], 1.0 / n);
+            ps->cost[k] = z;
+        }
+    }
+    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, final_reward));
+    ps->reward = profile_stat(x, seeds);
+    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, kl));
+    ps->kl = profile_stat(x, seeds);
+    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, judge_mean));
+    ps->judge = profile_stat(x, seeds);
+    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, truth_mean));
+    ps->truth = profile_stat(x, seeds);
+    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, win_judge));
+    ps->win_judge = profile_stat(x, seeds);
+    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, win_truth));
+    ps->win_truth = profile_stat(x, seeds);
+}
+
+static double ratio(double a, double b) { return isfinite(a) && isfinite(b) && b > 0 ? a / b : NAN; }
+
+static int write_comparison_csv(const char *path, const plan_info_t *plans, int nplans,
+                                const run_rec_t *runs, int nruns, const compare_opts_t *co,
+                                const char *source, int eval_prompts, err_t *e)
+{
+    csv_writer_t w;
+    int rc = csv_open(&w, path, e);
+    if (rc)
+        return rc;
+    csv_header(&w, csv_columns);
+    for (int p = 0; p < nplans; p++) {
+        plan_stats_t ps;
+        plan_stats(runs, nruns, p, co->seeds, &ps);
+        for (int k = 0; k < NPH; k++) {
+            bool tot = k == PH_TOTAL;
+            const profile_cost_t *c = &ps.cost[k];
+            csv_str(&w, plans[p].name);
+            csv_str(&w, phase_names[k]);
+            csv_int(&w, ps.runtime[k].n);
+            csv_int(&w, co->steps);
+            csv_str(&w, plans[p].execution[k]);
+            csv_num(&w, ps.runtime[k].mean);
+            csv_num(&w, ps.runtime[k].ci95);
+            csv_num(&w, ps.runtime_ratio[k].mean);
+            csv_num(&w, ps.runtime_ratio[k].ci95);
+            csv_num(&w, ps.energy[k].mean);
+            csv_num(&w, ps.energy[k].ci95);
+            csv_num(&w, ps.unc[k].mean);
+            csv_num(&w, ps.energy_ratio[k].mean);
+            csv_num(&w, ps.energy_ratio[k].ci95);
+            csv_num(&w, ratio(ps.energy[k].mean, ps.runtime[k].mean));
+            csv_num(&w, c->bytes);
+            csv_num(&w, c->bytes_bf16);
+            csv_num(&w, ratio(c->bytes, c->bytes_bf16));
+            csv_num(&w, c->macs);
+            for (int b = 0; b < PROFILE_NWIDTHS; b++)
+                csv_num(&w, c->macs_by_width[b]);
+            csv_num(&w, tot ? ps.reward.mean : NAN);
+            csv_num(&w, tot ? ps.reward.ci95 : NAN);
+            csv_num(&w, tot ? ps.kl.mean : NAN);
+            csv_num(&w, tot ? ps.kl.ci95 : NAN);
+            csv_num(&w, tot ? ps.judge.mean : NAN);
+            csv_num(&w, tot ? ps.judge.ci95 : NAN);
+            csv_num(&w, tot ? ps.truth.mean : NAN);
+            csv_num(&w, tot ? ps.truth.ci95 : NAN);
+            csv_num(&w, tot ? ps.win_judge.mean : NAN);
+            csv_num(&w, tot ? ps.win_judge.ci95 : NAN);
+            csv_num(&w, tot ? ps.win_truth.mean : NAN);
+            csv_num(&w, tot ? ps.win_truth.ci95 : NAN);
+            csv_num(&w, tot ? plans[p].rm_acc : NAN);
+            csv_num(&w, tot ? plans[p].rm_acc_ci : NAN);
+            if (tot)
+                csv_int(&w, plans[p].rm_pairs);
+            else
+                csv_str(&w, NULL);
+            if (tot)
+                csv_int(&w, eval_prompts);
+            else
+                csv_str(&w, NULL);
+            csv_str(&w, source);
+            csv_endrow(&w);
+        }
+    }
+    return csv_commit(&w, e);
+}
+
+static int write_runs_csv(const char *path, const plan_info_t *plans, const run_rec_t *runs,
+                          const int *order, int nruns, err_t *e)
+{
+    static const char *const cols[] = {
+        "order", "plan", "seed", "dir", "started_utc", "wall_s", "load_1min_start",
+        "load_1min_end", "rollout_s", "reward_inference_s", "gradient_update_s", "total_s",
+        "rollout_J", "reward_inference_J", "gradient_update_J", "total_J", "final_reward", "kl",
+        "judge_score", "true_score", "win_rate_judge", "win_rate_true", "sm_clock_MHz_start",
+        "sm_clock_MHz_end", "mem_clock_MHz_start", "mem_clock_MHz_end", "temperature_C_start",
+        "temperature_C_end", "throttle_reasons_start", "throttle_reasons_end", NULL};
+    csv_writer_t w;
+    int rc = csv_open(&w, path, e);
+    if (rc)
+        return rc;
+    csv_header(&w, cols);
+    for (int k = 0; k < nruns; k++) {
+        const run_rec_t *r = &runs[order[k]];
+        energy_device_state_t a, b;
+        state_summary(r->st0, r->ndev, &a);
+        state_summary(r->st1, r->ndev, &b);
+        csv_int(&w, k + 1);
+        csv_str(&w, plans[r->plan].name);
+        csv_int(&w, (long long)r->seed);
+        csv_str(&w, r->dir);
+        csv_str(&w, r->started);
+        csv_num(&w, r->wall_s);
+        csv_num(&w, r->load0);
+        csv_num(&w, r->load1);
+        for (int p = 0; p < NPH; p++)
+            csv_num(&w, r->runtime[p]);
+        for (int p = 0; p < NPH; p++)
+            csv_num(&w, r->energy[p]);
+        csv_num(&w, r->final_reward);
+        csv_num(&w, r->kl);
+        csv_num(&w, r->judge_mean);
+        csv_num(&w, r->truth_mean);
+        csv_num(&w, r->win_judge);
+        csv_num(&w, r->win_truth);
+        csv_num(&w, a.sm_clock_MHz);
+        csv_num(&w, b.sm_clock_MHz);
+        csv_num(&w, a.mem_clock_MHz);
+        csv_num(&w, b.mem_clock_MHz);
+        csv_num(&w, a.temperature_C);
+        csv_num(&w, b.temperature_C);
+        csv_num(&w, a.throttle_reasons);
+        csv_num(&w, b.throttle_reasons);
+        csv_endrow(&w);
+    }
+    return csv_commit(&w, e);
+}
+
+static cJSON *stat_json(const profile_stat_t *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n", s->n);
+    cJSON_AddItemToObject(o, "mean", num_or_null(s->mean));
+    cJSON_AddItemToObject(o, "ci95", num_or_null(s->ci95));
+    return o;
+}
+
+/* ---- the run ------------------------------------------------------------------------------- */
+
+typedef struct ctx {
+    const compare_opts_t *co;
+    const pipeline_compare_t *c;
+    plan_info_t plans[COMPARE_MAX_PLANS];
+    int nplans, control;
+    prec_policies_t pol;
+    profile_layers_t lp, lr, lm;
+    run_rec_t *runs;
+    int nruns, *order;
+    energy_source_t *state_src;
+    char state_note[512];
+} ctx_t;
+
+static void logf_(const pipeline_compare_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void logf_(const pipeline_compare_t *c, const char *fmt, ...)
+{
+    if (!c->log)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("mxrlhf compare: ", c->log);
+    vfprintf(c->log, fmt, ap);
+    fputc('\n', c->log);
+    va_end(ap);
+    fflush(c->log);
+}
+
+static int setup(ctx_t *x, err_t *e)
+{
+    const pipeline_compare_t *c = x->c;
+    char names[COMPARE_MAX_PLANS - 1][64];
+    int n = compare_plan_list(x->co->plans, names, COMPARE_MAX_PLANS - 1, e);
+    if (n < 0)
+        return e->code;
+    x->nplans = n + 1;
+    snprintf(x->plans[0].name, 64, "%s", COMPARE_UNQUANTIZED);
+    x->control = -1;
+    for (int i = 0; i < n; i++) {
+        snprintf(x->plans[i + 1].name, 64, "%s", names[i]);
+        x->plans[i + 1].quantized = true;
+        if (!strcmp(names[i], x->co->control))
+            x->control = i + 1;
+    }
+    if (x->control < 0)
+        return err_set(e, ERR_INPUT, "the control plan \"%s\" is not among the plans \"%s\"",
+                       x->co->control, x->co->plans);
+    int rc = prec_policies_load(c->policies_path, &x->pol, e);
+    qwen2_config_t cp, cr;
+    char *pc = fs_join(c->policy_dir, "config.json"), *rcfg = fs_join(c->reward_dir, "config.json");
+    if (!rc)
+        rc = pc && rcfg ? qwen2_config_load(pc, &cp, e) : err_set(e, ERR_NOMEM, "oom");
+    if (!rc)
+        rc = qwen2_config_load(rcfg, &cr, e);
+    free(pc);
+    free(rcfg);
+    if (!rc)
+        rc = profile_layers_make(&cp, QWEN2_HEAD_LM | QWEN2_HEAD_VALUE, &x->lp, e);
+    if (!rc)
+        rc = profile_layers_make(&cp, QWEN2_HEAD_LM, &x->lr, e);
+    if (!rc)
+        rc = profile_layers_make(&cr, QWEN2_HEAD_SCORE, &x->lm, e);
+    for (int i = 1; !rc && i < x->nplans; i++)
+        rc = resolve_tables(&x->plans[i], &x->pol, &x->lp, &x->lr, &x->lm, e);
+    for (int i = 0; !rc && i < x->nplans; i++)
+        plan_execution(&x->plans[i], c->backend_name ? c->backend_name : "cpu");
+    if (rc)
+        return rc;
+    /* the order: seed-major rounds, rotated */
+    x->nruns = x->nplans * x->co->seeds;
+    x->runs = calloc((size_t)x->nruns, sizeof *x->runs);
+    x->order = calloc((size_t)x->nruns, sizeof *x->order);
+    if (!x->runs || !x->order)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    for (int r = 0, k = 0; r < x->co->seeds; r++)
+        for (int j = 0; j < x->nplans; j++, k++) {
+            int p = x->co->order == COMPARE_ORDER_ROTATE ? (j + r) % x->nplans : j;
+            run_rec_t *rr = &x->runs[r * x->nplans + p];
+            rr->plan = p;
+            rr->round = r;
+            x->order[k] = r * x->nplans + p;
+        }
+    /* clocks and temperature: a source of our own, opened like the runs' */
+    energy_source_opts_t so;
+    memset(&so, 0, sizeof so);
+    energy_source_opts_from_env(&so);
+    so.devices = c->devices;
+    err_t se = ERR_INIT;
+    if (energy_source_open(x->co->power_source, &so, &x->state_src, &se)) {
+        x->state_src = NULL;
+        snprintf(x->state_note, sizeof x->state_note, "absent: %s", se.msg);
+    } else {
+        energy_device_state_t st;
+        if (x->state_src->prov.ndev == 0 || energy_source_state(x->state_src, 0, &st, &se))
+            snprintf(x->state_note, sizeof x->state_note, "absent: %s",
+                     x->state_src->prov.ndev ? se.msg : "the source has no devices (no sensor)");
+        else
+            snprintf(x->state_note, sizeof x->state_note, "read from %s before and after each "
+                     "run", x->state_src->prov.kind);
+    }
+    return ERR_OK;
+}
+
+static int one_run(ctx_t *x, int k, const ppo_opts_t *base, err_t *e)
+{
+    const pipeline_compare_t *c = x->c;
+    run_rec_t *r = &x->runs[x->order[k]];
+    const plan_info_t *p = &x->plans[r->plan];
+    ppo_opts_t o = *base;
+    o.steps = x->co->steps;
+    o.seed = base->seed + (uint64_t)r->round;
+    o.checkpoint_every = 0;
+    o.best_of_n = 0;
+    o.eval_every = 0;
+    o.eval_prompts = x->co->eval_prompts;
+    r->seed = o.seed;
+    snprintf(r->dir, sizeof r->dir, "%s/runs/%02d-%s-seed%llu", c->out_dir, k + 1, p->name,
+             (unsigned long long)o.seed);
+    bool sensor = x->state_src && strcmp(x->state_src->prov.kind, "none");
+    pipeline_baseline_t b = {
+        .be = c->be, .policy_dir = c->policy_dir, .reward_dir = c->reward_dir,
+        .prompts = c->prompts, .n_prompts = c->n_prompts, .eval_prompts = c->eval_prompts,
+        .n_eval = c->n_eval, .synthetic = c->synthetic, .out_dir = r->dir,
+        .power_source = x->co->power_source, .devices = c->devices,
+        .interval_s = x->co->interval_ms / 1000, .idle_s = sensor ? x->co->idle_s : 0,
+        .policies_path = p->quantized ? c->policies_path : NULL,
+        .plan = p->quantized ? p->name : NULL, .log = NULL};
+    logf_(c, "run %d/%d: %s, seed %llu -> %s", k + 1, x->nruns, p->name,
+          (unsigned long long)o.seed, r->dir);
+    int rc = rmtree(r->dir, e);
+    utc_now(r->started, sizeof r->started);
+    r->load0 = load1();
+    read_states(x->state_src, r->st0, &r->ndev);
+    double t0 = rlhf_now();
+    rlhf_ppo_result_t res;
+    if (!rc)
+        rc = pipeline_baseline_run(&o, &b, &res, e);
+    r->wall_s = rlhf_now() - t0;
+    read_states(x->state_src, r->st1, &r->ndev);
+    r->load1 = load1();
+    if (rc)
+        return err_prefix(e, "run %s: ", r->dir);
+    r->final_reward = res.last.reward_mean;
+    r->kl = res.last.kl_mean;
+    r->truth_mean = res.last.synth_score_mean;
+    char *sp = fs_join(r->dir, PPO_EVAL_SAMPLES);
+    rc = sp ? read_energy(r, e) : err_set(e, ERR_NOMEM, "out of memory");
+    if (!rc)
+        rc = each_line(sp, add_sample, r, e);
+    free(sp);
+    if (!rc)
+        rc = run_cost(r, p, &x->lp, &x->lr, &x->lm, &o, e);
+    if (!rc && !x->co->keep_models) {
+        char *pd = fs_join(r->dir, "policy"), *cd = fs_join(r->dir, "checkpoints"),
+             *kd = fs_join(r->dir, "critic");
+        rc = pd && cd && kd ? rmtree(pd, e) : err_set(e, ERR_NOMEM, "out of memory");
+        if (!rc)
+            rc = rmtree(cd, e);
+        if (!rc)
+            rc = rmtree(kd, e);
+        free(pd);
+        free(cd);
+        free(kd);
+    }
+    if (!rc) {
+        char en[64] = "no sensor";
+        if (isfinite(r->energy[PH_TOTAL]))
+            snprintf(en, sizeof en, "%.1f J", r->energy[PH_TOTAL]);
+        logf_(c, "  %.1f s (phases %.1f / %.1f / %.1f s), %s; final reward %.4f, KL %.3f",
+              r->wall_s, r->runtime[PH_ROLL], r->runtime[PH_REW], r->runtime[PH_GRAD], en,
+              r->final_reward, r->kl);
+    }
+    return rc;
+}
+
+static int rm_accuracy(ctx_t *x, err_t *e)
+{
+    const pipeline_compare_t *c = x->c;
+    size_t n = c->n_rm_eval;
+    if (x->co->rm_eval_pairs > 0 && (size_t)x->co->rm_eval_pairs < n)
+        n = (size_t)x->co->rm_eval_pairs;
+    for (int p = 0; p < x->nplans; p++) {
+        plan_info_t *pl = &x->plans[p];
+        rlhf_rm_metrics_t m;
+        pl->rm_pairs = (long)n;
+        pl->rm_acc = pl->rm_acc_ci = NAN;
+        if (!n)
+            continue;
+        int rc = rlhf_rm_evaluate_dir_plan(c->be, c->rm_opts, c->reward_dir,
+                                           pl->quantized ? c->policies_path : NULL,
+                                           pl->quantized ? pl->name : NULL, c->rm_eval, n, &m,
+                                           NULL, NULL, e);
+        if (rc)
+            return err_prefix(e, "RM accuracy under plan %s: ", pl->name);
+        pl->rm_acc = m.accuracy;
+        pl->rm_acc_ci = 1.959963984540054 * sqrt(m.accuracy * (1 - m.accuracy) / (double)n);
+        logf_(c, "RM accuracy under %s: %.4f on %zu rm_eval pairs", pl->name, m.accuracy, n);
+    }
+    return ERR_OK;
+}
+
+static int write_json(ctx_t *x, const ppo_opts_t *ppo, const profile_control_check_t *chk,
+                      const plan_stats_t *cs, double seconds, double judge_s, double rm_s, err_t *e)
+{
+    const pipeline_compare_t *c = x->c;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "format", "mxrlhf.comparison/1");
+    cJSON_AddItemToObject(j, "options", compare_opts_to_json(x->co));
+    ppo_opts_t o = *ppo;
+    o.steps = x->co->steps;
+    o.checkpoint_every = 0;
+    o.best_of_n = 0;
+    o.eval_every = 0;
+    o.eval_prompts = x->co->eval_prompts;
+    cJSON_AddItemToObject(j, "ppo", ppo_opts_to_json(&o));
+    char note[256];
+    snprintf(note, sizeof note, "each comparison run is PPO for %d steps (the baseline stage "
+             "runs %d); seeds %llu to %llu", x->co->steps, ppo->steps,
+             (unsigned long long)ppo->seed, (unsigned long long)(ppo->seed + x->co->seeds - 1));
+    cJSON_AddStringToObject(j, "note", note);
+    cJSON_AddStringToObject(j, "backend", c->backend_name ? c->backend_name : "cpu");
+    cJSON_AddStringToObject(j, "policies", c->policies_path);
+    cJSON *models = cJSON_AddObjectToObject(j, "models");
+    cJSON_AddStringToObject(models, "policy", c->policy_dir);
+    cJSON_AddStringToObject(models, "reward", c->reward_dir);
+    cJSON_AddStringToObject(models, "judge", c->judge_dir);
+    cJSON *pl = cJSON_AddArrayToObject(j, "plans");
+    for (int p = 0; p < x->nplans; p++) {
+        cJSON *o2 = cJSON_CreateObject();
+        cJSON_AddStringToObject(o2, "plan", x->plans[p].name);
+        cJSON_AddBoolToObject(o2, "control", p == x->control);
+        cJSON *ex = cJSON_AddObjectToObject(o2, "execution");
+        for (int k = 0; k < NPH; k++)
+            cJSON_AddStringToObject(ex, phase_names[k], x->plans[p].execution[k]);
+        cJSON_AddItemToObject(o2, "rm_accuracy", num_or_null(x->plans[p].rm_acc));
+        cJSON_AddItemToArray(pl, o2);
+    }
+    cJSON_AddStringToObject(j, "order_rule", x->co->order == COMPARE_ORDER_ROTATE
+                                                 ? "seed-major rounds, each rotated by its index"
+                                                 : "seed-major rounds, plans in list order");
+    cJSON_AddStringToObject(j, "device_state", x->state_note);
+    cJSON *ck = cJSON_AddObjectToObject(j, "control_check");
+    cJSON_AddStringToObject(ck, "plan", x->plans[x->control].name);
+    cJSON_AddBoolToObject(ck, "ok", chk->ok);
+    cJSON_AddBoolToObject(ck, "win_ok", chk->win_ok);
+    cJSON_AddBoolToObject(ck, "energy_measured", chk->energy_measured);
+    cJSON_AddBoolToObject(ck, "energy_ok", chk->energy_ok);
+    cJSON_AddBoolToObject(ck, "runtime_ok", chk->runtime_ok);
+    cJSON_AddItemToObject(ck, "win_rate_judge", stat_json(&cs->win_judge));
+    cJSON_AddItemToObject(ck, "win_rate_true", stat_json(&cs->win_truth));
+    cJSON_AddItemToObject(ck, "energy_ratio", stat_json(&cs->energy_ratio[PH_TOTAL]));
+    cJSON_AddItemToObject(ck, "runtime_ratio", stat_json(&cs->runtime_ratio[PH_TOTAL]));
+    cJSON_AddNumberToObject(ck, "tolerance", x->co->tolerance);
+    cJSON_AddStringToObject(ck, "message", chk->message);
+    cJSON *runs = cJSON_AddArrayToObject(j, "runs");
+    for (int k = 0; k < x->nruns; k++) {
+        const run_rec_t *r = &x->runs[x->order[k]];
+        cJSON *o2 = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o2, "order", k + 1);
+        cJSON_AddStringToObject(o2, "plan", x->plans[r->plan].name);
+        cJSON_AddNumberToObject(o2, "seed", (double)r->seed);
+        cJSON_AddStringToObject(o2, "dir", r->dir);
+        cJSON_AddStringToObject(o2, "started", r->started);
+        cJSON_AddNumberToObject(o2, "wall_s", r->wall_s);
+        cJSON_AddItemToObject(o2, "load_1min", cJSON_CreateDoubleArray((double[]){r->load0, r->load1}, 2));
+        if (x->state_src && r->ndev) {
+            cJSON_AddItemToObject(o2, "device_state_start", state_json(r->st0, r->ndev, x->state_src));
+            cJSON_AddItemToObject(o2, "device_state_end", state_json(r->st1, r->ndev, x->state_src));
+        }
+        cJSON_AddItemToArray(runs, o2);
+    }
+    cJSON *tm = cJSON_AddObjectToObject(j, "timing");
+    cJSON_AddNumberToObject(tm, "seconds", seconds);
+    cJSON_AddNumberToObject(tm, "judge_s", judge_s);
+    cJSON_AddNumberToObject(tm, "rm_accuracy_s", rm_s);
+    char *path = fs_join(c->out_dir, COMPARE_JSON);
+    int rc = path ? json_write_file(path, j, true, e) : err_set(e, ERR_NOMEM, "out of memory");
+    free(path);
+    cJSON_Delete(j);
+    return rc;
+}
+
+int pipeline_compare_run(const compare_opts_t *co, const ppo_opts_t *ppo,
+                         const pipeline_compare_t *c, pipeline_compare_result_t *res, err_t *e)
+{
+    double t_start = rlhf_now();
+    ctx_t *x = calloc(1, sizeof *x);
+    if (!x)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    x->co = co;
+    x->c = c;
+    int rc = fs_mkdir_p(c->out_dir, e);
+    if (!rc)
+        rc = setup(x, e);
+    if (!rc)
+        rc = clear_old_runs(c->out_dir, e);
+    if (!rc)
+        logf_(c, "%d plans (%s and %s) x %d seeds = %d PPO runs of %d steps, interleaved; "
+              "clocks and temperature: %s", x->nplans, COMPARE_UNQUANTIZED, co->plans, co->seeds,
+              x->nruns, co->steps, x->state_note);
+    for (int k = 0; !rc && k < x->nruns; k++)
+        rc = one_run(x, k, ppo, e);
+    double t_judge = rlhf_now();
+    if (!rc)
+        rc = judge_runs(c, x->runs, x->nruns, e);
+    if (!rc)
+        for (int i = 0; i < x->nruns; i++) {
+            run_rec_t *r = &x->runs[i];
+            win_rates(r, &x->runs[r->round * x->nplans], c->synthetic);
+        }
+    double t_rm = rlhf_now();
+    if (!rc)
+        rc = rm_accuracy(x, e);
+    double t_end = rlhf_now();
+    profile_control_check_t chk = {0};
+    plan_stats_t cs;
+    if (!rc) {
+        plan_stats(x->runs, x->nruns, x->control, co->seeds, &cs);
+        double wj[co->seeds], wt[co->seeds];
+        gather(x->runs, x->nruns, x->control, co->seeds, wj, offsetof(run_rec_t, win_judge));
+        gather(x->runs, x->nruns, x->control, co->seeds, wt, offsetof(run_rec_t, win_truth));
+        profile_control_in_t in = {wj, c->synthetic ? wt : NULL, co->seeds,
+                                   cs.energy_ratio[PH_TOTAL], cs.runtime_ratio[PH_TOTAL],
+                                   co->tolerance};
+        profile_control_check(&in, &chk);
+    }
+    char src[512] = "";
+    if (!rc && x->nruns)
+        snprintf(src, sizeof src, "%s", x->runs[0].source);
+    char *p1 = fs_join(c->out_dir, COMPARE_CSV), *p2 = fs_join(c->out_dir, COMPARE_RUNS_CSV);
+    if (!rc && (!p1 || !p2))
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+    if (!rc)
+        rc = write_comparison_csv(p1, x->plans, x->nplans, x->runs, x->nruns, co, src,
+                                  x->runs[0].nsamples, e);
+    if (!rc)
+        rc = write_runs_csv(p2, x->plans, x->runs, x->order, x->nruns, e);
+    if (!rc)
+        rc = write_json(x, ppo, &chk, &cs, rlhf_now() - t_start, t_rm - t_judge, t_end - t_rm, e);
+    free(p1);
+    free(p2);
+    if (!rc) {
+        logf_(c, "%s", chk.message);
+        if (res) {
+            res->runs = x->nruns;
+            res->seconds = rlhf_now() - t_start;
+            res->control_ok = chk.ok;
+            snprintf(res->control_message, sizeof res->control_message, "%s", chk.message);
+        }
+        if (!chk.win_ok)
+            rc = err_set(e, ERR_FAIL, "%s", chk.message);
+    }
+    for (int i = 0; i < x->nruns; i++)
+        run_free(&x->runs[i]);
+    for (int p = 0; p < x->nplans; p++)
+        if (x->plans[p].have_tables) {
+            prec_table_free(&x->plans[p].t_policy);
+            prec_table_free(&x->plans[p].t_ref);
+            prec_table_free(&x->plans[p].t_rm);
+        }
+    prec_policies_free(&x->pol);
+    profile_layers_free(&x->lp);
+    profile_layers_free(&x->lr);
+    profile_layers_free(&x->lm);
+    energy_source_close(x->state_src);
+    free(x->runs);
+    free(x->order);
+    free(x);
+    return rc;
+}

@@ -17,6 +17,10 @@
 #           (default 2-9) of run1's token counts, then ppo_compare.py's table
 #   run2    the same baseline again, $STEPS2 steps (default $STEPS), and training_stats.json
 #           compared with run1's over the common steps (everything but time/*)
+#   sens    the perplexity matrix of the Qwen2.5-0.5B-shaped policy on the GPU (`mxrlhf
+#           sensitivity --device cuda`, 4096 tokens of the HH file), run for at most
+#           $SENS_S seconds (default 150): its progress lines give the time per cell and
+#           the estimate for the whole sweep (random weights: only the timing means anything)
 #   tiny    a 3-step PPO run of a tiny Qwen2 on the CPU and, under compute-sanitizer memcheck,
 #           on CUDA (fp32, responses of 12 to 24 tokens, evaluation and best-of-n on):
 #           the sampled responses and statistics compared (needs setup's tokenizer)
@@ -104,6 +108,13 @@ PY
       python3 "$D/ppo_peer.py" --samples "$R/run1/samples.jsonl" --steps "$PEER_STEPS" \
       --config "$CONFIG" --json "$PD/peer.json"; rc=$?
     [ $rc = 0 ] && python3 "$D/ppo_compare.py" "$R/run1" "$PD" "$PD/peer.json" "$PEER_STEPS" --json "$R/compare.json" ;;
+  sens)
+    SD=$R/sens; mkdir -p "$SD"
+    timeout $(( ${SENS_S:-150} < $(left) - 20 ? ${SENS_S:-150} : $(left) - 20 )) "$X" sensitivity \
+      --device cuda --model "$M/policy" --eval "$D/data/hh.jsonl.gz" --output "$SD/sensitivity_matrix.csv" \
+      >"$SD/sens.log" 2>&1; rc=$?
+    [ $rc = 124 ] && rc=0   # stopped by design: a partial run
+    head -5 "$SD/sens.log"; tail -6 "$SD/sens.log"; wc -l "$SD/sensitivity_cells.jsonl" 2>/dev/null ;;
   tiny)
     # the CUDA path of a PPO run (min_new_tokens masking included) against the CPU's, on a
     # tiny Qwen2 (fp32: the sampled ids then agree), the CUDA run under compute-sanitizer

@@ -48,8 +48,11 @@ static void on_progress(void *ctx, const profile_progress_t *p)
     char el[32], left[32];
     fmt_dur(p->elapsed_s, el, sizeof el);
     fmt_dur(p->left_s, left, sizeof left);
-    fprintf(stderr, "[%ld/%ld] %s%s%s ppl %.4f (%+.3f%%)  elapsed %s, left ~%s%s\n", p->done,
-            p->total, p->what, p->spec[0] ? " " : "", p->spec, p->ppl, p->delta_pct, el,
+    char delta[32] = ""; /* none yet for a cell finished before the baseline */
+    if (isfinite(p->delta_pct))
+        snprintf(delta, sizeof delta, " (%+.3f%%)", p->delta_pct);
+    fprintf(stderr, "[%ld/%ld] %s%s%s ppl %.4f%s  elapsed %s, left ~%s%s\n", p->done,
+            p->total, p->what, p->spec[0] ? " " : "", p->spec, p->ppl, delta, el,
             p->done < p->total ? left : "0s", p->resumed ? " (resumed cells skipped)" : "");
 }
 

@@ -311,8 +311,12 @@ static void profile_progress(void *ctx, const profile_progress_t *p)
     if (p->done < p->total && p->elapsed_s - pl->last < 30)
         return;
     pl->last = p->elapsed_s;
-    rlhf_logf(pl->c->log, "  [%ld/%ld] %s%s%s: ppl %.4f (%+.3f%%), %.0f s, about %.0f s left",
-              p->done, p->total, p->what, p->spec[0] ? " " : "", p->spec, p->ppl, p->delta_pct,
+    /* a cell finished before the baseline (another worker measures it) has no change yet */
+    char delta[32] = "";
+    if (isfinite(p->delta_pct))
+        snprintf(delta, sizeof delta, " (%+.3f%%)", p->delta_pct);
+    rlhf_logf(pl->c->log, "  [%ld/%ld] %s%s%s: ppl %.4f%s, %.0f s, about %.0f s left",
+              p->done, p->total, p->what, p->spec[0] ? " " : "", p->spec, p->ppl, delta,
               p->elapsed_s, p->done < p->total && isfinite(p->left_s) ? p->left_s : 0.0);
 }
 

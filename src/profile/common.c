@@ -71,6 +71,29 @@ void profile_json_add_exact(cJSON *o, const char *key, double v)
     cJSON_AddItemToObject(o, key, profile_json_exact(v));
 }
 
+int profile_record_open(profile_record_t *r, const char *path, const cJSON *hdr, size_t valid,
+                        err_t *e)
+{
+    if (valid > 0) {
+        if (truncate(path, (off_t)valid))
+            return err_errno(e, ERR_FAIL, "cutting the torn last line off %s", path);
+    } else {
+        char *txt = cJSON_PrintUnformatted(hdr);
+        if (!txt)
+            return err_set(e, ERR_NOMEM, "out of memory");
+        size_t n = strlen(txt);
+        txt[n] = '\n';   /* overwrites the NUL; written with its length */
+        int rc = atomic_write(path, txt, n + 1, e);
+        free(txt);
+        if (rc)
+            return rc;
+    }
+    r->path = path;
+    if (!(r->f = fopen(path, "a")))
+        return err_errno(e, ERR_FAIL, "opening %s", path);
+    return ERR_OK;
+}
+
 int profile_record_append(profile_record_t *r, cJSON *line, err_t *e)
 {
     char *txt = cJSON_PrintUnformatted(line);

@@ -43,6 +43,12 @@ typedef struct profile_record {
 /* Writes `line` (consumed) as one line. */
 int profile_record_append(profile_record_t *r, cJSON *line, err_t *e);
 
+/* Opens the record at path for appending. valid > 0: a resumed record whose first valid
+ * bytes are kept (a torn last line is cut off); valid == 0: a fresh record holding only
+ * the header line hdr (written atomically). r->path keeps path (the caller's string). */
+int profile_record_open(profile_record_t *r, const char *path, const cJSON *hdr, size_t valid,
+                        err_t *e);
+
 /* A minimal RFC 4180 writer over util/atomic_file: the report layer's writer sits above
  * this one, and these files need no more than cells, numbers and booleans. */
 typedef struct profile_table {

@@ -351,37 +351,13 @@ int profile_phase_sweep(profile_phase_t *p, const char *cells_path, bool resume,
             s.items[k] = (item_t){-1, f, b, (size_t)k, profile_phase__units(p, -1)};
 
     hdr = cells_header(p, nl);
+    size_t valid = 0; /* 0: a fresh record (no resume, or nothing usable in the old one) */
     if (resume && fs_exists(cells_path)) {
-        size_t valid;
         if ((rc = cells_read(&s, cells_path, hdr, &valid, e)))
             goto done;
-        if (valid == 0) {
-            resume = false;   /* nothing usable, not even the header: start afresh */
-        } else if (truncate(cells_path, (off_t)valid)) {
-            rc = err_errno(e, ERR_FAIL, "cutting the torn last line off %s", cells_path);
-            goto done;
-        }
-    } else {
-        resume = false;
     }
-    if (!resume) {
-        char *txt = cJSON_PrintUnformatted(hdr);
-        if (!txt) {
-            rc = err_set(e, ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        size_t n = strlen(txt);
-        txt[n] = '\n';   /* overwrites the NUL; written with its length */
-        rc = atomic_write(cells_path, txt, n + 1, e);
-        free(txt);
-        if (rc)
-            goto done;
-    }
-    s.rec.path = cells_path;
-    if (!(s.rec.f = fopen(cells_path, "a"))) {
-        rc = err_errno(e, ERR_FAIL, "opening %s", cells_path);
+    if ((rc = profile_record_open(&s.rec, cells_path, hdr, valid, e)))
         goto done;
-    }
     for (long i = 0; i < s.nitems; i++) {
         if (s.have[s.items[i].slot])
             s.done++;

@@ -633,38 +633,14 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
         goto done;
     out->model_fingerprint = mfp;
     hdr = cells_header(mfp, es, out->nlayers);
+    size_t valid = 0; /* 0: a fresh record (no resume, or nothing usable in the old one) */
     if (resume && fs_exists(cells_path)) {
-        size_t valid;
         if ((rc = cells_read(cells_path, hdr, out, o, s.have, s.nhave, &out->cells_resumed,
                              &valid, e)))
             goto done;
-        if (valid == 0) {
-            resume = false;   /* nothing usable, not even the header: start afresh */
-        } else if (truncate(cells_path, (off_t)valid)) {
-            rc = err_errno(e, ERR_FAIL, "cutting the torn last line off %s", cells_path);
-            goto done;
-        }
-    } else {
-        resume = false;
     }
-    if (!resume) {
-        char *txt = cJSON_PrintUnformatted(hdr);
-        if (!txt) {
-            rc = err_set(e, ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        size_t n = strlen(txt);
-        txt[n] = '\n';   /* overwrites the NUL; written with its length */
-        rc = atomic_write(cells_path, txt, n + 1, e);
-        free(txt);
-        if (rc)
-            goto done;
-    }
-    s.cf.path = cells_path;
-    if (!(s.cf.f = fopen(cells_path, "a"))) {
-        rc = err_errno(e, ERR_FAIL, "opening %s", cells_path);
+    if ((rc = profile_record_open(&s.cf, cells_path, hdr, valid, e)))
         goto done;
-    }
     s.total = s.nitems;
     for (long i = 0; i < s.nitems; i++) {
         if (s.have[s.items[i].slot])

@@ -40,13 +40,18 @@ static void add_linear(qwen2_model_t *m, const char *name, size_t w, size_t b, i
     l->stream_base = rng_stream(name, 0);
 }
 
-static void layout_params(qwen2_model_t *m)
+/* Lays the tensors out in transformers' order. A frozen model's linear weights (decoder
+ * layers, untied lm_head) go to a second region starting at lin_base instead, so that they
+ * can live in their own buffer (qwen2_freeze); returns the floats of the first region. */
+static size_t layout_params(qwen2_model_t *m, size_t lin_base)
 {
     const qwen2_config_t *c = &m->cfg;
     const int H = c->hidden, I = c->inter, qd = c->heads * c->head_dim,
               kvd = c->kv_heads * c->head_dim;
-    size_t off = 0;
+    size_t off = 0, off_lin = lin_base;
+    size_t *lo = m->opts.frozen ? &off_lin : &off;
     char nm[96], ln[80];
+    m->ntensors = m->nlin = 0;
     m->embed = add_tensor(m, &off, "model.embed_tokens.weight", 2, c->vocab, H, true);
     for (int L = 0; L < c->layers; L++) {
         qwen2_layer_off_t *o = &m->loff[L];
@@ -55,7 +60,7 @@ static void layout_params(qwen2_model_t *m)
     o->field = add_tensor(m, &off, nm, 1, n, 0, false)
 #define T2(field, suffix, r, cc)                                                              \
     snprintf(nm, sizeof nm, "model.layers.%d.%s", L, suffix);                                 \
-    o->field = add_tensor(m, &off, nm, 2, r, cc, true)
+    o->field = add_tensor(m, lo, nm, 2, r, cc, true)
         T1(ln1, "input_layernorm.weight", H);
         T2(q_w, "self_attn.q_proj.weight", qd, H);
         T1(q_b, "self_attn.q_proj.bias", qd);
@@ -87,7 +92,7 @@ static void layout_params(qwen2_model_t *m)
     m->lm_head = m->score = m->vhead_w = m->vhead_b = QWEN2_NONE;
     m->lin_lm = m->lin_score = m->lin_vhead = -1;
     if (m->opts.heads & QWEN2_HEAD_LM) {
-        m->lm_head = c->tie ? m->embed : add_tensor(m, &off, "lm_head.weight", 2, c->vocab, H, true);
+        m->lm_head = c->tie ? m->embed : add_tensor(m, lo, "lm_head.weight", 2, c->vocab, H, true);
         m->lin_lm = m->nlin;
         add_linear(m, "lm_head", m->lm_head, QWEN2_NONE, c->vocab, H);
     }
@@ -102,41 +107,63 @@ static void layout_params(qwen2_model_t *m)
         m->lin_vhead = m->nlin;
         add_linear(m, "v_head.summary", m->vhead_w, m->vhead_b, 1, H);
     }
-    m->nparams = off;
+    m->nparams = m->opts.frozen ? off_lin : off;
+    m->nkeep = m->opts.frozen ? lin_base : off;
+    return off;
 }
 
 /* ---- activation layout ------------------------------------------------------------------ */
+
+/* Rows of logits held at once (qwen2_opts_t.logits_rows). */
+static int logits_cap(const qwen2_opts_t *o, int V)
+{
+    const size_t N = (size_t)o->max_batch * o->max_seq;
+    size_t cap = o->logits_rows > 0 ? (size_t)o->logits_rows : ((size_t)256 << 20) / ((size_t)V * 4);
+    if (cap > 64)
+        cap -= cap % 64; /* MX blocks of up to 64 along the rows stay whole in every chunk */
+    if (cap < 1)
+        cap = 1;
+    if (cap > N)
+        cap = N;
+    if (cap < (size_t)o->kv_batch)
+        cap = (size_t)o->kv_batch; /* generation keeps every row's logits of a step */
+    return (int)cap;
+}
 
 /* Carves the activation buffer; called once with buf NULL to measure, once to assign. */
 static size_t layout_act(qwen2_model_t *m, be_buf_t *buf)
 {
     const qwen2_config_t *c = &m->cfg;
     const size_t N = (size_t)m->opts.max_batch * m->opts.max_seq;
+    const size_t Nt = (size_t)m->ntrain * m->opts.max_seq;
     const size_t H = c->hidden, I = c->inter, qd = (size_t)c->heads * c->head_dim,
                  kvd = (size_t)c->kv_heads * c->head_dim;
     size_t off = 0;
 #define CARVE(n) (off += ((size_t)(n) * 4 + 63) & ~(size_t)63, be_ptr(buf, off - (((size_t)(n) * 4 + 63) & ~(size_t)63)))
     for (int s = 0; s < m->nsets; s++) {
+        /* set 0 serves inference (N rows) and is layer 0's in training; sets 1.. exist only
+         * in training (Nt rows) and share set 0's xn1, xn2 and act (recomputed in backward) */
         qwen2_act_layer_t *S = &m->sets[s];
-        S->x = CARVE(N * H);
-        S->xn1 = CARVE(N * H);
-        S->rstd1 = CARVE(N);
-        S->q = CARVE(N * qd);
-        S->k = CARVE(N * kvd);
-        S->v = CARVE(N * kvd);
-        S->att = CARVE(N * qd);
-        S->lse = CARVE(N * c->heads);
-        S->h = CARVE(N * H);
-        S->xn2 = CARVE(N * H);
-        S->rstd2 = CARVE(N);
-        S->gate = CARVE(N * I);
-        S->up = CARVE(N * I);
-        S->act = CARVE(N * I);
+        const size_t n = s == 0 ? N : Nt;
+        S->x = CARVE(n * H);
+        S->xn1 = s == 0 ? CARVE(n * H) : m->sets[0].xn1;
+        S->rstd1 = CARVE(n);
+        S->q = CARVE(n * qd);
+        S->k = CARVE(n * kvd);
+        S->v = CARVE(n * kvd);
+        S->att = CARVE(n * qd);
+        S->lse = CARVE(n * c->heads);
+        S->h = CARVE(n * H);
+        S->xn2 = s == 0 ? CARVE(n * H) : m->sets[0].xn2;
+        S->rstd2 = CARVE(n);
+        S->gate = CARVE(n * I);
+        S->up = CARVE(n * I);
+        S->act = s == 0 ? CARVE(n * I) : m->sets[0].act;
     }
-    m->xfin = m->opts.training ? CARVE(N * H) : m->sets[0].x;
+    m->xfin = m->opts.training ? CARVE(Nt * H) : m->sets[0].x;
     m->xnf = CARVE(N * H);
     m->rstdf = CARVE(N);
-    m->logits = (m->opts.heads & QWEN2_HEAD_LM) ? CARVE(N * c->vocab) : BE_NULL;
+    m->logits = (m->opts.heads & QWEN2_HEAD_LM) ? CARVE((size_t)m->logits_cap * c->vocab) : BE_NULL;
     m->lse_lm = CARVE(N);
     m->logp = CARVE(N);
     m->ent = CARVE(N);
@@ -151,15 +178,15 @@ static size_t layout_act(qwen2_model_t *m, be_buf_t *buf)
     m->last_rows = CARVE((size_t)(m->opts.max_batch > m->opts.kv_batch ? m->opts.max_batch
                                                                           : m->opts.kv_batch) * H);
     if (m->opts.training) {
-        m->dres = CARVE(N * H);
-        m->dxn = CARVE(N * H);
-        m->dq = CARVE(N * qd);
-        m->dk = CARVE(N * kvd);
-        m->dv = CARVE(N * kvd);
-        m->datt = CARVE(N * qd);
-        m->dgate = CARVE(N * I);
-        m->dup = CARVE(N * I);
-        m->dact = CARVE(N * I);
+        m->dres = CARVE(Nt * H);
+        m->dxn = CARVE(Nt * H);
+        m->dq = CARVE(Nt * qd);
+        m->dk = CARVE(Nt * kvd);
+        m->dv = CARVE(Nt * kvd);
+        m->datt = CARVE(Nt * qd);
+        m->dgate = CARVE(Nt * I);
+        m->dup = CARVE(Nt * I);
+        m->dact = CARVE(Nt * I);
     }
 #undef CARVE
     return off;
@@ -208,6 +235,13 @@ int qwen2_new(backend_t *be, const qwen2_config_t *cfg, const qwen2_opts_t *opts
     if ((size_t)opts->kv_batch > (size_t)opts->max_batch * opts->max_seq)
         return err_set(e, ERR_INPUT, "model options: kv_batch %d exceeds the activation rows "
                        "(%d x %d)", opts->kv_batch, opts->max_batch, opts->max_seq);
+    if (opts->max_train_batch < 0 || opts->max_train_batch > opts->max_batch ||
+        opts->logits_rows < 0)
+        return err_set(e, ERR_INPUT, "model options: max_train_batch must be in [0, max_batch "
+                       "%d] and logits_rows >= 0 (got %d and %d)", opts->max_batch,
+                       opts->max_train_batch, opts->logits_rows);
+    if (opts->frozen && opts->training)
+        return err_set(e, ERR_INPUT, "model options: a frozen model cannot be trained");
     qwen2_model_t *m = err_calloc(e, 1, sizeof *m, "the model");
     if (!m)
         return e->code;
@@ -229,7 +263,9 @@ int qwen2_new(backend_t *be, const qwen2_config_t *cfg, const qwen2_opts_t *opts
     m->lin_names = err_calloc(e, (size_t)L * LIN_PER_LAYER + 3, sizeof *m->lin_names, "names");
     if (!m->tensors || !m->loff || !m->lin || !m->lin_names)
         goto fail;
-    layout_params(m);
+    size_t nk = layout_params(m, 0);
+    if (opts->frozen)
+        layout_params(m, nk);
     for (int i = 0; i < m->nlin; i++) {
         m->lin_names[i] = m->lin[i].name;
         if (!(m->lin[i].wc = be_wcache_new(be, e)))
@@ -238,10 +274,15 @@ int qwen2_new(backend_t *be, const qwen2_config_t *cfg, const qwen2_opts_t *opts
     if (prec_table_init_fp32(&m->table, opts->role, m->lin_names, m->nlin, e))
         goto fail;
 
-    size_t pb = m->nparams * sizeof(float);
-    if (!(m->params = be_alloc(be, pb, e)))
+    size_t pb = m->nparams * sizeof(float), kb = m->nkeep * sizeof(float);
+    if (!(m->params = be_alloc(be, kb ? kb : 4, e)))
         goto fail;
-    be_zero(be, be_ptr(m->params, 0), pb);
+    be_zero(be, be_ptr(m->params, 0), kb);
+    if (pb > kb) {
+        if (!(m->params_lin = be_alloc(be, pb - kb, e)))
+            goto fail;
+        be_zero(be, be_ptr(m->params_lin, 0), pb - kb);
+    }
     if (opts->training) {
         if (!(m->grads = be_alloc(be, pb, e)) || !(m->adam_m = be_alloc(be, pb, e)) ||
             !(m->adam_v = be_alloc(be, pb, e)))
@@ -251,6 +292,8 @@ int qwen2_new(backend_t *be, const qwen2_config_t *cfg, const qwen2_opts_t *opts
         be_zero(be, be_ptr(m->adam_v, 0), pb);
     }
 
+    m->ntrain = opts->max_train_batch > 0 ? opts->max_train_batch : opts->max_batch;
+    m->logits_cap = logits_cap(opts, cfg->vocab);
     m->nsets = opts->training ? L : 1;
     m->sets = err_calloc(e, (size_t)m->nsets, sizeof *m->sets, "activation sets");
     if (!m->sets)
@@ -298,6 +341,8 @@ void qwen2_free(qwen2_model_t *m)
     for (int i = 0; i < m->nlin; i++)
         be_wcache_free(be, m->lin[i].wc);
     be_free(be, m->params);
+    be_free(be, m->params_lin);
+    free(m->frozen_spec);
     be_free(be, m->grads);
     be_free(be, m->adam_m);
     be_free(be, m->adam_v);
@@ -349,21 +394,42 @@ static int range_ok(const qwen2_model_t *m, size_t off, size_t n, err_t *e)
     return ERR_OK;
 }
 
-int qwen2_params_get(qwen2_model_t *m, size_t off, float *host, size_t n, err_t *e)
+/* Host copies of parameters [off, off + n), in two pieces when the range crosses into a
+ * frozen model's region of linear weights. */
+static int params_xfer(qwen2_model_t *m, size_t off, float *get, const float *set, size_t n,
+                       err_t *e)
 {
     if (range_ok(m, off, n, e))
         return e->code;
-    be_download(m->be, host, qp(m, off), n * sizeof *host);
+    if (m->dropped && off + n > m->nkeep)
+        return err_set(e, ERR_INPUT, "model: parameters [%zu, %zu) include linear weights whose "
+                       "float32 copies were freed (a frozen model)", off, off + n);
+    size_t n1 = off >= m->nkeep ? 0 : (n < m->nkeep - off ? n : m->nkeep - off);
+    size_t done = 0;
+    for (int part = 0; part < 2; part++) {
+        size_t k = part == 0 ? n1 : n - n1;
+        if (!k)
+            continue;
+        if (get)
+            be_download(m->be, get + done, qp(m, off + done), k * sizeof(float));
+        else
+            be_upload(m->be, qp(m, off + done), set + done, k * sizeof(float));
+        done += k;
+    }
     return be_sync(m->be, e);
+}
+
+int qwen2_params_get(qwen2_model_t *m, size_t off, float *host, size_t n, err_t *e)
+{
+    return params_xfer(m, off, host, NULL, n, e);
 }
 
 int qwen2_params_set(qwen2_model_t *m, size_t off, const float *host, size_t n, err_t *e)
 {
-    if (range_ok(m, off, n, e))
-        return e->code;
-    be_upload(m->be, qp(m, off), host, n * sizeof *host);
-    m->version++;
-    return be_sync(m->be, e);
+    int rc = params_xfer(m, off, NULL, host, n, e);
+    if (!rc)
+        m->version++;
+    return rc;
 }
 
 int qwen2_grads_get(qwen2_model_t *m, size_t off, float *host, size_t n, err_t *e)
@@ -415,6 +481,8 @@ static int fill_tensor(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed,
 
 int qwen2_init_philox(qwen2_model_t *m, uint64_t seed, float range, err_t *e)
 {
+    if (m->dropped)
+        return err_set(e, ERR_INPUT, "model: a frozen model's float32 linear weights were freed");
     for (int i = 0; i < m->ntensors; i++)
         if (fill_tensor(m, &m->tensors[i], seed, range, e))
             return e->code;
@@ -452,6 +520,9 @@ int qwen2_linear_names(const qwen2_model_t *m, const char *const **names)
 
 int qwen2_set_plan(qwen2_model_t *m, const prec_plan_t *plan, const char *source, err_t *e)
 {
+    if (m->dropped)
+        return err_set(e, ERR_INPUT, "model: a frozen model keeps the plan it was frozen with "
+                       "(its float32 linear weights were freed)");
     prec_table_t t;
     if (prec_resolve(plan, source, m->opts.role, m->lin_names, m->nlin, &t, e))
         return e->code;
@@ -610,7 +681,41 @@ static int forward_check(const qwen2_model_t *m, const prec_ctx_t *ctx, unsigned
         return err_set(e, ERR_INPUT, "forward: the model has no score head");
     if ((unsigned)ctx->phase >= PREC_PHASE_COUNT)
         return err_set(e, ERR_INPUT, "forward: bad phase");
+    return qwen2__frozen_check(m, ctx, e);
+}
+
+int qwen2__frozen_check(const qwen2_model_t *m, const prec_ctx_t *ctx, err_t *e)
+{
+    if (!m->dropped)
+        return ERR_OK;
+    if (ctx->phase != m->frozen_phase)
+        return err_set(e, ERR_INPUT, "frozen model: it runs in the %s phase only (its float32 "
+                       "linear weights were freed), not in %s", prec_phase_name(m->frozen_phase),
+                       prec_phase_name(ctx->phase));
+    bool same = m->version == m->frozen_version &&
+                prec_compute_for(&m->table, ctx->phase) == m->frozen_compute;
+    for (int i = 0; same && i < m->nlin; i++) {
+        const mx_spec_t *a = prec_spec(&m->table, i, ctx->phase, PREC_OP_WEIGHT),
+                        *b = &m->frozen_spec[i];
+        same = a->format == b->format && a->block == b->block && a->round == b->round &&
+               a->scale == b->scale;
+    }
+    if (!same)
+        return err_set(e, ERR_INPUT, "frozen model: its weights or precision table changed since "
+                       "it was frozen (its float32 linear weights were freed)");
     return ERR_OK;
+}
+
+/* Rows [r0, r0 + n) of the last forward's logits (n <= logits_cap) into the logits buffer:
+ * the lm_head over those rows of the final norm's output, under the forward's context. */
+static void logits_chunk(qwen2_model_t *m, int r0, int n)
+{
+    if (m->lg_n == n && m->lg_r0 == r0)
+        return;
+    qwen2__lin_fwd(m, &m->fwd_ctx, m->lin_lm, be_f32(m->xnf, (size_t)r0 * m->cfg.hidden), n,
+                   m->logits, false);
+    m->lg_r0 = r0;
+    m->lg_n = n;
 }
 
 /* The final norm over the residual stream xf and the heads `flags` asks for; then the
@@ -622,8 +727,11 @@ static int forward_heads(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_ba
     const qwen2_config_t *c = &m->cfg;
     const int N = b->B * b->T, H = c->hidden;
     be_rmsnorm_fwd(be, m->xnf, m->rstdf, xf, qp(m, m->norm), N, H, (float)c->rms_eps);
-    if (flags & QWEN2_FWD_LOGITS)
-        qwen2__lin_fwd(m, ctx, m->lin_lm, m->xnf, N, m->logits, false);
+    m->fwd_ctx = *ctx;
+    m->lg_n = 0;
+    /* logits that fit one chunk are computed now; otherwise chunk by chunk when asked for */
+    if ((flags & QWEN2_FWD_LOGITS) && N <= m->logits_cap)
+        logits_chunk(m, 0, N);
     if (flags & QWEN2_FWD_VALUES)
         qwen2__lin_fwd(m, ctx, m->lin_vhead, m->xnf, N, m->head_out, false);
     if (flags & QWEN2_FWD_SCORES)
@@ -634,6 +742,7 @@ static int forward_heads(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_ba
     m->fwd_T = b->T;
     m->fwd_flags = flags;
     m->logits_valid = flags & QWEN2_FWD_LOGITS;
+    m->logits_lazy = true;
     m->logits_rows = (flags & QWEN2_FWD_LOGITS) ? N : 0;
     return ERR_OK;
 }
@@ -646,9 +755,14 @@ int qwen2_forward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_batch_t *
     bool train = flags & QWEN2_FWD_TRAIN;
     if (forward_check(m, ctx, flags, e))
         return e->code;
+    if (train && b->B >= 1 && b->T >= 1 && (size_t)b->B * b->T > (size_t)m->ntrain * m->opts.max_seq)
+        return err_set(e, ERR_INPUT, "forward: a TRAIN batch of %d x %d tokens exceeds the "
+                       "activations kept for backward (max_train_batch %d x max_seq %d)", b->B,
+                       b->T, m->ntrain, m->opts.max_seq);
     m->fwd_flags = 0;
     m->logits_valid = false;
     m->have_targets = false;
+    m->lg_n = 0;
     if (qwen2__prepare_batch(m, b, e))
         return e->code;
     const int N = b->B * b->T, H = c->hidden;
@@ -684,6 +798,7 @@ int qwen2_forward_range(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_bat
     m->fwd_flags = 0;
     m->logits_valid = false;
     m->have_targets = false;
+    m->lg_n = 0;
     if (qwen2__prepare_batch(m, b, e))
         return e->code;
     const int N = b->B * b->T, H = c->hidden;
@@ -727,9 +842,14 @@ int qwen2_token_logprobs(qwen2_model_t *m, const int32_t *targets, float *logp, 
         m->h_tgt[i] = targets[i];
     }
     be_upload(m->be, m->targets, m->h_tgt, (size_t)N * sizeof(int32_t));
-    be_logsoftmax_gather(m->be, m->logp, m->lse_lm, m->logits, m->targets, N, V);
-    if (entropy)
-        be_entropy(m->be, m->ent, m->logits, m->lse_lm, N, V);
+    for (int r0 = 0; r0 < N; r0 += m->logits_cap) {
+        const int n = N - r0 < m->logits_cap ? N - r0 : m->logits_cap;
+        logits_chunk(m, r0, n);
+        be_logsoftmax_gather(m->be, be_f32(m->logp, r0), be_f32(m->lse_lm, r0), m->logits,
+                             be_f32(m->targets, r0), n, V);
+        if (entropy)
+            be_entropy(m->be, be_f32(m->ent, r0), m->logits, be_f32(m->lse_lm, r0), n, V);
+    }
     if (logp)
         be_download(m->be, logp, m->logp, (size_t)N * sizeof(float));
     if (entropy)
@@ -785,7 +905,21 @@ int qwen2_logits_get(qwen2_model_t *m, int row0, int nrows, float *out, err_t *e
         return err_set(e, ERR_INPUT, "logits: rows [%d, %d) not available (%d rows)", row0,
                        row0 + nrows, m->logits_valid ? m->logits_rows : 0);
     const size_t V = (size_t)m->cfg.vocab;
-    be_download(m->be, out, be_f32(m->logits, (size_t)row0 * V), (size_t)nrows * V * sizeof(float));
+    if (!m->logits_lazy) { /* generation's: the rows are in the buffer */
+        be_download(m->be, out, be_f32(m->logits, (size_t)(row0 - m->lg_r0) * V),
+                    (size_t)nrows * V * sizeof(float));
+        return be_sync(m->be, e);
+    }
+    /* a forward's: the chunks holding the rows, on the same grid as every other use */
+    const int cap = m->logits_cap;
+    for (int r = row0; r < row0 + nrows;) {
+        const int c0 = r / cap * cap, cn = m->logits_rows - c0 < cap ? m->logits_rows - c0 : cap;
+        const int end = row0 + nrows < c0 + cn ? row0 + nrows : c0 + cn;
+        logits_chunk(m, c0, cn);
+        be_download(m->be, out + (size_t)(r - row0) * V, be_f32(m->logits, (size_t)(r - c0) * V),
+                    (size_t)(end - r) * V * sizeof(float));
+        r = end;
+    }
     return be_sync(m->be, e);
 }
 
@@ -837,17 +971,28 @@ int qwen2_backward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_grad_in_
                            "qwen2_token_logprobs after the forward)");
         if (g->dlogp)
             upload_seed(m, m->dseed, g->dlogp, N, scale);
-        if (g->dentropy) {
+        if (g->dentropy)
             upload_seed(m, m->dseed2, g->dentropy, N, scale);
-            be_entropy(be, m->ent, m->logits, m->lse_lm, N, V);
+        /* chunk by chunk, last first (the one the log-probs left in the buffer): the chunk's
+         * logits (recomputed unless still there), their gradient in place, then the
+         * lm_head's backward over those rows */
+        for (int r0 = (N - 1) / m->logits_cap * m->logits_cap; r0 >= 0; r0 -= m->logits_cap) {
+            const int n = N - r0 < m->logits_cap ? N - r0 : m->logits_cap;
+            be_ptr_t lse = be_f32(m->lse_lm, r0), ent = be_f32(m->ent, r0);
+            logits_chunk(m, r0, n);
+            if (!m->have_targets) /* entropy only: lse is needed */
+                be_logsoftmax_gather(be, BE_NULL, lse, m->logits, BE_NULL, n, V);
+            if (g->dentropy)
+                be_entropy(be, ent, m->logits, lse, n, V);
+            be_logits_bwd(be, m->logits, m->logits, lse, ent,
+                          m->have_targets ? be_f32(m->targets, r0) : BE_NULL,
+                          g->dlogp ? be_f32(m->dseed, r0) : BE_NULL,
+                          g->dentropy ? be_f32(m->dseed2, r0) : BE_NULL, n, V);
+            m->lg_n = 0; /* the buffer holds gradients now */
+            lin_bwd(m, ctx, m->lin_lm, be_f32(m->xnf, (size_t)r0 * H), n, m->logits,
+                    be_f32(m->dxn, (size_t)r0 * H), true);
         }
-        if (!m->have_targets) /* entropy only: lse is needed */
-            be_logsoftmax_gather(be, BE_NULL, m->lse_lm, m->logits, BE_NULL, N, V);
-        be_logits_bwd(be, m->logits, m->logits, m->lse_lm, m->ent,
-                      m->have_targets ? m->targets : BE_NULL, g->dlogp ? m->dseed : BE_NULL,
-                      g->dentropy ? m->dseed2 : BE_NULL, N, V);
         m->logits_valid = false;
-        lin_bwd(m, ctx, m->lin_lm, m->xnf, N, m->logits, m->dxn, true);
         any = true;
     }
     if (g->dvalues) {
@@ -877,9 +1022,16 @@ int qwen2_backward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_grad_in_
         qwen2_act_layer_t *S = &m->sets[L];
         const qwen2_layer_off_t *o = &m->loff[L];
         const int li = L * LIN_PER_LAYER;
+        /* xn1, xn2 and act are shared by the layers: the last layer's are still there, the
+         * others' are recomputed by the same ops the forward ran (the same bits) */
+        const bool fresh = L == c->layers - 1;
         /* out = h + down(silu(gate) * up) */
+        if (!fresh)
+            be_swiglu_fwd(be, S->act, S->gate, S->up, (size_t)N * c->inter);
         lin_bwd(m, ctx, li + LIN_DOWN, S->act, N, m->dres, m->dact, false);
         be_swiglu_bwd(be, m->dgate, m->dup, m->dact, S->gate, S->up, (size_t)N * c->inter);
+        if (!fresh)
+            be_rmsnorm_fwd(be, S->xn2, BE_NULL, S->h, qp(m, o->ln2), N, H, (float)c->rms_eps);
         lin_bwd(m, ctx, li + LIN_GATE, S->xn2, N, m->dgate, m->dxn, false);
         lin_bwd(m, ctx, li + LIN_UP, S->xn2, N, m->dup, m->dxn, true);
         be_rmsnorm_bwd(be, m->dres, true, qg(m, o->ln2), m->dxn, S->h, qp(m, o->ln2), S->rstd2, N, H);
@@ -894,6 +1046,8 @@ int qwen2_backward(qwen2_model_t *m, const prec_ctx_t *ctx, const qwen2_grad_in_
         be_attn_bwd(be, &at, m->datt, m->dq, m->dk, m->dv);
         be_rope(be, m->dq, m->pos, m->rope_cos, m->rope_sin, N, c->heads, D, true);
         be_rope(be, m->dk, m->pos, m->rope_cos, m->rope_sin, N, c->kv_heads, D, true);
+        if (!fresh)
+            be_rmsnorm_fwd(be, S->xn1, BE_NULL, S->x, qp(m, o->ln1), N, H, (float)c->rms_eps);
         lin_bwd(m, ctx, li + LIN_Q, S->xn1, N, m->dq, m->dxn, false);
         lin_bwd(m, ctx, li + LIN_K, S->xn1, N, m->dk, m->dxn, true);
         lin_bwd(m, ctx, li + LIN_V, S->xn1, N, m->dv, m->dxn, true);
@@ -997,13 +1151,62 @@ int qwen2_opt_state_set(qwen2_model_t *m, const qwen2_opt_state_t *s, err_t *e)
 
 /* ---- memory ---------------------------------------------------------------------------------- */
 
+int qwen2_freeze(qwen2_model_t *m, prec_phase_t phase, size_t *freed, err_t *e)
+{
+    *freed = 0;
+    if (!m->opts.frozen || m->dropped)
+        return err_set(e, ERR_INPUT, "freeze: the model was not opened with opts.frozen, or is "
+                       "frozen already");
+    if ((unsigned)phase >= PREC_PHASE_COUNT)
+        return err_set(e, ERR_INPUT, "freeze: bad phase");
+    if (!m->params_lin)
+        return ERR_OK; /* no linear weights of their own (no layers, tied head) */
+    const prec_compute_t ct = prec_compute_for(&m->table, phase);
+    for (int i = 0; i < m->nlin; i++) {
+        const mx_spec_t *s = prec_spec(&m->table, i, phase, PREC_OP_WEIGHT);
+        if (m->lin[i].w < m->nkeep)
+            continue;
+        if ((mx_spec_is_identity(s) && ct == PREC_COMPUTE_FP32) ||
+            (mx_format_info(s->format)->is_mx && s->round == MX_ROUND_STOCHASTIC))
+            return ERR_OK; /* the float32 weights stay needed */
+    }
+    /* one forward of one token builds every weight's copy for this phase */
+    int32_t id = 0;
+    qwen2_batch_t b = {1, 1, &id, NULL, NULL};
+    prec_ctx_t ctx = {phase, 0, 0};
+    unsigned fl = (m->lin_lm >= 0 ? QWEN2_FWD_LOGITS : 0) | (m->lin_score >= 0 ? QWEN2_FWD_SCORES : 0) |
+                  (m->lin_vhead >= 0 ? QWEN2_FWD_VALUES : 0);
+    if (qwen2_forward(m, &ctx, &b, fl, e))
+        return e->code;
+    m->fwd_flags = 0;
+    m->logits_valid = false;
+    for (int i = 0; i < m->nlin; i++)
+        if (m->lin[i].w >= m->nkeep && be_wcache_bytes(m->be, m->lin[i].wc) == 0)
+            return ERR_OK; /* the backend reads this weight directly: keep them */
+    m->frozen_spec = err_calloc(e, (size_t)m->nlin, sizeof *m->frozen_spec, "frozen specs");
+    if (!m->frozen_spec)
+        return e->code;
+    for (int i = 0; i < m->nlin; i++)
+        m->frozen_spec[i] = *prec_spec(&m->table, i, phase, PREC_OP_WEIGHT);
+    m->frozen_phase = phase;
+    m->frozen_compute = ct;
+    m->frozen_version = m->version;
+    if (be_sync(m->be, e))
+        return e->code;
+    *freed = (m->nparams - m->nkeep) * sizeof(float);
+    be_free(m->be, m->params_lin);
+    m->params_lin = NULL;
+    m->dropped = true;
+    return ERR_OK;
+}
+
 void qwen2_memory(const qwen2_model_t *m, qwen2_mem_t *out)
 {
-    size_t pb = m->nparams * sizeof(float);
+    size_t pb = (m->dropped ? m->nkeep : m->nparams) * sizeof(float);
     memset(out, 0, sizeof *out);
     out->params = pb + 2 * (size_t)m->npos * (m->cfg.head_dim / 2) * sizeof(float);
-    out->grads = m->grads ? pb : 0;
-    out->optimizer = m->adam_m ? 2 * pb : 0;
+    out->grads = m->grads ? m->nparams * sizeof(float) : 0;
+    out->optimizer = m->adam_m ? 2 * m->nparams * sizeof(float) : 0;
     out->activations = m->act_bytes;
     out->kv_cache = m->kv_bytes;
     for (int i = 0; i < m->nlin; i++)

@@ -3,8 +3,10 @@
  * One model definition for every backend: this file calls only backend/backend.h ops.
  * Parameters live in one device buffer with named views (Hugging Face names); gradients
  * and the two AdamW moments, when training, in three more buffers of the same layout;
- * activations in one buffer sized once for (max_batch, max_seq); the KV cache in one
- * buffer for (kv_batch, kv_len). Nothing is allocated per step.
+ * activations in one buffer sized once for (max_batch, max_seq) (what only training keeps
+ * for backward: for max_train_batch rows; logits: for logits_rows rows, computed in
+ * chunks); the KV cache in one buffer for (kv_batch, kv_len). Nothing is allocated per
+ * step.
  *
  * Architecture (transformers' Qwen2ForCausalLM): token embedding; per layer
  *   h = x + o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1))),  n1 = rmsnorm1(x)
@@ -89,6 +91,17 @@ typedef struct qwen2_opts {
     int kv_batch, kv_len;     /* KV cache for generation; 0 = none */
     prec_model_t role;        /* which rules of a plan apply */
     uint64_t head_seed;       /* initialises scalar heads a checkpoint lacks */
+    int max_train_batch;      /* training: rows of a TRAIN forward (the activations saved for
+                                 backward are sized max_train_batch x max_seq; inference
+                                 forwards and generation still take max_batch rows); a TRAIN
+                                 forward with more tokens is an ERR_INPUT. 0 = max_batch */
+    int logits_rows;          /* rows of logits held at once: the LM head, log-softmax,
+                                 entropy and their backward run in chunks of this many rows
+                                 (rounded down to a multiple of 64 when above 64; at least
+                                 kv_batch). 0 = as many as fit in 256 MiB */
+    bool frozen;              /* inference only, weights never change: the linear layers'
+                                 float32 weights get their own buffer, which qwen2_freeze
+                                 can free once their 16-bit copies exist (not with training) */
 } qwen2_opts_t;
 
 /* Creates a model with uninitialised parameters (load or init next). */
@@ -220,7 +233,9 @@ int qwen2_scores_get(qwen2_model_t *m, float *scores, err_t *e);
  * debugging and sensitivity checks. */
 int qwen2_hidden_get(qwen2_model_t *m, int layer, float *out, err_t *e);
 
-/* Host copy of logits rows [row0, row0 + nrows) of the last forward (or generate step). */
+/* Host copy of logits rows [row0, row0 + nrows) of the last forward (or generate step).
+ * When a forward's logits did not fit the logits buffer, the chunks holding these rows are
+ * computed again from the final norm's output. */
 int qwen2_logits_get(qwen2_model_t *m, int row0, int nrows, float *out, err_t *e);
 
 /* ---- backward ------------------------------------------------------------------------ */
@@ -309,11 +324,28 @@ int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
                        const int32_t *const *prompts, const int *plen, const qwen2_gen_t *g,
                        const qwen2_gen_ext_t *x, int32_t *out, int *out_len, err_t *e);
 
+/* ---- frozen models -------------------------------------------------------------------- */
+
+/* For a model opened with opts.frozen, after its plan is set: builds the quantized or
+ * 16-bit copy of every linear layer's weight that forwards in `phase` use (through the
+ * backend's weight caches) and frees the float32 weights of the decoder layers' linear
+ * layers (and an untied lm_head), which those copies replace. Afterwards the model runs
+ * forwards (and generation) in `phase` only, with the plan unchanged; another phase, a
+ * changed precision table, qwen2_set_plan, loading, saving, qwen2_init_philox or reading
+ * or writing those weights is an ERR_INPUT. Nothing is freed (*freed = 0, ERR_OK) when
+ * some layer's weight would be read as is (an fp32 spec under fp32 compute) or is
+ * quantized with stochastic rounding (a new copy per step needs the float32 source). */
+int qwen2_freeze(qwen2_model_t *m, prec_phase_t phase, size_t *freed, err_t *e);
+
 /* ---- memory ---------------------------------------------------------------------------- */
 
 typedef struct qwen2_mem {
     size_t params, grads, optimizer, activations, kv_cache, weight_cache;  /* bytes */
 } qwen2_mem_t;
+
+/* Device memory the model holds: params (float32 weights still held, rotary tables),
+ * gradients, AdamW moments, the activation buffer (saved activations, a chunk of logits,
+ * backward scratch), the KV cache and the backend's weight caches. */
 
 void qwen2_memory(const qwen2_model_t *m, qwen2_mem_t *out);
 

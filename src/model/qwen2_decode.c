@@ -51,6 +51,8 @@ int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
                        m->opts.kv_batch);
     if (g->max_new < 0 || (unsigned)ctx->phase >= PREC_PHASE_COUNT)
         return err_set(e, ERR_INPUT, "generate: bad max_new (%d) or phase", g->max_new);
+    if (qwen2__frozen_check(m, ctx, e))
+        return e->code;
     int Lmax = 0;
     for (int b = 0; b < B; b++) {
         if (plen[b] < 1)
@@ -74,6 +76,8 @@ int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
     m->fwd_flags = 0;
     m->have_targets = false;
     m->logits_valid = false;
+    m->logits_lazy = false;
+    m->lg_n = 0;
     if (g->max_new == 0)
         return ERR_OK;
 
@@ -178,6 +182,8 @@ int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
     }
     m->logits_valid = true;
     m->logits_rows = B;
+    m->lg_r0 = 0;
+    m->lg_n = B;
     rc = be_sync(be, e);
 out:
     free(padl);

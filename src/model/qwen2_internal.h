@@ -54,6 +54,16 @@ struct qwen2_model {
     size_t embed, norm, lm_head, score, vhead_w, vhead_b;   /* QWEN2_NONE when absent */
     qwen2_layer_off_t *loff;
     be_buf_t *params, *grads, *adam_m, *adam_v;
+    /* Frozen models keep the decoder layers' linear weights (and an untied lm_head) at
+     * offsets [nkeep, nparams), in their own buffer params_lin, NULL once qwen2_freeze has
+     * freed it; other models have nkeep == nparams. */
+    size_t nkeep;
+    be_buf_t *params_lin;
+    bool dropped;               /* qwen2_freeze freed params_lin */
+    prec_phase_t frozen_phase;
+    uint64_t frozen_version;
+    mx_spec_t *frozen_spec;     /* per linear layer: its weight spec when frozen */
+    prec_compute_t frozen_compute;
     uint64_t version;
     long adam_step;
     double loss_scale;
@@ -71,13 +81,19 @@ struct qwen2_model {
     be_ptr_t rope_cos, rope_sin;
     int npos;
 
-    /* activations, all in one buffer */
+    /* activations, all in one buffer. N = max_batch x max_seq rows for inference (set 0,
+     * the final norm, per-token outputs); Nt = max_train_batch x max_seq for what only
+     * TRAIN forwards and backward use (sets 1.., xfin, backward scratch). In training the
+     * sets share set 0's xn1, xn2 and act: backward recomputes them (RMSNorm and SwiGLU
+     * forwards, the same bits) instead of keeping them per layer. */
     be_buf_t *act;
     size_t act_bytes;
+    int ntrain;                 /* max_train_batch (max_batch when 0 was given) */
     int nsets;                  /* layers when training, else 1 */
     qwen2_act_layer_t *sets;
-    be_ptr_t xfin, xnf, rstdf;  /* (N, H), (N, H), (N) */
-    be_ptr_t logits;            /* (N, V) */
+    be_ptr_t xfin, xnf, rstdf;  /* (Nt, H), (N, H), (N) */
+    be_ptr_t logits;            /* (logits_cap, V): one chunk of rows */
+    int logits_cap;             /* rows of a chunk */
     be_ptr_t lse_lm, logp, ent; /* (N) */
     be_ptr_t head_out;          /* (N) value or score per position */
     be_ptr_t dseed;             /* (N) backward seeds (dlogp, dent, dvalues) */
@@ -98,11 +114,17 @@ struct qwen2_model {
     /* what the last forward left */
     int fwd_B, fwd_T;
     unsigned fwd_flags;
+    prec_ctx_t fwd_ctx;         /* chunks of logits are computed under the forward's context */
     bool have_targets, logits_valid;
     int logits_rows;            /* rows of logits the last op produced */
+    bool logits_lazy;           /* a forward's: any chunk can be computed from xnf */
+    int lg_r0, lg_n;            /* rows [lg_r0, lg_r0 + lg_n) are in the logits buffer */
 };
 
-static inline be_ptr_t qp(const qwen2_model_t *m, size_t off) { return be_ptr(m->params, off * 4); }
+static inline be_ptr_t qp(const qwen2_model_t *m, size_t off)
+{
+    return off < m->nkeep ? be_ptr(m->params, off * 4) : be_ptr(m->params_lin, (off - m->nkeep) * 4);
+}
 static inline be_ptr_t qg(const qwen2_model_t *m, size_t off) { return be_ptr(m->grads, off * 4); }
 
 /* shared between qwen2.c and qwen2_decode.c */
@@ -114,5 +136,8 @@ void qwen2__lin_fwd(qwen2_model_t *m, const prec_ctx_t *ctx, int li, be_ptr_t x,
                     be_ptr_t y, bool acc);
 int qwen2__prepare_batch(qwen2_model_t *m, const qwen2_batch_t *b, err_t *e);
 int qwen2__init_heads(qwen2_model_t *m, bool score, bool value, err_t *e);
+/* ERR_INPUT when a frozen model whose float32 linear weights were freed is asked to run
+ * in another phase or with another weight precision than it was frozen with. */
+int qwen2__frozen_check(const qwen2_model_t *m, const prec_ctx_t *ctx, err_t *e);
 
 #endif

@@ -107,6 +107,9 @@ static bool is_head(const char *name)
 
 int qwen2_load_dir(qwen2_model_t *m, const char *dir, err_t *e)
 {
+    if (m->dropped)
+        return err_set(e, ERR_INPUT, "%s: a frozen model's float32 linear weights were freed; "
+                       "open a new model to load", dir);
     shards_t s;
     int rc = shards_open(&s, dir, e);
     bool miss_score = false, miss_value = false;
@@ -255,6 +258,9 @@ int qwen2_save_dir(const qwen2_model_t *m, const char *dir, st_dtype_t dtype, er
     if (dtype != ST_F32 && dtype != ST_BF16 && dtype != ST_F16)
         return err_set(e, ERR_INPUT, "save: dtype must be F32, BF16 or F16, got %s",
                        st_dtype_name(dtype));
+    if (m->dropped)
+        return err_set(e, ERR_INPUT, "save %s: a frozen model's float32 linear weights were "
+                       "freed", dir);
     if (fs_mkdir_p(dir, e))
         return e->code;
     char *idx = fs_join(dir, "model.safetensors.index.json");

@@ -434,6 +434,111 @@ static void training_step_on_gpu_matches_cpu(void **state)
     prec_policies_free(&pol);
 }
 
+/* The memory options on the GPU (docs/engine.md): activations for a training minibatch
+ * smaller than max_batch, logits in chunks of rows, a frozen model whose float32 linear
+ * weights are freed. Against the CPU with none of them, and against the GPU without them. */
+static qwen2_model_t *opts_model(backend_t *be, qwen2_opts_t o)
+{
+    qwen2_config_t c = {.hidden = 128, .inter = 256, .layers = 2, .heads = 4, .kv_heads = 2,
+                        .head_dim = 32, .vocab = 512, .max_pos = 256, .rope_theta = 10000,
+                        .rms_eps = 1e-6, .tie = false, .dtype = ST_F32, .bos_id = -1, .pad_id = -1};
+    o.head_seed = 5;
+    qwen2_model_t *m;
+    err_t e = ERR_INIT;
+    if (qwen2_new(be, &c, &o, &m, &e) || qwen2_init_philox(m, 21, 0.08f, &e))
+        fail_msg("%s", e.msg);
+    return m;
+}
+
+static void memory_options_on_gpu_match_cpu(void **state)
+{
+    NEED_GPU();
+    enum { B = 3, T = 40 };
+    int32_t ids[B * T], len[B] = {40, 31, 17}, tgt[B * T];
+    for (int i = 0; i < B * T; i++)
+        ids[i] = (int32_t)((i * 7919u + 13) % 512);
+    qwen2_batch_t b = {B, T, ids, NULL, len};
+    qwen2_next_token_targets(&b, tgt);
+    float dlogp[B * T], dent[B * T], dval[B * T];
+    for (int i = 0; i < B * T; i++) {
+        dlogp[i] = tgt[i] >= 0 ? -0.01f : 0.0f;
+        dent[i] = tgt[i] >= 0 ? 0.001f : 0.0f;
+        dval[i] = (float)((i % 11) - 5) * 0.01f;
+    }
+    prec_policies_t pol = plans();
+    const char *names[] = {"F", "Z"};
+    const double tol_g[] = {1e-2, 3e-2};
+    const unsigned heads = QWEN2_HEAD_LM | QWEN2_HEAD_VALUE;
+    const qwen2_opts_t plain = {.max_batch = B, .max_seq = T, .training = true, .heads = heads};
+    /* inference room for 4 rows, training for 3; logits in chunks of 64 of the 120 rows */
+    const qwen2_opts_t lean = {.max_batch = 4, .max_seq = T, .training = true, .heads = heads,
+                               .max_train_batch = 3, .logits_rows = 64};
+    err_t e = ERR_INIT;
+    for (int p = 0; p < 2; p++) {
+        qwen2_model_t *ms[3] = {opts_model(cpu, plain), opts_model(gpu, plain), opts_model(gpu, lean)};
+        float lp[3][B * T], en[3][B * T], va[3][B * T];
+        size_t n = qwen2_nparams(ms[0]);
+        float *gr[3] = {malloc(n * 4), malloc(n * 4), malloc(n * 4)};
+        for (int s = 0; s < 3; s++) {
+            qwen2_model_t *m = ms[s];
+            qwen2_grad_in_t g = {dlogp, dent, dval, NULL};
+            qwen2_zero_grads(m);
+            if (qwen2_set_plan(m, plan(&pol, names[p]), "t", &e) ||
+                qwen2_forward(m, &GRAD, &b, QWEN2_FWD_TRAIN | QWEN2_FWD_LOGITS | QWEN2_FWD_VALUES, &e) ||
+                qwen2_token_logprobs(m, tgt, lp[s], en[s], &e) || qwen2_values_get(m, va[s], &e) ||
+                qwen2_backward(m, &GRAD, &g, &e) || qwen2_grads_get(m, 0, gr[s], n, &e))
+                fail_msg("plan %s, model %d: %s", names[p], s, e.msg);
+        }
+        double el = rel_l2(lp[2], lp[0], B * T), ee = rel_l2(en[2], en[0], B * T);
+        double ev = rel_l2(va[2], va[0], B * T), eg = rel_l2(gr[2], gr[0], n);
+        double sl = rel_l2(lp[2], lp[1], B * T), se = rel_l2(en[2], en[1], B * T);
+        double sg = rel_l2(gr[2], gr[1], n);
+        print_message("plan %s, lean GPU model vs CPU: log-probs %.2g, entropy %.2g, values %.2g, "
+                      "gradients %.2g; vs the plain GPU model: %.2g, %.2g, gradients %.2g\n",
+                      names[p], el, ee, ev, eg, sl, se, sg);
+        double tl = p == 0 ? 1e-3 : 1e-2;
+        if (!(el <= tl && ee <= tl && ev <= tl && eg <= tol_g[p]))
+            fail_msg("plan %s: the lean GPU model differs from the CPU (%.3g %.3g %.3g %.3g)",
+                     names[p], el, ee, ev, eg);
+        if (!(sl <= 1e-4 && se <= 1e-4 && sg <= 1e-3))
+            fail_msg("plan %s: chunked logits and max_train_batch change the GPU's results "
+                     "(%.3g %.3g %.3g)", names[p], sl, se, sg);
+        /* a TRAIN batch of 4 rows does not fit the lean model's saved activations */
+        qwen2_batch_t b4 = {4, T, ids, NULL, NULL};
+        int32_t ids4[4 * T];
+        for (int i = 0; i < 4 * T; i++)
+            ids4[i] = ids[i % (B * T)];
+        b4.ids = ids4;
+        err_t e4 = ERR_INIT;
+        assert_int_equal(qwen2_forward(ms[2], &GRAD, &b4, QWEN2_FWD_TRAIN | QWEN2_FWD_LOGITS, &e4),
+                         ERR_INPUT);
+        free(gr[0]), free(gr[1]), free(gr[2]);
+        qwen2_free(ms[0]), qwen2_free(ms[1]), qwen2_free(ms[2]);
+    }
+    /* frozen under bf16: the float32 linear weights go, the reward-phase log-probs stay */
+    qwen2_opts_t fo = {.max_batch = B, .max_seq = T, .heads = QWEN2_HEAD_LM};
+    qwen2_model_t *a = opts_model(gpu, fo);
+    fo.frozen = true;
+    qwen2_model_t *f = opts_model(gpu, fo);
+    float la[B * T], lf[B * T];
+    size_t freed = 0;
+    prec_ctx_t rew = {PREC_REWARD, 0, 0};
+    if (qwen2_set_plan(a, plan(&pol, "Z"), "t", &e) || qwen2_set_plan(f, plan(&pol, "Z"), "t", &e) ||
+        qwen2_freeze(f, PREC_REWARD, &freed, &e) ||
+        qwen2_forward(a, &rew, &b, QWEN2_FWD_LOGITS, &e) || qwen2_token_logprobs(a, tgt, la, NULL, &e) ||
+        qwen2_forward(f, &rew, &b, QWEN2_FWD_LOGITS, &e) || qwen2_token_logprobs(f, tgt, lf, NULL, &e))
+        fail_msg("frozen: %s", e.msg);
+    double worst = 0;
+    for (int i = 0; i < B * T; i++)
+        worst = fmax(worst, fabs((double)la[i] - lf[i]));
+    print_message("frozen model on the GPU: %zu bytes of float32 weights freed; log-probs differ "
+                  "by at most %.3g\n", freed, worst);
+    if (!(freed > 0 && worst <= 1e-5))
+        fail_msg("frozen: freed %zu bytes, log-probs differ by %.3g", freed, worst);
+    qwen2_free(a), qwen2_free(f);
+    prec_policies_free(&pol);
+}
+
 static void generation_on_gpu_gives_the_cpu_ids(void **state)
 {
     NEED_GPU();
@@ -498,6 +603,7 @@ int main(void)
         cmocka_unit_test(reward_scores_hold_on_gpu),
         cmocka_unit_test(qwen05b_philox_checkpoint_holds_on_gpu),
         cmocka_unit_test(training_step_on_gpu_matches_cpu),
+        cmocka_unit_test(memory_options_on_gpu_match_cpu),
         cmocka_unit_test(generation_on_gpu_gives_the_cpu_ids),
         cmocka_unit_test(logprobs_command_runs_on_the_gpu),
     };

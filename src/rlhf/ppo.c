@@ -14,6 +14,7 @@
 #include "data/synth.h"
 #include "model/qwen2.h"
 #include "rlhf/ppo_ckpt.h"
+#include "rlhf/ppo_mem.h"
 #include "tokenizer/tokenizer.h"
 #include "util/atomic_file.h"
 #include "util/fs.h"
@@ -125,9 +126,12 @@ static int phase_end(ppo_t *P, int ph, err_t *e)
 static int open_model(ppo_t *P, const char *dir, unsigned heads, bool training, prec_model_t role,
                       int kv, qwen2_model_t **out, err_t *e)
 {
+    /* training runs forward-backward passes of one minibatch (accumulation adds them up);
+     * the frozen models run in the reward phase only (qwen2_freeze) */
     qwen2_opts_t mo = {.max_batch = P->B, .max_seq = P->T, .training = training, .heads = heads,
                        .kv_batch = kv ? P->B : 0, .kv_len = kv ? P->T : 0, .role = role,
-                       .head_seed = P->o->seed};
+                       .head_seed = P->o->seed, .max_train_batch = training ? P->M : 0,
+                       .frozen = !training};
     if (qwen2_open_dir(dir, P->be, &mo, out, e))
         return err_prefix(e, "%s (%s model): ", dir, prec_model_name(role));
     if (P->io->policies_path) {
@@ -140,6 +144,9 @@ static int open_model(ppo_t *P, const char *dir, unsigned heads, bool training, 
         if (rc)
             return err_prefix(e, "plan %s for the %s model: ", P->io->plan, prec_model_name(role));
     }
+    size_t freed;
+    if (!training && qwen2_freeze(*out, PREC_REWARD, &freed, e))
+        return err_prefix(e, "%s (%s model): ", dir, prec_model_name(role));
     if (qwen2_config(*out)->vocab != P->V)
         return err_set(e, ERR_INPUT, "%s: vocabulary of %d tokens, the policy's has %d (every "
                        "model must share the policy's tokenizer)", dir, qwen2_config(*out)->vocab,
@@ -1299,6 +1306,11 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
         rr.final_kl_coef = P.kl.value;
         if (res)
             *res = rr;
+    }
+    if (!rc && !strcmp(be_name(P.be), "cuda")) { /* where the device memory went */
+        qwen2_model_t *const ms[] = {P.policy, P.ref, P.rm, P.critic};
+        const char *const names[] = {"policy", "reference", "reward", "critic"};
+        ppo_memory_write(io->log, P.be, ms, names, 4);
     }
     teardown(&P);
     return rc;

@@ -255,6 +255,8 @@ static void make_model(const char *dir, unsigned heads, uint64_t seed)
 static const char *const POLICIES =
     "{\"version\": 1, \"plans\": {"
     "\"baseline\": {\"description\": \"control\", \"default\": \"fp32\", \"rules\": []},"
+    "\"bf16\": {\"default\": \"bf16\", \"compute\": \"bf16\"},"
+    "\"bf16c\": {\"description\": \"the bf16 plan again\", \"default\": \"bf16\", \"compute\": \"bf16\"},"
     "\"A\": {\"default\": \"fp32\", \"compute\": \"fp16\", \"rules\": [{\"phase\": [\"rollout\", "
     "\"reward\"], \"operand\": [\"weight\", \"input\"], \"spec\": \"mxfp8_e4m3/32\"}]}}}";
 
@@ -429,6 +431,41 @@ static void control_plan_wins_half_and_comparison_csv_has_its_layout(void **stat
          *es = path2(r1, PPO_EVAL_SAMPLES), *en = path2(r1, "energy.csv");
     assert_true(fs_exists(es) && fs_exists(en) && !fs_exists(pd));
     free(r1), free(pd), free(es), free(en), free(csvp), free(out);
+}
+
+/* compare.reference: the unquantized runs use a plan (bf16 on a GPU) and the control, a copy
+ * of it, must still reproduce them; a reference that policies.json lacks is named. */
+static void a_reference_plan_replaces_fp32_for_the_unquantized_runs(void **state)
+{
+    (void)state;
+    compare_opts_t co;
+    tiny_compare_opts(&co);
+    co.seeds = 1;
+    snprintf(co.plans, sizeof co.plans, "bf16c,A");
+    snprintf(co.control, sizeof co.control, "bf16c");
+    snprintf(co.reference, sizeof co.reference, "bf16");
+    pipeline_compare_result_t res;
+    run_compare("cmp_ref", &co, &res, ERR_OK);
+    assert_true(res.control_ok);
+    char *out = path2(root, "cmp_ref"), *csvp = path2(out, COMPARE_CSV);
+    csv_table_t t;
+    err_t e = ERR_INIT;
+    if (csv_load(csvp, &t, &e))
+        fail_msg("%s", e.msg);
+    assert_string_equal(csv_cell(&t, 0, 0), "unquantized");
+    /* bf16 on the CPU is rounded in fp32: emulated, where no plan would be native */
+    assert_string_equal(csv_cell(&t, 0, csv_col(&t, "execution")), "emulated");
+    /* bf16 operands: the modelled traffic is the bf16 traffic */
+    assert_string_equal(csv_cell(&t, 3, csv_col(&t, "modelled_traffic_ratio")), "1");
+    int fr = csv_col(&t, "final_reward");
+    assert_string_equal(csv_cell(&t, 3, fr), csv_cell(&t, 7, fr));
+    csv_table_free(&t);
+    char *js = read_text(out, COMPARE_JSON);
+    assert_contains(js, "\"reference\":\t\"bf16\"");
+    free(js);
+    snprintf(co.reference, sizeof co.reference, "bf17");
+    run_compare("cmp_ref2", &co, &res, ERR_INPUT);
+    free(out), free(csvp);
 }
 
 static void compare_options_are_checked(void **state)
@@ -630,6 +667,7 @@ int main(int argc, char **argv)
     };
     const struct CMUnitTest e2e[] = {
         cmocka_unit_test(control_plan_wins_half_and_comparison_csv_has_its_layout),
+        cmocka_unit_test(a_reference_plan_replaces_fp32_for_the_unquantized_runs),
         cmocka_unit_test(compare_options_are_checked),
         cmocka_unit_test(report_numbers_are_the_csv_numbers),
         cmocka_unit_test(report_with_a_sensor_shows_energy_and_absent_sections_say_so),

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "model/qwen2.h"
+#include "pipeline/baseline.h"
 #include "rlhf/ppo.h"
 #include "rlhf/ppo_data.h"
 #include "support/testutil.h"
@@ -120,7 +121,8 @@ static int run(const ppo_opts_t *o, const char *out, const char *rm, bool resume
     char *pol = path2(root, "pol"), *rmd = path2(root, rm), *od = path2(root, out);
     rlhf_ppo_io_t io = {be, pol, NULL, rmd, NULL, od, NULL, NULL,
                         (const char *const *)prompts.train, prompts.ntrain,
-                        (const char *const *)prompts.eval, prompts.neval, true, NULL, resume, NULL};
+                        (const char *const *)prompts.eval, prompts.neval, true, NULL, resume, NULL,
+                        NULL};
     rlhf_ppo_result_t res;
     int rc = rlhf_ppo_run(o, &io, &res, e);
     free(pol), free(rmd), free(od);
@@ -374,7 +376,8 @@ static void precision_plan_applies_per_phase_and_shows_in_the_logprob_gap(void *
     o.eval_prompts = 0;
     rlhf_ppo_io_t io = {be, pol, NULL, rm, NULL, od, pp, "R4",
                         (const char *const *)prompts.train, prompts.ntrain,
-                        (const char *const *)prompts.eval, prompts.neval, true, NULL, false, NULL};
+                        (const char *const *)prompts.eval, prompts.neval, true, NULL, false, NULL,
+                        NULL};
     err_t e = ERR_INIT;
     rlhf_ppo_result_t res;
     if (rlhf_ppo_run(&o, &io, &res, &e))
@@ -514,6 +517,206 @@ static void hh_rlhf_file_runs_through_the_baseline(void **state)
     free(pol), free(rm), free(out);
 }
 
+/* ---- calibration (mxrlhf baseline --calibrate) ------------------------------------------- */
+
+#define CAL_WATTS 80.0
+
+/* A replay trace of one device at a constant CAL_WATTS for 600 s, a row every 0.05 s with
+ * the counter on each: whatever the phases' timing, their steady power is CAL_WATTS. */
+static char *write_constant_trace(void)
+{
+    char *p = path2(root, "constant_80W.csv");
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    len += (size_t)snprintf(buf, cap, "time_s,device,power_W,energy_J,phase\n");
+    for (int i = 0; i <= 12000; i++) {
+        double t = i * 0.05;
+        len += (size_t)snprintf(buf + len, cap - len, "%.6f,gpu0,%.3f,%.6f,\n", t, CAL_WATTS,
+                                CAL_WATTS * t);
+        assert_true(len < cap);
+    }
+    test_write_file(p, buf, len);
+    free(buf);
+    return p;
+}
+
+static void baseline_cli(const char *out, const char *extra)
+{
+    char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *od = path2(root, out), *log = NULL;
+    int rc = test_cli(&log, "baseline --policy-model %s --reward-model %s --pairs 60 --steps 2 "
+                      "--output %s --idle-s 0 --set batch_size=4 --set mini_batch_size=2 "
+                      "--set ppo_epochs=1 --set max_new_tokens=8 --set eval_prompts=2 "
+                      "--set best_of_n=0 %s", pol, rm, od, extra);
+    if (rc)
+        fail_msg("baseline %s failed (%d):\n%s", extra, rc, log);
+    free(log), free(pol), free(rm), free(od);
+}
+
+/* The calibration segments of `phase` in phase_timing.json: their number, and the fewest
+ * iterations of one. */
+static int calib_segments(const cJSON *timing, const char *phase, long *min_iter)
+{
+    int n = 0;
+    *min_iter = -1;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(timing, "calibration"))
+    {
+        const cJSON *ph = cJSON_GetObjectItemCaseSensitive(c, "phase");
+        if (!cJSON_IsString(ph) || strcmp(ph->valuestring, phase))
+            continue;
+        long it = (long)cJSON_GetObjectItemCaseSensitive(c, "iterations")->valuedouble;
+        *min_iter = n == 0 || it < *min_iter ? it : *min_iter;
+        n++;
+    }
+    return n;
+}
+
+/* Field k (0-based) of energy.csv's row for `phase`, copied into buf. */
+static const char *csv_field(const char *csv, const char *phase, int k, char *buf, size_t cap)
+{
+    char key[80];
+    snprintf(key, sizeof key, "\n%s,", phase);
+    const char *p = strstr(csv, key);
+    if (!p)
+        fail_msg("energy.csv has no row %s:\n%s", phase, csv);
+    p++;
+    for (int i = 0; i < k; i++)
+        p = strchr(p, ',') + 1;
+    size_t n = strcspn(p, ",\n");
+    snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), p);
+    return buf;
+}
+
+static char *slurp_out(const char *dir, const char *name)
+{
+    char *d = path2(root, dir), *p = path2(d, name), *text;
+    size_t n;
+    err_t e = ERR_INIT;
+    if (fs_read_all(p, 1 << 26, &text, &n, &e))
+        fail_msg("%s", e.msg);
+    free(d), free(p);
+    return text;
+}
+
+static const char *const study_phases[3] = {"rollout", "reward_inference", "gradient_update"};
+
+static void calibration_repeats_each_phase_and_leaves_the_run_unchanged(void **state)
+{
+    (void)state;
+    char *trace = write_constant_trace(), extra[1200];
+    snprintf(extra, sizeof extra, "--power-source replay:%s --calibrate --calibrate-s 0.3", trace);
+    baseline_cli("cal_on", extra);
+    snprintf(extra, sizeof extra, "--power-source replay:%s", trace);
+    baseline_cli("cal_off", extra);
+
+    cJSON *t = load("cal_on", "phase_timing.json");
+    const cJSON *phs = cJSON_GetObjectItemCaseSensitive(t, "phases");
+    char *csv = slurp_out("cal_on", "energy.csv"), f[256];
+    for (int k = 0; k < 3; k++) {
+        long min_iter;
+        int n = calib_segments(t, study_phases[k], &min_iter);
+        if (n < 1 || min_iter < 1)
+            fail_msg("%s: expected calibration segments of >= 1 iteration, got %d (fewest "
+                     "iterations %ld)", study_phases[k], n, min_iter);
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(phs, study_phases[k]);
+        const cJSON *co = cJSON_GetObjectItemCaseSensitive(p, "calibration");
+        assert_true(cJSON_IsObject(co));
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(co, "segments")->valuedouble, n);
+        /* the replayed power is the phase's steady power, to the joule */
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(co, "power_W");
+        if (!cJSON_IsNumber(w) || fabs(w->valuedouble - CAL_WATTS) > 1e-6)
+            fail_msg("%s: calibrated power expected %g W, got %s", study_phases[k], CAL_WATTS,
+                     cJSON_IsNumber(w) ? "another number" : "none");
+        /* and energy.csv says it was calibrated: method, or the note on why not */
+        const char *method = csv_field(csv, study_phases[k], 6, f, sizeof f);
+        const char *row = strstr(csv, study_phases[k]);
+        if (strcmp(method, "calibrated") && !strstr(row, "calibrated (steady power 80.00 W"))
+            fail_msg("%s: energy.csv says nothing of the calibration:\n%s", study_phases[k], csv);
+    }
+    cJSON_Delete(t);
+    free(csv);
+    char *plog = slurp_out("cal_on", "power_log_baseline.csv");
+    assert_non_null(strstr(plog, "calibrate:gradient_update"));
+    free(plog);
+    /* without --calibrate: no segments */
+    t = load("cal_off", "phase_timing.json");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(t, "calibration")), 0);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t, "phases"), "rollout"),
+        "calibration")));
+    cJSON_Delete(t);
+    /* calibration changed nothing of the run */
+    expect_same_stats("cal_on", "cal_off");
+    expect_same_file("cal_on", "cal_off", "policy/model.safetensors");
+    expect_same_file("cal_on", "cal_off", "eval.json");
+    expect_same_file("cal_on", "cal_off", "samples.jsonl");
+    free(trace);
+}
+
+static void calibration_without_a_sensor_records_segments_and_no_energy(void **state)
+{
+    (void)state;
+    baseline_cli("cal_none", "--power-source none --calibrate --calibrate-s 0.3");
+    cJSON *t = load("cal_none", "phase_timing.json");
+    const cJSON *phs = cJSON_GetObjectItemCaseSensitive(t, "phases");
+    char *csv = slurp_out("cal_none", "energy.csv"), f[256];
+    for (int k = 0; k < 4; k++) {
+        const char *name = k < 3 ? study_phases[k] : "total";
+        /* power and energy cells empty, method none: never an estimate */
+        if (*csv_field(csv, name, 1, f, sizeof f) || *csv_field(csv, name, 3, f, sizeof f) ||
+            strcmp(csv_field(csv, name, 6, f, sizeof f), "none"))
+            fail_msg("%s: expected empty power and energy and method none:\n%s", name, csv);
+        if (k == 3)
+            break;
+        long min_iter;
+        int n = calib_segments(t, name, &min_iter);
+        if (n < 1 || min_iter < 1)
+            fail_msg("%s: expected calibration segments of >= 1 iteration, got %d", name, n);
+        const cJSON *co = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(phs, name), "calibration");
+        assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(co, "segments")->valuedouble, n);
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(co, "power_W")));
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(phs, name), "energy_J")));
+    }
+    assert_non_null(strstr(csv, "but no sensor: no steady power"));
+    free(csv);
+    cJSON_Delete(t);
+}
+
+static void baseline_options_default_off_and_errors_name_the_key(void **state)
+{
+    (void)state;
+    pipeline_baseline_opts_t o;
+    pipeline_baseline_opts_default(&o);
+    assert_false(o.calibrate);
+    assert_true(o.calibrate_s == 10);
+    err_t e = ERR_INIT;
+    cJSON *j = cJSON_Parse("{\"calibrate\": true, \"calibrate_s\": 2.5}");
+    assert_int_equal(pipeline_baseline_opts_from_json(j, "cfg: baseline", &o, &e), 0);
+    assert_true(o.calibrate && o.calibrate_s == 2.5);
+    cJSON_Delete(j);
+    j = cJSON_Parse("{\"calibrate_s\": 0}");
+    assert_int_equal(pipeline_baseline_opts_from_json(j, "cfg: baseline", &o, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "calibrate_s"));
+    cJSON_Delete(j);
+    /* --calibrate needs the monitor: mxrlhf ppo has none */
+    ppo_opts_t po;
+    tiny_opts(&po);
+    po.steps = 1;
+    po.eval_prompts = 0;
+    char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *od = path2(root, "cal_nomon");
+    energy_calib_opts_t co = {.min_total_s = 0.1};
+    rlhf_ppo_io_t io = {be, pol, NULL, rm, NULL, od, NULL, NULL,
+                        (const char *const *)prompts.train, prompts.ntrain, NULL, 0, true, NULL,
+                        false, NULL, &co};
+    err_t e2 = ERR_INIT;
+    assert_int_equal(rlhf_ppo_run(&po, &io, NULL, &e2), ERR_INPUT);
+    assert_non_null(strstr(e2.msg, "monitor"));
+    free(pol), free(rm), free(od);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -526,6 +729,9 @@ int main(void)
         cmocka_unit_test(resume_refuses_other_options),
         cmocka_unit_test(baseline_writes_the_study_files_and_charts),
         cmocka_unit_test(hh_rlhf_file_runs_through_the_baseline),
+        cmocka_unit_test(baseline_options_default_off_and_errors_name_the_key),
+        cmocka_unit_test(calibration_repeats_each_phase_and_leaves_the_run_unchanged),
+        cmocka_unit_test(calibration_without_a_sensor_records_segments_and_no_energy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

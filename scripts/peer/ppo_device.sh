@@ -21,6 +21,10 @@
 #           sensitivity --device cuda`, 4096 tokens of the HH file), run for at most
 #           $SENS_S seconds (default 150): its progress lines give the time per cell and
 #           the estimate for the whole sweep (random weights: only the timing means anything)
+#   calib   the baseline (run1's model and settings) for $CALIB_STEPS steps (default 5) with
+#           --calibrate --calibrate-s $CALIB_S (default 10): after training each phase's work
+#           is repeated under NVML for that many seconds of steady time; energy.csv and
+#           phase_timing.json also go to OUT as calib_energy.csv, calib_phase_timing.json
 #   tiny    a 3-step PPO run of a tiny Qwen2 on the CPU and, under compute-sanitizer memcheck,
 #           on CUDA (fp32, responses of 12 to 24 tokens, evaluation and best-of-n on):
 #           the sampled responses and statistics compared (needs setup's tokenizer)
@@ -48,12 +52,12 @@ export MXRLHF_SHARED="$D/shared" MXRLHF_BIN="$D/bin/mxrlhf" OMP_NUM_THREADS=16 P
 X="$D/bin/mxrlhf"
 summary=()
 
-baseline() { # $1 output dir, $2 steps; the log beside it, every 10th step shown
+baseline() { # $1 output dir, $2 steps, then extra options; the log beside it, every 10th step shown
   timeout $(( $(left) - 15 )) "$X" baseline --device "$DEVICE" --steps "$2" --output "$1" \
     --policy-model "$M/policy" --reward-model "$M/reward" --data "$D/data/hh.jsonl.gz" --pairs 1000 \
     --seed 42 --policy "$D/bf16_policies.json" --plan bf16 --power-source "$POWER" \
     --set max_new_tokens=$RESP --set min_new_tokens=$RESP --set eval_prompts=0 --set best_of_n=0 \
-    --set checkpoint_every=0 >"$1.log" 2>&1
+    --set checkpoint_every=0 "${@:3}" >"$1.log" 2>&1
   local rc=$?
   grep -vE "^mxrlhf ppo: step [0-9]+/" "$1.log"; grep -E "^mxrlhf ppo: step ([0-9]*0|1)/" "$1.log"
   rm -rf "$1/checkpoints" "$1/policy"   # weights: gigabytes, not needed back
@@ -81,6 +85,13 @@ PY
       summary+=("$t: rc $rc: $(grep -E '^\[  (PASSED|FAILED) ' "$R/$t.log" | tr '\n' ' ')")
     done ;;
   run1) baseline "$R/run1" "$STEPS"; rc=$?; cat "$R/run1/energy.csv" ;;
+  calib) baseline "$R/calib" "${CALIB_STEPS:-5}" --calibrate --calibrate-s "${CALIB_S:-10}"; rc=$?
+    cat "$R/calib/energy.csv"
+    # both files to OUT as well (a run that failed has none: then rc says so)
+    if ! cp "$R/calib/energy.csv" "$OUT/calib_energy.csv" ||
+       ! cp "$R/calib/phase_timing.json" "$OUT/calib_phase_timing.json"; then
+      [ "$rc" = 0 ] && rc=1
+    fi ;;
   run2) baseline "$R/run2" "$STEPS2"; rc=$?
     python3 - "$R/run1/training_stats.json" "$R/run2/training_stats.json" <<'PY'
 import json, math, sys

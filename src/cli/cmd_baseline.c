@@ -9,6 +9,21 @@
 #include "pipeline/baseline.h"
 #include "rlhf/ppo_data.h"
 #include "util/fs.h"
+#include "util/json.h"
+
+/* The "baseline" section of a configuration file, when it has one (calibrate, calibrate_s). */
+static int load_baseline_section(const char *path, pipeline_baseline_opts_t *o, err_t *e)
+{
+    cJSON *j = NULL;
+    if (json_load_file(path, 16u << 20, &j, e))
+        return e->code;
+    const cJSON *sec = cJSON_GetObjectItemCaseSensitive(j, "baseline");
+    char ctx[1100];
+    snprintf(ctx, sizeof ctx, "%s: baseline", path);
+    int rc = sec ? pipeline_baseline_opts_from_json(sec, ctx, o, e) : ERR_OK;
+    cJSON_Delete(j);
+    return rc;
+}
 
 int cmd_baseline(int argc, char **argv)
 {
@@ -19,8 +34,8 @@ int cmd_baseline(int argc, char **argv)
     const char *config = NULL, *output = "results/gpu_baseline", *source = "auto";
     long long pairs = 1000, steps = -1;
     uint64_t data_seed = 1234, seed = 0;
-    double interval_ms = 20, idle_s = 2;
-    bool seed_given = false;
+    double interval_ms = 20, idle_s = 2, calibrate_s = -1;
+    bool seed_given = false, calibrate = false;
     arg_list_t sets = {0};
     arg_opt_t opts[] = {
         {"policy-model", ARG_STRING, &b.policy_dir, "DIR", "SFT policy (Hugging Face directory with tokenizer.json)"},
@@ -44,6 +59,10 @@ int cmd_baseline(int argc, char **argv)
         {"plan", ARG_STRING, &b.plan, "NAME", "the plan (with --policy)"},
         {"device", ARG_STRING, &device, "NAME", "compute backend (default cpu)"},
         {"resume", ARG_FLAG, &b.resume, NULL, "continue a killed run from its last checkpoint"},
+        {"calibrate", ARG_FLAG, &calibrate, NULL, "after training, repeat each phase's work under "
+         "the monitor to measure its steady power (energy.csv method `calibrated`)"},
+        {"calibrate-s", ARG_DOUBLE, &calibrate_s, "S", "steady time per phase with --calibrate "
+         "(default 10)"},
     };
     arg_spec_t spec = {"baseline", "PPO with the energy monitor: the study's energy baseline.",
                        "[--steps 100] [--output results/gpu_baseline] --policy-model DIR "
@@ -51,7 +70,13 @@ int cmd_baseline(int argc, char **argv)
                        "Writes power_log_baseline.csv, phase_timing.json, energy.csv (phases "
                        "rollout, reward_inference, gradient_update), training_stats.json, and the "
                        "charts reward_by_step.svg, kl_by_step.svg, losses_by_step.svg, "
-                       "power_over_time.svg, besides what `mxrlhf ppo` writes.",
+                       "power_over_time.svg, besides what `mxrlhf ppo` writes. --calibrate then "
+                       "repeats each phase's work (the last step's batch, weights restored "
+                       "after) for --calibrate-s seconds of steady time with randomised start "
+                       "offsets; energy.csv uses the steady power where the per-step windows "
+                       "are too short, and says which phases did (method, note; calibration in "
+                       "phase_timing.json). Outputs of the training itself do not change. "
+                       "--config also reads a \"baseline\" object (calibrate, calibrate_s).",
                        opts, (int)(sizeof opts / sizeof opts[0]), false};
     err_t e = ERR_INIT;
     int npos;
@@ -65,8 +90,20 @@ int cmd_baseline(int argc, char **argv)
         return cli_report("baseline", &e);
     ppo_opts_t o;
     ppo_opts_default(&o);
-    if ((config && ppo_opts_load_file(config, &o, &e)) || ppo_opts_set(&o, sets.items, sets.n, &e))
+    pipeline_baseline_opts_default(&b.opts);
+    if ((config && (ppo_opts_load_file(config, &o, &e) ||
+                    load_baseline_section(config, &b.opts, &e))) ||
+        ppo_opts_set(&o, sets.items, sets.n, &e))
         return cli_report("baseline", &e);
+    b.opts.calibrate |= calibrate;
+    if (calibrate_s != -1) {
+        if (!(calibrate_s >= 1e-3 && calibrate_s <= 3600)) {
+            err_set(&e, ERR_INPUT, "--calibrate-s: expected 0.001 to 3600 seconds, got %g",
+                    calibrate_s);
+            return cli_report("baseline", &e);
+        }
+        b.opts.calibrate_s = calibrate_s;
+    }
     if (steps >= 0 && (steps < 1 || steps > 1000000000)) {
         err_set(&e, ERR_INPUT, "--steps: expected 1 to 1e9, got %lld", steps);
         return cli_report("baseline", &e);

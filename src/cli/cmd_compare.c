@@ -19,7 +19,7 @@ int cmd_compare(int argc, char **argv)
     pipeline_compare_t c;
     memset(&c, 0, sizeof c);
     const char *data = NULL, *device = "cpu", *config = NULL, *output = "results";
-    const char *plans = NULL, *control = NULL, *source = NULL;
+    const char *plans = NULL, *control = NULL, *reference = NULL, *source = NULL;
     bool synthetic = false, keep = false;
     long long pairs = 1000, seeds = -1, steps = -1;
     uint64_t data_seed = 1234;
@@ -38,6 +38,7 @@ int cmd_compare(int argc, char **argv)
         {"steps", ARG_INT, &steps, "N", "PPO steps of each run (default 20)"},
         {"plans", ARG_STRING, &plans, "LIST", "plans of policies.json (default baseline,A,B,C,D)"},
         {"control", ARG_STRING, &control, "NAME", "the control plan (default baseline)"},
+        {"reference", ARG_STRING, &reference, "PLAN", "plan of the unquantized runs (default: none, fp32; on a GPU: bf16)"},
         {"config", ARG_STRING, &config, "FILE", "configuration file: its ppo, compare, rm and judge sections"},
         {"set", ARG_LIST, &sets, "SECTION.KEY=VALUE", "override one option (ppo.*, compare.*; repeatable)"},
         {"power-source", ARG_STRING, &source, "SRC", "auto (default), nvml, rapl, none or replay:FILE"},
@@ -81,6 +82,8 @@ int cmd_compare(int argc, char **argv)
         snprintf(co->plans, sizeof co->plans, "%s", plans);
     if (control)
         snprintf(co->control, sizeof co->control, "%s", control);
+    if (reference)
+        snprintf(co->reference, sizeof co->reference, "%s", reference);
     if (source)
         snprintf(co->power_source, sizeof co->power_source, "%s", source);
     co->keep_models |= keep;

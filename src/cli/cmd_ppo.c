@@ -133,7 +133,7 @@ int cmd_ppo(int argc, char **argv)
         rlhf_ppo_io_t io = {be, policy_dir, ref_dir, reward_dir, critic_dir, output, policies, plan,
                             (const char *const *)pr.train, pr.ntrain,
                             (const char *const *)pr.eval, pr.neval, pr.synthetic, NULL, resume,
-                            stderr};
+                            stderr, NULL};
         if (!rlhf_ppo_run(&o, &io, &res, &e))
             print_summary(&res, output);
     }

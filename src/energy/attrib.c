@@ -482,10 +482,25 @@ static void phase_result(const ctx_t *c, const energy_report_t *rep, energy_phas
     p->short_total = n > 0 && p->runtime_s < ENERGY_SHORT_TOTAL_S;
     if (!n)
         note_add(p->note, sizeof p->note, "never marked");
+    /* The calibration segments' steady parts (sp is free again after measure_spans). */
+    size_t nc = 0;
+    double steady = 0;
+    for (size_t i = 0; i < r->n_calib; i++)
+        if (!strcmp(r->calib[i].phase, p->name) && r->calib[i].end > r->calib[i].steady_from) {
+            sp[nc++] = (span_t){r->calib[i].steady_from, r->calib[i].end};
+            steady += r->calib[i].end - r->calib[i].steady_from;
+        }
     if (!rep->measured) {
         p->energy_J = p->uncertainty_J = p->windowed_J = p->windowed_u = NAN;
         p->method = "none";
         p->short_total = false; /* nothing measured, nothing unreliable */
+        if (nc) { /* the work was repeated, but there is nothing to measure it with */
+            p->calibrated = true;
+            p->calib_segments = (int)nc;
+            p->calib_total_s = steady;
+            note_add(p->note, sizeof p->note, "calibrated over %zu segment(s) (%.1f s steady), "
+                     "but no sensor: no steady power", nc, steady);
+        }
         return;
     }
     if (n && m.iv.uncovered_s > c->tol) {
@@ -511,7 +526,7 @@ static void phase_result(const ctx_t *c, const energy_report_t *rep, energy_phas
         note_add(p->note, sizeof p->note, "windows start at one phase of the sensor's cycle "
                  "(lock %.2f): vary their timing for better figures", p->sampled.phase_lock);
     /* Calibration: steady power over the segments' steady parts. */
-    size_t nc = 0;
+    nc = 0;
     for (size_t i = 0; i < r->n_calib; i++)
         if (!strcmp(r->calib[i].phase, p->name) && r->calib[i].end > r->calib[i].steady_from)
             sp[nc++] = (span_t){r->calib[i].steady_from, r->calib[i].end};
@@ -535,6 +550,20 @@ static void phase_result(const ctx_t *c, const energy_report_t *rep, energy_phas
             p->energy_J = p->calib_power_W * p->runtime_s;
             p->uncertainty_J = p->calib_u_W * p->runtime_s;
             p->method = "calibrated";
+        } else if (isfinite(p->calib_power_W) && !(p->runtime_s > 0)) {
+            note_add(p->note, sizeof p->note, "calibrated: steady power %.2f W +-%.2f over "
+                     "%.1f s (no windows to apply it to)", p->calib_power_W, p->calib_u_W,
+                     p->calib_total_s);
+        } else if (isfinite(p->calib_power_W)) {
+            note_add(p->note, sizeof p->note,
+                     "calibrated (steady power %.2f W +-%.2f over %.1f s) but not used: %s "
+                     "gives +-%.1f J, calibration +-%.1f J", p->calib_power_W, p->calib_u_W,
+                     p->calib_total_s, p->method, p->uncertainty_J, u_c);
+        } else {
+            note_add(p->note, sizeof p->note,
+                     "calibrated over %zu segment(s), but %s: no steady power", nc,
+                     cm.iv.uncovered_s > c->tol ? "the readings do not cover them"
+                                                : "no energy over them");
         }
     }
     if (p->short_total)

@@ -507,7 +507,7 @@ int energy_calibrate(energy_monitor_t *m, const char *phase, energy_workload_fn 
     double deadline = mono() + 3 * m->counter_interval + 0.5;
     for (;;) {
         pthread_mutex_lock(&m->mu);
-        bool covered = m->failed || m->src->virtual_time;
+        bool covered = m->failed || m->src->virtual_time || p->ndev == 0; /* none: no readings */
         for (size_t i = m->run.n_samples; !covered && i-- > 0;) {
             const energy_sample_t *s = &m->run.samples[i];
             if (s->t < last_end)

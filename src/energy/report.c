@@ -369,6 +369,18 @@ void energy_report_print(const energy_run_t *run, const energy_report_t *rep, FI
               rep->outside.runtime_s, eo, NAN, "");
     print_row(f, "whole run", rep->whole.runtime_s > 0 ? ew / rep->whole.runtime_s : NAN,
               rep->whole.runtime_s, ew, NAN, "");
+    for (int k = 0; k < rep->nph; k++) {
+        const energy_phase_result_t *p = &rep->ph[k];
+        if (!p->calibrated)
+            continue;
+        char pw[96] = "no steady power";
+        if (isfinite(p->calib_power_W))
+            snprintf(pw, sizeof pw, "steady power %.2f W +-%.2f", p->calib_power_W,
+                     p->calib_u_W);
+        fprintf(f, "calibration of %s: %d segment(s), %.2f s steady, %s (%s)\n", p->name,
+                p->calib_segments, p->calib_total_s, pw,
+                !strcmp(p->method, "calibrated") ? "used for its energy" : "not used");
+    }
     if (isfinite(rep->idle_power_W))
         fprintf(f, "idle power before the run: %.2f W\n", rep->idle_power_W);
     for (int i = 0; i < run->n_warnings; i++)

@@ -10,8 +10,37 @@
 #include "energy/monitor.h"
 #include "energy/run.h"
 #include "report/svg.h"
+#include "rlhf/train_common.h"
 #include "util/fs.h"
 #include "util/json.h"
+
+/* ---- options ------------------------------------------------------------------------------- */
+
+void pipeline_baseline_opts_default(pipeline_baseline_opts_t *o)
+{
+    o->calibrate = false;
+    o->calibrate_s = 10;
+}
+
+#define BO(f) offsetof(pipeline_baseline_opts_t, f)
+static const rlhf_field_t baseline_fields[] = {
+    {"calibrate", RLHF_F_BOOL, BO(calibrate), 0, 0, NULL, 0},
+    {"calibrate_s", RLHF_F_DOUBLE, BO(calibrate_s), 1e-3, 3600, NULL, 0},
+};
+#define NBF ((int)(sizeof baseline_fields / sizeof baseline_fields[0]))
+
+int pipeline_baseline_opts_from_json(const cJSON *obj, const char *ctx,
+                                     pipeline_baseline_opts_t *o, err_t *e)
+{
+    return rlhf_fields_from_json(baseline_fields, NBF, obj, ctx, o, e);
+}
+
+cJSON *pipeline_baseline_opts_to_json(const pipeline_baseline_opts_t *o)
+{
+    return rlhf_fields_to_json(baseline_fields, NBF, o);
+}
+
+/* ---- the stage ----------------------------------------------------------------------------- */
 
 static int sync_backend(void *ctx, err_t *e) { return be_sync((backend_t *)ctx, e); }
 
@@ -45,9 +74,18 @@ int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
         src = NULL;
     }
     if (!rc) {
+        /* About ten segments, as energy_calibrate's default 1 s segments give over 10 s;
+         * shorter totals (tests) get shorter segments (it keeps them >= 3 settle times). */
+        double cs = b->opts.calibrate_s > 0 ? b->opts.calibrate_s : 10;
+        energy_calib_opts_t co = {.min_total_s = cs, .segment_s = cs < 10 ? cs / 10 : 0,
+                                  .seed = o->seed};
         rlhf_ppo_io_t io = {b->be, b->policy_dir, b->ref_dir, b->reward_dir, b->critic_dir,
                             b->out_dir, b->policies_path, b->plan, b->prompts, b->n_prompts,
-                            b->eval_prompts, b->n_eval, b->synthetic, mon, b->resume, b->log};
+                            b->eval_prompts, b->n_eval, b->synthetic, mon, b->resume, b->log,
+                            b->opts.calibrate ? &co : NULL};
+        if (b->log && b->opts.calibrate)
+            fprintf(b->log, "mxrlhf baseline: after training, each phase's work is repeated "
+                    "for %.1f s of steady time (calibration)\n", cs);
         rc = rlhf_ppo_run(o, &io, res, e);
         /* the monitor stops in any case; its power log stays even when PPO failed */
         err_t se = ERR_INIT;

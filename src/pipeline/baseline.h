@@ -8,6 +8,11 @@
  * model score, and the ground truth on the synthetic task), kl_by_step.svg (per-sequence KL
  * and the KL coefficient), losses_by_step.svg (policy, value, total loss) and
  * power_over_time.svg (power per device with the phase windows shaded).
+ *
+ * With calibration (option calibrate), once PPO has written its outputs and while the
+ * monitor still runs, each phase's work is repeated for calibrate_s seconds of steady
+ * time (rlhf_ppo_io_t.calibrate), so energy.csv can use the phases' steady power where
+ * the per-step windows are too short to measure (docs/energy.md, "Calibration").
  */
 #ifndef MXRLHF_PIPELINE_BASELINE_H
 #define MXRLHF_PIPELINE_BASELINE_H
@@ -17,8 +22,22 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <cJSON.h>
+
 #include "rlhf/ppo.h"
 #include "util/err.h"
+
+/* The "baseline" section of the configuration file: what the baseline stage adds to the
+ * "ppo" section's options. Off by default: calibration adds about 3 x calibrate_s. */
+typedef struct pipeline_baseline_opts {
+    bool calibrate;       /* false */
+    double calibrate_s;   /* 10: steady time per phase (0.001 to 3600) */
+} pipeline_baseline_opts_t;
+
+void pipeline_baseline_opts_default(pipeline_baseline_opts_t *o);
+int pipeline_baseline_opts_from_json(const cJSON *obj, const char *ctx,
+                                     pipeline_baseline_opts_t *o, err_t *e);
+cJSON *pipeline_baseline_opts_to_json(const pipeline_baseline_opts_t *o);
 
 typedef struct pipeline_baseline {
     backend_t *be;                        /* where the models run (the caller opens it) */
@@ -35,6 +54,7 @@ typedef struct pipeline_baseline {
     double interval_s;                    /* sampling interval (0: 0.02) */
     double idle_s;                        /* idle power measured before the run */
     const char *policies_path, *plan;     /* precision plan for every phase, or NULL */
+    pipeline_baseline_opts_t opts;        /* all zero: no calibration */
     bool resume;
     FILE *log;                            /* progress (NULL: quiet) */
 } pipeline_baseline_t;

@@ -49,6 +49,8 @@ static const rlhf_field_t compare_fields[] = {
     {"steps", RLHF_F_INT, CO(steps), 1, 1e9, NULL, 0},
     {"plans", RLHF_F_STRING, CO(plans), 0, 0, NULL, sizeof(((compare_opts_t *)0)->plans)},
     {"control", RLHF_F_STRING, CO(control), 0, 0, NULL, sizeof(((compare_opts_t *)0)->control)},
+    {"reference", RLHF_F_STRING, CO(reference), 0, 0, NULL,
+     sizeof(((compare_opts_t *)0)->reference)},
     {"order", RLHF_F_ENUM, CO(order), 0, 0, order_names, 0},
     {"eval_prompts", RLHF_F_INT, CO(eval_prompts), 1, 1e9, NULL, 0},
     {"rm_eval_pairs", RLHF_F_LONG, CO(rm_eval_pairs), 0, 1e12, NULL, 0},
@@ -285,7 +287,7 @@ static int add_rollout(void *ctx, const cJSON *j, err_t *e)
 
 typedef struct plan_info {
     char name[64];
-    bool quantized;      /* false: the unquantized baseline (no tables) */
+    char plan[64];       /* the policies.json plan its runs use ("": none, fp32) */
     prec_table_t t_policy, t_ref, t_rm;
     bool have_tables;
     char execution[NPH][16];
@@ -340,7 +342,7 @@ static int resolve_tables(plan_info_t *p, const prec_policies_t *pol, const prof
                           const profile_layers_t *lr, const profile_layers_t *lm, err_t *e)
 {
     const prec_plan_t *plan;
-    int rc = prec_plan_find(pol, p->name, &plan, e);
+    int rc = prec_plan_find(pol, p->plan, &plan, e);
     if (!rc)
         rc = prec_resolve(plan, pol->path, PREC_MODEL_POLICY, (const char *const *)lp->names,
                           lp->n, &p->t_policy, e);
@@ -826,10 +828,11 @@ static int setup(ctx_t *x, err_t *e)
         return e->code;
     x->nplans = n + 1;
     snprintf(x->plans[0].name, 64, "%s", COMPARE_UNQUANTIZED);
+    snprintf(x->plans[0].plan, 64, "%s", x->co->reference);
     x->control = -1;
     for (int i = 0; i < n; i++) {
         snprintf(x->plans[i + 1].name, 64, "%s", names[i]);
-        x->plans[i + 1].quantized = true;
+        snprintf(x->plans[i + 1].plan, 64, "%s", names[i]);
         if (!strcmp(names[i], x->co->control))
             x->control = i + 1;
     }
@@ -851,8 +854,9 @@ static int setup(ctx_t *x, err_t *e)
         rc = profile_layers_make(&cp, QWEN2_HEAD_LM, &x->lr, e);
     if (!rc)
         rc = profile_layers_make(&cr, QWEN2_HEAD_SCORE, &x->lm, e);
-    for (int i = 1; !rc && i < x->nplans; i++)
-        rc = resolve_tables(&x->plans[i], &x->pol, &x->lp, &x->lr, &x->lm, e);
+    for (int i = 0; !rc && i < x->nplans; i++)
+        if (x->plans[i].plan[0])
+            rc = resolve_tables(&x->plans[i], &x->pol, &x->lp, &x->lr, &x->lm, e);
     for (int i = 0; !rc && i < x->nplans; i++)
         plan_execution(&x->plans[i], c->backend_name ? c->backend_name : "cpu");
     if (rc)
@@ -914,8 +918,8 @@ static int one_run(ctx_t *x, int k, const ppo_opts_t *base, err_t *e)
         .n_eval = c->n_eval, .synthetic = c->synthetic, .out_dir = r->dir,
         .power_source = x->co->power_source, .devices = c->devices,
         .interval_s = x->co->interval_ms / 1000, .idle_s = sensor ? x->co->idle_s : 0,
-        .policies_path = p->quantized ? c->policies_path : NULL,
-        .plan = p->quantized ? p->name : NULL, .log = NULL};
+        .policies_path = p->plan[0] ? c->policies_path : NULL,
+        .plan = p->plan[0] ? p->plan : NULL, .log = NULL};
     logf_(c, "run %d/%d: %s, seed %llu -> %s", k + 1, x->nruns, p->name,
           (unsigned long long)o.seed, r->dir);
     int rc = rmtree(r->dir, e);
@@ -978,8 +982,8 @@ static int rm_accuracy(ctx_t *x, err_t *e)
         if (!n)
             continue;
         int rc = rlhf_rm_evaluate_dir_plan(c->be, c->rm_opts, c->reward_dir,
-                                           pl->quantized ? c->policies_path : NULL,
-                                           pl->quantized ? pl->name : NULL, c->rm_eval, n, &m,
+                                           pl->plan[0] ? c->policies_path : NULL,
+                                           pl->plan[0] ? pl->plan : NULL, c->rm_eval, n, &m,
                                            NULL, NULL, e);
         if (rc)
             return err_prefix(e, "RM accuracy under plan %s: ", pl->name);

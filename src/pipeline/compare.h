@@ -65,6 +65,10 @@ typedef struct compare_opts {
     int steps;                /* 20: shorter than the baseline's 100, to fit the chain's time */
     char plans[256];          /* "baseline,A,B,C,D": plans of policies.json, in order */
     char control[64];         /* "baseline": the control plan (must be among plans) */
+    char reference[64];       /* "": the unquantized runs compute in fp32 with no plan; or a
+                               * plan of policies.json they run under instead (on a GPU,
+                               * "bf16": the study's baseline is bf16 autocast, and fp32
+                               * GEMMs would flatter every 16-bit and MX plan) */
     int order;                /* compare_order_t: "rotate" (default) or "fixed" */
     int eval_prompts;         /* 64 held-out prompts for the final samples */
     long rm_eval_pairs;       /* 1000 rm_eval pairs for RM accuracy (0: all) */

@@ -111,6 +111,7 @@ PIPELINE_SECTION(sft, rlhf_sft_opts_t, rlhf_sft_opts)
 PIPELINE_SECTION(rm, rlhf_rm_opts_t, rlhf_rm_opts)
 PIPELINE_SECTION(judge, rlhf_rm_opts_t, rlhf_rm_opts)
 PIPELINE_SECTION(ppo, ppo_opts_t, ppo_opts)
+PIPELINE_SECTION(baseline, pipeline_baseline_opts_t, pipeline_baseline_opts)
 PIPELINE_SECTION(sensitivity, sensitivity_opts_t, sensitivity_opts)
 PIPELINE_SECTION(phase_sensitivity, phase_sensitivity_opts_t, phase_sensitivity_opts)
 PIPELINE_SECTION(policies, policies_opts_t, policies_opts)
@@ -125,6 +126,7 @@ const pipeline_section_t pipeline_sections[] = {
     PIPELINE_ROW(rm, "reward model (Bradley-Terry) on rm_train, evaluated on rm_eval"),
     PIPELINE_ROW(judge, "held-out judge reward model on judge_train, evaluated on rm_eval"),
     PIPELINE_ROW(ppo, "PPO (TRL 0.11 semantics): the baseline and every compared plan"),
+    PIPELINE_ROW(baseline, "the baseline stage's additions to PPO: per-phase energy calibration"),
     PIPELINE_ROW(sensitivity, "MX sensitivity matrix of the SFT model on the eval_prompts split"),
     PIPELINE_ROW(phase_sensitivity, "MX sensitivity per RLHF phase: rollout, reward, gradient"),
     PIPELINE_ROW(policies, "policies A-D derived from the matrix (greedy under a budget)"),

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "data/split.h"
+#include "pipeline/baseline.h"
 #include "pipeline/compare.h"
 #include "profile/phase.h"
 #include "profile/policies.h"
@@ -69,6 +70,7 @@ typedef struct pipeline_config {
     rlhf_rm_opts_t rm;
     rlhf_rm_opts_t judge;
     ppo_opts_t ppo;
+    pipeline_baseline_opts_t baseline;
     sensitivity_opts_t sensitivity;
     phase_sensitivity_opts_t phase_sensitivity;
     policies_opts_t policies;

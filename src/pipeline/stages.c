@@ -471,7 +471,8 @@ static int stage_baseline(pipeline_ctx_t *c, err_t *e)
             .be = be, .policy_dir = pipeline_stage_dir(c, "sft"), .reward_dir = pipeline_stage_dir(c, "rm"),
             .prompts = train, .n_prompts = ntrain, .eval_prompts = eval, .n_eval = neval,
             .synthetic = !c->opts->data, .out_dir = c->dir, .power_source = "auto",
-            .interval_s = 0.02, .idle_s = 2, .log = c->log->fn ? stderr : NULL};
+            .interval_s = 0.02, .idle_s = 2, .opts = c->cfg->baseline,
+            .log = c->log->fn ? stderr : NULL};
         rc = pipeline_baseline_run(&c->cfg->ppo, &b, &r, e);
     }
     if (!rc)
@@ -497,8 +498,8 @@ const pipeline_stage_t pipeline_stages[] = {
      NULL, NULL, NULL},
     {"judge", "held-out judge reward model (judge_train), evaluated on rm_eval", "judge",
      "data,sft", true, stage_judge, NULL, NULL, NULL},
-    {"baseline", "PPO baseline with energy per phase", "ppo", "data,sft,rm", true, stage_baseline,
-     NULL, NULL, NULL},
+    {"baseline", "PPO baseline with energy per phase", "ppo,baseline", "data,sft,rm", true,
+     stage_baseline, NULL, NULL, NULL},
     {"sensitivity", "MX sensitivity of every layer", "sensitivity", "data,sft", true,
      stage_sensitivity, NULL, NULL, NULL},
     {"phase_sensitivity", "MX sensitivity per RLHF phase (rollout, reward, gradient)",

@@ -63,6 +63,7 @@ typedef struct ppo {
     FILE *jsonl, *samples;
     double phase_s[PH_COUNT];
     double phase_t0;
+    bool calibrating;             /* warnings then go to the log only */
 } ppo_t;
 
 static double now_s(void)
@@ -93,6 +94,10 @@ static void warn(ppo_t *P, int step, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (P->calibrating) { /* not the run's: its statistics are already written */
+        logf_(P, "mxrlhf ppo: warning: calibration on step %d's batch: %s\n", step, msg);
+        return;
+    }
     logf_(P, "mxrlhf ppo: warning: step %d: %s\n", step, msg);
     cJSON *w = cJSON_CreateObject();
     cJSON_AddNumberToObject(w, "step", step);
@@ -351,6 +356,12 @@ static int generate(ppo_t *P, const prompt_t *const *rows, int n, uint64_t pctx_
     return qwen2_generate_ext(P->policy, &ctx, n, pp, plen, &g, &x, P->resp, P->resp_len, e);
 }
 
+/* The rollout phase's work: one response per prompt of step `step`. */
+static int rollout(ppo_t *P, const prompt_t *const *rows, int step, err_t *e)
+{
+    return generate(P, rows, P->B, (uint64_t)step, rng_stream("ppo.rollout", (uint64_t)step), e);
+}
+
 /* The right-padded batch of prompt + response for rows [0, n) (rlhf/text's layout). */
 static int make_batch(ppo_t *P, const prompt_t *const *rows, int n, err_t *e)
 {
@@ -402,6 +413,17 @@ static int ground_truth_exact(ppo_t *P, const prompt_t *row, int b, double *scor
 static int ground_truth(ppo_t *P, const prompt_t *row, int b, double *score, char **text, err_t *e)
 {
     return ground_truth_exact(P, row, b, score, NULL, text, e);
+}
+
+/* Between rollout and reward inference, outside the phases: the batch of prompt +
+ * response, and each response's text and ground truth (an evaluation aid, not PPO's
+ * work; texts[b] is the caller's to free). */
+static int rollout_batch(ppo_t *P, const prompt_t *const *rows, char **texts, err_t *e)
+{
+    int rc = make_batch(P, rows, P->B, e);
+    for (int b = 0; b < P->B && !rc; b++)
+        rc = ground_truth(P, rows[b], b, &P->synth[b], &texts[b], e);
+    return rc;
 }
 
 /* Reward-model scores of the current batch (n rows). */
@@ -1161,6 +1183,148 @@ static int save_models(ppo_t *P, err_t *e)
     return rc;
 }
 
+/* ---- calibration ------------------------------------------------------------------------------ */
+
+/* A host copy of a training model's parameters and optimizer state. */
+typedef struct model_snap {
+    float *params, *m1, *m2;
+    size_t n;
+    qwen2_opt_state_t st;
+} model_snap_t;
+
+static void snap_free(model_snap_t *s)
+{
+    free(s->params);
+    free(s->m1);
+    free(s->m2);
+    memset(s, 0, sizeof *s);
+}
+
+static int snap_take(qwen2_model_t *m, model_snap_t *s, err_t *e)
+{
+    memset(s, 0, sizeof *s);
+    if (!m)
+        return ERR_OK;
+    s->n = qwen2_nparams(m);
+    if (ALLOC(s->params, s->n) || ALLOC(s->m1, s->n) || ALLOC(s->m2, s->n) ||
+        qwen2_params_get(m, 0, s->params, s->n, e) ||
+        qwen2_moments_get(m, 0, s->m1, s->m2, s->n, e)) {
+        snap_free(s);
+        return err_prefix(e, "saving the model state before calibration: ");
+    }
+    qwen2_opt_state_get(m, &s->st);
+    return ERR_OK;
+}
+
+static int snap_restore(qwen2_model_t *m, const model_snap_t *s, err_t *e)
+{
+    if (!m || !s->params)
+        return ERR_OK;
+    if (qwen2_params_set(m, 0, s->params, s->n, e) ||
+        qwen2_moments_set(m, 0, s->m1, s->m2, s->n, e) || qwen2_opt_state_set(m, &s->st, e))
+        return err_prefix(e, "restoring the model state after calibration: ");
+    qwen2_zero_grads(m);
+    return ERR_OK;
+}
+
+/* One iteration of a phase's work, as energy_calibrate calls it: the step's own code. */
+typedef struct calib_work {
+    ppo_t *P;
+    const prompt_t *const *rows;
+    int step;
+    long skipped;   /* minibatches skipped over the ratio threshold */
+} calib_work_t;
+
+static int calib_rollout(void *ctx, err_t *e)
+{
+    calib_work_t *w = ctx;
+    return rollout(w->P, w->rows, w->step, e);
+}
+
+static int calib_reward(void *ctx, err_t *e)
+{
+    calib_work_t *w = ctx;
+    return reward_inference(w->P, w->step, e);
+}
+
+static int calib_gradient(void *ctx, err_t *e)
+{
+    calib_work_t *w = ctx;
+    step_acc_t acc;
+    memset(&acc, 0, sizeof acc);
+    int rc = gradient_update(w->P, w->step, &acc, e);
+    w->skipped += acc.skipped;
+    return rc;
+}
+
+/* Repeats each phase's work on the last step's prompts through energy_calibrate, in the
+ * step's order (the rollout's responses feed the scoring, whose results feed the update).
+ * Whatever the phases change besides their buffers is put back: the running score
+ * statistics, and the policy, critic and optimizer state (the repeated updates move them). */
+static int calibrate(ppo_t *P, err_t *e)
+{
+    static const energy_workload_fn fns[PH_COUNT] = {calib_rollout, calib_reward, calib_gradient};
+    const energy_calib_opts_t *co = P->io->calibrate;
+    const int B = P->B, step = P->o->steps - 1;
+    const prompt_t *rows[B];
+    char *texts[B];
+    memset(texts, 0, sizeof texts);
+    step_prompts(P, step, rows);
+    calib_work_t w = {P, rows, step, 0};
+    const ppo_running_t running = P->running;
+    model_snap_t sp, sc;
+    memset(&sp, 0, sizeof sp);
+    memset(&sc, 0, sizeof sc);
+    int rc = ERR_OK;
+    P->calibrating = true;
+    for (int ph = 0; ph < PH_COUNT && !rc; ph++) {
+        if (ph == PH_REWARD)
+            rc = rollout_batch(P, rows, texts, e);
+        if (!rc && ph == PH_GRADIENT &&
+            !(rc = snap_take(P->policy, &sp, e)))
+            rc = snap_take(P->critic, &sc, e);
+        if (rc)
+            break;
+        energy_calib_opts_t o = *co;
+        o.seed = co->seed + (uint64_t)ph;
+        energy_calib_result_t r;
+        logf_(P, "mxrlhf ppo: calibrating %s: its work on step %d's batch, repeated for %.1f s "
+                 "of steady time\n", phase_names[ph], step + 1,
+              o.min_total_s > 0 ? o.min_total_s : 10.0);
+        rc = energy_calibrate(P->io->monitor, phase_names[ph], fns[ph], &w, &o, &r, e);
+        if (ph == PH_REWARD)
+            P->running = running;
+        if (ph == PH_GRADIENT) {
+            err_t re = ERR_INIT;
+            int rrc = snap_restore(P->policy, &sp, &re);
+            if (!rrc)
+                rrc = snap_restore(P->critic, &sc, &re);
+            if (!rc && rrc) {
+                *e = re;
+                rc = rrc;
+            }
+        }
+        if (rc)
+            break;
+        char power[96] = "no power readings";
+        if (isfinite(r.power_W))
+            snprintf(power, sizeof power, "steady power %.2f W +-%.2f", r.power_W,
+                     r.uncertainty_W);
+        logf_(P, "mxrlhf ppo: calibration of %s: %ld iteration(s) in %d segment(s), %.2f s steady, "
+                 "%s\n", phase_names[ph], r.iterations, r.segments, r.steady_s, power);
+    }
+    P->calibrating = false;
+    if (!rc && w.skipped)
+        logf_(P, "mxrlhf ppo: calibration of gradient_update: %ld minibatches skipped over the "
+                 "ratio threshold (the repeated updates moved the policy from the batch's)\n",
+              w.skipped);
+    for (int b = 0; b < B; b++)
+        free(texts[b]);
+    snap_free(&sp);
+    snap_free(&sc);
+    return rc;
+}
+
 /* ---- the run ---------------------------------------------------------------------------------- */
 
 static int one_step(ppo_t *P, int step, err_t *e)
@@ -1178,16 +1342,11 @@ static int one_step(ppo_t *P, int step, err_t *e)
     int rc = ERR_OK;
 
     /* rollout */
-    if ((rc = phase_begin(P, PH_ROLLOUT, e)) ||
-        (rc = generate(P, rows, B, (uint64_t)step, rng_stream("ppo.rollout", (uint64_t)step), e)) ||
+    if ((rc = phase_begin(P, PH_ROLLOUT, e)) || (rc = rollout(P, rows, step, e)) ||
         (rc = phase_end(P, PH_ROLLOUT, e)))
         goto out;
-    /* outside the phases: text and ground truth (an evaluation aid, not PPO's work) */
-    if ((rc = make_batch(P, rows, B, e)))
-        goto out;
-    for (int b = 0; b < B && !rc; b++)
-        rc = ground_truth(P, rows[b], b, &P->synth[b], &texts[b], e);
-    if (rc)
+    /* outside the phases: the batch, text and ground truth */
+    if ((rc = rollout_batch(P, rows, texts, e)))
         goto out;
 
     /* reward inference */
@@ -1243,6 +1402,9 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
     memset(&rr, 0, sizeof rr);
     ppo_eval_t last = {0};
     int rc = ppo_opts_check(o, "ppo", e);
+    if (!rc && io->calibrate && !io->monitor)
+        rc = err_set(e, ERR_INPUT, "calibration needs the energy monitor (mxrlhf baseline "
+                     "--calibrate)");
     if (!rc)
         rc = setup(&P, e);
     int start = 0;
@@ -1291,6 +1453,9 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
         rc = write_final(&P, &last, e);
     if (!rc)
         rc = save_models(&P, e);
+    /* last: every output is written, so calibration cannot change them */
+    if (!rc && io->calibrate)
+        rc = calibrate(&P, e);
     if (!rc) {
         rr.steps_done = o->steps;
         if (cJSON_GetArraySize(P.evals) > 0)

@@ -29,6 +29,10 @@
  * critic/ (separate critic only), checkpoints/ (latest.json naming the newest complete
  * checkpoint), precision_<role>.json (resolved plans, with a plan). docs/ppo.md describes
  * them.
+ *
+ * With io.calibrate, the run then repeats each phase's work under the energy monitor
+ * (energy_calibrate) to measure its steady power; the files above are written first and
+ * do not change.
  */
 #ifndef MXRLHF_RLHF_PPO_H
 #define MXRLHF_RLHF_PPO_H
@@ -127,6 +131,12 @@ typedef struct rlhf_ppo_io {
     energy_monitor_t *monitor;      /* phase windows (NULL: phases are only timed) */
     bool resume;                    /* continue from out_dir/checkpoints/latest.json */
     FILE *log;                      /* progress lines and warnings (NULL: quiet) */
+    /* Calibration (needs the monitor; NULL: none): once every output is written, each
+     * phase's work is repeated through energy_calibrate, the phase's own code on the last
+     * step's prompts: rollout (that batch's responses), reward_inference (its scoring),
+     * gradient_update (one PPO update on that batch; the policy, critic and optimizer
+     * state are restored afterwards). The seed is offset per phase. */
+    const energy_calib_opts_t *calibrate;
 } rlhf_ppo_io_t;
 
 /* Evaluation of a policy on the held-out prompts (one sample each, the same random

@@ -399,6 +399,16 @@ static void tolerance_follows_each_phase_rule(void **state)
     v[0] = 0.75, v[1] = 0.9;
     profile_phase_derive(PREC_REWARD, v, wb, cols);
     assert_true(fabs(cols[1] - -5.0) < 1e-12);
+    /* 0.58 against 0.59 is a drop of exactly one point (in doubles, 1.0000000000000009):
+     * the CSV shows -1 and the 1-point rule (drop < 1) calls it sensitive on every machine,
+     * as it calls 0.57 -> 0.58's 0.99999999999999911 one */
+    const double wb2[2] = {0.59, 1}, wb3[2] = {0.58, 1};
+    v[0] = 0.58, v[1] = 1;
+    profile_phase_derive(PREC_REWARD, v, wb2, cols);
+    assert_true(cols[1] == -1.0);
+    assert_false(profile_phase_tolerant(&o, PREC_REWARD, v, wb2));
+    v[0] = 0.57;
+    assert_false(profile_phase_tolerant(&o, PREC_REWARD, v, wb3));
 }
 
 static void options_round_trip_and_name_bad_keys(void **state)

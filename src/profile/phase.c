@@ -173,6 +173,14 @@ int profile_phase_columns(prec_phase_t ph, const char *const **names)
     }
 }
 
+/* Accuracy change in points. Accuracies are k/n, so the change is a multiple of 100/n, but
+ * 100 * (0.59 - 0.58) is 1.0000000000000009 in doubles: rounded to 1e-9 points, a drop of
+ * exactly reward_max_accuracy_drop compares as itself and the CSV shows 1, not 1.0000000000000009. */
+static double accuracy_points(double a, double base)
+{
+    return nearbyint(100.0 * (a - base) * 1e9) / 1e9;
+}
+
 void profile_phase_derive(prec_phase_t ph, const double *v, const double *base, double *cols)
 {
     switch (ph) {
@@ -183,7 +191,7 @@ void profile_phase_derive(prec_phase_t ph, const double *v, const double *base, 
         break;
     case PREC_REWARD:
         cols[0] = v[0];
-        cols[1] = 100.0 * (v[0] - base[0]);
+        cols[1] = accuracy_points(v[0], base[0]);
         cols[2] = v[1];
         break;
     default:
@@ -200,7 +208,7 @@ bool profile_phase_tolerant(const phase_sensitivity_opts_t *o, prec_phase_t ph, 
     case PREC_ROLLOUT:
         return isfinite(v[0]) && isfinite(v[1]) && v[0] < o->rollout_max_kl;
     case PREC_REWARD: {
-        double drop = 100.0 * (base[0] - v[0]);
+        double drop = -accuracy_points(v[0], base[0]);
         return isfinite(drop) && isfinite(v[1]) && drop < o->reward_max_accuracy_drop &&
                v[1] > o->reward_min_spearman;
     }

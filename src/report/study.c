@@ -924,7 +924,7 @@ static int section_compare(rep_t *r)
 static void section_times(rep_t *r)
 {
     static const char *const st[] = {"data", "tokenizer", "pretrain", "sft", "rm", "judge",
-                                     "baseline", "sensitivity", "policies", "phase_sensitivity",
+                                     "baseline", "sensitivity", "phase_sensitivity", "policies",
                                      "compare", NULL};
     int n = 0;
     double tot = 0, cpu = 0;

@@ -6,6 +6,9 @@
 # it, and `mxrlhf compare --device cuda` under NVML. Random weights: perplexities, rewards
 # and win rates mean nothing here; the timings and the energies are real.
 # Parts (env PARTS, default "sens policies"): sens, policies, compare.
+# compare with REFERENCE=bf16: the derived policies plus bf16_policies.json's plan as "bf16"
+# (the reference the unquantized runs use: the study's GPU baseline is bf16 autocast) and
+# again as "bf16_control" (the control plan, which must reproduce the reference).
 # Each part's outputs are copied to OUT as soon as it ends (a call cut short keeps them).
 # Usage: study_device.sh D OUT [SECONDS]   (D as for ppo_device.sh)
 set -uo pipefail
@@ -34,12 +37,24 @@ for p in $PARTS; do
       --model "$M/policy" --eval "$HH" --output "$R/policies.json" >"$R/policies.log" 2>&1; rc=$?
     tail -12 "$R/policies.log"; cp "$R/policies.json" "$R/policies.log" "$OUT/" 2>/dev/null ;;
   compare)
-    POL=${POLICIES:-$R/policies.json}
+    POL=${POLICIES:-$R/policies.json}; REF=()
+    if [ -n "${REFERENCE:-}" ]; then
+      python3 - "$POL" "$D/bf16_policies.json" "$R/policies_ref.json" <<'PY'
+import json, sys
+pol, ref = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+plan = ref["plans"]["bf16"]
+pol["plans"]["bf16"] = plan
+pol["plans"]["bf16_control"] = dict(plan, description="control: " + plan.get("description", "bf16"))
+json.dump(pol, open(sys.argv[3], "w"), indent=1)
+PY
+      POL=$R/policies_ref.json
+      REF=(--reference "$REFERENCE" --plans "${REFERENCE}_control,A,B,C,D" --control "${REFERENCE}_control")
+    fi
     timeout $(( $(left) - 10 )) "$X" compare --device cuda --policies "$POL" --output "$R/compare" \
       --policy-model "$M/policy" --reward-model "$M/reward" --judge-model "$M/judge" --data "$HH" \
       --pairs 1000 --seeds ${SEEDS:-2} --steps ${STEPS:-8} --power-source nvml \
       --set ppo.max_new_tokens=${RESP:-64} --set ppo.min_new_tokens=${RESP:-64} \
-      --set ppo.checkpoint_every=0 --set ppo.best_of_n=0 >"$R/compare.log" 2>&1; rc=$?
+      --set ppo.checkpoint_every=0 --set ppo.best_of_n=0 "${REF[@]}" >"$R/compare.log" 2>&1; rc=$?
     grep -v "mxrlhf ppo: step" "$R/compare.log" | tail -25
     (cd "$R/compare" && cp policy_comparison.csv compare_runs.csv comparison.json "$OUT/" 2>/dev/null)
     cp "$R/compare.log" "$OUT/" ;;

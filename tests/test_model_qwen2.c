@@ -859,9 +859,65 @@ static void test_memory_is_reported_by_kind(void **state)
     qwen2_free(m);
 }
 
+/* transformers' init: N(0, std^2) weights (mean and spread checked on the 1,600-element
+ * embedding and the layers' matrices), zero biases, unit norms; the same seed gives the
+ * same values, another seed others. */
+static void test_normal_init_is_transformers_init(void **state)
+{
+    (void)state;
+    qwen2_config_t c = {.hidden = 32, .inter = 48, .layers = 2, .heads = 4, .kv_heads = 2,
+                        .head_dim = 8, .vocab = 50, .max_pos = 64, .rope_theta = 10000,
+                        .rms_eps = 1e-6, .tie = true, .dtype = ST_F32, .bos_id = -1, .pad_id = -1};
+    qwen2_opts_t o = {.max_batch = 1, .max_seq = 8};
+    qwen2_model_t *m;
+    err_t e = ERR_INIT;
+    if (qwen2_new(be, &c, &o, &m, &e) || qwen2_init_normal(m, 5, 0.02f, &e))
+        fail_msg("%s", e.msg);
+    size_t n = qwen2_nparams(m);
+    float *p = malloc(n * sizeof *p), *q = malloc(n * sizeof *q);
+    assert_int_equal(qwen2_params_get(m, 0, p, n, &e), 0);
+    double s1 = 0, s2 = 0;
+    size_t nw = 0;
+    int nbias = 0, nnorm = 0;
+    for (int i = 0; i < qwen2_ntensors(m); i++) {
+        const qwen2_tensor_t *t = qwen2_tensor(m, i);
+        size_t len = strlen(t->name);
+        bool bias = len > 5 && !strcmp(t->name + len - 5, ".bias");
+        bool norm = len > 11 && !strcmp(t->name + len - 11, "norm.weight");
+        for (size_t k = 0; k < t->numel; k++) {
+            float v = p[t->off + k];
+            if (bias)
+                assert_true(v == 0.0f);
+            else if (norm)
+                assert_true(v == 1.0f);
+            else {
+                s1 += v;
+                s2 += (double)v * v;
+                nw++;
+            }
+        }
+        nbias += bias;
+        nnorm += norm;
+    }
+    assert_true(nbias == 6 && nnorm == 5); /* q/k/v biases of 2 layers; 2 x 2 + final norm */
+    double mean = s1 / (double)nw, sd = sqrt(s2 / (double)nw - mean * mean);
+    if (!(fabs(mean) < 0.002 && fabs(sd - 0.02) < 0.001))
+        fail_msg("normal init over %zu weights: mean %.5f (expected 0), sd %.5f (expected 0.02)",
+                 nw, mean, sd);
+    assert_int_equal(qwen2_init_normal(m, 5, 0.02f, &e), 0);
+    assert_int_equal(qwen2_params_get(m, 0, q, n, &e), 0);
+    assert_memory_equal(p, q, n * sizeof *p);
+    assert_int_equal(qwen2_init_normal(m, 6, 0.02f, &e), 0);
+    assert_int_equal(qwen2_params_get(m, 0, q, n, &e), 0);
+    assert_true(memcmp(p, q, n * sizeof *p) != 0);
+    free(p), free(q);
+    qwen2_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_normal_init_is_transformers_init),
         cmocka_unit_test(test_peer_tied_gqa_fp32_matches_transformers),
         cmocka_unit_test(test_peer_untied_mha_bf16_matches_transformers),
         cmocka_unit_test(test_peer_sharded_mqa_fp16_matches_transformers),

@@ -450,15 +450,23 @@ static bool is_norm(const char *name)
     return n >= 11 && !strcmp(name + n - 11, "norm.weight");
 }
 
-static int fill_tensor(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed, float range,
-                       err_t *e)
+static bool is_bias(const char *name)
+{
+    size_t n = strlen(name);
+    return n >= 5 && !strcmp(name + n - 5, ".bias");
+}
+
+/* normal: transformers' _init_weights (N(0, range) weights, zero biases, unit norms) through
+ * Box-Muller on Philox words; otherwise the uniform of qwen2_init_philox */
+static int fill_tensor_dist(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed, float range,
+                            bool normal, err_t *e)
 {
     float *host = be_host_addr(m->be, qp(m, t->off));
     float *buf = host ? host : err_malloc(e, t->numel * sizeof *buf, "initial values");
     if (!buf)
         return e->code;
     uint64_t stream = rng_stream(t->name, 0);
-    bool norm = is_norm(t->name);
+    bool norm = is_norm(t->name), bias = is_bias(t->name);
     /* word i is lane i%4 of Philox block i/4 (rng_u32); one block serves four elements */
     const size_t nblk = (t->numel + 3) / 4;
 #pragma omp parallel for schedule(static)
@@ -466,6 +474,20 @@ static int fill_tensor(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed,
         rng_block_t r = rng_philox4x32_10((uint32_t)k, (uint32_t)((uint64_t)k >> 32),
                                           (uint32_t)stream, (uint32_t)(stream >> 32),
                                           (uint32_t)seed, (uint32_t)(seed >> 32));
+        if (normal) {
+            /* lanes (0, 1) and (2, 3) each give two N(0, 1) values; u1 in (0, 1] */
+            float z[4];
+            for (int p = 0; p < 2; p++) {
+                double u1 = ((double)(r.v[2 * p] >> 8) + 0.5) * 0x1p-24;
+                double u2 = (double)(r.v[2 * p + 1] >> 8) * 0x1p-24;
+                double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
+                z[2 * p] = (float)(rad * cos(th));
+                z[2 * p + 1] = (float)(rad * sin(th));
+            }
+            for (size_t l = 0; l < 4 && 4 * k + l < t->numel; l++)
+                buf[4 * k + l] = norm ? 1.0f : bias ? 0.0f : z[l] * range;
+            continue;
+        }
         for (size_t l = 0; l < 4 && 4 * k + l < t->numel; l++) {
             float u = (float)(r.v[l] >> 8) * 0x1p-24f;
             float x = 2.0f * u - 1.0f;
@@ -479,15 +501,31 @@ static int fill_tensor(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed,
     return ERR_OK;
 }
 
-int qwen2_init_philox(qwen2_model_t *m, uint64_t seed, float range, err_t *e)
+static int fill_tensor(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed, float range,
+                       err_t *e)
+{
+    return fill_tensor_dist(m, t, seed, range, false, e);
+}
+
+static int init_all(qwen2_model_t *m, uint64_t seed, float range, bool normal, err_t *e)
 {
     if (m->dropped)
         return err_set(e, ERR_INPUT, "model: a frozen model's float32 linear weights were freed");
     for (int i = 0; i < m->ntensors; i++)
-        if (fill_tensor(m, &m->tensors[i], seed, range, e))
+        if (fill_tensor_dist(m, &m->tensors[i], seed, range, normal, e))
             return e->code;
     m->version++;
     return be_sync(m->be, e);
+}
+
+int qwen2_init_philox(qwen2_model_t *m, uint64_t seed, float range, err_t *e)
+{
+    return init_all(m, seed, range, false, e);
+}
+
+int qwen2_init_normal(qwen2_model_t *m, uint64_t seed, float std, err_t *e)
+{
+    return init_all(m, seed, std, true, e);
 }
 
 int qwen2__init_heads(qwen2_model_t *m, bool score, bool value, err_t *e)

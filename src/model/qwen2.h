@@ -164,6 +164,13 @@ uint64_t qwen2_version(const qwen2_model_t *m);
  *   value = t * range      otherwise (float32 arithmetic throughout). */
 int qwen2_init_philox(qwen2_model_t *m, uint64_t seed, float range, err_t *e);
 
+/* transformers' initialisation (Qwen2PreTrainedModel._init_weights), deterministic: weights
+ * and embeddings N(0, std^2) by Box-Muller on the same Philox words (lanes 0-1 and 2-3 of a
+ * block give elements 4k..4k+3), biases 0, norm weights 1. Pretraining uses it: the uniform
+ * init above, with its smaller spread and noisy norms, makes the tiny model's topic retrieval
+ * emerge later or not at all (docs/benchmarks.md, issue 7). */
+int qwen2_init_normal(qwen2_model_t *m, uint64_t seed, float std, err_t *e);
+
 /* ---- precision ------------------------------------------------------------------------- */
 
 /* Names of the model's linear layers, in table order (valid while m lives). */

@@ -5,7 +5,7 @@
  * concatenated into one stream, which is cut into rows of seq_len tokens. Each step takes
  * batch_size rows (the row order is a seeded permutation per epoch) and minimises the
  * mean next-token loss over every position that has a next token in its row. The model
- * starts from qwen2_init_philox(seed, init_range).
+ * starts from qwen2_init_normal(seed, init_range) (or qwen2_init_philox: model.init).
  *
  * SFT: each (prompt, chosen response) pair is encoded with rlhf/text.h (prompt ids,
  * response ids, end of turn) and the loss is the mean over the batch of the next-token
@@ -35,15 +35,19 @@
 
 /* ---- the embedded default's model ("model" section) ---------------------------------- */
 
+enum { RLHF_INIT_NORMAL, RLHF_INIT_UNIFORM };
+
 typedef struct rlhf_model_opts {
     int hidden, layers, heads, kv_heads, intermediate, max_position;
     double rope_theta, rms_eps;
     bool tie;           /* lm_head tied to the embedding */
-    double init_range;  /* qwen2_init_philox range */
+    double init_range;  /* the spread of the initial weights: std for "normal", range for "uniform" */
+    int init;           /* RLHF_INIT_NORMAL (qwen2_init_normal, transformers' init) or
+                         * RLHF_INIT_UNIFORM (qwen2_init_philox, before issue 7's fix) */
 } rlhf_model_opts_t;
 
 /* hidden 128, 4 layers, 4 heads, 2 KV heads, intermediate 352, 1024 positions, rope theta
- * 10000, rms eps 1e-6, tied, init range 0.02 (docs/rlhf.md says why). */
+ * 10000, rms eps 1e-6, tied, normal init with std 0.02 (docs/rlhf.md says why). */
 void rlhf_model_opts_default(rlhf_model_opts_t *o);
 int rlhf_model_opts_from_json(const cJSON *obj, const char *ctx, rlhf_model_opts_t *out,
                               err_t *e);

@@ -444,9 +444,13 @@ static void a_reference_plan_replaces_fp32_for_the_unquantized_runs(void **state
     snprintf(co.plans, sizeof co.plans, "bf16c,A");
     snprintf(co.control, sizeof co.control, "bf16c");
     snprintf(co.reference, sizeof co.reference, "bf16");
+    co.calibrate_s = 0.05; /* and each run calibrates its phases (no sensor: segments only) */
     pipeline_compare_result_t res;
     run_compare("cmp_ref", &co, &res, ERR_OK);
     assert_true(res.control_ok);
+    char *ptx = read_text(root, "cmp_ref/runs/01-unquantized-seed42/phase_timing.json");
+    assert_contains(ptx, "\"steady_from_s\"");  /* a calibration segment */
+    free(ptx);
     char *out = path2(root, "cmp_ref"), *csvp = path2(out, COMPARE_CSV);
     csv_table_t t;
     err_t e = ERR_INIT;

@@ -8,7 +8,8 @@
 # Parts (env PARTS, default "sens policies"): sens, policies, compare.
 # compare with REFERENCE=bf16: the derived policies plus bf16_policies.json's plan as "bf16"
 # (the reference the unquantized runs use: the study's GPU baseline is bf16 autocast) and
-# again as "bf16_control" (the control plan, which must reproduce the reference).
+# again as "bf16_control" (the control plan, which must reproduce the reference);
+# CALIB_S=S calibrates each run's phases for S seconds (compare.calibrate_s).
 # Each part's outputs are copied to OUT as soon as it ends (a call cut short keeps them).
 # Usage: study_device.sh D OUT [SECONDS]   (D as for ppo_device.sh)
 set -uo pipefail
@@ -54,7 +55,8 @@ PY
       --policy-model "$M/policy" --reward-model "$M/reward" --judge-model "$M/judge" --data "$HH" \
       --pairs 1000 --seeds ${SEEDS:-2} --steps ${STEPS:-8} --power-source nvml \
       --set ppo.max_new_tokens=${RESP:-64} --set ppo.min_new_tokens=${RESP:-64} \
-      --set ppo.checkpoint_every=0 --set ppo.best_of_n=0 "${REF[@]}" >"$R/compare.log" 2>&1; rc=$?
+      --set ppo.checkpoint_every=0 --set ppo.best_of_n=0 --calibrate-s ${CALIB_S:-0} "${REF[@]}" \
+      >"$R/compare.log" 2>&1; rc=$?
     grep -v "mxrlhf ppo: step" "$R/compare.log" | tail -25
     (cd "$R/compare" && cp policy_comparison.csv compare_runs.csv comparison.json "$OUT/" 2>/dev/null)
     cp "$R/compare.log" "$OUT/" ;;

@@ -22,6 +22,7 @@ int cmd_compare(int argc, char **argv)
     const char *plans = NULL, *control = NULL, *reference = NULL, *source = NULL;
     bool synthetic = false, keep = false;
     long long pairs = 1000, seeds = -1, steps = -1;
+    double calibrate_s = -1;
     uint64_t data_seed = 1234;
     arg_list_t sets = {0};
     arg_opt_t opts[] = {
@@ -45,6 +46,7 @@ int cmd_compare(int argc, char **argv)
         {"devices", ARG_STRING, &c.devices, "LIST", "GPUs to measure (bus ids or CUDA indices)"},
         {"device", ARG_STRING, &device, "NAME", "compute backend (default cpu)"},
         {"keep-models", ARG_FLAG, &keep, NULL, "keep every run's trained policy and checkpoints"},
+        {"calibrate-s", ARG_DOUBLE, &calibrate_s, "S", "calibrate each run's phases for S s of steady time (default 0: off)"},
     };
     arg_spec_t spec = {
         "compare", "PPO under each precision plan against the unquantized baseline.",
@@ -86,6 +88,8 @@ int cmd_compare(int argc, char **argv)
         snprintf(co->reference, sizeof co->reference, "%s", reference);
     if (source)
         snprintf(co->power_source, sizeof co->power_source, "%s", source);
+    if (calibrate_s >= 0)
+        co->calibrate_s = calibrate_s;
     co->keep_models |= keep;
     {
         /* the command line's values go through the section's own checks */

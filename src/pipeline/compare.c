@@ -59,6 +59,7 @@ static const rlhf_field_t compare_fields[] = {
     {"interval_ms", RLHF_F_DOUBLE, CO(interval_ms), 1, 60000, NULL, 0},
     {"idle_s", RLHF_F_DOUBLE, CO(idle_s), 0, 3600, NULL, 0},
     {"tolerance", RLHF_F_DOUBLE, CO(tolerance), 0, 10, NULL, 0},
+    {"calibrate_s", RLHF_F_DOUBLE, CO(calibrate_s), 0, 3600, NULL, 0},
     {"keep_models", RLHF_F_BOOL, CO(keep_models), 0, 0, NULL, 0},
 };
 #define NCF ((int)(sizeof compare_fields / sizeof compare_fields[0]))
@@ -919,7 +920,8 @@ static int one_run(ctx_t *x, int k, const ppo_opts_t *base, err_t *e)
         .power_source = x->co->power_source, .devices = c->devices,
         .interval_s = x->co->interval_ms / 1000, .idle_s = sensor ? x->co->idle_s : 0,
         .policies_path = p->plan[0] ? c->policies_path : NULL,
-        .plan = p->plan[0] ? p->plan : NULL, .log = NULL};
+        .plan = p->plan[0] ? p->plan : NULL,
+        .opts = {x->co->calibrate_s > 0, x->co->calibrate_s}, .log = NULL};
     logf_(c, "run %d/%d: %s, seed %llu -> %s", k + 1, x->nruns, p->name,
           (unsigned long long)o.seed, r->dir);
     int rc = rmtree(r->dir, e);

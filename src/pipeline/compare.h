@@ -76,6 +76,9 @@ typedef struct compare_opts {
     double interval_ms;       /* 20 */
     double idle_s;            /* 2: idle power before each run (skipped without a sensor) */
     double tolerance;         /* 0.1: the control's energy ratio within 1 +- this */
+    double calibrate_s;       /* 0: off; else each run calibrates each phase's steady power
+                               * for this many seconds (mxrlhf baseline --calibrate), so its
+                               * energy.csv can use it where the per-step windows are short */
     bool keep_models;         /* false: remove each run's policy/ and checkpoints/ */
 } compare_opts_t;
 

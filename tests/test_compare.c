@@ -467,6 +467,22 @@ static void a_reference_plan_replaces_fp32_for_the_unquantized_runs(void **state
     char *js = read_text(out, COMPARE_JSON);
     assert_contains(js, "\"reference\":\t\"bf16\"");
     free(js);
+    /* the warm-up run (2 steps by default) leaves nothing and changes no recorded run */
+    char *wu = path2(out, "runs/00-warmup");
+    assert_false(fs_exists(wu));
+    free(wu);
+    co.warmup_steps = 0;
+    co.calibrate_s = 0;
+    run_compare("cmp_ref0", &co, &res, ERR_OK);
+    char *csv0 = path2(root, "cmp_ref0/" COMPARE_CSV);
+    csv_table_t t0;
+    if (csv_load(csv0, &t0, &e) || csv_load(csvp, &t, &e))
+        fail_msg("%s", e.msg);
+    for (int r = 3; r < t.nrows; r += 4)
+        assert_string_equal(csv_cell(&t, r, fr), csv_cell(&t0, r, fr));
+    csv_table_free(&t0);
+    csv_table_free(&t);
+    free(csv0);
     snprintf(co.reference, sizeof co.reference, "bf17");
     run_compare("cmp_ref2", &co, &res, ERR_INPUT);
     free(out), free(csvp);

@@ -40,6 +40,7 @@ void compare_opts_default(compare_opts_t *o)
     o->interval_ms = 20;
     o->idle_s = 2;
     o->tolerance = 0.1;
+    o->warmup_steps = 2;
     o->keep_models = false;
 }
 
@@ -59,6 +60,7 @@ static const rlhf_field_t compare_fields[] = {
     {"interval_ms", RLHF_F_DOUBLE, CO(interval_ms), 1, 60000, NULL, 0},
     {"idle_s", RLHF_F_DOUBLE, CO(idle_s), 0, 3600, NULL, 0},
     {"tolerance", RLHF_F_DOUBLE, CO(tolerance), 0, 10, NULL, 0},
+    {"warmup_steps", RLHF_F_INT, CO(warmup_steps), 0, 1e9, NULL, 0},
     {"calibrate_s", RLHF_F_DOUBLE, CO(calibrate_s), 0, 3600, NULL, 0},
     {"keep_models", RLHF_F_BOOL, CO(keep_models), 0, 0, NULL, 0},
 };
@@ -970,6 +972,46 @@ static int one_run(ctx_t *x, int k, const ppo_opts_t *base, err_t *e)
     return rc;
 }
 
+/* warmup_steps of PPO under the reference's computation, unmonitored and thrown away: the
+ * device, its clocks, cuBLASLt's plans and the allocator meet the run's shapes before the
+ * first recorded run, which would otherwise be slower for no reason of its plan's. */
+static int warmup(ctx_t *x, const ppo_opts_t *base, err_t *e)
+{
+    const pipeline_compare_t *c = x->c;
+    if (x->co->warmup_steps <= 0)
+        return ERR_OK;
+    const plan_info_t *p = &x->plans[0];
+    ppo_opts_t o = *base;
+    o.steps = x->co->warmup_steps;
+    o.checkpoint_every = 0;
+    o.best_of_n = 0;
+    o.eval_every = 0;
+    o.eval_prompts = 0;
+    char *dir = fs_join(c->out_dir, "runs/00-warmup");
+    if (!dir)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    pipeline_baseline_t b = {
+        .be = c->be, .policy_dir = c->policy_dir, .reward_dir = c->reward_dir,
+        .prompts = c->prompts, .n_prompts = c->n_prompts, .eval_prompts = c->eval_prompts,
+        .n_eval = c->n_eval, .synthetic = c->synthetic, .out_dir = dir, .power_source = "none",
+        .idle_s = 0, .policies_path = p->plan[0] ? c->policies_path : NULL,
+        .plan = p->plan[0] ? p->plan : NULL, .log = NULL};
+    logf_(c, "warm-up: %d PPO steps as %s, not recorded", o.steps, p->name);
+    double t0 = rlhf_now();
+    rlhf_ppo_result_t res;
+    int rc = rmtree(dir, e);
+    if (!rc)
+        rc = pipeline_baseline_run(&o, &b, &res, e);
+    if (rc)
+        err_prefix(e, "warm-up run %s: ", dir);
+    else
+        rc = rmtree(dir, e);
+    if (!rc)
+        logf_(c, "  %.1f s", rlhf_now() - t0);
+    free(dir);
+    return rc;
+}
+
 static int rm_accuracy(ctx_t *x, err_t *e)
 {
     const pipeline_compare_t *c = x->c;
@@ -1095,6 +1137,8 @@ int pipeline_compare_run(const compare_opts_t *co, const ppo_opts_t *ppo,
         logf_(c, "%d plans (%s and %s) x %d seeds = %d PPO runs of %d steps, interleaved; "
               "clocks and temperature: %s", x->nplans, COMPARE_UNQUANTIZED, co->plans, co->seeds,
               x->nruns, co->steps, x->state_note);
+    if (!rc)
+        rc = warmup(x, ppo, e);
     for (int k = 0; !rc && k < x->nruns; k++)
         rc = one_run(x, k, ppo, e);
     double t_judge = rlhf_now();

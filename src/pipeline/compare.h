@@ -76,6 +76,10 @@ typedef struct compare_opts {
     double interval_ms;       /* 20 */
     double idle_s;            /* 2: idle power before each run (skipped without a sensor) */
     double tolerance;         /* 0.1: the control's energy ratio within 1 +- this */
+    int warmup_steps;         /* 2: a PPO run of this many steps under the reference's
+                               * computation before the rounds, not recorded (a fresh GPU's
+                               * first run is slower, and would bias whichever plan ran
+                               * first); 0: none */
     double calibrate_s;       /* 0: off; else each run calibrates each phase's steady power
                                * for this many seconds (mxrlhf baseline --calibrate), so its
                                * energy.csv can use it where the per-step windows are short */

@@ -250,12 +250,6 @@ static void quant(float *out, const float *in, size_t rows, size_t cols, mx_axis
     mx_fake_quant_parallel(in, out, rows, cols, axis, s, seed, stream, 0);
 }
 
-static bool spec_eq(const mx_spec_t *a, const mx_spec_t *b)
-{
-    return a->format == b->format && a->block == b->block && a->round == b->round &&
-           a->scale == b->scale;
-}
-
 /* An operand prepared for a GEMM: quantized by spec, rounded to compute. Returns `in`
  * itself when nothing is to be done, else `buf` filled. */
 static const float *prepare(float *buf, const float *in, size_t rows, size_t cols,
@@ -285,7 +279,7 @@ static const float *weight(cpu_t *c, const be_linear_t *a, mx_axis_t axis, int s
         return prepare(scratch(c, scr, n), w, a->N, a->K, axis, s, a->compute, a->seed, stream);
     wentry_t *en = &a->wcache->e[axis == MX_AXIS_ROW ? 0 : 1];
     bool sr = s->round == MX_ROUND_STOCHASTIC && mx_format_info(s->format)->is_mx;
-    if (en->valid && en->version == a->wversion && spec_eq(&en->spec, s) &&
+    if (en->valid && en->version == a->wversion && mx_spec_equal(&en->spec, s) &&
         en->compute == a->compute && en->n == n && (!sr || en->stream == stream))
         return en->data;
     if (en->n != n) {

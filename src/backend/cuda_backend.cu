@@ -413,12 +413,6 @@ struct be_wcache {
     wentry_t e[2];
 };
 
-static bool spec_eq(const mx_spec_t *a, const mx_spec_t *b)
-{
-    return a->format == b->format && a->block == b->block && a->round == b->round &&
-           a->scale == b->scale;
-}
-
 /* The storage class an operand needs after quantization and compute rounding. */
 static int op_class(const mx_spec_t *s, prec_compute_t ct)
 {
@@ -453,7 +447,7 @@ static const void *prepare(cuda_t *c, int slot, const float *in, size_t rows, si
     const size_t bytes = rows * cols * dt_size(dt);
     prep_rec_t *r = &c->rec[slot];
     if (r->valid && r->gen == c->gen && r->src == in && r->rows == rows && r->cols == cols &&
-        r->axis == ax && r->dt == dt && spec_eq(&r->spec, s) && r->ct == ct &&
+        r->axis == ax && r->dt == dt && mx_spec_equal(&r->spec, s) && r->ct == ct &&
         (!sr || (r->seed == seed && r->stream == stream)) && c->scr[slot] && c->scr_n[slot] >= bytes)
         return c->scr[slot];
     r->valid = false;
@@ -484,7 +478,7 @@ static bool entry_matches(const wentry_t *en, const be_linear_t *a, const mx_spe
                           uint64_t stream, int dt, size_t n)
 {
     bool sr = s->round == MX_ROUND_STOCHASTIC && mx_format_info(s->format)->is_mx;
-    return en->valid && en->version == a->wversion && spec_eq(&en->spec, s) &&
+    return en->valid && en->version == a->wversion && mx_spec_equal(&en->spec, s) &&
            en->compute == a->compute && en->dt == dt && en->n == n && (!sr || en->stream == stream);
 }
 
@@ -607,7 +601,7 @@ static void cuda_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, b
     if (!be_null(dwp)) {
         const int dtw = gemm_type(sgw, &a->spec[PREC_OP_INPUT_BP], ct);
         /* the dx operand serves again when its quantization does not depend on the axis */
-        const void *g = (gx && dtw == dtx && spec_eq(sgx, sgw) &&
+        const void *g = (gx && dtw == dtx && mx_spec_equal(sgx, sgw) &&
                          (!mx_format_info(sgx->format)->is_mx))
                             ? gx
                             : prepare(c, CS_XA, dy, M, N, MX_AXIS_COL, sgw, ct, a->seed,

@@ -97,12 +97,14 @@ int cmd_baseline(int argc, char **argv)
         return cli_report("baseline", &e);
     b.opts.calibrate |= calibrate;
     if (calibrate_s != -1) {
-        if (!(calibrate_s >= 1e-3 && calibrate_s <= 3600)) {
-            err_set(&e, ERR_INPUT, "--calibrate-s: expected 0.001 to 3600 seconds, got %g",
-                    calibrate_s);
+        /* through the section's own checks (its range) */
+        cJSON *j = cJSON_CreateObject();
+        int bad = j && cJSON_AddNumberToObject(j, "calibrate_s", calibrate_s)
+                     ? pipeline_baseline_opts_from_json(j, "--calibrate-s", &b.opts, &e)
+                     : err_set(&e, ERR_NOMEM, "out of memory");
+        cJSON_Delete(j);
+        if (bad)
             return cli_report("baseline", &e);
-        }
-        b.opts.calibrate_s = calibrate_s;
     }
     if (steps >= 0 && (steps < 1 || steps > 1000000000)) {
         err_set(&e, ERR_INPUT, "--steps: expected 1 to 1e9, got %lld", steps);

@@ -525,11 +525,7 @@ static void phase_result(const ctx_t *c, const energy_report_t *rep, energy_phas
     if (p->sampled.aliased)
         note_add(p->note, sizeof p->note, "windows start at one phase of the sensor's cycle "
                  "(lock %.2f): vary their timing for better figures", p->sampled.phase_lock);
-    /* Calibration: steady power over the segments' steady parts. */
-    nc = 0;
-    for (size_t i = 0; i < r->n_calib; i++)
-        if (!strcmp(r->calib[i].phase, p->name) && r->calib[i].end > r->calib[i].steady_from)
-            sp[nc++] = (span_t){r->calib[i].steady_from, r->calib[i].end};
+    /* Calibration: steady power over the segments' steady parts (sp[0, nc) from above). */
     if (nc) {
         measure_t cm;
         measure_spans(c, sp, nc, &cm);

@@ -458,7 +458,7 @@ static bool is_bias(const char *name)
 
 /* normal: transformers' _init_weights (N(0, range) weights, zero biases, unit norms) through
  * Box-Muller on Philox words; otherwise the uniform of qwen2_init_philox */
-static int fill_tensor_dist(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed, float range,
+static int fill_tensor(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed, float range,
                             bool normal, err_t *e)
 {
     float *host = be_host_addr(m->be, qp(m, t->off));
@@ -501,18 +501,12 @@ static int fill_tensor_dist(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t 
     return ERR_OK;
 }
 
-static int fill_tensor(qwen2_model_t *m, const qwen2_tensor_t *t, uint64_t seed, float range,
-                       err_t *e)
-{
-    return fill_tensor_dist(m, t, seed, range, false, e);
-}
-
 static int init_all(qwen2_model_t *m, uint64_t seed, float range, bool normal, err_t *e)
 {
     if (m->dropped)
         return err_set(e, ERR_INPUT, "model: a frozen model's float32 linear weights were freed");
     for (int i = 0; i < m->ntensors; i++)
-        if (fill_tensor_dist(m, &m->tensors[i], seed, range, normal, e))
+        if (fill_tensor(m, &m->tensors[i], seed, range, normal, e))
             return e->code;
     m->version++;
     return be_sync(m->be, e);
@@ -538,7 +532,7 @@ int qwen2__init_heads(qwen2_model_t *m, bool score, bool value, err_t *e)
         bool is_vw = !strcmp(t->name, "v_head.summary.weight");
         bool is_vb = !strcmp(t->name, "v_head.summary.bias");
         if ((score && is_score) || (value && is_vw)) {
-            if (fill_tensor(m, t, m->opts.head_seed, range, e))
+            if (fill_tensor(m, t, m->opts.head_seed, range, false, e))
                 return e->code;
         } else if (value && is_vb) {
             be_zero(m->be, qp(m, t->off), t->numel * sizeof(float));
@@ -732,12 +726,9 @@ int qwen2__frozen_check(const qwen2_model_t *m, const prec_ctx_t *ctx, err_t *e)
                        prec_phase_name(ctx->phase));
     bool same = m->version == m->frozen_version &&
                 prec_compute_for(&m->table, ctx->phase) == m->frozen_compute;
-    for (int i = 0; same && i < m->nlin; i++) {
-        const mx_spec_t *a = prec_spec(&m->table, i, ctx->phase, PREC_OP_WEIGHT),
-                        *b = &m->frozen_spec[i];
-        same = a->format == b->format && a->block == b->block && a->round == b->round &&
-               a->scale == b->scale;
-    }
+    for (int i = 0; same && i < m->nlin; i++)
+        same = mx_spec_equal(prec_spec(&m->table, i, ctx->phase, PREC_OP_WEIGHT),
+                             &m->frozen_spec[i]);
     if (!same)
         return err_set(e, ERR_INPUT, "frozen model: its weights or precision table changed since "
                        "it was frozen (its float32 linear weights were freed)");

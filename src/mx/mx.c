@@ -138,6 +138,12 @@ bool mx_spec_is_identity(const mx_spec_t *s)
     return s->format == MX_FP32;
 }
 
+bool mx_spec_equal(const mx_spec_t *a, const mx_spec_t *b)
+{
+    return a->format == b->format && a->block == b->block && a->round == b->round &&
+           a->scale == b->scale;
+}
+
 int mx_spec_parse(const char *text, mx_spec_t *out, err_t *e)
 {
     if (!text || !*text)

@@ -109,6 +109,9 @@ int mx_spec_check(const mx_spec_t *s, err_t *e);
 /* True for fp32: quantizing is the identity. */
 bool mx_spec_is_identity(const mx_spec_t *s);
 
+/* True when a and b quantize alike: the same format, block, rounding and scale rule. */
+bool mx_spec_equal(const mx_spec_t *a, const mx_spec_t *b);
+
 /* Parses "mxfp4_e2m1", "mxfp4/16", "mxfp8_e4m3/32/nearest/rceil", "bf16":
  * format[/block[/rounding[/scale]]], defaults as mx_spec_default. */
 int mx_spec_parse(const char *text, mx_spec_t *out, err_t *e);

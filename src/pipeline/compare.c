@@ -899,31 +899,48 @@ static int setup(ctx_t *x, err_t *e)
     return ERR_OK;
 }
 
-static int one_run(ctx_t *x, int k, const ppo_opts_t *base, err_t *e)
+/* The PPO options of a comparison run: the base's, with steps and seed set and the
+ * extras (checkpoints, best-of-n, periodic evaluations) off. */
+static ppo_opts_t run_ppo_opts(const ppo_opts_t *base, int steps, uint64_t seed,
+                               int eval_prompts)
 {
-    const pipeline_compare_t *c = x->c;
-    run_rec_t *r = &x->runs[x->order[k]];
-    const plan_info_t *p = &x->plans[r->plan];
     ppo_opts_t o = *base;
-    o.steps = x->co->steps;
-    o.seed = base->seed + (uint64_t)r->round;
+    o.steps = steps;
+    o.seed = seed;
     o.checkpoint_every = 0;
     o.best_of_n = 0;
     o.eval_every = 0;
-    o.eval_prompts = x->co->eval_prompts;
-    r->seed = o.seed;
-    snprintf(r->dir, sizeof r->dir, "%s/runs/%02d-%s-seed%llu", c->out_dir, k + 1, p->name,
-             (unsigned long long)o.seed);
+    o.eval_prompts = eval_prompts;
+    return o;
+}
+
+/* What pipeline_baseline_run needs for one run of plan p into dir. */
+static pipeline_baseline_t run_baseline(const ctx_t *x, const plan_info_t *p, const char *dir)
+{
+    const pipeline_compare_t *c = x->c;
     bool sensor = x->state_src && strcmp(x->state_src->prov.kind, "none");
-    pipeline_baseline_t b = {
+    return (pipeline_baseline_t){
         .be = c->be, .policy_dir = c->policy_dir, .reward_dir = c->reward_dir,
         .prompts = c->prompts, .n_prompts = c->n_prompts, .eval_prompts = c->eval_prompts,
-        .n_eval = c->n_eval, .synthetic = c->synthetic, .out_dir = r->dir,
+        .n_eval = c->n_eval, .synthetic = c->synthetic, .out_dir = dir,
         .power_source = x->co->power_source, .devices = c->devices,
         .interval_s = x->co->interval_ms / 1000, .idle_s = sensor ? x->co->idle_s : 0,
         .policies_path = p->plan[0] ? c->policies_path : NULL,
         .plan = p->plan[0] ? p->plan : NULL,
         .opts = {x->co->calibrate_s > 0, x->co->calibrate_s}, .log = NULL};
+}
+
+static int one_run(ctx_t *x, int k, const ppo_opts_t *base, err_t *e)
+{
+    const pipeline_compare_t *c = x->c;
+    run_rec_t *r = &x->runs[x->order[k]];
+    const plan_info_t *p = &x->plans[r->plan];
+    ppo_opts_t o = run_ppo_opts(base, x->co->steps, base->seed + (uint64_t)r->round,
+                                x->co->eval_prompts);
+    r->seed = o.seed;
+    snprintf(r->dir, sizeof r->dir, "%s/runs/%02d-%s-seed%llu", c->out_dir, k + 1, p->name,
+             (unsigned long long)o.seed);
+    pipeline_baseline_t b = run_baseline(x, p, r->dir);
     logf_(c, "run %d/%d: %s, seed %llu -> %s", k + 1, x->nruns, p->name,
           (unsigned long long)o.seed, r->dir);
     int rc = rmtree(r->dir, e);
@@ -981,21 +998,15 @@ static int warmup(ctx_t *x, const ppo_opts_t *base, err_t *e)
     if (x->co->warmup_steps <= 0)
         return ERR_OK;
     const plan_info_t *p = &x->plans[0];
-    ppo_opts_t o = *base;
-    o.steps = x->co->warmup_steps;
-    o.checkpoint_every = 0;
-    o.best_of_n = 0;
-    o.eval_every = 0;
-    o.eval_prompts = 0;
+    ppo_opts_t o = run_ppo_opts(base, x->co->warmup_steps, base->seed, 0);
     char *dir = fs_join(c->out_dir, "runs/00-warmup");
     if (!dir)
         return err_set(e, ERR_NOMEM, "out of memory");
-    pipeline_baseline_t b = {
-        .be = c->be, .policy_dir = c->policy_dir, .reward_dir = c->reward_dir,
-        .prompts = c->prompts, .n_prompts = c->n_prompts, .eval_prompts = c->eval_prompts,
-        .n_eval = c->n_eval, .synthetic = c->synthetic, .out_dir = dir, .power_source = "none",
-        .idle_s = 0, .policies_path = p->plan[0] ? c->policies_path : NULL,
-        .plan = p->plan[0] ? p->plan : NULL, .log = NULL};
+    pipeline_baseline_t b = run_baseline(x, p, dir);
+    b.power_source = "none"; /* unmonitored: nothing of it is recorded */
+    b.devices = NULL;
+    b.idle_s = 0;
+    b.opts.calibrate = false;
     logf_(c, "warm-up: %d PPO steps as %s, not recorded", o.steps, p->name);
     double t0 = rlhf_now();
     rlhf_ppo_result_t res;

@@ -1,5 +1,6 @@
 /* common: helpers the profile sweeps share (common.h). */
 #include "profile/common.h"
+#include "util/fs.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -69,6 +70,52 @@ cJSON *profile_json_exact(double v)
 void profile_json_add_exact(cJSON *o, const char *key, double v)
 {
     cJSON_AddItemToObject(o, key, profile_json_exact(v));
+}
+
+int profile_record_read(const char *path, const cJSON *want, const char *const *keys,
+                        const char *const *what, int nkeys, profile_record_line_fn fn,
+                        void *ctx, size_t *valid_len, err_t *e)
+{
+    char *text;
+    size_t len;
+    *valid_len = 0;
+    if (fs_read_all(path, (size_t)1 << 30, &text, &len, e))
+        return e->code;
+    size_t pos = 0;
+    int lineno = 0, rc = ERR_OK;
+    while (pos < len) {
+        char *nl = memchr(text + pos, '\n', len - pos);
+        if (!nl)
+            break;  /* torn last line: ignored */
+        *nl = 0;
+        lineno++;
+        cJSON *j = cJSON_Parse(text + pos);
+        if (!j) {
+            if (nl + 1 == text + len)
+                break;  /* a garbled last line is a torn write too */
+            rc = err_set(e, ERR_INPUT, "%s: line %d is not JSON (the resume record is damaged; "
+                         "run without --resume to start again)", path, lineno);
+            break;
+        }
+        if (lineno == 1) {
+            for (int k = 0; k < nkeys && !rc; k++) {
+                const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, keys[k]),
+                            *b = cJSON_GetObjectItemCaseSensitive(want, keys[k]);
+                if (!cJSON_IsString(a) || strcmp(a->valuestring, b->valuestring))
+                    rc = err_set(e, ERR_INPUT, "%s: field \"%s\": made for another %s (run "
+                                 "without --resume to start again)", path, keys[k], what[k]);
+            }
+        } else {
+            rc = fn(ctx, j, lineno, e);
+        }
+        cJSON_Delete(j);
+        if (rc)
+            break;
+        pos = (size_t)(nl - text) + 1;
+        *valid_len = pos;
+    }
+    free(text);
+    return rc;
 }
 
 int profile_record_open(profile_record_t *r, const char *path, const cJSON *hdr, size_t valid,

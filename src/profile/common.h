@@ -49,6 +49,18 @@ int profile_record_append(profile_record_t *r, cJSON *line, err_t *e);
 int profile_record_open(profile_record_t *r, const char *path, const cJSON *hdr, size_t valid,
                         err_t *e);
 
+/* Called for each complete line after the header, in order (lineno from 2). */
+typedef int (*profile_record_line_fn)(void *ctx, const cJSON *line, int lineno, err_t *e);
+
+/* Reads a record written by profile_record_*: its header line must carry the same string
+ * values as `want` under each of keys[0, nkeys) (else an error saying the record was made
+ * for another what[k]); each later line goes to fn. A torn or garbled last line is a write
+ * cut short and ignored; a garbled line before it is an error. valid_len receives the
+ * length of the valid prefix, to cut the torn line off before appending. */
+int profile_record_read(const char *path, const cJSON *want, const char *const *keys,
+                        const char *const *what, int nkeys, profile_record_line_fn fn,
+                        void *ctx, size_t *valid_len, err_t *e);
+
 /* A minimal RFC 4180 writer over util/atomic_file: the report layer's writer sits above
  * this one, and these files need no more than cells, numbers and booleans. */
 typedef struct profile_table {

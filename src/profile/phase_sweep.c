@@ -51,6 +51,7 @@ typedef struct sweep {
     long nitems;
     bool *have;
     size_t ncell;       /* layer slots; whole-model slots follow */
+    const char *cells_path; /* the resume record (for messages) */
     double t0;
     profile_phase_progress_fn progress;
     void *pctx;
@@ -218,75 +219,30 @@ static long slot_of(const sweep_t *s, const char *kind, const char *layer, const
     return -1;
 }
 
-/* Reads the record (its header must match) and fills in every complete line's cell;
- * valid_len receives the length of the valid prefix, to cut a torn last line off. */
-static int cells_read(sweep_t *s, const char *path, const cJSON *want, size_t *valid_len,
-                      err_t *e)
+/* One cell line of the record (profile_record_read): its values into the cell's slot. */
+static int cell_line(void *ctx, const cJSON *j, int lineno, err_t *e)
 {
-    char *text;
-    size_t len;
-    *valid_len = 0;
-    if (fs_read_all(path, (size_t)1 << 30, &text, &len, e))
-        return e->code;
-    size_t pos = 0;
-    int lineno = 0, rc = ERR_OK;
-    while (pos < len) {
-        char *nl = memchr(text + pos, '\n', len - pos);
-        if (!nl)
-            break;  /* torn last line: ignored */
-        *nl = 0;
-        lineno++;
-        cJSON *j = cJSON_Parse(text + pos);
-        if (!j) {
-            if (nl + 1 == text + len)
-                break;  /* a garbled last line is a torn write too */
-            rc = err_set(e, ERR_INPUT, "%s: line %d is not JSON (the resume record is damaged; "
-                         "run without --resume to start again)", path, lineno);
-            break;
+    sweep_t *s = ctx;
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "cell"),
+                *layer = cJSON_GetObjectItemCaseSensitive(j, "layer"),
+                *spec = cJSON_GetObjectItemCaseSensitive(j, "spec"),
+                *vals = cJSON_GetObjectItemCaseSensitive(j, "values");
+    if (!cJSON_IsString(kind) || !cJSON_IsArray(vals) || cJSON_GetArraySize(vals) != PHASE_NVALUES)
+        return err_set(e, ERR_INPUT, "%s: line %d: expected \"cell\" and %d \"values\"",
+                       s->cells_path, lineno, PHASE_NVALUES);
+    long k = slot_of(s, kind->valuestring, cJSON_IsString(layer) ? layer->valuestring : NULL,
+                     cJSON_IsString(spec) ? spec->valuestring : NULL);
+    if (k >= 0) {
+        double *dst = slot_values(s->mx, s->ncell, (size_t)k);
+        for (int i = 0; i < PHASE_NVALUES; i++) {
+            const cJSON *x = cJSON_GetArrayItem(vals, i);
+            dst[i] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
         }
-        if (lineno == 1) {
-            const char *keys[] = {"format", "phase", "fingerprint"};
-            const char *what[] = {"purpose", "phase", "model, data or settings"};
-            for (size_t k = 0; k < 3 && !rc; k++) {
-                const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, keys[k]),
-                            *b = cJSON_GetObjectItemCaseSensitive(want, keys[k]);
-                if (!cJSON_IsString(a) || strcmp(a->valuestring, b->valuestring))
-                    rc = err_set(e, ERR_INPUT, "%s: field \"%s\": made for another %s (run "
-                                 "without --resume to start again)", path, keys[k], what[k]);
-            }
-        } else {
-            const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "cell"),
-                        *layer = cJSON_GetObjectItemCaseSensitive(j, "layer"),
-                        *spec = cJSON_GetObjectItemCaseSensitive(j, "spec"),
-                        *vals = cJSON_GetObjectItemCaseSensitive(j, "values");
-            if (!cJSON_IsString(kind) || !cJSON_IsArray(vals) ||
-                cJSON_GetArraySize(vals) != PHASE_NVALUES) {
-                rc = err_set(e, ERR_INPUT, "%s: line %d: expected \"cell\" and %d \"values\"",
-                             path, lineno, PHASE_NVALUES);
-            } else {
-                long k = slot_of(s, kind->valuestring,
-                                 cJSON_IsString(layer) ? layer->valuestring : NULL,
-                                 cJSON_IsString(spec) ? spec->valuestring : NULL);
-                if (k >= 0) {
-                    double *dst = slot_values(s->mx, s->ncell, (size_t)k);
-                    for (int i = 0; i < PHASE_NVALUES; i++) {
-                        const cJSON *x = cJSON_GetArrayItem(vals, i);
-                        dst[i] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
-                    }
-                    if (!s->have[k])
-                        s->mx->cells_resumed++;
-                    s->have[k] = true;
-                }
-            }
-        }
-        cJSON_Delete(j);
-        if (rc)
-            break;
-        pos = (size_t)(nl - text) + 1;
-        *valid_len = pos;
+        if (!s->have[k])
+            s->mx->cells_resumed++;
+        s->have[k] = true;
     }
-    free(text);
-    return rc;
+    return ERR_OK;
 }
 
 /* ---- the sweep ---------------------------------------------------------------------------- */
@@ -353,7 +309,10 @@ int profile_phase_sweep(profile_phase_t *p, const char *cells_path, bool resume,
     hdr = cells_header(p, nl);
     size_t valid = 0; /* 0: a fresh record (no resume, or nothing usable in the old one) */
     if (resume && fs_exists(cells_path)) {
-        if ((rc = cells_read(&s, cells_path, hdr, &valid, e)))
+        static const char *const keys[] = {"format", "phase", "fingerprint"};
+        static const char *const what[] = {"purpose", "phase", "model, data or settings"};
+        s.cells_path = cells_path;
+        if ((rc = profile_record_read(cells_path, hdr, keys, what, 3, cell_line, &s, &valid, e)))
             goto done;
     }
     if ((rc = profile_record_open(&s.rec, cells_path, hdr, valid, e)))

@@ -207,12 +207,6 @@ static size_t qt_wcache_bytes(const be_wcache_t *c)
 
 /* ---- linear layers ----------------------------------------------------------------- */
 
-static bool spec_eq(const mx_spec_t *a, const mx_spec_t *b)
-{
-    return a->format == b->format && a->block == b->block && a->round == b->round &&
-           a->scale == b->scale;
-}
-
 /* Grows *buf to hold n floats; false (and an error pending) when it cannot. */
 static bool grow(qtime_t *q, be_buf_t **buf, size_t *cap, size_t n)
 {
@@ -266,7 +260,7 @@ static void qt_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t y, bool 
         size_t n = (size_t)a->N * a->K;
         uint64_t stream = a->stream + PREC_OP_WEIGHT;
         bool sr = sw->round == MX_ROUND_STOCHASTIC && mx_format_info(sw->format)->is_mx;
-        bool hit = c != &tmp && c->valid && c->version == a->wversion && spec_eq(&c->spec, sw) &&
+        bool hit = c != &tmp && c->valid && c->version == a->wversion && mx_spec_equal(&c->spec, sw) &&
                    c->n == n && (!sr || c->stream == stream);
         if (!hit) {
             c->valid = false;

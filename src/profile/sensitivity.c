@@ -283,75 +283,38 @@ static double *slot_value(profile_matrix_t *mx, size_t nhave, size_t idx)
     return &mx->whole_nll[idx / SENS_MAX_BLOCKS][idx % SENS_MAX_BLOCKS];
 }
 
-/* Reads the record: its header must match; every complete line's cell is filled in (NaN
- * marks a missing cell beforehand, so `have` flags travel separately). Returns the
- * length of the valid prefix, to cut a torn last line off before appending. */
-static int cells_read(const char *path, const cJSON *want, profile_matrix_t *mx,
-                      const sensitivity_opts_t *o, bool *have, size_t nhave, long *loaded,
-                      size_t *valid_len, err_t *e)
+/* Where the record's cell lines go (NaN marks a missing cell beforehand, so `have` flags
+ * travel separately). */
+typedef struct cells_in {
+    const char *path;
+    profile_matrix_t *mx;
+    const sensitivity_opts_t *o;
+    bool *have;
+    size_t nhave;
+    long *loaded;
+} cells_in_t;
+
+/* One cell line of the record (profile_record_read). */
+static int cell_line(void *ctx, const cJSON *j, int lineno, err_t *e)
 {
-    char *text;
-    size_t len;
-    *loaded = 0;
-    *valid_len = 0;
-    if (fs_read_all(path, (size_t)1 << 30, &text, &len, e))
-        return e->code;
-    size_t pos = 0;
-    int lineno = 0, rc = ERR_OK;
-    while (pos < len) {
-        char *nl = memchr(text + pos, '\n', len - pos);
-        if (!nl)
-            break;  /* torn last line: ignored */
-        *nl = 0;
-        lineno++;
-        cJSON *j = cJSON_Parse(text + pos);
-        if (!j) {
-            if (nl + 1 == text + len)
-                break;  /* a garbled last line is a torn write too */
-            rc = err_set(e, ERR_INPUT, "%s: line %d is not JSON (the resume record is damaged; "
-                         "run without --resume to start again)", path, lineno);
-            break;
-        }
-        if (lineno == 1) {
-            const char *keys[] = {"format", "model_fingerprint", "eval_fingerprint"};
-            for (size_t k = 0; k < 3 && !rc; k++) {
-                const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, keys[k]),
-                            *b = cJSON_GetObjectItemCaseSensitive(want, keys[k]);
-                if (!cJSON_IsString(a) || strcmp(a->valuestring, b->valuestring))
-                    rc = err_set(e, ERR_INPUT, "%s: field \"%s\": made for another %s (run "
-                                 "without --resume to start again)", path, keys[k],
-                                 k == 0 ? "purpose" : k == 1 ? "model" : "evaluation set");
-            }
-        } else {
-            const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "cell"),
-                        *layer = cJSON_GetObjectItemCaseSensitive(j, "layer"),
-                        *spec = cJSON_GetObjectItemCaseSensitive(j, "spec"),
-                        *nll = cJSON_GetObjectItemCaseSensitive(j, "nll");
-            if (!cJSON_IsString(kind) || !(cJSON_IsNumber(nll) || cJSON_IsNull(nll))) {
-                rc = err_set(e, ERR_INPUT, "%s: line %d: expected \"cell\" and \"nll\"", path,
-                             lineno);
-            } else {
-                long k = slot_index(mx, o, nhave, kind->valuestring,
-                                    cJSON_IsString(layer) ? layer->valuestring : NULL,
-                                    cJSON_IsString(spec) ? spec->valuestring : NULL);
-                if (k >= 0) {
-                    if (!have[k])
-                        (*loaded)++;
-                    have[k] = true;
-                    *slot_value(mx, nhave, (size_t)k) = cJSON_IsNull(nll) ? NAN : nll->valuedouble;
-                }
-            }
-        }
-        cJSON_Delete(j);
-        if (rc)
-            break;
-        pos = (size_t)(nl - text) + 1;
-        *valid_len = pos;
+    cells_in_t *c = ctx;
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "cell"),
+                *layer = cJSON_GetObjectItemCaseSensitive(j, "layer"),
+                *spec = cJSON_GetObjectItemCaseSensitive(j, "spec"),
+                *nll = cJSON_GetObjectItemCaseSensitive(j, "nll");
+    if (!cJSON_IsString(kind) || !(cJSON_IsNumber(nll) || cJSON_IsNull(nll)))
+        return err_set(e, ERR_INPUT, "%s: line %d: expected \"cell\" and \"nll\"", c->path,
+                       lineno);
+    long k = slot_index(c->mx, c->o, c->nhave, kind->valuestring,
+                        cJSON_IsString(layer) ? layer->valuestring : NULL,
+                        cJSON_IsString(spec) ? spec->valuestring : NULL);
+    if (k >= 0) {
+        if (!c->have[k])
+            (*c->loaded)++;
+        c->have[k] = true;
+        *slot_value(c->mx, c->nhave, (size_t)k) = cJSON_IsNull(nll) ? NAN : nll->valuedouble;
     }
-    if (!rc && lineno == 0)
-        *valid_len = 0;
-    free(text);
-    return rc;
+    return ERR_OK;
 }
 
 /* ---- the sweep ------------------------------------------------------------------------- */
@@ -635,8 +598,12 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
     hdr = cells_header(mfp, es, out->nlayers);
     size_t valid = 0; /* 0: a fresh record (no resume, or nothing usable in the old one) */
     if (resume && fs_exists(cells_path)) {
-        if ((rc = cells_read(cells_path, hdr, out, o, s.have, s.nhave, &out->cells_resumed,
-                             &valid, e)))
+        static const char *const keys[] = {"format", "model_fingerprint", "eval_fingerprint"};
+        static const char *const what[] = {"purpose", "model", "evaluation set"};
+        cells_in_t ci = {cells_path, out, o, s.have, s.nhave, &out->cells_resumed};
+        out->cells_resumed = 0;
+        if ((rc = profile_record_read(cells_path, hdr, keys, what, 3, cell_line, &ci, &valid,
+                                      e)))
             goto done;
     }
     if ((rc = profile_record_open(&s.cf, cells_path, hdr, valid, e)))

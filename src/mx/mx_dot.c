@@ -168,9 +168,15 @@ static int elem_int(mx_format_t f, uint8_t code, int64_t *N)
     return 0;
 }
 
-int mx_dot(mx_format_t fa, const uint8_t *a_elems, const uint8_t *a_scales, mx_format_t fb,
-           const uint8_t *b_elems, const uint8_t *b_scales, size_t n, int block,
-           const mx_dot_acc_t *acc, float *out, err_t *e)
+/* Code i of an operand: packed (mx_pack's layout) or one code per byte (mx_block_dot). */
+static uint8_t code_at(mx_format_t f, const uint8_t *elems, size_t i, int unpacked)
+{
+    return unpacked ? elems[i] : mx_pack_get(f, elems, i);
+}
+
+static int dot_impl(mx_format_t fa, const uint8_t *a_elems, const uint8_t *a_scales,
+                    mx_format_t fb, const uint8_t *b_elems, const uint8_t *b_scales, size_t n,
+                    int block, const mx_dot_acc_t *acc, int unpacked, float *out, err_t *e)
 {
     if ((unsigned)fa >= MX_FORMAT_COUNT || !mx_format_info(fa)->is_mx ||
         (unsigned)fb >= MX_FORMAT_COUNT || !mx_format_info(fb)->is_mx)
@@ -197,8 +203,8 @@ int mx_dot(mx_format_t fa, const uint8_t *a_elems, const uint8_t *a_scales, mx_f
         size_t end = b0 + k < n ? b0 + k : n;
         for (size_t i = b0; i < end; i++) {
             int64_t na, nb;
-            if (elem_int(fa, mx_pack_get(fa, a_elems, i), &na) ||
-                elem_int(fb, mx_pack_get(fb, b_elems, i), &nb)) {
+            if (elem_int(fa, code_at(fa, a_elems, i, unpacked), &na) ||
+                elem_int(fb, code_at(fb, b_elems, i, unpacked), &nb)) {
                 nan = 1;
                 continue;
             }
@@ -217,6 +223,108 @@ int mx_dot(mx_format_t fa, const uint8_t *a_elems, const uint8_t *a_scales, mx_f
         return ERR_OK;
     }
     *out = big_to_f32(&sum);
+    return ERR_OK;
+}
+
+int mx_dot(mx_format_t fa, const uint8_t *a_elems, const uint8_t *a_scales, mx_format_t fb,
+           const uint8_t *b_elems, const uint8_t *b_scales, size_t n, int block,
+           const mx_dot_acc_t *acc, float *out, err_t *e)
+{
+    return dot_impl(fa, a_elems, a_scales, fb, b_elems, b_scales, n, block, acc, 0, out, e);
+}
+
+/* ---- the processing element's operation (docs/hardware.md) --------------------------- */
+
+int mx_block_code_check(mx_format_t f, uint8_t code)
+{
+    if ((unsigned)f >= MX_FORMAT_COUNT || !mx_format_info(f)->is_mx)
+        return -1;
+    if (f == MX_INT8)
+        return 0;
+    if (f == MX_INT4) /* one two's-complement code per byte, -8..7 */
+        return code <= 0x07 || code >= 0xF8 ? 0 : -1;
+    int bits = mx_format_info(f)->bits;
+    if (code >> bits)
+        return -1;
+    int64_t n;
+    return elem_int(f, code, &n) ? -2 : 0;
+}
+
+static int check_operand(char which, mx_format_t f, uint8_t scale, const uint8_t *codes, int k,
+                         err_t *e)
+{
+    if ((unsigned)f >= MX_FORMAT_COUNT || !mx_format_info(f)->is_mx)
+        return err_set(e, ERR_INPUT, "mx_block_dot: operand %c: %s is not an MX format", which,
+                       mx_format_name(f));
+    if (scale == 0xFF)
+        return err_set(e, ERR_INPUT, "mx_block_dot: operand %c: scale 0xff is NaN (expected "
+                       "an E8M0 byte 00..fe)", which);
+    for (int i = 0; i < k; i++) {
+        int c = mx_block_code_check(f, codes[i]);
+        if (c == -1)
+            return err_set(e, ERR_INPUT, "mx_block_dot: operand %c, element %d: code 0x%02x "
+                           "is not a %d-bit %s code", which, i + 1, codes[i],
+                           mx_format_info(f)->bits, mx_format_name(f));
+        if (c == -2)
+            return err_set(e, ERR_INPUT, "mx_block_dot: operand %c, element %d: code 0x%02x is "
+                           "a NaN or infinity of %s (the block operation takes finite codes)",
+                           which, i + 1, codes[i], mx_format_name(f));
+    }
+    return ERR_OK;
+}
+
+int mx_block_dot(mx_format_t fa, uint8_t sa, const uint8_t *a, mx_format_t fb, uint8_t sb,
+                 const uint8_t *b, int k, float *out, err_t *e)
+{
+    if (k < 1 || k > MX_BLOCK_MAX)
+        return err_set(e, ERR_INPUT, "mx_block_dot: k = %d (expected 1..%d)", k, MX_BLOCK_MAX);
+    int rc = check_operand('a', fa, sa, a, k, e);
+    if (!rc)
+        rc = check_operand('b', fb, sb, b, k, e);
+    if (rc)
+        return rc;
+    /* One block through the exact path: the exact sum, both scales, one rounding to
+     * float32 (nearest even, Inf past the range, subnormals kept). An exact zero never
+     * reaches the accumulator and comes back +0; a non-zero sum that rounds to zero
+     * keeps its sign (big_to_f32). */
+    mx_dot_acc_t exact = {0, MX_ROUND_EVEN};
+    return dot_impl(fa, a, &sa, fb, b, &sb, (size_t)k, k, &exact, 1, out, e);
+}
+
+float mx_block_accumulate(float acc, float r)
+{
+    /* IEEE 754 binary32 addition, round to nearest even (C's float + under
+     * FLT_EVAL_METHOD 0, which the x86-64 and AArch64 ABIs give; subnormals kept), with
+     * every NaN made the quiet NaN 0x7fc00000. */
+    float v = acc + r;
+    if (v != v) {
+        uint32_t q = 0x7fc00000u;
+        memcpy(&v, &q, 4);
+    }
+    return v;
+}
+
+int mx_block_gemm(mx_format_t fa, const uint8_t *a, const uint8_t *a_scales, mx_format_t fb,
+                  const uint8_t *b, const uint8_t *b_scales, size_t M, size_t N, size_t K,
+                  int k, float *y, err_t *e)
+{
+    if (k < 1 || k > MX_BLOCK_MAX || K == 0 || K % (size_t)k)
+        return err_set(e, ERR_INPUT, "mx_block_gemm: K = %zu is not a positive multiple of "
+                       "the block %d", K, k);
+    size_t nb = K / (size_t)k;
+    for (size_t m = 0; m < M; m++)
+        for (size_t n = 0; n < N; n++) {
+            float acc = 0;
+            for (size_t j = 0; j < nb; j++) {
+                float r;
+                int rc = mx_block_dot(fa, a_scales[m * nb + j], a + m * K + j * (size_t)k, fb,
+                                      b_scales[n * nb + j], b + n * K + j * (size_t)k, k, &r, e);
+                if (rc)
+                    return err_prefix(e, "output (%zu, %zu), block %zu: ", m, n, j);
+                acc = j ? mx_block_accumulate(acc, r) : r;
+            }
+            y[m * N + n] = acc;
+        }
     return ERR_OK;
 }
 

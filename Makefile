@@ -217,4 +217,6 @@ bench: $(BENCH_BIN) $(REL)/mxrlhf
 clean:
 	rm -rf $(BUILD)
 
+include hw/hw.mk
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

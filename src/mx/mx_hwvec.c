@@ -374,6 +374,21 @@ int mx_hwvec_random(mx_format_t f, int k, uint64_t seed, uint64_t stream, uint64
     return mx_hwvec_compute(v, e);
 }
 
+int mx_hwvec_random_set(const mx_format_t *f, int nf, const int *k, int nk, size_t count,
+                        uint64_t seed, mx_hwvec_t *out, err_t *e)
+{
+    for (int fi = 0; fi < nf; fi++)
+        for (int ki = 0; ki < nk; ki++)
+            for (size_t i = 0; i < count; i++) {
+                uint64_t stream = MX_HWVEC_RANDOM_STREAM + (uint64_t)fi * 3 + (uint64_t)ki;
+                int rc = mx_hwvec_random(f[fi], k[ki], seed, stream, i,
+                                         &out[((size_t)fi * (size_t)nk + (size_t)ki) * count + i], e);
+                if (rc)
+                    return rc;
+            }
+    return ERR_OK;
+}
+
 /* ---- vectors from real operands --------------------------------------------------------- */
 
 int mx_hwvec_from_matrices(const float *x, size_t M, const float *w, size_t N, size_t K,

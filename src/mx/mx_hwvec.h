@@ -85,6 +85,13 @@ int mx_hwvec_write(const char *path, const char *header, const mx_hwvec_t *v, si
 int mx_hwvec_random(mx_format_t f, int k, uint64_t seed, uint64_t stream, uint64_t index,
                     mx_hwvec_t *v, err_t *e);
 
+/* count random vectors for each of the nf formats and nk block sizes, format by format,
+ * k by k: out[(fi * nk + ki) * count + i] is mx_hwvec_random(f[fi], k[ki], seed,
+ * stream = MX_HWVEC_RANDOM_STREAM + fi * 3 + ki, i). out holds nf * nk * count vectors. */
+#define MX_HWVEC_RANDOM_STREAM 100
+int mx_hwvec_random_set(const mx_format_t *f, int nf, const int *k, int nk, size_t count,
+                        uint64_t seed, mx_hwvec_t *out, err_t *e);
+
 /* `count` vectors from real operands: x (M, K) and w (N, K) row-major float32, both
  * quantized along K with {f, k, even, floor} (the forward GEMM y = x·wᵀ of a linear
  * layer); vector i takes row m of x, row n of w and block j with (m, n, j) drawn from

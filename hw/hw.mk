@@ -1,0 +1,144 @@
+# hw.mk: the MX processing elements (docs/hardware.md), included by the Makefile.
+#
+#   make hw              the simulators and the synthesis table (yosys, nextpnr-ice40)
+#   make hw-test         both PE test benches (SystemC, Verilator) on the committed vectors
+#                        (real tensors of the embedded default), fresh random ones and a
+#                        hand-written file; the PE array on a real layer's GEMM (about a
+#                        minute on 2 cores, most of it compiling)
+#   make hw-test VECTORS=FILE   both test benches on FILE only
+#   make hw-test-long    the same with 2000 random vectors per format and k
+#   make hw-synth        the synthesis table only -> $(BUILD)/hw/synth/table.md
+#
+# The Debian packages (SystemC, Verilator, Yosys, nextpnr, IceStorm, Icarus) are installed
+# through scripts/deps.sh like the rest. C++ lives only under hw/; the benches link the C
+# library's MX files (the vector parser and the reference) compiled here.
+
+HW       := $(BUILD)/hw
+HW_PKGS  := libsystemc-dev verilator yosys nextpnr-ice40 fpga-icestorm iverilog
+HW_DEPS  := $(BUILD)/.deps-hw-ok
+HW_CXX   ?= g++
+HW_CXXFLAGS := -std=c++17 -O2 -Wall -Wextra -Werror -Isrc -Ihw/bench -Ihw/systemc
+HW_SEED  ?= 1
+HW_COUNT ?= 100
+HW_SC_ENV := SYSTEMC_DISABLE_COPYRIGHT_MESSAGE=1
+
+HW_C_SRC := src/util/err.c src/util/fs.c src/util/atomic_file.c src/util/rng.c src/mx/mx.c \
+            src/mx/mx_quant.c src/mx/mx_pack.c src/mx/mx_dot.c src/mx/mx_hwvec.c
+HW_C_OBJ := $(HW_C_SRC:%.c=$(HW)/c/%.o)
+HW_LIB   := $(HW)/libmxhw.a
+HW_RTL   := hw/rtl/mx_pe.v hw/rtl/fp32_add.v hw/rtl/sum_tree.v
+HW_SC    := hw/systemc/mx_pe_sc.cpp hw/bench/pe_bench.cpp
+HW_SC_ARRAY := hw/systemc/mx_pe_sc.cpp hw/systemc/mx_array_sc.cpp
+
+HW_PE_SC  := $(HW)/pe_bench_sc
+HW_PE_VL  := $(HW)/vl/pe_bench_vl
+HW_RANDOM := $(HW)/pe_random
+HW_ARRAY  := $(HW)/array_bench_sc
+HW_FIX    := hw/vectors
+
+.PHONY: hw hw-test hw-test-long hw-synth hw-sims
+
+$(HW_DEPS): scripts/deps.sh
+	@$(if $(NO_DEPS),true,scripts/deps.sh $(HW_PKGS))
+	@mkdir -p $(@D) && touch $@
+
+$(HW)/c/%.o: %.c | $(HW_DEPS)
+	@mkdir -p $(@D)
+	@$(if $(V),,echo "  CC hw   $<")
+	$(Q)$(CC) $(COMMON) -O2 -c $< -o $@
+
+$(HW_LIB): $(HW_C_OBJ)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(HW_PE_SC): hw/systemc/pe_bench_sc.cpp $(HW_SC) hw/systemc/mx_pe_sc.h hw/bench/pe_bench.h \
+             $(HW_LIB) | $(HW_DEPS)
+	@echo "  C++     $@"
+	$(Q)$(HW_CXX) $(HW_CXXFLAGS) hw/systemc/pe_bench_sc.cpp $(HW_SC) $(HW_LIB) -o $@ \
+	  -lsystemc -fopenmp -lm
+
+$(HW_ARRAY): hw/systemc/array_bench_sc.cpp $(HW_SC_ARRAY) hw/systemc/mx_pe_sc.h \
+             hw/systemc/mx_array_sc.h $(HW_LIB) | $(HW_DEPS)
+	@echo "  C++     $@"
+	$(Q)$(HW_CXX) $(HW_CXXFLAGS) hw/systemc/array_bench_sc.cpp $(HW_SC_ARRAY) $(HW_LIB) -o $@ \
+	  -lsystemc -fopenmp -lm
+
+$(HW_RANDOM): hw/bench/pe_random.cpp $(HW_LIB) | $(HW_DEPS)
+	@echo "  C++     $@"
+	$(Q)$(HW_CXX) $(HW_CXXFLAGS) $< $(HW_LIB) -o $@ -fopenmp -lm
+
+# Verilator runs make in its own directory: every path it sees is absolute.
+$(HW_PE_VL): hw/rtl/mx_pe_bank.v $(HW_RTL) hw/verilator/pe_bench_vl.cpp hw/bench/pe_bench.cpp \
+             hw/bench/pe_bench.h $(HW_LIB) | $(HW_DEPS)
+	@echo "  VERILATE $@"
+	@mkdir -p $(@D)
+	$(Q)verilator --cc --exe --build -j 2 -Wall -Wno-WIDTH -Wno-DECLFILENAME --top-module mx_pe_bank \
+	  --Mdir $(abspath $(@D)) -o $(notdir $@) \
+	  -CFLAGS "-std=c++17 -O1 -I$(abspath src) -I$(abspath hw/bench)" \
+	  -LDFLAGS "$(abspath $(HW_LIB)) -fopenmp -lm" \
+	  $(abspath hw/rtl/mx_pe_bank.v $(HW_RTL) hw/verilator/pe_bench_vl.cpp hw/bench/pe_bench.cpp) \
+	  >$(@D)/verilate.log 2>&1 || { tail -30 $(@D)/verilate.log; exit 1; }
+
+hw-sims: $(HW_PE_SC) $(HW_PE_VL) $(HW_RANDOM) $(HW_ARRAY)
+
+# ---- tests --------------------------------------------------------------------------------
+
+# Both benches on one file; a bench's own exit code stops make.
+define hw_both
+	@echo "== $(1)"
+	@$(HW_SC_ENV) $(HW_PE_SC) $(1)
+	@$(HW_PE_VL) $(1)
+endef
+
+ifneq ($(VECTORS),)
+hw-test: $(HW_PE_SC) $(HW_PE_VL)
+	$(call hw_both,$(VECTORS))
+else
+hw-test: hw-sims
+	$(call hw_both,$(HW_FIX)/default_real.vec)
+	$(call hw_both,$(HW_FIX)/hand_written.vec)
+	@$(HW_RANDOM) $(HW)/random.vec $(HW_COUNT) $(HW_SEED)
+	$(call hw_both,$(HW)/random.vec)
+	@echo "== a file with one wrong expected value: both benches must fail"
+	@sed '0,/^mx/s/ [0-9a-f]\{8\}$$/ 3f800001/' $(HW_FIX)/hand_written.vec > $(HW)/wrong.vec
+	@! $(HW_SC_ENV) $(HW_PE_SC) $(HW)/wrong.vec >$(HW)/wrong.sc.log && grep -q "vectors match" $(HW)/wrong.sc.log
+	@! $(HW_PE_VL) $(HW)/wrong.vec >$(HW)/wrong.vl.log && grep -q "vectors match" $(HW)/wrong.vl.log
+	@echo "   both reported the mismatch and exited 1"
+	@echo "== the PE array on a real layer's GEMM"
+	@$(HW_SC_ENV) $(HW_ARRAY) $(HW_FIX)/default_gemm.txt 4 4
+	@$(HW_SC_ENV) $(HW_ARRAY) $(HW_FIX)/default_gemm.txt 3 5
+endif
+
+hw-test-long: hw-sims
+	@$(HW_RANDOM) $(HW)/random_long.vec 2000 $(HW_SEED)
+	$(call hw_both,$(HW)/random_long.vec)
+	$(call hw_both,$(HW_FIX)/default_real.vec)
+	@$(HW_SC_ENV) $(HW_ARRAY) $(HW_FIX)/default_gemm.txt 8 8
+
+# ---- synthesis -----------------------------------------------------------------------------
+
+HW_SYN := $(HW)/synth
+HW_FORMATS := mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4_e2m1 mxint8
+
+$(HW_SYN)/pe_%.done: $(HW_RTL) hw/synth/synth.sh hw/synth/pe_shell.v | $(HW_DEPS)
+	@echo "  YOSYS   PE $*"
+	$(Q)f=$$(echo $(HW_FORMATS) | tr ' ' '\n' | grep -n -x $* | cut -d: -f1); f=$$((f - 1)); \
+	  hw/synth/synth.sh $(HW_SYN) pe_$* mx_pe "-set FMT_A $$f -set FMT_B $$f -set K 32" $(HW_RTL) && \
+	  hw/synth/synth.sh $(HW_SYN) shell_$* pe_shell "-set FMT $$f -set K 32" $(HW_RTL) hw/synth/pe_shell.v && \
+	  hw/synth/pnr.sh $(HW_SYN) shell_$*
+	@touch $@
+
+$(HW_SYN)/array.done: $(HW_RTL) hw/rtl/mx_array.v hw/synth/synth.sh hw/synth/array_shell.v | $(HW_DEPS)
+	@echo "  YOSYS   array 2x2 mxfp4_e2m1"
+	$(Q)hw/synth/synth.sh $(HW_SYN) array_2x2_mxfp4_e2m1 mx_array "-set R 2 -set C 2 -set FMT_A 4 -set FMT_B 4 -set K 32" \
+	  $(HW_RTL) hw/rtl/mx_array.v && \
+	  hw/synth/synth.sh $(HW_SYN) shell_array_2x2_mxfp4_e2m1 array_shell "-set R 2 -set C 2 -set FMT 4 -set K 32" \
+	  $(HW_RTL) hw/rtl/mx_array.v hw/synth/array_shell.v && \
+	  hw/synth/pnr.sh $(HW_SYN) shell_array_2x2_mxfp4_e2m1
+	@touch $@
+
+hw-synth: $(HW_FORMATS:%=$(HW_SYN)/pe_%.done) $(HW_SYN)/array.done
+	@hw/synth/table.sh $(HW_SYN) > $(HW_SYN)/table.md
+	@cat $(HW_SYN)/table.md
+
+hw: hw-sims hw-synth

@@ -16,6 +16,7 @@ int cmd_config(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_energy(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_hw(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_logprobs(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);

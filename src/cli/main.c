@@ -20,6 +20,7 @@ static const command_t commands[] = {
     {"data", cmd_data, "draw and split HH-RLHF pairs; generate or score the synthetic task"},
     {"energy", cmd_energy, "recompute energy per phase from a run's power log (energy.csv)"},
     {"generate", cmd_generate, "sample a continuation of token ids from a model"},
+    {"hw", cmd_hw, "MX processing elements: test vectors, GEMM cases, accelerator energy projection"},
     {"init", cmd_init, "write a model directory with deterministic random weights (any config.json)"},
     {"logprobs", cmd_logprobs, "per-token log-probabilities of token ids under a model"},
     {"monitor", cmd_monitor, "measure the energy of any command, phase by phase"},

@@ -10,6 +10,8 @@ void profile_cost_add(profile_cost_t *acc, const profile_cost_t *c, double times
     acc->macs += times * c->macs;
     for (int i = 0; i < PROFILE_NWIDTHS; i++)
         acc->macs_by_width[i] += times * c->macs_by_width[i];
+    for (int i = 0; i < MX_FORMAT_COUNT; i++)
+        acc->macs_by_format[i] += times * c->macs_by_format[i];
     acc->bytes += times * c->bytes;
     acc->bytes_bf16 += times * c->bytes_bf16;
 }
@@ -95,6 +97,23 @@ static int width_class(const mx_spec_t *spec, prec_phase_t ph, prec_compute_t co
          : bits <= 16 ? PROFILE_W16 : PROFILE_W32;
 }
 
+/* An operand's format as the MAC sees it: an fp32 operand rounded to a 16-bit compute type
+ * counts as that type. */
+static mx_format_t mac_operand_format(const mx_spec_t *s, prec_phase_t ph, prec_compute_t compute)
+{
+    if (s->format == MX_FP32 && profile_spec_bits(s, ph, compute) == 16)
+        return compute == PREC_COMPUTE_FP16 ? MX_FP16 : MX_BF16;
+    return s->format;
+}
+
+mx_format_t profile_mac_format(const mx_spec_t *a, const mx_spec_t *b, prec_phase_t ph,
+                               prec_compute_t compute)
+{
+    return width_class(b, ph, compute) > width_class(a, ph, compute)
+               ? mac_operand_format(b, ph, compute)
+               : mac_operand_format(a, ph, compute);
+}
+
 static double layer_tokens(const profile_tokens_t *t, profile_layer_kind_t k)
 {
     switch (k) {
@@ -122,6 +141,7 @@ static void gemm(double macs, const mx_spec_t *sa, double na, const mx_spec_t *s
     double bout = ba >= 32 && bb >= 32 ? 32 : 16;
     acc->macs += macs;
     acc->macs_by_width[wa > wb ? wa : wb] += macs;
+    acc->macs_by_format[profile_mac_format(sa, sb, ph, compute)] += macs;
     acc->bytes += (na * ba + nb * bb + nout * bout) / 8;
     acc->bytes_bf16 += (na + nb + nout) * 2;
 }

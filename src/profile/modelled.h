@@ -16,7 +16,9 @@
  * dy (grad_output_dx) and writes dx; dW = dyᵀ·x moves dy (grad_output_dw), x (input_bp) and
  * writes dW once per call; each costs T·in·out again. The bf16 column is the same GEMMs with
  * every operand and output at 16 bits. A MAC is classed by the wider of its two operands'
- * element widths (4, 6, 8, 16 or 32 bits).
+ * element widths (4, 6, 8, 16 or 32 bits), and by format (profile_mac_format): the wider
+ * operand's format, the first operand's (W, or dy for dW) at equal widths, an fp32 operand
+ * counting as the compute type it is rounded to in the gradient phase.
  *
  * A PPO step (profile_cost_ppo_step), with B rows, Q prompt tokens and R response tokens in
  * all, D the longest response (decode steps), E epochs of B / mini_batch minibatches:
@@ -46,6 +48,7 @@ enum { PROFILE_W4, PROFILE_W6, PROFILE_W8, PROFILE_W16, PROFILE_W32, PROFILE_NWI
 typedef struct profile_cost {
     double macs;
     double macs_by_width[PROFILE_NWIDTHS];  /* by the wider operand's element width */
+    double macs_by_format[MX_FORMAT_COUNT]; /* by profile_mac_format */
     double bytes;                           /* at the plan's formats */
     double bytes_bf16;                      /* everything at 16 bits */
 } profile_cost_t;
@@ -70,6 +73,10 @@ void profile_layers_free(profile_layers_t *l);
 typedef struct profile_tokens {
     double trunk, lm, score, value;
 } profile_tokens_t;
+
+/* The format a multiply-accumulate of operands a and b is counted under (see above). */
+mx_format_t profile_mac_format(const mx_spec_t *a, const mx_spec_t *b, prec_phase_t ph,
+                               prec_compute_t compute);
 
 /* Bits one element occupies in memory under `spec` in phase `ph` (see above). */
 double profile_spec_bits(const mx_spec_t *spec, prec_phase_t ph, prec_compute_t compute);

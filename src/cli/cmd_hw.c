@@ -372,6 +372,7 @@ static int hw_check(int argc, char **argv)
 static int hw_project_cmd(int argc, char **argv)
 {
     const char *results = "results", *policies = NULL, *energy = NULL, *output = NULL;
+    static char paths[8000];
     arg_opt_t opts[] = {
         {"results", ARG_STRING, &results, "DIR", "a run's results (default results): "
          "DIR/policies/policies.json, the model DIR/sft, the baseline's DIR/baseline"},
@@ -395,7 +396,14 @@ static int hw_project_cmd(int argc, char **argv)
         return 0;
     if (rc)
         return cli_report("hw project", &e);
-    report_hw_project_opts_t o = {results, policies, energy, output};
+    report_hw_project_opts_t o;
+    report_hw_project_paths(results, &o, paths, sizeof paths);
+    if (policies)
+        o.policies = policies;
+    if (energy)
+        o.energy = energy;
+    if (output)
+        o.output = output;
     report_hw_project_result_t r;
     if ((rc = report_hw_project(&o, &r, &e)))
         return cli_report("hw project", &e);

@@ -10,6 +10,7 @@
 #include "pipeline/stage.h"
 #include "pipeline/baseline.h"
 #include "pipeline/stages_study.h"
+#include "pipeline/stages_hw.h"
 #include "rlhf/rm.h"
 #include "rlhf/sft.h"
 #include "tokenizer/tokenizer.h"
@@ -508,7 +509,9 @@ const pipeline_stage_t pipeline_stages[] = {
      NULL, NULL},
     {"compare", "PPO under each policy against the baseline", "ppo,compare,rm,judge",
      "data,sft,rm,judge,policies", true, pipeline_stage_compare, NULL, NULL, NULL},
-    {"report", "the study report", "", "baseline,sensitivity,policies,compare", false,
+    {"hw", "projected energy of an MX accelerator per policy", "ppo", "sft,rm,baseline,policies",
+     false, pipeline_stage_hw, NULL, pipeline_hw_external, NULL},
+    {"report", "the study report", "", "baseline,sensitivity,policies,compare,hw", false,
      pipeline_stage_report, NULL, pipeline_report_external, NULL},
 };
 const int pipeline_nstages = (int)(sizeof pipeline_stages / sizeof pipeline_stages[0]);

@@ -171,20 +171,23 @@ static int mean_dmax(const char *path, int nsteps, double *out, err_t *e)
     return ERR_OK;
 }
 
-static int step_shape(const char *results, step_shape_t *sh, err_t *e)
+static int step_shape(const report_hw_project_opts_t *ho, step_shape_t *sh, err_t *e)
 {
     memset(sh, 0, sizeof *sh);
-    char *cfg = fs_join(results, "config.json"), *base = fs_join(results, "baseline");
-    char *stats = base ? fs_join(base, PPO_STATS_JSON) : NULL;
-    char *samples = base ? fs_join(base, "samples.jsonl") : NULL;
+    char *stats = fs_join(ho->baseline_dir, PPO_STATS_JSON);
+    char *samples = fs_join(ho->baseline_dir, "samples.jsonl");
     cJSON *root = NULL, *sroot = NULL;
     ppo_opts_t o;
     ppo_opts_default(&o);
-    int rc = cfg && stats && samples ? json_load_file(cfg, 1u << 24, &root, e)
-                                     : err_set(e, ERR_NOMEM, "out of memory");
-    const cJSON *ppo = rc ? NULL : cJSON_GetObjectItemCaseSensitive(root, "ppo");
-    if (!rc && ppo)
-        rc = ppo_opts_from_json(ppo, cfg, &o, e);
+    int rc = stats && samples ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
+    if (ho->ppo) {
+        o = *ho->ppo;
+    } else if (!rc && ho->config_path) {
+        rc = json_load_file(ho->config_path, 1u << 24, &root, e);
+        const cJSON *ppo = rc ? NULL : cJSON_GetObjectItemCaseSensitive(root, "ppo");
+        if (!rc && ppo)
+            rc = ppo_opts_from_json(ppo, ho->config_path, &o, e);
+    }
     if (!rc)
         rc = json_load_file(stats, 1u << 30, &sroot, e);
     const cJSON *steps = rc ? NULL : cJSON_GetObjectItemCaseSensitive(sroot, "steps");
@@ -215,8 +218,6 @@ static int step_shape(const char *results, step_shape_t *sh, err_t *e)
     }
     cJSON_Delete(root);
     cJSON_Delete(sroot);
-    free(cfg);
-    free(base);
     free(stats);
     free(samples);
     return rc;
@@ -236,16 +237,17 @@ static void models_free(models_t *m)
             profile_layers_free(&m->L[i]);
 }
 
-static int models_load(const char *results, models_t *m, err_t *e)
+static int models_load(const char *sft_dir, const char *rm_dir, models_t *m, err_t *e)
 {
     memset(m, 0, sizeof *m);
-    char *sft = fs_join(results, "sft/config.json"), *rm = fs_join(results, "rm/config.json");
+    char *sft = fs_join(sft_dir, "config.json");
+    char *rm = rm_dir ? fs_join(rm_dir, "config.json") : strdup("");
     qwen2_config_t cp, cr;
     int rc = sft && rm ? qwen2_config_load(sft, &cp, e) : err_set(e, ERR_NOMEM, "out of memory");
     /* the reward model is the fine-tuned model with a score head: its own config when the
        rm stage ran, else the same shape */
     if (!rc)
-        rc = fs_exists(rm) ? qwen2_config_load(rm, &cr, e) : (cr = cp, ERR_OK);
+        rc = rm[0] && fs_exists(rm) ? qwen2_config_load(rm, &cr, e) : (cr = cp, ERR_OK);
     const unsigned heads[3] = {QWEN2_HEAD_LM | QWEN2_HEAD_VALUE, QWEN2_HEAD_LM, QWEN2_HEAD_SCORE};
     for (int i = 0; !rc && i < 3; i++)
         if (!(rc = profile_layers_make(i == 2 ? &cr : &cp, heads[i], &m->L[i], e)))
@@ -354,30 +356,43 @@ static void write_rows(csv_writer_t *w, const char *plan, const profile_cost_t c
     }
 }
 
+void report_hw_project_paths(const char *results, report_hw_project_opts_t *o, char *buf,
+                             size_t cap)
+{
+    memset(o, 0, sizeof *o);
+    const char *names[6] = {"config.json", "sft", "rm", "baseline", "policies/policies.json",
+                            "baseline/energy.csv"};
+    const char **dst[6] = {&o->config_path, &o->sft_dir, &o->rm_dir, &o->baseline_dir,
+                           &o->policies, &o->energy};
+    size_t each = cap / 7;
+    for (int i = 0; i < 6; i++) {
+        snprintf(buf + (size_t)i * each, each, "%s/%s", results, names[i]);
+        *dst[i] = buf + (size_t)i * each;
+    }
+    snprintf(buf + 6 * each, each, "%s/hw/%s", results, REPORT_HW_PROJECTION_CSV);
+    o->output = buf + 6 * each;
+}
+
 int report_hw_project(const report_hw_project_opts_t *o, report_hw_project_result_t *r,
                       err_t *e)
 {
     memset(r, 0, sizeof *r);
-    const char *res = o->results ? o->results : "results";
-    char pol[1024], en[1024];
-    snprintf(pol, sizeof pol, "%s/policies/policies.json", res);
-    snprintf(en, sizeof en, "%s/baseline/energy.csv", res);
-    if (o->output)
-        snprintf(r->output, sizeof r->output, "%s", o->output);
-    else
-        snprintf(r->output, sizeof r->output, "%s/hw/%s", res, REPORT_HW_PROJECTION_CSV);
+    if (!o->sft_dir || !o->baseline_dir || !o->policies || !o->output)
+        return err_set(e, ERR_INPUT, "hw projection: needs the sft and baseline directories, "
+                       "policies.json and an output path");
+    snprintf(r->output, sizeof r->output, "%s", o->output);
     prec_policies_t pp = {0};
     models_t m = {0};
     step_shape_t sh;
     double gpu[PROFILE_NPHASES + 1];
     char gsrc[256];
-    int rc = prec_policies_load(o->policies ? o->policies : pol, &pp, e);
+    int rc = prec_policies_load(o->policies, &pp, e);
     if (!rc)
-        rc = models_load(res, &m, e);
+        rc = models_load(o->sft_dir, o->rm_dir, &m, e);
     if (!rc)
-        rc = step_shape(res, &sh, e);
+        rc = step_shape(o, &sh, e);
     if (!rc)
-        rc = gpu_energy(o->energy ? o->energy : en, gpu, gsrc, sizeof gsrc, e);
+        rc = gpu_energy(o->energy, gpu, gsrc, sizeof gsrc, e);
     char *dir = rc ? NULL : strdup(r->output);
     if (!rc && dir) {
         char *slash = strrchr(dir, '/');

@@ -28,6 +28,7 @@
 
 #include "mx/mx.h"
 #include "profile/modelled.h"
+#include "rlhf/ppo.h"
 #include "util/err.h"
 
 /* One cited figure. */
@@ -62,11 +63,21 @@ typedef struct report_hw_energy {
 void report_hw_energy(const profile_cost_t *c, report_hw_energy_t *out);
 
 typedef struct report_hw_project_opts {
-    const char *results;    /* a run's results: config.json, sft/, rm/, baseline/, policies/ */
-    const char *policies;   /* NULL: <results>/policies/policies.json */
-    const char *energy;     /* NULL: <results>/baseline/energy.csv; missing: GPU columns empty */
-    const char *output;     /* NULL: <results>/hw/hw_projection.csv */
+    const ppo_opts_t *ppo;     /* the run's PPO options, or NULL: read config_path's "ppo" */
+    const char *config_path;   /* the run's config.json (with ppo NULL) */
+    const char *sft_dir;       /* the policy's config.json */
+    const char *rm_dir;        /* the reward model's config.json (absent: the sft shape) */
+    const char *baseline_dir;  /* training_stats.json, samples.jsonl */
+    const char *policies;      /* policies.json */
+    const char *energy;        /* the measured energy.csv; NULL or absent: GPU columns empty */
+    const char *output;        /* hw_projection.csv */
 } report_hw_project_opts_t;
+
+/* The paths of a results directory in `mxrlhf run`'s layout: config.json, sft/, rm/,
+ * baseline/ (and its energy.csv), policies/policies.json, hw/hw_projection.csv. buf holds
+ * the strings (>= 6 x 1100 bytes). */
+void report_hw_project_paths(const char *results, report_hw_project_opts_t *o, char *buf,
+                             size_t cap);
 
 typedef struct report_hw_project_result {
     char output[1024];

@@ -1,5 +1,6 @@
 /* study: report.md and its figures from a results directory (study.h). */
 #include "report/study.h"
+#include "report/hw_section.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -989,6 +990,7 @@ int report_study_write(const report_study_opts_t *o, report_study_result_t *res,
         rc = section_policies(&r);
     if (!rc)
         rc = section_compare(&r);
+    rc = rc ? rc : report_hw_section(r.md, o->results, e);
     if (!rc)
         section_times(&r);
     free(bdir);

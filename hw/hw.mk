@@ -119,25 +119,57 @@ hw-test-long: hw-sims
 
 HW_SYN := $(HW)/synth
 HW_FORMATS := mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4_e2m1 mxint8
+HW_HX8K_LC := 7680
+# the format's index in the RTL's numbering (0 mxfp8_e4m3 ... 5 mxint8)
+hw_fidx = $$(echo $(HW_FORMATS) | tr ' ' '\n' | grep -n -x $(1) | cut -d: -f1 | awk '{print $$1 - 1}')
+HW_SYN_DEPS := $(HW_RTL) hw/synth/synth.sh | $(HW_DEPS)
 
-$(HW_SYN)/pe_%.done: $(HW_RTL) hw/synth/synth.sh hw/synth/pe_shell.v | $(HW_DEPS)
-	@echo "  YOSYS   PE $*"
-	$(Q)f=$$(echo $(HW_FORMATS) | tr ' ' '\n' | grep -n -x $* | cut -d: -f1); f=$$((f - 1)); \
-	  hw/synth/synth.sh $(HW_SYN) pe_$* mx_pe "-set FMT_A $$f -set FMT_B $$f -set K 32" $(HW_RTL) && \
-	  hw/synth/synth.sh $(HW_SYN) shell_$* pe_shell "-set FMT $$f -set K 32" $(HW_RTL) hw/synth/pe_shell.v && \
-	  hw/synth/pnr.sh $(HW_SYN) shell_$*
-	@touch $@
+$(HW_SYN)/pe_%.ice40.txt: $(HW_SYN_DEPS)
+	@echo "  YOSYS   PE $* (iCE40)"
+	$(Q)f=$(call hw_fidx,$*); hw/synth/synth.sh ice40 $(HW_SYN) pe_$* mx_pe "-set FMT_A $$f -set FMT_B $$f -set K 32" $(HW_RTL)
 
-$(HW_SYN)/array.done: $(HW_RTL) hw/rtl/mx_array.v hw/synth/synth.sh hw/synth/array_shell.v | $(HW_DEPS)
-	@echo "  YOSYS   array 2x2 mxfp4_e2m1"
-	$(Q)hw/synth/synth.sh $(HW_SYN) array_2x2_mxfp4_e2m1 mx_array "-set R 2 -set C 2 -set FMT_A 4 -set FMT_B 4 -set K 32" \
-	  $(HW_RTL) hw/rtl/mx_array.v && \
-	  hw/synth/synth.sh $(HW_SYN) shell_array_2x2_mxfp4_e2m1 array_shell "-set R 2 -set C 2 -set FMT 4 -set K 32" \
-	  $(HW_RTL) hw/rtl/mx_array.v hw/synth/array_shell.v && \
-	  hw/synth/pnr.sh $(HW_SYN) shell_array_2x2_mxfp4_e2m1
-	@touch $@
+$(HW_SYN)/pe_%.gates.txt: $(HW_SYN_DEPS)
+	@echo "  YOSYS   PE $* (gates)"
+	$(Q)f=$(call hw_fidx,$*); hw/synth/synth.sh gates $(HW_SYN) pe_$* mx_pe "-set FMT_A $$f -set FMT_B $$f -set K 32" $(HW_RTL)
 
-hw-synth: $(HW_FORMATS:%=$(HW_SYN)/pe_%.done) $(HW_SYN)/array.done
+$(HW_SYN)/pe_%.mul.txt: $(HW_SYN_DEPS)
+	$(Q)f=$(call hw_fidx,$*); hw/synth/synth.sh mul $(HW_SYN) pe_$* mx_pe "-set FMT_A $$f -set FMT_B $$f -set K 32" $(HW_RTL)
+
+# Place and route of the PE in its shell, unless the PE alone has more LUT4s than the
+# device has logic cells (then the shell's synthesis is skipped: it cannot fit).
+$(HW_SYN)/shell_%.pnr.txt: $(HW_SYN)/pe_%.ice40.txt hw/synth/pe_shell.v hw/synth/pnr.sh
+	$(Q)luts=$$(awk '$$1 == "SB_LUT4" { print $$2 }' $<); \
+	if [ "$${luts:-0}" -gt $(HW_HX8K_LC) ]; then \
+	  printf 'fit no\nwhy the PE alone needs %s LUT4, the HX8K has %s logic cells\n' $$luts $(HW_HX8K_LC) > $@; \
+	else \
+	  echo "  YOSYS   PE $* in its shell, then NEXTPNR"; \
+	  f=$(call hw_fidx,$*); hw/synth/synth.sh ice40 $(HW_SYN) shell_$* pe_shell "-set FMT $$f -set K 32" \
+	    $(HW_RTL) hw/synth/pe_shell.v && hw/synth/pnr.sh $(HW_SYN) shell_$*; \
+	fi
+
+HW_ARR := array_2x2_mxfp4_e2m1
+HW_ARR_SRC := $(HW_RTL) hw/rtl/mx_array.v
+HW_ARR_P := -set R 2 -set C 2 -set FMT_A 4 -set FMT_B 4 -set K 32
+$(HW_SYN)/$(HW_ARR).ice40.txt: $(HW_SYN_DEPS) hw/rtl/mx_array.v
+	@echo "  YOSYS   array 2x2 mxfp4_e2m1 (iCE40)"
+	$(Q)hw/synth/synth.sh ice40 $(HW_SYN) $(HW_ARR) mx_array "$(HW_ARR_P)" $(HW_ARR_SRC)
+$(HW_SYN)/$(HW_ARR).gates.txt: $(HW_SYN_DEPS) hw/rtl/mx_array.v
+	@echo "  YOSYS   array 2x2 mxfp4_e2m1 (gates)"
+	$(Q)hw/synth/synth.sh gates $(HW_SYN) $(HW_ARR) mx_array "$(HW_ARR_P)" $(HW_ARR_SRC)
+$(HW_SYN)/$(HW_ARR).mul.txt: $(HW_SYN_DEPS) hw/rtl/mx_array.v
+	$(Q)hw/synth/synth.sh mul $(HW_SYN) $(HW_ARR) mx_array "$(HW_ARR_P)" $(HW_ARR_SRC)
+$(HW_SYN)/shell_$(HW_ARR).pnr.txt: $(HW_SYN)/$(HW_ARR).ice40.txt hw/synth/array_shell.v hw/synth/pnr.sh
+	@echo "  YOSYS   array 2x2 in its shell, then NEXTPNR"
+	$(Q)hw/synth/synth.sh ice40 $(HW_SYN) shell_$(HW_ARR) array_shell "-set R 2 -set C 2 -set FMT 4 -set K 32" \
+	  $(HW_ARR_SRC) hw/synth/array_shell.v && hw/synth/pnr.sh $(HW_SYN) shell_$(HW_ARR)
+
+HW_SYN_OUT := $(foreach f,$(HW_FORMATS),$(foreach s,ice40 gates mul,$(HW_SYN)/pe_$(f).$(s).txt) \
+                $(HW_SYN)/shell_$(f).pnr.txt) \
+              $(foreach s,ice40 gates mul,$(HW_SYN)/$(HW_ARR).$(s).txt) $(HW_SYN)/shell_$(HW_ARR).pnr.txt
+
+# The table for docs/hardware.md, and synthesis.csv, which is committed as
+# hw/synth/synthesis.csv (the pipeline's hw stage copies it into the results for the report).
+hw-synth: $(HW_SYN_OUT) hw/synth/table.sh
 	@hw/synth/table.sh $(HW_SYN) > $(HW_SYN)/table.md
 	@cat $(HW_SYN)/table.md
 

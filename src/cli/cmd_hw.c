@@ -24,6 +24,18 @@ typedef struct hw_sources {
     char model_buf[1024], eval_buf[1024];
 } hw_sources_t;
 
+/* The options both real-tensor verbs take: where the model and evaluation set are, and
+ * which layer. */
+#define HW_SOURCE_OPTS(src, layer)                                                          \
+    {"results", ARG_STRING, &(src).results, "DIR", "a run's results (default results): the "  \
+     "model DIR/sft, the evaluation set DIR/data/split.json and, with --plan, "              \
+     "DIR/policies/policies.json"},                                                          \
+    {"model", ARG_STRING, &(src).model, "DIR", "a Hugging Face Qwen2 directory instead"},    \
+    {"eval", ARG_STRING, &(src).eval, "PATH", "evaluation data: a split record or an "       \
+     "HH-RLHF file"},                                                                        \
+    {"layer", ARG_STRING, &(layer), "NAME", "lm_head or model.layers.L.self_attn.q_proj|"    \
+     "k_proj|v_proj (the layers whose input is a norm's output)"}
+
 static void resolve_sources(hw_sources_t *s)
 {
     const char *r = s->results ? s->results : "results";
@@ -92,14 +104,9 @@ static int hw_vectors(int argc, char **argv)
     uint64_t seed = 1;
     arg_opt_t opts[] = {
         {"output", ARG_STRING, &output, "FILE", "the vector file to write"},
-        {"results", ARG_STRING, &src.results, "DIR", "a run's results: the model DIR/sft and the "
-         "evaluation set DIR/data/split.json (default results)"},
-        {"model", ARG_STRING, &src.model, "DIR", "a Hugging Face Qwen2 directory instead"},
-        {"eval", ARG_STRING, &src.eval, "PATH", "evaluation data: a split record or an HH-RLHF file"},
-        {"layer", ARG_STRING, &layer, "NAME", "lm_head (default) or model.layers.L.self_attn."
-         "q_proj|k_proj|v_proj"},
+        HW_SOURCE_OPTS(src, layer),
         {"rows", ARG_INT, &rows, "N", "activation rows (tokens) taken from the evaluation set "
-         "(default 256)"},
+         "(default 256; the layer defaults to lm_head)"},
         {"source", ARG_STRING, &source, "S", "real, random or both (default: half each)"},
         {"count", ARG_INT, &count, "N", "vectors per format and k (default 16)"},
         {"seed", ARG_U64, &seed, "S", "which blocks and which random codes (default 1)"},
@@ -205,12 +212,7 @@ static int hw_gemm(int argc, char **argv)
     long long rows = 16;
     arg_opt_t opts[] = {
         {"output", ARG_STRING, &output, "FILE", "the GEMM case to write"},
-        {"results", ARG_STRING, &src.results, "DIR", "a run's results (default results): its "
-         "model, evaluation set and, with --plan, DIR/policies/policies.json"},
-        {"model", ARG_STRING, &src.model, "DIR", "a Hugging Face Qwen2 directory instead"},
-        {"eval", ARG_STRING, &src.eval, "PATH", "evaluation data: a split record or an HH-RLHF file"},
-        {"layer", ARG_STRING, &layer, "NAME", "lm_head or model.layers.L.self_attn.q_proj|k_proj|"
-         "v_proj"},
+        HW_SOURCE_OPTS(src, layer),
         {"rows", ARG_INT, &rows, "M", "activation rows (tokens) of the GEMM (default 16)"},
         {"policies", ARG_STRING, &policies, "FILE", "a policies.json (default "
          "RESULTS/policies/policies.json when --plan is given)"},

@@ -260,6 +260,17 @@ int mx_hwvec_compute(mx_hwvec_t *v, err_t *e)
     return rc;
 }
 
+/* Each line of text as a "# " comment line. */
+static void write_comments(FILE *f, const char *text)
+{
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        fprintf(f, "# %.*s\n", (int)l, p);
+        p += l + (nl ? 1 : 0);
+    }
+}
+
 int mx_hwvec_write(const char *path, const char *header, const mx_hwvec_t *v, size_t n,
                    err_t *e)
 {
@@ -267,12 +278,7 @@ int mx_hwvec_write(const char *path, const char *header, const mx_hwvec_t *v, si
     int rc = atomic_open(&af, path, e);
     if (rc)
         return rc;
-    for (const char *p = header; p && *p;) {
-        const char *nl = strchr(p, '\n');
-        size_t l = nl ? (size_t)(nl - p) : strlen(p);
-        fprintf(af.fp, "# %.*s\n", (int)l, p);
-        p += l + (nl ? 1 : 0);
-    }
+    write_comments(af.fp, header);
     char line[MX_HWVEC_LINE_MAX];
     for (size_t i = 0; i < n; i++) {
         if (mx_hwvec_format_line(&v[i], line, sizeof line) < 0) {
@@ -646,12 +652,7 @@ int mx_hwgemm_write(const char *path, const char *header, const mx_hwgemm_t *g, 
     int rc = atomic_open(&af, path, e);
     if (rc)
         return rc;
-    for (const char *p = header; p && *p;) {
-        const char *nl = strchr(p, '\n');
-        size_t l = nl ? (size_t)(nl - p) : strlen(p);
-        fprintf(af.fp, "# %.*s\n", (int)l, p);
-        p += l + (nl ? 1 : 0);
-    }
+    write_comments(af.fp, header);
     size_t nb = g->K / (size_t)g->k;
     fprintf(af.fp, "gemm %s %s %d %zu %zu %zu\n", mx_format_name(g->fa), mx_format_name(g->fb),
             g->k, g->M, g->N, g->K);

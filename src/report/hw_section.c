@@ -24,20 +24,20 @@ static char *find_hw(const char *results, const char *name)
     return NULL;
 }
 
-static double num(const csv_table_t *t, int row, const char *col)
-{
-    int c = csv_col(t, col);
-    double v = NAN;
-    err_t e = ERR_INIT;
-    if (c < 0 || csv_cell_double(t, row, c, &v, &e))
-        return NAN;
-    return v;
-}
-
+/* A cell by column name ("" when the column is absent), and as a number (NaN when empty or
+ * not a number: a missing figure). */
 static const char *str(const csv_table_t *t, int row, const char *col)
 {
     int c = csv_col(t, col);
     return c < 0 ? "" : csv_cell(t, row, c);
+}
+
+static double num(const csv_table_t *t, int row, const char *col)
+{
+    const char *s = str(t, row, col);
+    char *end;
+    double v = strtod(s, &end);
+    return *s && !*end ? v : NAN;
 }
 
 /* "lo-hi" (one number when they agree), "n/a" when missing. */

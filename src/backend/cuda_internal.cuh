@@ -26,7 +26,7 @@ extern "C" {
 #include "mx/mx.h"
 }
 
-#include "backend/cuda_math.cuh"
+#include "mx/mx_core.h"
 
 struct be_buf {
     size_t size;
@@ -132,8 +132,8 @@ void cu_prepare(cuda_t *c, void *out, int dt, const float *in, size_t rows, size
                 mx_axis_t axis, const mx_spec_t *spec, prec_compute_t compute, uint64_t seed,
                 uint64_t stream);
 
-/* Every MX block's scale exponent (cm_mx_scale_exp, CM_NAN_SCALE for a block with Inf or
- * NaN) of a (rows, cols) matrix with blocks along `axis`, in the order of cm_mx_block_of,
+/* Every MX block's scale exponent (mxc_scale_exp, MXC_NAN_SCALE for a block with Inf or
+ * NaN) of a (rows, cols) matrix with blocks along `axis`, in the order of mxc_block_of,
  * in scratch slot CS_SCALE; NULL (and the error recorded) when out of memory. */
 const int *cu_mx_scale_exps(cuda_t *c, const float *in, size_t rows, size_t cols, mx_axis_t axis,
                             const mx_spec_t *spec);

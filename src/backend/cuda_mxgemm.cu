@@ -6,7 +6,7 @@
  * 1. Quantize on the way in (k_mxg_codes): the float32 operand -> one byte per element
  *    (E4M3 / E5M2 / int8) and one float multiplier per block, blocks along the GEMM's
  *    reduction, in the K-major layout of cuda_mxgemm.cuh. The scale pass is cuda_mx.cu's
- *    (cu_mx_scale_exps), the element rounding cm_mx_elem (every rounding mode, stochastic
+ *    (cu_mx_scale_exps), the element rounding mxc_elem (every rounding mode, stochastic
  *    with rng_u32(seed, stream, r * cols + c)), so a byte times its multiplier is exactly
  *    mx_fake_quant's value (then rounded to bf16 under bf16 compute, as the CPU does). The
  *    backward operands come from the same kernel transposed (blocks down the columns of
@@ -68,10 +68,12 @@ typedef struct mxg_qargs {
     uint8_t *codes;
     float *scales;
     const uint32_t *in; /* the float32 source (rows, cols) */
-    const int *sexp;    /* its blocks' scale exponents (cm_mx_block_of order) */
+    const int *sexp;    /* its blocks' scale exponents (mxc_block_of order) */
     size_t rows, cols, out_rows, red, Kp, ldsc;
-    int axis, blk, g, round, kind, fb, rc;
-    cm_mxf_t f;
+    mx_axis_t axis;
+    mx_round_t round;
+    int blk, g, kind, fb, rc;
+    mxc_fmt_t f;
     uint64_t seed, stream;
 } mxg_qargs_t;
 
@@ -87,7 +89,7 @@ __global__ void __launch_bounds__(256) k_mxg_codes(const mxg_qargs_t q)
     for (size_t kt = blockIdx.y; kt < q.Kp / 64; kt += gridDim.y) {
         const size_t k0 = kt * 64;
         for (int i = tid; i < 64 * 64; i += 256) {
-            const int a = q.axis == 0 ? i >> 6 : i & 63, b = q.axis == 0 ? i & 63 : i >> 6;
+            const int a = q.axis == MX_AXIS_ROW ? i >> 6 : i & 63, b = q.axis == MX_AXIS_ROW ? i & 63 : i >> 6;
             const size_t o = o0 + a, kk = k0 + b;
             uint32_t u = 0;
             if (o < q.out_rows && kk < q.red) {
@@ -110,22 +112,22 @@ __global__ void __launch_bounds__(256) k_mxg_codes(const mxg_qargs_t q)
                     continue;
                 size_t r, c;
                 mxg_src_of(o, kk, q.axis, &r, &c);
-                const int s = q.sexp[cm_mx_block_of(r, c, q.cols, q.axis, q.blk)];
+                const int s = q.sexp[mxc_block_of(r, c, q.cols, q.axis, q.blk)];
                 if (e == 0)
                     s0 = s;
-                if (s == CM_NAN_SCALE)
+                if (s == MXC_NAN_SCALE)
                     continue; /* byte 0; the block's multiplier is NaN */
-                const uint32_t rnd = q.round == 3 ? cm_rng_u32(q.seed, q.stream, r * q.cols + c) : 0;
-                uint32_t v = cm_mx_elem(q.f, q.round, s, T[a][b4 + e], rnd);
+                const uint32_t rnd = q.round == MX_ROUND_STOCHASTIC ? philox_u32(q.seed, q.stream, r * q.cols + c) : 0;
+                uint32_t v = mxc_elem(&q.f, q.round, s, T[a][b4 + e], rnd);
                 if (q.rc)
-                    v = cm_cast_bf16(v); /* exact for MX values above 2^-133; see the docs */
+                    v = mxc_cast_bf16(v); /* exact for MX values above 2^-133; see the docs */
                 word |= (uint32_t)mxg_encode(v, s, q.kind, q.fb) << (8 * e);
             }
             *(uint32_t *)(q.codes + o * q.Kp + k0 + b4) = word;
             if ((k0 + b4) % (size_t)q.g == 0) {
                 const bool in = o < q.out_rows && k0 + b4 < q.red;
                 q.scales[o * q.ldsc + (k0 + b4) / (size_t)q.g] =
-                    in ? cm_u2f(mxg_scale_bits(s0, q.fb)) : 0.0f;
+                    in ? hd_u2f(mxg_scale_bits(s0, q.fb)) : 0.0f;
             }
         }
         __syncthreads();
@@ -152,10 +154,10 @@ static void quantize(cuda_t *c, void *buf, const float *in, size_t rows, size_t 
     q.sexp = sexp;
     q.rows = rows, q.cols = cols, q.out_rows = op->rows, q.red = op->red, q.Kp = op->Kp;
     q.ldsc = op->Kp / (size_t)op->g;
-    q.axis = col, q.blk = s->block, q.g = op->g, q.round = (int)s->round, q.kind = op->kind;
+    q.axis = axis, q.blk = s->block, q.g = op->g, q.round = s->round, q.kind = op->kind;
     q.fb = mxg_frac_bits((int)s->format);
     q.rc = ct == PREC_COMPUTE_BF16;
-    q.f = cm_mx_fmt((int)s->format);
+    q.f = mxc_fmt(s->format);
     q.seed = seed, q.stream = stream;
     const size_t kt = op->Kp / 64;
     dim3 grid((unsigned)(op->rowsP / 64), (unsigned)(kt < 65535 ? kt : 65535));
@@ -392,7 +394,7 @@ __device__ __forceinline__ void store_out(const mxg_gargs_t &p, int row, int col
     if (p.bias)
         v += p.bias[col];
     if (p.rc)
-        v = cm_u2f(cm_cast_bf16(cm_f2u(v)));
+        v = hd_u2f(mxc_cast_bf16(hd_f2u(v)));
     float *dst = p.c + (size_t)row * p.ldc + col;
     *dst = p.acc ? *dst + v : v;
 }

@@ -34,7 +34,7 @@
 
 #include <stdint.h>
 
-#include "backend/cuda_math.cuh"
+#include "mx/mx_core.h"
 
 /* ---- tiles (the kernel's and the operand layout's) -------------------------------------- */
 
@@ -50,7 +50,7 @@ enum { MXG_NONE = -1, MXG_E4M3 = 0, MXG_E5M2 = 1, MXG_S8 = 2 };
 
 /* The tensor-core type of an MX element format (mx_format_t's index), MXG_NONE for the
  * plain casts. */
-CM_HD int mxg_kind(int format)
+HD_INLINE int mxg_kind(int format)
 {
     switch (format) {
     case 0: /* fp8 e4m3 */
@@ -69,25 +69,25 @@ CM_HD int mxg_kind(int format)
 }
 
 /* fraction bits of the int formats' codes (value = code x 2^-fb) */
-CM_HD int mxg_frac_bits(int format) { return format == 5 ? 6 : format == 6 ? 2 : 0; }
+HD_INLINE int mxg_frac_bits(int format) { return format == 5 ? 6 : format == 6 ? 2 : 0; }
 
 /* the granule of a block size: 32, 16 or 8, 0 when none divides it */
-CM_HD int mxg_granule(int block)
+HD_INLINE int mxg_granule(int block)
 {
     return block % 32 == 0 ? 32 : block % 16 == 0 ? 16 : block % 8 == 0 ? 8 : 0;
 }
 
-CM_HD size_t mxg_round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
+HD_INLINE size_t mxg_round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
 /* The byte of one element for the tensor cores.
- * u: float32 bits of the element's value as fake quant gives it (cm_mx_elem; after the
+ * u: float32 bits of the element's value as fake quant gives it (mxc_elem; after the
  *    compute type's rounding, which keeps it on the element grid); s: its block's scale
  *    exponent (not the NaN marker); kind: MXG_*; fb: mxg_frac_bits.
  * The value is y x 2^s with y an element of the format, |y| in [2^-16, 57344]; a float32
  * holds every MX value exactly (quanta are >= 2^-143), so y's exponent is u's minus s and
  * its significand is u's (normalised when u is a float32 subnormal). Integer operations
  * only: no 2^-s is ever formed. */
-CM_HD uint8_t mxg_encode(uint32_t u, int s, int kind, int fb)
+HD_INLINE uint8_t mxg_encode(uint32_t u, int s, int kind, int fb)
 {
     const uint32_t a = u & 0x7fffffffu, neg = u >> 31;
     if (a == 0)
@@ -98,7 +98,7 @@ CM_HD uint8_t mxg_encode(uint32_t u, int s, int kind, int fb)
         S = (a & 0x7fffffu) | 0x800000u;
         ev = (int)(a >> 23) - 127;
     } else {
-        const int p = 31 - cm_clz32(a);
+        const int p = 31 - hd_clz32(a);
         S = a << (23 - p);
         ev = p - 149;
     }
@@ -118,38 +118,38 @@ CM_HD uint8_t mxg_encode(uint32_t u, int s, int kind, int fb)
 
 /* The value of a tensor-core byte (the inverse of mxg_encode, for the tests): a float in
  * units of 2^-fb for int8. */
-CM_HD float mxg_decode(uint8_t q, int kind)
+HD_INLINE float mxg_decode(uint8_t q, int kind)
 {
     if (kind == MXG_S8)
         return (float)(int8_t)q;
     const int m = kind == MXG_E4M3 ? 3 : 2, emin = kind == MXG_E4M3 ? -6 : -14,
               bias = kind == MXG_E4M3 ? 7 : 15;
     const int e = (q & 0x7f) >> m, f = q & ((1 << m) - 1);
-    const double v = e ? (double)((1 << m) + f) * cm_pow2d(e - bias - m)
-                       : (double)f * cm_pow2d(emin - m);
+    const double v = e ? (double)((1 << m) + f) * hd_pow2d(e - bias - m)
+                       : (double)f * hd_pow2d(emin - m);
     return (float)((q & 0x80) ? -v : v);
 }
 
 /* float32 bits of 2^e, e in [-149, 127] (subnormals built from the bits) */
-CM_HD uint32_t mxg_pow2_bits(int e)
+HD_INLINE uint32_t mxg_pow2_bits(int e)
 {
     return e >= -126 ? (uint32_t)(e + 127) << 23 : 1u << (e + 149);
 }
 
 /* A block's multiplier 2^(s - fb) as float32 bits; the quiet NaN for the NaN scale. */
-CM_HD uint32_t mxg_scale_bits(int s, int fb)
+HD_INLINE uint32_t mxg_scale_bits(int s, int fb)
 {
-    return s == CM_NAN_SCALE ? 0x7fc00000u : mxg_pow2_bits(s - fb);
+    return s == MXC_NAN_SCALE ? 0x7fc00000u : mxg_pow2_bits(s - fb);
 }
 
 /* Element (o, kk) of a quantized operand (o: its row, kk: along the reduction) is element
- * (r, c) of the float32 source (rows, cols): axis 0 (blocks along the source's rows, the
- * operand is the source) or axis 1 (blocks down its columns, the operand is the source
- * transposed). */
-CM_HD void mxg_src_of(size_t o, size_t kk, int axis, size_t *r, size_t *c)
+ * (r, c) of the float32 source (rows, cols): MX_AXIS_ROW (blocks along the source's rows,
+ * the operand is the source) or MX_AXIS_COL (blocks down its columns, the operand is the
+ * source transposed). */
+HD_INLINE void mxg_src_of(size_t o, size_t kk, mx_axis_t axis, size_t *r, size_t *c)
 {
-    *r = axis == 0 ? o : kk;
-    *c = axis == 0 ? kk : o;
+    *r = axis == MX_AXIS_ROW ? o : kk;
+    *c = axis == MX_AXIS_ROW ? kk : o;
 }
 
 /* ---- fragment maps of the GEMM kernel (PTX ISA, "Matrix Fragments for mma.m16n8k32",
@@ -158,7 +158,7 @@ CM_HD void mxg_src_of(size_t o, size_t kk, int axis, size_t *r, size_t *c)
 /* ldmatrix.x4 over A's 16 x 32-byte sub-tile: the shared-memory row and byte column whose
  * 16 bytes lane `lane` points at. Matrices 0..3 (lanes 8q..8q+7) are rows 0-7 / 8-15 by
  * bytes 0-15 / 16-31 in the order a0, a1, a2, a3 of the fragment. */
-CM_HD void mxg_ldsm_a(int lane, int *row, int *col)
+HD_INLINE void mxg_ldsm_a(int lane, int *row, int *col)
 {
     *row = lane & 15;
     *col = (lane >> 4) * 16;
@@ -167,7 +167,7 @@ CM_HD void mxg_ldsm_a(int lane, int *row, int *col)
 /* ldmatrix.x4 over B's 16 (n) x 32-byte sub-tile holding two n8 tiles: matrices 0..3 are
  * (n 0-7, bytes 0-15), (n 0-7, bytes 16-31), (n 8-15, bytes 0-15), (n 8-15, bytes 16-31):
  * b0, b1 of the first n8 tile, then of the second. */
-CM_HD void mxg_ldsm_b(int lane, int *row, int *col)
+HD_INLINE void mxg_ldsm_b(int lane, int *row, int *col)
 {
     *row = (lane >> 4) * 8 + (lane & 7);
     *col = ((lane >> 3) & 1) * 16;
@@ -175,7 +175,7 @@ CM_HD void mxg_ldsm_b(int lane, int *row, int *col)
 
 /* The PTX definition: byte j (0..3) of A register i (0..3) of lane `lane` holds
  * A[row][col] of the m16 x k32 tile. */
-CM_HD void mxg_frag_a(int lane, int i, int j, int *row, int *col)
+HD_INLINE void mxg_frag_a(int lane, int i, int j, int *row, int *col)
 {
     const int g = lane >> 2, t = lane & 3, e = i * 4 + j; /* element a_e */
     *row = (e < 4 || (e >= 8 && e < 12)) ? g : g + 8;
@@ -184,7 +184,7 @@ CM_HD void mxg_frag_a(int lane, int i, int j, int *row, int *col)
 
 /* byte j of B register i (0, 1) of lane `lane` holds B[k = row][n = col] of the k32 x n8
  * tile (stored n-major: byte k of row n in shared memory) */
-CM_HD void mxg_frag_b(int lane, int i, int j, int *k, int *n)
+HD_INLINE void mxg_frag_b(int lane, int i, int j, int *k, int *n)
 {
     const int g = lane >> 2, t = lane & 3, e = i * 4 + j;
     *k = t * 4 + (e & 3) + (e >= 4 ? 16 : 0);
@@ -192,7 +192,7 @@ CM_HD void mxg_frag_b(int lane, int i, int j, int *k, int *n)
 }
 
 /* accumulator r (0..3) of lane `lane`: C[row][col] of the m16 x n8 tile */
-CM_HD void mxg_frag_c(int lane, int r, int *row, int *col)
+HD_INLINE void mxg_frag_c(int lane, int r, int *row, int *col)
 {
     *row = (lane >> 2) + (r >= 2 ? 8 : 0);
     *col = (lane & 3) * 2 + (r & 1);
@@ -200,7 +200,7 @@ CM_HD void mxg_frag_c(int lane, int r, int *row, int *col)
 
 /* ldmatrix's own map: lane `lane` receives word (lane & 3) of row (lane >> 2) of each of
  * the matrices, register q from matrix q. */
-CM_HD void mxg_ldsm_dest(int lane, int *row, int *word)
+HD_INLINE void mxg_ldsm_dest(int lane, int *row, int *word)
 {
     *row = lane >> 2;
     *word = lane & 3;
@@ -208,6 +208,6 @@ CM_HD void mxg_ldsm_dest(int lane, int *row, int *word)
 
 /* For blocks of 8 (a k16 MMA per pair of blocks): the lanes whose A bytes belong to the
  * block q (0: k 0-7, 1: k 8-15 of the k16 half) keep them, the others pass zeros. */
-CM_HD bool mxg_k8_keep(int lane, int q) { return ((lane & 3) >> 1) == q; }
+HD_INLINE bool mxg_k8_keep(int lane, int q) { return ((lane & 3) >> 1) == q; }
 
 #endif

@@ -40,8 +40,8 @@ static float rand_float(uint64_t *st, int e0, int span)
     int e = e0 + (int)((r >> 8) % (uint64_t)span);
     uint32_t u = ((uint32_t)(r >> 40) & 0x807fffffu);
     if (e <= -127) /* a float32 subnormal */
-        return cm_u2f(u & 0x807fffffu);
-    return cm_u2f(u | ((uint32_t)(e + 127) << 23));
+        return hd_u2f(u & 0x807fffffu);
+    return hd_u2f(u | ((uint32_t)(e + 127) << 23));
 }
 
 static double value_of(uint8_t q, int kind, int s, int fb)
@@ -74,7 +74,7 @@ static void encode_gives_fake_quant_values_and_packed_codes(void **state)
                         if (sb == 0xFF)
                             continue;
                         const int s = (int)sb - 127;
-                        const uint32_t u = cm_f2u(out[i]);
+                        const uint32_t u = hd_f2u(out[i]);
                         if ((u & 0x7fffffffu) == 0x7f800000u)
                             continue; /* rceil past float32's range (docs/mx.md) */
                         const uint8_t q = mxg_encode(u, s, kind, fb);
@@ -97,10 +97,10 @@ static void scale_multipliers_are_exact_powers_of_two(void **state)
     (void)state;
     for (int s = -127; s <= 127; s++)
         for (int fb = 0; fb <= 6; fb += 2) {
-            float f = cm_u2f(mxg_scale_bits(s, fb));
+            float f = hd_u2f(mxg_scale_bits(s, fb));
             assert_true((double)f == ldexp(1.0, s - fb));
         }
-    assert_true(isnan(cm_u2f(mxg_scale_bits(CM_NAN_SCALE, 0))));
+    assert_true(isnan(hd_u2f(mxg_scale_bits(MXC_NAN_SCALE, 0))));
     assert_int_equal(mxg_granule(32), 32);
     assert_int_equal(mxg_granule(64), 32);
     assert_int_equal(mxg_granule(48), 16);
@@ -115,44 +115,44 @@ static void scale_multipliers_are_exact_powers_of_two(void **state)
 
 /* The quantize kernel's per-element steps (k_mxg_codes), serially: bytes and multipliers
  * of the operand of source `in` (rows, cols) with blocks along `axis`. */
-static void host_quantize(const float *in, size_t rows, size_t cols, int axis,
+static void host_quantize(const float *in, size_t rows, size_t cols, mx_axis_t axis,
                           const mx_spec_t *sp, uint64_t seed, uint64_t stream, uint8_t **codes,
                           float **sc, size_t *orows, size_t *red, size_t *Kp, size_t *ldsc, int *g)
 {
-    *orows = axis == 0 ? rows : cols;
-    *red = axis == 0 ? cols : rows;
+    *orows = axis == MX_AXIS_ROW ? rows : cols;
+    *red = axis == MX_AXIS_ROW ? cols : rows;
     const size_t rowsP = mxg_round_up(*orows, MXG_BM);
     *Kp = mxg_round_up(*red, MXG_BK);
     *g = mxg_granule(sp->block);
     *ldsc = *Kp / (size_t)*g;
     *codes = (uint8_t *)calloc(rowsP * *Kp, 1);
     *sc = (float *)calloc(rowsP * *ldsc, sizeof(float));
-    const cm_mxf_t f = cm_mx_fmt((int)sp->format);
-    const size_t nb = cm_mx_nblocks(rows, cols, axis, sp->block);
+    const mxc_fmt_t f = mxc_fmt(sp->format);
+    const size_t nb = mxc_nblocks(rows, cols, axis, sp->block);
     int *sexp = (int *)malloc(nb * sizeof(int));
     for (size_t b = 0; b < nb; b++) {
         size_t start, len, stride;
-        cm_mx_block_span(b, rows, cols, axis, sp->block, &start, &len, &stride);
+        mxc_block_span(b, rows, cols, axis, sp->block, &start, &len, &stride);
         uint32_t m = 0;
         for (size_t i = 0; i < len; i++) {
-            uint32_t a = cm_f2u(in[start + i * stride]) & 0x7fffffffu;
+            uint32_t a = hd_f2u(in[start + i * stride]) & 0x7fffffffu;
             m = a > m ? a : m;
         }
-        sexp[b] = cm_mx_scale_exp(f, (int)sp->scale, m);
+        sexp[b] = mxc_scale_exp(&f, sp->scale, m);
     }
     const int kind = mxg_kind((int)sp->format), fb = mxg_frac_bits((int)sp->format);
     for (size_t o = 0; o < *orows; o++)
         for (size_t kk = 0; kk < *red; kk++) {
             size_t r, c;
             mxg_src_of(o, kk, axis, &r, &c);
-            const int s = sexp[cm_mx_block_of(r, c, cols, axis, sp->block)];
+            const int s = sexp[mxc_block_of(r, c, cols, axis, sp->block)];
             if (kk % (size_t)*g == 0)
-                (*sc)[o * *ldsc + kk / (size_t)*g] = cm_u2f(mxg_scale_bits(s, fb));
-            if (s == CM_NAN_SCALE)
+                (*sc)[o * *ldsc + kk / (size_t)*g] = hd_u2f(mxg_scale_bits(s, fb));
+            if (s == MXC_NAN_SCALE)
                 continue;
             const uint32_t rnd = sp->round == MX_ROUND_STOCHASTIC
-                                     ? cm_rng_u32(seed, stream, r * cols + c) : 0;
-            const uint32_t v = cm_mx_elem(f, (int)sp->round, s, cm_f2u(in[r * cols + c]), rnd);
+                                     ? philox_u32(seed, stream, r * cols + c) : 0;
+            const uint32_t v = mxc_elem(&f, sp->round, s, hd_f2u(in[r * cols + c]), rnd);
             (*codes)[o * *Kp + kk] = mxg_encode(v, s, kind, fb);
         }
     free(sexp);
@@ -165,7 +165,7 @@ static void operand_layout_rebuilds_fake_quant(void **state)
     const int blocks[] = {8, 16, 24, 32, 48, 64, 96};
     for (int it = 0; it < 120; it++) {
         const size_t rows = 1 + mix(&st) % 150, cols = 1 + mix(&st) % 150;
-        const int axis = (int)(mix(&st) & 1);
+        const mx_axis_t axis = (mx_axis_t)(mix(&st) & 1);
         mx_spec_t sp = {(mx_format_t)(mix(&st) % 7), blocks[mix(&st) % 7],
                         (mx_round_t)(mix(&st) % 4), (mx_scale_rule_t)(mix(&st) % 2)};
         if (!mxg_granule(sp.block))
@@ -176,7 +176,7 @@ static void operand_layout_rebuilds_fake_quant(void **state)
             in[i] = rand_float(&st, e0, 1 + (int)(mix(&st) % 12));
         if (it % 10 == 3)
             in[mix(&st) % (rows * cols)] = NAN;
-        mx_fake_quant(in, ref, rows, cols, (mx_axis_t)axis, &sp, 5, 6);
+        mx_fake_quant(in, ref, rows, cols, axis, &sp, 5, 6);
         uint8_t *codes;
         float *sc;
         size_t orows, red, Kp, ldsc;

@@ -13,7 +13,8 @@
 #   D/cuda_peer.py
 # Usage: cuda_device.sh D OUT [SECONDS]   (the whole run stays within SECONDS, default 230;
 #        parts: env var PARTS, default "tests bench peer sanitize"; "compile" adds the
-#        torch.compile'd peer training step with whatever time is left)
+#        torch.compile'd peer training step with whatever time is left; "mxgemm" runs the
+#        MX GEMM tests, their SASS check and cuda_mxgemm_bench, issue 17)
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
 T0=$(date +%s)
@@ -64,6 +65,21 @@ for p in $PARTS; do
         summary+=("sanitizer $tool $t: rc $rc ($(grep -cE '^========= (Invalid|Race|Error|.*hazard)' "$OUT/sanitizer.log") reports so far; $(tail -1 "$OUT/sanitizer.log" | cut -c1-80))")
       done
     done ;;
+  mxgemm)
+    s=$(date +%s)
+    timeout $(( $(left) - 20 )) "$D/bin/test_gpu_mxgemm" >"$OUT/test_gpu_mxgemm.log" 2>&1; rc=$?
+    grep -E "^\[  (FAILED|ERROR|SKIPPED) \]|worst|ERROR|relative error" "$OUT/test_gpu_mxgemm.log" | head -30
+    summary+=("test_gpu_mxgemm: rc $rc ($(( $(date +%s) - s )) s): $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test_gpu_mxgemm.log" | tr '\n' ' ')")
+    CUO=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || echo cuobjdump)
+    "$CUO" -sass "$D/bin/test_gpu_mxgemm" >"$OUT/mxgemm.sass" 2>&1
+    "$CUO" -res-usage "$D/bin/test_gpu_mxgemm" 2>&1 | grep -A1 k_mxg >"$OUT/mxgemm.res" || true
+    echo "SASS of the MX GEMM kernels (tensor-core instructions, local memory):"
+    awk '/Function : .*k_mxg_gemm/{f=1} /Function : /&&!/k_mxg_gemm/{f=0} f' "$OUT/mxgemm.sass" \
+      | grep -oE '(QMMA|HMMA|IMMA|QGMMA|HGMMA|IGMMA)[.A-Z0-9_]*|LDL|STL' | sort | uniq -c
+    s=$(date +%s)
+    timeout $(( $(left) - 5 )) "$D/bin/cuda_mxgemm_bench" >"$OUT/bench_mxgemm.log" 2>&1; rc=$?
+    grep -v cuda_mxgemm_bench_json "$OUT/bench_mxgemm.log"
+    summary+=("cuda_mxgemm_bench: rc $rc ($(( $(date +%s) - s )) s)") ;;
   compile)
     lim=$(( $(left) - 5 ))
     if [ "$lim" -lt 30 ]; then summary+=("peer torch.compile: no time left"); continue; fi

@@ -4,7 +4,7 @@
  * without CUDA (no nvcc, `make CUDA=0`, and always in the sanitizer build), the same
  * functions exist in cuda_stub.c and report ERR_UNAVAILABLE ("built without CUDA"), so
  * callers need no #ifdef. This header is for tests, benchmarks and reports: device
- * facts, memory accounting and the choice of attention kernel.
+ * facts, memory accounting, the choice of attention kernel and of MX GEMM path.
  */
 #ifndef MXRLHF_BACKEND_CUDA_H
 #define MXRLHF_BACKEND_CUDA_H
@@ -64,6 +64,27 @@ typedef enum be_cuda_attn {
 } be_cuda_attn_t;
 
 int be_cuda_set_attn(backend_t *be, be_cuda_attn_t mode, err_t *e);
+
+/* MX GEMMs on the tensor cores (cuda_mxgemm.cu; docs/engine.md "MX GEMMs"). A GEMM of a
+ * linear layer whose two operands are MX formats with a common tensor-core type (E4M3 for
+ * mxfp8_e4m3, mxfp6 and mxfp4, E5M2 for mxfp8_e5m2, either float one against the other;
+ * int8 for mxint8 and mxint4), blocks of a multiple of 8, under fp32 or bf16 compute,
+ * runs natively: operands quantized to those bytes plus one scale per block, each block
+ * an MMA whose partial sum is scaled and added in float32. Every other GEMM runs as
+ * before (fake quant, then a bf16 / fp16 / fp32 cuBLASLt GEMM: "emulated").
+ * be_cuda_mxgemm_native says whether a pair of specs maps (the dispatch's own test, also
+ * used for the `execution` labels); it reads MXRLHF_CUDA_MXGEMM (0 = off) as the backend
+ * does at open, and is false in a build without CUDA. set_mxgemm switches one backend
+ * (on by default; off when MXRLHF_CUDA_MXGEMM=0 or the device has no FP8 tensor cores,
+ * compute capability < 8.9, where `on` fails with ERR_UNAVAILABLE). The counters say
+ * how many MX GEMMs ran natively and how many were left to the emulation since open (a
+ * linear layer is one GEMM forward and up to two backward). */
+bool be_cuda_mxgemm_native(const mx_spec_t *a, const mx_spec_t *b, prec_compute_t compute);
+int be_cuda_set_mxgemm(backend_t *be, bool on, err_t *e);
+typedef struct be_cuda_mxgemm_stats {
+    long native, emulated;
+} be_cuda_mxgemm_stats_t;
+int be_cuda_mxgemm_stats(backend_t *be, be_cuda_mxgemm_stats_t *out, err_t *e);
 
 /* Per-op profile, for benchmarks: while on, every op waits for the device before and
  * after it and adds its wall time to its op's total (which serialises the stream: use

@@ -411,6 +411,7 @@ typedef struct wentry {
 /* Entry 0: forward copy (blocks along K); entry 1: backward (along N), or shared. */
 struct be_wcache {
     wentry_t e[2];
+    mxg_cache_t *mx; /* tensor-core copies (cuda_mxgemm.cu) */
 };
 
 /* The storage class an operand needs after quantization and compute rounding. */
@@ -472,6 +473,7 @@ static void written(cuda_t *c, const void *p, size_t bytes)
         if (r->valid && a0 < b1 && b0 < a1)
             r->valid = false;
     }
+    cu_mxg_written(c, p, bytes);
 }
 
 static bool entry_matches(const wentry_t *en, const be_linear_t *a, const mx_spec_t *s,
@@ -542,10 +544,14 @@ static void cuda_wcache_free(backend_t *be, be_wcache_t *wc)
 {
     entry_release(CU(be), &wc->e[0]);
     entry_release(CU(be), &wc->e[1]);
+    cu_mxg_cache_free(CU(be), wc->mx);
     free(wc);
 }
 
-static size_t cuda_wcache_bytes(const be_wcache_t *wc) { return wc->e[0].bytes + wc->e[1].bytes; }
+static size_t cuda_wcache_bytes(const be_wcache_t *wc)
+{
+    return wc->e[0].bytes + wc->e[1].bytes + cu_mxg_cache_bytes(wc->mx);
+}
 
 /* ---- linear --------------------------------------------------------------------------------- */
 
@@ -555,6 +561,10 @@ static void cuda_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, bo
     const int M = a->M, N = a->N, K = a->K;
     if (M <= 0 || N <= 0)
         return;
+    if (cu_mxg_linear_fwd(c, a, a->wcache ? &a->wcache->mx : nullptr, fptr(yp), acc)) {
+        written(c, vptr(yp), (size_t)M * N * sizeof(float)); /* on the tensor cores */
+        return;
+    }
     const prec_compute_t ct = a->compute;
     const int dt = gemm_type(&a->spec[PREC_OP_INPUT], &a->spec[PREC_OP_WEIGHT], ct);
     const void *x = prepare(c, CS_XA, fptr(a->x), M, K, MX_AXIS_ROW, &a->spec[PREC_OP_INPUT], ct,
@@ -585,7 +595,8 @@ static void cuda_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, b
     const mx_spec_t *sgx = &a->spec[PREC_OP_GRAD_OUTPUT_DX], *sgw = &a->spec[PREC_OP_GRAD_OUTPUT_DW];
     const void *gx = nullptr;
     int dtx = -1;
-    if (!be_null(dxp)) {
+    if (!be_null(dxp) &&
+        !cu_mxg_linear_dx(c, a, a->wcache ? &a->wcache->mx : nullptr, dy, fptr(dxp), dx_acc)) {
         dtx = gemm_type(sgx, &a->spec[PREC_OP_WEIGHT_BP], ct);
         gx = prepare(c, CS_XA, dy, M, N, MX_AXIS_ROW, sgx, ct, a->seed,
                      a->stream + PREC_OP_GRAD_OUTPUT_DX, dtx);
@@ -598,7 +609,7 @@ static void cuda_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, b
         else
             gemm_rm(c, dtx, false, false, M, K, N, gx, N, w, K, dx, K, dx_acc ? 1.0f : 0.0f);
     }
-    if (!be_null(dwp)) {
+    if (!be_null(dwp) && !cu_mxg_linear_dw(c, a, dy, fptr(dwp))) {
         const int dtw = gemm_type(sgw, &a->spec[PREC_OP_INPUT_BP], ct);
         /* the dx operand serves again when its quantization does not depend on the axis */
         const void *g = (gx && dtw == dtx && mx_spec_equal(sgx, sgw) &&
@@ -888,6 +899,7 @@ extern "C" int be_cuda_open(backend_t **out, err_t *e)
         err_set(e, ERR_NOMEM, "%s", c->err_msg);
         goto fail;
     }
+    cu_mxg_init(c);
     c->be.ops = &cuda_ops;
     c->be.impl = c;
     *out = &c->be;
@@ -909,6 +921,8 @@ static cuda_t *as_cuda(backend_t *be, err_t *e)
     }
     return CU(be);
 }
+
+cuda_t *cu_backend(backend_t *be, err_t *e) { return as_cuda(be, e); }
 
 extern "C" int be_cuda_info(backend_t *be, be_cuda_info_t *out, err_t *e)
 {

@@ -43,6 +43,10 @@ static int setup(void **state)
         gpu = NULL;
         return 0;
     }
+    /* linear layers here test the emulated MX path (fake quant + cuBLASLt, operands
+     * bit-identical: 1e-5); the tensor-core path has its own, test_gpu_mxgemm.c */
+    if (be_cuda_set_mxgemm(gpu, false, &e))
+        return -1;
     be_cuda_info_t info;
     if (!be_cuda_info(gpu, &info, &e))
         print_message("GPU: %s, compute capability %d.%d, %d SMs, runtime %d, driver %d\n",

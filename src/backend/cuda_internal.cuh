@@ -3,6 +3,7 @@
  * cuda_backend.cu  the table, memory, streams, cuBLASLt GEMMs (linear layers), info
  * cuda_ops.cu      RMSNorm, RoPE, SwiGLU, embedding, losses, AdamW, reductions
  * cuda_attn.cu     attention: the exact float32 kernel and the tensor-core tiles
+ * cuda_cudnn.cu    attention through cuDNN's fused flash attention (loaded with dlopen)
  * cuda_mx.cu       MX fake quant and GEMM-operand preparation (bf16 / fp16 / fp32)
  * cuda_sample.cu   sampling on the device
  *
@@ -43,6 +44,7 @@ enum {
     CS_SORT2,
     CS_ROW,    /* per-row values (sampling, attention D_i) */
     CS_ATT16,  /* 16-bit copies of attention's Q, K, V, dO */
+    CS_CUDNN,  /* cuDNN attention: 16-bit copies, statistics, cuDNN's workspace */
     CS_COUNT
 };
 
@@ -65,6 +67,7 @@ typedef struct prep_rec {
 enum { DT_F32, DT_BF16, DT_F16 };
 
 typedef struct gemm_plan gemm_plan_t;
+typedef struct cu_dnn cu_dnn_t; /* cuDNN state (cuda_cudnn.cu); NULL until open */
 
 typedef struct cuda_be {
     backend_t be;
@@ -87,6 +90,7 @@ typedef struct cuda_be {
     long prof_n[40];
     uint64_t gen;             /* bumped by every op that may write device memory */
     prep_rec_t rec[CS_COUNT]; /* for CS_XA and CS_XB */
+    cu_dnn_t *dnn;
 } cuda_t;
 
 static inline cuda_t *CU(backend_t *be) { return (cuda_t *)be->impl; }
@@ -94,6 +98,9 @@ static inline cuda_t *CU(backend_t *be) { return (cuda_t *)be->impl; }
 static inline void *vptr(be_ptr_t p) { return p.buf ? (void *)(p.buf->d + p.off) : nullptr; }
 static inline float *fptr(be_ptr_t p) { return (float *)vptr(p); }
 static inline int32_t *iptr(be_ptr_t p) { return (int32_t *)vptr(p); }
+
+/* the backend behind be, or NULL and ERR_INPUT when it is not a CUDA backend */
+cuda_t *as_cuda(backend_t *be, err_t *e);
 
 /* sticky errors (cuda_backend.cu) */
 void cu_fail(cuda_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -134,6 +141,18 @@ void cu_epilogue(cuda_t *c, float *y, const float *t, const float *b, int M, int
                  prec_compute_t compute);
 /* db (N) += column sums of round(dy (M, N)); fixed 64-row chunks, combined in order */
 void cu_colsum_acc(cuda_t *c, float *db, const float *dy, int M, int N, prec_compute_t compute);
+
+/* ---- cuDNN's fused attention (cuda_cudnn.cu) ------------------------------------------ */
+
+/* Load cuDNN (never fails: without it the state says why and the calls below return
+ * false); close releases plans, handle and library. */
+void cu_dnn_open(cuda_t *c);
+void cu_dnn_close(cuda_t *c);
+/* Attention through cuDNN when the mode, compute type and shape allow it: true when the
+ * op was enqueued, false when the caller must run its own kernels (nothing written). */
+bool cu_dnn_attn_fwd(cuda_t *c, const be_attn_t *a);
+bool cu_dnn_attn_bwd(cuda_t *c, const be_attn_t *a, be_ptr_t dout, be_ptr_t dq, be_ptr_t dk,
+                     be_ptr_t dv);
 
 /* ---- ops implemented outside cuda_backend.cu ----------------------------------------- */
 

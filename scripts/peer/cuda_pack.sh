@@ -21,8 +21,9 @@ rm -f "$DEST"/debs/*.deb
 for f in "$DEST"/debs/*.deb "$B"/debs/*.deb; do dpkg -x "$f" "$B/depsroot"; done
 make -j"${JOBS:-2}" NO_DEPS=1 DEPS_PREFIX="$B/depsroot" MARCH=x86-64-v3 BUILD="$B" \
   "$B/rel/mxrlhf" "$B/rel/tests/gpu/test_gpu_ops" "$B/rel/tests/gpu/test_gpu_model" \
-  "$B/rel/bench/cuda_bench"
-for f in rel/mxrlhf rel/tests/gpu/test_gpu_ops rel/tests/gpu/test_gpu_model rel/bench/cuda_bench; do
+  "$B/rel/tests/gpu/test_gpu_attn_cudnn" "$B/rel/bench/cuda_bench"
+for f in rel/mxrlhf rel/tests/gpu/test_gpu_ops rel/tests/gpu/test_gpu_model \
+         rel/tests/gpu/test_gpu_attn_cudnn rel/bench/cuda_bench; do
   cp "$B/$f" "$B/bin/" && strip --strip-debug "$B/bin/$(basename "$f")"
 done
 tar -czf "$DEST/bin.tar.gz" -C "$B" bin

@@ -387,6 +387,8 @@ static void gb_set_(gb_t *g, cudnnBackendDescriptor_t x, cudnnBackendAttributeNa
         gb_fail(g, st, what, aname);
 }
 #define SET(g, x, A, T, n, p, what) gb_set_(g, x, A, T, n, p, what, #A)
+/* an attribute that is one backend descriptor (the tensors and sub-descriptors of an op) */
+#define SETD(g, x, A, d, what) gb_set_(g, x, A, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &(d), what, #A)
 
 static void gb_fin(gb_t *g, cudnnBackendDescriptor_t x, const char *what)
 {
@@ -452,14 +454,13 @@ static void gb_pw(gb_t *g, const char *name, cudnnPointwiseMode_t mode, cudnnDat
     gb_fin(g, pd, name);
     cudnnBackendDescriptor_t op = gb_make(g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, name);
     const float one = 1.0f;
-    SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pd,
-        name);
-    SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pd, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y, name);
     if (b)
-        SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, name);
+        SETD(g, op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b, name);
     if (t)
-        SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t, name);
+        SETD(g, op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, t, name);
     SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &one, name);
     SET(g, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &one, name);
     gb_fin(g, op, name);
@@ -478,19 +479,16 @@ static void gb_mm(gb_t *g, const char *name, cudnnBackendDescriptor_t a,
     SET(g, md, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &ct, name);
     gb_fin(g, md, name);
     cudnnBackendDescriptor_t op = gb_make(g, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &md, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, a, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, b, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, c, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_MATMUL_DESC, md, name);
     if (m_ov)
-        SET(g, op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-            1, &m_ov, name);
+        SETD(g, op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC, m_ov, name);
     if (n_ov)
-        SET(g, op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-            1, &n_ov, name);
+        SETD(g, op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC, n_ov, name);
     if (k_ov)
-        SET(g, op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-            1, &k_ov, name);
+        SETD(g, op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC, k_ov, name);
     gb_fin(g, op, name);
     gb_op(g, op, name);
 }
@@ -509,9 +507,9 @@ static void gb_red(gb_t *g, const char *name, cudnnReduceTensorOp_t rop,
     }
     gb_fin(g, rd, name);
     cudnnBackendDescriptor_t op = gb_make(g, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rd, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, rd, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y, name);
     gb_fin(g, op, name);
     gb_op(g, op, name);
 }
@@ -521,8 +519,8 @@ static void gb_reshape(gb_t *g, const char *name, cudnnBackendDescriptor_t x,
                        cudnnBackendDescriptor_t y)
 {
     cudnnBackendDescriptor_t op = gb_make(g, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, name);
-    SET(g, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x, name);
+    SETD(g, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y, name);
     gb_fin(g, op, name);
     gb_op(g, op, name);
 }
@@ -820,8 +818,7 @@ static bool build_plan(cu_dnn_t *d, dnn_plan_t *p)
     const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
     for (int mi = 0; mi < 2 && !g.bad && !p->plan; mi++) {
         cudnnBackendDescriptor_t heur = gb_make(&g, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heuristics");
-        SET(&g, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &og,
-            "heuristics");
+        SETD(&g, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, og, "heuristics");
         SET(&g, heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[mi], "heuristics");
         gb_fin(&g, heur, "heuristics");
         int64_t cnt = 0;
@@ -1040,59 +1037,50 @@ template <> __device__ __forceinline__ float2 unpack2<__half>(unsigned u)
     return __half22float2(*(__half2 *)&u);
 }
 
-/* float32 -> 16-bit, shifted up by the padding; rows past the sequence are zeros.
- * gridDim.y = number of jobs; 8 elements (two float4 in, one uint4 out) per thread; I the
- * index type (32-bit where the counts fit: cheaper divisions). */
-template <typename T16, typename I> __global__ void k_dnn_in(dnn_cvt_t a)
+/* The copies, one launch for up to five tensors (gridDim.y = the jobs), 8 elements per
+ * thread (two float4, one uint4); I the index type (32-bit where the counts fit: cheaper
+ * divisions).
+ * IN: float32 -> 16-bit, row i of the copy from row i + pad of the input, zeros past the
+ * sequence; also the lengths (seq). OUT: 16-bit -> float32, shifted back down, zeros in the
+ * padding rows. */
+template <typename T16, typename I, bool IN> __global__ void k_dnn_copy(dnn_cvt_t a)
 {
     const dnn_job_t J = a.j[blockIdx.y];
-    if (a.seq && blockIdx.x == 0 && blockIdx.y == 0)
+    if (IN && a.seq && blockIdx.x == 0 && blockIdx.y == 0)
         for (int b = threadIdx.x; b < a.B; b += blockDim.x) {
             const int s = a.T - dnn_pad(a, b);
             a.seq[b] = a.seq[a.B + b] = s < 1 ? 1 : s;
         }
+    const int rows = IN ? a.S : a.T; /* of the side written */
     const I c8n = (I)(J.cols / 8);
-    const I n = (I)a.B * (I)a.S * c8n;
+    const I n = (I)a.B * (I)rows * c8n;
     for (I t = (I)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += (I)gridDim.x * blockDim.x) {
         const int c = (int)(t % c8n) * 8;
         const I r = t / c8n;
-        const int i = (int)(r % a.S), b = (int)(r / a.S);
-        const int j = i + dnn_pad(a, b);
-        uint4 o = make_uint4(0u, 0u, 0u, 0u);
-        if (j < a.T) {
-            const float4 *s = (const float4 *)(J.f32 + b * J.sb + (size_t)j * J.sr +
-                                               (size_t)(c / a.D) * J.sh + c % a.D);
-            const float4 x = s[0], y = s[1];
-            o = make_uint4(pack2<T16>(x.x, x.y), pack2<T16>(x.z, x.w), pack2<T16>(y.x, y.y),
-                           pack2<T16>(y.z, y.w));
+        const int i = (int)(r % rows), b = (int)(r / rows), p = dnn_pad(a, b);
+        const int j = IN ? i + p : i; /* the float32 row */
+        float4 *f = (float4 *)(J.f32 + b * J.sb + (size_t)j * J.sr + (size_t)(c / a.D) * J.sh +
+                               c % a.D);
+        if (IN) {
+            uint4 o = make_uint4(0u, 0u, 0u, 0u);
+            if (j < a.T) {
+                const float4 x = f[0], y = f[1];
+                o = make_uint4(pack2<T16>(x.x, x.y), pack2<T16>(x.z, x.w), pack2<T16>(y.x, y.y),
+                               pack2<T16>(y.z, y.w));
+            }
+            ((uint4 *)J.h16)[t] = o;
+        } else {
+            float4 x = make_float4(0.f, 0.f, 0.f, 0.f), y = x;
+            if (j >= p) {
+                const uint4 v = ((const uint4 *)J.h16)[((size_t)b * a.S + (j - p)) * c8n + c / 8];
+                const float2 f0 = unpack2<T16>(v.x), f1 = unpack2<T16>(v.y),
+                             f2 = unpack2<T16>(v.z), f3 = unpack2<T16>(v.w);
+                x = make_float4(f0.x, f0.y, f1.x, f1.y);
+                y = make_float4(f2.x, f2.y, f3.x, f3.y);
+            }
+            f[0] = x;
+            f[1] = y;
         }
-        ((uint4 *)J.h16)[t] = o;
-    }
-}
-
-/* 16-bit -> float32, shifted back down; rows before the padding's end get zeros */
-template <typename T16, typename I> __global__ void k_dnn_out(dnn_cvt_t a)
-{
-    const dnn_job_t J = a.j[blockIdx.y];
-    const I c8n = (I)(J.cols / 8);
-    const I n = (I)a.B * (I)a.T * c8n;
-    for (I t = (I)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += (I)gridDim.x * blockDim.x) {
-        const int c = (int)(t % c8n) * 8;
-        const I r = t / c8n;
-        const int j = (int)(r % a.T), b = (int)(r / a.T);
-        const int p = dnn_pad(a, b);
-        float4 x = make_float4(0.f, 0.f, 0.f, 0.f), y = x;
-        if (j >= p) {
-            const uint4 v = ((const uint4 *)J.h16)[((size_t)b * a.S + (j - p)) * c8n + c / 8];
-            const float2 f0 = unpack2<T16>(v.x), f1 = unpack2<T16>(v.y), f2 = unpack2<T16>(v.z),
-                         f3 = unpack2<T16>(v.w);
-            x = make_float4(f0.x, f0.y, f1.x, f1.y);
-            y = make_float4(f2.x, f2.y, f3.x, f3.y);
-        }
-        float4 *dst = (float4 *)(J.f32 + b * J.sb + (size_t)j * J.sr + (size_t)(c / a.D) * J.sh +
-                                 c % a.D);
-        dst[0] = x;
-        dst[1] = y;
     }
 }
 
@@ -1157,25 +1145,34 @@ static unsigned char *dnn_scratch(cuda_t *c, dnn_plan_t *p, size_t bytes)
     return nullptr;
 }
 
-/* maxn: the largest job's count of 8-element chunks */
-template <typename T16> static void launch_in(cuda_t *c, const dnn_cvt_t &v, int nj, size_t maxn)
+template <typename T16, typename I>
+static void launch_copy_t(cuda_t *c, const dnn_cvt_t &v, dim3 grid, bool in)
 {
-    dim3 grid(cu_grid(maxn, 256), (unsigned)nj);
-    if (maxn < (1u << 31))
-        k_dnn_in<T16, unsigned><<<grid, 256, 0, c->st>>>(v);
+    if (in)
+        k_dnn_copy<T16, I, true><<<grid, 256, 0, c->st>>>(v);
     else
-        k_dnn_in<T16, size_t><<<grid, 256, 0, c->st>>>(v);
-    cu_launched(c, "k_dnn_in");
+        k_dnn_copy<T16, I, false><<<grid, 256, 0, c->st>>>(v);
 }
 
-template <typename T16> static void launch_out(cuda_t *c, const dnn_cvt_t &v, int nj, size_t maxn)
+/* the copies of nj jobs to cuDNN (in) or back; dt the 16-bit type */
+static void launch_copy(cuda_t *c, const dnn_cvt_t &v, int nj, bool in, int dt)
 {
-    dim3 grid(cu_grid(maxn, 256), (unsigned)nj);
-    if (maxn < (1u << 31))
-        k_dnn_out<T16, unsigned><<<grid, 256, 0, c->st>>>(v);
+    size_t maxn = 0; /* the largest job's count of 8-element chunks */
+    for (int i = 0; i < nj; i++) {
+        const size_t n = (size_t)v.B * (in ? v.S : v.T) * (size_t)(v.j[i].cols / 8);
+        maxn = n > maxn ? n : maxn;
+    }
+    const dim3 grid(cu_grid(maxn, 256), (unsigned)nj);
+    const bool small = maxn < (1u << 31);
+    if (dt == DT_BF16 && small)
+        launch_copy_t<__nv_bfloat16, unsigned>(c, v, grid, in);
+    else if (dt == DT_BF16)
+        launch_copy_t<__nv_bfloat16, size_t>(c, v, grid, in);
+    else if (small)
+        launch_copy_t<__half, unsigned>(c, v, grid, in);
     else
-        k_dnn_out<T16, size_t><<<grid, 256, 0, c->st>>>(v);
-    cu_launched(c, "k_dnn_out");
+        launch_copy_t<__half, size_t>(c, v, grid, in);
+    cu_launched(c, in ? "k_dnn_copy (to cuDNN)" : "k_dnn_copy (from cuDNN)");
 }
 
 static dnn_cvt_t cvt_of(const be_attn_t *a, int S)
@@ -1221,10 +1218,7 @@ bool cu_dnn_attn_fwd(cuda_t *c, const be_attn_t *a)
     v.j[0] = job_q(fptr(a->q), buf + oq, a);
     v.j[1] = job_kv(fptr(a->k), buf + ok, a);
     v.j[2] = job_kv(fptr(a->v), buf + ov, a);
-    if (dt == DT_BF16)
-        launch_in<__nv_bfloat16>(c, v, 3, nq / 8);
-    else
-        launch_in<__half>(c, v, 3, nq / 8);
+    launch_copy(c, v, 3, true, dt);
     d->scale = a->scale;
     const int64_t uids[] = {U_Q, U_K, U_V, U_O, U_STATS, U_SEQ_Q, U_SEQ_KV, U_SCALE, U_NINF_PAD,
                             U_NINF_CAUSAL};
@@ -1234,10 +1228,7 @@ bool cu_dnn_attn_fwd(cuda_t *c, const be_attn_t *a)
         return false;
     v.seq = nullptr;
     v.j[0] = job_q(fptr(a->out), buf + oo, a);
-    if (dt == DT_BF16)
-        launch_out<__nv_bfloat16>(c, v, 1, (size_t)a->B * a->Tq * a->H * a->D / 8);
-    else
-        launch_out<__half>(c, v, 1, (size_t)a->B * a->Tq * a->H * a->D / 8);
+    launch_copy(c, v, 1, false, dt);
     if (!be_null(a->lse)) {
         k_dnn_lse<<<cu_grid((size_t)a->B * a->H * a->Tq, 256), 256, 0, c->st>>>(
             v, fptr(a->lse), (const float *)(buf + ol), a->H, false);
@@ -1280,10 +1271,7 @@ bool cu_dnn_attn_bwd(cuda_t *c, const be_attn_t *a, be_ptr_t dout, be_ptr_t dq, 
     v.j[2] = job_kv(fptr(a->v), buf + off[2], a);
     v.j[3] = job_q(fptr(a->out), buf + off[3], a);
     v.j[4] = job_q(fptr(dout), buf + off[4], a);
-    if (dt == DT_BF16)
-        launch_in<__nv_bfloat16>(c, v, 5, nq / 8);
-    else
-        launch_in<__half>(c, v, 5, nq / 8);
+    launch_copy(c, v, 5, true, dt);
     k_dnn_lse<<<cu_grid(nl, 256), 256, 0, c->st>>>(v, (float *)(buf + off[8]), fptr(a->lse),
                                                    a->H, true);
     cu_launched(c, "k_dnn_lse");
@@ -1301,10 +1289,7 @@ bool cu_dnn_attn_bwd(cuda_t *c, const be_attn_t *a, be_ptr_t dout, be_ptr_t dq, 
     v.j[0] = job_q(fptr(dq), buf + off[5], a);
     v.j[1] = job_kv(fptr(dk), buf + off[6], a);
     v.j[2] = job_kv(fptr(dv), buf + off[7], a);
-    if (dt == DT_BF16)
-        launch_out<__nv_bfloat16>(c, v, 3, (size_t)a->B * a->Tq * a->H * a->D / 8);
-    else
-        launch_out<__half>(c, v, 3, (size_t)a->B * a->Tq * a->H * a->D / 8);
+    launch_copy(c, v, 3, false, dt);
     return true;
 }
 

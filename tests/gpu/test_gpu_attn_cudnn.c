@@ -27,16 +27,16 @@
 #include "backend/cuda.h"
 #include "support/testutil.h"
 
-static backend_t *gpu;
+static backend_t *gpu; /* NULL without a GPU: no_gpu says why */
+static char no_gpu[1100];
 static int quick;
-static char skip_why[1100];
 
 static int setup(void **state)
 {
     err_t e = ERR_INIT;
     quick = getenv("MXRLHF_GPU_QUICK") != NULL;
     if (be_open("cuda", &gpu, &e)) {
-        snprintf(skip_why, sizeof skip_why, "%s", e.msg);
+        snprintf(no_gpu, sizeof no_gpu, "%s", e.msg);
         gpu = NULL;
     }
     return 0;
@@ -48,22 +48,19 @@ static int teardown(void **state)
     return 0;
 }
 
-#define NEED_GPU()                                                                       \
-    do {                                                                                 \
-        if (!gpu) {                                                                      \
-            print_message("skipped: %s\n", skip_why);                                    \
-            skip();                                                                      \
-        }                                                                                \
-    } while (0)
-
-/* cuDNN loaded, or a skip (a failure under MXRLHF_REQUIRE_CUDNN=1) */
-static void need_cudnn(backend_t *be)
+/* a GPU, and with `cudnn` cuDNN loaded in gpu: else a skip (a failure when cuDNN is missing
+ * under MXRLHF_REQUIRE_CUDNN=1) */
+static void need(bool cudnn)
 {
+    if (!gpu) {
+        print_message("skipped: %s\n", no_gpu);
+        skip();
+    }
     err_t e = ERR_INIT;
     be_cuda_cudnn_t s;
-    if (be_cuda_cudnn(be, &s, &e))
+    if (be_cuda_cudnn(gpu, &s, &e))
         fail_msg("%s", e.msg);
-    if (s.version)
+    if (!cudnn || s.version)
         return;
     const char *req = getenv("MXRLHF_REQUIRE_CUDNN");
     if (req && !strcmp(req, "1"))
@@ -315,20 +312,19 @@ static const acase_t MODEL = {"model shape: GQA 14/2 D64, 8 x 1024", 8, 1024, 14
 
 static void cudnn_is_loaded_and_says_from_where(void **state)
 {
-    NEED_GPU();
+    need(false);
     err_t e = ERR_INIT;
     be_cuda_cudnn_t s;
     if (be_cuda_cudnn(gpu, &s, &e))
         fail_msg("%s", e.msg);
     print_message("%s\n", s.status);
-    need_cudnn(gpu);
+    need(true);
     assert_true(s.version >= 91002);
 }
 
 static void cudnn_attention_matches_the_exact_kernel(void **state)
 {
-    NEED_GPU();
-    need_cudnn(gpu);
+    need(true);
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++)
         check_case(&CASES[i], BE_CUDA_ATTN_FAST);
     check_case(&CASES[0], BE_CUDA_ATTN_FAST_NONDET);
@@ -351,8 +347,7 @@ static bool same_bits(const float *a, const float *b, size_t n, size_t *first)
 /* mode FAST: the same bits twice (asserted); FAST_NONDET: reported */
 static void cudnn_backward_gives_the_same_bits_twice(void **state)
 {
-    NEED_GPU();
-    need_cudnn(gpu);
+    need(true);
     const acase_t *c = quick ? &CASES[0] : &MODEL;
     abufs_t b = bufs_new(gpu, c);
     for (int m = 0; m < 2; m++) {
@@ -378,7 +373,7 @@ static void cudnn_backward_gives_the_same_bits_twice(void **state)
 
 static void without_cudnn_the_builtin_kernels_still_match(void **state)
 {
-    NEED_GPU();
+    need(false);
     err_t e = ERR_INIT;
     backend_t *be;
     setenv("MXRLHF_CUDNN", "off", 1);
@@ -411,13 +406,13 @@ static void without_cudnn_the_builtin_kernels_still_match(void **state)
 
 static void plans_are_listed(void **state)
 {
-    NEED_GPU();
+    need(false);
     be_cuda_cudnn_print(gpu, stdout);
+    need(true);
     err_t e = ERR_INIT;
     be_cuda_cudnn_t s;
     if (be_cuda_cudnn(gpu, &s, &e))
         fail_msg("%s", e.msg);
-    need_cudnn(gpu);
     print_message("cuDNN: %d plans built, %d shapes without a plan\n", s.plans, s.failed);
     assert_int_equal(s.failed, 0);
 }

@@ -640,6 +640,7 @@ static void cuda_destroy(backend_t *be)
 {
     cuda_t *c = CU(be);
     cudaStreamSynchronize(c->st);
+    cu_dnn_close(c);
     for (int i = 0; i < c->nplans; i++)
         plan_destroy(&c->plans[i]);
     free(c->plans);
@@ -875,6 +876,10 @@ extern "C" int be_cuda_open(backend_t **out, err_t *e)
         c->attn = BE_CUDA_ATTN_TF32;
     else if (am && !strcmp(am, "accurate"))
         c->attn = BE_CUDA_ATTN_ACCURATE;
+    else if (am && !strcmp(am, "tiles"))
+        c->attn = BE_CUDA_ATTN_TILES;
+    else if (am && !strcmp(am, "fast-nondet"))
+        c->attn = BE_CUDA_ATTN_FAST_NONDET;
     cudaRuntimeGetVersion(&c->runtime_version);
     cudaDriverGetVersion(&c->driver_version);
     cublasStatus_t ls = CUBLAS_STATUS_SUCCESS;
@@ -900,6 +905,7 @@ extern "C" int be_cuda_open(backend_t **out, err_t *e)
         goto fail;
     }
     cu_mxg_init(c);
+    cu_dnn_open(c);
     c->be.ops = &cuda_ops;
     c->be.impl = c;
     *out = &c->be;
@@ -913,7 +919,7 @@ fail:
     return e->code;
 }
 
-static cuda_t *as_cuda(backend_t *be, err_t *e)
+cuda_t *as_cuda(backend_t *be, err_t *e)
 {
     if (!be || (be->ops != &cuda_ops && be->ops != &cuda_prof_ops)) {
         err_set(e, ERR_INPUT, "not a cuda backend (%s)", be_name(be));

@@ -3,6 +3,7 @@
  * cuda_backend.cu  the table, memory, streams, cuBLASLt GEMMs (linear layers), info
  * cuda_ops.cu      RMSNorm, RoPE, SwiGLU, embedding, losses, AdamW, reductions
  * cuda_attn.cu     attention: the exact float32 kernel and the tensor-core tiles
+ * cuda_cudnn.cu    attention through cuDNN's fused flash attention (loaded with dlopen)
  * cuda_mx.cu       MX fake quant and GEMM-operand preparation (bf16 / fp16 / fp32)
  * cuda_mxgemm.cu   MX GEMMs on the FP8 / INT8 tensor cores (quantize to bytes + scales)
  * cuda_sample.cu   sampling on the device
@@ -46,6 +47,7 @@ enum {
     CS_ATT16,  /* 16-bit copies of attention's Q, K, V, dO */
     CS_MXA,    /* MX GEMM operand A as tensor-core bytes + scales (cuda_mxgemm.cu) */
     CS_MXB,    /* MX GEMM operand B (weights without a cache, x for dW) */
+    CS_CUDNN,  /* cuDNN attention: 16-bit copies, statistics, cuDNN's workspace */
     CS_COUNT
 };
 
@@ -69,6 +71,7 @@ enum { DT_F32, DT_BF16, DT_F16 };
 
 typedef struct gemm_plan gemm_plan_t;
 typedef struct mxg_cache mxg_cache_t; /* a weight's tensor-core copies (cuda_mxgemm.cu) */
+typedef struct cu_dnn cu_dnn_t; /* cuDNN state (cuda_cudnn.cu); NULL until open */
 
 typedef struct cuda_be {
     backend_t be;
@@ -93,6 +96,7 @@ typedef struct cuda_be {
     prep_rec_t rec[CS_COUNT]; /* for CS_XA, CS_XB, CS_MXA, CS_MXB */
     bool mxg_on;              /* MX GEMMs on the tensor cores where they map */
     long mxg_native, mxg_emulated; /* MX GEMMs run natively / left to the emulation */
+    cu_dnn_t *dnn;
 } cuda_t;
 
 static inline cuda_t *CU(backend_t *be) { return (cuda_t *)be->impl; }
@@ -100,6 +104,9 @@ static inline cuda_t *CU(backend_t *be) { return (cuda_t *)be->impl; }
 static inline void *vptr(be_ptr_t p) { return p.buf ? (void *)(p.buf->d + p.off) : nullptr; }
 static inline float *fptr(be_ptr_t p) { return (float *)vptr(p); }
 static inline int32_t *iptr(be_ptr_t p) { return (int32_t *)vptr(p); }
+
+/* the backend behind be, or NULL and ERR_INPUT when it is not a CUDA backend */
+cuda_t *as_cuda(backend_t *be, err_t *e);
 
 /* sticky errors (cuda_backend.cu) */
 void cu_fail(cuda_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -168,6 +175,18 @@ void cu_epilogue(cuda_t *c, float *y, const float *t, const float *b, int M, int
                  prec_compute_t compute);
 /* db (N) += column sums of round(dy (M, N)); fixed 64-row chunks, combined in order */
 void cu_colsum_acc(cuda_t *c, float *db, const float *dy, int M, int N, prec_compute_t compute);
+
+/* ---- cuDNN's fused attention (cuda_cudnn.cu) ------------------------------------------ */
+
+/* Load cuDNN (never fails: without it the state says why and the calls below return
+ * false); close releases plans, handle and library. */
+void cu_dnn_open(cuda_t *c);
+void cu_dnn_close(cuda_t *c);
+/* Attention through cuDNN when the mode, compute type and shape allow it: true when the
+ * op was enqueued, false when the caller must run its own kernels (nothing written). */
+bool cu_dnn_attn_fwd(cuda_t *c, const be_attn_t *a);
+bool cu_dnn_attn_bwd(cuda_t *c, const be_attn_t *a, be_ptr_t dout, be_ptr_t dq, be_ptr_t dk,
+                     be_ptr_t dv);
 
 /* ---- ops implemented outside cuda_backend.cu ----------------------------------------- */
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/cuda.h"
 #include "energy/source.h"
 #include "pipeline/baseline.h"
 #include "precision/precision.h"
@@ -298,9 +299,11 @@ typedef struct plan_info {
     long rm_pairs;
 } plan_info_t;
 
-/* "native" or "emulated" for what a phase computes under these tables on this backend: MX
- * formats are fake-quantized on every backend (emulated); 16-bit types run natively on
- * cuda's tensor cores and are rounded in fp32 on the CPU. */
+/* "native" or "emulated" for what a phase computes under these tables on this backend: an
+ * MX GEMM is native where cuda runs its pair of operands on the tensor cores (operands
+ * (0,1), (2,3), (4,5); be_cuda_mxgemm_native is the dispatch's own test), fake-quantized
+ * otherwise (emulated); 16-bit types run natively on cuda's tensor cores and are rounded
+ * in fp32 on the CPU. */
 static const char *exec_of(const prec_table_t *const *t, const prec_phase_t *ph, int n,
                            bool all_ops, const char *backend)
 {
@@ -313,7 +316,10 @@ static const char *exec_of(const prec_table_t *const *t, const prec_phase_t *ph,
         for (int i = 0; i < t[k]->nlayers; i++)
             for (int op = 0; op < (all_ops ? PREC_OPERAND_COUNT : 2); op++) {
                 const mx_spec_t *s = prec_spec(t[k], i, ph[k], (prec_operand_t)op);
-                if (mx_format_info(s->format)->is_mx)
+                const mx_spec_t *o = prec_spec(t[k], i, ph[k], (prec_operand_t)(op ^ 1));
+                if (mx_format_info(s->format)->is_mx &&
+                    (strcmp(backend, "cuda") ||
+                     !be_cuda_mxgemm_native(s, o, prec_compute_for(t[k], ph[k]))))
                     mx = true;
                 else if (s->format != MX_FP32)
                     half = true;

@@ -28,13 +28,15 @@ HW_C_OBJ := $(HW_C_SRC:%.c=$(HW)/c/%.o)
 HW_LIB   := $(HW)/libmxhw.a
 HW_RTL   := hw/rtl/mx_pe.v hw/rtl/fp32_add.v hw/rtl/sum_tree.v
 HW_SC    := hw/systemc/mx_pe_sc.cpp hw/bench/pe_bench.cpp
-HW_SC_ARRAY := hw/systemc/mx_pe_sc.cpp hw/systemc/mx_array_sc.cpp
+HW_SC_ARRAY := hw/systemc/mx_pe_sc.cpp hw/systemc/mx_array_sc.cpp hw/bench/array_bench.cpp
 
 HW_PE_SC  := $(HW)/pe_bench_sc
 HW_PE_VL  := $(HW)/vl/pe_bench_vl
 HW_RANDOM := $(HW)/pe_random
 HW_ARRAY  := $(HW)/array_bench_sc
+HW_ARRAY_VL := $(HW)/vla/array_bench_vl
 HW_FIX    := hw/vectors
+HW_GEMM   := $(HW_FIX)/default_gemm.txt
 
 .PHONY: hw hw-test hw-test-long hw-synth hw-sims
 
@@ -58,7 +60,7 @@ $(HW_PE_SC): hw/systemc/pe_bench_sc.cpp $(HW_SC) hw/systemc/mx_pe_sc.h hw/bench/
 	  -lsystemc -fopenmp -lm
 
 $(HW_ARRAY): hw/systemc/array_bench_sc.cpp $(HW_SC_ARRAY) hw/systemc/mx_pe_sc.h \
-             hw/systemc/mx_array_sc.h $(HW_LIB) | $(HW_DEPS)
+             hw/systemc/mx_array_sc.h hw/bench/array_bench.h $(HW_LIB) | $(HW_DEPS)
 	@echo "  C++     $@"
 	$(Q)$(HW_CXX) $(HW_CXXFLAGS) hw/systemc/array_bench_sc.cpp $(HW_SC_ARRAY) $(HW_LIB) -o $@ \
 	  -lsystemc -fopenmp -lm
@@ -79,7 +81,25 @@ $(HW_PE_VL): hw/rtl/mx_pe_bank.v $(HW_RTL) hw/verilator/pe_bench_vl.cpp hw/bench
 	  $(abspath hw/rtl/mx_pe_bank.v $(HW_RTL) hw/verilator/pe_bench_vl.cpp hw/bench/pe_bench.cpp) \
 	  >$(@D)/verilate.log 2>&1 || { tail -30 $(@D)/verilate.log; exit 1; }
 
-hw-sims: $(HW_PE_SC) $(HW_PE_VL) $(HW_RANDOM) $(HW_ARRAY)
+# The RTL array for the committed GEMM case: its formats and k are Verilog parameters, read
+# from the case's "gemm" line; 2 x 2 PEs (the schedule covers any size; a small array keeps
+# the verilated model quick to compile).
+hw_fmt = $$(awk '/^gemm/ {print $$$(1); exit}' $(HW_GEMM) | \
+  awk '{n = split("$(HW_FORMATS)", f, " "); for (i = 1; i <= n; i++) if (f[i] == $$1) print i - 1}')
+$(HW_ARRAY_VL): hw/rtl/mx_array.v $(HW_RTL) hw/verilator/array_bench_vl.cpp hw/bench/array_bench.cpp \
+                hw/bench/array_bench.h $(HW_GEMM) $(HW_LIB) | $(HW_DEPS)
+	@echo "  VERILATE $@"
+	@mkdir -p $(@D)
+	$(Q)fa=$(call hw_fmt,2); fb=$(call hw_fmt,3); k=$$(awk '/^gemm/ {print $$4; exit}' $(HW_GEMM)); \
+	verilator --cc --exe --build -j 2 -Wall -Wno-WIDTH -Wno-DECLFILENAME --top-module mx_array \
+	  -GR=2 -GC=2 -GFMT_A=$$fa -GFMT_B=$$fb -GK=$$k --Mdir $(abspath $(@D)) -o $(notdir $@) \
+	  -CFLAGS "-std=c++17 -O1 -I$(abspath src) -I$(abspath hw/bench) -DARR_R=2 -DARR_C=2 \
+	           -DARR_FA=$$fa -DARR_FB=$$fb -DARR_K=$$k" \
+	  -LDFLAGS "$(abspath $(HW_LIB)) -fopenmp -lm" \
+	  $(abspath hw/rtl/mx_array.v $(HW_RTL) hw/verilator/array_bench_vl.cpp hw/bench/array_bench.cpp) \
+	  >$(@D)/verilate.log 2>&1 || { tail -30 $(@D)/verilate.log; exit 1; }
+
+hw-sims: $(HW_PE_SC) $(HW_PE_VL) $(HW_RANDOM) $(HW_ARRAY) $(HW_ARRAY_VL)
 
 # ---- tests --------------------------------------------------------------------------------
 
@@ -105,15 +125,16 @@ hw-test: hw-sims
 	@! $(HW_PE_VL) $(HW)/wrong.vec >$(HW)/wrong.vl.log && grep -q "vectors match" $(HW)/wrong.vl.log
 	@echo "   both reported the mismatch and exited 1"
 	@echo "== the PE array on a real layer's GEMM"
-	@$(HW_SC_ENV) $(HW_ARRAY) $(HW_FIX)/default_gemm.txt 4 4
-	@$(HW_SC_ENV) $(HW_ARRAY) $(HW_FIX)/default_gemm.txt 3 5
+	@$(HW_SC_ENV) $(HW_ARRAY) $(HW_GEMM) 4 4
+	@$(HW_SC_ENV) $(HW_ARRAY) $(HW_GEMM) 3 5
+	@$(HW_ARRAY_VL) $(HW_GEMM)
 endif
 
 hw-test-long: hw-sims
 	@$(HW_RANDOM) $(HW)/random_long.vec 2000 $(HW_SEED)
 	$(call hw_both,$(HW)/random_long.vec)
 	$(call hw_both,$(HW_FIX)/default_real.vec)
-	@$(HW_SC_ENV) $(HW_ARRAY) $(HW_FIX)/default_gemm.txt 8 8
+	@$(HW_SC_ENV) $(HW_ARRAY) $(HW_GEMM) 8 8
 
 # ---- synthesis -----------------------------------------------------------------------------
 
@@ -147,20 +168,22 @@ $(HW_SYN)/shell_%.pnr.txt: $(HW_SYN)/pe_%.ice40.txt hw/synth/pe_shell.v hw/synth
 	    $(HW_RTL) hw/synth/pe_shell.v && hw/synth/pnr.sh $(HW_SYN) shell_$*; \
 	fi
 
-HW_ARR := array_2x2_mxfp4_e2m1
+# The array at a small size: 2 x 2 MXFP4 PEs of k = 8 lanes (four k = 32 PEs would not fit
+# the HX8K: one alone needs about 3,300 LUT4s).
+HW_ARR := array_2x2_mxfp4_e2m1_k8
 HW_ARR_SRC := $(HW_RTL) hw/rtl/mx_array.v
-HW_ARR_P := -set R 2 -set C 2 -set FMT_A 4 -set FMT_B 4 -set K 32
+HW_ARR_P := -set R 2 -set C 2 -set FMT_A 4 -set FMT_B 4 -set K 8
 $(HW_SYN)/$(HW_ARR).ice40.txt: $(HW_SYN_DEPS) hw/rtl/mx_array.v
-	@echo "  YOSYS   array 2x2 mxfp4_e2m1 (iCE40)"
+	@echo "  YOSYS   array 2x2 mxfp4_e2m1 k=8 (iCE40)"
 	$(Q)hw/synth/synth.sh ice40 $(HW_SYN) $(HW_ARR) mx_array "$(HW_ARR_P)" $(HW_ARR_SRC)
 $(HW_SYN)/$(HW_ARR).gates.txt: $(HW_SYN_DEPS) hw/rtl/mx_array.v
-	@echo "  YOSYS   array 2x2 mxfp4_e2m1 (gates)"
+	@echo "  YOSYS   array 2x2 mxfp4_e2m1 k=8 (gates)"
 	$(Q)hw/synth/synth.sh gates $(HW_SYN) $(HW_ARR) mx_array "$(HW_ARR_P)" $(HW_ARR_SRC)
 $(HW_SYN)/$(HW_ARR).mul.txt: $(HW_SYN_DEPS) hw/rtl/mx_array.v
 	$(Q)hw/synth/synth.sh mul $(HW_SYN) $(HW_ARR) mx_array "$(HW_ARR_P)" $(HW_ARR_SRC)
 $(HW_SYN)/shell_$(HW_ARR).pnr.txt: $(HW_SYN)/$(HW_ARR).ice40.txt hw/synth/array_shell.v hw/synth/pnr.sh
 	@echo "  YOSYS   array 2x2 in its shell, then NEXTPNR"
-	$(Q)hw/synth/synth.sh ice40 $(HW_SYN) shell_$(HW_ARR) array_shell "-set R 2 -set C 2 -set FMT 4 -set K 32" \
+	$(Q)hw/synth/synth.sh ice40 $(HW_SYN) shell_$(HW_ARR) array_shell "-set R 2 -set C 2 -set FMT 4 -set K 8" \
 	  $(HW_ARR_SRC) hw/synth/array_shell.v && hw/synth/pnr.sh $(HW_SYN) shell_$(HW_ARR)
 
 HW_SYN_OUT := $(foreach f,$(HW_FORMATS),$(foreach s,ice40 gates mul,$(HW_SYN)/pe_$(f).$(s).txt) \

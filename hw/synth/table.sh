@@ -32,6 +32,6 @@ echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for f in mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4_e2m1 mxint8; do
   row "PE $f, k = 32" "pe_$f" "shell_$f"
 done
-row "array 2 x 2, mxfp4_e2m1, k = 32" array_2x2_mxfp4_e2m1 shell_array_2x2_mxfp4_e2m1
+row "array 2 x 2, mxfp4_e2m1, k = 8" array_2x2_mxfp4_e2m1_k8 shell_array_2x2_mxfp4_e2m1_k8
 echo
 echo "Tools: $tools; device iCE40 HX8K (CT256), seed 1."

@@ -219,6 +219,17 @@ static void the_projection_file(void **state)
     assert_non_null(strstr(md, "mxdotp"));
     assert_non_null(strstr(md, "The measured baseline: nvml."));
     free(md);
+    /* with the synthesis table beside the projection it is shown, figures as written */
+    write_text(d, "hw/synthesis.csv",
+               "design,lut4,carry,ff,multipliers,dsp,gates,transistors,fits_hx8k,lc_hx8k,"
+               "fmax_mhz,tools\n\"PE mxfp4_e2m1, k = 32\",3273,626,127,32,0,5615,40480,yes,"
+               "4100,21.5,\"Yosys 0.23\"\n");
+    f = open_memstream(&md, &mdlen);
+    assert_int_equal(report_hw_section(f, d, &e), 0);
+    fclose(f);
+    assert_non_null(strstr(md, "| PE mxfp4_e2m1, k = 32 | 3273 | 626 | 127 | 32 | 5615 | 40480 | yes | "
+                               "21.500 | Yosys 0.23 |"));
+    free(md);
 
     /* without energy.csv the GPU columns are empty, the rest is there */
     char *en = fs_join(d, "baseline/energy.csv");

@@ -415,7 +415,7 @@ int report_hw_project(const report_hw_project_opts_t *o, report_hw_project_resul
     head[nh++] = "plan";
     head[nh++] = "phase";
     head[nh++] = "macs";
-    static char fnames[MX_FORMAT_COUNT][32];
+    char fnames[MX_FORMAT_COUNT][32];
     for (int f = 0; f < MX_FORMAT_COUNT; f++) {
         snprintf(fnames[f], sizeof fnames[f], "macs_%s", mx_format_name((mx_format_t)f));
         head[nh++] = fnames[f];

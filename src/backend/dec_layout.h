@@ -331,4 +331,87 @@ DL_HD int dl_decode8(int f, const uint32_t *raw, uint32_t sb, uint32_t *r)
     return 1;
 }
 
+/* ---- the GEMV's work split ------------------------------------------------------------------ */
+
+/* How one decode GEMV launch is cut up. A CTA of 8 warps works on a tile: RT row tiles of
+ * 16 weight rows (for SwiGLU RT/2 of gate and RT/2 of up rows, the same output columns),
+ * over one of S splits of K (KR elements each, whole DL_UNITs); its 8 / RT warps per row
+ * tile share the split's units and add up in shared memory, and the S splits of a row
+ * group add up through global memory (the last CTA to arrive sums them in split order). */
+typedef struct dl_plan {
+    int NT;     /* 8-row column tiles of the activation operand: 1, 2, 4 or 8 (M <= 8 NT) */
+    int RT;     /* row tiles per CTA tile: 1, 2, 4 or 8 (SwiGLU: 2, 4, 8) */
+    int S;      /* splits of K */
+    int KR;     /* elements of K per split, a multiple of DL_UNIT */
+    int groups; /* row groups (CTA tiles per split) over all segments */
+    int smem;   /* dynamic shared memory of a CTA, bytes */
+} dl_plan_t;
+
+/* row groups of segments N[0..nseg) at RT row tiles per group */
+DL_HD int dl_groups(const int *N, int nseg, int swiglu, int RT)
+{
+    if (swiglu)
+        return (N[0] + 8 * RT - 1) / (8 * RT);
+    int g = 0;
+    for (int i = 0; i < nseg; i++)
+        g += (N[i] + 16 * RT - 1) / (16 * RT);
+    return g;
+}
+
+/* shared memory of a CTA: the activation operand (8 NT rows of KR bf16 in DL_UNIT slots,
+ * rows 32 bytes apart beyond a multiple of 128, so that the four row groups of a half-warp
+ * read distinct banks), the warps' partial sums and the tile's sums */
+DL_HD int dl_smem(int NT, int RT, int KR)
+{
+    const int kr = (KR + DL_UNIT - 1) / DL_UNIT * DL_UNIT;
+    return 8 * NT * (2 * kr + 32) + 8 * 16 * 8 * NT * 4 + RT * 16 * 8 * NT * 4;
+}
+
+/* The split of one launch: M rows of K, segments N[], xblock the input spec's MX block (0
+ * for casts), norm (needs whole rows, S = 1), sms multiprocessors, smem_max bytes per CTA.
+ * RT: the most row tiles that still give every multiprocessor a tile; S: K split further
+ * while there are fewer tiles than multiprocessors and each split keeps at least 4 units,
+ * or while the operand does not fit shared memory; split boundaries on the input's blocks.
+ * RT = 0 when nothing fits (the caller composes the op instead). */
+static inline dl_plan_t dl_plan_make(int M, int K, const int *N, int nseg, int swiglu, int norm,
+                                     int xblock, int sms, int smem_max)
+{
+    dl_plan_t p;
+    p.NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
+    p.RT = swiglu ? 2 : 1;
+    for (int rt = 8; rt >= (swiglu ? 2 : 1); rt /= 2)
+        if (dl_groups(N, nseg, swiglu, rt) >= sms) {
+            p.RT = rt;
+            break;
+        }
+    p.groups = dl_groups(N, nseg, swiglu, p.RT);
+    const int nu = (K + DL_UNIT - 1) / DL_UNIT;
+    /* split boundaries fall on multiples of L: whole units and whole input blocks */
+    int L = DL_UNIT;
+    if (xblock > 0 && xblock % DL_UNIT != 0 && DL_UNIT % xblock != 0)
+        L = 0;
+    else if (xblock > DL_UNIT)
+        L = xblock;
+    int S = 1;
+    if (!norm && L && p.groups < sms && nu >= 8) {
+        S = (sms + p.groups - 1) / p.groups;
+        S = S < nu / 4 ? S : nu / 4;
+    }
+    for (;;) {
+        int KR = S <= 1 ? nu * DL_UNIT : ((K + S - 1) / S + L - 1) / L * L;
+        if (KR > nu * DL_UNIT)
+            KR = nu * DL_UNIT;
+        p.S = (K + KR - 1) / KR;
+        p.KR = KR;
+        p.smem = dl_smem(p.NT, p.RT, KR);
+        if (p.smem <= smem_max)
+            return p;
+        if (norm || !L || KR <= L) {
+            p.RT = 0; /* does not fit */
+            return p;
+        }
+        S = p.S + 1;
+    }
+}
+
 #endif

@@ -620,6 +620,22 @@ static void dec_sample_draws_masks_and_records(void **state)
     free(l), free(chk);
 }
 
+/* the rule the CUDA decode path and the report's `execution` label share */
+static void native_decoding_needs_bf16_exact_operands(void **state)
+{
+    const mx_spec_t m4 = mx_spec_default(MX_FP4_E2M1), m8 = mx_spec_default(MX_FP8_E4M3),
+                    b16 = mx_spec_default(MX_BF16), f16 = mx_spec_default(MX_FP16),
+                    f32 = mx_spec_default(MX_FP32);
+    assert_true(be_dec_native(&m4, &m4, PREC_COMPUTE_FP32));
+    assert_true(be_dec_native(&m4, &m8, PREC_COMPUTE_FP32));
+    assert_true(be_dec_native(&m8, &b16, PREC_COMPUTE_FP32));
+    assert_true(be_dec_native(&b16, &b16, PREC_COMPUTE_FP32));
+    assert_true(be_dec_native(&f32, &f32, PREC_COMPUTE_BF16));  /* both rounded to bf16 */
+    assert_false(be_dec_native(&m4, &f32, PREC_COMPUTE_FP32));  /* a float32 activation */
+    assert_false(be_dec_native(&f16, &b16, PREC_COMPUTE_FP32)); /* fp16 values are no bf16 */
+    assert_false(be_dec_native(&m4, &m4, PREC_COMPUTE_FP16));   /* outputs rounded to fp16 */
+}
+
 static int setup(void **state)
 {
     err_t e = ERR_INIT;
@@ -645,6 +661,7 @@ int main(void)
         cmocka_unit_test(dec_linear_is_norm_linear_and_epilogue),
         cmocka_unit_test(dec_attn_is_rope_cache_write_and_attention),
         cmocka_unit_test(dec_sample_draws_masks_and_records),
+        cmocka_unit_test(native_decoding_needs_bf16_exact_operands),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

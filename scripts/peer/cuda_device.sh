@@ -13,7 +13,9 @@
 #   D/cuda_peer.py
 # Usage: cuda_device.sh D OUT [SECONDS]   (the whole run stays within SECONDS, default 230;
 #        parts: env var PARTS, default "tests bench peer sanitize"; "compile" adds the
-#        torch.compile'd peer training step with whatever time is left)
+#        torch.compile'd peer training step with whatever time is left; "decode" runs only
+#        issue 16's decoding: test_gpu_decode, `cuda_bench decode`, the peer's generate,
+#        and a table of the targets)
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
 T0=$(date +%s)
@@ -64,6 +66,47 @@ for p in $PARTS; do
         summary+=("sanitizer $tool $t: rc $rc ($(grep -cE '^========= (Invalid|Race|Error|.*hazard)' "$OUT/sanitizer.log") reports so far; $(tail -1 "$OUT/sanitizer.log" | cut -c1-80))")
       done
     done ;;
+  decode)
+    s=$(date +%s)
+    timeout $(( $(left) / 3 )) "$D/bin/test_gpu_decode" >"$OUT/test_gpu_decode.log" 2>&1; rc=$?
+    grep -E "^\[  (FAILED|ERROR|SKIPPED) \]|relative L2|bit-exact|agree|within|log-probs|ERROR|Failure" \
+      "$OUT/test_gpu_decode.log" | head -60
+    summary+=("test_gpu_decode: rc $rc ($(( $(date +%s) - s )) s): $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test_gpu_decode.log" | tr '\n' ' ')")
+    timeout $(( $(left) - 60 )) "$D/bin/cuda_bench" decode >"$OUT/bench_decode.log" 2>&1; rc=$?
+    grep -v cuda_bench_decode_json "$OUT/bench_decode.log"
+    summary+=("cuda_bench decode: rc $rc")
+    timeout $(( $(left) - 5 )) python3 "$D/cuda_peer.py" --decode-only >"$OUT/peer_decode.log" 2>&1; rc=$?
+    grep -v cuda_peer_decode_json "$OUT/peer_decode.log" | tail -4
+    summary+=("cuda_peer decode: rc $rc")
+    python3 - "$OUT" <<'PY'
+import json, os, sys
+o = sys.argv[1]
+def js(name, key):
+    try:
+        for line in open(os.path.join(o, name)):
+            if line.startswith(key):
+                return json.loads(line[len(key):])
+    except OSError:
+        pass
+a, b = js("bench_decode.log", "cuda_bench_decode_json "), js("peer_decode.log", "cuda_peer_decode_json ")
+if a:
+    g = a["copy_gbs"] * 1e9
+    print(f"card {a['device']}, copy {a['copy_gbs']:.0f} GB/s; {a.get('graph_note') or 'graphs recorded'}")
+    for B in (8, 32):
+        t = a[f"step_bf16_b{B}_s"]
+        fl = (a["weight_bytes_bf16"]) / g
+        print(f"bf16 step batch {B}: {t*1e3:.3f} ms = {t/fl:.2f} x its weight bytes at the copy ceiling "
+              f"(target {'1.5' if B == 8 else '2'} x)")
+    for f, tgt in (("mxfp4", 0.45), ("mxfp8", 0.65)):
+        r = a[f"step_{f}_b8_s"] / a["step_bf16_b8_s"]
+        print(f"{f} step / bf16 step, batch 8: {r:.3f} (target <= {tgt})")
+    print(f"batch 32 new tokens/s (bf16): {a['b32_bf16_tokens_per_s']:.0f} (target >= 40000); mxfp4 {a['b32_mxfp4_tokens_per_s']:.0f}")
+    if b:
+        print(f"rollout 8 x (128 + 128): ours {a['rollout_tokens_per_s']:.0f} new tokens/s, transformers "
+              f"{b['rollout_tokens_per_s']:.0f}: {a['rollout_tokens_per_s'] / b['rollout_tokens_per_s']:.1f} x (target >= 25 x); "
+              f"batch 32: {a['b32_bf16_tokens_per_s'] / b['b32_tokens_per_s']:.1f} x")
+PY
+    ;;
   compile)
     lim=$(( $(left) - 5 ))
     if [ "$lim" -lt 30 ]; then summary+=("peer torch.compile: no time left"); continue; fi

@@ -21,14 +21,15 @@ rm -f "$DEST"/debs/*.deb
 for f in "$DEST"/debs/*.deb "$B"/debs/*.deb; do dpkg -x "$f" "$B/depsroot"; done
 make -j"${JOBS:-2}" NO_DEPS=1 DEPS_PREFIX="$B/depsroot" MARCH=x86-64-v3 BUILD="$B" \
   "$B/rel/mxrlhf" "$B/rel/tests/gpu/test_gpu_ops" "$B/rel/tests/gpu/test_gpu_model" \
-  "$B/rel/bench/cuda_bench"
-for f in rel/mxrlhf rel/tests/gpu/test_gpu_ops rel/tests/gpu/test_gpu_model rel/bench/cuda_bench; do
+  "$B/rel/tests/gpu/test_gpu_decode" "$B/rel/bench/cuda_bench"
+for f in rel/mxrlhf rel/tests/gpu/test_gpu_ops rel/tests/gpu/test_gpu_model \
+         rel/tests/gpu/test_gpu_decode rel/bench/cuda_bench; do
   cp "$B/$f" "$B/bin/" && strip --strip-debug "$B/bin/$(basename "$f")"
 done
 tar -czf "$DEST/bin.tar.gz" -C "$B" bin
 cp "$SHARED/mx-golden/mx_golden.bin" "$DEST/shared/mx-golden/"
 # the fixtures the GPU tests read (they find them through $MXRLHF_FIXTURES, set by the
 # device scripts, from whatever directory they run in)
-rm -rf "$DEST/fixtures" && mkdir -p "$DEST/fixtures" && cp -r tests/fixtures/model tests/fixtures/mx "$DEST/fixtures/"
+rm -rf "$DEST/fixtures" && mkdir -p "$DEST/fixtures" && cp -r tests/fixtures/model tests/fixtures/mx tests/fixtures/tokenizer "$DEST/fixtures/"
 cp scripts/peer/cuda_peer.py scripts/peer/cuda_device.sh "$DEST/"
 du -sh "$DEST"

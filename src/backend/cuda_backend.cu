@@ -535,6 +535,7 @@ static const void *weight(cuda_t *c, const be_linear_t *a, mx_axis_t axis, int d
         en->bytes = bytes;
     }
     cu_prepare(c, en->d, dt, w, a->N, a->K, axis, s, a->compute, a->seed, stream);
+    c->wbuilt = true;
     en->valid = true;
     en->version = a->wversion;
     en->spec = *s;

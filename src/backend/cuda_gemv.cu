@@ -172,6 +172,7 @@ static cu_dentry_t *dentry_get(cuda_t *c, const be_linear_t *a)
     k_pack_codes<<<cu_grid(groups, 256), 256, 0, c->st>>>(d->d, d->d + off, w, N, K, k, nb, fmt, f,
                                                           (int)s->round, a->seed, stream);
     cu_launched(c, "k_pack_codes");
+    c->wbuilt = true;
     d->valid = true;
     d->version = a->wversion;
     d->spec = *s;
@@ -275,6 +276,23 @@ __device__ __forceinline__ uint32_t exact16(uint32_t u, int rc)
     return (rc ? cm_cast_bf16(u) : u) >> 16;
 }
 
+/* The exact path of a chunk (out of line: rare, and it would bloat the loop). */
+template <int FMT> __device__ __noinline__ uint4 exact_chunk(uint32_t raw0, uint32_t raw1, uint32_t sb, int rc)
+{
+    const uint32_t raw[2] = {raw0, raw1};
+    uint32_t h[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        h[i] = exact16(dl_value(FMT, raw_code<FMT>(raw, i), sb), rc);
+    const int p = dl_pairing(FMT);
+    uint4 r;
+    r.x = h[dl_slot(p, 0)] | h[dl_slot(p, 1)] << 16;
+    r.y = h[dl_slot(p, 2)] | h[dl_slot(p, 3)] << 16;
+    r.z = h[dl_slot(p, 4)] | h[dl_slot(p, 5)] << 16;
+    r.w = h[dl_slot(p, 6)] | h[dl_slot(p, 7)] << 16;
+    return r;
+}
+
 /* a chunk's four bf16x2 operand registers: dl_decode8, or the exact path when the block's
  * scale leaves bf16's normal range */
 template <int FMT>
@@ -282,14 +300,10 @@ __device__ __forceinline__ void decode_chunk(const uint32_t *raw, uint32_t sb, i
 {
     if (dl_decode8(FMT, raw, sb, r))
         return;
-    uint32_t h[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-        h[i] = exact16(dl_value(FMT, raw_code<FMT>(raw, i), sb), rc);
-    const int p = dl_pairing(FMT);
-#pragma unroll
-    for (int q = 0; q < 4; q++)
-        r[q] = h[dl_slot(p, 2 * q)] | h[dl_slot(p, 2 * q + 1)] << 16;
+    if (FMT != DL_BF16) {
+        const uint4 q = exact_chunk<FMT>(raw[0], raw[1], sb, rc);
+        r[0] = q.x, r[1] = q.y, r[2] = q.z, r[3] = q.w;
+    }
 }
 
 /* A weight stored as the decode path reads it: packed codes + scales (nb per row, blocks of
@@ -335,10 +349,9 @@ __device__ __forceinline__ void load_unit(unit_t<FMT> &u, const wsrc_t &s, int r
     }
 }
 
-/* The scalar path's chunk: element k0 + 8j + i of row r decoded one by one. */
+/* The scalar path's chunk: element k0 + 8j + i of row r decoded one by one (out of line). */
 template <int FMT>
-__device__ __forceinline__ void scalar_chunk(const wsrc_t &s, int r, int K, int k, int rc,
-                                             uint32_t *out)
+__device__ __noinline__ void scalar_chunk(const wsrc_t &s, int r, int K, int k, int rc, uint32_t *out)
 {
     uint32_t h[8];
 #pragma unroll
@@ -817,7 +830,13 @@ static void gemv_launch(cuda_t *c, const float *x, const float *norm_w, float ep
     per_sm = per_sm < 1 ? 1 : per_sm;
     const int grid = a.ntiles < sms * per_sm ? a.ntiles : sms * per_sm;
     void *args[] = {&a};
+    /* a kernel that starts early reads its weights before it waits: not when they were just
+     * (re)built by the work right before it */
+    const bool pdl = c->pdl;
+    if (c->wbuilt)
+        c->pdl = false;
     cu_launch_pdl(c, fn, dim3((unsigned)grid), dim3(256), (size_t)p.smem, args, "k_dec_gemv");
+    c->pdl = pdl;
 }
 
 /* The layers of a fused op, grouped into launches of one weight format. */
@@ -826,6 +845,7 @@ static void gemv_run(cuda_t *c, const float *x, const float *norm_w, float eps, 
 {
     int fmt[BE_DEC_MAX_LIN];
     wsrc_t w[BE_DEC_MAX_LIN];
+    c->wbuilt = false;
     for (int i = 0; i < n; i++)
         if (!weight_src(c, &lin[i], &fmt[i], &w[i]))
             return;

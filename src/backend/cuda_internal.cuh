@@ -101,6 +101,8 @@ typedef struct cuda_be {
     bool graphs, pdl;         /* record decoding steps; programmatic dependent launches */
     bool capturing, cap_bad;  /* recording; something that cannot be recorded was asked */
     bool profiling;           /* be_cuda_profile is on (ops synchronise: no recording) */
+    bool wbuilt;              /* a weight copy was (re)built since the flag was cleared: the
+                                 next decode kernel must not start before that work is done */
     int *dec_cnt;             /* zeroed arrival counters of split reductions */
     size_t dec_cnt_n;
     int occ[64];              /* resident GEMV blocks per SM, per kernel (0: not asked yet) */

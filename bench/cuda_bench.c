@@ -120,7 +120,8 @@ static void set_plan(qwen2_model_t *m, prec_policies_t *pol)
 
 /* the two ceilings through the backend: GB/s of a D2D copy (read + write), TFLOP/s of a
  * bf16 GEMM with cached bf16 weights */
-static void ceilings(backend_t *be, double *gbs, double *tflops)
+/* GB/s of a 2 GiB device-to-device copy (read + write), median of 7 */
+static double copy_rate(backend_t *be)
 {
     err_t e = ERR_INIT;
     const size_t bytes = (size_t)2 << 30;
@@ -138,9 +139,16 @@ static void ceilings(backend_t *be, double *gbs, double *tflops)
             die(&e);
         t[r] = now() - t0;
     }
-    *gbs = 2.0 * bytes / median(t, 7) * 1e-9;
     be_free(be, a);
     be_free(be, b);
+    return 2.0 * bytes / median(t, 7) * 1e-9;
+}
+
+static void ceilings(backend_t *be, double *gbs, double *tflops)
+{
+    err_t e = ERR_INIT;
+    double t[7];
+    *gbs = copy_rate(be);
 
     const int n = 8192;
     const size_t nn = (size_t)n * n;
@@ -244,7 +252,7 @@ static void decode_bench(double gbs)
     prec_policies_t pol;
     if (prec_policies_parse(DEC_PLANS, strlen(DEC_PLANS), "cuda_bench decode plans", &pol, &e))
         die(&e);
-    const int MB = 64, PL = 64, STEPS = 64, RL = 128;
+    const int MB = 64, PL = 64, STEPS = 64, RL = 128; /* kv_len 256 >= PL + 2 STEPS + 2 */
     qwen2_config_t c = qwen05b();
     qwen2_opts_t o = {.max_batch = MB, .max_seq = RL, .kv_batch = MB, .kv_len = RL + RL};
     qwen2_model_t *m;
@@ -254,8 +262,8 @@ static void decode_bench(double gbs)
     const int bits[4] = {16, 8, 6, 4}, Bs[4] = {1, 8, 32, 64};
     double step[4][4], pack_ms[4], wb[4];
     printf("\ndecoding step (issue 16): Qwen2.5-0.5B shape, prompts of %d tokens, %d steps timed "
-           "(generate %d - generate 2 new tokens), median of 3; every linear layer (lm_head too) "
-           "in the plan's format, weights and inputs\n", PL, STEPS, STEPS + 2);
+           "(generate %d - generate 66 new tokens), median of 3; every linear layer (lm_head too) "
+           "in the plan's format, weights and inputs\n", PL, STEPS, 2 * STEPS + 2);
     printf("  %-6s %5s %10s %11s %10s %8s %9s\n", "plan", "batch", "ms/step", "GB/step", "floor ms",
            "x floor", "x bf16");
     for (int p = 0; p < 4; p++) {
@@ -277,10 +285,11 @@ static void decode_bench(double gbs)
         wb[p] = weight_bytes(&c, bits[p]);
         for (int bi = 0; bi < 4; bi++) {
             const int B = Bs[bi];
-            const double t2 = gen_time(m, B, PL, 2, 3), tn = gen_time(m, B, PL, STEPS + 2, 3);
+            /* the difference of two runs that both record the step once */
+            const double t2 = gen_time(m, B, PL, STEPS + 2, 3), tn = gen_time(m, B, PL, 2 * STEPS + 2, 3);
             step[p][bi] = (tn - t2) / STEPS;
             /* K and V of every layer at the mean cache length, read once; the logits written */
-            const double kv = (double)B * (PL + STEPS / 2.0) * c.layers * 2 * c.kv_heads * c.head_dim * 4;
+            const double kv = (double)B * (PL + 1.5 * STEPS) * c.layers * 2 * c.kv_heads * c.head_dim * 4;
             const double bytes = wb[p] + kv + (double)B * c.vocab * 4;
             const double floor_s = bytes / (gbs * 1e9);
             printf("  %-6s %5d %10.3f %11.3f %10.3f %8.2f %9.2f\n", plans[p], B, step[p][bi] * 1e3,
@@ -297,11 +306,11 @@ static void decode_bench(double gbs)
     if (prec_plan_find(&pol, "mxfp4", &pl, &e) || qwen2_set_plan(m, pl, "cuda_bench", &e) ||
         be_cuda_set_decode(be, BE_CUDA_DEC_EMULATED, &e))
         die(&e);
-    const double emu4 = (gen_time(m, 8, PL, STEPS + 2, 3) - gen_time(m, 8, PL, 2, 3)) / STEPS;
+    const double emu4 = (gen_time(m, 8, PL, 2 * STEPS + 2, 3) - gen_time(m, 8, PL, STEPS + 2, 3)) / STEPS;
     if (be_cuda_set_decode(be, BE_CUDA_DEC_PACKED, &e) || prec_plan_find(&pol, "bf16", &pl, &e) ||
         qwen2_set_plan(m, pl, "cuda_bench", &e) || be_cuda_set_graphs(be, false, &e))
         die(&e);
-    const double ungraphed = (gen_time(m, 8, PL, STEPS + 2, 3) - gen_time(m, 8, PL, 2, 3)) / STEPS;
+    const double ungraphed = (gen_time(m, 8, PL, 2 * STEPS + 2, 3) - gen_time(m, 8, PL, STEPS + 2, 3)) / STEPS;
     if (be_cuda_set_graphs(be, true, &e))
         die(&e);
     printf("  batch 8: mxfp4 emulated (the old path) %.3f ms/step; bf16 ops one by one (no graph) "
@@ -345,34 +354,6 @@ static void decode_bench(double gbs)
     be_close(be);
 }
 
-/* the copy ceiling alone (GB/s, read + write) */
-static double copy_gbs(void)
-{
-    err_t e = ERR_INIT;
-    backend_t *be;
-    if (be_open("cuda", &be, &e))
-        die(&e);
-    const size_t bytes = (size_t)2 << 30;
-    be_buf_t *a = be_alloc(be, bytes, &e), *b = be_alloc(be, bytes, &e);
-    if (!a || !b)
-        die(&e);
-    be_zero(be, be_ptr(a, 0), bytes);
-    double t[7];
-    for (int r = 0; r < 7; r++) {
-        if (be_sync(be, &e))
-            die(&e);
-        double t0 = now();
-        be_copy(be, be_ptr(b, 0), be_ptr(a, 0), bytes);
-        if (be_sync(be, &e))
-            die(&e);
-        t[r] = now() - t0;
-    }
-    be_free(be, a);
-    be_free(be, b);
-    be_close(be);
-    return 2.0 * bytes / median(t, 7) * 1e-9;
-}
-
 int main(int argc, char **argv)
 {
     err_t e = ERR_INIT;
@@ -387,8 +368,8 @@ int main(int argc, char **argv)
             die(&e);
         printf("cuda_bench decode: %s (cc %d.%d, %d SMs), CUDA runtime %d, driver %d\n", info.name,
                info.cc_major, info.cc_minor, info.sms, info.runtime_version, info.driver_version);
+        const double gbs = copy_rate(be);
         be_close(be);
-        const double gbs = copy_gbs();
         printf("ceiling: device copy %.0f GB/s (read + write)\n", gbs);
         decode_bench(gbs);
         return 0;

@@ -382,6 +382,23 @@ __device__ __forceinline__ void mma_bf16(float *d, uint32_t a0, uint32_t a1, uin
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* Chunk j of a unit: mma steps 2j and 2j + 1 of rows (g, g + 8) with the decoded pairs ag,
+ * ah and each of the NT column tiles' activations (xb: this thread's slots of the unit) */
+template <int NT>
+__device__ __forceinline__ void mma_chunk(float (*C)[4], const uint32_t *ag, const uint32_t *ah,
+                                          const uint16_t *xb, int xp, int g, int j)
+{
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        const int st = 2 * j + hh;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            const uint2 b = *(const uint2 *)(xb + (size_t)(8 * n + g) * xp + 16 * st);
+            mma_bf16(C[n], ag[2 * hh], ah[2 * hh], ag[2 * hh + 1], ah[2 * hh + 1], b.x, b.y);
+        }
+    }
+}
+
 __device__ __forceinline__ void grid_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void grid_release() { asm volatile("griddepcontrol.launch_dependents;"); }
 
@@ -547,7 +564,7 @@ __global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a
             C[n][0] = C[n][1] = C[n][2] = C[n][3] = 0.0f;
 
         auto multiply = [&](const unit_t<FMT> &u, int un) {
-            const uint16_t *xb = xs + (size_t)un * DL_UNIT + 16 * 0 + 4 * t;
+            const uint16_t *xb = xs + (size_t)un * DL_UNIT + 4 * t;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 uint32_t raw[4], ag[4], ah[4];
@@ -555,15 +572,7 @@ __global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a
                 decode_chunk<FMT>(raw, u.sb[0][j], a.rc, ag);
                 chunk_raw<FMT>(u.w[1], j, raw);
                 decode_chunk<FMT>(raw, u.sb[1][j], a.rc, ah);
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++) {
-                    const int st = 2 * j + hh;
-#pragma unroll
-                    for (int n = 0; n < NT; n++) {
-                        const uint2 b = *(const uint2 *)(xb + (size_t)(8 * n + g) * xp + 16 * st);
-                        mma_bf16(C[n], ag[2 * hh], ah[2 * hh], ag[2 * hh + 1], ah[2 * hh + 1], b.x, b.y);
-                    }
-                }
+                mma_chunk<NT>(C, ag, ah, xb, xp, g, j);
             }
         };
 
@@ -604,15 +613,7 @@ __global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a
                     uint32_t ag[4], ah[4];
                     scalar_chunk<FMT>(sg.w, row0 + g, a.K, k, a.rc, ag);
                     scalar_chunk<FMT>(sg.w, row0 + g + 8, a.K, k, a.rc, ah);
-#pragma unroll
-                    for (int hh = 0; hh < 2; hh++) {
-                        const int st = 2 * j + hh;
-#pragma unroll
-                        for (int n = 0; n < NT; n++) {
-                            const uint2 b = *(const uint2 *)(xb + (size_t)(8 * n + g) * xp + 16 * st);
-                            mma_bf16(C[n], ag[2 * hh], ah[2 * hh], ag[2 * hh + 1], ah[2 * hh + 1], b.x, b.y);
-                        }
-                    }
+                    mma_chunk<NT>(C, ag, ah, xb, xp, g, j);
                 }
             }
         }

@@ -232,11 +232,13 @@ DL_HD int dl_xpos(int pairing, int l)
 
 /* Two bf16 values times a bf16 power of two, both halves (f2 holds the factor twice).
  * Exact whenever the products are bf16 normals, which dl_decode8 makes sure of; the
- * device's bf16 multiply supports subnormal inputs (an element below its format's
- * smallest normal is placed as a bf16 subnormal, and the factor brings it up). */
+ * device's bf16 multiply (HMUL2.BF16, one instruction a pair) supports subnormal inputs (an
+ * element below its format's smallest normal is placed as a bf16 subnormal, and the factor
+ * brings it up), which tests/gpu/test_gpu_decode.c checks bit for bit; building with
+ * -DDL_MUL_F32 uses two float32 multiplies instead (what the host does). */
 DL_HD uint32_t dl_mul2(uint32_t pair, uint32_t f2)
 {
-#ifdef __CUDA_ARCH__
+#if defined(__CUDA_ARCH__) && !defined(DL_MUL_F32) /* DL_MUL_F32: float32 multiplies instead */
     __nv_bfloat162 a, b;
     memcpy(&a, &pair, 4);
     memcpy(&b, &f2, 4);

@@ -242,6 +242,97 @@ static void operand_slots_are_a_permutation_the_fragments_agree_on(void **state)
     assert_int_equal(dl_pairing(DL_BF16), DL_PAIR_ADJ);
 }
 
+/* One warp's unit of the decode GEMV emulated on the CPU: each of the 32 threads (g, t)
+ * reads its two rows' spans as the kernel does (the packed bytes at element 32t of rows g
+ * and g + 8), dl_chunk_raw + dl_decode8 give its A registers for mma steps 2j and 2j + 1,
+ * its B registers are the 8 bytes at st * 16 + 4t of activation row g (laid out by
+ * dl_xpos); the registers are put in place by the PTX fragment layout of mma.m16n8k16
+ * (.bf16) and multiplied. Over the unit's eight steps that must give every dot product of
+ * a weight row and an activation row over the unit's 128 elements: the kernel's index
+ * arithmetic (spans, chunks, pairing, fragment registers, operand slots) in one check. */
+static double bf(uint32_t h) { return (double)dl_u2f((h & 0xffffu) << 16); }
+
+static void warp_unit_gives_the_dot_products(void **state)
+{
+    enum { R = 16, C8 = 8, K = DL_UNIT };
+    const int fmts[] = {DL_E4M3, DL_E5M2, DL_E3M2, DL_E2M3, DL_E2M1, DL_INT8, DL_INT4, DL_BF16};
+    const int blocks[] = {32, 8};
+    for (size_t fi = 0; fi < sizeof fmts / sizeof fmts[0]; fi++)
+        for (int bi = 0; bi < 2; bi++) {
+            const int f = fmts[fi], p = dl_pairing(f), block = blocks[bi], nb = K / block;
+            float w[R * K], q[R * K], x[C8 * K];
+            uint8_t el[R * K * 2], sc[R * K];
+            for (int i = 0; i < R * K; i++)
+                w[i] = (float)rng_normal(8, 900 + (uint64_t)fi, (uint64_t)i) * 0.03f;
+            for (int i = 0; i < C8 * K; i++)
+                x[i] = (float)rng_normal(8, 950, (uint64_t)i);
+            if (f == DL_BF16) {
+                for (int i = 0; i < R * K; i++) {
+                    const uint16_t h = (uint16_t)(bits(w[i]) >> 16);
+                    memcpy(el + 2 * i, &h, 2);
+                    q[i] = dl_u2f((uint32_t)h << 16);
+                }
+            } else {
+                mx_spec_t s = {(mx_format_t)f, block, MX_ROUND_EVEN, MX_SCALE_FLOOR};
+                err_t e = ERR_INIT;
+                assert_int_equal(mx_pack_encode(w, R, K, MX_AXIS_ROW, &s, 0, 0, 1, el, sc, &e), 0);
+                mx_fake_quant(w, q, R, K, MX_AXIS_ROW, &s, 0, 0);
+            }
+            /* the activation operand in shared memory: bf16 of x in dl_xpos's slots */
+            uint16_t xs[C8][K];
+            for (int c = 0; c < C8; c++)
+                for (int k = 0; k < K; k++)
+                    xs[c][dl_xpos(p, k)] = (uint16_t)(bits(x[c * K + k]) >> 16);
+            double acc[R][C8] = {{0}};
+            for (int st = 0; st < 8; st++) {
+                const int j = st / 2, hh = st % 2;
+                double A[16][16] = {{0}}, B[16][8] = {{0}};
+                for (int lane = 0; lane < 32; lane++) {
+                    const int g = lane >> 2, t = lane & 3;
+                    uint32_t a[2][4];
+                    for (int h = 0; h < 2; h++) {
+                        const int r = g + 8 * h;
+                        uint32_t words[16] = {0}, raw[4];
+                        memcpy(words, el + (size_t)(r * K + 32 * t) * (size_t)dl_fmt(f).sbits / 8,
+                               (size_t)dl_span_words(f) * 4);
+                        dl_chunk_raw(f, words, j, raw);
+                        const uint32_t sb = f == DL_BF16 ? 0 : sc[r * nb + (32 * t + 8 * j) / block];
+                        assert_int_equal(dl_decode8(f, raw, sb, a[h]), 1);
+                    }
+                    /* A: reg0 (row g, k 2t, 2t+1), reg1 (row g+8), reg2 (row g, k 2t+8, 2t+9),
+                     * reg3 (row g+8, k 2t+8, 2t+9) = ag[2hh], ah[2hh], ag[2hh+1], ah[2hh+1] */
+                    const uint32_t regs[4] = {a[0][2 * hh], a[1][2 * hh], a[0][2 * hh + 1], a[1][2 * hh + 1]};
+                    const int rows[4] = {g, g + 8, g, g + 8}, cols[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+                    for (int i = 0; i < 4; i++) {
+                        A[rows[i]][cols[i]] = bf(regs[i]);
+                        A[rows[i]][cols[i] + 1] = bf(regs[i] >> 16);
+                    }
+                    /* B: the 8 bytes at st * 16 + 4t of row g: (k 2t, 2t+1) and (k 2t+8, 2t+9) */
+                    const uint16_t *b = &xs[g][st * 16 + 4 * t];
+                    B[2 * t][g] = bf(b[0]), B[2 * t + 1][g] = bf(b[1]);
+                    B[2 * t + 8][g] = bf(b[2]), B[2 * t + 9][g] = bf(b[3]);
+                }
+                for (int r = 0; r < 16; r++)
+                    for (int c = 0; c < 8; c++)
+                        for (int k = 0; k < 16; k++)
+                            acc[r][c] += A[r][k] * B[k][c];
+            }
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C8; c++) {
+                    double want = 0, mag = 0;
+                    for (int k = 0; k < K; k++) {
+                        uint32_t wb = bits(q[r * K + k]) & 0xffff0000u;
+                        const double v = (double)dl_u2f(wb) * bf(bits(x[c * K + k]) >> 16);
+                        want += v;
+                        mag += fabs(v);
+                    }
+                    if (fabs(acc[r][c] - want) > 1e-12 * mag)
+                        fail_msg("format %d block %d: row %d column %d: warp %.15g, dot product %.15g",
+                                 f, block, r, c, acc[r][c], want);
+                }
+        }
+}
+
 /* ---- the CPU backend's decoding ops -------------------------------------------------------- */
 
 static backend_t *be;
@@ -657,6 +748,7 @@ int main(void)
         cmocka_unit_test(decoded_pairs_are_the_emulated_bf16_operand),
         cmocka_unit_test(bf16_weights_pass_through),
         cmocka_unit_test(operand_slots_are_a_permutation_the_fragments_agree_on),
+        cmocka_unit_test(warp_unit_gives_the_dot_products),
         cmocka_unit_test(packed_decode_copy_is_fake_quant),
         cmocka_unit_test(dec_linear_is_norm_linear_and_epilogue),
         cmocka_unit_test(dec_attn_is_rope_cache_write_and_attention),

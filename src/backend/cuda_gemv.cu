@@ -200,10 +200,9 @@ extern "C" int be_cuda_wcache_packed(backend_t *be, be_wcache_t *wc, void *codes
 
 /* ---- the GEMV's operands in registers ---------------------------------------------------------- */
 
-/* 32-bit words of one thread's span (32 elements of one weight row) as stored */
 template <int FMT> struct span_words {
     static constexpr int n = FMT == DL_BF16 ? 16 : FMT == DL_E2M1 ? 4
-                             : (FMT == DL_E3M2 || FMT == DL_E2M3) ? 6 : 8;
+                             : (FMT == DL_E3M2 || FMT == DL_E2M3) ? 6 : 8; /* dl_span_words */
 };
 
 /* one thread's operand of one unit: two weight rows (g, g + 8), their spans and the scale
@@ -233,27 +232,6 @@ __device__ __forceinline__ void load_span(uint32_t *w, const uint8_t *base, size
             const uint4 t = __ldg(p + i);
             w[4 * i] = t.x, w[4 * i + 1] = t.y, w[4 * i + 2] = t.z, w[4 * i + 3] = t.w;
         }
-    }
-}
-
-/* chunk j's codes (elements 8j .. 8j + 7 of the span) as dl_decode8 takes them */
-template <int FMT>
-__device__ __forceinline__ void chunk_raw(const uint32_t *w, int j, uint32_t *raw)
-{
-    if (FMT == DL_BF16) {
-        raw[0] = w[4 * j], raw[1] = w[4 * j + 1], raw[2] = w[4 * j + 2], raw[3] = w[4 * j + 3];
-    } else if (FMT == DL_E2M1) {
-        raw[0] = w[j];
-    } else if (FMT == DL_E3M2 || FMT == DL_E2M3) {
-        /* six bytes at 6j: even chunks start on a word, odd ones half-way through one */
-        if (j % 2 == 0) {
-            raw[0] = w[3 * j / 2], raw[1] = w[3 * j / 2 + 1];
-        } else {
-            raw[0] = (w[(3 * j - 1) / 2] >> 16) | (w[(3 * j + 1) / 2] << 16);
-            raw[1] = w[(3 * j + 1) / 2] >> 16;
-        }
-    } else {
-        raw[0] = w[2 * j], raw[1] = w[2 * j + 1];
     }
 }
 
@@ -568,9 +546,9 @@ __global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 uint32_t raw[4], ag[4], ah[4];
-                chunk_raw<FMT>(u.w[0], j, raw);
+                dl_chunk_raw(FMT, u.w[0], j, raw);
                 decode_chunk<FMT>(raw, u.sb[0][j], a.rc, ag);
-                chunk_raw<FMT>(u.w[1], j, raw);
+                dl_chunk_raw(FMT, u.w[1], j, raw);
                 decode_chunk<FMT>(raw, u.sb[1][j], a.rc, ah);
                 mma_chunk<NT>(C, ag, ah, xb, xp, g, j);
             }
@@ -972,7 +950,7 @@ __global__ void k_dec_weight(float *out, wsrc_t w, int K, int rc, int vec)
         for (int j = 0; j < 4; j++) {
             uint32_t q[4], raw[4];
             if (vec) {
-                chunk_raw<FMT>(u.w[0], j, raw);
+                dl_chunk_raw(FMT, u.w[0], j, raw);
                 decode_chunk<FMT>(raw, u.sb[0][j], rc, q);
             } else {
                 scalar_chunk<FMT>(w, r, K, k0 + 8 * j, rc, q);

@@ -219,6 +219,32 @@ DL_HD int dl_slot_of(int pairing, int i)
     }
 }
 
+/* 32-bit words one thread's span (32 elements of one weight row) takes as stored */
+DL_HD int dl_span_words(int f)
+{
+    return f == DL_BF16 ? 16 : f == DL_E2M1 ? 4 : (f == DL_E3M2 || f == DL_E2M3) ? 6 : 8;
+}
+
+/* Chunk j (elements 8j .. 8j + 7) of a span's words w as dl_decode8 takes them. */
+DL_HD void dl_chunk_raw(int f, const uint32_t *w, int j, uint32_t *raw)
+{
+    if (f == DL_BF16) {
+        raw[0] = w[4 * j], raw[1] = w[4 * j + 1], raw[2] = w[4 * j + 2], raw[3] = w[4 * j + 3];
+    } else if (f == DL_E2M1) {
+        raw[0] = w[j];
+    } else if (f == DL_E3M2 || f == DL_E2M3) {
+        /* six bytes at 6j: even chunks start on a word, odd ones half-way through one */
+        if (j % 2 == 0) {
+            raw[0] = w[3 * j / 2], raw[1] = w[3 * j / 2 + 1];
+        } else {
+            raw[0] = (w[(3 * j - 1) / 2] >> 16) | (w[(3 * j + 1) / 2] << 16);
+            raw[1] = w[(3 * j + 1) / 2] >> 16;
+        }
+    } else {
+        raw[0] = w[2 * j], raw[1] = w[2 * j + 1];
+    }
+}
+
 /* Where element l (0 <= l < DL_UNIT) of a unit of the activation operand lives in the
  * unit's DL_UNIT shared-memory slots: thread t = l / 32's chunk j = (l % 32) / 8 feeds mma
  * steps 2j and 2j + 1 with slots 0-3 and 4-7; step st's four slots of thread t sit at

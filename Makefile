@@ -172,9 +172,9 @@ $(REL)/tests/gpu/%: tests/gpu/%.c $(TSUP_SRC) $(REL)/libmxrlhf.a | $(DEPS_OK)
 	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $(TEST_DEFS) -Itests $< $(TSUP_SRC) $(REL)/libmxrlhf.a -o $@ \
 	  $(REL_LIBS) -lcmocka
 
-# The host half of the CUDA arithmetic (src/backend/cuda_math.cuh) against src/mx and
-# util/rng: needs nvcc, not a GPU.
-$(CUDA_MATH_TEST): tests/gpu/test_cuda_math.cu src/backend/cuda_math.cuh $(TSUP_SRC) \
+# The host half of the CUDA arithmetic (src/mx/mx_core.h, util/philox.h as nvcc compiles
+# them) against src/mx and util/rng: needs nvcc, not a GPU.
+$(CUDA_MATH_TEST): tests/gpu/test_cuda_math.cu src/mx/mx_core.h src/util/philox.h src/util/hostdev.h $(TSUP_SRC) \
                    $(REL)/libmxrlhf.a | $(DEPS_OK)
 	@mkdir -p $(@D)
 	@echo "  NVCC    $@"

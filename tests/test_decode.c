@@ -77,7 +77,7 @@ static void values_are_mx_pack_decode(void **state)
                 if (sbs[si] == 0xFF)
                     want = mx_e8m0_decode(0xFF);
                 uint32_t got = dl_value((int)f, (uint32_t)cd, sbs[si]);
-                if (got != bits(want) && !(isnan(want) && isnan(dl_u2f(got))))
+                if (got != bits(want) && !(isnan(want) && isnan(hd_u2f(got))))
                     fail_msg("%s code 0x%02x scale %u: 0x%08x, mx_pack 0x%08x", mx_format_name(f),
                              cd, sbs[si], got, bits(want));
             }
@@ -189,9 +189,9 @@ static void decoded_pairs_are_the_emulated_bf16_operand(void **state)
                                 fail_msg("%s/%d element %zu (%g): exact path 0x%04x, emulated 0x%04x",
                                          mx_format_name(FMTS[k]), s.block, i0 + j, q[i0 + j], v >> 16,
                                          want16(q[i0 + j], is_int));
-                            if (isnan(q[i0 + j]) && !isnan(dl_u2f(v)))
+                            if (isnan(q[i0 + j]) && !isnan(hd_u2f(v)))
                                 fail_msg("%s element %zu: a NaN block decodes to %g",
-                                         mx_format_name(FMTS[k]), i0 + j, dl_u2f(v));
+                                         mx_format_name(FMTS[k]), i0 + j, hd_u2f(v));
                         }
                     }
                 }
@@ -250,7 +250,7 @@ static void operand_slots_are_a_permutation_the_fragments_agree_on(void **state)
  * (.bf16) and multiplied. Over the unit's eight steps that must give every dot product of
  * a weight row and an activation row over the unit's 128 elements: the kernel's index
  * arithmetic (spans, chunks, pairing, fragment registers, operand slots) in one check. */
-static double bf(uint32_t h) { return (double)dl_u2f((h & 0xffffu) << 16); }
+static double bf(uint32_t h) { return (double)hd_u2f((h & 0xffffu) << 16); }
 
 static void warp_unit_gives_the_dot_products(void **state)
 {
@@ -270,7 +270,7 @@ static void warp_unit_gives_the_dot_products(void **state)
                 for (int i = 0; i < R * K; i++) {
                     const uint16_t h = (uint16_t)(bits(w[i]) >> 16);
                     memcpy(el + 2 * i, &h, 2);
-                    q[i] = dl_u2f((uint32_t)h << 16);
+                    q[i] = hd_u2f((uint32_t)h << 16);
                 }
             } else {
                 mx_spec_t s = {(mx_format_t)f, block, MX_ROUND_EVEN, MX_SCALE_FLOOR};
@@ -322,7 +322,7 @@ static void warp_unit_gives_the_dot_products(void **state)
                     double want = 0, mag = 0;
                     for (int k = 0; k < K; k++) {
                         uint32_t wb = bits(q[r * K + k]) & 0xffff0000u;
-                        const double v = (double)dl_u2f(wb) * bf(bits(x[c * K + k]) >> 16);
+                        const double v = (double)hd_u2f(wb) * bf(bits(x[c * K + k]) >> 16);
                         want += v;
                         mag += fabs(v);
                     }

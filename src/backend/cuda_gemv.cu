@@ -4,7 +4,7 @@
  *  - an MX weight is kept packed exactly as mx_pack_encode writes it (codes in row-major
  *    order, 4, 6 or 8 bits each, then one E8M0 scale byte per block along K), built from
  *    the float32 master weight on the device by k_pack_* (dec_layout.h's dl_encode after
- *    cuda_math.cuh's rounding: the same bytes as src/mx) and rebuilt when the parameters'
+ *    mx_core.h's rounding: the same bytes as src/mx) and rebuilt when the parameters'
  *    version changes; a bf16 weight is the GEMM copy the weight cache already holds;
  *  - k_dec_gemv multiplies on the tensor cores with warp-level mma.m16n8k16 (bf16 operands,
  *    float32 accumulation): the weight rows are the mma's A rows, decoded chunk by chunk
@@ -63,7 +63,7 @@ size_t cu_dentry_bytes(const cu_dentry_t *d) { return d ? d->bytes : 0; }
 
 /* the E8M0 byte of every block of a (N, K) weight along K: one thread per block */
 __global__ void k_pack_scales(uint8_t *sc, const uint32_t *w, int N, int K, int k, int nb,
-                              cm_mxf_t f, int rule)
+                              mxc_fmt_t f, int rule)
 {
     const size_t n = (size_t)N * nb;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -76,8 +76,8 @@ __global__ void k_pack_scales(uint8_t *sc, const uint32_t *w, int N, int K, int 
             const uint32_t a = p[j] & 0x7fffffffu;
             m = a > m ? a : m;
         }
-        const int s = cm_mx_scale_exp(f, rule, m);
-        sc[i] = s == CM_NAN_SCALE ? 0xFFu : (uint8_t)(s + 127);
+        const int s = mxc_scale_exp(&f, (mx_scale_rule_t)rule, m);
+        sc[i] = s == MXC_NAN_SCALE ? 0xFFu : (uint8_t)(s + 127);
     }
 }
 
@@ -85,7 +85,7 @@ __global__ void k_pack_scales(uint8_t *sc, const uint32_t *w, int N, int K, int 
  * fp6: 4 in 3 bytes; 8-bit storage: 4 bytes); code i of the flat row-major array uses its
  * block's scale and, for stochastic rounding, rng_u32(seed, stream, i) as mx_pack_encode */
 __global__ void k_pack_codes(uint8_t *el, const uint8_t *sc, const uint32_t *w, int N, int K,
-                             int k, int nb, int fmt, cm_mxf_t f, int round, uint64_t seed,
+                             int k, int nb, int fmt, mxc_fmt_t f, int round, uint64_t seed,
                              uint64_t stream)
 {
     const size_t n = (size_t)N * K;
@@ -102,8 +102,8 @@ __global__ void k_pack_codes(uint8_t *el, const uint8_t *sc, const uint32_t *w, 
             if (sb == 0xFFu)
                 continue; /* a NaN-scale block's codes are 0 */
             const int s = (int)sb - 127;
-            const uint32_t rnd = round == 3 ? cm_rng_u32(seed, stream, i) : 0u;
-            code[j] = dl_encode(fmt, cm_mx_elem(f, round, s, w[i], rnd), s);
+            const uint32_t rnd = round == 3 ? philox_u32(seed, stream, i) : 0u;
+            code[j] = dl_encode(fmt, mxc_elem(&f, (mx_round_t)round, s, w[i], rnd), s);
         }
         if (sbits == 4) {
             el[gi] = (uint8_t)(code[0] | (cnt > 1 ? code[1] << 4 : 0u));
@@ -163,7 +163,7 @@ static cu_dentry_t *dentry_get(cuda_t *c, const be_linear_t *a)
         cu_check(c, cudaMemsetAsync(d->d, 0, bytes, c->st), "clearing a packed weight");
     }
     d->ncodes = ncodes, d->nscales = nscales, d->scales_off = off;
-    const cm_mxf_t f = cm_mx_fmt(fmt);
+    const mxc_fmt_t f = mxc_fmt((mx_format_t)fmt);
     const uint32_t *w = (const uint32_t *)fptr(a->w);
     k_pack_scales<<<cu_grid(nscales, 256), 256, 0, c->st>>>(d->d + off, w, N, K, k, nb, f,
                                                            (int)s->scale);
@@ -251,7 +251,7 @@ template <int FMT> __device__ __forceinline__ uint32_t raw_code(const uint32_t *
  * the emulated path rounds its operand, then its top 16 bits */
 __device__ __forceinline__ uint32_t exact16(uint32_t u, int rc)
 {
-    return (rc ? cm_cast_bf16(u) : u) >> 16;
+    return (rc ? mxc_cast_bf16(u) : u) >> 16;
 }
 
 /* The exact path of a chunk (out of line: rare, and it would bloat the loop). */
@@ -417,7 +417,7 @@ __device__ void stage_x(const gemv_args_t &a, const gseg_t &s, int kr0, int kn, 
     const bool mx = xf <= MX_INT4;
     const int bx = mx ? s.xblock : 32; /* casts: any grouping does */
     const int nbk = (kn + bx - 1) / bx;
-    const cm_mxf_t f = cm_mx_fmt(mx ? s.xfmt : 0);
+    const mxc_fmt_t f = mxc_fmt((mx_format_t)(mx ? s.xfmt : 0));
     for (int it = tid; it < a.M * nbk; it += blockDim.x) {
         const int m = it / nbk, b = it % nbk;
         const int k0 = kr0 + b * bx, len = kn - b * bx < bx ? kn - b * bx : bx;
@@ -429,28 +429,28 @@ __device__ void stage_x(const gemv_args_t &a, const gseg_t &s, int kr0, int kn, 
                 float v = xr[k0 + j];
                 if (a.norm_w)
                     v = a.norm_w[k0 + j] * (v * rstd[m]);
-                const uint32_t u = cm_f2u(v) & 0x7fffffffu;
+                const uint32_t u = hd_f2u(v) & 0x7fffffffu;
                 am = u > am ? u : am;
             }
-            sexp = cm_mx_scale_exp(f, s.xrule, am);
+            sexp = mxc_scale_exp(&f, (mx_scale_rule_t)s.xrule, am);
         }
         for (int j = 0; j < len; j++) {
             const int k = k0 + j;
             float v = xr[k];
             if (a.norm_w)
                 v = a.norm_w[k] * (v * rstd[m]);
-            uint32_t u = cm_f2u(v);
+            uint32_t u = hd_f2u(v);
             if (mx) {
                 const uint32_t rnd =
-                    s.xround == 3 ? cm_rng_u32(s.seed, s.stream, (uint64_t)m * a.K + k) : 0u;
-                u = cm_mx_elem(f, s.xround, sexp, u, rnd);
+                    s.xround == 3 ? philox_u32(s.seed, s.stream, (uint64_t)m * a.K + k) : 0u;
+                u = mxc_elem(&f, (mx_round_t)s.xround, sexp, u, rnd);
             } else if (xf == MX_BF16) {
-                u = cm_cast_bf16(u);
+                u = mxc_cast_bf16(u);
             } else if (xf == MX_FP16) {
-                u = cm_cast_fp16(u);
+                u = mxc_cast_fp16(u);
             }
             if (a.rc)
-                u = cm_cast_bf16(u);
+                u = mxc_cast_bf16(u);
             const int l = k - kr0;
             xs[(size_t)m * xp + (l / DL_UNIT) * DL_UNIT + dl_xpos(pairing, l % DL_UNIT)] =
                 (uint16_t)(u >> 16);

@@ -37,10 +37,9 @@
 
 #ifdef __CUDACC__
 #include <cuda_bf16.h>
-#define DL_HD __host__ __device__ __forceinline__
-#else
-#define DL_HD static inline
 #endif
+#include "util/hostdev.h"
+
 
 /* Elements of K per weight row in one GEMV unit (4 threads x 32). */
 #define DL_UNIT 128
@@ -48,32 +47,10 @@
 /* The weight formats of the GEMV: mx_format_t's MX formats (0..6) and bf16 weights. */
 enum { DL_E4M3, DL_E5M2, DL_E3M2, DL_E2M3, DL_E2M1, DL_INT8, DL_INT4, DL_BF16, DL_NFMT };
 
-DL_HD uint32_t dl_f2u(float f)
-{
-#ifdef __CUDA_ARCH__
-    return __float_as_uint(f);
-#else
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-#endif
-}
-
-DL_HD float dl_u2f(uint32_t u)
-{
-#ifdef __CUDA_ARCH__
-    return __uint_as_float(u);
-#else
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-#endif
-}
-
 /* 2^k as a float, k in [-149, 127], from the bits */
-DL_HD float dl_pow2f(int k)
+HD_INLINE float dl_pow2f(int k)
 {
-    return dl_u2f(k >= -126 ? (uint32_t)(k + 127) << 23 : 1u << (k + 149));
+    return hd_u2f(k >= -126 ? (uint32_t)(k + 127) << 23 : 1u << (k + 149));
 }
 
 /* Facts of a weight format (mx.h's element formats; src/mx's mxq_fmt for m, emin). */
@@ -85,7 +62,7 @@ typedef struct dl_fmt {
     int is_int;
 } dl_fmt_t;
 
-DL_HD dl_fmt_t dl_fmt(int f)
+HD_INLINE dl_fmt_t dl_fmt(int f)
 {
     dl_fmt_t r;
     r.is_int = 0;
@@ -103,13 +80,13 @@ DL_HD dl_fmt_t dl_fmt(int f)
 }
 
 /* Bytes of n codes in mx_pack's storage (= mx_pack_elem_bytes); bf16: 2 per element. */
-DL_HD size_t dl_code_bytes(int f, size_t n)
+HD_INLINE size_t dl_code_bytes(int f, size_t n)
 {
     return (n * (size_t)dl_fmt(f).sbits + 7) / 8;
 }
 
 /* Code i of a packed array (= mx_pack_get). */
-DL_HD uint32_t dl_code(int f, const uint8_t *el, size_t i)
+HD_INLINE uint32_t dl_code(int f, const uint8_t *el, size_t i)
 {
     switch (dl_fmt(f).sbits) {
     case 4:
@@ -127,7 +104,7 @@ DL_HD uint32_t dl_code(int f, const uint8_t *el, size_t i)
 
 /* The float value of an element code (= mx_elem_decode; NaN/Inf codes, which packing
  * never writes, as there). */
-DL_HD float dl_elem(int f, uint32_t code)
+HD_INLINE float dl_elem(int f, uint32_t code)
 {
     const dl_fmt_t q = dl_fmt(f);
     if (q.is_int)
@@ -137,9 +114,9 @@ DL_HD float dl_elem(int f, uint32_t code)
     const uint32_t E = (code >> q.m) & ((1u << ebits) - 1), M = code & ((1u << q.m) - 1);
     float v;
     if (f == DL_E4M3 && E == 15 && M == 7)
-        v = dl_u2f(0x7fc00000u);
+        v = hd_u2f(0x7fc00000u);
     else if (f == DL_E5M2 && E == 31)
-        v = M ? dl_u2f(0x7fc00000u) : dl_u2f(0x7f800000u);
+        v = M ? hd_u2f(0x7fc00000u) : hd_u2f(0x7f800000u);
     else if (E == 0)
         v = (float)M * dl_pow2f(q.emin - q.m);
     else
@@ -149,25 +126,25 @@ DL_HD float dl_elem(int f, uint32_t code)
 
 /* The exact float32 bits of code `code` in a block with E8M0 byte sb (= mx_pack_decode:
  * the element's value times 2^(sb - 127), the quiet NaN for sb 0xFF). */
-DL_HD uint32_t dl_value(int f, uint32_t code, uint32_t sb)
+HD_INLINE uint32_t dl_value(int f, uint32_t code, uint32_t sb)
 {
     if (sb == 0xFFu)
         return 0x7fc00000u;
-    return dl_f2u(dl_elem(f, code) * dl_pow2f((int)sb - 127));
+    return hd_f2u(dl_elem(f, code) * dl_pow2f((int)sb - 127));
 }
 
 /* The code of one element (= src/mx's mxq_codes): u is the element's fake-quantized
  * float32 bits, s its block's scale exponent (not the NaN marker). */
-DL_HD uint32_t dl_encode(int f, uint32_t u, int s)
+HD_INLINE uint32_t dl_encode(int f, uint32_t u, int s)
 {
     const dl_fmt_t q = dl_fmt(f);
     const float inv = dl_pow2f(-s);
     if (q.is_int)
-        return (uint8_t)(int8_t)(int32_t)((dl_u2f(u) * inv) * dl_pow2f(q.m));
+        return (uint8_t)(int8_t)(int32_t)((hd_u2f(u) * inv) * dl_pow2f(q.m));
     /* Under rceil a block near FLT_MAX can hold an element fake quant turned into Inf:
      * Inf's bits minus the scale's exponent are exactly that element. */
     const uint32_t yb = (u & 0x7fffffffu) == 0x7f800000u ? u - ((uint32_t)s << 23)
-                                                          : dl_f2u(dl_u2f(u) * inv);
+                                                          : hd_f2u(hd_u2f(u) * inv);
     /* mxq_enc_fp: normal: (e + bias) << m | mantissa; subnormal: the significand shifted
      * down to units of 2^(emin - m) */
     const uint32_t a = yb & 0x7fffffffu;
@@ -193,14 +170,14 @@ DL_HD uint32_t dl_encode(int f, uint32_t u, int s)
  * apart): (0,4) (1,5) (2,6) (3,7). */
 enum { DL_PAIR_ADJ, DL_PAIR_TWO, DL_PAIR_FOUR };
 
-DL_HD int dl_pairing(int f)
+HD_INLINE int dl_pairing(int f)
 {
     return f == DL_E2M1 ? DL_PAIR_FOUR : (f == DL_E4M3 || f == DL_E5M2) ? DL_PAIR_TWO
                                                                            : DL_PAIR_ADJ;
 }
 
 /* the element of a chunk in slot `slot` (0..7) */
-DL_HD int dl_slot(int pairing, int slot)
+HD_INLINE int dl_slot(int pairing, int slot)
 {
     switch (pairing) {
     case DL_PAIR_FOUR: return (slot >> 1) + 4 * (slot & 1);
@@ -210,7 +187,7 @@ DL_HD int dl_slot(int pairing, int slot)
 }
 
 /* the slot of chunk element i (the inverse) */
-DL_HD int dl_slot_of(int pairing, int i)
+HD_INLINE int dl_slot_of(int pairing, int i)
 {
     switch (pairing) {
     case DL_PAIR_FOUR: return 2 * (i & 3) + (i >> 2);
@@ -220,13 +197,13 @@ DL_HD int dl_slot_of(int pairing, int i)
 }
 
 /* 32-bit words one thread's span (32 elements of one weight row) takes as stored */
-DL_HD int dl_span_words(int f)
+HD_INLINE int dl_span_words(int f)
 {
     return f == DL_BF16 ? 16 : f == DL_E2M1 ? 4 : (f == DL_E3M2 || f == DL_E2M3) ? 6 : 8;
 }
 
 /* Chunk j (elements 8j .. 8j + 7) of a span's words w as dl_decode8 takes them. */
-DL_HD void dl_chunk_raw(int f, const uint32_t *w, int j, uint32_t *raw)
+HD_INLINE void dl_chunk_raw(int f, const uint32_t *w, int j, uint32_t *raw)
 {
     if (f == DL_BF16) {
         raw[0] = w[4 * j], raw[1] = w[4 * j + 1], raw[2] = w[4 * j + 2], raw[3] = w[4 * j + 3];
@@ -249,7 +226,7 @@ DL_HD void dl_chunk_raw(int f, const uint32_t *w, int j, uint32_t *raw)
  * unit's DL_UNIT shared-memory slots: thread t = l / 32's chunk j = (l % 32) / 8 feeds mma
  * steps 2j and 2j + 1 with slots 0-3 and 4-7; step st's four slots of thread t sit at
  * st * 16 + t * 4, so the four threads of a row read 32 consecutive bytes. */
-DL_HD int dl_xpos(int pairing, int l)
+HD_INLINE int dl_xpos(int pairing, int l)
 {
     const int t = l >> 5, j = (l >> 3) & 3, slot = dl_slot_of(pairing, l & 7);
     const int st = 2 * j + (slot >> 2);
@@ -262,7 +239,7 @@ DL_HD int dl_xpos(int pairing, int l)
  * element below its format's smallest normal is placed as a bf16 subnormal, and the factor
  * brings it up), which tests/gpu/test_gpu_decode.c checks bit for bit; building with
  * -DDL_MUL_F32 uses two float32 multiplies instead (what the host does). */
-DL_HD uint32_t dl_mul2(uint32_t pair, uint32_t f2)
+HD_INLINE uint32_t dl_mul2(uint32_t pair, uint32_t f2)
 {
 #if defined(__CUDA_ARCH__) && !defined(DL_MUL_F32) /* DL_MUL_F32: float32 multiplies instead */
     __nv_bfloat162 a, b;
@@ -273,9 +250,9 @@ DL_HD uint32_t dl_mul2(uint32_t pair, uint32_t f2)
     memcpy(&u, &r, 4);
     return u;
 #else
-    const float f = dl_u2f((f2 & 0xffffu) << 16);
-    const uint32_t lo = dl_f2u(dl_u2f((pair & 0xffffu) << 16) * f) >> 16;
-    const uint32_t hi = dl_f2u(dl_u2f(pair & 0xffff0000u) * f) >> 16;
+    const float f = hd_u2f((f2 & 0xffffu) << 16);
+    const uint32_t lo = hd_f2u(hd_u2f((pair & 0xffffu) << 16) * f) >> 16;
+    const uint32_t hi = hd_f2u(hd_u2f(pair & 0xffff0000u) * f) >> 16;
     return lo | hi << 16;
 #endif
 }
@@ -283,7 +260,7 @@ DL_HD uint32_t dl_mul2(uint32_t pair, uint32_t f2)
 /* The bf16 pair of a float format's two codes placed side by side: each half is the sign
  * and the code's exponent and mantissa bits at bf16's exponent/mantissa boundary, i.e.
  * the element times 2^-(127 - bias) as a bf16 (a subnormal one when the element is). */
-DL_HD uint32_t dl_place2(uint32_t c0, uint32_t c1, int bits, int m)
+HD_INLINE uint32_t dl_place2(uint32_t c0, uint32_t c1, int bits, int m)
 {
     const uint32_t mm = (1u << (bits - 1)) - 1;
     const uint32_t h0 = ((c0 >> (bits - 1)) << 15) | ((c0 & mm) << (7 - m));
@@ -298,7 +275,7 @@ DL_HD uint32_t dl_place2(uint32_t c0, uint32_t c1, int bits, int m)
  * returned as they are). Returns 0 (r[] unset) when the block's scale puts some element
  * outside bf16's normal range or is the NaN scale: the caller decodes each element with
  * dl_value then. */
-DL_HD int dl_decode8(int f, const uint32_t *raw, uint32_t sb, uint32_t *r)
+HD_INLINE int dl_decode8(int f, const uint32_t *raw, uint32_t sb, uint32_t *r)
 {
     if (f == DL_BF16) {
         r[0] = raw[0], r[1] = raw[1], r[2] = raw[2], r[3] = raw[3];
@@ -318,7 +295,7 @@ DL_HD int dl_decode8(int f, const uint32_t *raw, uint32_t sb, uint32_t *r)
             const uint32_t w = raw[p >> 1] >> (16 * (p & 1));
             const float a = (float)(int8_t)(uint8_t)(w & 0xffu) * sc;
             const float b = (float)(int8_t)(uint8_t)((w >> 8) & 0xffu) * sc;
-            r[p] = (dl_f2u(a) >> 16) | (dl_f2u(b) & 0xffff0000u);
+            r[p] = (hd_f2u(a) >> 16) | (hd_f2u(b) & 0xffff0000u);
         }
         return 1;
     }
@@ -376,7 +353,7 @@ typedef struct dl_plan {
 } dl_plan_t;
 
 /* row groups of segments N[0..nseg) at RT row tiles per group */
-DL_HD int dl_groups(const int *N, int nseg, int swiglu, int RT)
+HD_INLINE int dl_groups(const int *N, int nseg, int swiglu, int RT)
 {
     if (swiglu)
         return (N[0] + 8 * RT - 1) / (8 * RT);
@@ -389,7 +366,7 @@ DL_HD int dl_groups(const int *N, int nseg, int swiglu, int RT)
 /* shared memory of a CTA: the activation operand (8 NT rows of KR bf16 in DL_UNIT slots,
  * rows 32 bytes apart beyond a multiple of 128, so that the four row groups of a half-warp
  * read distinct banks), the warps' partial sums and the tile's sums */
-DL_HD int dl_smem(int NT, int RT, int KR)
+HD_INLINE int dl_smem(int NT, int RT, int KR)
 {
     const int kr = (KR + DL_UNIT - 1) / DL_UNIT * DL_UNIT;
     return 8 * NT * (2 * kr + 32) + 8 * 16 * 8 * NT * 4 + RT * 16 * 8 * NT * 4;

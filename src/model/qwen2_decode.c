@@ -147,7 +147,7 @@ int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
                        "KV cache length %d", Lmax, g->max_new, m->opts.kv_len);
     if (x->min_new < 0 || (g->nstop > 0 && !g->stop) || g->nstop < 0)
         return err_set(e, ERR_INPUT, "generate: bad min_new (%d) or stop list", x->min_new);
-    for (int i = 0; i < g->nstop; i++)
+    for (int i = 0; x->min_new > 0 && i < g->nstop; i++) /* masked logits must exist */
         if (g->stop[i] < 0 || g->stop[i] >= V)
             return err_set(e, ERR_INPUT, "generate: stop id %d is outside the vocabulary [0, %d)",
                            g->stop[i], V);

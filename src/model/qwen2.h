@@ -331,6 +331,12 @@ int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
                        const int32_t *const *prompts, const int *plen, const qwen2_gen_t *g,
                        const qwen2_gen_ext_t *x, int32_t *out, int *out_len, err_t *e);
 
+/* The weight copies generation in ctx's phase reads, built now where stale: the operands of
+ * the prompt's forward and the decode copies of the steps (packed MX codes and scales on
+ * CUDA, docs/engine.md). qwen2_generate does this itself (after an optimizer step it is
+ * part of the rollout's time); exposed so that a benchmark can time it. */
+int qwen2_decode_weights(qwen2_model_t *m, const prec_ctx_t *ctx, err_t *e);
+
 /* ---- frozen models -------------------------------------------------------------------- */
 
 /* For a model opened with opts.frozen, after its plan is set: builds the quantized or

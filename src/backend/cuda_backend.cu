@@ -567,6 +567,11 @@ static size_t cuda_wcache_bytes(const be_wcache_t *wc)
     return wc->e[0].bytes + wc->e[1].bytes + cu_mxg_cache_bytes(wc->mx) + cu_dentry_bytes(wc->dec);
 }
 
+void cu_weight_mxg(cuda_t *c, const be_linear_t *a)
+{
+    cu_mxg_prepare(c, a, a->wcache ? &a->wcache->mx : nullptr);
+}
+
 const void *cu_weight_fwd(cuda_t *c, const be_linear_t *a, int dt)
 {
     return weight(c, a, MX_AXIS_ROW, dt, CS_XB);

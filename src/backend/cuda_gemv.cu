@@ -998,6 +998,7 @@ void cuda_op_linear_prepare(backend_t *be, const be_linear_t *a)
     cuda_t *c = CU(be);
     c->gen++;
     cu_weight_gemm(c, a); /* the operand of larger forwards */
+    cu_weight_mxg(c, a);  /* or their tensor-core copy, where the pair runs natively */
     int fmt;
     wsrc_t w;
     if (fusable(c, a, 1)) /* and the decode copy */

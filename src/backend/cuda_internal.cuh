@@ -203,6 +203,10 @@ bool cu_mxg_linear_dx(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, const f
                       float *dx, bool dx_acc);
 bool cu_mxg_linear_dw(cuda_t *c, const be_linear_t *a, const float *dy, float *dw);
 void cu_mxg_cache_free(cuda_t *c, mxg_cache_t *m);
+/* Builds the forward tensor-core copy of a's weight now, where a forward of more rows would
+ * run natively (linear_prepare: qwen2_freeze frees the float32 weights after it). */
+void cu_mxg_prepare(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc);
+void cu_weight_mxg(cuda_t *c, const be_linear_t *a);
 size_t cu_mxg_cache_bytes(const mxg_cache_t *m);
 /* a linear layer wrote [p, p + bytes): drop the operands prepared from there */
 void cu_mxg_written(cuda_t *c, const void *p, size_t bytes);

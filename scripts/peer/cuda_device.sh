@@ -4,7 +4,7 @@
 #
 # Runs on the GPU machine from the repository root (tests read tests/fixtures/) with a
 # folder D prepared on a CPU machine by scripts/peer/cuda_pack.sh:
-#   D/bin.tar.gz  bin/: mxrlhf, test_gpu_ops, test_gpu_model, test_gpu_attn_cudnn, cuda_bench
+#   D/bin.tar.xz  bin/: mxrlhf, test_gpu_ops, test_gpu_model, test_gpu_attn_cudnn, cuda_bench
 #               (built there with
 #               make NO_DEPS=1 DEPS_PREFIX=... MARCH=x86-64-v3: the GPU machine has no
 #               Debian -dev packages, and its CPU is another model)
@@ -22,19 +22,20 @@
 #        and a table of the targets)
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
+# part "tests" runs every test_gpu_* binary of the pack, or those named in $TESTS
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 echo "== versions"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader
 nvcc --version 2>/dev/null | tail -1
 mkdir -p "$D/root"
-tar -xzf "$D/bin.tar.gz" -C "$D"
+tar -xJf "$D/bin.tar.xz" -C "$D"
 for f in "$D"/debs/*.deb; do dpkg -x "$f" "$D/root"; done
 L=$(cd "$D/root/usr/lib/x86_64-linux-gnu" && pwd)
 CUL=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 2>/dev/null || find /usr/local /opt -name 'libcublasLt.so.13' 2>/dev/null | head -1)")
 echo "cuBLASLt from $CUL"
 export LD_LIBRARY_PATH="$L:$L/openblas-openmp:$CUL:${LD_LIBRARY_PATH:-}"
-export MXRLHF_FIXTURES="$(cd "$D/fixtures" 2>/dev/null && pwd)"
+export MXRLHF_FIXTURES="$(cd tests/fixtures 2>/dev/null && pwd)"   # the working tree's
 export MXRLHF_SHARED="$(cd "$D/shared" && pwd)" MXRLHF_BIN="$D/bin/mxrlhf" OMP_NUM_THREADS=16
 # cuDNN for the attention (the backend also searches the usual places itself): PyTorch's
 # nvidia-cudnn wheel when the toolkit has none
@@ -46,7 +47,7 @@ summary=()
 for p in $PARTS; do
   case $p in
   tests)
-    for t in $(cd "$D/bin" && ls test_gpu_* | grep -v "\.log$"); do
+    for t in ${TESTS:-$(cd "$D/bin" && ls test_gpu_* | grep -v "\.log$")}; do
       s=$(date +%s)
       timeout $(( $(left) - 20 )) "$D/bin/$t" >"$OUT/$t.log" 2>&1; rc=$?
       grep -E "^\[  (FAILED|ERROR|SKIPPED) \]|max \||worst|plan [FZM]:|GPU:|bit-exact" "$OUT/$t.log" | head -40

@@ -5,9 +5,9 @@
 #   - downloads the Debian packages the build and the binaries need (apt-get download),
 #     unpacks them into a prefix and builds there with the Makefile's overrides
 #     (make NO_DEPS=1 DEPS_PREFIX=prefix MARCH=x86-64-v3: the GPU machine's CPU differs);
-#   - puts the binaries (debug info stripped, as bin.tar.gz: the device call carries at
-#     most 64 MiB), the run-time packages, the MX golden file, the test fixtures the GPU
-#     tests read (DEST/fixtures) and the PyTorch peer script into DEST.
+#   - puts the binaries (debug info stripped, as bin.tar.xz: the device call carries at
+#     most 64 MiB, working tree included), the run-time packages, the MX golden file and the
+#     PyTorch peer script into DEST.
 # Usage: scripts/peer/cuda_pack.sh DEST [SHARED_DIR]   (run from the repository root)
 set -euo pipefail
 DEST=$1; SHARED=${2:-../shared}
@@ -27,10 +27,11 @@ make -j"${JOBS:-2}" NO_DEPS=1 DEPS_PREFIX="$B/depsroot" MARCH=x86-64-v3 BUILD="$
 for f in rel/mxrlhf $GPU_BINS; do
   cp "$B/$f" "$B/bin/" && strip --strip-debug "$B/bin/$(basename "$f")"
 done
-tar -czf "$DEST/bin.tar.gz" -C "$B" bin
+rm -f "$DEST/bin.tar.gz"
+tar -cf - -C "$B" bin | xz -T2 -6 >"$DEST/bin.tar.xz"   # xz: a call carries at most 64 MiB
 cp "$SHARED/mx-golden/mx_golden.bin" "$DEST/shared/mx-golden/"
-# the fixtures the GPU tests read (they find them through $MXRLHF_FIXTURES, set by the
-# device scripts, from whatever directory they run in)
-rm -rf "$DEST/fixtures" && mkdir -p "$DEST/fixtures" && cp -r tests/fixtures/model tests/fixtures/mx tests/fixtures/tokenizer "$DEST/fixtures/"
+# The fixtures the GPU tests read travel with the working tree (tests/fixtures); the device
+# scripts point $MXRLHF_FIXTURES at them, so the tests find them from any directory.
+rm -rf "$DEST/fixtures"
 cp scripts/peer/cuda_peer.py scripts/peer/cuda_device.sh "$DEST/"
 du -sh "$DEST"

@@ -376,7 +376,7 @@ static void fast_kernels_equal_reference_on_random_inputs(void **state)
     uint32_t *in = malloc(N * 4), *got = malloc(N * 4);
     int mismatches = 0;
     for (int f = 0; f < MX_INT4 + 1; f++) {
-        const mxq_fmt_t *q = mxq_fmt((mx_format_t)f);
+        const mxc_fmt_t qf = mxc_fmt((mx_format_t)f), *q = &qf;
         for (int rnd = 0; rnd < MX_ROUND_COUNT; rnd++)
             for (int trial = 0; trial < 12; trial++) {
                 uint64_t key = (uint64_t)(f * 100 + rnd * 10 + trial);
@@ -490,7 +490,7 @@ static void floor_saturates_and_rceil_does_not(void **state)
 static void rceil_is_the_smallest_power_of_two_not_below_amax_over_max(void **state)
 {
     (void)state;
-    const mxq_fmt_t *q = mxq_fmt(MX_FP8_E4M3); /* max 448 = 1.75 * 2^8 */
+    const mxc_fmt_t qf = mxc_fmt(MX_FP8_E4M3), *q = &qf; /* max 448 = 1.75 * 2^8 */
     struct {
         float amax;
         int floor_s, rceil_s;
@@ -515,8 +515,8 @@ static void rceil_is_the_smallest_power_of_two_not_below_amax_over_max(void **st
             assert_true(ldexp(1, sr) >= ratio && ldexp(1, sr - 1) < ratio);
         }
     }
-    assert_int_equal(mxq_scale_exp(q, MX_SCALE_RCEIL, 0x7f800000u), MXQ_NAN_SCALE);
-    assert_int_equal(mxq_scale_exp(q, MX_SCALE_FLOOR, 0x7fc00000u), MXQ_NAN_SCALE);
+    assert_int_equal(mxq_scale_exp(q, MX_SCALE_RCEIL, 0x7f800000u), MXC_NAN_SCALE);
+    assert_int_equal(mxq_scale_exp(q, MX_SCALE_FLOOR, 0x7fc00000u), MXC_NAN_SCALE);
 }
 
 static void block_max_just_below_a_power_of_two_uses_the_bits(void **state)
@@ -831,7 +831,7 @@ static void stochastic_words_are_rng_u32_across_counter_wraps(void **state)
     float in[N], out[N];
     for (int i = 0; i < N; i++)
         in[i] = i % 32 == 0 ? 256.0f : 1.0f + (float)(i % 7) / 64.0f; /* s = 0, grid 1/8 */
-    const mxq_fmt_t *q = mxq_fmt(MX_FP8_E4M3);
+    const mxc_fmt_t qf = mxc_fmt(MX_FP8_E4M3), *q = &qf;
     for (size_t k = 0; k < sizeof starts / sizeof starts[0]; k++) {
         mx_spec_t s = spec_of(MX_FP8_E4M3, 32, MX_ROUND_STOCHASTIC, MX_SCALE_FLOOR);
         mx_fake_quant_flat(in, out, N, &s, 0xABCDEF12345ull, 77, starts[k]);

@@ -25,7 +25,7 @@ extern "C" {
 #include "mx/mx.h"
 }
 
-#include "backend/cuda_math.cuh"
+#include "mx/mx_core.h"
 
 struct be_buf {
     size_t size;

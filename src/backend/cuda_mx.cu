@@ -2,8 +2,8 @@
  * GEMM operands (quantize, round to the compute type, store as bf16 / fp16 / float32).
  *
  * Two passes, one thread per item: (1) every block's scale exponent from the largest
- * magnitude of its elements (cm_mx_scale_exp on the float bits); (2) every element
- * rounded with the exact definition (cm_mx_elem, src/mx's mxq_elem_ref), its random word
+ * magnitude of its elements (mxc_scale_exp on the float bits); (2) every element
+ * rounded with the exact definition (mxc_elem, src/mx/mx_core.h), its random word
  * for stochastic rounding being rng_u32(seed, stream, r * cols + c) as mx_fake_quant
  * defines it. Blocks run along rows (short block at the end of a row whose length is not
  * a multiple of the block) or down columns (short block at the bottom). Plain casts
@@ -15,7 +15,7 @@
 template <int DT> struct store_t;
 template <> struct store_t<DT_F32> {
     typedef float T;
-    static __device__ __forceinline__ float make(uint32_t u) { return cm_u2f(u); }
+    static __device__ __forceinline__ float make(uint32_t u) { return hd_u2f(u); }
 };
 template <> struct store_t<DT_BF16> {
     typedef __nv_bfloat16 T;
@@ -30,12 +30,12 @@ template <> struct store_t<DT_BF16> {
 template <> struct store_t<DT_F16> {
     typedef __half T;
     /* u is already an fp16 value: the conversion is exact */
-    static __device__ __forceinline__ __half make(uint32_t u) { return __float2half_rn(cm_u2f(u)); }
+    static __device__ __forceinline__ __half make(uint32_t u) { return __float2half_rn(hd_u2f(u)); }
 };
 
 __device__ __forceinline__ uint32_t round_rc(uint32_t u, int rc)
 {
-    return rc == 1 ? cm_cast_bf16(u) : rc == 2 ? cm_cast_fp16(u) : u;
+    return rc == 1 ? mxc_cast_bf16(u) : rc == 2 ? mxc_cast_fp16(u) : u;
 }
 
 /* fmt: 0 identity, 1 bf16 cast, 2 fp16 cast */
@@ -45,41 +45,43 @@ __global__ void k_cast(typename store_t<DT>::T *out, const uint32_t *in, size_t 
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         uint32_t u = in[i];
-        u = fmt == 1 ? cm_cast_bf16(u) : fmt == 2 ? cm_cast_fp16(u) : u;
+        u = fmt == 1 ? mxc_cast_bf16(u) : fmt == 2 ? mxc_cast_fp16(u) : u;
         out[i] = store_t<DT>::make(round_rc(u, rc));
     }
 }
 
 /* scale exponent of every block */
-__global__ void k_mx_scales(int *sexp, const uint32_t *in, size_t rows, size_t cols, int axis,
-                            int k, cm_mxf_t f, int rule, size_t nblocks)
+__global__ void k_mx_scales(int *sexp, const uint32_t *in, size_t rows, size_t cols,
+                            mx_axis_t axis, int k, mxc_fmt_t f, mx_scale_rule_t rule,
+                            size_t nblocks)
 {
     for (size_t b = (size_t)blockIdx.x * blockDim.x + threadIdx.x; b < nblocks;
          b += (size_t)gridDim.x * blockDim.x) {
         size_t start, len, stride;
-        cm_mx_block_span(b, rows, cols, axis, k, &start, &len, &stride);
+        mxc_block_span(b, rows, cols, axis, k, &start, &len, &stride);
         uint32_t m = 0;
         for (size_t i = 0; i < len; i++) {
             uint32_t a = in[start + i * stride] & 0x7fffffffu;
             m = a > m ? a : m;
         }
-        sexp[b] = cm_mx_scale_exp(f, rule, m);
+        sexp[b] = mxc_scale_exp(&f, rule, m);
     }
 }
 
 /* every element; rows on y (looping), columns on x */
 template <int DT>
 __global__ void k_mx_elems(typename store_t<DT>::T *out, const uint32_t *in, const int *sexp,
-                           size_t rows, size_t cols, int axis, int k, cm_mxf_t f, int round,
+                           size_t rows, size_t cols, mx_axis_t axis, int k, mxc_fmt_t f,
+                           mx_round_t round,
                            uint64_t seed, uint64_t stream, int rc)
 {
     for (size_t r = blockIdx.y; r < rows; r += gridDim.y) {
         for (size_t cc = (size_t)blockIdx.x * blockDim.x + threadIdx.x; cc < cols;
              cc += (size_t)gridDim.x * blockDim.x) {
             size_t i = r * cols + cc;
-            size_t b = cm_mx_block_of(r, cc, cols, axis, k);
-            uint32_t rnd = round == 3 ? cm_rng_u32(seed, stream, i) : 0;
-            uint32_t u = cm_mx_elem(f, round, sexp[b], in[i], rnd);
+            size_t b = mxc_block_of(r, cc, cols, axis, k);
+            uint32_t rnd = round == MX_ROUND_STOCHASTIC ? philox_u32(seed, stream, i) : 0;
+            uint32_t u = mxc_elem(&f, round, sexp[b], in[i], rnd);
             out[i] = store_t<DT>::make(round_rc(u, rc));
         }
     }
@@ -101,18 +103,18 @@ static void prepare_t(cuda_t *c, void *out, const float *in, size_t rows, size_t
         return;
     }
     const int k = spec->block;
-    const size_t nb = cm_mx_nblocks(rows, cols, axis == MX_AXIS_COL, k);
+    const size_t nb = mxc_nblocks(rows, cols, axis, k);
     int *sexp = (int *)cu_scratch(c, CS_SCALE, nb * sizeof(int));
     if (!sexp)
         return;
-    cm_mxf_t f = cm_mx_fmt((int)spec->format);
-    k_mx_scales<<<cu_grid(nb, 128), 128, 0, c->st>>>(sexp, ui, rows, cols, axis == MX_AXIS_COL,
-                                                     k, f, (int)spec->scale, nb);
+    mxc_fmt_t f = mxc_fmt(spec->format);
+    k_mx_scales<<<cu_grid(nb, 128), 128, 0, c->st>>>(sexp, ui, rows, cols, axis, k, f,
+                                                     spec->scale, nb);
     cu_launched(c, "k_mx_scales");
     dim3 grid((unsigned)((cols + 255) / 256 < 64 ? (cols + 255) / 256 : 64),
               (unsigned)(rows < 65535 ? rows : 65535));
-    k_mx_elems<DT><<<grid, 256, 0, c->st>>>((T *)out, ui, sexp, rows, cols, axis == MX_AXIS_COL,
-                                            k, f, (int)spec->round, seed, stream, rc);
+    k_mx_elems<DT><<<grid, 256, 0, c->st>>>((T *)out, ui, sexp, rows, cols, axis, k, f,
+                                            spec->round, seed, stream, rc);
     cu_launched(c, "k_mx_elems");
 }
 

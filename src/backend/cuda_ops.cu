@@ -19,7 +19,7 @@
 
 __device__ __forceinline__ float round_to(float v, int rc)
 {
-    return rc == 1 ? cm_u2f(cm_cast_bf16(cm_f2u(v))) : rc == 2 ? cm_u2f(cm_cast_fp16(cm_f2u(v))) : v;
+    return rc == 1 ? hd_u2f(mxc_cast_bf16(hd_f2u(v))) : rc == 2 ? hd_u2f(mxc_cast_fp16(hd_f2u(v))) : v;
 }
 
 static int rc_of(prec_compute_t ct)

@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(SB) k_topk_thr(float *thr, const float *l, siz
         __syncthreads();
         const uint32_t pf = prefix, mk = mask;
         for (int j = threadIdx.x; j < V; j += SB) {
-            uint32_t key = cm_fkey(r[j] / T);
+            uint32_t key = hd_fkey(r[j] / T);
             if ((key & mk) == pf)
                 atomicAdd(&hist[(key >> shift) & 255u], 1u);
         }
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(SB) k_topk_thr(float *thr, const float *l, siz
         __syncthreads();
     }
     if (threadIdx.x == 0)
-        thr[blockIdx.x] = cm_unfkey(prefix);
+        thr[blockIdx.x] = hd_unfkey(prefix);
 }
 
 /* mx[b] = max of the kept z */
@@ -143,7 +143,7 @@ __global__ void k_sort_prep(uint32_t *keys, int32_t *vals, unsigned char *keep, 
             float z = l[b * ld + j] / T;
             bool kept = z >= thr[b];
             size_t o = (size_t)b * V + j;
-            keys[o] = kept ? cm_fkey(z) : 0u;
+            keys[o] = kept ? hd_fkey(z) : 0u;
             vals[o] = j;
             keep[o] = kept;
         }
@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(SB) k_topp(unsigned char *keep, const uint32_t
     /* tot over the kept tokens */
     double t = 0;
     for (int i = threadIdx.x; i < nc; i += SB)
-        t += exp((double)cm_unfkey(k[i]) - mx);
+        t += exp((double)hd_unfkey(k[i]) - mx);
     const double tot = block_sum(t, shr);
     const double cut = 1.0 - top_p;
     /* ascending position a <-> sorted index nc - 1 - a; candidates a < nc - 1 */
@@ -209,10 +209,10 @@ __global__ void __launch_bounds__(SB) k_topp(unsigned char *keep, const uint32_t
     const int a0 = threadIdx.x * C, a1 = a0 + C < na ? a0 + C : na;
     double s = 0;
     for (int a = a0; a < a1; a++)
-        s += exp((double)cm_unfkey(k[nc - 1 - a]) - mx) / tot;
+        s += exp((double)hd_unfkey(k[nc - 1 - a]) - mx) / tot;
     double run = block_excl_prefix(s, sh);
     for (int a = a0; a < a1; a++) {
-        run += exp((double)cm_unfkey(k[nc - 1 - a]) - mx) / tot;
+        run += exp((double)hd_unfkey(k[nc - 1 - a]) - mx) / tot;
         if (run > cut) {
             atomicMin(&first_s, a);
             break;
@@ -260,7 +260,7 @@ __global__ void __launch_bounds__(SB) k_draw(int32_t *out, const float *l, size_
     if (threadIdx.x == SB - 1)
         total_s = run + s;
     __syncthreads();
-    const double u = cm_rng_uniform_double(seed, stream + (uint64_t)b, index) * total_s;
+    const double u = philox_uniform_double(seed, stream + (uint64_t)b, index) * total_s;
     for (int j = j0; j < j1; j++) {
         float z = r[j] / T;
         bool kept = kp ? kp[j] != 0 : z >= th;

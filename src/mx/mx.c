@@ -26,28 +26,9 @@ static const mx_format_info_t infos[MX_FORMAT_COUNT] = {
     {MX_FP32, "fp32", NULL, "float32", 32, 8, 23, 127, FLT_MAX, false, false, false},
 };
 
-/* Kernel constants: m, emin, emax, max, max's float32 trailing mantissa. */
-static const mxq_fmt_t fmts[MX_FORMAT_COUNT] = {
-    {3, -6, 8, 448.0f, 0x600000},
-    {2, -14, 15, 57344.0f, 0x600000},
-    {2, -2, 4, 28.0f, 0x600000},
-    {3, 0, 2, 7.5f, 0x700000},
-    {1, 0, 2, 6.0f, 0x400000},
-    {6, 0, 0, 127.0f / 64.0f, 0x7e0000},
-    {2, 0, 0, 1.75f, 0x600000},
-    {7, -126, 127, 3.38953138925153547590e38f, 0x7f0000},
-    {10, -14, 15, 65504.0f, 0x7fe000},
-    {23, -126, 127, FLT_MAX, 0x7fffff},
-};
-
 const mx_format_info_t *mx_format_info(mx_format_t f)
 {
     return (unsigned)f < MX_FORMAT_COUNT ? &infos[f] : NULL;
-}
-
-const mxq_fmt_t *mxq_fmt(mx_format_t f)
-{
-    return &fmts[f];
 }
 
 int mx_format_from_name(const char *name, mx_format_t *out)

@@ -157,8 +157,8 @@ static int elem_int(mx_format_t f, uint8_t code, int64_t *N)
         *N = (int8_t)code;
         return 0;
     }
-    const mxq_fmt_t *q = mxq_fmt(f);
-    int bits = mx_format_info(f)->bits, m = q->m, ebits = bits - 1 - m;
+    const mxc_fmt_t q = mxc_fmt(f);
+    int bits = mx_format_info(f)->bits, m = q.m, ebits = bits - 1 - m;
     uint32_t sign = (code >> (bits - 1)) & 1;
     uint32_t E = (code >> m) & ((1u << ebits) - 1), M = code & ((1u << m) - 1);
     if ((f == MX_FP8_E4M3 && E == 15 && M == 7) || (f == MX_FP8_E5M2 && E == 31))
@@ -185,7 +185,7 @@ int mx_dot(mx_format_t fa, const uint8_t *a_elems, const uint8_t *a_scales, mx_f
         return err_set(e, ERR_INPUT, "mx_dot: accumulator bits %d (expected 0 or 2..128)", p);
     if (p && mode == MX_ROUND_STOCHASTIC)
         return err_set(e, ERR_INPUT, "mx_dot: the accumulator rounds even, nearest or trunc");
-    int qa = mxq_fmt(fa)->emin - mxq_fmt(fa)->m, qb = mxq_fmt(fb)->emin - mxq_fmt(fb)->m;
+    int qa = mxc_fmt(fa).emin - mxc_fmt(fa).m, qb = mxc_fmt(fb).emin - mxc_fmt(fb).m;
     size_t k = (size_t)block;
     big_t sum;
     memset(&sum, 0, sizeof sum);

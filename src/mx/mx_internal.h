@@ -1,10 +1,10 @@
 /* mx_internal: what mx.c, mx_quant.c, mx_pack.c and mx_dot.c share, and nobody else.
  *
  * The quantizer works on float32 bit patterns. A block is reduced to one scale
- * exponent s (mxq_scale_exp), which fixes a few per-block constants (mxq_block_t);
+ * exponent s (mxc_scale_exp in mx_core.h), which fixes a few per-block constants;
  * every element of the block is then rounded with integer operations only
  * (mxq_elems). Packing reuses exactly that path, so a packed round trip equals fake
- * quant by construction.
+ * quant by construction. The definitions shared with CUDA are in mx_core.h.
  */
 #ifndef MXRLHF_MX_MX_INTERNAL_H
 #define MXRLHF_MX_MX_INTERNAL_H
@@ -13,55 +13,27 @@
 #include <string.h>
 
 #include "mx/mx.h"
+#include "mx/mx_core.h"
 
-/* Float bit patterns, used by the kernels in mx_quant.c and mx_pack.c. */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-static inline uint32_t f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static inline float u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* Static element-format constants used by the kernels. */
-typedef struct mxq_fmt {
-    int m;          /* trailing mantissa bits (int formats: fraction bits, bits - 2) */
-    int emin;       /* exponent of the smallest normal (int formats: 0) */
-    int emax;       /* exponent of the largest normal (int formats: 0) */
-    float max;      /* largest finite element */
-    uint32_t max_mant; /* the float32 trailing mantissa of `max` (for rceil) */
-} mxq_fmt_t;
-
-const mxq_fmt_t *mxq_fmt(mx_format_t f);
-
-/* NaN scale exponent marker: the block held Inf or NaN. */
-#define MXQ_NAN_SCALE 128
-
-/* The E8M0 byte of a scale exponent (s + 127, or 0xFF for MXQ_NAN_SCALE). */
+/* The E8M0 byte of a scale exponent (s + 127, or 0xFF for MXC_NAN_SCALE). */
 static inline uint8_t mxq_scale_byte(int s)
 {
-    return s == MXQ_NAN_SCALE ? 0xFF : (uint8_t)(s + 127);
+    return s == MXC_NAN_SCALE ? 0xFF : (uint8_t)(s + 127);
 }
 
-/* The scale exponent of a block whose largest magnitude has float32 bits amax
- * (sign cleared). Returns MXQ_NAN_SCALE for Inf/NaN, else s in [-127, 127]. */
-int mxq_scale_exp(const mxq_fmt_t *f, mx_scale_rule_t rule, uint32_t amax);
+/* mxc_fmt, mxc_scale_exp and mxc_elem as compiled for the CPU, out of line: the
+ * reference the tests hold the fast kernels and nvcc's instantiation
+ * (tests/gpu/test_cuda_math.cu) to. */
+mxc_fmt_t mxq_fmt(mx_format_t f);
+int mxq_scale_exp(const mxc_fmt_t *f, mx_scale_rule_t rule, uint32_t amax);
+uint32_t mxq_elem_ref(const mxc_fmt_t *f, mx_round_t round, int s, uint32_t u, uint32_t rnd);
 
 /* 2^k as a float for k in [-149, 127], built from the bits (exact, no libm). */
 static inline float mxq_pow2f(int k)
 {
-    uint32_t b = k >= -126 ? (uint32_t)(k + 127) << 23 : 1u << (k + 149);
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
+    return hd_u2f(k >= -126 ? (uint32_t)(k + 127) << 23 : 1u << (k + 149));
 }
 
 /* The code of a float element y (float32 bits yb, a value of the format) for a format
@@ -96,20 +68,15 @@ typedef struct mxq_rand {
 
 /* Rounds n elements of one block (scale exponent s, NaN marker allowed) from `in` to
  * `out` (float32 bits; may alias). `rand` is used only for stochastic rounding. */
-void mxq_elems(const mxq_fmt_t *f, mx_round_t round, int s, const uint32_t *in, uint32_t *out,
+void mxq_elems(const mxc_fmt_t *f, mx_round_t round, int s, const uint32_t *in, uint32_t *out,
                size_t n, const mxq_rand_t *rand);
-
-/* The exact scalar definition of one element's rounding, used for blocks the fast
- * path does not cover (tiny scales) and by the tests as the oracle. `rnd` is the
- * element's random word (stochastic only). */
-uint32_t mxq_elem_ref(const mxq_fmt_t *f, mx_round_t round, int s, uint32_t u, uint32_t rnd);
 
 /* Plain casts: bf16 and fp16 round trips on the bits (RNE, overflow to Inf). */
 void mxq_cast_bf16(const uint32_t *in, uint32_t *out, size_t n);
 void mxq_cast_fp16(const uint32_t *in, uint32_t *out, size_t n);
 
 /* One contiguous block: scale, then elements. Returns the scale exponent. */
-int mxq_block(const mxq_fmt_t *f, const mx_spec_t *spec, const uint32_t *in, uint32_t *out,
+int mxq_block(const mxc_fmt_t *f, const mx_spec_t *spec, const uint32_t *in, uint32_t *out,
               size_t n, const mxq_rand_t *rand);
 
 /* MX fake quant of n contiguous values in blocks (spec->format must be MX), writing

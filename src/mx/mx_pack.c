@@ -61,36 +61,36 @@ void mx_pack_scale_shape(size_t rows, size_t cols, mx_axis_t axis, int block, si
 
 uint8_t mx_elem_encode(mx_format_t f, float y)
 {
-    const mxq_fmt_t *q = mxq_fmt(f);
+    const mxc_fmt_t q = mxc_fmt(f);
     if (f == MX_INT8 || f == MX_INT4)
-        return (uint8_t)(int8_t)(int32_t)(y * mxq_pow2f(q->m));
-    return mxq_enc_fp(f2u(y), q->m, q->emin, mx_format_info(f)->bits);
+        return (uint8_t)(int8_t)(int32_t)(y * mxq_pow2f(q.m));
+    return mxq_enc_fp(hd_f2u(y), q.m, q.emin, mx_format_info(f)->bits);
 }
 
 float mx_elem_decode(mx_format_t f, uint8_t code)
 {
-    const mxq_fmt_t *q = mxq_fmt(f);
+    const mxc_fmt_t q = mxc_fmt(f);
     if (f == MX_INT8 || f == MX_INT4)
-        return (float)(int8_t)code * mxq_pow2f(-q->m);
-    int bits = mx_format_info(f)->bits, m = q->m;
+        return (float)(int8_t)code * mxq_pow2f(-q.m);
+    int bits = mx_format_info(f)->bits, m = q.m;
     int ebits = bits - 1 - m;
     uint32_t sign = (code >> (bits - 1)) & 1;
     uint32_t E = (code >> m) & ((1u << ebits) - 1), M = code & ((1u << m) - 1);
     float v;
     if (f == MX_FP8_E4M3 && E == 15 && M == 7)
-        v = u2f(0x7fc00000u);
+        v = hd_u2f(0x7fc00000u);
     else if (f == MX_FP8_E5M2 && E == 31)
-        v = M ? u2f(0x7fc00000u) : u2f(0x7f800000u);
+        v = M ? hd_u2f(0x7fc00000u) : hd_u2f(0x7f800000u);
     else if (E == 0)
-        v = (float)M * mxq_pow2f(q->emin - m);
+        v = (float)M * mxq_pow2f(q.emin - m);
     else
-        v = (float)((1u << m) + M) * mxq_pow2f((int)E - 1 + q->emin - m);
+        v = (float)((1u << m) + M) * mxq_pow2f((int)E - 1 + q.emin - m);
     return sign ? -v : v;
 }
 
 float mx_e8m0_decode(uint8_t b)
 {
-    return b == 0xFF ? u2f(0x7fc00000u) : mxq_pow2f((int)b - 127);
+    return b == 0xFF ? hd_u2f(0x7fc00000u) : mxq_pow2f((int)b - 127);
 }
 
 uint8_t mx_pack_get(mx_format_t f, const uint8_t *elems, size_t i)
@@ -252,7 +252,7 @@ int mx_pack_decode(const uint8_t *elems, const uint8_t *scales, size_t rows, siz
         for (size_t c = 0; c < cols; c++) {
             uint8_t sb = axis == MX_AXIS_ROW ? scales[r * nb + c / k] : scales[r / k * cols + c];
             float v = table[mx_pack_get(format, elems, r * cols + c)];
-            out[r * cols + c] = sb == 0xFF ? u2f(0x7fc00000u) : v * mx_e8m0_decode(sb);
+            out[r * cols + c] = sb == 0xFF ? hd_u2f(0x7fc00000u) : v * mx_e8m0_decode(sb);
         }
     return ERR_OK;
 }

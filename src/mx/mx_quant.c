@@ -1,9 +1,9 @@
 /* mx_quant: fake quantization on float32 bit patterns; integer operations only.
  *
  * Definitions (mx.h, docs/mx.md): a block with largest magnitude amax gets the scale
- * exponent s (mxq_scale_exp); an element x becomes q(x * 2^-s) * 2^s, where q rounds to
+ * exponent s (mxc_scale_exp); an element x becomes q(x * 2^-s) * 2^s, where q rounds to
  * the element grid (quantum 2^(max(floor(log2|y|), emin) - m), subnormals kept) and
- * saturates at the format's largest normal. mxq_elem_ref states this directly with
+ * saturates at the format's largest normal. mxc_elem (mx_core.h) states this directly with
  * 64-bit integers; the fast kernels below compute the same thing per element with a few
  * integer operations, without ever forming x * 2^-s:
  *
@@ -26,101 +26,26 @@
 #include <string.h>
 
 #include "mx/mx_internal.h"
-#include "util/half.h"
-#include "util/rng.h"
+#include "util/philox.h"
 
 #define QNAN_BITS 0x7fc00000u
 
 
-static inline double pow2d(int k) /* k in [-1022, 1023] */
+/* ---- the definitions of mx_core.h, out of line for the tests ---------------------- */
+
+mxc_fmt_t mxq_fmt(mx_format_t f)
 {
-    uint64_t b = (uint64_t)(k + 1023) << 52;
-    double d;
-    memcpy(&d, &b, 8);
-    return d;
+    return mxc_fmt(f);
 }
 
-/* ---- scale ------------------------------------------------------------------ */
-
-int mxq_scale_exp(const mxq_fmt_t *f, mx_scale_rule_t rule, uint32_t amax)
+int mxq_scale_exp(const mxc_fmt_t *f, mx_scale_rule_t rule, uint32_t amax)
 {
-    if (amax >= 0x7f800000u)
-        return MXQ_NAN_SCALE;
-    if (amax == 0)
-        return -127; /* all zeros: any scale works; the smallest (E8M0 byte 0x00) */
-    int E = (int)(amax >> 23), s;
-    if (rule == MX_SCALE_FLOOR) {
-        /* floor(log2 amax) - emax. A float32 subnormal amax has floor(log2) <= -127,
-         * so using -127 for it lands on the same clamped value. */
-        s = (E ? E - 127 : -127) - f->emax;
-    } else {
-        /* rceil: smallest s with 2^s >= amax / max. With amax = ma * 2^e and
-         * max = mm * 2^emax (ma, mm in [1, 2)), ma / mm lies in (1/2, 2), so
-         * s = e - emax + (ma > mm): an exact comparison of trailing mantissas. */
-        int e;
-        uint32_t mant;
-        if (E) {
-            e = E - 127;
-            mant = amax & 0x7fffffu;
-        } else {
-            int p = 31 - __builtin_clz(amax);
-            e = p - 149;
-            mant = (amax << (23 - p)) & 0x7fffffu;
-        }
-        s = e - f->emax + (mant > f->max_mant);
-    }
-    return s < -127 ? -127 : s > 127 ? 127 : s;
+    return mxc_scale_exp(f, rule, amax);
 }
 
-/* ---- the reference element rounding ------------------------------------------ */
-
-uint32_t mxq_elem_ref(const mxq_fmt_t *f, mx_round_t round, int s, uint32_t u, uint32_t rnd)
+uint32_t mxq_elem_ref(const mxc_fmt_t *f, mx_round_t round, int s, uint32_t u, uint32_t rnd)
 {
-    if (s == MXQ_NAN_SCALE)
-        return QNAN_BITS;
-    uint32_t a = u & 0x7fffffffu, sg = u & 0x80000000u;
-    if (a == 0)
-        return sg;
-    /* |x| = S * 2^k0 with S a 24-bit significand (top bit set). */
-    uint64_t S;
-    int k0;
-    if (a >> 23) {
-        S = (a & 0x7fffffu) | 0x800000u;
-        k0 = (int)(a >> 23) - 150;
-    } else {
-        int p = 31 - __builtin_clz(a);
-        S = (uint64_t)a << (23 - p);
-        k0 = p - 172;
-    }
-    int ex = k0 + 23;                                              /* floor(log2|x|) */
-    int qe = (ex > f->emin + s ? ex : f->emin + s) - f->m;         /* quantum exponent */
-    int d = qe - k0;                                               /* >= 1 always */
-    uint64_t q = d < 64 ? S >> d : 0;
-    uint64_t rem = d < 64 ? S & ((1ull << d) - 1) : S;             /* remainder / 2^d */
-    int cmp = d - 1 >= 64 ? -1 : (rem > (1ull << (d - 1))) - (rem < (1ull << (d - 1)));
-    switch (round) {
-    case MX_ROUND_NEAREST:
-        q += cmp >= 0;
-        break;
-    case MX_ROUND_EVEN:
-        q += cmp > 0 || (cmp == 0 && (q & 1));
-        break;
-    case MX_ROUND_TRUNC:
-        break;
-    case MX_ROUND_STOCHASTIC:
-    default: {
-        /* The top 32 bits of the discarded fraction plus the random word; a carry
-         * rounds up. P(up) = floor(frac * 2^32) / 2^32. */
-        uint64_t frac32 = d <= 32 ? rem << (32 - d) : (d - 32 < 64 ? S >> (d - 32) : 0);
-        q += (frac32 + rnd) >> 32;
-        break;
-    }
-    }
-    double v = (double)q * pow2d(qe);
-    double mx = (double)f->max * pow2d(s);
-    if (v > mx)
-        v = mx;
-    return f2u((float)v) | sg; /* exact: v is a multiple of 2^-143 below 2^128 */
+    return mxc_elem(f, round, s, u, rnd);
 }
 
 /* ---- block reductions ---------------------------------------------------------- */
@@ -180,8 +105,8 @@ static AVX2_FN void philox8_avx2(uint64_t b, uint32_t s0, uint32_t s1, uint32_t 
     __m256i c1 = _mm256_set1_epi32((int)(uint32_t)(b >> 32));
     __m256i c2 = _mm256_set1_epi32((int)s0), c3 = _mm256_set1_epi32((int)s1);
     __m256i k0 = _mm256_set1_epi32((int)key0), k1 = _mm256_set1_epi32((int)key1);
-    const __m256i m0 = _mm256_set1_epi32((int)0xD2511F53u), m1 = _mm256_set1_epi32((int)0xCD9E8D57u);
-    const __m256i w0 = _mm256_set1_epi32((int)0x9E3779B9u), w1 = _mm256_set1_epi32((int)0xBB67AE85u);
+    const __m256i m0 = _mm256_set1_epi32((int)PHILOX_M0), m1 = _mm256_set1_epi32((int)PHILOX_M1);
+    const __m256i w0 = _mm256_set1_epi32((int)PHILOX_W0), w1 = _mm256_set1_epi32((int)PHILOX_W1);
     for (int round = 0; round < 10; round++) {
         __m256i hi0, lo0, hi1, lo1;
         mulhilo8(m0, c0, &hi0, &lo0);
@@ -206,16 +131,16 @@ static AVX2_FN void philox8_avx2(uint64_t b, uint32_t s0, uint32_t s1, uint32_t 
 #endif
 
 /* w[j] = rng_u32(seed, stream, index0 + (i0 + j) * stride) for j < n <= RAND_CHUNK.
- * Contiguous indices use all four words of each Philox4x32-10 block, computed here
- * lane-parallel so the compiler vectorises the rounds; it is util/rng.c's function
- * (same constants, counter and key layout), and the tests hold it to rng_u32. */
+ * Contiguous indices use all four words of each Philox4x32-10 block (util/philox.h),
+ * eight blocks at a time with AVX2 where the CPU has it (the same rounds and constants,
+ * lane-parallel); the tests hold the words to rng_u32. */
 #define RAND_CHUNK 256
 
 static void fill_rand(const mxq_rand_t *r, size_t i0, uint32_t *w, size_t n)
 {
     if (r->stride != 1) {
         for (size_t j = 0; j < n; j++)
-            w[j] = rng_u32(r->seed, r->stream, r->index0 + (i0 + j) * r->stride);
+            w[j] = philox_u32(r->seed, r->stream, r->index0 + (i0 + j) * r->stride);
         return;
     }
     uint64_t idx = r->index0 + i0, b0 = idx >> 2;
@@ -233,15 +158,9 @@ static void fill_rand(const mxq_rand_t *r, size_t i0, uint32_t *w, size_t n)
 #endif
     for (; j < nblk; j++) {
         uint64_t blk = b0 + j;
-        uint32_t c0 = (uint32_t)blk, c1 = (uint32_t)(blk >> 32), c2 = s0, c3 = s1;
-        uint32_t k0 = key0, k1 = key1;
-        for (int round = 0; round < 10; round++) {
-            uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-            uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-            c0 = n0, c1 = (uint32_t)p1, c2 = n2, c3 = (uint32_t)p0;
-            k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
-        }
-        o[4 * j] = c0, o[4 * j + 1] = c1, o[4 * j + 2] = c2, o[4 * j + 3] = c3;
+        uint32_t *c = o + 4 * j;
+        c[0] = (uint32_t)blk, c[1] = (uint32_t)(blk >> 32), c[2] = s0, c[3] = s1;
+        philox4x32_10(c, key0, key1);
     }
     memcpy(w, o + (idx & 3), n * 4);
 }
@@ -254,19 +173,19 @@ typedef struct kparams {
     uint32_t maxb;  /* bits of max * 2^s */
 } kparams_t;
 
-ALWAYS_INLINE kparams_t kparams(const mxq_fmt_t *f, int s)
+ALWAYS_INLINE kparams_t kparams(const mxc_fmt_t *f, int s)
 {
     kparams_t p;
     p.T = f->emin + s + 127;
     int qe = f->emin + s - f->m;
     p.Q = mxq_pow2f(qe < -149 ? -149 : qe); /* qe >= -143 whenever T >= 1 */
-    p.maxb = f2u(f->max * mxq_pow2f(s));
+    p.maxb = hd_f2u(f->max * mxq_pow2f(s));
     return p;
 }
 
 /* Deterministic rounding of n elements; R is a compile-time constant at each use.
  * Element i uses T[i*ps], Q[i*ps], maxb[i*ps] (ps = 0: one block; 1: per element). */
-ALWAYS_INLINE void elems_det(const mxq_fmt_t *f, mx_round_t R, const int32_t *Tp,
+ALWAYS_INLINE void elems_det(const mxc_fmt_t *f, mx_round_t R, const int32_t *Tp,
                              const float *Qp, const uint32_t *maxbp, size_t ps,
                              const uint32_t *in, uint32_t *out, size_t n)
 {
@@ -292,7 +211,7 @@ ALWAYS_INLINE void elems_det(const mxq_fmt_t *f, mx_round_t R, const int32_t *Tp
                       : R == MX_ROUND_EVEN  ? h - 1 + ((S >> d) & 1)
                                             : 0;
         uint32_t r = (S + bs) >> d;
-        uint32_t rs = f2u((float)(int32_t)r * Qp[i * ps]);
+        uint32_t rs = hd_f2u((float)(int32_t)r * Qp[i * ps]);
         uint32_t sel = (uint32_t)-(int32_t)(E >= T); /* a mask, not ?:, so it vectorises */
         uint32_t res = (rn & sel) | (rs & ~sel);
         uint32_t mb = maxbp[i * ps];
@@ -302,7 +221,7 @@ ALWAYS_INLINE void elems_det(const mxq_fmt_t *f, mx_round_t R, const int32_t *Tp
 }
 
 /* Stochastic rounding with the words w[0..n). */
-ALWAYS_INLINE void elems_sto(const mxq_fmt_t *f, const int32_t *Tp, const float *Qp,
+ALWAYS_INLINE void elems_sto(const mxc_fmt_t *f, const int32_t *Tp, const float *Qp,
                              const uint32_t *maxbp, size_t ps, const uint32_t *in,
                              uint32_t *out, const uint32_t *w, size_t n)
 {
@@ -327,7 +246,7 @@ ALWAYS_INLINE void elems_sto(const mxq_fmt_t *f, const int32_t *Tp, const float 
         uint32_t frac32 = (lo & le32) | (hi & ~le32);
         uint32_t sum = frac32 + rnd;
         uint32_t r = (S >> (d < 31 ? d : 31)) + (sum < rnd); /* + carry */
-        uint32_t rs = f2u((float)(int32_t)r * Qp[i * ps]);
+        uint32_t rs = hd_f2u((float)(int32_t)r * Qp[i * ps]);
         uint32_t sel = (uint32_t)-(int32_t)(E >= T);
         uint32_t res = (rn & sel) | (rs & ~sel);
         uint32_t mb = maxbp[i * ps];
@@ -338,14 +257,14 @@ ALWAYS_INLINE void elems_sto(const mxq_fmt_t *f, const int32_t *Tp, const float 
 
 /* Element codes of n dequantized values v (float32 bits) whose block scale is 2^s:
  * inv[i*ps] = 2^-s and sb[i*ps] = s << 23. */
-ALWAYS_INLINE void codes_kernel(const mxq_fmt_t *f, int is_int, int bits, const uint32_t *v,
+ALWAYS_INLINE void codes_kernel(const mxc_fmt_t *f, int is_int, int bits, const uint32_t *v,
                                 const float *invp, const uint32_t *sbp, size_t ps,
                                 uint8_t *codes, size_t n)
 {
     if (is_int) {
         const float pm = mxq_pow2f(f->m); /* v * 2^-s is the element (|y| < 2) */
         for (size_t i = 0; i < n; i++)
-            codes[i] = (uint8_t)(int8_t)(int32_t)((u2f(v[i]) * invp[i * ps]) * pm);
+            codes[i] = (uint8_t)(int8_t)(int32_t)((hd_u2f(v[i]) * invp[i * ps]) * pm);
         return;
     }
     const int m = f->m, emin = f->emin;
@@ -355,12 +274,12 @@ ALWAYS_INLINE void codes_kernel(const mxq_fmt_t *f, int is_int, int bits, const 
          * exponent are exactly that element. */
         uint32_t vb = v[i];
         uint32_t inf = (uint32_t)-(int32_t)((vb & 0x7fffffffu) == 0x7f800000u);
-        uint32_t yb = ((vb - sbp[i * ps]) & inf) | (f2u(u2f(vb) * invp[i * ps]) & ~inf);
+        uint32_t yb = ((vb - sbp[i * ps]) & inf) | (hd_f2u(hd_u2f(vb) * invp[i * ps]) & ~inf);
         codes[i] = mxq_enc_fp(yb, m, emin, bits);
     }
 }
 
-static void elems_slow(const mxq_fmt_t *f, mx_round_t round, int s, const uint32_t *in,
+static void elems_slow(const mxc_fmt_t *f, mx_round_t round, int s, const uint32_t *in,
                        uint32_t *out, size_t n, const mxq_rand_t *rand)
 {
     uint32_t w[RAND_CHUNK];
@@ -369,16 +288,16 @@ static void elems_slow(const mxq_fmt_t *f, mx_round_t round, int s, const uint32
         if (round == MX_ROUND_STOCHASTIC)
             fill_rand(rand, i0, w, len);
         for (size_t j = 0; j < len; j++)
-            out[i0 + j] = mxq_elem_ref(f, round, s, in[i0 + j],
-                                       round == MX_ROUND_STOCHASTIC ? w[j] : 0);
+            out[i0 + j] = mxc_elem(f, round, s, in[i0 + j],
+                                   round == MX_ROUND_STOCHASTIC ? w[j] : 0);
     }
 }
 
 /* One block's elements; n may be a compile-time constant at the call site. */
-ALWAYS_INLINE void elems_inl(const mxq_fmt_t *f, mx_round_t R, int s, const uint32_t *in,
+ALWAYS_INLINE void elems_inl(const mxc_fmt_t *f, mx_round_t R, int s, const uint32_t *in,
                              uint32_t *out, size_t n, const mxq_rand_t *rand)
 {
-    if (__builtin_expect(s == MXQ_NAN_SCALE, 0)) {
+    if (__builtin_expect(s == MXC_NAN_SCALE, 0)) {
         for (size_t i = 0; i < n; i++)
             out[i] = QNAN_BITS;
         return;
@@ -400,7 +319,7 @@ ALWAYS_INLINE void elems_inl(const mxq_fmt_t *f, mx_round_t R, int s, const uint
     }
 }
 
-void mxq_elems(const mxq_fmt_t *f, mx_round_t round, int s, const uint32_t *in, uint32_t *out,
+void mxq_elems(const mxc_fmt_t *f, mx_round_t round, int s, const uint32_t *in, uint32_t *out,
                size_t n, const mxq_rand_t *rand)
 {
     switch (round) {
@@ -419,10 +338,10 @@ void mxq_elems(const mxq_fmt_t *f, mx_round_t round, int s, const uint32_t *in, 
     }
 }
 
-int mxq_block(const mxq_fmt_t *f, const mx_spec_t *spec, const uint32_t *in, uint32_t *out,
+int mxq_block(const mxc_fmt_t *f, const mx_spec_t *spec, const uint32_t *in, uint32_t *out,
               size_t n, const mxq_rand_t *rand)
 {
-    int s = mxq_scale_exp(f, spec->scale, mxq_amax(in, n));
+    int s = mxc_scale_exp(f, spec->scale, mxq_amax(in, n));
     mxq_elems(f, spec->round, s, in, out, n, rand);
     return s;
 }
@@ -431,46 +350,23 @@ int mxq_block(const mxq_fmt_t *f, const mx_spec_t *spec, const uint32_t *in, uin
 
 void mxq_cast_bf16(const uint32_t *in, uint32_t *out, size_t n)
 {
-    /* Same as half_f32_to_bf16 then back (tests check it), written without calls. */
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = in[i];
-        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
-        uint32_t nan = (u & 0xffff0000u) | 0x00400000u;
-        out[i] = (u & 0x7fffffffu) > 0x7f800000u ? nan : r;
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = mxc_cast_bf16(in[i]);
 }
 
 void mxq_cast_fp16(const uint32_t *in, uint32_t *out, size_t n)
 {
-    /* half_f32_to_f16 then half_f16_to_f32, on the bits: fp16 is the element format
-     * m = 10, emin = -14 at scale 1, overflowing to Inf instead of saturating. */
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u = in[i];
-        uint32_t a = u & 0x7fffffffu, sg = u & 0x80000000u;
-        int32_t E = (int32_t)(a >> 23);
-        uint32_t rn = (a + 0xfffu + ((a >> 13) & 1)) & ~0x1fffu;
-        rn = rn > 0x477fe000u ? 0x7f800000u : rn; /* above 65504 after rounding: Inf */
-        int32_t Eeff = E > 1 ? E : 1;
-        uint32_t S = (a & 0x7fffffu) | (E ? 0x800000u : 0);
-        int32_t d = 126 - Eeff; /* below 2^-14: quantum 2^-24 */
-        d = d < 1 ? 1 : d > 31 ? 31 : d;
-        uint32_t r = (S + (1u << (d - 1)) - 1 + ((S >> d) & 1)) >> d;
-        uint32_t rs = f2u((float)(int32_t)r * 0x1p-24f);
-        uint32_t sel = (uint32_t)-(int32_t)(E >= 113);
-        uint32_t res = (rn & sel) | (rs & ~sel);
-        uint32_t nan = (uint32_t)-(int32_t)(a > 0x7f800000u);
-        res = (0x7fc00000u & nan) | (res & ~nan);
-        out[i] = res | sg;
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = mxc_cast_fp16(in[i]);
 }
 
 /* ---- drivers ---------------------------------------------------------------------- */
 
 /* Codes of one block (constant scale). NaN-scale blocks get zero codes. */
-ALWAYS_INLINE void block_codes(const mxq_fmt_t *f, int is_int, int bits, int s,
+ALWAYS_INLINE void block_codes(const mxc_fmt_t *f, int is_int, int bits, int s,
                                const uint32_t *v, uint8_t *codes, size_t n)
 {
-    if (s == MXQ_NAN_SCALE) {
+    if (s == MXC_NAN_SCALE) {
         memset(codes, 0, n);
         return;
     }
@@ -481,15 +377,15 @@ ALWAYS_INLINE void block_codes(const mxq_fmt_t *f, int is_int, int bits, int s,
 
 void mxq_codes(mx_format_t fmt, const float *v, size_t n, uint8_t sb, uint8_t *codes)
 {
-    const mxq_fmt_t *f = mxq_fmt(fmt);
+    const mxc_fmt_t fm = mxc_fmt(fmt), *f = &fm;
     block_codes(f, mx_format_info(fmt)->is_int, mx_format_info(fmt)->bits,
-                sb == 0xFF ? MXQ_NAN_SCALE : (int)sb - 127, (const uint32_t *)(const void *)v,
+                sb == 0xFF ? MXC_NAN_SCALE : (int)sb - 127, (const uint32_t *)(const void *)v,
                 codes, n);
 }
 
 /* Blocks of k along n contiguous values, one block at a time (for long blocks, where
  * the per-block work is amortised anyway). */
-static void flat_blocks(const mxq_fmt_t *f, const mx_spec_t *sp, const uint32_t *in,
+static void flat_blocks(const mxc_fmt_t *f, const mx_spec_t *sp, const uint32_t *in,
                         uint32_t *out, size_t n, uint64_t seed, uint64_t stream,
                         uint64_t index0, uint8_t *scales, uint8_t *codes)
 {
@@ -498,7 +394,7 @@ static void flat_blocks(const mxq_fmt_t *f, const mx_spec_t *sp, const uint32_t 
     for (size_t b = 0; b < n; b += k) {
         size_t len = n - b < k ? n - b : k;
         mxq_rand_t rand = {seed, stream, index0 + b, 1};
-        int s = mxq_scale_exp(f, sp->scale, mxq_amax(in + b, len));
+        int s = mxc_scale_exp(f, sp->scale, mxq_amax(in + b, len));
         mxq_elems(f, sp->round, s, in + b, out + b, len, &rand);
         if (scales)
             scales[b / k] = mxq_scale_byte(s);
@@ -525,7 +421,7 @@ typedef struct chunk_ws {
     int s[CHUNK];
 } chunk_ws_t;
 
-ALWAYS_INLINE void chunk_run(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t R, size_t k,
+ALWAYS_INLINE void chunk_run(const mxc_fmt_t *f, const mx_spec_t *sp, mx_round_t R, size_t k,
                              const uint32_t *in, uint32_t *out, size_t C, uint64_t seed,
                              uint64_t stream, uint64_t index0, uint8_t *scales, uint8_t *codes,
                              int is_int, int bits, chunk_ws_t *ws)
@@ -533,12 +429,12 @@ ALWAYS_INLINE void chunk_run(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t
     size_t nb = C / k;
     int special = 0;
     for (size_t b = 0; b < nb; b++) {
-        int s = mxq_scale_exp(f, sp->scale, amax_inl(in + b * k, k));
+        int s = mxc_scale_exp(f, sp->scale, amax_inl(in + b * k, k));
         ws->s[b] = s;
         if (scales)
             scales[b] = mxq_scale_byte(s);
         kparams_t p = {1, 1.0f, 0};
-        if (s == MXQ_NAN_SCALE || f->emin + s + 127 < 1)
+        if (s == MXC_NAN_SCALE || f->emin + s + 127 < 1)
             special = 1;
         else
             p = kparams(f, s);
@@ -559,14 +455,14 @@ ALWAYS_INLINE void chunk_run(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t
     }
     if (special)
         for (size_t b = 0; b < nb; b++)
-            if (ws->s[b] == MXQ_NAN_SCALE || f->emin + ws->s[b] + 127 < 1) {
+            if (ws->s[b] == MXC_NAN_SCALE || f->emin + ws->s[b] + 127 < 1) {
                 mxq_rand_t rand = {seed, stream, index0 + b * k, 1};
                 elems_inl(f, R, ws->s[b], ws->saved + b * k, out + b * k, k, &rand);
             }
     if (!codes)
         return;
     for (size_t b = 0; b < nb; b++) {
-        int s = ws->s[b] == MXQ_NAN_SCALE ? 0 : ws->s[b];
+        int s = ws->s[b] == MXC_NAN_SCALE ? 0 : ws->s[b];
         float inv = mxq_pow2f(-s);
         uint32_t sbits = (uint32_t)s << 23;
         for (size_t j = 0; j < k; j++) {
@@ -577,11 +473,11 @@ ALWAYS_INLINE void chunk_run(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t
     codes_kernel(f, is_int, bits, out, ws->inv, ws->sb, 1, codes, C);
     if (special)
         for (size_t b = 0; b < nb; b++)
-            if (ws->s[b] == MXQ_NAN_SCALE)
+            if (ws->s[b] == MXC_NAN_SCALE)
                 memset(codes + b * k, 0, k);
 }
 
-ALWAYS_INLINE void flat_chunks(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t R,
+ALWAYS_INLINE void flat_chunks(const mxc_fmt_t *f, const mx_spec_t *sp, mx_round_t R,
                                size_t k, const uint32_t *in, uint32_t *out, size_t n,
                                uint64_t seed, uint64_t stream, uint64_t index0,
                                uint8_t *scales, uint8_t *codes)
@@ -598,7 +494,7 @@ ALWAYS_INLINE void flat_chunks(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round
                     scales ? scales + c0 / k : NULL, codes ? codes + c0 : NULL);
 }
 
-ALWAYS_INLINE void flat_round(const mxq_fmt_t *f, const mx_spec_t *sp, mx_round_t R,
+ALWAYS_INLINE void flat_round(const mxc_fmt_t *f, const mx_spec_t *sp, mx_round_t R,
                               const uint32_t *in, uint32_t *out, size_t n, uint64_t seed,
                               uint64_t stream, uint64_t index0, uint8_t *scales, uint8_t *codes)
 {
@@ -627,7 +523,7 @@ void mxq_flat(const float *in, float *out, size_t n, const mx_spec_t *spec, uint
 {
     const uint32_t *ui = (const uint32_t *)(const void *)in;
     uint32_t *uo = (uint32_t *)(void *)out;
-    const mxq_fmt_t *f = mxq_fmt(spec->format);
+    const mxc_fmt_t fm = mxc_fmt(spec->format), *f = &fm;
     switch (spec->round) {
     case MX_ROUND_NEAREST:
         flat_round(f, spec, MX_ROUND_NEAREST, ui, uo, n, seed, stream, index0, scales, codes);
@@ -675,7 +571,7 @@ static void cols_rect(const uint32_t *in, uint32_t *out, size_t cols, size_t r0,
                       size_t c0, size_t c1, const mx_spec_t *spec, uint64_t seed,
                       uint64_t stream, uint8_t *scales)
 {
-    const mxq_fmt_t *f = mxq_fmt(spec->format);
+    const mxc_fmt_t fm = mxc_fmt(spec->format), *f = &fm;
     size_t k = (size_t)spec->block;
     uint32_t buf[COL_BUF];
     for (size_t rb = r0; rb < r1; rb += k) {
@@ -700,7 +596,7 @@ static void cols_rect(const uint32_t *in, uint32_t *out, size_t cols, size_t r0,
         } else {
             /* a block longer than the buffer: one column at a time, in pieces */
             for (size_t c = c0; c < c1; c++) {
-                int s = mxq_scale_exp(f, spec->scale,
+                int s = mxc_scale_exp(f, spec->scale,
                                       mxq_amax_strided(in + rb * cols + c, kk, cols));
                 if (scales)
                     scales[rb / k * cols + c] = mxq_scale_byte(s);

@@ -1,58 +1,31 @@
-/* rng: Philox4x32-10, see rng.h. Constants from Salmon et al. and Random123. */
+/* rng: Philox4x32-10, see rng.h; the arithmetic is util/philox.h (shared with CUDA). */
 #include "util/rng.h"
 
 #include <math.h>
 
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-#define PHILOX_W0 0x9E3779B9u
-#define PHILOX_W1 0xBB67AE85u
-
-static inline uint32_t mulhilo(uint32_t a, uint32_t b, uint32_t *hi)
-{
-    uint64_t p = (uint64_t)a * b;
-    *hi = (uint32_t)(p >> 32);
-    return (uint32_t)p;
-}
+#include "util/philox.h"
 
 rng_block_t rng_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
                               uint32_t k0, uint32_t k1)
 {
-    for (int round = 0; round < 10; round++) {
-        uint32_t hi0, hi1;
-        uint32_t lo0 = mulhilo(PHILOX_M0, c0, &hi0);
-        uint32_t lo1 = mulhilo(PHILOX_M1, c2, &hi1);
-        uint32_t n0 = hi1 ^ c1 ^ k0;
-        uint32_t n1 = lo1;
-        uint32_t n2 = hi0 ^ c3 ^ k1;
-        uint32_t n3 = lo0;
-        c0 = n0, c1 = n1, c2 = n2, c3 = n3;
-        k0 += PHILOX_W0;
-        k1 += PHILOX_W1;
-    }
     rng_block_t b = {{c0, c1, c2, c3}};
+    philox4x32_10(b.v, k0, k1);
     return b;
 }
 
 uint32_t rng_u32(uint64_t seed, uint64_t stream, uint64_t index)
 {
-    uint64_t blk = index >> 2;
-    rng_block_t b = rng_philox4x32_10((uint32_t)blk, (uint32_t)(blk >> 32), (uint32_t)stream,
-                                      (uint32_t)(stream >> 32), (uint32_t)seed,
-                                      (uint32_t)(seed >> 32));
-    return b.v[index & 3];
+    return philox_u32(seed, stream, index);
 }
 
 float rng_uniform(uint64_t seed, uint64_t stream, uint64_t index)
 {
-    return (float)(rng_u32(seed, stream, index) >> 8) * 0x1p-24f;
+    return philox_uniform(seed, stream, index);
 }
 
 double rng_uniform_double(uint64_t seed, uint64_t stream, uint64_t index)
 {
-    uint64_t a = rng_u32(seed, stream, 2 * index) >> 5;     /* 27 bits */
-    uint64_t b = rng_u32(seed, stream, 2 * index + 1) >> 6; /* 26 bits */
-    return (double)((a << 26) | b) * 0x1p-53;
+    return philox_uniform_double(seed, stream, index);
 }
 
 double rng_normal(uint64_t seed, uint64_t stream, uint64_t index)

@@ -1,8 +1,8 @@
 /* rng: a counter-based generator, Philox4x32-10 (Salmon et al., SC'11).
  *
  * A random number is a pure function of (seed, stream, index): no state advances, so
- * results do not depend on thread count, work order or backend. The CUDA backend
- * implements the same function and must agree bit for bit.
+ * results do not depend on thread count, work order or backend. The definition is
+ * util/philox.h, inline functions compiled both here and into the CUDA kernels.
  *
  * Mapping: key = (seed low 32 bits, seed high 32 bits); counter =
  * (index/4 low, index/4 high, stream low, stream high); the output word is lane

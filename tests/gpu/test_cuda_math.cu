@@ -1,8 +1,9 @@
-/* Tests for src/backend/cuda_math.cuh on the host (no GPU needed): the arithmetic the CUDA
- * kernels run, instantiated for the CPU and compared with the definitions it copies —
- * util/rng (Philox words, uniform doubles), src/mx (scale rule, exact element rounding
- * with every rounding mode, bf16/fp16 casts) — and the block layout of the two-pass MX
- * kernels replayed serially against mx_fake_quant on both axes with short blocks. */
+/* Tests for src/mx/mx_core.h and util/philox.h as nvcc compiles them, on the host (no GPU
+ * needed): the arithmetic the CUDA kernels run, instantiated by nvcc and compared with
+ * the same definitions compiled as C into the library — util/rng (Philox words, uniform
+ * doubles), src/mx (scale rule, exact element rounding with every rounding mode,
+ * bf16/fp16 casts) — and the block layout of the two-pass MX kernels replayed serially
+ * against mx_fake_quant (the CPU's vectorised kernels) on both axes with short blocks. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@ extern "C" {
 #include "util/rng.h"
 }
 
-#include "backend/cuda_math.cuh"
+#include "mx/mx_core.h"
 
 static uint64_t mix(uint64_t *s)
 {
@@ -31,12 +32,12 @@ static void philox_words_match_util_rng(void **state)
     uint64_t st = 1;
     for (int i = 0; i < 200000; i++) {
         uint64_t seed = mix(&st), stream = mix(&st), index = mix(&st) >> (i % 64);
-        uint32_t want = rng_u32(seed, stream, index), got = cm_rng_u32(seed, stream, index);
+        uint32_t want = rng_u32(seed, stream, index), got = philox_u32(seed, stream, index);
         if (want != got)
             fail_msg("rng_u32(%llx, %llx, %llx): expected %08x got %08x", (unsigned long long)seed,
                      (unsigned long long)stream, (unsigned long long)index, want, got);
         double wd = rng_uniform_double(seed, stream, index >> 1);
-        double gd = cm_rng_uniform_double(seed, stream, index >> 1);
+        double gd = philox_uniform_double(seed, stream, index >> 1);
         if (memcmp(&wd, &gd, 8))
             fail_msg("rng_uniform_double: expected %a got %a", wd, gd);
     }
@@ -63,8 +64,8 @@ static void scale_rule_matches_src_mx(void **state)
     (void)state;
     uint64_t st = 2;
     for (int f = 0; f < 7; f++) {
-        const mxq_fmt_t *ref = mxq_fmt((mx_format_t)f);
-        cm_mxf_t cf = cm_mx_fmt(f);
+        const mxc_fmt_t rf = mxq_fmt((mx_format_t)f), *ref = &rf;
+        mxc_fmt_t cf = mxc_fmt((mx_format_t)f);
         assert_int_equal(cf.m, ref->m);
         assert_int_equal(cf.emin, ref->emin);
         assert_int_equal(cf.emax, ref->emax);
@@ -74,7 +75,7 @@ static void scale_rule_matches_src_mx(void **state)
             uint32_t a = any_bits(&st) & 0x7fffffffu;
             for (int rule = 0; rule < 2; rule++) {
                 int want = mxq_scale_exp(ref, (mx_scale_rule_t)rule, a);
-                int got = cm_mx_scale_exp(cf, rule, a);
+                int got = mxc_scale_exp(&cf, (mx_scale_rule_t)rule, a);
                 if (want != got)
                     fail_msg("format %d rule %d amax %08x: expected %d got %d", f, rule, a, want, got);
             }
@@ -87,12 +88,12 @@ static void element_rounding_matches_src_mx_in_every_mode(void **state)
     (void)state;
     uint64_t st = 3;
     for (int f = 0; f < 7; f++) {
-        const mxq_fmt_t *ref = mxq_fmt((mx_format_t)f);
-        cm_mxf_t cf = cm_mx_fmt(f);
+        const mxc_fmt_t rf = mxq_fmt((mx_format_t)f), *ref = &rf;
+        mxc_fmt_t cf = mxc_fmt((mx_format_t)f);
         for (int i = 0; i < 200000; i++) {
             uint32_t u = any_bits(&st);
             uint64_t r = mix(&st);
-            int s = i % 97 == 0 ? CM_NAN_SCALE : (int)(r % 255) - 127;
+            int s = i % 97 == 0 ? MXC_NAN_SCALE : (int)(r % 255) - 127;
             /* scales near the element's own exponent exercise the normal region */
             if (i % 3 == 0 && (u & 0x7f800000u) && (u & 0x7f800000u) != 0x7f800000u) {
                 int e = (int)((u >> 23) & 0xff) - 127 - cf.emax + (int)(r % 5) - 2;
@@ -101,7 +102,7 @@ static void element_rounding_matches_src_mx_in_every_mode(void **state)
             uint32_t rnd = (uint32_t)(r >> 32);
             for (int mode = 0; mode < 4; mode++) {
                 uint32_t want = mxq_elem_ref(ref, (mx_round_t)mode, s, u, rnd);
-                uint32_t got = cm_mx_elem(cf, mode, s, u, rnd);
+                uint32_t got = mxc_elem(&cf, (mx_round_t)mode, s, u, rnd);
                 if (want != got)
                     fail_msg("format %d mode %d s %d x %08x rnd %08x: expected %08x got %08x", f,
                              mode, s, u, rnd, want, got);
@@ -118,9 +119,9 @@ static void casts_match_src_mx(void **state)
         uint32_t u = any_bits(&st), wb, wh;
         mxq_cast_bf16(&u, &wb, 1);
         mxq_cast_fp16(&u, &wh, 1);
-        if (wb != cm_cast_bf16(u) || wh != cm_cast_fp16(u))
+        if (wb != mxc_cast_bf16(u) || wh != mxc_cast_fp16(u))
             fail_msg("cast of %08x: bf16 expected %08x got %08x, fp16 expected %08x got %08x", u,
-                     wb, cm_cast_bf16(u), wh, cm_cast_fp16(u));
+                     wb, mxc_cast_bf16(u), wh, mxc_cast_fp16(u));
     }
 }
 
@@ -130,42 +131,42 @@ static void float_keys_order_like_floats(void **state)
     uint64_t st = 5;
     for (int i = 0; i < 200000; i++) {
         uint32_t a = any_bits(&st), b = any_bits(&st);
-        float fa = cm_u2f(a), fb = cm_u2f(b);
+        float fa = hd_u2f(a), fb = hd_u2f(b);
         if (isnan(fa) || isnan(fb))
             continue;
-        assert_int_equal(cm_f2u(cm_unfkey(cm_fkey(fa))), a);
+        assert_int_equal(hd_f2u(hd_unfkey(hd_fkey(fa))), a);
         if (fa < fb)
-            assert_true(cm_fkey(fa) < cm_fkey(fb));
+            assert_true(hd_fkey(fa) < hd_fkey(fb));
         if (fa > fb)
-            assert_true(cm_fkey(fa) > cm_fkey(fb));
+            assert_true(hd_fkey(fa) > hd_fkey(fb));
     }
 }
 
-/* The kernels' algorithm, serially: scales per block (cm_mx_block_span), then every
- * element with its block's scale (cm_mx_block_of) and the word of its index. */
-static void replay(const float *in, float *out, size_t rows, size_t cols, int axis,
+/* The kernels' algorithm, serially: scales per block (mxc_block_span), then every
+ * element with its block's scale (mxc_block_of) and the word of its index. */
+static void replay(const float *in, float *out, size_t rows, size_t cols, mx_axis_t axis,
                    const mx_spec_t *sp, uint64_t seed, uint64_t stream)
 {
-    cm_mxf_t f = cm_mx_fmt((int)sp->format);
-    size_t nb = cm_mx_nblocks(rows, cols, axis, sp->block);
+    mxc_fmt_t f = mxc_fmt(sp->format);
+    size_t nb = mxc_nblocks(rows, cols, axis, sp->block);
     int *sexp = (int *)malloc(nb * sizeof *sexp);
     const uint32_t *u = (const uint32_t *)(const void *)in;
     for (size_t b = 0; b < nb; b++) {
         size_t start, len, stride;
-        cm_mx_block_span(b, rows, cols, axis, sp->block, &start, &len, &stride);
+        mxc_block_span(b, rows, cols, axis, sp->block, &start, &len, &stride);
         uint32_t m = 0;
         for (size_t i = 0; i < len; i++) {
             uint32_t a = u[start + i * stride] & 0x7fffffffu;
             m = a > m ? a : m;
         }
-        sexp[b] = cm_mx_scale_exp(f, (int)sp->scale, m);
+        sexp[b] = mxc_scale_exp(&f, sp->scale, m);
     }
     for (size_t r = 0; r < rows; r++)
         for (size_t c = 0; c < cols; c++) {
             size_t i = r * cols + c;
-            uint32_t rnd = sp->round == MX_ROUND_STOCHASTIC ? cm_rng_u32(seed, stream, i) : 0;
-            uint32_t v = cm_mx_elem(f, (int)sp->round, sexp[cm_mx_block_of(r, c, cols, axis, sp->block)],
-                                    u[i], rnd);
+            uint32_t rnd = sp->round == MX_ROUND_STOCHASTIC ? philox_u32(seed, stream, i) : 0;
+            uint32_t v = mxc_elem(&f, sp->round, sexp[mxc_block_of(r, c, cols, axis, sp->block)],
+                                  u[i], rnd);
             memcpy(&out[i], &v, 4);
         }
     free(sexp);
@@ -194,7 +195,7 @@ static void kernel_layout_replays_mx_fake_quant_on_both_axes(void **state)
                                         (mx_scale_rule_t)((f + mode) % 2)};
                         mx_fake_quant(in, want, rows, cols, axis ? MX_AXIS_COL : MX_AXIS_ROW, &sp,
                                       11, 22);
-                        replay(in, got, rows, cols, axis, &sp, 11, 22);
+                        replay(in, got, rows, cols, axis ? MX_AXIS_COL : MX_AXIS_ROW, &sp, 11, 22);
                         for (size_t i = 0; i < n; i++)
                             if (test_f32_bits(got[i]) != test_f32_bits(want[i]))
                                 fail_msg("%zux%zu format %d block %d mode %d axis %d: [%zu] of %a "

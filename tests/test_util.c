@@ -265,8 +265,8 @@ static void json_parse_refuses_a_repeated_key_naming_its_path(void **state)
     const char *doc = "{\"plans\": {\"A\": {\"rules\": [{\"spec\": 1}, {\"spec\": 1, \"spec\": 2}]}}}";
     assert_int_equal(json_parse(doc, strlen(doc), "p.json", &j, &e), ERR_INPUT);
     assert_null(j);
-    assert_string_equal(e.msg, "p.json: key \"spec\" appears twice in \"plans.A.rules[1]\" "
-                               "(which value is meant cannot be told)");
+    assert_string_equal(e.msg, "p.json: key \"plans.A.rules[1].spec\" appears twice (which "
+                               "value is meant cannot be told)");
     /* an object of many keys (sorted, not pairwise) */
     char big[4096];
     size_t k = (size_t)snprintf(big, sizeof big, "{\"vocab\": {");
@@ -275,7 +275,7 @@ static void json_parse_refuses_a_repeated_key_naming_its_path(void **state)
     snprintf(big + k, sizeof big - k, "\"t77\": 0}}");
     err_clear(&e);
     assert_int_equal(json_parse(big, strlen(big), "t.json", &j, &e), ERR_INPUT);
-    assert_non_null(strstr(e.msg, "t.json: key \"t77\" appears twice in \"vocab\""));
+    assert_non_null(strstr(e.msg, "t.json: key \"vocab.t77\" appears twice"));
     big[k] = 0;
     snprintf(big + k, sizeof big - k, "\"t200\": 0}}");
     assert_int_equal(json_parse(big, strlen(big), "t.json", &j, &e), 0);
@@ -310,6 +310,16 @@ static void json_parse_refuses_nul_naming_line_and_column(void **state)
     assert_string_equal(cJSON_GetObjectItem(j, "t")->valuestring, "C:\\u0000");
     cJSON_Delete(j);
     assert_int_equal(json_find_nul(odd, strlen(odd), &isesc), 9);
+    /* what follows the document is ignored, as cJSON always did (a NUL there too) */
+    const char tail[] = "{\"t\": 1}\n\0\0";
+    assert_int_equal(json_parse(tail, sizeof tail - 1, "x.json", &j, &e), 0);
+    cJSON_Delete(j);
+    /* a NUL where a value should be is named as a NUL, not as bad syntax */
+    const char mid[] = "{\"t\": \0}";
+    err_clear(&e);
+    assert_int_equal(json_parse(mid, sizeof mid - 1, "x.json", &j, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "x.json: line 1, column 7: a NUL byte"));
+    err_clear(&e);
     /* other escapes of small code points are fine */
     const char *one = "{\"t\": \"\\u0001\\u00e9\"}";
     assert_int_equal(json_parse(one, strlen(one), "x.json", &j, &e), 0);
@@ -327,7 +337,7 @@ static void cli_config_file_with_a_repeated_key_is_refused(void **state)
     test_write_file(cfg, doc, strlen(doc));
     char *out;
     assert_int_equal(test_cli(&out, "config --config %s --section ppo", cfg), 2);
-    if (!strstr(out, "cfg.json: key \"learning_rate\" appears twice in \"ppo\""))
+    if (!strstr(out, "cfg.json: key \"ppo.learning_rate\" appears twice"))
         fail_msg("expected the repeated key named, got: %s", out);
     free(out);
     free(cfg);

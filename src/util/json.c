@@ -54,11 +54,8 @@ static int cmp_key(const void *a, const void *b)
 
 static int duplicate(const char *ctx, const char *key, const char *path, err_t *e)
 {
-    if (path[0])
-        return err_set(e, ERR_INPUT, "%s: key \"%.200s\" appears twice in \"%s\" (which value "
-                       "is meant cannot be told)", ctx, key, path);
-    return err_set(e, ERR_INPUT, "%s: key \"%.200s\" appears twice at the top level (which value "
-                   "is meant cannot be told)", ctx, key);
+    return err_set(e, ERR_INPUT, "%s: key \"%s%s%.200s\" appears twice (which value is meant "
+                   "cannot be told)", ctx, path, path[0] ? "." : "", key);
 }
 
 static int keys_unique(const cJSON *obj, const char *path, const char *ctx, err_t *e)
@@ -124,29 +121,39 @@ int json_check_unique_keys(const cJSON *root, const char *ctx, err_t *e)
     return root ? unique_in(root, path, sizeof path, 0, ctx, e) : ERR_OK;
 }
 
+/* A NUL byte or \u0000 escape in text[0, at): ERR_INPUT naming its line and column. */
+static int nul_before(const char *text, size_t at, const char *ctx, err_t *e)
+{
+    bool esc;
+    long nul = json_find_nul(text, at, &esc);
+    if (nul < 0)
+        return ERR_OK;
+    int line, col;
+    line_col(text, (size_t)nul, &line, &col);
+    return err_set(e, ERR_INPUT, "%s: line %d, column %d: %s (a text cannot hold NUL bytes)", ctx,
+                   line, col, esc ? "a \\u0000 escape" : "a NUL byte");
+}
+
 int json_parse(const char *text, size_t len, const char *ctx, cJSON **out, err_t *e)
 {
     const char *end = NULL;
-    int line, col;
-    bool esc;
-    *out = NULL;
-    long nul = json_find_nul(text, len, &esc);
-    if (nul >= 0) {
-        line_col(text, (size_t)nul, &line, &col);
-        return err_set(e, ERR_INPUT, "%s: line %d, column %d: %s (a text cannot hold NUL "
-                       "bytes)", ctx, line, col, esc ? "a \\u0000 escape" : "a NUL byte");
-    }
     *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    /* cJSON reports where it stopped (after the document, or at the error); what follows
+     * a document is ignored, as before */
+    size_t at = (end && end >= text && end <= text + len) ? (size_t)(end - text) : 0;
     if (*out) {
-        int rc = json_check_unique_keys(*out, ctx, e);
+        int rc = nul_before(text, at, ctx, e);
+        if (!rc)
+            rc = json_check_unique_keys(*out, ctx, e);
         if (rc) {
             cJSON_Delete(*out);
             *out = NULL;
         }
         return rc;
     }
-    /* cJSON reports where it stopped; turn that into line:column for people. */
-    size_t at = (end && end >= text && end <= text + len) ? (size_t)(end - text) : 0;
+    if (nul_before(text, at < len ? at + 1 : len, ctx, e))
+        return ERR_INPUT;
+    int line, col;
     line_col(text, at, &line, &col);
     return err_set(e, ERR_INPUT, "%s: invalid JSON at line %d, column %d", ctx, line, col);
 }

@@ -299,21 +299,27 @@ typedef struct plan_info {
     long rm_pairs;
 } plan_info_t;
 
-/* "native" or "emulated" for what a phase computes under these tables on this backend: an
- * MX GEMM is native where cuda runs its pair of operands on the tensor cores (operands
- * (0,1), (2,3), (4,5); be_cuda_mxgemm_native is the dispatch's own test), fake-quantized
- * otherwise (emulated); 16-bit types run natively on cuda's tensor cores and are rounded
- * in fp32 on the CPU. */
+/* "native", "native-weights" or "emulated" for what a phase computes under these tables on
+ * this backend: an MX GEMM is native where cuda runs its pair of operands on the tensor
+ * cores (operands (0,1), (2,3), (4,5); be_cuda_mxgemm_native is the dispatch's own test) and
+ * fake-quantized otherwise (emulated), except cuda's rollout, whose decoding steps read MX
+ * weights packed and multiply exactly when every layer qualifies (be_dec_native:
+ * native-weights); 16-bit types run natively on cuda's tensor cores and are rounded in fp32
+ * on the CPU. */
 static const char *exec_of(const prec_table_t *const *t, const prec_phase_t *ph, int n,
                            bool all_ops, const char *backend)
 {
     bool mx = false, half = false;
+    bool packed = !strcmp(backend, "cuda") && n == 1 && ph[0] == PREC_ROLLOUT && t[0];
     for (int k = 0; k < n; k++) {
         if (!t[k])
             continue;
         if (prec_compute_for(t[k], ph[k]) != PREC_COMPUTE_FP32)
             half = true;
-        for (int i = 0; i < t[k]->nlayers; i++)
+        for (int i = 0; i < t[k]->nlayers; i++) {
+            packed = packed && be_dec_native(prec_spec(t[k], i, ph[k], PREC_OP_WEIGHT),
+                                             prec_spec(t[k], i, ph[k], PREC_OP_INPUT),
+                                             prec_compute_for(t[k], ph[k]));
             for (int op = 0; op < (all_ops ? PREC_OPERAND_COUNT : 2); op++) {
                 const mx_spec_t *s = prec_spec(t[k], i, ph[k], (prec_operand_t)op);
                 const mx_spec_t *o = prec_spec(t[k], i, ph[k], (prec_operand_t)(op ^ 1));
@@ -324,9 +330,10 @@ static const char *exec_of(const prec_table_t *const *t, const prec_phase_t *ph,
                 else if (s->format != MX_FP32)
                     half = true;
             }
+        }
     }
     if (mx)
-        return "emulated";
+        return packed ? "native-weights" : "emulated";
     if (half)
         return strcmp(backend, "cuda") ? "emulated" : "native";
     return "native";

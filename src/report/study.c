@@ -710,7 +710,8 @@ static int section_compare(rep_t *r)
     }
     md(r, "\nexecution: `emulated` means the plan's MX or 16-bit formats were computed in higher "
           "precision (fake quantization) on this backend, so runtimes and energies measure the "
-          "emulation, not MX hardware; the modelled columns say what the formats would move. "
+          "emulation, not MX hardware; `native-weights`: decoding read MX weights packed (real "
+          "bytes) and multiplied exactly; the modelled columns say what the formats would move. "
           "Final reward: the trained reward model's mean score of the final held-out samples "
           "(under the plan's reward phase). RM accuracy: the reward model under the plan's "
           "reward phase on rm_eval pairs (binomial interval). Win rates: the plan's final "

@@ -53,13 +53,16 @@ $(HW_LIB): $(HW_C_OBJ)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
-$(HW_PE_SC): hw/systemc/pe_bench_sc.cpp $(HW_SC) hw/systemc/mx_pe_sc.h hw/bench/pe_bench.h \
+HW_HDR_SC := hw/systemc/mx_pe_sc.h hw/systemc/sc_clock.h hw/bench/hw_formats.h
+HW_HDR_VL := hw/verilator/vl_clock.h hw/bench/hw_formats.h
+
+$(HW_PE_SC): hw/systemc/pe_bench_sc.cpp $(HW_SC) $(HW_HDR_SC) hw/bench/pe_bench.h \
              $(HW_LIB) | $(HW_DEPS)
 	@echo "  C++     $@"
 	$(Q)$(HW_CXX) $(HW_CXXFLAGS) hw/systemc/pe_bench_sc.cpp $(HW_SC) $(HW_LIB) -o $@ \
 	  -lsystemc -fopenmp -lm
 
-$(HW_ARRAY): hw/systemc/array_bench_sc.cpp $(HW_SC_ARRAY) hw/systemc/mx_pe_sc.h \
+$(HW_ARRAY): hw/systemc/array_bench_sc.cpp $(HW_SC_ARRAY) $(HW_HDR_SC) \
              hw/systemc/mx_array_sc.h hw/bench/array_bench.h $(HW_LIB) | $(HW_DEPS)
 	@echo "  C++     $@"
 	$(Q)$(HW_CXX) $(HW_CXXFLAGS) hw/systemc/array_bench_sc.cpp $(HW_SC_ARRAY) $(HW_LIB) -o $@ \
@@ -71,7 +74,7 @@ $(HW_RANDOM): hw/bench/pe_random.cpp $(HW_LIB) | $(HW_DEPS)
 
 # Verilator runs make in its own directory: every path it sees is absolute.
 $(HW_PE_VL): hw/rtl/mx_pe_bank.v $(HW_RTL) hw/verilator/pe_bench_vl.cpp hw/bench/pe_bench.cpp \
-             hw/bench/pe_bench.h $(HW_LIB) | $(HW_DEPS)
+             hw/bench/pe_bench.h $(HW_HDR_VL) $(HW_LIB) | $(HW_DEPS)
 	@echo "  VERILATE $@"
 	@mkdir -p $(@D)
 	$(Q)verilator --cc --exe --build -j 2 -Wall -Wno-WIDTH -Wno-DECLFILENAME --top-module mx_pe_bank \
@@ -87,7 +90,7 @@ $(HW_PE_VL): hw/rtl/mx_pe_bank.v $(HW_RTL) hw/verilator/pe_bench_vl.cpp hw/bench
 hw_fmt = $$(awk '/^gemm/ {print $$$(1); exit}' $(HW_GEMM) | \
   awk '{n = split("$(HW_FORMATS)", f, " "); for (i = 1; i <= n; i++) if (f[i] == $$1) print i - 1}')
 $(HW_ARRAY_VL): hw/rtl/mx_array.v $(HW_RTL) hw/verilator/array_bench_vl.cpp hw/bench/array_bench.cpp \
-                hw/bench/array_bench.h $(HW_GEMM) $(HW_LIB) | $(HW_DEPS)
+                hw/bench/array_bench.h $(HW_HDR_VL) $(HW_GEMM) $(HW_LIB) | $(HW_DEPS)
 	@echo "  VERILATE $@"
 	@mkdir -p $(@D)
 	$(Q)fa=$(call hw_fmt,2); fb=$(call hw_fmt,3); k=$$(awk '/^gemm/ {print $$4; exit}' $(HW_GEMM)); \

@@ -7,14 +7,6 @@
 
 namespace array_bench {
 
-int format_index(mx_format_t f)
-{
-    for (int i = 0; i < MX_HWVEC_NFORMATS; i++)
-        if (mx_hwvec_formats[i] == f)
-            return i;
-    return -1;
-}
-
 mx_hwgemm_t load(const char *path)
 {
     mx_hwgemm_t g;

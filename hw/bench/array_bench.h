@@ -18,9 +18,7 @@
 #include <cstdint>
 #include <vector>
 
-extern "C" {
-#include "mx/mx_hwvec.h"
-}
+#include "hw_formats.h"
 
 namespace array_bench {
 
@@ -41,9 +39,6 @@ public:
                        std::vector<bool> &valid, std::vector<uint32_t> &y) = 0;
     virtual int latency() const = 0;   // of one PE, cycles
 };
-
-// Format index of the RTL and SystemC PEs (0 mxfp8_e4m3 ... 5 mxint8).
-int format_index(mx_format_t f);
 
 // Loads a GEMM case (exits 2 with the parser's message when it is not one).
 mx_hwgemm_t load(const char *path);

@@ -12,14 +12,6 @@ extern "C" {
 
 namespace pe_bench {
 
-int format_index(mx_format_t f)
-{
-    for (int i = 0; i < MX_HWVEC_NFORMATS; i++)
-        if (mx_hwvec_formats[i] == f)
-            return i;
-    return -1;
-}
-
 std::vector<mx_hwvec_t> load(const char *path)
 {
     mx_hwvec_t *v = nullptr;
@@ -68,7 +60,7 @@ static bool drive(Dut &dut, const std::vector<mx_hwvec_t> &v, bool acc,
                 results[got] = out;
                 // clock t presents inputs in cycle t and reads what the edge ending it
                 // registered, which cycle t + 1 sees: latency L means t - got == L - 1
-                if (fmt != format_index(v[got].format) || t - (long)got != L - 1)
+                if (fmt != hw_format_index(v[got].format) || t - (long)got != L - 1)
                     (*late)++;
             }
             got++;
@@ -140,7 +132,7 @@ int run(const char *name, Dut &dut, const std::vector<mx_hwvec_t> &v)
     int count[MX_HWVEC_NFORMATS] = {0};
     float acc[MX_HWVEC_NFORMATS] = {0};
     for (size_t i = 0; i < n; i++) {
-        int f = format_index(v[i].format);
+        int f = hw_format_index(v[i].format);
         first[i] = count[f]++ % CHAIN == 0;
         float r = float_of(v[i].expected);
         acc[f] = first[i] ? r : mx_block_accumulate(acc[f], r);

@@ -22,9 +22,7 @@
 #include <cstdint>
 #include <vector>
 
-extern "C" {
-#include "mx/mx_hwvec.h"
-}
+#include "hw_formats.h"
 
 namespace pe_bench {
 
@@ -45,9 +43,6 @@ public:
     // The accumulator's binary32 adder alone (combinational in the RTL).
     virtual uint32_t add(uint32_t a, uint32_t b) = 0;
 };
-
-// Format index of the RTL and SystemC PEs (0 mxfp8_e4m3 ... 5 mxint8), -1 for others.
-int format_index(mx_format_t f);
 
 // Loads `path` (exits 2 with the parser's message when it is not a vector file).
 std::vector<mx_hwvec_t> load(const char *path);

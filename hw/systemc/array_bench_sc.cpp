@@ -10,6 +10,7 @@
 
 #include "array_bench.h"
 #include "mx_array_sc.h"
+#include "sc_clock.h"
 
 namespace {
 
@@ -65,13 +66,7 @@ public:
     }
 
 private:
-    void tick()
-    {
-        clk_.write(false);
-        sc_core::sc_start(5, sc_core::SC_NS);
-        clk_.write(true);
-        sc_core::sc_start(5, sc_core::SC_NS);
-    }
+    void tick() { sc_cycle(clk_); }
     int R_, C_;
     sc_core::sc_signal<bool> clk_, rst_;
     mxhw::mx_array_sc arr_;
@@ -95,7 +90,7 @@ int sc_main(int argc, char **argv)
         return 2;
     }
     mx_hwgemm_t g = array_bench::load(argv[1]);
-    SystemcArray dut(R, C, array_bench::format_index(g.fa), array_bench::format_index(g.fb), g.k);
+    SystemcArray dut(R, C, hw_format_index(g.fa), hw_format_index(g.fb), g.k);
     int rc = array_bench::run("array", argv[1], g, R, C, buffer, dut);
     mx_hwgemm_free(&g);
     return rc;

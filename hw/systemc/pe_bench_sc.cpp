@@ -10,6 +10,7 @@
 
 #include "mx_pe_sc.h"
 #include "pe_bench.h"
+#include "sc_clock.h"
 
 namespace {
 
@@ -47,7 +48,7 @@ public:
                 b.a[i] = in->a[i];
                 b.b[i] = in->b[i];
             }
-            in_[pe_bench::format_index(in->format)].write(b);
+            in_[hw_format_index(in->format)].write(b);
         }
         tick();
         for (int f = 0; f < MX_HWVEC_NFORMATS; f++)
@@ -62,13 +63,7 @@ public:
     uint32_t add(uint32_t a, uint32_t b) override { return mxhw::pe_dp::add(a, b); }
 
 private:
-    void tick()
-    {
-        clk_.write(false);
-        sc_core::sc_start(5, sc_core::SC_NS);
-        clk_.write(true);
-        sc_core::sc_start(5, sc_core::SC_NS);
-    }
+    void tick() { sc_cycle(clk_); }
     sc_core::sc_signal<bool> clk_, rst_;
     sc_core::sc_signal<mxhw::block_in> in_[MX_HWVEC_NFORMATS];
     sc_core::sc_signal<bool> valid_[MX_HWVEC_NFORMATS];

@@ -9,6 +9,7 @@
 
 #include "Vmx_array.h"
 #include "verilated.h"
+#include "vl_clock.h"
 
 #include "array_bench.h"
 
@@ -35,11 +36,7 @@ class VerilatorArray : public array_bench::Dut {
 public:
     explicit VerilatorArray(VerilatedContext *ctx) : m_(new Vmx_array(ctx))
     {
-        m_->clk = 0;
-        m_->rst = 1;
-        tick();
-        tick();
-        m_->rst = 0;
+        vl_reset(m_);
     }
     ~VerilatorArray() override
     {
@@ -64,7 +61,7 @@ public:
             for (int i = 0; i < ARR_K; i++)
                 put_byte(m_->b_codes, c * ARR_K + i, e.codes[i]);
         }
-        tick();
+        vl_tick(m_);
         for (int i = 0; i < ARR_R * ARR_C; i++) {
             valid[(size_t)i] = get_bit(m_->out_valid, i);
             y[(size_t)i] = get_word(m_->out_result, i);
@@ -72,13 +69,6 @@ public:
     }
 
 private:
-    void tick()
-    {
-        m_->clk = 0;
-        m_->eval();
-        m_->clk = 1;
-        m_->eval();
-    }
     Vmx_array *m_;
 };
 
@@ -91,7 +81,7 @@ int main(int argc, char **argv)
         return 2;
     }
     mx_hwgemm_t g = array_bench::load(argv[1]);
-    if (array_bench::format_index(g.fa) != ARR_FA || array_bench::format_index(g.fb) != ARR_FB ||
+    if (hw_format_index(g.fa) != ARR_FA || hw_format_index(g.fb) != ARR_FB ||
         g.k != ARR_K) {
         std::fprintf(stderr, "verilator array: %s is %s x %s with k %d; this array was built "
                      "for formats %d x %d with k %d (hw.mk verilates it for the committed "

@@ -8,6 +8,7 @@
 
 #include "Vmx_pe_bank.h"
 #include "verilated.h"
+#include "vl_clock.h"
 
 #include "pe_bench.h"
 
@@ -17,12 +18,8 @@ class VerilatorDut : public pe_bench::Dut {
 public:
     explicit VerilatorDut(VerilatedContext *ctx) : m_(new Vmx_pe_bank(ctx))
     {
-        m_->clk = 0;
-        m_->rst = 1;
         m_->in_valid = 0;
-        tick();
-        tick();
-        m_->rst = 0;
+        vl_reset(m_);
     }
     ~VerilatorDut() override
     {
@@ -40,7 +37,7 @@ public:
             m_->in_b[w] = 0;
         }
         if (in) {
-            m_->in_fmt = (uint8_t)pe_bench::format_index(in->format);
+            m_->in_fmt = (uint8_t)hw_format_index(in->format);
             m_->in_sa = in->sa;
             m_->in_sb = in->sb;
             for (int i = 0; i < in->k; i++) {   // lanes beyond k keep code 0
@@ -48,7 +45,7 @@ public:
                 m_->in_b[i / 4] |= (uint32_t)in->b[i] << (8 * (i % 4));
             }
         }
-        tick();
+        vl_tick(m_);
         for (int f = 0; f < MX_HWVEC_NFORMATS; f++)
             if ((m_->out_valid >> f) & 1) {
                 *fmt = f;
@@ -67,13 +64,6 @@ public:
     }
 
 private:
-    void tick()
-    {
-        m_->clk = 0;
-        m_->eval();
-        m_->clk = 1;
-        m_->eval();
-    }
     Vmx_pe_bank *m_;
 };
 

@@ -9,13 +9,16 @@
 #   make hw-test-long    the same with 2000 random vectors per format and k
 #   make hw-synth        the synthesis table only -> $(BUILD)/hw/synth/table.md
 #
-# The Debian packages (SystemC, Verilator, Yosys, nextpnr, IceStorm, Icarus) are installed
-# through scripts/deps.sh like the rest. C++ lives only under hw/; the benches link the C
+# The Debian packages are installed through scripts/deps.sh like the rest: the simulators'
+# (g++, SystemC, Verilator) for everything, Yosys and nextpnr only for synthesis (nextpnr-ice40
+# carries its chip database; no bitstream is written, so IceStorm's tools are not needed). C++ lives only under hw/; the benches link the C
 # library's MX files (the vector parser and the reference) compiled here.
 
 HW       := $(BUILD)/hw
-HW_PKGS  := libsystemc-dev verilator yosys nextpnr-ice40 fpga-icestorm iverilog
+HW_PKGS  := g++ libsystemc-dev verilator
 HW_DEPS  := $(BUILD)/.deps-hw-ok
+HW_SYN_PKGS := yosys nextpnr-ice40
+HW_SYN_DEPS_OK := $(BUILD)/.deps-hw-synth-ok
 HW_CXX   ?= g++
 HW_CXXFLAGS := -std=c++17 -O2 -Wall -Wextra -Werror -Isrc -Ihw/bench -Ihw/systemc
 HW_SEED  ?= 1
@@ -42,6 +45,9 @@ HW_GEMM   := $(HW_FIX)/default_gemm.txt
 
 $(HW_DEPS): scripts/deps.sh
 	@$(if $(NO_DEPS),true,scripts/deps.sh $(HW_PKGS))
+	@mkdir -p $(@D) && touch $@
+$(HW_SYN_DEPS_OK): scripts/deps.sh
+	@$(if $(NO_DEPS),true,scripts/deps.sh $(HW_SYN_PKGS))
 	@mkdir -p $(@D) && touch $@
 
 $(HW)/c/%.o: %.c | $(HW_DEPS)
@@ -146,7 +152,7 @@ HW_FORMATS := mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4_e2m1 mxint8
 HW_HX8K_LC := 7680
 # the format's index in the RTL's numbering (0 mxfp8_e4m3 ... 5 mxint8)
 hw_fidx = $$(echo $(HW_FORMATS) | tr ' ' '\n' | grep -n -x $(1) | cut -d: -f1 | awk '{print $$1 - 1}')
-HW_SYN_DEPS := $(HW_RTL) hw/synth/synth.sh | $(HW_DEPS)
+HW_SYN_DEPS := $(HW_RTL) hw/synth/synth.sh | $(HW_SYN_DEPS_OK)
 
 $(HW_SYN)/pe_%.ice40.txt: $(HW_SYN_DEPS)
 	@echo "  YOSYS   PE $* (iCE40)"

@@ -2,7 +2,8 @@
  * (report.md's "The MX datapath"): the energy per MAC and per bit are the cited figures
  * turned into picojoules by hand here, a cost is charged exactly as docs/hardware.md says,
  * and a small results directory (a fixture model's config, a baseline's token counts and
- * energy.csv, a policies file) gives the rows and relations the CSV promises. */
+ * energy.csv, a policies file) gives the rows and relations the CSV promises, through the
+ * library and through `mxrlhf hw project`. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,12 +252,66 @@ static void the_projection_file(void **state)
     free(d);
 }
 
+/* `mxrlhf hw project` as a user runs it: the same file as the library writes, the paths
+   its options name, and a usage error for a results directory without policies */
+static void the_command(void **state)
+{
+    (void)state;
+    char *d = make_results();
+    char buf[8000];
+    report_hw_project_opts_t o;
+    report_hw_project_paths(d, &o, buf, sizeof buf);
+    report_hw_project_result_t r;
+    err_t e = ERR_INIT;
+    if (report_hw_project(&o, &r, &e))
+        fail_msg("%s", e.msg);
+    char *lib, *cli, *out;
+    size_t nlib, ncli;
+    assert_int_equal(fs_read_all(o.output, 1 << 24, &lib, &nlib, &e), 0);
+    remove(o.output);
+    if (test_cli(&out, "hw project --results %s", d))
+        fail_msg("%s", out);
+    assert_non_null(strstr(out, "3 plans x 4 phases"));
+    free(out);
+    assert_int_equal(fs_read_all(o.output, 1 << 24, &cli, &ncli, &e), 0);
+    assert_int_equal(ncli, nlib);
+    assert_memory_equal(cli, lib, nlib);
+    free(cli);
+    free(lib);
+    /* --energy names another measured baseline: the GPU column follows it (400 J / 2 steps) */
+    write_text(d, "other_energy.csv",
+               "phase,avg_power_W,runtime_s,energy_J,source\n"
+               "rollout,100,4,400,rapl\nreward_inference,100,1,100,rapl\n"
+               "gradient_update,100,3,300,rapl\n");
+    char *alt = fs_join(d, "alt.csv");
+    if (test_cli(&out, "hw project --results %s --energy %s/other_energy.csv --output %s", d, d, alt))
+        fail_msg("%s", out);
+    free(out);
+    csv_table_t t;
+    assert_int_equal(csv_load(alt, &t, &e), 0);
+    int u = row_of(&t, "unquantized", "rollout");
+    NEAR(cellv(&t, u, "gpu_joules_per_step"), 200);
+    assert_string_equal(csv_cell(&t, u, csv_col(&t, "gpu_energy_source")), "rapl");
+    csv_table_free(&t);
+    free(alt);
+    /* no policies.json: exit 2, naming the file */
+    char *pj = fs_join(d, "policies/policies.json");
+    remove(pj);
+    free(pj);
+    assert_int_equal(test_cli(&out, "hw project --results %s", d), 2);
+    assert_non_null(strstr(out, "policies.json"));
+    free(out);
+    test_rmtree(d);
+    free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(figures_become_picojoules),
         cmocka_unit_test(a_cost_is_charged_per_format_and_bit),
         cmocka_unit_test(the_projection_file),
+        cmocka_unit_test(the_command),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

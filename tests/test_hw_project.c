@@ -151,17 +151,27 @@ static int row_of(const csv_table_t *t, const char *plan, const char *phase)
     return -1;
 }
 
+/* make_results, then the projection into its default path (o and buf filled, as
+   report_hw_project_paths does) */
+static char *project_results(report_hw_project_opts_t *o, char *buf, size_t cap,
+                             report_hw_project_result_t *r)
+{
+    char *d = make_results();
+    report_hw_project_paths(d, o, buf, cap);
+    err_t e = ERR_INIT;
+    if (report_hw_project(o, r, &e))
+        fail_msg("%s", e.msg);
+    return d;
+}
+
 static void the_projection_file(void **state)
 {
     (void)state;
-    char *d = make_results();
     char buf[8000];
     report_hw_project_opts_t o;
-    report_hw_project_paths(d, &o, buf, sizeof buf);
     report_hw_project_result_t r;
+    char *d = project_results(&o, buf, sizeof buf, &r);
     err_t e = ERR_INIT;
-    if (report_hw_project(&o, &r, &e))
-        fail_msg("%s", e.msg);
     assert_int_equal(r.plans, 3);
     csv_table_t t;
     assert_int_equal(csv_load(o.output, &t, &e), 0);
@@ -257,14 +267,11 @@ static void the_projection_file(void **state)
 static void the_command(void **state)
 {
     (void)state;
-    char *d = make_results();
     char buf[8000];
     report_hw_project_opts_t o;
-    report_hw_project_paths(d, &o, buf, sizeof buf);
     report_hw_project_result_t r;
+    char *d = project_results(&o, buf, sizeof buf, &r);
     err_t e = ERR_INIT;
-    if (report_hw_project(&o, &r, &e))
-        fail_msg("%s", e.msg);
     char *lib, *cli, *out;
     size_t nlib, ncli;
     assert_int_equal(fs_read_all(o.output, 1 << 24, &lib, &nlib, &e), 0);

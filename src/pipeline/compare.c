@@ -25,46 +25,44 @@
 /* ---- options ----------------------------------------------------------------------------- */
 
 static const char *const order_names[] = {"rotate", "fixed", NULL};
-
-void compare_opts_default(compare_opts_t *o)
-{
-    memset(o, 0, sizeof *o);
-    o->seeds = 3;
-    o->steps = 20;
-    snprintf(o->plans, sizeof o->plans, "baseline,A,B,C,D");
-    snprintf(o->control, sizeof o->control, "baseline");
-    o->order = COMPARE_ORDER_ROTATE;
-    o->eval_prompts = 64;
-    o->rm_eval_pairs = 1000;
-    snprintf(o->power_source, sizeof o->power_source, "auto");
-    o->interval_ms = 20;
-    o->idle_s = 2;
-    o->tolerance = 0.1;
-    o->warmup_steps = 2;
-    o->keep_models = false;
-}
+static const opt_enum_t order_enum = {order_names, 0, NULL, NULL};
 
 #define CO(f) offsetof(compare_opts_t, f)
-static const rlhf_field_t compare_fields[] = {
-    {"seeds", RLHF_F_INT, CO(seeds), 1, 1000, NULL, 0},
-    {"steps", RLHF_F_INT, CO(steps), 1, 1e9, NULL, 0},
-    {"plans", RLHF_F_STRING, CO(plans), 0, 0, NULL, sizeof(((compare_opts_t *)0)->plans)},
-    {"control", RLHF_F_STRING, CO(control), 0, 0, NULL, sizeof(((compare_opts_t *)0)->control)},
-    {"reference", RLHF_F_STRING, CO(reference), 0, 0, NULL,
-     sizeof(((compare_opts_t *)0)->reference)},
-    {"order", RLHF_F_ENUM, CO(order), 0, 0, order_names, 0},
-    {"eval_prompts", RLHF_F_INT, CO(eval_prompts), 1, 1e9, NULL, 0},
-    {"rm_eval_pairs", RLHF_F_LONG, CO(rm_eval_pairs), 0, 1e12, NULL, 0},
-    {"power_source", RLHF_F_STRING, CO(power_source), 0, 0, NULL,
-     sizeof(((compare_opts_t *)0)->power_source)},
-    {"interval_ms", RLHF_F_DOUBLE, CO(interval_ms), 1, 60000, NULL, 0},
-    {"idle_s", RLHF_F_DOUBLE, CO(idle_s), 0, 3600, NULL, 0},
-    {"tolerance", RLHF_F_DOUBLE, CO(tolerance), 0, 10, NULL, 0},
-    {"warmup_steps", RLHF_F_INT, CO(warmup_steps), 0, 1e9, NULL, 0},
-    {"calibrate_s", RLHF_F_DOUBLE, CO(calibrate_s), 0, 3600, NULL, 0},
-    {"keep_models", RLHF_F_BOOL, CO(keep_models), 0, 0, NULL, 0},
+#define CAP(f) sizeof(((compare_opts_t *)0)->f)
+static const opt_field_t compare_fields[] = {
+    OPT_KEY("seeds", OPT_INT, CO(seeds), "3", 1, 1000, "PPO seeds per plan", .flag = "seeds"),
+    OPT_KEY("steps", OPT_INT, CO(steps), "20", 1, 1e9,
+            "PPO steps of each run (shorter than the baseline's, to fit the chain's time)",
+            .flag = "steps"),
+    OPT_KEY("plans", OPT_STRING, CO(plans), "baseline,A,B,C,D", 0, 0,
+            "plans of policies.json, in order", .cap = CAP(plans), .flag = "plans"),
+    OPT_KEY("control", OPT_STRING, CO(control), "baseline", 0, 0,
+            "the control plan (must be among the plans)", .cap = CAP(control), .flag = "control"),
+    OPT_KEY("reference", OPT_STRING, CO(reference), "", 0, 0,
+            "plan of the unquantized runs (empty: none, fp32; on a GPU: bf16)",
+            .cap = CAP(reference), .flag = "reference"),
+    OPT_KEY("order", OPT_ENUM, CO(order), "rotate", 0, 0,
+            "each seed's round in rotated or fixed plan order", .en = &order_enum),
+    OPT_KEY("eval_prompts", OPT_INT, CO(eval_prompts), "64", 1, 1e9,
+            "held-out prompts for the final samples"),
+    OPT_KEY("rm_eval_pairs", OPT_LONG, CO(rm_eval_pairs), "1000", 0, 1e12,
+            "rm_eval pairs for the reward models' accuracy (0: all)"),
+    OPT_KEY("power_source", OPT_STRING, CO(power_source), "auto", 0, 0,
+            "auto, nvml, rapl, none or replay:FILE", .cap = CAP(power_source),
+            .flag = "power-source"),
+    OPT_KEY("interval_ms", OPT_DOUBLE, CO(interval_ms), "20", 1, 60000, "power sampling interval"),
+    OPT_KEY("idle_s", OPT_DOUBLE, CO(idle_s), "2", 0, 3600,
+            "idle power before each run (skipped without a sensor)"),
+    OPT_KEY("tolerance", OPT_DOUBLE, CO(tolerance), "0.1", 0, 10,
+            "the control's energy ratio must lie within 1 +- this"),
+    OPT_KEY("warmup_steps", OPT_INT, CO(warmup_steps), "2", 0, 1e9,
+            "an unrecorded PPO run of this many steps before the rounds (0: none)"),
+    OPT_KEY("calibrate_s", OPT_DOUBLE, CO(calibrate_s), "0", 0, 3600,
+            "calibrate each run's phases for this many seconds of steady time (0: off)",
+            .flag = "calibrate-s"),
+    OPT_KEY("keep_models", OPT_BOOL, CO(keep_models), "false", 0, 0,
+            "keep every run's trained policy and checkpoints", .flag = "keep-models"),
 };
-#define NCF ((int)(sizeof compare_fields / sizeof compare_fields[0]))
 
 int compare_plan_list(const char *list, char names[][64], int max, err_t *e)
 {
@@ -104,30 +102,26 @@ int compare_plan_list(const char *list, char names[][64], int max, err_t *e)
     return n;
 }
 
-int compare_opts_from_json(const cJSON *obj, const char *ctx, compare_opts_t *o, err_t *e)
+static int compare_check(const void *opts, const char *ctx, err_t *e)
 {
-    compare_opts_t t = *o;
-    int rc = rlhf_fields_from_json(compare_fields, NCF, obj, ctx, &t, e);
-    if (rc)
-        return rc;
+    const compare_opts_t *t = opts;
     char names[COMPARE_MAX_PLANS - 1][64];
-    int n = compare_plan_list(t.plans, names, COMPARE_MAX_PLANS - 1, e);
+    int n = compare_plan_list(t->plans, names, COMPARE_MAX_PLANS - 1, e);
     if (n < 0)
-        return err_prefix(e, "%s: ", ctx);
+        return err_prefix(e, "%s", ctx);
     bool found = false;
     for (int i = 0; i < n; i++)
-        found |= !strcmp(names[i], t.control);
+        found |= !strcmp(names[i], t->control);
     if (!found)
         return err_set(e, ERR_INPUT, "%s: control \"%s\" is not among the plans \"%s\"", ctx,
-                       t.control, t.plans);
-    *o = t;
+                       t->control, t->plans);
     return ERR_OK;
 }
 
-cJSON *compare_opts_to_json(const compare_opts_t *o)
-{
-    return rlhf_fields_to_json(compare_fields, NCF, o);
-}
+const opt_table_t compare_opts_table =
+    OPT_TABLE("compare", compare_opts_t, compare_fields, compare_check);
+
+void compare_opts_default(compare_opts_t *o) { opts_default(&compare_opts_table, o); }
 
 /* ---- one run's record -------------------------------------------------------------------- */
 
@@ -1055,14 +1049,14 @@ static int write_json(ctx_t *x, const ppo_opts_t *ppo, const profile_control_che
     const pipeline_compare_t *c = x->c;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "format", "mxrlhf.comparison/1");
-    cJSON_AddItemToObject(j, "options", compare_opts_to_json(x->co));
+    cJSON_AddItemToObject(j, "options", opts_to_json(&compare_opts_table, x->co));
     ppo_opts_t o = *ppo;
     o.steps = x->co->steps;
     o.checkpoint_every = 0;
     o.best_of_n = 0;
     o.eval_every = 0;
     o.eval_prompts = x->co->eval_prompts;
-    cJSON_AddItemToObject(j, "ppo", ppo_opts_to_json(&o));
+    cJSON_AddItemToObject(j, "ppo", opts_to_json(&ppo_opts_table, &o));
     char note[256];
     snprintf(note, sizeof note, "each comparison run is PPO for %d steps (the baseline stage "
              "runs %d); seeds %llu to %llu", x->co->steps, ppo->steps,

@@ -511,7 +511,7 @@ static int write_metrics(const char *path, prec_phase_t ph, const phase_sensitiv
     cJSON_AddStringToObject(r, "fingerprint", hx);
     cJSON_AddStringToObject(r, "eval_source", desc);
     cJSON_AddItemToObject(r, "measured_on", profile_phase_describe(p));
-    cJSON_AddItemToObject(r, "options", phase_sensitivity_opts_to_json(o));
+    cJSON_AddItemToObject(r, "options", opts_to_json(&phase_sensitivity_opts_table, o));
     cJSON *b = cJSON_AddObjectToObject(r, "baseline");
     const char *const *names;
     int nc = profile_phase_columns(ph, &names);

@@ -979,7 +979,7 @@ static cJSON *state_json(ppo_t *P, int steps_done)
     cJSON_AddNumberToObject(r, "var", P->running.var);
     cJSON_AddNumberToObject(r, "std", P->running.std);
     cJSON_AddNumberToObject(r, "count", P->running.count);
-    cJSON_AddItemToObject(s, "options", ppo_opts_to_json(P->o));
+    cJSON_AddItemToObject(s, "options", opts_to_json(&ppo_opts_table, P->o));
     cJSON_AddItemToObject(s, "stats", cJSON_Duplicate(P->stats, 1));
     cJSON_AddItemToObject(s, "evaluations", cJSON_Duplicate(P->evals, 1));
     cJSON_AddItemToObject(s, "warnings", cJSON_Duplicate(P->warnings, 1));
@@ -990,7 +990,8 @@ static cJSON *state_json(ppo_t *P, int steps_done)
 /* Restores the state of a checkpoint; options must match (steps may grow). */
 static int state_restore(ppo_t *P, cJSON *st, const char *ctx, err_t *e)
 {
-    cJSON *mine = ppo_opts_to_json(P->o), *theirs = cJSON_GetObjectItemCaseSensitive(st, "options");
+    cJSON *mine = opts_to_json(&ppo_opts_table, P->o);
+    cJSON *theirs = cJSON_GetObjectItemCaseSensitive(st, "options");
     if (!mine)
         return err_set(e, ERR_NOMEM, "out of memory");
     cJSON_DeleteItemFromObjectCaseSensitive(mine, "steps");
@@ -1115,7 +1116,7 @@ static int write_final(ppo_t *P, const ppo_eval_t *last, err_t *e)
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "format", "mxrlhf.training_stats/1");
     cJSON_AddStringToObject(root, "trainer", "PPO with TRL 0.11 PPOTrainer semantics (mxrlhf)");
-    cJSON_AddItemToObject(root, "options", ppo_opts_to_json(P->o));
+    cJSON_AddItemToObject(root, "options", opts_to_json(&ppo_opts_table, P->o));
     cJSON_AddItemToObject(root, "models", models_json(P->io));
     cJSON_AddItemToObject(root, "steps", cJSON_Duplicate(P->stats, 1));
     cJSON *evals = cJSON_Duplicate(P->evals, 1);

@@ -33,16 +33,19 @@ CLANG   ?= clang
 PKGS    := libcjson openblas libpcre2-8 libutf8proc zlib
 DEPS_OK := $(BUILD)/.deps-ok
 
-# pkg-config is only asked once the packages are known to be present.
+# The packages' flags. pkg-config is asked only once scripts/deps.sh has made sure the
+# packages exist: $(PKG_MK) is written by a rule that depends on the deps stamp, and GNU
+# make re-reads the Makefile after it has made an included file, so whatever target a
+# newcomer types first (make, make run, make test, make bench) compiles and links with the
+# flags of packages that deps.sh has just installed. (Asking pkg-config while the Makefile
+# is parsed, before deps.sh ran, linked a fresh machine's first build without -l flags.)
 # OpenBLAS is the OpenMP build (libopenblas-openmp-dev), found through its own pkgconfig
 # directory and pinned with an rpath: our OpenMP regions and BLAS then share one thread
 # pool (a BLAS call inside a parallel region runs single-threaded) instead of the default
 # pthread build oversubscribing the cores. The system-wide default BLAS is left alone.
 BLAS_PC    := /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)/openblas-openmp/pkgconfig
 PKGCONF    = PKG_CONFIG_PATH=$(BLAS_PC) pkg-config
-PKG_CFLAGS = $(shell $(PKGCONF) --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell $(PKGCONF) --libs $(PKGS) 2>/dev/null) \
-             -Wl,-rpath,$(shell $(PKGCONF) --variable=libdir openblas 2>/dev/null) -lm -ldl -lpthread
+PKG_MK     := $(BUILD)/pkg.mk
 
 ifneq ($(DEPS_PREFIX),)
 MULTIARCH  := $(shell $(CC) -print-multiarch 2>/dev/null)
@@ -78,6 +81,8 @@ LIB_SRC  := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TSUP_SRC := $(sort $(wildcard tests/support/*.c))
+# tests find their fixtures from any working directory (tests/support/testutil.h)
+TEST_DEFS := -DMXRLHF_FIXTURES_DIR='"$(abspath tests/fixtures)"'
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
 
@@ -90,10 +95,10 @@ ASAN := $(BUILD)/asan
 ifeq ($(CUDA),1)
 REL_LIB_OBJ  := $(filter-out $(CUDA_STUB:%.c=$(REL)/%.o),$(LIB_SRC:%.c=$(REL)/%.o)) \
                 $(CU_SRC:%.cu=$(REL)/%.cu.o)
-REL_LIBS     := $(PKG_LIBS) $(CUDA_LIBS)
+REL_LIBS     = $(PKG_LIBS) $(CUDA_LIBS)
 else
 REL_LIB_OBJ  := $(LIB_SRC:%.c=$(REL)/%.o)
-REL_LIBS     := $(PKG_LIBS)
+REL_LIBS     = $(PKG_LIBS)
 endif
 CU_OBJ       := $(CU_SRC:%.cu=$(REL)/%.cu.o)
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu/test_gpu_*.c))
@@ -118,6 +123,23 @@ $(DEPS_OK): scripts/deps.sh
 	@mkdir -p $(@D) && touch $@
 
 deps: $(DEPS_OK)
+
+# Written after deps (see PKG_MK above); not used with DEPS_PREFIX, with PKG_LIBS given on
+# the command line, or for `make clean`.
+$(PKG_MK): $(DEPS_OK) Makefile
+	@mkdir -p $(@D)
+	@c=$$($(PKGCONF) --cflags $(PKGS)) && l=$$($(PKGCONF) --libs $(PKGS)) && \
+	  d=$$($(PKGCONF) --variable=libdir openblas) || { \
+	  echo "Makefile: pkg-config does not find all of: $(PKGS) (scripts/deps.sh installs them)" >&2; \
+	  exit 1; }; \
+	printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s -Wl,-rpath,%s -lm -ldl -lpthread\n' "$$c" "$$l" "$$d" >$@.tmp && \
+	  mv $@.tmp $@
+
+ifeq ($(DEPS_PREFIX)$(filter command line,$(origin PKG_LIBS)),)
+ifneq ($(MAKECMDGOALS),clean)
+include $(PKG_MK)
+endif
+endif
 
 # ---- optimised build --------------------------------------------------------
 $(REL)/%.o: %.c | $(DEPS_OK)
@@ -147,7 +169,7 @@ $(REL)/bench/%: bench/%.c $(REL)/libmxrlhf.a | $(DEPS_OK)
 $(REL)/tests/gpu/%: tests/gpu/%.c $(TSUP_SRC) $(REL)/libmxrlhf.a | $(DEPS_OK)
 	@mkdir -p $(@D)
 	@echo "  LINK    $@"
-	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) -Itests $< $(TSUP_SRC) $(REL)/libmxrlhf.a -o $@ \
+	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $(TEST_DEFS) -Itests $< $(TSUP_SRC) $(REL)/libmxrlhf.a -o $@ \
 	  $(REL_LIBS) -lcmocka
 
 # The host half of the CUDA arithmetic (src/mx/mx_core.h, util/philox.h as nvcc compiles
@@ -157,7 +179,7 @@ $(CUDA_MATH_TEST): tests/gpu/test_cuda_math.cu src/mx/mx_core.h src/util/philox.
 	@mkdir -p $(@D)
 	@echo "  NVCC    $@"
 	$(Q)$(NVCC) -std=c++17 -O2 -Isrc -Itests $(PKG_CFLAGS) -c $< -o $@.o
-	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) -Itests $@.o $(TSUP_SRC) $(REL)/libmxrlhf.a -o $@ \
+	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $(TEST_DEFS) -Itests $@.o $(TSUP_SRC) $(REL)/libmxrlhf.a -o $@ \
 	  $(REL_LIBS) -lcmocka
 
 # ---- sanitizer build for tests ----------------------------------------------
@@ -165,6 +187,8 @@ $(ASAN)/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  CC asan $<")
 	$(Q)$(CC) $(ASAN_CFLAGS) $(PKG_CFLAGS) -Itests -c $< -o $@
+
+$(TSUP_OBJ): ASAN_CFLAGS += $(TEST_DEFS)
 
 $(ASAN)/libmxrlhf.a: $(ASAN_LIB_OBJ)
 	@rm -f $@

@@ -6,8 +6,8 @@
 #     unpacks them into a prefix and builds there with the Makefile's overrides
 #     (make NO_DEPS=1 DEPS_PREFIX=prefix MARCH=x86-64-v3: the GPU machine's CPU differs);
 #   - puts the binaries (debug info stripped, as bin.tar.gz: the device call carries at
-#     most 64 MiB), the run-time packages, the MX golden file and the PyTorch peer script
-#     into DEST.
+#     most 64 MiB), the run-time packages, the MX golden file, the test fixtures the GPU
+#     tests read (DEST/fixtures) and the PyTorch peer script into DEST.
 # Usage: scripts/peer/cuda_pack.sh DEST [SHARED_DIR]   (run from the repository root)
 set -euo pipefail
 DEST=$1; SHARED=${2:-../shared}
@@ -27,5 +27,8 @@ for f in rel/mxrlhf rel/tests/gpu/test_gpu_ops rel/tests/gpu/test_gpu_model rel/
 done
 tar -czf "$DEST/bin.tar.gz" -C "$B" bin
 cp "$SHARED/mx-golden/mx_golden.bin" "$DEST/shared/mx-golden/"
+# the fixtures the GPU tests read (they find them through $MXRLHF_FIXTURES, set by the
+# device scripts, from whatever directory they run in)
+rm -rf "$DEST/fixtures" && mkdir -p "$DEST/fixtures" && cp -r tests/fixtures/model tests/fixtures/mx "$DEST/fixtures/"
 cp scripts/peer/cuda_peer.py scripts/peer/cuda_device.sh "$DEST/"
 du -sh "$DEST"

@@ -26,7 +26,8 @@
 #include "util/json.h"
 #include "util/safetensors.h"
 
-#define FIX "tests/fixtures/model"
+/* a file under tests/fixtures/model, from any working directory */
+#define FIX(rel) test_fixture_path("model/" rel)
 
 static backend_t *cpu, *gpu;
 static int quick;
@@ -141,7 +142,7 @@ static double rel_l2(const float *got, const float *want, size_t n)
 static void check_fixture(const char *name)
 {
     char dir[512], path[600];
-    snprintf(dir, sizeof dir, FIX "/%s", name);
+    snprintf(dir, sizeof dir, "%s/%s", FIX(""), name);
     snprintf(path, sizeof path, "%s/ref.json", dir);
     cJSON *ref = load_json(path);
     err_t e = ERR_INIT;
@@ -278,7 +279,7 @@ static void transformers_fixtures_hold_on_gpu(void **state)
 static void reward_scores_hold_on_gpu(void **state)
 {
     NEED_GPU();
-    cJSON *ref = load_json(FIX "/tiny_reward/ref.json");
+    cJSON *ref = load_json(FIX("tiny_reward/ref.json"));
     int B, T;
     int32_t *ids = ints2d(cJSON_GetObjectItem(ref, "ids"), &B, &T);
     int32_t *mask = ints2d(cJSON_GetObjectItem(ref, "mask"), &B, &T);
@@ -290,7 +291,7 @@ static void reward_scores_hold_on_gpu(void **state)
     float sc[16];
     qwen2_batch_t b = {B, T, ids, padl, len};
     prec_ctx_t ctx = {PREC_REWARD, 0, 0};
-    if (qwen2_open_dir(FIX "/tiny_reward", gpu, &o, &m, &e) ||
+    if (qwen2_open_dir(FIX("tiny_reward"), gpu, &o, &m, &e) ||
         qwen2_forward(m, &ctx, &b, QWEN2_FWD_SCORES, &e) || qwen2_scores_get(m, sc, &e))
         fail_msg("%s", e.msg);
     int i = 0;
@@ -308,7 +309,7 @@ static void qwen05b_philox_checkpoint_holds_on_gpu(void **state)
     NEED_GPU();
     if (quick)
         skip();
-    cJSON *ref = load_json(FIX "/qwen05b_philox.json");
+    cJSON *ref = load_json(FIX("qwen05b_philox.json"));
     err_t e = ERR_INIT;
     char *text = cJSON_PrintUnformatted(cJSON_GetObjectItem(ref, "config"));
     qwen2_config_t c;
@@ -579,8 +580,10 @@ static void logprobs_command_runs_on_the_gpu(void **state)
     NEED_GPU();
     char *a = NULL, *b = NULL;
     const char *ids = "3,17,42,5,99,1,8";
-    assert_int_equal(test_cli(&a, "logprobs --model " FIX "/tiny_tied_gqa_f32 --ids %s --device cpu", ids), 0);
-    assert_int_equal(test_cli(&b, "logprobs --model " FIX "/tiny_tied_gqa_f32 --ids %s --device cuda", ids), 0);
+    assert_int_equal(test_cli(&a, "logprobs --model %s --ids %s --device cpu",
+                              FIX("tiny_tied_gqa_f32"), ids), 0);
+    assert_int_equal(test_cli(&b, "logprobs --model %s --ids %s --device cuda",
+                              FIX("tiny_tied_gqa_f32"), ids), 0);
     cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
     assert_non_null(ja);
     assert_non_null(jb);
@@ -590,8 +593,9 @@ static void logprobs_command_runs_on_the_gpu(void **state)
         fail_msg("mean_nll cpu %.9g cuda %.9g", da, db);
     cJSON_Delete(ja), cJSON_Delete(jb);
     free(a), free(b);
-    assert_int_equal(test_cli(&a, "generate --model " FIX "/tiny_tied_gqa_f32 --ids 3,17,42 "
-                                  "--max-new-tokens 5 --temperature 0 --device cuda"), 0);
+    assert_int_equal(test_cli(&a, "generate --model %s --ids 3,17,42 "
+                                  "--max-new-tokens 5 --temperature 0 --device cuda",
+                                  FIX("tiny_tied_gqa_f32")), 0);
     assert_non_null(strstr(a, "\"ids\""));
     free(a);
 }

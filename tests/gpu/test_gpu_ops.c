@@ -757,7 +757,7 @@ static void mx_fixture_vectors_bit_exact_on_gpu(void **state)
 {
     NEED_GPU();
     size_t len;
-    uint8_t *buf = read_all("tests/fixtures/mx/mx_vectors.bin", &len);
+    uint8_t *buf = read_all(test_fixture_path("mx/mx_vectors.bin"), &len);
     rd_t r = {buf, buf + len};
     assert_memory_equal(take(&r, 4), "MXTV", 4);
     assert_int_equal(u32(&r), 1);

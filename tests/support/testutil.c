@@ -28,6 +28,23 @@ const char *test_shared_path(const char *rel)
     return stat(p, &st) == 0 ? p : NULL;
 }
 
+const char *test_fixture_path(const char *rel)
+{
+    static char buf[8][4096];
+    static int slot;
+    const char *root = getenv("MXRLHF_FIXTURES");
+    struct stat st;
+#ifdef MXRLHF_FIXTURES_DIR
+    if ((!root || !*root) && stat(MXRLHF_FIXTURES_DIR, &st) == 0)
+        root = MXRLHF_FIXTURES_DIR;
+#endif
+    if (!root || !*root)
+        root = "tests/fixtures";
+    char *p = buf[slot++ % 8];
+    snprintf(p, sizeof buf[0], "%s/%s", root, rel);
+    return p;
+}
+
 char *test_mkdtemp(void)
 {
     const char *t = getenv("TMPDIR");

@@ -29,6 +29,14 @@ const char *test_shared_path(const char *rel);
 
 int test_in_ci(void);
 
+/* Full path of a file under the test fixtures (tests/fixtures), found from any working
+ * directory: $MXRLHF_FIXTURES when set (the device packs set it), else the absolute
+ * tests/fixtures of the source tree the test was built from (MXRLHF_FIXTURES_DIR, set by
+ * the Makefile) when it exists, else tests/fixtures relative to the working directory.
+ * The path is returned whether or not the file exists, so an error can name it; it lives
+ * in one of 8 rotating buffers (valid until 8 more calls). */
+const char *test_fixture_path(const char *rel);
+
 /* A fresh empty directory under $TMPDIR (or /tmp); removed by test_rmtree. */
 char *test_mkdtemp(void);
 void test_rmtree(const char *dir);

@@ -34,7 +34,7 @@
 
 #include "support/testutil.h"
 
-#define FIXTURES "tests/fixtures/pin"
+#define FIXTURE(name) test_fixture_path("pin/" name)
 
 /* Keys and columns that are times, energies, rates or the machine in any file: volatile
  * whether or not two runs on one machine happened to agree on them. */
@@ -272,7 +272,7 @@ static char *file_text(const char *root, const char *rel, size_t *n)
     return read_all(full, n);
 }
 
-/* The repository root (fixtures are read from there). */
+/* The working directory the test started in (the runs happen elsewhere). */
 static char repo[2048];
 
 /* Runs the chain on the tiny configuration in DIR, as `mxrlhf run --output results --config
@@ -283,11 +283,10 @@ static void run_chain(const char *dir)
     setenv("OMP_NUM_THREADS", "1", 1);
     setenv("OPENBLAS_NUM_THREADS", "1", 1);
     setenv("OPENBLAS_CORETYPE", "Haswell", 1);
-    char cfg[1024], fix[2200];
+    char cfg[1024];
     snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
-    snprintf(fix, sizeof fix, "%s/" FIXTURES "/tiny.json", repo);
     size_t n;
-    char *t = read_all(fix, &n);
+    char *t = read_all(FIXTURE("tiny.json"), &n);
     assert_non_null(t);
     test_write_file(cfg, t, n);
     free(t);
@@ -408,7 +407,7 @@ static void write_fixtures(void)
 {
     char *o = NULL;
     assert_int_equal(test_cli(&o, "config"), 0);
-    test_write_file(FIXTURES "/config.json", o, strlen(o));
+    test_write_file(FIXTURE("config.json"), o, strlen(o));
     free(o);
     /* the chain PIN_RUNS times into the same path; run[r] keeps each one's files */
     char *dir = test_mkdtemp(), run[PIN_RUNS][1100], results[1100];
@@ -421,7 +420,7 @@ static void write_fixtures(void)
     files_t fs = {0};
     list_files(run[0], "", &fs);
     qsort(fs.rel, (size_t)fs.n, sizeof *fs.rel, cmp_str);
-    FILE *f = fopen(FIXTURES "/tiny_outputs.txt", "w");
+    FILE *f = fopen(FIXTURE("tiny_outputs.txt"), "w");
     assert_non_null(f);
     fprintf(f, "# written by tests/test_pin.c in write mode from the mxrlhf of d8503b9\n");
     for (int i = 0; i < fs.n; i++) {
@@ -471,10 +470,10 @@ static void config_output_is_byte_identical_to_the_fixture(void **state)
     char *o = NULL;
     assert_int_equal(test_cli(&o, "config"), 0);
     size_t n;
-    char *want = read_all(FIXTURES "/config.json", &n);
+    char *want = read_all(FIXTURE("config.json"), &n);
     assert_non_null(want);
     if (strcmp(o, want))
-        fail_msg("`mxrlhf config` differs from " FIXTURES "/config.json:\n%s", o);
+        fail_msg("`mxrlhf config` differs from %s:\n%s", FIXTURE("config.json"), o);
     free(o);
     free(want);
 }
@@ -490,7 +489,7 @@ static void tiny_run_outputs_match_the_fixture(void **state)
     snprintf(out, sizeof out, "%s/results", dir);
     run_chain(dir);
     size_t fn;
-    char *fix = read_all(FIXTURES "/tiny_outputs.txt", &fn);
+    char *fix = read_all(FIXTURE("tiny_outputs.txt"), &fn);
     assert_non_null(fix);
     files_t fs = {0};
     list_files(out, "", &fs);
@@ -524,7 +523,7 @@ static void tiny_run_outputs_match_the_fixture(void **state)
         bad++;
     }
     if (bad)
-        fail_msg("the tiny run's outputs differ from " FIXTURES "/tiny_outputs.txt:\n%s", why);
+        fail_msg("the tiny run's outputs differ from %s:\n%s", FIXTURE("tiny_outputs.txt"), why);
     free(fix);
     files_free(&fs);
     test_rmtree(dir);

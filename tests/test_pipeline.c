@@ -372,6 +372,24 @@ static void run_until_stops_and_sft_command_is_the_chain_up_to_sft(void **state)
     free(o);
     assert_int_equal(test_cli(&o, "run --output %s --config %s --until nothing", o2, cfg_path), 2);
     free(o);
+    /* --device overrides the sections' device keys, visibly, and the saved configuration
+       says what was used */
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --until data --device cpu "
+                                  "--set sensitivity.backend=cuda --set policies.backend=cuda:1",
+                              o2, cfg_path), 0);
+    if (!strstr(o, "--device cpu overrides sensitivity.backend \"cuda\"") ||
+        !strstr(o, "--device cpu overrides policies.backend \"cuda:1\"") ||
+        strstr(o, "overrides phase_sensitivity"))
+        fail_msg("expected the two overrides to be logged, got:\n%s", o);
+    free(o);
+    char *saved = fs_join(o2, "config.json");
+    pipeline_config_t c;
+    pipeline_config_default(&c);
+    err_t e = ERR_INIT;
+    assert_int_equal(pipeline_config_load(saved, &c, &e), 0);
+    assert_string_equal(c.sensitivity.backend, "cpu");
+    assert_string_equal(c.policies.backend, "cpu");
+    free(saved);
 }
 
 static void run_with_a_given_model_and_hh_file_skips_pretraining(void **state)

@@ -142,6 +142,14 @@ typedef struct be_sample {
     uint64_t seed, stream, index;
 } be_sample_t;
 
+/* Memory a backend holds, in bytes: now, and the most at any time since it was opened or
+ * the peak was last reset. What it counts: the CPU backend its buffers (be_alloc); the CUDA
+ * backend every cudaMalloc of its own (buffers, scratch, weight caches, the cuBLASLt
+ * workspace; not the CUDA context). */
+typedef struct be_mem {
+    size_t current, peak;
+} be_mem_t;
+
 /* ---- the table every backend fills -------------------------------------------------- */
 
 typedef struct be_ops {
@@ -202,6 +210,10 @@ typedef struct be_ops {
                    const be_sample_t *s);
     void (*fake_quant)(backend_t *be, be_ptr_t out, be_ptr_t in, size_t rows, size_t cols,
                        mx_axis_t axis, const mx_spec_t *spec, uint64_t seed, uint64_t stream);
+
+    /* facts about the backend (be_mem, be_native below) */
+    void (*mem)(backend_t *be, be_mem_t *out, bool reset_peak);
+    bool (*native)(backend_t *be, prec_compute_t ct);
 } be_ops_t;
 
 struct backend {
@@ -209,8 +221,9 @@ struct backend {
     void *impl;
 };
 
-/* Backends by name: "cpu", "cuda". ERR_UNAVAILABLE for a backend not built in or a
- * device that is absent. */
+/* Backends by device name: "cpu", "cuda" (the first GPU), "cuda:N" (GPU N as the CUDA
+ * runtime numbers them). ERR_INPUT for another name; ERR_UNAVAILABLE for a backend not
+ * built in or a device that is absent. */
 int be_open(const char *name, backend_t **out, err_t *e);
 void be_close(backend_t *be);
 const char *be_name(const backend_t *be);
@@ -222,6 +235,24 @@ int be_cpu_open(backend_t **out, err_t *e);
  * fp16 / fp32 tensor-core GEMMs through cuBLASLt, float32 everywhere else. ERR_UNAVAILABLE
  * when built without CUDA or when no device answers. Extras in backend/cuda.h. */
 int be_cuda_open(backend_t **out, err_t *e);
+int be_cuda_open_device(int dev, backend_t **out, err_t *e); /* GPU dev */
+
+/* ---- facts ---------------------------------------------------------------------------- */
+
+static inline be_mem_t be_mem(backend_t *be)
+{
+    be_mem_t m = {0, 0};
+    be->ops->mem(be, &m, false);
+    return m;
+}
+static inline void be_mem_reset_peak(backend_t *be)
+{
+    be_mem_t m;
+    be->ops->mem(be, &m, true);
+}
+/* True when GEMMs of compute type ct run in that type on the hardware; false when the
+ * backend rounds to it and computes in float32 (the CPU for bf16 and fp16: "emulated"). */
+static inline bool be_native(backend_t *be, prec_compute_t ct) { return be->ops->native(be, ct); }
 
 /* ---- wrappers: what the model calls --------------------------------------------------- */
 

@@ -55,6 +55,7 @@ typedef struct cpu {
     int nthr;
     float **tscr;      /* per-thread scratch */
     size_t *tscr_n;
+    be_mem_t mem;      /* bytes in buffers */
 } cpu_t;
 
 static cpu_t *CPU(backend_t *be) { return (cpu_t *)be->impl; }
@@ -150,14 +151,28 @@ static be_buf_t *cpu_buf_alloc(backend_t *be, size_t bytes, err_t *e)
         return NULL;
     }
     b->size = bytes;
+    cpu_t *c = CPU(be);
+    c->mem.current += n;
+    c->mem.peak = c->mem.current > c->mem.peak ? c->mem.current : c->mem.peak;
     return b;
 }
 
 static void cpu_buf_free(backend_t *be, be_buf_t *b)
 {
+    CPU(be)->mem.current -= ((b->size ? b->size : 1) + 63) & ~(size_t)63;
     free(b->data);
     free(b);
 }
+
+static void cpu_mem(backend_t *be, be_mem_t *out, bool reset_peak)
+{
+    cpu_t *c = CPU(be);
+    if (reset_peak)
+        c->mem.peak = c->mem.current;
+    *out = c->mem;
+}
+
+static bool cpu_native(backend_t *be, prec_compute_t ct) { return ct == PREC_COMPUTE_FP32; }
 
 static size_t cpu_buf_size(const be_buf_t *b) { return b->size; }
 static void *cpu_host_addr(backend_t *be, be_ptr_t p) { return vp(p); }
@@ -1032,6 +1047,8 @@ static const be_ops_t cpu_ops = {
     .scale = cpu_scale,
     .sample = cpu_sample,
     .fake_quant = cpu_fake_quant,
+    .mem = cpu_mem,
+    .native = cpu_native,
 };
 
 int be_cpu_open(backend_t **out, err_t *e)

@@ -183,6 +183,12 @@ bool args_mirror_given(const args_mirror_t *mi, const char *flag)
     return i >= 0 && (mi->m[i].value || mi->m[i].set);
 }
 
+const char *args_mirror_value(const args_mirror_t *mi, const char *flag)
+{
+    int i = mirror_index(mi, flag);
+    return i >= 0 ? mi->m[i].value : NULL;
+}
+
 int args_mirror_apply_one(const args_mirror_t *mi, const char *flag, const opt_table_t *t,
                           const char *key, void *opts, err_t *e)
 {

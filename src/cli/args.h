@@ -82,8 +82,9 @@ typedef struct args_mirror {
  * not hold yet. */
 void args_mirror_add(args_mirror_t *mi, const opt_table_t *t, arg_opt_t *opts, int *n, int cap);
 
-/* Whether --flag was given. */
+/* Whether --flag was given; its text (NULL when not given or a boolean flag). */
 bool args_mirror_given(const args_mirror_t *mi, const char *flag);
+const char *args_mirror_value(const args_mirror_t *mi, const char *flag);
 
 /* Sets key of a struct of t to the given flag's value (error messages name --flag);
  * ERR_OK when the flag was not given. The table's checks are the caller's (opts_check). */

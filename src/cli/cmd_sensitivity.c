@@ -181,6 +181,10 @@ int cmd_sensitivity(int argc, char **argv)
     pipeline_config_default(cfg);
     phase_sensitivity_opts_t *po = &cfg->phase_sensitivity;
     rc = config ? pipeline_config_load(config, cfg, &e) : ERR_OK;
+    const char *device = args_mirror_value(&mi, "device");
+    if (!rc && config && device)
+        rc = cli_device_section("sensitivity", pipeline_section_find("phase_sensitivity"), po,
+                                device, &e);
     if (!rc)
         rc = args_mirror_apply_one(&mi, "threshold", &phase_sensitivity_opts_table,
                                    profile_phase_threshold_key(ph), po, &e);

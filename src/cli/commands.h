@@ -39,6 +39,14 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
 /* Configuration: defaults, then --config FILE, then each --set (cmd_run.c). */
 int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t *cfg, err_t *e);
 
+/* --device DEVICE over a configuration: every section's device key (the `backend` keys,
+ * whose flag is --device) set to DEVICE, each change printed to stderr ("--device cuda
+ * overrides sensitivity.backend \"cpu\""); _section does one section's struct (cmd_run.c). */
+int cli_device_override(const char *command, pipeline_config_t *cfg, const char *device,
+                        err_t *e);
+int cli_device_section(const char *command, const pipeline_section_t *s, void *opts,
+                       const char *device, err_t *e);
+
 /* Starts the command again with OMP_WAIT_POLICY=passive unless it is set (cmd_run.c says
  * why); returns only when it was set or the exec failed. */
 void cli_passive_openmp(const char *command, int argc, char **argv);

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cuda.h"
 #include "energy/attrib.h"
 #include "energy/monitor.h"
 #include "energy/run.h"
@@ -87,14 +86,11 @@ int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
         rc = energy_write_outputs(&run, b->out_dir, b->log, e);
     if (!rc)
         rc = pipeline_baseline_plots(b->out_dir, e);
-    /* On the GPU, the most device memory the backend held during the run (issue 10's
-     * memory target is against PyTorch's peak allocated). */
-    be_cuda_mem_t mem;
-    err_t ig = ERR_INIT;
-    if (!rc && b->log && !be_cuda_mem(b->be, &mem, &ig))
-        fprintf(b->log, "mxrlhf baseline: peak GPU memory held by the backend %.2f GiB "
-                "(buffers, weight caches and workspace; the CUDA context not included)\n",
-                (double)mem.peak / (1024.0 * 1024.0 * 1024.0));
+    /* The most memory the backend held during the run (issue 10's memory target is
+     * against PyTorch's peak allocated; be_mem says what each backend counts). */
+    if (!rc && b->log)
+        fprintf(b->log, "mxrlhf baseline: peak memory held by the %s backend %.2f GiB\n",
+                be_name(b->be), (double)be_mem(b->be).peak / (1024.0 * 1024.0 * 1024.0));
     if (have_run)
         energy_run_free(&run);
     energy_source_close(src);

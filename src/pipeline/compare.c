@@ -293,34 +293,39 @@ typedef struct plan_info {
 } plan_info_t;
 
 /* "native" or "emulated" for what a phase computes under these tables on this backend: MX
- * formats are fake-quantized on every backend (emulated); 16-bit types run natively on
- * cuda's tensor cores and are rounded in fp32 on the CPU. */
+ * formats are fake-quantized on every backend (emulated); 16-bit types are native where
+ * the backend computes in them (be_native: cuda's tensor cores) and emulated where it
+ * rounds to them and computes in float32 (the CPU). */
 static const char *exec_of(const prec_table_t *const *t, const prec_phase_t *ph, int n,
-                           bool all_ops, const char *backend)
+                           bool all_ops, backend_t *be)
 {
-    bool mx = false, half = false;
+    bool mx = false, half = false, native = true;
     for (int k = 0; k < n; k++) {
         if (!t[k])
             continue;
-        if (prec_compute_for(t[k], ph[k]) != PREC_COMPUTE_FP32)
+        prec_compute_t ct = prec_compute_for(t[k], ph[k]);
+        if (ct != PREC_COMPUTE_FP32) {
             half = true;
+            native &= be_native(be, ct);
+        }
         for (int i = 0; i < t[k]->nlayers; i++)
             for (int op = 0; op < (all_ops ? PREC_OPERAND_COUNT : 2); op++) {
                 const mx_spec_t *s = prec_spec(t[k], i, ph[k], (prec_operand_t)op);
-                if (mx_format_info(s->format)->is_mx)
+                if (mx_format_info(s->format)->is_mx) {
                     mx = true;
-                else if (s->format != MX_FP32)
+                } else if (s->format != MX_FP32) {
                     half = true;
+                    native &= be_native(be, s->format == MX_BF16 ? PREC_COMPUTE_BF16
+                                                                 : PREC_COMPUTE_FP16);
+                }
             }
     }
     if (mx)
         return "emulated";
-    if (half)
-        return strcmp(backend, "cuda") ? "emulated" : "native";
-    return "native";
+    return half && !native ? "emulated" : "native";
 }
 
-static void plan_execution(plan_info_t *p, const char *backend)
+static void plan_execution(plan_info_t *p, backend_t *be)
 {
     const prec_table_t *tp = p->have_tables ? &p->t_policy : NULL;
     const prec_table_t *tr = p->have_tables ? &p->t_ref : NULL;
@@ -328,9 +333,9 @@ static void plan_execution(plan_info_t *p, const char *backend)
     const prec_table_t *roll[1] = {tp}, *rew[3] = {tp, tr, tm}, *grad[1] = {tp};
     prec_phase_t proll[1] = {PREC_ROLLOUT}, prew[3] = {PREC_GRADIENT, PREC_REWARD, PREC_REWARD},
                  pgrad[1] = {PREC_GRADIENT};
-    snprintf(p->execution[PH_ROLL], 16, "%s", exec_of(roll, proll, 1, false, backend));
-    snprintf(p->execution[PH_REW], 16, "%s", exec_of(rew, prew, 3, false, backend));
-    snprintf(p->execution[PH_GRAD], 16, "%s", exec_of(grad, pgrad, 1, true, backend));
+    snprintf(p->execution[PH_ROLL], 16, "%s", exec_of(roll, proll, 1, false, be));
+    snprintf(p->execution[PH_REW], 16, "%s", exec_of(rew, prew, 3, false, be));
+    snprintf(p->execution[PH_GRAD], 16, "%s", exec_of(grad, pgrad, 1, true, be));
     bool same = !strcmp(p->execution[0], p->execution[1]) && !strcmp(p->execution[1], p->execution[2]);
     snprintf(p->execution[PH_TOTAL], 16, "%s", same ? p->execution[0] : "mixed");
 }
@@ -855,7 +860,7 @@ static int setup(ctx_t *x, err_t *e)
         if (x->plans[i].plan[0])
             rc = resolve_tables(&x->plans[i], &x->pol, &x->lp, &x->lr, &x->lm, e);
     for (int i = 0; !rc && i < x->nplans; i++)
-        plan_execution(&x->plans[i], c->backend_name ? c->backend_name : "cpu");
+        plan_execution(&x->plans[i], c->be);
     if (rc)
         return rc;
     /* the order: seed-major rounds, rotated */

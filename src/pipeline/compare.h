@@ -93,7 +93,7 @@ void compare_opts_default(compare_opts_t *o);
 /* What the runs work on. */
 typedef struct pipeline_compare {
     backend_t *be;
-    const char *backend_name;            /* "cpu", "cuda": native or emulated formats */
+    const char *backend_name;            /* the device as given ("cpu", "cuda:1"), recorded */
     const char *policy_dir, *reward_dir, *judge_dir;
     const char *policies_path;
     const char *const *prompts;          /* ppo_prompts */

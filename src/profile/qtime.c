@@ -8,7 +8,7 @@
 #include <time.h>
 
 /* The wrapper must forward every op: a new op in be_ops_t has to be added here. */
-_Static_assert(sizeof(be_ops_t) == sizeof(const char *) + 33 * sizeof(void (*)(void)),
+_Static_assert(sizeof(be_ops_t) == sizeof(const char *) + 35 * sizeof(void (*)(void)),
                "be_ops_t changed: forward the new op in profile/qtime.c");
 
 /* Our weight cache: the inner backend's (for pass-through calls) and one quantized copy
@@ -175,6 +175,11 @@ static void qt_fake_quant(backend_t *be, be_ptr_t out, be_ptr_t in, size_t rows,
 {
     IN(be)->ops->fake_quant(IN(be), out, in, rows, cols, axis, spec, seed, stream);
 }
+static void qt_mem(backend_t *be, be_mem_t *out, bool reset_peak)
+{
+    IN(be)->ops->mem(IN(be), out, reset_peak);
+}
+static bool qt_native(backend_t *be, prec_compute_t ct) { return be_native(IN(be), ct); }
 
 /* ---- weight caches ---------------------------------------------------------------- */
 
@@ -344,6 +349,8 @@ int profile_qtime_open(backend_t *inner, backend_t **out, err_t *e)
         .scale = qt_scale,
         .sample = qt_sample,
         .fake_quant = qt_fake_quant,
+        .mem = qt_mem,
+        .native = qt_native,
     };
     q->be.ops = &q->ops;
     q->be.impl = q;

@@ -1473,7 +1473,7 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
         if (res)
             *res = rr;
     }
-    if (!rc && !strcmp(be_name(P.be), "cuda")) { /* where the device memory went */
+    if (!rc) { /* where the memory went */
         qwen2_model_t *const ms[] = {P.policy, P.ref, P.rm, P.critic};
         const char *const names[] = {"policy", "reference", "reward", "critic"};
         ppo_memory_write(io->log, P.be, ms, names, 4);

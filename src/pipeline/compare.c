@@ -551,7 +551,7 @@ static int judge_runs(const pipeline_compare_t *c, run_rec_t *runs, int nruns, e
     free(pp);
     free(ca);
     free(cb);
-    return rc ? err_prefix(e, "judge %s: ", c->judge_dir) : ERR_OK;
+    return rc ? err_prefix(e, "judge %s", c->judge_dir) : ERR_OK;
 }
 
 static int cmp_exact(const sample_t *a, const sample_t *b)
@@ -954,7 +954,7 @@ static int one_run(ctx_t *x, int k, const ppo_opts_t *base, err_t *e)
     read_states(x->state_src, r->st1, &r->ndev);
     r->load1 = load1();
     if (rc)
-        return err_prefix(e, "run %s: ", r->dir);
+        return err_prefix(e, "run %s", r->dir);
     r->final_reward = res.last.reward_mean;
     r->kl = res.last.kl_mean;
     r->truth_mean = res.last.synth_score_mean;
@@ -1013,7 +1013,7 @@ static int warmup(ctx_t *x, const ppo_opts_t *base, err_t *e)
     if (!rc)
         rc = pipeline_baseline_run(&o, &b, &res, e);
     if (rc)
-        err_prefix(e, "warm-up run %s: ", dir);
+        err_prefix(e, "warm-up run %s", dir);
     else
         rc = rmtree(dir, e);
     if (!rc)
@@ -1040,7 +1040,7 @@ static int rm_accuracy(ctx_t *x, err_t *e)
                                            pl->plan[0] ? pl->plan : NULL, c->rm_eval, n, &m,
                                            NULL, NULL, e);
         if (rc)
-            return err_prefix(e, "RM accuracy under plan %s: ", pl->name);
+            return err_prefix(e, "RM accuracy under plan %s", pl->name);
         pl->rm_acc = m.accuracy;
         pl->rm_acc_ci = 1.959963984540054 * sqrt(m.accuracy * (1 - m.accuracy) / (double)n);
         logf_(c, "RM accuracy under %s: %.4f on %zu rm_eval pairs", pl->name, m.accuracy, n);

@@ -313,7 +313,7 @@ static int open_model(phase_worker_t *w, const char *dir, const qwen2_opts_t *mo
                       qwen2_model_t **out, err_t *e)
 {
     if (qwen2_open_dir(dir, w->be, mo, out, e))
-        return err_prefix(e, "%s: ", dir);
+        return err_prefix(e, "%s", dir);
     return ERR_OK;
 }
 
@@ -359,7 +359,7 @@ static int rollout_open(profile_phase_t *p, const profile_phase_inputs_t *in, er
     int longest = 1;
     for (int i = 0; i < p->N; i++) {
         if (rlhf_encode_prompt(&p->text, in->pairs[i]->prompt, &p->prompts[i], e))
-            return err_prefix(e, "evaluation prompt %d: ", i);
+            return err_prefix(e, "evaluation prompt %d", i);
         if (p->prompts[i].n < 1)
             return err_set(e, ERR_INPUT, "evaluation prompt %d encodes to no tokens", i);
         p->pp[i] = p->prompts[i].ids;
@@ -446,7 +446,7 @@ static int rollout_measure(profile_phase_t *p, phase_worker_t *w, double *v, dou
                      rng_stream("profile.phase.rollout", 0), &p->eot, 1};
     qwen2_gen_ext_t x = {po->min_new_tokens, NULL};
     if (qwen2_generate_ext(w->m, &rctx, p->N, p->pp, p->plen, &g, &x, w->resp, w->resp_len, e))
-        return err_prefix(e, "rollout: ");
+        return err_prefix(e, "rollout");
     /* prompt + response, as PPO's reward inference lays them out */
     rlhf_seq_t *seqs = err_calloc(e, (size_t)p->N, sizeof *seqs, "samples");
     const rlhf_seq_t **ptr = err_calloc(e, (size_t)p->N, sizeof *ptr, "samples");

@@ -138,7 +138,7 @@ static int open_model(ppo_t *P, const char *dir, unsigned heads, bool training, 
                        .head_seed = P->o->seed, .max_train_batch = training ? P->M : 0,
                        .frozen = !training};
     if (qwen2_open_dir(dir, P->be, &mo, out, e))
-        return err_prefix(e, "%s (%s model): ", dir, prec_model_name(role));
+        return err_prefix(e, "%s (%s model)", dir, prec_model_name(role));
     if (P->io->policies_path) {
         char name[64];
         snprintf(name, sizeof name, "precision_%s.json", prec_model_name(role));
@@ -147,11 +147,11 @@ static int open_model(ppo_t *P, const char *dir, unsigned heads, bool training, 
                        : err_set(e, ERR_NOMEM, "out of memory");
         free(audit);
         if (rc)
-            return err_prefix(e, "plan %s for the %s model: ", P->io->plan, prec_model_name(role));
+            return err_prefix(e, "plan %s for the %s model", P->io->plan, prec_model_name(role));
     }
     size_t freed;
     if (!training && qwen2_freeze(*out, PREC_REWARD, &freed, e))
-        return err_prefix(e, "%s (%s model): ", dir, prec_model_name(role));
+        return err_prefix(e, "%s (%s model)", dir, prec_model_name(role));
     if (qwen2_config(*out)->vocab != P->V)
         return err_set(e, ERR_INPUT, "%s: vocabulary of %d tokens, the policy's has %d (every "
                        "model must share the policy's tokenizer)", dir, qwen2_config(*out)->vocab,
@@ -169,7 +169,7 @@ static int encode_prompts(ppo_t *P, const char *const *texts, size_t n, prompt_t
         p->text = texts[i];
         p->topic = P->io->synthetic ? data_synth_topic_of_prompt(texts[i]) : -1;
         if (rlhf_encode_prompt(&P->text, texts[i], &p->seq, e))
-            return err_prefix(e, "prompt %zu: ", i);
+            return err_prefix(e, "prompt %zu", i);
         if (p->seq.n < 1)
             return err_set(e, ERR_INPUT, "prompt %zu encodes to no tokens", i);
         if (p->seq.n + P->max_new > P->T)
@@ -432,7 +432,7 @@ static int rm_scores(ppo_t *P, int n, uint64_t pstep, float *out, err_t *e)
     prec_ctx_t rctx = {PREC_REWARD, P->o->seed, pstep};
     qwen2_batch_t qb = {n, P->batch.T, P->batch.ids, NULL, P->batch.len};
     if (qwen2_forward(P->rm, &rctx, &qb, QWEN2_FWD_SCORES, e) || qwen2_scores_get(P->rm, out, e))
-        return err_prefix(e, "reward model: ");
+        return err_prefix(e, "reward model");
     return ERR_OK;
 }
 
@@ -457,14 +457,14 @@ static int evaluate(ppo_t *P, int steps_done, ppo_eval_t *ev, cJSON *samples, er
             rows[b] = &P->ev[c * P->B + b];
         if (generate(P, rows, n, 0, rng_stream("ppo.eval", c), e) || make_batch(P, rows, n, e) ||
             rm_scores(P, n, 0, P->scores, e))
-            return err_prefix(e, "evaluation: ");
+            return err_prefix(e, "evaluation");
         prec_ctx_t rctx = {PREC_REWARD, P->o->seed, 0};
         const int T = P->batch.T;
         qwen2_batch_t qb = {n, T, P->batch.ids, NULL, P->batch.len};
         qwen2_next_token_targets(&qb, P->tgt);
         if (qwen2_forward(P->ref, &rctx, &qb, QWEN2_FWD_LOGITS, e) ||
             qwen2_token_logprobs(P->ref, P->tgt, P->ref_logp, NULL, e))
-            return err_prefix(e, "evaluation, reference model: ");
+            return err_prefix(e, "evaluation, reference model");
         for (int b = 0; b < n; b++) {
             int p0 = rows[b]->seq.n - 1;
             double kl = 0;
@@ -564,7 +564,7 @@ static int best_of_n(ppo_t *P, err_t *e)
         for (int r = 0; r < n; r++) {
             if (generate(P, rows, rows_n, 0, rng_stream("ppo.best_of_n", c * (size_t)n + r), e) ||
                 make_batch(P, rows, rows_n, e) || rm_scores(P, rows_n, 0, P->scores, e))
-                return err_prefix(e, "best-of-%d: ", n);
+                return err_prefix(e, "best-of-%d", n);
             for (int b = 0; b < rows_n; b++) {
                 if (!(P->scores[b] > best_rm[b]))
                     continue;
@@ -697,11 +697,11 @@ static int gradient_update(ppo_t *P, int step, step_acc_t *acc, err_t *e)
             if (qwen2_forward(P->policy, &g, &qb, fl, e) ||
                 qwen2_token_logprobs(P->policy, P->mb_tgt, P->mb_logp, P->mb_ent, e) ||
                 (P->shared_value && qwen2_values_get(P->policy, P->mb_vpred, e)))
-                return err_prefix(e, "step %d, policy: ", step + 1);
+                return err_prefix(e, "step %d, policy", step + 1);
             if (!P->shared_value &&
                 (qwen2_forward(P->critic, &g, &qb, QWEN2_FWD_TRAIN | QWEN2_FWD_VALUES, e) ||
                  qwen2_values_get(P->critic, P->mb_vpred, e)))
-                return err_prefix(e, "step %d, critic: ", step + 1);
+                return err_prefix(e, "step %d, critic", step + 1);
             ppo_loss(&lc, n, P->mb_old_logp, P->mb_values, P->mb_logp, P->mb_vpred, P->mb_ent,
                      P->mb_mask, P->mb_adv, P->mb_ret, 1.0 / gas, P->mb_dlogp, P->mb_dv, &st);
             if (!st.skipped && (!isfinite(st.loss_total) || !all_finite(P->mb_dlogp, NULL, n) ||
@@ -720,15 +720,15 @@ static int gradient_update(ppo_t *P, int step, step_acc_t *acc, err_t *e)
             if (!st.skipped) {
                 qwen2_grad_in_t gp = {P->mb_dlogp, NULL, P->shared_value ? P->mb_dv : NULL, NULL};
                 if (qwen2_backward(P->policy, &g, &gp, e))
-                    return err_prefix(e, "step %d, policy backward: ", step + 1);
+                    return err_prefix(e, "step %d, policy backward", step + 1);
                 if (P->critic &&
                     qwen2_backward(P->critic, &g, &(qwen2_grad_in_t){NULL, NULL, P->mb_dv, NULL}, e))
-                    return err_prefix(e, "step %d, critic backward: ", step + 1);
+                    return err_prefix(e, "step %d, critic backward", step + 1);
             }
             if ((k + 1) % gas == 0) {
                 qwen2_step_info_t info;
                 if (qwen2_optimizer_step(P->policy, &h, &info, e))
-                    return err_prefix(e, "step %d: stopping, the last good checkpoint stays: ",
+                    return err_prefix(e, "step %d: stopping, the last good checkpoint stays",
                                       step + 1);
                 acc->grad_norm += info.grad_norm;
                 acc->opt_steps++;
@@ -767,7 +767,7 @@ static int reward_inference(ppo_t *P, int step, err_t *e)
     if (qwen2_forward(P->policy, &g, &qb, fl, e) ||
         qwen2_token_logprobs(P->policy, P->tgt, P->old_logp, NULL, e) ||
         (P->shared_value && qwen2_values_get(P->policy, P->values, e)))
-        return err_prefix(e, "step %d, policy: ", step + 1);
+        return err_prefix(e, "step %d, policy", step + 1);
     size_t fpos = 0;
     if (full)
         for (int b = 0; b < B; b++) {
@@ -779,12 +779,12 @@ static int reward_inference(ppo_t *P, int step, err_t *e)
         }
     if (P->critic && (qwen2_forward(P->critic, &g, &qb, QWEN2_FWD_VALUES, e) ||
                       qwen2_values_get(P->critic, P->values, e)))
-        return err_prefix(e, "step %d, critic: ", step + 1);
+        return err_prefix(e, "step %d, critic", step + 1);
 
     /* the frozen reference */
     if (qwen2_forward(P->ref, &r, &qb, QWEN2_FWD_LOGITS, e) ||
         qwen2_token_logprobs(P->ref, P->tgt, P->ref_logp, NULL, e))
-        return err_prefix(e, "step %d, reference model: ", step + 1);
+        return err_prefix(e, "step %d, reference model", step + 1);
     for (size_t i = 0; i < n; i++)
         P->klv[i] = full ? 0.0f : (float)ppo_kl_token(o->kl_penalty, P->old_logp[i], P->ref_logp[i]);
     if (full) {
@@ -802,7 +802,7 @@ static int reward_inference(ppo_t *P, int step, err_t *e)
 
     /* the reward model */
     if (rm_scores(P, B, (uint64_t)step, P->scores, e))
-        return err_prefix(e, "step %d: ", step + 1);
+        return err_prefix(e, "step %d", step + 1);
     if (o->oracle_reward)
         for (int b = 0; b < B; b++)
             P->scores[b] = (float)P->synth[b];
@@ -1211,7 +1211,7 @@ static int snap_take(qwen2_model_t *m, model_snap_t *s, err_t *e)
         qwen2_params_get(m, 0, s->params, s->n, e) ||
         qwen2_moments_get(m, 0, s->m1, s->m2, s->n, e)) {
         snap_free(s);
-        return err_prefix(e, "saving the model state before calibration: ");
+        return err_prefix(e, "saving the model state before calibration");
     }
     qwen2_opt_state_get(m, &s->st);
     return ERR_OK;
@@ -1223,7 +1223,7 @@ static int snap_restore(qwen2_model_t *m, const model_snap_t *s, err_t *e)
         return ERR_OK;
     if (qwen2_params_set(m, 0, s->params, s->n, e) ||
         qwen2_moments_set(m, 0, s->m1, s->m2, s->n, e) || qwen2_opt_state_set(m, &s->st, e))
-        return err_prefix(e, "restoring the model state after calibration: ");
+        return err_prefix(e, "restoring the model state after calibration");
     qwen2_zero_grads(m);
     return ERR_OK;
 }

@@ -125,9 +125,12 @@ void compare_opts_default(compare_opts_t *o) { opts_default(&compare_opts_table,
 
 /* ---- one run's record -------------------------------------------------------------------- */
 
-enum { PH_ROLL, PH_REW, PH_GRAD, PH_TOTAL, NPH };
-static const char *const phase_names[NPH] = {"rollout", "reward_inference", "gradient_update",
-                                             "total"};
+/* the three phases (precision.h's order) and their total */
+enum { PH_ROLL = PREC_ROLLOUT, PH_REW = PREC_REWARD, PH_GRAD = PREC_GRADIENT, PH_TOTAL, NPH };
+static const char *phase_name(int k)
+{
+    return k < PREC_PHASE_COUNT ? prec_phase_study_name((prec_phase_t)k) : "total";
+}
 
 typedef struct sample {
     char *prompt, *response;
@@ -187,7 +190,7 @@ static int read_energy(run_rec_t *r, err_t *e)
         r->runtime[k] = r->energy[k] = r->unc[k] = NAN;
     for (int i = 0; !rc && i < t.nrows; i++)
         for (int k = 0; k < NPH && !rc; k++)
-            if (!strcmp(csv_cell(&t, i, cp), phase_names[k])) {
+            if (!strcmp(csv_cell(&t, i, cp), phase_name(k))) {
                 rc = csv_cell_double(&t, i, crt, &r->runtime[k], e);
                 if (!rc)
                     rc = csv_cell_double(&t, i, cen, &r->energy[k], e);
@@ -682,7 +685,7 @@ static int write_comparison_csv(const char *path, const plan_info_t *plans, int 
             bool tot = k == PH_TOTAL;
             const profile_cost_t *c = &ps.cost[k];
             csv_str(&w, plans[p].name);
-            csv_str(&w, phase_names[k]);
+            csv_str(&w, phase_name(k));
             csv_int(&w, ps.runtime[k].n);
             csv_int(&w, co->steps);
             csv_str(&w, plans[p].execution[k]);
@@ -1080,7 +1083,7 @@ static int write_json(ctx_t *x, const ppo_opts_t *ppo, const profile_control_che
         cJSON_AddBoolToObject(o2, "control", p == x->control);
         cJSON *ex = cJSON_AddObjectToObject(o2, "execution");
         for (int k = 0; k < NPH; k++)
-            cJSON_AddStringToObject(ex, phase_names[k], x->plans[p].execution[k]);
+            cJSON_AddStringToObject(ex, phase_name(k), x->plans[p].execution[k]);
         cJSON_AddItemToObject(o2, "rm_accuracy", num_or_null(x->plans[p].rm_acc));
         cJSON_AddItemToArray(pl, o2);
     }

@@ -368,7 +368,7 @@ static int stage_phase_sensitivity(pipeline_ctx_t *c, err_t *e)
     const phase_sensitivity_opts_t *o = &c->cfg->phase_sensitivity;
     for (int ph = 0; ph < PREC_PHASE_COUNT && !rc; ph++) {
         char name[64];
-        snprintf(name, sizeof name, "sensitivity_%s.csv", profile_phase_name((prec_phase_t)ph));
+        snprintf(name, sizeof name, "sensitivity_%s.csv", prec_phase_name((prec_phase_t)ph));
         char *out = join(c->dir, name, e);
         if (!out)
             return e->code;
@@ -378,7 +378,7 @@ static int stage_phase_sensitivity(pipeline_ctx_t *c, err_t *e)
                                     .rm = &c->cfg->rm, .output = out};
         profile_log_t pl = {c, -1e9};
         profile_phase_result_t r;
-        rlhf_logf(c->log, "phase %s:", profile_phase_name((prec_phase_t)ph));
+        rlhf_logf(c->log, "phase %s:", prec_phase_name((prec_phase_t)ph));
         rc = profile_phase_run((prec_phase_t)ph, o, &pa, phase_progress, &pl, &r, e);
         if (!rc) {
             const char *const *names;

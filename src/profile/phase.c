@@ -94,7 +94,6 @@ int phase_sensitivity_opts_check(const phase_sensitivity_opts_t *o, const char *
 
 /* ---- metrics -------------------------------------------------------------------------- */
 
-const char *profile_phase_name(prec_phase_t ph) { return prec_phase_name(ph); }
 
 int profile_phase_columns(prec_phase_t ph, const char *const **names)
 {
@@ -798,7 +797,7 @@ int profile_phase_measure(profile_phase_t *p, int wi, const char *layer, const m
                 k = i;
         if (k < 0)
             return err_set(e, ERR_INPUT, "phase %s: no profiled layer \"%s\"",
-                           profile_phase_name(p->ph), layer);
+                           prec_phase_name(p->ph), layer);
     }
     phase_worker_t *w = &p->w[wi];
     double t0 = profile_now_s();
@@ -938,7 +937,7 @@ int profile_phase_open(prec_phase_t ph, const phase_sensitivity_opts_t *o,
 cJSON *profile_phase_describe(const profile_phase_t *p)
 {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "phase", profile_phase_name(p->ph));
+    cJSON_AddStringToObject(j, "phase", prec_phase_name(p->ph));
     cJSON_AddNumberToObject(j, "layers", p->nlayers);
     if (p->ph == PREC_ROLLOUT) {
         cJSON_AddNumberToObject(j, "prompts", p->N);

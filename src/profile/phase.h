@@ -90,9 +90,6 @@ void profile_phase_derive(prec_phase_t ph, const double *v, const double *base, 
 /* The phase's tolerance rule (docs/sensitivity.md); non-finite values are never tolerant. */
 bool profile_phase_tolerant(const phase_sensitivity_opts_t *o, prec_phase_t ph, const double *v,
                             const double *base);
-/* "sensitivity_<phase>.csv" and its siblings' stems. */
-const char *profile_phase_name(prec_phase_t ph);   /* "rollout", "reward", "gradient" */
-
 /* ---- a measuring session -------------------------------------------------------------- */
 
 typedef struct profile_phase_inputs {

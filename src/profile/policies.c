@@ -584,15 +584,15 @@ cJSON *profile_policy_to_json(const profile_policies_t *p, int which)
                       *gr = pl->fmt[PREC_GRADIENT];
     const char *why_r = which == POLICY_B || which == POLICY_D ? "greedy split (G4)" : "";
     if (!memcmp(ro, rw, (size_t)n * sizeof *ro)) {
-        const char *ph[] = {"rollout", "reward"};
+        const char *ph[] = {prec_phase_name(PREC_ROLLOUT), prec_phase_name(PREC_REWARD)};
         add_rules(rules, p, ro, ph, 2, false, why_r);
     } else {
-        const char *ph1[] = {"rollout"}, *ph2[] = {"reward"};
+        const char *ph1[] = {prec_phase_name(PREC_ROLLOUT)}, *ph2[] = {prec_phase_name(PREC_REWARD)};
         add_rules(rules, p, ro, ph1, 1, false, why_r);
         add_rules(rules, p, rw, ph2, 1, false, "greedy split (G8)");
     }
     if (!all_fp32(gr, n)) {
-        const char *ph[] = {"gradient"};
+        const char *ph[] = {prec_phase_name(PREC_GRADIENT)};
         add_rules(rules, p, gr, ph, 1, true, "sensitive: kept at MXFP8 by the greedy split (G4)");
     }
     return j;

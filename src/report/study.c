@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "mx/mx.h"
+#include "precision/precision.h"
 #include "report/csv_read.h"
 #include "report/svg.h"
 #include "util/atomic_file.h"
@@ -208,12 +209,11 @@ static int section_energy(rep_t *r, const char *bdir)
     md(r, "| phase | runtime (s) | share of runtime | avg power (W) | energy (J) | ± (J) | method "
           "| windows |\n|---|---:|---:|---:|---:|---:|---|---:|\n");
     double rt[3] = {NAN, NAN, NAN}, en[3] = {NAN, NAN, NAN}, un[3] = {NAN, NAN, NAN};
-    static const char *const ph[3] = {"rollout", "reward_inference", "gradient_update"};
     for (int i = 0; i < t.nrows; i++) {
         char a[32], b[32], c2[32], d[32], f[32];
         double runtime = cell(&t, i, "runtime_s"), energy = cell(&t, i, "energy_J");
         for (int k = 0; k < 3; k++)
-            if (!strcmp(cell_s(&t, i, "phase"), ph[k])) {
+            if (!strcmp(cell_s(&t, i, "phase"), prec_phase_study_name((prec_phase_t)k))) {
                 rt[k] = runtime;
                 en[k] = energy;
                 un[k] = cell(&t, i, "uncertainty_J");
@@ -228,7 +228,8 @@ static int section_energy(rep_t *r, const char *bdir)
            cell_s(&t, i, "method"), cell_s(&t, i, "windows"));
     }
     md(r, "\n");
-    const char *cats[3] = {"rollout", "reward inference", "gradient update"};
+    const char *cats[3] = {prec_phase_label(PREC_ROLLOUT), prec_phase_label(PREC_REWARD),
+                           prec_phase_label(PREC_GRADIENT)};
     const char *ser[1] = {"runtime (s)"};
     svg_bar_chart_t bc = {"Runtime by PPO phase (baseline)", "seconds", cats, 3, ser, 1, rt,
                           NULL, false, 0, 0};
@@ -479,15 +480,13 @@ static int section_sensitivity(rep_t *r)
 
 static int section_phase(rep_t *r)
 {
-    static const char *const phases[3] = {"rollout", "reward", "gradient"};
-    static const char *const alt[3] = {"rollout", "reward_inference", "gradient_update"};
     md(r, "## 4. Sensitivity by RLHF phase\n\n");
     int found = 0, rc = ERR_OK;
     double th = threshold_of(r->o->results);
     for (int k = 0; k < 3 && !rc; k++) {
         char n1[64], n2[64], n3[96], n4[96];
-        snprintf(n1, sizeof n1, "sensitivity_%s.csv", phases[k]);
-        snprintf(n2, sizeof n2, "sensitivity_%s.csv", alt[k]);
+        snprintf(n1, sizeof n1, "sensitivity_%s.csv", prec_phase_name((prec_phase_t)k));
+        snprintf(n2, sizeof n2, "sensitivity_%s.csv", prec_phase_study_name((prec_phase_t)k));
         snprintf(n3, sizeof n3, "phase_sensitivity/%s", n1);
         snprintf(n4, sizeof n4, "phase_sensitivity/%s", n2);
         const char *c[] = {n3, n4, n1, n2, NULL};
@@ -501,11 +500,12 @@ static int section_phase(rep_t *r)
         }
         found++;
         char fig[64], title[128];
-        snprintf(fig, sizeof fig, "sensitivity_%s_heatmap.svg", phases[k]);
-        snprintf(title, sizeof title, "Phase %s: change with one layer quantized (%%)", phases[k]);
+        const char *pn = prec_phase_name((prec_phase_t)k);
+        snprintf(fig, sizeof fig, "sensitivity_%s_heatmap.svg", pn);
+        snprintf(title, sizeof title, "Phase %s: change with one layer quantized (%%)", pn);
         int nc;
         rc = heatmap(r, &t, fig, title, isfinite(th) ? th : 2, &nc);
-        md(r, "### Phase: %s\n\nFrom `%s`: %d rows, %d columns.\n\n", phases[k], path, t.nrows,
+        md(r, "### Phase: %s\n\nFrom `%s`: %d rows, %d columns.\n\n", pn, path, t.nrows,
            t.ncols);
         if (!rc && nc) {
             figure(r, fig, title);
@@ -583,9 +583,8 @@ static int section_policies(rep_t *r)
         md(r, "| %s | %s | %d |", p->string, comp ? comp : "fp32",
            cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "rules")));
         const cJSON *pp = cJSON_GetObjectItemCaseSensitive(pplp, p->string);
-        static const char *const ph[3] = {"rollout", "reward", "gradient"};
         for (int k = 0; k < 3; k++) {
-            const cJSON *x = cJSON_GetObjectItemCaseSensitive(pp, ph[k]);
+            const cJSON *x = cJSON_GetObjectItemCaseSensitive(pp, prec_phase_name((prec_phase_t)k));
             if (cJSON_IsObject(x))
                 md(r, " %s (%s%s) |", report_fmt(jnum(x, "ppl"), a),
                    jnum(x, "delta_pct") > 0 ? "+" : "", report_fmt(jnum(x, "delta_pct"), b));
@@ -652,11 +651,10 @@ static int section_compare(rep_t *r)
             snprintf(pr[np].plan, sizeof pr[np].plan, "%s", p);
             np++;
         }
-        static const char *const phn[3] = {"rollout", "reward_inference", "gradient_update"};
         if (!strcmp(ph, "total"))
             pr[k].total_row = i;
         for (int q = 0; q < 3; q++)
-            if (!strcmp(ph, phn[q]))
+            if (!strcmp(ph, prec_phase_study_name((prec_phase_t)q)))
                 pr[k].phase_row[q] = i;
     }
     bool energy = false;
@@ -718,7 +716,6 @@ static int section_compare(rep_t *r)
     md(r, "### By phase\n\n| plan | phase | execution | runtime (s) | × runtime | energy (J) | "
           "modelled traffic × bf16 | modelled GMAC | of which 4 / 6 / 8 / 16 / 32-bit |\n"
           "|---|---|---|---:|---:|---:|---:|---:|---|\n");
-    static const char *const phn[3] = {"rollout", "reward_inference", "gradient_update"};
     for (int k = 0; k < np; k++)
         for (int q = 0; q < 3; q++) {
             int i = pr[k].phase_row[q];
@@ -732,7 +729,7 @@ static int section_compare(rep_t *r)
             for (int z = 0; z < 5; z++)
                 snprintf(w[z], 32, "%.0f%%", macs > 0 ? 100 * cell(&t, i, wc[z]) / macs : 0.0);
             md(r, "| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s / %s / %s |\n",
-               pr[k].plan, phn[q], cell_s(&t, i, "execution"),
+               pr[k].plan, prec_phase_study_name((prec_phase_t)q), cell_s(&t, i, "execution"),
                pm(cell(&t, i, "runtime_s"), cell(&t, i, "runtime_s_ci95"), "n/a", b[0], 96),
                pm(cell(&t, i, "runtime_ratio"), cell(&t, i, "runtime_ratio_ci95"), "n/a", b[1], 96),
                pm(cell(&t, i, "energy_J"), cell(&t, i, "energy_J_ci95"), "no sensor", b[2], 96),
@@ -741,7 +738,8 @@ static int section_compare(rep_t *r)
         }
     md(r, "\n");
     /* figures */
-    const char *cats[16], *phl[3] = {"rollout", "reward inference", "gradient update"};
+    const char *cats[16], *phl[3] = {prec_phase_label(PREC_ROLLOUT), prec_phase_label(PREC_REWARD),
+                                     prec_phase_label(PREC_GRADIENT)};
     double rt[3 * 16], rte[3 * 16], en[3 * 16], ene[3 * 16];
     int ncat = 0;
     for (int k = 0; k < np; k++) {

@@ -21,8 +21,6 @@
 #include "util/json.h"
 #include "util/rng.h"
 
-enum { PH_ROLLOUT, PH_REWARD, PH_GRADIENT, PH_COUNT };
-static const char *const phase_names[PH_COUNT] = {"rollout", "reward_inference", "gradient_update"};
 
 typedef struct prompt {
     rlhf_seq_t seq;      /* prompt ids */
@@ -61,7 +59,7 @@ typedef struct ppo {
     ppo_running_t running;
     cJSON *stats, *evals, *warnings, *bon;
     FILE *jsonl, *samples;
-    double phase_s[PH_COUNT];
+    double phase_s[PREC_PHASE_COUNT];
     double phase_t0;
     bool calibrating;             /* warnings then go to the log only */
 } ppo_t;
@@ -111,7 +109,7 @@ static void warn(ppo_t *P, int step, const char *fmt, ...)
  * device synchronised and the clock read. */
 static int phase_begin(ppo_t *P, int ph, err_t *e)
 {
-    if (P->io->monitor ? energy_phase_begin(P->io->monitor, phase_names[ph], e)
+    if (P->io->monitor ? energy_phase_begin(P->io->monitor, prec_phase_study_name((prec_phase_t)ph), e)
                        : be_sync(P->be, e))
         return e->code;
     P->phase_t0 = now_s();
@@ -120,7 +118,7 @@ static int phase_begin(ppo_t *P, int ph, err_t *e)
 
 static int phase_end(ppo_t *P, int ph, err_t *e)
 {
-    if (P->io->monitor ? energy_phase_end(P->io->monitor, phase_names[ph], e) : be_sync(P->be, e))
+    if (P->io->monitor ? energy_phase_end(P->io->monitor, prec_phase_study_name((prec_phase_t)ph), e) : be_sync(P->be, e))
         return e->code;
     P->phase_s[ph] += now_s() - P->phase_t0;
     return ERR_OK;
@@ -928,9 +926,9 @@ static cJSON *step_stats(ppo_t *P, int step, double kl_coef, const step_acc_t *a
     add(j, "rollout/logprob_gap_mean", gn ? gap / gn : NAN);
     add(j, "rollout/logprob_gap_abs_mean", gn ? gap_abs / gn : NAN);
     add(j, "rollout/logprob_gap_max_abs", gap_max);
-    add(j, "time/ppo/rollout", P->phase_s[PH_ROLLOUT]);
-    add(j, "time/ppo/reward_inference", P->phase_s[PH_REWARD]);
-    add(j, "time/ppo/optimize_step", P->phase_s[PH_GRADIENT]);
+    add(j, "time/ppo/rollout", P->phase_s[PREC_ROLLOUT]);
+    add(j, "time/ppo/reward_inference", P->phase_s[PREC_REWARD]);
+    add(j, "time/ppo/optimize_step", P->phase_s[PREC_GRADIENT]);
     add(j, "time/ppo/total", t_step);
     return j;
 }
@@ -1264,7 +1262,7 @@ static int calib_gradient(void *ctx, err_t *e)
  * statistics, and the policy, critic and optimizer state (the repeated updates move them). */
 static int calibrate(ppo_t *P, err_t *e)
 {
-    static const energy_workload_fn fns[PH_COUNT] = {calib_rollout, calib_reward, calib_gradient};
+    static const energy_workload_fn fns[PREC_PHASE_COUNT] = {calib_rollout, calib_reward, calib_gradient};
     const energy_calib_opts_t *co = P->io->calibrate;
     const int B = P->B, step = P->o->steps - 1;
     const prompt_t *rows[B];
@@ -1278,10 +1276,10 @@ static int calibrate(ppo_t *P, err_t *e)
     memset(&sc, 0, sizeof sc);
     int rc = ERR_OK;
     P->calibrating = true;
-    for (int ph = 0; ph < PH_COUNT && !rc; ph++) {
-        if (ph == PH_REWARD)
+    for (int ph = 0; ph < PREC_PHASE_COUNT && !rc; ph++) {
+        if (ph == PREC_REWARD)
             rc = rollout_batch(P, rows, texts, e);
-        if (!rc && ph == PH_GRADIENT &&
+        if (!rc && ph == PREC_GRADIENT &&
             !(rc = snap_take(P->policy, &sp, e)))
             rc = snap_take(P->critic, &sc, e);
         if (rc)
@@ -1290,12 +1288,12 @@ static int calibrate(ppo_t *P, err_t *e)
         o.seed = co->seed + (uint64_t)ph;
         energy_calib_result_t r;
         logf_(P, "mxrlhf ppo: calibrating %s: its work on step %d's batch, repeated for %.1f s "
-                 "of steady time\n", phase_names[ph], step + 1,
+                 "of steady time\n", prec_phase_study_name((prec_phase_t)ph), step + 1,
               o.min_total_s > 0 ? o.min_total_s : 10.0);
-        rc = energy_calibrate(P->io->monitor, phase_names[ph], fns[ph], &w, &o, &r, e);
-        if (ph == PH_REWARD)
+        rc = energy_calibrate(P->io->monitor, prec_phase_study_name((prec_phase_t)ph), fns[ph], &w, &o, &r, e);
+        if (ph == PREC_REWARD)
             P->running = running;
-        if (ph == PH_GRADIENT) {
+        if (ph == PREC_GRADIENT) {
             err_t re = ERR_INIT;
             int rrc = snap_restore(P->policy, &sp, &re);
             if (!rrc)
@@ -1312,7 +1310,7 @@ static int calibrate(ppo_t *P, err_t *e)
             snprintf(power, sizeof power, "steady power %.2f W +-%.2f", r.power_W,
                      r.uncertainty_W);
         logf_(P, "mxrlhf ppo: calibration of %s: %ld iteration(s) in %d segment(s), %.2f s steady, "
-                 "%s\n", phase_names[ph], r.iterations, r.segments, r.steady_s, power);
+                 "%s\n", prec_phase_study_name((prec_phase_t)ph), r.iterations, r.segments, r.steady_s, power);
     }
     P->calibrating = false;
     if (!rc && w.skipped)
@@ -1343,21 +1341,21 @@ static int one_step(ppo_t *P, int step, err_t *e)
     int rc = ERR_OK;
 
     /* rollout */
-    if ((rc = phase_begin(P, PH_ROLLOUT, e)) || (rc = rollout(P, rows, step, e)) ||
-        (rc = phase_end(P, PH_ROLLOUT, e)))
+    if ((rc = phase_begin(P, PREC_ROLLOUT, e)) || (rc = rollout(P, rows, step, e)) ||
+        (rc = phase_end(P, PREC_ROLLOUT, e)))
         goto out;
     /* outside the phases: the batch, text and ground truth */
     if ((rc = rollout_batch(P, rows, texts, e)))
         goto out;
 
     /* reward inference */
-    if ((rc = phase_begin(P, PH_REWARD, e)) || (rc = reward_inference(P, step, e)) ||
-        (rc = phase_end(P, PH_REWARD, e)))
+    if ((rc = phase_begin(P, PREC_REWARD, e)) || (rc = reward_inference(P, step, e)) ||
+        (rc = phase_end(P, PREC_REWARD, e)))
         goto out;
 
     /* gradient update */
-    if ((rc = phase_begin(P, PH_GRADIENT, e)) || (rc = gradient_update(P, step, &acc, e)) ||
-        (rc = phase_end(P, PH_GRADIENT, e)))
+    if ((rc = phase_begin(P, PREC_GRADIENT, e)) || (rc = gradient_update(P, step, &acc, e)) ||
+        (rc = phase_end(P, PREC_GRADIENT, e)))
         goto out;
 
     /* statistics, then the KL controller (TRL: kl_ctl.update after record_step_stats) */
@@ -1384,8 +1382,8 @@ static int one_step(ppo_t *P, int step, err_t *e)
         snprintf(truth, sizeof truth, "  truth %.4f", jnum(st, "data_synth_score"));
     logf_(P, "mxrlhf ppo: step %d/%d  score %.4f%s  kl %.3f  coef %.4f  len %.1f  (rollout %.2f s, "
              "reward %.2f s, gradient %.2f s)\n", step + 1, o->steps, jnum(st, "env/reward_mean"),
-          truth, kl, kl_coef, jnum(st, "tokens/responses_len_mean"), P->phase_s[PH_ROLLOUT],
-          P->phase_s[PH_REWARD], P->phase_s[PH_GRADIENT]);
+          truth, kl, kl_coef, jnum(st, "tokens/responses_len_mean"), P->phase_s[PREC_ROLLOUT],
+          P->phase_s[PREC_REWARD], P->phase_s[PREC_GRADIENT]);
 out:
     for (int b = 0; b < B; b++)
         free(texts[b]);

@@ -10,6 +10,7 @@
 #include "data/hh.h"
 #include "data/split.h"
 #include "pipeline/compare.h"
+#include "pipeline/config.h"
 #include "rlhf/ppo_data.h"
 #include "util/fs.h"
 

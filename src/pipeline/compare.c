@@ -47,7 +47,7 @@ static const opt_field_t compare_fields[] = {
     OPT_KEY("idle_s", OPT_DOUBLE, CO(idle_s), "2", 0, 3600,
             "idle power before each run (skipped without a sensor)"),
     OPT_KEY("tolerance", OPT_DOUBLE, CO(tolerance), "0.1", 0, 10,
-            "the control's energy cmp_ratio must lie within 1 +- this"),
+            "the control's energy ratio must lie within 1 +- this"),
     OPT_KEY("warmup_steps", OPT_INT, CO(warmup_steps), "2", 0, 1e9,
             "an unrecorded PPO run of this many steps before the rounds (0: none)"),
     OPT_KEY("calibrate_s", OPT_DOUBLE, CO(calibrate_s), "0", 0, 3600,

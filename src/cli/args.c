@@ -141,13 +141,38 @@ void args_alias(arg_opt_t *opts, int *n, int cap, const char *alias, const char 
         }
 }
 
+/* Is key in the comma-separated list (NULL: every key)? */
+static bool listed(const char *list, const char *key)
+{
+    if (!list)
+        return true;
+    size_t n = strlen(key);
+    for (const char *p = list; *p;) {
+        const char *q = strchr(p, ',');
+        size_t len = q ? (size_t)(q - p) : strlen(p);
+        if (len == n && !strncmp(p, key, n))
+            return true;
+        if (!q)
+            break;
+        p = q + 1;
+    }
+    return false;
+}
+
 void args_mirror_add(args_mirror_t *mi, const opt_table_t *t, arg_opt_t *opts, int *n, int cap)
+{
+    args_mirror_add_only(mi, t, NULL, opts, n, cap);
+}
+
+void args_mirror_add_only(args_mirror_t *mi, const opt_table_t *t, const char *keys,
+                          arg_opt_t *opts, int *n, int cap)
 {
     opt_keys_t k;
     opts_keys(t, &k);
     for (int i = 0; i < k.n; i++) {
         const opt_ref_t *r = &k.ref[i];
-        if (r->hidden || !r->f->flag || mi->n == ARGS_MAX_MIRRORED || *n == cap)
+        if (r->hidden || !r->f->flag || !listed(keys, r->f->key) || mi->n == ARGS_MAX_MIRRORED ||
+            *n == cap)
             continue;
         bool dup = false;
         for (int j = 0; j < mi->n; j++)

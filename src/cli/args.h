@@ -81,6 +81,9 @@ typedef struct args_mirror {
 /* Appends an option to opts[0..*n) (at most cap) for every flagged key of t that mi does
  * not hold yet. */
 void args_mirror_add(args_mirror_t *mi, const opt_table_t *t, arg_opt_t *opts, int *n, int cap);
+/* The same for the keys listed ("interval_ms,idle_s") only. */
+void args_mirror_add_only(args_mirror_t *mi, const opt_table_t *t, const char *keys,
+                          arg_opt_t *opts, int *n, int cap);
 
 /* Whether --flag was given; its text (NULL when not given or a boolean flag). */
 bool args_mirror_given(const args_mirror_t *mi, const char *flag);

@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "data/split.h"
 #include "pipeline/baseline.h"
+#include "pipeline/compare.h"
 #include "rlhf/ppo_data.h"
 #include "util/fs.h"
 #include "util/json.h"
@@ -18,10 +19,9 @@ int cmd_baseline(int argc, char **argv)
     memset(&b, 0, sizeof b);
     const char *data = NULL, *device = "cpu";
     bool synthetic = false;
-    const char *config = NULL, *output = "results/gpu_baseline", *source = "auto";
+    const char *config = NULL, *output = "results/gpu_baseline";
     long long pairs = DATA_DEFAULT_PAIRS;
     uint64_t data_seed = DATA_DEFAULT_SEED;
-    double interval_ms = 20, idle_s = 2;
     arg_list_t sets = {0};
     args_mirror_t mi = {0};
     arg_opt_t opts[32] = {
@@ -36,18 +36,18 @@ int cmd_baseline(int argc, char **argv)
         {"output", ARG_STRING, &output, "DIR", "results directory (default results/gpu_baseline)"},
         {"config", ARG_STRING, &config, "FILE", "JSON options: its \"ppo\" object (or the whole file) and its \"baseline\" object"},
         {"set", ARG_LIST, &sets, "KEY=VALUE", "override one PPO option (repeatable)"},
-        {"power-source", ARG_STRING, &source, "SRC", "auto (default), nvml, rapl, none or replay:FILE"},
         {"devices", ARG_STRING, &b.devices, "LIST", "GPUs to measure (bus ids or CUDA indices)"},
-        {"interval-ms", ARG_DOUBLE, &interval_ms, "MS", "power sampling interval (default 20)"},
-        {"idle-s", ARG_DOUBLE, &idle_s, "S", "idle power measured first (default 2; 0: skip)"},
         {"policy", ARG_STRING, &b.policies_path, "FILE", "policies.json: every phase under a precision plan"},
         {"plan", ARG_STRING, &b.plan, "NAME", "the plan (with --policy)"},
         {"device", ARG_STRING, &device, "D", "cpu, cuda or cuda:N (default cpu)"},
         {"resume", ARG_FLAG, &b.resume, NULL, "continue a killed run from its last checkpoint"},
     };
-    int nopts = 19;
+    int nopts = 16;
     args_mirror_add(&mi, &ppo_opts_table, opts, &nopts, 32);
     args_mirror_add(&mi, &pipeline_baseline_opts_table, opts, &nopts, 32);
+    /* how the energy is measured: the compare section's keys, with their defaults */
+    args_mirror_add_only(&mi, &compare_opts_table, "power_source,interval_ms,idle_s", opts,
+                         &nopts, 32);
     arg_spec_t spec = {"baseline", "PPO with the energy monitor: the study's energy baseline.",
                        "[--steps 100] [--output results/gpu_baseline] --policy-model DIR "
                        "--reward-model DIR [options]",
@@ -79,18 +79,23 @@ int cmd_baseline(int argc, char **argv)
         args_mirror_apply(&mi, &ppo_opts_table, &o, NULL, &e) ||
         args_mirror_apply(&mi, &pipeline_baseline_opts_table, &b.opts, NULL, &e))
         return cli_report("baseline", &e);
-    if (pairs < 1 || !(interval_ms >= 1 && interval_ms <= 60000) || !(idle_s >= 0 && idle_s <= 3600) ||
-        (!b.policies_path != !b.plan)) {
-        err_set(&e, ERR_INPUT, "need --pairs >= 1, --interval-ms 1 to 60000, --idle-s 0 to 3600, "
-                "and --policy with --plan");
+    compare_opts_t meas;
+    compare_opts_default(&meas);
+    if (args_mirror_apply_one(&mi, "power-source", &compare_opts_table, "power_source", &meas,
+                              &e) ||
+        args_mirror_apply_one(&mi, "interval-ms", &compare_opts_table, "interval_ms", &meas, &e) ||
+        args_mirror_apply_one(&mi, "idle-s", &compare_opts_table, "idle_s", &meas, &e))
+        return cli_report("baseline", &e);
+    if (pairs < 1 || (!b.policies_path != !b.plan)) {
+        err_set(&e, ERR_INPUT, "need --pairs >= 1, and --policy with --plan");
         return cli_report("baseline", &e);
     }
     if (args_require(b.policy_dir, "policy-model", &e) || args_require(b.reward_dir, "reward-model", &e))
         return cli_report("baseline", &e);
     b.out_dir = output;
-    b.power_source = source;
-    b.interval_s = interval_ms / 1000;
-    b.idle_s = idle_s;
+    b.power_source = meas.power_source;
+    b.interval_s = meas.interval_ms / 1000;
+    b.idle_s = meas.idle_s;
     b.log = stderr;
     backend_t *be = NULL;
     ppo_prompts_t pr;

@@ -104,6 +104,7 @@ CU_OBJ       := $(CU_SRC:%.cu=$(REL)/%.cu.o)
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu/test_gpu_*.c))
 GPU_TEST_BIN := $(GPU_TEST_SRC:tests/gpu/%.c=$(REL)/tests/gpu/%)
 CUDA_MATH_TEST := $(REL)/tests/gpu/test_cuda_math
+CUDA_MXG_TEST  := $(REL)/tests/gpu/test_cuda_mxgemm
 ASAN_LIB_OBJ := $(LIB_SRC:%.c=$(ASAN)/%.o)
 REL_CLI_OBJ  := $(CLI_SRC:%.c=$(REL)/%.o)
 ASAN_CLI_OBJ := $(CLI_SRC:%.c=$(ASAN)/%.o)
@@ -182,6 +183,15 @@ $(CUDA_MATH_TEST): tests/gpu/test_cuda_math.cu src/mx/mx_core.h src/util/philox.
 	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $(TEST_DEFS) -Itests $@.o $(TSUP_SRC) $(REL)/libmxrlhf.a -o $@ \
 	  $(REL_LIBS) -lcmocka
 
+# The host half of the MX GEMM kernels (src/backend/cuda_mxgemm.cuh): no GPU needed.
+$(CUDA_MXG_TEST): tests/gpu/test_cuda_mxgemm.cu src/backend/cuda_mxgemm.cuh \
+                  src/mx/mx_core.h $(TSUP_SRC) $(REL)/libmxrlhf.a | $(DEPS_OK)
+	@mkdir -p $(@D)
+	@echo "  NVCC    $@"
+	$(Q)$(NVCC) -std=c++17 -O2 -Isrc -Itests $(PKG_CFLAGS) -c $< -o $@.o
+	$(Q)$(CC) $(REL_CFLAGS) $(PKG_CFLAGS) $(TEST_DEFS) -Itests $@.o $(TSUP_SRC) $(REL)/libmxrlhf.a -o $@ \
+	  $(REL_LIBS) -lcmocka
+
 # ---- sanitizer build for tests ----------------------------------------------
 $(ASAN)/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
@@ -222,9 +232,9 @@ CUDA_CHECK := cuda-check
 endif
 test: $(TEST_BIN) $(ASAN)/mxrlhf $(FUZZ_BIN) $(CUDA_CHECK)
 	@MXRLHF_BIN=$(ASAN)/mxrlhf FUZZ_DIR=$(BUILD)/fuzz scripts/run_tests.sh $(TEST_BIN) \
-	  $(if $(CUDA_CHECK),$(CUDA_MATH_TEST))
+	  $(if $(CUDA_CHECK),$(CUDA_MATH_TEST) $(CUDA_MXG_TEST))
 
-cuda-check: $(CU_OBJ) $(CUDA_MATH_TEST) $(GPU_TEST_BIN) $(REL)/mxrlhf
+cuda-check: $(CU_OBJ) $(CUDA_MATH_TEST) $(CUDA_MXG_TEST) $(GPU_TEST_BIN) $(REL)/mxrlhf
 
 test-gpu: $(GPU_TEST_BIN) $(REL)/mxrlhf
 	@MXRLHF_BIN=$(REL)/mxrlhf scripts/run_tests.sh $(GPU_TEST_BIN)

@@ -14,8 +14,12 @@
  * Peak memory: every cudaMalloc of the backend (be_cuda_mem: buffers, scratch, weight
  * caches, cuBLASLt workspace; CUDA context excluded), each part on a freshly opened
  * backend so that one part's scratch does not count in the next.
+ *   attention  forward + backward alone at the training shape, our 16-bit tiles against
+ *              cuDNN's fused attention (attn_bench at the end; `cuda_bench --attn` runs
+ *              only this part)
  * The PyTorch peer runs from scripts/peer/cuda_peer.py in the same device call
- * (scripts/peer/cuda_device.sh). Prints one table and a JSON line ("cuda_bench_json").
+ * (scripts/peer/cuda_device.sh). Prints one table and a JSON line ("cuda_bench_json";
+ * the attention part "cuda_bench_attn_json").
  * Without CUDA or a GPU it says so and exits 0 (make bench on a CPU machine). */
 #include <math.h>
 #include <stdio.h>
@@ -169,12 +173,19 @@ static void ceilings(backend_t *be, double *gbs, double *tflops)
     be_free(be, x), be_free(be, w), be_free(be, y);
 }
 
-int main(void)
+static void attn_bench(void);
+
+int main(int argc, char **argv)
 {
     err_t e = ERR_INIT;
     backend_t *be;
     if (be_open("cuda", &be, &e)) {
         printf("cuda_bench: skipped: %s\n", e.msg);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "--attn")) {
+        be_close(be);
+        attn_bench();
         return 0;
     }
     be_cuda_info_t info;
@@ -262,7 +273,8 @@ int main(void)
            t_step * 1e3, t_f * 1e3, t_b * 1e3, t_o * 1e3, REPS);
     printf("  %.0f tokens/s, loss %.4f (random weights: about log V = %.2f)\n", N / t_step, loss,
            log((double)c.vocab));
-    printf("  attention kernels: bf16 tiles (the default under bf16 compute) above; 3xTF32 tiles "
+    printf("  attention kernels: the default (cuDNN's fused attention under bf16 compute, when "
+           "loaded; else bf16 tiles) above; 3xTF32 tiles "
            "%.1f ms/step, TF32 tiles %.1f ms/step, exact float32 %.1f ms/step\n", t_acc * 1e3,
            t_tf32 * 1e3, t_exact * 1e3);
     printf("  GEMM work %.1f TFLOP + attention %.1f TFLOP per step = %.0f%% of the measured bf16 "
@@ -351,5 +363,112 @@ int main(void)
     prec_policies_free(&pol);
     be_close(be);
     free(ids), free(tgt), free(lp), free(seed), free(out);
+    attn_bench();
     return 0;
+}
+
+/* ---- attention alone (issue 17) ----------------------------------------------------------- */
+
+/* n values in [-1, 1] that are not zeros (METHOD.md), a different pattern per salt */
+static void attn_fill(float *h, size_t n, unsigned salt)
+{
+    for (size_t i = 0; i < n; i++)
+        h[i] = (float)(((i + salt) * 2654435761u) % 2001) * 1e-3f - 1.0f;
+}
+
+/* Attention at the training shape (8 x 1024 tokens, 14 query heads, 2 KV heads, head_dim 64,
+ * causal, no padding, bf16 compute) through be_attn_fwd / be_attn_bwd: our 16-bit tiles
+ * (mode TILES) against cuDNN's fused attention (FAST: deterministic backward; FAST_NONDET).
+ * FLOPs as flash attention counts causal attention: forward 4 B H T^2 D / 2 (QK^T and PV over
+ * half the square), backward 2.5 x the forward. The op's time includes the float32 <-> bf16
+ * copies around cuDNN; "cuDNN's kernels alone" is the time inside cuDNN's executions (cuda
+ * events). Per mode: 3 warm-up calls (plans are built then), then 20 timed, forward alone
+ * and forward + backward; a fresh backend. */
+static void attn_bench(void)
+{
+    err_t e = ERR_INIT;
+    backend_t *be;
+    if (be_open("cuda", &be, &e))
+        die(&e);
+    const int B = 8, T = 1024, H = 14, Hkv = 2, D = 64, WARM = 3, REPS = 20;
+    const size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * Hkv * D, nl = (size_t)B * H * T;
+    be_buf_t *q = be_alloc(be, nq * 4, &e), *k = be_alloc(be, nk * 4, &e), *v = be_alloc(be, nk * 4, &e),
+             *o = be_alloc(be, nq * 4, &e), *l = be_alloc(be, nl * 4, &e), *dout = be_alloc(be, nq * 4, &e),
+             *dq = be_alloc(be, nq * 4, &e), *dk = be_alloc(be, nk * 4, &e), *dv = be_alloc(be, nk * 4, &e),
+             *pad = be_alloc(be, sizeof(int32_t) * B, &e);
+    if (!q || !k || !v || !o || !l || !dout || !dq || !dk || !dv || !pad)
+        die(&e);
+    float *h = malloc(nq * sizeof *h);
+    attn_fill(h, nq, 0), be_upload(be, be_ptr(q, 0), h, nq * 4);
+    attn_fill(h, nq, 7), be_upload(be, be_ptr(dout, 0), h, nq * 4);
+    attn_fill(h, nk, 3), be_upload(be, be_ptr(k, 0), h, nk * 4);
+    attn_fill(h, nk, 5), be_upload(be, be_ptr(v, 0), h, nk * 4);
+    be_zero(be, be_ptr(pad, 0), sizeof(int32_t) * B);
+    free(h);
+    be_attn_t a = {.q = be_ptr(q, 0), .k = be_ptr(k, 0), .v = be_ptr(v, 0), .out = be_ptr(o, 0),
+                   .lse = be_ptr(l, 0), .pad_left = be_ptr(pad, 0), .kv_sb = (size_t)T * Hkv * D,
+                   .kv_st = (size_t)Hkv * D, .kv_sh = (size_t)D, .B = B, .Tq = T, .Tk = T, .H = H,
+                   .Hkv = Hkv, .D = D, .q0 = 0, .scale = 0.125f, .compute = PREC_COMPUTE_BF16};
+    const double f_fwd = 4.0 * B * H * (double)T * T * D / 2, f_bwd = 2.5 * f_fwd;
+    be_cuda_cudnn_t dn;
+    if (be_cuda_cudnn(be, &dn, &e))
+        die(&e);
+    const struct {
+        be_cuda_attn_t mode;
+        const char *name, *key;
+    } modes[] = {{BE_CUDA_ATTN_TILES, "bf16 tiles (ours)", "tiles"},
+                 {BE_CUDA_ATTN_FAST, "cuDNN, deterministic bwd", "cudnn"},
+                 {BE_CUDA_ATTN_FAST_NONDET, "cuDNN, non-deterministic bwd", "cudnn_nondet"}};
+    double ms[3][4] = {{0}}; /* per call: op fwd, op fwd+bwd, cuDNN's fwd, cuDNN's bwd */
+    printf("\nattention alone: %d x %d tokens, %d/%d heads, head_dim %d, causal, bf16 compute; "
+           "FLOPs forward 4BHT^2D/2 = %.1f G, backward 2.5x = %.1f G\n  %s\n", B, T, H, Hkv, D,
+           f_fwd * 1e-9, f_bwd * 1e-9, dn.status);
+    printf("  %-30s %9s %8s %9s %8s %12s %8s\n", "kernels", "fwd ms", "TFLOP/s", "bwd ms",
+           "TFLOP/s", "fwd+bwd ms", "TFLOP/s");
+    for (int m = 0; m < 3 && (m == 0 || dn.version); m++) {
+        if (be_cuda_set_attn(be, modes[m].mode, &e))
+            die(&e);
+        for (int pass = 0; pass < 2; pass++) { /* forward alone, then forward + backward */
+            for (int r = 0; r < WARM + REPS; r++) {
+                if (r == WARM && (be_sync(be, &e) || be_cuda_cudnn_timing(be, true, &e)))
+                    die(&e);
+                if (r == WARM)
+                    ms[m][pass] = now();
+                be_attn_fwd(be, &a);
+                if (pass)
+                    be_attn_bwd(be, &a, be_ptr(dout, 0), be_ptr(dq, 0), be_ptr(dk, 0), be_ptr(dv, 0));
+            }
+            if (be_sync(be, &e))
+                die(&e);
+            ms[m][pass] = (now() - ms[m][pass]) * 1e3 / REPS;
+            if (be_cuda_cudnn(be, &dn, &e) || be_cuda_cudnn_timing(be, false, &e))
+                die(&e);
+            if (pass && dn.fwd_calls && dn.bwd_calls)
+                ms[m][2] = dn.fwd_ms / dn.fwd_calls, ms[m][3] = dn.bwd_ms / dn.bwd_calls;
+        }
+        const double fw = ms[m][0], fb = ms[m][1], bw = fb - fw;
+        printf("  %-30s %9.3f %8.0f %9.3f %8.0f %12.3f %8.0f\n", modes[m].name, fw,
+               f_fwd / fw * 1e-9, bw, f_bwd / bw * 1e-9, fb, (f_fwd + f_bwd) / fb * 1e-9);
+        if (ms[m][2] > 0)
+            printf("  %-30s %9.3f %8.0f %9.3f %8.0f %12.3f %8.0f\n", "  cuDNN's kernels alone",
+                   ms[m][2], f_fwd / ms[m][2] * 1e-9, ms[m][3], f_bwd / ms[m][3] * 1e-9,
+                   ms[m][2] + ms[m][3], (f_fwd + f_bwd) / (ms[m][2] + ms[m][3]) * 1e-9);
+    }
+    printf("  cuDNN plans:\n");
+    be_cuda_cudnn_print(be, stdout);
+    be_cuda_mem_t mem;
+    be_cuda_mem(be, &mem, &e);
+    printf("  device memory: peak %.2f GiB (the op's float32 inputs and outputs %.2f GiB)\n",
+           mem.peak / 1073741824.0, (5.0 * nq + 4.0 * nk + nl) * 4 / 1073741824.0);
+    printf("cuda_bench_attn_json {\"cudnn\": %d, \"gflop_fwd\": %.3f, \"gflop_bwd\": %.3f",
+           dn.version, f_fwd * 1e-9, f_bwd * 1e-9);
+    for (int m = 0; m < 3; m++)
+        printf(", \"%s_fwd_ms\": %.4f, \"%s_fwd_bwd_ms\": %.4f, \"%s_kernel_fwd_ms\": %.4f, "
+               "\"%s_kernel_bwd_ms\": %.4f", modes[m].key, ms[m][0], modes[m].key, ms[m][1],
+               modes[m].key, ms[m][2], modes[m].key, ms[m][3]);
+    printf("}\n");
+    be_buf_t *all[] = {q, k, v, o, l, dout, dq, dk, dv, pad};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        be_free(be, all[i]);
+    be_close(be);
 }

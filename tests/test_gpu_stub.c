@@ -50,9 +50,12 @@ static void cpu_backend_counts_its_buffers_and_emulates_16_bit(void **state)
     be_mem_reset_peak(be);
     assert_int_equal(be_mem(be).peak, m2.current);
     be_free(be, b);
-    assert_true(be_native(be, PREC_COMPUTE_FP32));
-    assert_false(be_native(be, PREC_COMPUTE_BF16));
-    assert_false(be_native(be, PREC_COMPUTE_FP16));
+    const mx_spec_t bf16 = mx_spec_default(MX_BF16), mx4 = mx_spec_default(MX_FP4_E2M1);
+    assert_true(be_native(be, NULL, NULL, PREC_COMPUTE_FP32));
+    assert_false(be_native(be, NULL, NULL, PREC_COMPUTE_BF16));
+    assert_false(be_native(be, NULL, NULL, PREC_COMPUTE_FP16));
+    assert_false(be_native(be, &bf16, &bf16, PREC_COMPUTE_FP32));
+    assert_false(be_native(be, &mx4, &mx4, PREC_COMPUTE_BF16));
     be_close(be);
 }
 

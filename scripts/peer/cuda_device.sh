@@ -4,7 +4,8 @@
 #
 # Runs on the GPU machine from the repository root (tests read tests/fixtures/) with a
 # folder D prepared on a CPU machine by scripts/peer/cuda_pack.sh:
-#   D/bin.tar.gz  bin/: mxrlhf, test_gpu_ops, test_gpu_model, cuda_bench (built there with
+#   D/bin.tar.gz  bin/: mxrlhf, test_gpu_ops, test_gpu_model, test_gpu_attn_cudnn, cuda_bench
+#               (built there with
 #               make NO_DEPS=1 DEPS_PREFIX=... MARCH=x86-64-v3: the GPU machine has no
 #               Debian -dev packages, and its CPU is another model)
 #   D/debs/     the run-time Debian packages those binaries need (cJSON, OpenBLAS-OpenMP,
@@ -13,7 +14,10 @@
 #   D/cuda_peer.py
 # Usage: cuda_device.sh D OUT [SECONDS]   (the whole run stays within SECONDS, default 230;
 #        parts: env var PARTS, default "tests bench peer sanitize"; "compile" adds the
-#        torch.compile'd peer training step with whatever time is left)
+#        torch.compile'd peer training step with whatever time is left; "mxgemm" runs the
+#        MX GEMM tests, their SASS check and cuda_mxgemm_bench, issue 17; "attn" (issue 17):
+#        where cuDNN is on this machine, test_gpu_attn_cudnn with cuDNN required, and
+#        attention alone at 8 x 1024, ours (cuda_bench --attn) and PyTorch's (--attn))
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
 T0=$(date +%s)
@@ -30,11 +34,17 @@ echo "cuBLASLt from $CUL"
 export LD_LIBRARY_PATH="$L:$L/openblas-openmp:$CUL:${LD_LIBRARY_PATH:-}"
 export MXRLHF_FIXTURES="$(cd "$D/fixtures" 2>/dev/null && pwd)"
 export MXRLHF_SHARED="$(cd "$D/shared" && pwd)" MXRLHF_BIN="$D/bin/mxrlhf" OMP_NUM_THREADS=16
+# cuDNN for the attention (the backend also searches the usual places itself): PyTorch's
+# nvidia-cudnn wheel when the toolkit has none
+if [ -z "${CUDNN_PATH:-}" ] && [ ! -e /usr/local/cuda/lib64/libcudnn_graph.so.9 ]; then
+  CUDNN_PATH=$(python3 -c "import nvidia.cudnn as m; print(list(m.__path__)[0])" 2>/dev/null) && export CUDNN_PATH
+fi
+echo "cuDNN: ${CUDNN_PATH:-the toolkit's or the loader's}"
 summary=()
 for p in $PARTS; do
   case $p in
   tests)
-    for t in test_gpu_ops test_gpu_model; do
+    for t in test_gpu_ops test_gpu_model test_gpu_attn_cudnn; do
       s=$(date +%s)
       timeout $(( $(left) - 20 )) "$D/bin/$t" >"$OUT/$t.log" 2>&1; rc=$?
       grep -E "^\[  (FAILED|ERROR|SKIPPED) \]|max \||worst|plan [FZM]:|GPU:|bit-exact" "$OUT/$t.log" | head -40
@@ -64,6 +74,35 @@ for p in $PARTS; do
         summary+=("sanitizer $tool $t: rc $rc ($(grep -cE '^========= (Invalid|Race|Error|.*hazard)' "$OUT/sanitizer.log") reports so far; $(tail -1 "$OUT/sanitizer.log" | cut -c1-80))")
       done
     done ;;
+  mxgemm)
+    s=$(date +%s)
+    timeout $(( $(left) - 20 )) "$D/bin/test_gpu_mxgemm" >"$OUT/test_gpu_mxgemm.log" 2>&1; rc=$?
+    grep -E "^\[  (FAILED|ERROR|SKIPPED) \]|worst|ERROR|relative error" "$OUT/test_gpu_mxgemm.log" | head -30
+    summary+=("test_gpu_mxgemm: rc $rc ($(( $(date +%s) - s )) s): $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test_gpu_mxgemm.log" | tr '\n' ' ')")
+    CUO=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || echo cuobjdump)
+    "$CUO" -sass "$D/bin/test_gpu_mxgemm" >"$OUT/mxgemm.sass" 2>&1
+    "$CUO" -res-usage "$D/bin/test_gpu_mxgemm" 2>&1 | grep -A1 k_mxg >"$OUT/mxgemm.res" || true
+    echo "SASS of the MX GEMM kernels (tensor-core instructions, local memory):"
+    awk '/Function : .*k_mxg_gemm/{f=1} /Function : /&&!/k_mxg_gemm/{f=0} f' "$OUT/mxgemm.sass" \
+      | grep -oE '(QMMA|HMMA|IMMA|QGMMA|HGMMA|IGMMA)[.A-Z0-9_]*|LDL|STL' | sort | uniq -c
+    s=$(date +%s)
+    timeout $(( $(left) - 5 )) "$D/bin/cuda_mxgemm_bench" >"$OUT/bench_mxgemm.log" 2>&1; rc=$?
+    grep -v cuda_mxgemm_bench_json "$OUT/bench_mxgemm.log"
+    summary+=("cuda_mxgemm_bench: rc $rc ($(( $(date +%s) - s )) s)") ;;
+  attn)
+    echo "== cuDNN on this machine"
+    ls /usr/local/cuda/lib64/libcudnn_graph.so.9 2>/dev/null || echo "(none in /usr/local/cuda/lib64)"
+    python3 -c "import torch, nvidia.cudnn as m; print('PyTorch', torch.__version__, 'cuDNN', torch.backends.cudnn.version(), 'wheel', list(m.__path__))" 2>&1 | tail -1
+    s=$(date +%s)
+    MXRLHF_REQUIRE_CUDNN=1 timeout $(( $(left) - 60 )) "$D/bin/test_gpu_attn_cudnn" >"$OUT/test_gpu_attn_cudnn.log" 2>&1; rc=$?
+    grep -E "^\[  (FAILED|ERROR|SKIPPED) \]|cuDNN|bf16|fp16|bits|mxrlhf cuda|error|plans" "$OUT/test_gpu_attn_cudnn.log" | head -60
+    summary+=("test_gpu_attn_cudnn: rc $rc ($(( $(date +%s) - s )) s): $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test_gpu_attn_cudnn.log" | tr '\n' ' ')")
+    timeout $(( $(left) - 40 )) "$D/bin/cuda_bench" --attn >"$OUT/bench_attn.log" 2>&1; rc=$?
+    grep -v cuda_bench_attn_json "$OUT/bench_attn.log"
+    summary+=("cuda_bench --attn: rc $rc")
+    timeout $(( $(left) - 5 )) python3 "$D/cuda_peer.py" --attn >"$OUT/peer_attn.log" 2>&1; rc=$?
+    grep -v cuda_peer_attn_json "$OUT/peer_attn.log" | tail -6
+    summary+=("cuda_peer --attn: rc $rc") ;;
   compile)
     lim=$(( $(left) - 5 ))
     if [ "$lim" -lt 30 ]; then summary+=("peer torch.compile: no time left"); continue; fi
@@ -94,4 +133,18 @@ if a and b:
     print(f"{'decode new tokens/s (8x128)':28s} {a['decode_tokens_per_s']:14.0f} {b['decode_tokens_per_s']:14.0f} {a['decode_tokens_per_s']/b['decode_tokens_per_s']:7.2f}")
     print(f"{'decode peak GiB':28s} {a['decode_peak_bytes']/G:14.2f} {b['decode_peak_alloc_bytes']/G:14.2f}")
     print(f"card: {a['device']} / {b['device']}; copy {a['copy_gbs']:.0f} GB/s, bf16 GEMM {a['gemm_tflops']:.0f} TFLOP/s")
+# attention alone, 8 x 1024 (issue 17): ours from cuda_bench --attn (or the full bench), the peer's from --attn
+a = js("bench_attn.log", "cuda_bench_attn_json ") or js("bench_ours.log", "cuda_bench_attn_json ")
+b = js("peer_attn.log", "cuda_peer_attn_json ")
+if a:
+    f = a["gflop_fwd"] + a["gflop_bwd"]
+    rows = [("ours, bf16 tiles", a.get("tiles_fwd_bwd_ms", 0)), ("ours, cuDNN (deterministic)", a.get("cudnn_fwd_bwd_ms", 0)),
+            ("  cuDNN's kernels alone", a.get("cudnn_kernel_fwd_ms", 0) + a.get("cudnn_kernel_bwd_ms", 0)),
+            ("ours, cuDNN (non-deterministic)", a.get("cudnn_nondet_fwd_bwd_ms", 0))]
+    if b:
+        rows += [("PyTorch SDPA flash", b.get("flash_fwd_bwd_ms", 0)), ("PyTorch SDPA cuDNN", b.get("cudnn_fwd_bwd_ms", 0))]
+    print(f"attention fwd+bwd, 8 x 1024, 14/2 heads, D 64, causal ({f:.1f} GFLOP; target >= 300 TFLOP/s):")
+    for n, ms in rows:
+        if ms > 0:
+            print(f"  {n:34s} {ms:8.3f} ms {f / ms:6.0f} TFLOP/s")
 PY

@@ -21,8 +21,10 @@ rm -f "$DEST"/debs/*.deb
 for f in "$DEST"/debs/*.deb "$B"/debs/*.deb; do dpkg -x "$f" "$B/depsroot"; done
 make -j"${JOBS:-2}" NO_DEPS=1 DEPS_PREFIX="$B/depsroot" MARCH=x86-64-v3 BUILD="$B" \
   "$B/rel/mxrlhf" "$B/rel/tests/gpu/test_gpu_ops" "$B/rel/tests/gpu/test_gpu_model" \
-  "$B/rel/bench/cuda_bench"
-for f in rel/mxrlhf rel/tests/gpu/test_gpu_ops rel/tests/gpu/test_gpu_model rel/bench/cuda_bench; do
+  "$B/rel/bench/cuda_bench" "$B/rel/tests/gpu/test_gpu_mxgemm" "$B/rel/bench/cuda_mxgemm_bench" \
+  "$B/rel/tests/gpu/test_gpu_attn_cudnn"
+for f in rel/mxrlhf rel/tests/gpu/test_gpu_ops rel/tests/gpu/test_gpu_model rel/bench/cuda_bench \
+         rel/tests/gpu/test_gpu_mxgemm rel/bench/cuda_mxgemm_bench rel/tests/gpu/test_gpu_attn_cudnn; do
   cp "$B/$f" "$B/bin/" && strip --strip-debug "$B/bin/$(basename "$f")"
 done
 tar -czf "$DEST/bin.tar.gz" -C "$B" bin

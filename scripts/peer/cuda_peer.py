@@ -12,7 +12,8 @@ Same card, same shapes, same call (scripts/peer/cuda_device.sh runs both):
 Peak memory: torch.cuda.max_memory_allocated (tensors) and max_memory_reserved (the
 caching allocator's pool), each part measured from a reset. Prints a JSON line
 "cuda_peer_json {...}". Option --compile also times a torch.compile'd training step;
---compile-only times only that (printed as "cuda_peer_compile_json {...}").
+--compile-only times only that (printed as "cuda_peer_compile_json {...}"). Option --attn
+times only attention at the training shape (attn_bench; "cuda_peer_attn_json {...}").
 """
 import json
 import statistics
@@ -88,6 +89,9 @@ def main():
     if "--compile-only" in sys.argv:
         compiled_only()
         return
+    if "--attn" in sys.argv:
+        attn_bench()
+        return
     compile_too = "--compile" in sys.argv
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -141,6 +145,78 @@ def main():
     print(f"decoding (generate): {t:.3f} s, {DB * NEW / t:.0f} new tokens/s, peak allocated "
           f"{res['decode_peak_alloc_bytes'] / 2**30:.2f} GiB", flush=True)
     print("cuda_peer_json " + json.dumps(res), flush=True)
+
+
+def attn_bench():
+    """bench/cuda_bench.c's attention part on the PyTorch side: F.scaled_dot_product_attention
+    at 8 x 1024 tokens, 14 query heads over 2 KV heads (enable_gqa), head_dim 64, causal, bf16
+    q/k/v in the model's (B, T, H, D) layout viewed as (B, H, T, D), forward and forward +
+    backward, for the flash backend (what Qwen2's sdpa attention runs under autocast) and
+    PyTorch's own cuDNN backend. FLOPs as in cuda_bench: forward 4 B H T^2 D / 2, backward
+    2.5 x that. 3 warm-up calls, median of 20 timed with CUDA events."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    import torch.nn.functional as F
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    B, T, H, Hkv, D = 8, 1024, 14, 2, 64
+    f_fwd = 4.0 * B * H * T * T * D / 2
+    f_bwd = 2.5 * f_fwd
+    q = torch.randn(B, T, H, D, device=dev, dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+    k = torch.randn(B, T, Hkv, D, device=dev, dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+    v = torch.randn(B, T, Hkv, D, device=dev, dtype=torch.bfloat16).transpose(1, 2).requires_grad_()
+    dout = torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16)
+    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+           "cudnn": torch.backends.cudnn.version(), "gflop_fwd": f_fwd * 1e-9,
+           "gflop_bwd": f_bwd * 1e-9}
+    print(f"attention alone (PyTorch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
+          f"{res['device']}): {B} x {T}, {H}/{Hkv} heads, head_dim {D}, causal, bf16", flush=True)
+
+    def timed(fn):
+        for _ in range(3):
+            fn()
+        ts = []
+        for _ in range(20):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            ts.append(a.elapsed_time(b))
+        return statistics.median(ts)
+
+    # K/V expanded to all 14 heads (outside the timing) where a backend refuses enable_gqa
+    ke = k.detach().repeat_interleave(H // Hkv, dim=1).requires_grad_()
+    ve = v.detach().repeat_interleave(H // Hkv, dim=1).requires_grad_()
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+        for gqa in (True, False):
+            kk, vv = (k, v) if gqa else (ke, ve)
+
+            def fwd():
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(q, kk, vv, is_causal=True, scale=0.125,
+                                                          enable_gqa=gqa)
+
+            def fwd_bwd():
+                out = fwd()
+                q.grad = kk.grad = vv.grad = None
+                out.backward(dout)
+
+            try:
+                with torch.no_grad():
+                    tf = timed(fwd)
+                tfb = timed(fwd_bwd)
+            except RuntimeError as err:
+                print(f"  {name} ({'GQA' if gqa else 'K/V expanded'}): not available here "
+                      f"({str(err).splitlines()[0][:160]})", flush=True)
+                continue
+            tb = tfb - tf
+            res.update({f"{name}_fwd_ms": tf, f"{name}_fwd_bwd_ms": tfb, f"{name}_gqa": gqa})
+            print(f"  {name:6s} ({'GQA' if gqa else 'K/V expanded to 14 heads'}) fwd {tf:.3f} ms "
+                  f"({f_fwd / tf * 1e-9:.0f} TFLOP/s), bwd {tb:.3f} ms ({f_bwd / tb * 1e-9:.0f} "
+                  f"TFLOP/s), fwd+bwd {tfb:.3f} ms ({(f_fwd + f_bwd) / tfb * 1e-9:.0f} TFLOP/s)",
+                  flush=True)
+            break
+    print("cuda_peer_attn_json " + json.dumps(res), flush=True)
 
 
 if __name__ == "__main__":

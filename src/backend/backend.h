@@ -213,7 +213,7 @@ typedef struct be_ops {
 
     /* facts about the backend (be_mem, be_native below) */
     void (*mem)(backend_t *be, be_mem_t *out, bool reset_peak);
-    bool (*native)(backend_t *be, prec_compute_t ct);
+    bool (*native)(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct);
 } be_ops_t;
 
 struct backend {
@@ -250,9 +250,16 @@ static inline void be_mem_reset_peak(backend_t *be)
     be_mem_t m;
     be->ops->mem(be, &m, true);
 }
-/* True when GEMMs of compute type ct run in that type on the hardware; false when the
- * backend rounds to it and computes in float32 (the CPU for bf16 and fp16: "emulated"). */
-static inline bool be_native(backend_t *be, prec_compute_t ct) { return be->ops->native(be, ct); }
+/* True when a GEMM of operands quantized to specs a and b (NULL: fp32) under compute type
+ * ct runs in those types on the hardware; false when the backend fake-quantizes or rounds
+ * and computes in a wider type ("emulated": the CPU for everything but fp32; cuda for MX
+ * pairs its dispatch does not map). */
+static inline bool be_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b,
+                             prec_compute_t ct)
+{
+    const mx_spec_t fp32 = {MX_FP32, 32, MX_ROUND_EVEN, MX_SCALE_FLOOR};
+    return be->ops->native(be, a ? a : &fp32, b ? b : &fp32, ct);
+}
 
 /* ---- wrappers: what the model calls --------------------------------------------------- */
 

@@ -172,7 +172,10 @@ static void cpu_mem(backend_t *be, be_mem_t *out, bool reset_peak)
     *out = c->mem;
 }
 
-static bool cpu_native(backend_t *be, prec_compute_t ct) { return ct == PREC_COMPUTE_FP32; }
+static bool cpu_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
+{
+    return ct == PREC_COMPUTE_FP32 && a->format == MX_FP32 && b->format == MX_FP32;
+}
 
 static size_t cpu_buf_size(const be_buf_t *b) { return b->size; }
 static void *cpu_host_addr(backend_t *be, be_ptr_t p) { return vp(p); }
@@ -333,6 +336,42 @@ static size_t cpu_wcache_bytes(const be_wcache_t *wc)
     return (wc->e[0].n + wc->e[1].n) * sizeof(float);
 }
 
+/* ---- GEMM --------------------------------------------------------------------------- */
+
+/* C (M, N) = alpha op(A) op(B) + beta C, row-major, as cblas_sgemm, but bit-identical for any
+ * thread count. OpenBLAS splits one GEMM across its threads in ways that change the
+ * summation order of edge tiles (measured on an AMD EPYC: 1 and 2 threads differ in the last
+ * bits for most shapes, so the phase sweep's 1- and 3-worker runs disagreed). Here the output
+ * is cut into fixed panels (DET_ROWS rows when M is large, else DET_COLS columns), each panel
+ * one OpenBLAS call made inside an active OpenMP region, where OpenBLAS-OpenMP runs on the
+ * calling thread alone: which thread computes a panel never changes its bits. */
+#define DET_ROWS 64
+#define DET_COLS 512
+
+static void det_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                      int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    const bool by_rows = M >= 2 * DET_ROWS;
+    const int step = by_rows ? DET_ROWS : DET_COLS, len = by_rows ? M : N;
+    const int np = (len + step - 1) / step;
+    int nt = omp_get_max_threads();
+    nt = nt < 2 ? 1 : nt < np ? nt : np < 2 ? 2 : np; /* >= 2 threads keep the region active */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int p = 0; p < np; p++) {
+        const int o = p * step, n = len - o < step ? len - o : step;
+        if (by_rows) /* rows o.. of op(A) and C */
+            cblas_sgemm(CblasRowMajor, ta, tb, n, N, K, alpha,
+                        ta == CblasNoTrans ? A + (size_t)o * lda : A + o, lda, B, ldb, beta,
+                        C + (size_t)o * ldc, ldc);
+        else /* columns o.. of op(B) and C */
+            cblas_sgemm(CblasRowMajor, ta, tb, M, n, K, alpha, A, lda,
+                        tb == CblasNoTrans ? B + o : B + (size_t)o * ldb, ldb, beta, C + o, ldc);
+    }
+}
+
 /* ---- linear ------------------------------------------------------------------------ */
 
 static void cpu_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, bool acc)
@@ -350,7 +389,7 @@ static void cpu_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, boo
     float *t = direct ? y : scratch(c, SCR_C, (size_t)M * N);
     if (!x || !w || !t)
         return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, t, N);
+    det_sgemm(CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, t, N);
     const float *b = fp32(a->b);
     if (b) {
 #pragma omp parallel for schedule(static) if((size_t)M * N > PAR_MIN)
@@ -416,7 +455,7 @@ static void cpu_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, be
         float *t = direct ? dx : scratch(c, SCR_C, (size_t)M * K);
         if (!g || !w || !t)
             return;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, g, N, w, K,
+        det_sgemm(CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, g, N, w, K,
                     direct && dx_acc ? 1.0f : 0.0f, t, K);
         if (!direct) {
             size_t total = (size_t)M * K;
@@ -442,7 +481,7 @@ static void cpu_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, be
         float *t = direct ? dw : scratch(c, SCR_C, (size_t)N * K);
         if (!g || !x || !t)
             return;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, g, N, x, K,
+        det_sgemm(CblasTrans, CblasNoTrans, N, K, M, 1.0f, g, N, x, K,
                     direct ? 1.0f : 0.0f, t, K);
         if (!direct) {
             size_t total = (size_t)N * K;
@@ -589,7 +628,7 @@ static void cpu_attn_fwd(backend_t *be, const be_attn_t *a)
             const float *K = k + b * a->kv_sb + g * a->kv_sh;
             const float *V = v + b * a->kv_sb + g * a->kv_sh;
             float *O = out + (size_t)b * Tq * qrow + (size_t)hh * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, D, a->scale, Q,
+            det_sgemm(CblasNoTrans, CblasTrans, Tq, Tk, D, a->scale, Q,
                         (int)qrow, K, (int)a->kv_st, 0.0f, S, Tk);
             for (int i = 0; i < Tq; i++) {
                 float *s = S + (size_t)i * Tk;
@@ -616,7 +655,7 @@ static void cpu_attn_fwd(backend_t *be, const be_attn_t *a)
                 if (lse)
                     lse[((size_t)b * H + hh) * Tq + i] = mx + (float)log(sum);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, Tk, 1.0f, S, Tk, V,
+            det_sgemm(CblasNoTrans, CblasNoTrans, Tq, D, Tk, 1.0f, S, Tk, V,
                         (int)a->kv_st, 0.0f, O, (int)qrow);
         }
 }
@@ -654,7 +693,7 @@ static void cpu_attn_bwd(backend_t *be, const be_attn_t *a, be_ptr_t doutp, be_p
                 const float *Q = q + base, *O = out + base, *dO = dout + base;
                 float *dQ = dq + base;
                 const float *L = lse + ((size_t)b * H + hh) * Tq;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, D, a->scale, Q,
+                det_sgemm(CblasNoTrans, CblasTrans, Tq, Tk, D, a->scale, Q,
                             (int)qrow, K, (int)a->kv_st, 0.0f, Pm, Tk);
                 for (int i = 0; i < Tq; i++) {
                     float *p = Pm + (size_t)i * Tk;
@@ -668,18 +707,18 @@ static void cpu_attn_bwd(backend_t *be, const be_attn_t *a, be_ptr_t doutp, be_p
                     Di[i] = (float)s;
                 }
                 /* dV += Pᵀ dO */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tk, D, Tq, 1.0f, Pm, Tk, dO,
+                det_sgemm(CblasTrans, CblasNoTrans, Tk, D, Tq, 1.0f, Pm, Tk, dO,
                             (int)qrow, 1.0f, dV, (int)a->kv_st);
                 /* dP = dO Vᵀ, then dS = P (dP - Di) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, D, 1.0f, dO,
+                det_sgemm(CblasNoTrans, CblasTrans, Tq, Tk, D, 1.0f, dO,
                             (int)qrow, V, (int)a->kv_st, 0.0f, dS, Tk);
                 for (int i = 0; i < Tq; i++)
                     for (int j = 0; j < Tk; j++)
                         dS[(size_t)i * Tk + j] = Pm[(size_t)i * Tk + j] * (dS[(size_t)i * Tk + j] - Di[i]);
                 /* dQ = scale dS K;  dK += scale dSᵀ Q */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, D, Tk, a->scale, dS, Tk,
+                det_sgemm(CblasNoTrans, CblasNoTrans, Tq, D, Tk, a->scale, dS, Tk,
                             K, (int)a->kv_st, 0.0f, dQ, (int)qrow);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tk, D, Tq, a->scale, dS, Tk,
+                det_sgemm(CblasTrans, CblasNoTrans, Tk, D, Tq, a->scale, dS, Tk,
                             Q, (int)qrow, 1.0f, dK, (int)a->kv_st);
             }
         }

@@ -4,7 +4,7 @@
  * without CUDA (no nvcc, `make CUDA=0`, and always in the sanitizer build), the same
  * functions exist in cuda_stub.c and report ERR_UNAVAILABLE ("built without CUDA"), so
  * callers need no #ifdef. This header is for tests, benchmarks and reports: device
- * facts, memory accounting and the choice of attention kernel.
+ * facts, memory accounting, the choice of attention kernel and of MX GEMM path.
  */
 #ifndef MXRLHF_BACKEND_CUDA_H
 #define MXRLHF_BACKEND_CUDA_H
@@ -44,26 +44,76 @@ typedef struct be_cuda_mem {
 int be_cuda_mem(backend_t *be, be_cuda_mem_t *out, err_t *e);
 void be_cuda_mem_reset_peak(backend_t *be);
 
-/* Attention kernels. The tensor-core tiles serve blocks of >= 16 queries with head_dim 16,
- * 32, 64 or 128; decoding (one query per row) and other shapes use the exact float32
+/* Attention kernels. Blocks of >= 16 queries with head_dim 16, 32, 64 or 128 run on the
+ * tensor cores; decoding (one query per row) and other shapes use the exact float32
  * kernel. Modes:
- *   FAST (default)  tiles whose precision follows be_attn_t.compute: bf16 / fp16
- *                   operands under bf16 / fp16 compute (autocast's attention), 3xTF32
- *                   under fp32 compute (float32 operands split into two TF32 parts:
- *                   errors near float32 rounding);
+ *   FAST (default)  precision follows be_attn_t.compute: under bf16 / fp16 compute
+ *                   (autocast's attention) cuDNN's fused flash attention where it applies
+ *                   (training and prefill: queries at key positions 0..T-1, head_dim a
+ *                   multiple of 8 up to 128; deterministic backward), else our 16-bit
+ *                   tiles; under fp32 compute 3xTF32 tiles (float32 operands split into
+ *                   two TF32 parts: errors near float32 rounding);
  *   ACCURATE        3xTF32 tiles whatever the compute type;
  *   TF32            one TF32 product (about 1e-3 relative error);
  *   EXACT           the float32 kernel on the CUDA cores everywhere (one block or warp
- *                   per query row; slow for long sequences).
- * The environment variable MXRLHF_CUDA_ATTN=fast|accurate|tf32|exact sets it at open. */
+ *                   per query row; slow for long sequences);
+ *   TILES           FAST without cuDNN: our 16-bit tiles under bf16 / fp16 compute;
+ *   FAST_NONDET     FAST with cuDNN's non-deterministic backward (dQ accumulated with
+ *                   atomics: faster, not the same bits run to run).
+ * The environment variable MXRLHF_CUDA_ATTN=fast|accurate|tf32|exact|tiles|fast-nondet
+ * sets it at open; MXRLHF_CUDNN=off keeps cuDNN from loading (src/backend/cuda_cudnn.cu
+ * says where it is looked for). */
 typedef enum be_cuda_attn {
     BE_CUDA_ATTN_FAST,
     BE_CUDA_ATTN_ACCURATE,
     BE_CUDA_ATTN_TF32,
-    BE_CUDA_ATTN_EXACT
+    BE_CUDA_ATTN_EXACT,
+    BE_CUDA_ATTN_TILES,
+    BE_CUDA_ATTN_FAST_NONDET
 } be_cuda_attn_t;
 
 int be_cuda_set_attn(backend_t *be, be_cuda_attn_t mode, err_t *e);
+
+/* MX GEMMs on the tensor cores (cuda_mxgemm.cu; docs/engine.md "MX GEMMs"). A GEMM of a
+ * linear layer whose two operands are MX formats with a common tensor-core type (E4M3 for
+ * mxfp8_e4m3, mxfp6 and mxfp4, E5M2 for mxfp8_e5m2, either float one against the other;
+ * int8 for mxint8 and mxint4), blocks of a multiple of 8, under fp32 or bf16 compute,
+ * runs natively: operands quantized to those bytes plus one scale per block, each block
+ * an MMA whose partial sum is scaled and added in float32. Every other GEMM runs as
+ * before (fake quant, then a bf16 / fp16 / fp32 cuBLASLt GEMM: "emulated").
+ * be_cuda_mxgemm_native says whether a pair of specs maps (the dispatch's own test, also
+ * used for the `execution` labels); it reads MXRLHF_CUDA_MXGEMM (0 = off) as the backend
+ * does at open, and is false in a build without CUDA. set_mxgemm switches one backend
+ * (on by default; off when MXRLHF_CUDA_MXGEMM=0 or the device has no FP8 tensor cores,
+ * compute capability < 8.9, where `on` fails with ERR_UNAVAILABLE). The counters say
+ * how many MX GEMMs ran natively and how many were left to the emulation since open (a
+ * linear layer is one GEMM forward and up to two backward). */
+bool be_cuda_mxgemm_native(const mx_spec_t *a, const mx_spec_t *b, prec_compute_t compute);
+int be_cuda_set_mxgemm(backend_t *be, bool on, err_t *e);
+typedef struct be_cuda_mxgemm_stats {
+    long native, emulated;
+} be_cuda_mxgemm_stats_t;
+int be_cuda_mxgemm_stats(backend_t *be, be_cuda_mxgemm_stats_t *out, err_t *e);
+/* cuDNN's fused attention: the library the backend loaded at open (or why none), the
+ * execution plans built so far (one per shape and direction, cached), and the calls that
+ * ran through it. Calls count since open or since timing was last turned on; while
+ * timing is on, fwd_ms / bwd_ms add up the device time of cuDNN's own executions (cuda
+ * events around them; not the fp32 <-> 16-bit copies around them). be_cuda_cudnn waits
+ * for the device when timing is on. */
+typedef struct be_cuda_cudnn {
+    int version;          /* cudnnGetVersion(): 91900 = 9.19.0; 0 when not loaded */
+    char status[512];     /* "cuDNN 9.19.0 (for CUDA 13.0) from DIR" or why it is not used */
+    int plans, failed;    /* plans built; shapes whose plan could not be built (they run
+                             on our kernels) */
+    long fwd_calls, bwd_calls;
+    double fwd_ms, bwd_ms;
+} be_cuda_cudnn_t;
+
+int be_cuda_cudnn(backend_t *be, be_cuda_cudnn_t *out, err_t *e);
+int be_cuda_cudnn_timing(backend_t *be, bool on, err_t *e);
+/* one line per cached plan: direction, type, shape, engine, knobs, notes, workspace,
+ * build time */
+void be_cuda_cudnn_print(backend_t *be, FILE *f);
 
 /* Per-op profile, for benchmarks: while on, every op waits for the device before and
  * after it and adds its wall time to its op's total (which serialises the stream: use

@@ -21,7 +21,9 @@
  *        128 and 16-byte aligned rows; decoding (one query) uses exact.
  *
  * Under bf16 / fp16 compute (be_attn_t.compute, mode FAST) the tiles take 16-bit
- * operands instead, as autocast's attention does (below). Both see the same keys: query (b, i) attends to keys pad_left[b] <= j <= q0 + i
+ * operands instead, as autocast's attention does (below); where cuDNN is loaded and the
+ * shape is training's or prefill's, cuda_cudnn.cu's fused attention serves instead.
+ * Both see the same keys: query (b, i) attends to keys pad_left[b] <= j <= q0 + i
  * (j < Tk); a query with no visible key outputs zeros and lse = -inf.
  */
 #include <math.h>
@@ -1167,9 +1169,11 @@ static int tile_kind(const cuda_t *c, prec_compute_t ct)
 {
     if (c->attn == BE_CUDA_ATTN_TF32)
         return 1;
-    if (c->attn == BE_CUDA_ATTN_FAST && ct == PREC_COMPUTE_BF16)
+    const bool fast = c->attn == BE_CUDA_ATTN_FAST || c->attn == BE_CUDA_ATTN_TILES ||
+                      c->attn == BE_CUDA_ATTN_FAST_NONDET;
+    if (fast && ct == PREC_COMPUTE_BF16)
         return 16;
-    if (c->attn == BE_CUDA_ATTN_FAST && ct == PREC_COMPUTE_FP16)
+    if (fast && ct == PREC_COMPUTE_FP16)
         return 17;
     return 3;
 }
@@ -1194,6 +1198,8 @@ void cuda_op_attn_fwd(backend_t *be, const be_attn_t *at)
     if (a.Tke <= 0) { /* nothing visible anywhere: zeros (the CPU leaves out untouched) */
         return;
     }
+    if (cu_dnn_attn_fwd(c, at)) /* cuDNN's fused attention (cuda_cudnn.cu says when) */
+        return;
     if (use_tiles(c, a)) {
         switch (tile_kind(c, at->compute)) {
         case 1: fwd_tc_d<1>(c, a); return;
@@ -1220,6 +1226,8 @@ void cuda_op_attn_bwd(backend_t *be, const be_attn_t *at, be_ptr_t dout, be_ptr_
         return;
     }
     if (a.Tke <= 0)
+        return;
+    if (cu_dnn_attn_bwd(c, at, dout, dq, dk, dv))
         return;
     a.dout = fptr(dout);
     a.dq = fptr(dq);

@@ -411,6 +411,7 @@ typedef struct wentry {
 /* Entry 0: forward copy (blocks along K); entry 1: backward (along N), or shared. */
 struct be_wcache {
     wentry_t e[2];
+    mxg_cache_t *mx; /* tensor-core copies (cuda_mxgemm.cu) */
 };
 
 /* The storage class an operand needs after quantization and compute rounding. */
@@ -472,6 +473,7 @@ static void written(cuda_t *c, const void *p, size_t bytes)
         if (r->valid && a0 < b1 && b0 < a1)
             r->valid = false;
     }
+    cu_mxg_written(c, p, bytes);
 }
 
 static bool entry_matches(const wentry_t *en, const be_linear_t *a, const mx_spec_t *s,
@@ -542,10 +544,14 @@ static void cuda_wcache_free(backend_t *be, be_wcache_t *wc)
 {
     entry_release(CU(be), &wc->e[0]);
     entry_release(CU(be), &wc->e[1]);
+    cu_mxg_cache_free(CU(be), wc->mx);
     free(wc);
 }
 
-static size_t cuda_wcache_bytes(const be_wcache_t *wc) { return wc->e[0].bytes + wc->e[1].bytes; }
+static size_t cuda_wcache_bytes(const be_wcache_t *wc)
+{
+    return wc->e[0].bytes + wc->e[1].bytes + cu_mxg_cache_bytes(wc->mx);
+}
 
 /* ---- linear --------------------------------------------------------------------------------- */
 
@@ -555,6 +561,10 @@ static void cuda_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, bo
     const int M = a->M, N = a->N, K = a->K;
     if (M <= 0 || N <= 0)
         return;
+    if (cu_mxg_linear_fwd(c, a, a->wcache ? &a->wcache->mx : nullptr, fptr(yp), acc)) {
+        written(c, vptr(yp), (size_t)M * N * sizeof(float)); /* on the tensor cores */
+        return;
+    }
     const prec_compute_t ct = a->compute;
     const int dt = gemm_type(&a->spec[PREC_OP_INPUT], &a->spec[PREC_OP_WEIGHT], ct);
     const void *x = prepare(c, CS_XA, fptr(a->x), M, K, MX_AXIS_ROW, &a->spec[PREC_OP_INPUT], ct,
@@ -585,7 +595,8 @@ static void cuda_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, b
     const mx_spec_t *sgx = &a->spec[PREC_OP_GRAD_OUTPUT_DX], *sgw = &a->spec[PREC_OP_GRAD_OUTPUT_DW];
     const void *gx = nullptr;
     int dtx = -1;
-    if (!be_null(dxp)) {
+    if (!be_null(dxp) &&
+        !cu_mxg_linear_dx(c, a, a->wcache ? &a->wcache->mx : nullptr, dy, fptr(dxp), dx_acc)) {
         dtx = gemm_type(sgx, &a->spec[PREC_OP_WEIGHT_BP], ct);
         gx = prepare(c, CS_XA, dy, M, N, MX_AXIS_ROW, sgx, ct, a->seed,
                      a->stream + PREC_OP_GRAD_OUTPUT_DX, dtx);
@@ -598,7 +609,7 @@ static void cuda_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dyp, b
         else
             gemm_rm(c, dtx, false, false, M, K, N, gx, N, w, K, dx, K, dx_acc ? 1.0f : 0.0f);
     }
-    if (!be_null(dwp)) {
+    if (!be_null(dwp) && !cu_mxg_linear_dw(c, a, dy, fptr(dwp))) {
         const int dtw = gemm_type(sgw, &a->spec[PREC_OP_INPUT_BP], ct);
         /* the dx operand serves again when its quantization does not depend on the axis */
         const void *g = (gx && dtw == dtx && mx_spec_equal(sgx, sgw) &&
@@ -629,6 +640,7 @@ static void cuda_destroy(backend_t *be)
 {
     cuda_t *c = CU(be);
     cudaStreamSynchronize(c->st);
+    cu_dnn_close(c);
     for (int i = 0; i < c->nplans; i++)
         plan_destroy(&c->plans[i]);
     free(c->plans);
@@ -651,7 +663,14 @@ static void cuda_mem(backend_t *be, be_mem_t *out, bool reset_peak)
     out->peak = c->mem_peak;
 }
 
-static bool cuda_native(backend_t *be, prec_compute_t ct) { return true; }
+/* 16-bit types and fp32 run on the tensor cores as they are; an MX pair natively where the
+ * MX GEMM dispatch maps it (be_cuda_mxgemm_native) and it is switched on. */
+static bool cuda_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
+{
+    if (!mx_format_info(a->format)->is_mx && !mx_format_info(b->format)->is_mx)
+        return true;
+    return CU(be)->mxg_on && be_cuda_mxgemm_native(a, b, ct);
+}
 
 static const be_ops_t cuda_ops = {
     "cuda",
@@ -884,6 +903,10 @@ extern "C" int be_cuda_open_device(int dev, backend_t **out, err_t *e)
         c->attn = BE_CUDA_ATTN_TF32;
     else if (am && !strcmp(am, "accurate"))
         c->attn = BE_CUDA_ATTN_ACCURATE;
+    else if (am && !strcmp(am, "tiles"))
+        c->attn = BE_CUDA_ATTN_TILES;
+    else if (am && !strcmp(am, "fast-nondet"))
+        c->attn = BE_CUDA_ATTN_FAST_NONDET;
     cudaRuntimeGetVersion(&c->runtime_version);
     cudaDriverGetVersion(&c->driver_version);
     cublasStatus_t ls = CUBLAS_STATUS_SUCCESS;
@@ -908,6 +931,8 @@ extern "C" int be_cuda_open_device(int dev, backend_t **out, err_t *e)
         err_set(e, ERR_NOMEM, "%s", c->err_msg);
         goto fail;
     }
+    cu_mxg_init(c);
+    cu_dnn_open(c);
     c->be.ops = &cuda_ops;
     c->be.impl = c;
     *out = &c->be;
@@ -921,7 +946,7 @@ fail:
     return e->code;
 }
 
-static cuda_t *as_cuda(backend_t *be, err_t *e)
+cuda_t *as_cuda(backend_t *be, err_t *e)
 {
     if (!be || (be->ops != &cuda_ops && be->ops != &cuda_prof_ops)) {
         err_set(e, ERR_INPUT, "not a cuda backend (%s)", be_name(be));
@@ -929,6 +954,8 @@ static cuda_t *as_cuda(backend_t *be, err_t *e)
     }
     return CU(be);
 }
+
+cuda_t *cu_backend(backend_t *be, err_t *e) { return as_cuda(be, e); }
 
 extern "C" int be_cuda_info(backend_t *be, be_cuda_info_t *out, err_t *e)
 {

@@ -3,7 +3,9 @@
  * cuda_backend.cu  the table, memory, streams, cuBLASLt GEMMs (linear layers), info
  * cuda_ops.cu      RMSNorm, RoPE, SwiGLU, embedding, losses, AdamW, reductions
  * cuda_attn.cu     attention: the exact float32 kernel and the tensor-core tiles
+ * cuda_cudnn.cu    attention through cuDNN's fused flash attention (loaded with dlopen)
  * cuda_mx.cu       MX fake quant and GEMM-operand preparation (bf16 / fp16 / fp32)
+ * cuda_mxgemm.cu   MX GEMMs on the FP8 / INT8 tensor cores (quantize to bytes + scales)
  * cuda_sample.cu   sampling on the device
  *
  * Everything is enqueued on one stream, in program order; errors are sticky (the first
@@ -43,6 +45,9 @@ enum {
     CS_SORT2,
     CS_ROW,    /* per-row values (sampling, attention D_i) */
     CS_ATT16,  /* 16-bit copies of attention's Q, K, V, dO */
+    CS_MXA,    /* MX GEMM operand A as tensor-core bytes + scales (cuda_mxgemm.cu) */
+    CS_MXB,    /* MX GEMM operand B (weights without a cache, x for dW) */
+    CS_CUDNN,  /* cuDNN attention: 16-bit copies, statistics, cuDNN's workspace */
     CS_COUNT
 };
 
@@ -65,6 +70,8 @@ typedef struct prep_rec {
 enum { DT_F32, DT_BF16, DT_F16 };
 
 typedef struct gemm_plan gemm_plan_t;
+typedef struct mxg_cache mxg_cache_t; /* a weight's tensor-core copies (cuda_mxgemm.cu) */
+typedef struct cu_dnn cu_dnn_t; /* cuDNN state (cuda_cudnn.cu); NULL until open */
 
 typedef struct cuda_be {
     backend_t be;
@@ -86,7 +93,10 @@ typedef struct cuda_be {
     double prof_t[40];
     long prof_n[40];
     uint64_t gen;             /* bumped by every op that may write device memory */
-    prep_rec_t rec[CS_COUNT]; /* for CS_XA and CS_XB */
+    prep_rec_t rec[CS_COUNT]; /* for CS_XA, CS_XB, CS_MXA, CS_MXB */
+    bool mxg_on;              /* MX GEMMs on the tensor cores where they map */
+    long mxg_native, mxg_emulated; /* MX GEMMs run natively / left to the emulation */
+    cu_dnn_t *dnn;
 } cuda_t;
 
 static inline cuda_t *CU(backend_t *be) { return (cuda_t *)be->impl; }
@@ -94,6 +104,9 @@ static inline cuda_t *CU(backend_t *be) { return (cuda_t *)be->impl; }
 static inline void *vptr(be_ptr_t p) { return p.buf ? (void *)(p.buf->d + p.off) : nullptr; }
 static inline float *fptr(be_ptr_t p) { return (float *)vptr(p); }
 static inline int32_t *iptr(be_ptr_t p) { return (int32_t *)vptr(p); }
+
+/* the backend behind be, or NULL and ERR_INPUT when it is not a CUDA backend */
+cuda_t *as_cuda(backend_t *be, err_t *e);
 
 /* sticky errors (cuda_backend.cu) */
 void cu_fail(cuda_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -126,6 +139,34 @@ void cu_prepare(cuda_t *c, void *out, int dt, const float *in, size_t rows, size
                 mx_axis_t axis, const mx_spec_t *spec, prec_compute_t compute, uint64_t seed,
                 uint64_t stream);
 
+/* Every MX block's scale exponent (mxc_scale_exp, MXC_NAN_SCALE for a block with Inf or
+ * NaN) of a (rows, cols) matrix with blocks along `axis`, in the order of mxc_block_of,
+ * in scratch slot CS_SCALE; NULL (and the error recorded) when out of memory. */
+const int *cu_mx_scale_exps(cuda_t *c, const float *in, size_t rows, size_t cols, mx_axis_t axis,
+                            const mx_spec_t *spec);
+
+/* ---- MX GEMMs on the tensor cores (cuda_mxgemm.cu) ------------------------------------ */
+
+/* Each runs one GEMM of a linear layer (backend.h's definitions) on the FP8 / INT8 tensor
+ * cores and returns true when both of its operands' specs map there (MX formats with a
+ * tensor-core type in common, blocks of a multiple of 8, fp32 or bf16 compute, the switch
+ * on); otherwise it does nothing and returns false, and the caller runs the emulation.
+ * An error (out of memory) is recorded and true returned. `wc` is the weight cache's slot
+ * for the tensor-core copies of W (NULL: no cache).
+ *   fwd: y (M, N) (+)= x W^T + b      dx: dx (M, K) (+)= dy W      dw: dW (N, K) += dy^T x */
+bool cu_mxg_linear_fwd(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, float *y, bool acc);
+bool cu_mxg_linear_dx(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, const float *dy,
+                      float *dx, bool dx_acc);
+bool cu_mxg_linear_dw(cuda_t *c, const be_linear_t *a, const float *dy, float *dw);
+void cu_mxg_cache_free(cuda_t *c, mxg_cache_t *m);
+size_t cu_mxg_cache_bytes(const mxg_cache_t *m);
+/* a linear layer wrote [p, p + bytes): drop the operands prepared from there */
+void cu_mxg_written(cuda_t *c, const void *p, size_t bytes);
+/* sets the switch at open (MXRLHF_CUDA_MXGEMM, the device's compute capability) */
+void cu_mxg_init(cuda_t *c);
+/* the backend's state, or NULL (and e set) when `be` is not a CUDA backend */
+cuda_t *cu_backend(backend_t *be, err_t *e);
+
 /* ---- element-wise helpers for the linear layers (cuda_ops.cu) ------------------------ */
 
 /* y (M, N) (+)= round(t + b), round to `compute` (fp32: none); b may be NULL; t may be y
@@ -134,6 +175,18 @@ void cu_epilogue(cuda_t *c, float *y, const float *t, const float *b, int M, int
                  prec_compute_t compute);
 /* db (N) += column sums of round(dy (M, N)); fixed 64-row chunks, combined in order */
 void cu_colsum_acc(cuda_t *c, float *db, const float *dy, int M, int N, prec_compute_t compute);
+
+/* ---- cuDNN's fused attention (cuda_cudnn.cu) ------------------------------------------ */
+
+/* Load cuDNN (never fails: without it the state says why and the calls below return
+ * false); close releases plans, handle and library. */
+void cu_dnn_open(cuda_t *c);
+void cu_dnn_close(cuda_t *c);
+/* Attention through cuDNN when the mode, compute type and shape allow it: true when the
+ * op was enqueued, false when the caller must run its own kernels (nothing written). */
+bool cu_dnn_attn_fwd(cuda_t *c, const be_attn_t *a);
+bool cu_dnn_attn_bwd(cuda_t *c, const be_attn_t *a, be_ptr_t dout, be_ptr_t dq, be_ptr_t dk,
+                     be_ptr_t dv);
 
 /* ---- ops implemented outside cuda_backend.cu ----------------------------------------- */
 

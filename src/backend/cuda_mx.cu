@@ -87,6 +87,20 @@ __global__ void k_mx_elems(typename store_t<DT>::T *out, const uint32_t *in, con
     }
 }
 
+const int *cu_mx_scale_exps(cuda_t *c, const float *in, size_t rows, size_t cols, mx_axis_t axis,
+                            const mx_spec_t *spec)
+{
+    const size_t nb = mxc_nblocks(rows, cols, axis, spec->block);
+    int *sexp = (int *)cu_scratch(c, CS_SCALE, (nb ? nb : 1) * sizeof(int));
+    if (!sexp || !nb)
+        return sexp;
+    k_mx_scales<<<cu_grid(nb, 128), 128, 0, c->st>>>(sexp, (const uint32_t *)in, rows, cols, axis,
+                                                     spec->block, mxc_fmt(spec->format),
+                                                     spec->scale, nb);
+    cu_launched(c, "k_mx_scales");
+    return sexp;
+}
+
 template <int DT>
 static void prepare_t(cuda_t *c, void *out, const float *in, size_t rows, size_t cols,
                       mx_axis_t axis, const mx_spec_t *spec, int rc, uint64_t seed,
@@ -103,14 +117,10 @@ static void prepare_t(cuda_t *c, void *out, const float *in, size_t rows, size_t
         return;
     }
     const int k = spec->block;
-    const size_t nb = mxc_nblocks(rows, cols, axis, k);
-    int *sexp = (int *)cu_scratch(c, CS_SCALE, nb * sizeof(int));
+    const int *sexp = cu_mx_scale_exps(c, in, rows, cols, axis, spec);
     if (!sexp)
         return;
     mxc_fmt_t f = mxc_fmt(spec->format);
-    k_mx_scales<<<cu_grid(nb, 128), 128, 0, c->st>>>(sexp, ui, rows, cols, axis, k, f,
-                                                     spec->scale, nb);
-    cu_launched(c, "k_mx_scales");
     dim3 grid((unsigned)((cols + 255) / 256 < 64 ? (cols + 255) / 256 : 64),
               (unsigned)(rows < 65535 ? rows : 65535));
     k_mx_elems<DT><<<grid, 256, 0, c->st>>>((T *)out, ui, sexp, rows, cols, axis, k, f,

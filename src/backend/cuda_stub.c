@@ -31,5 +31,17 @@ int be_cuda_info(backend_t *be, be_cuda_info_t *out, err_t *e) { return unavaila
 int be_cuda_mem(backend_t *be, be_cuda_mem_t *out, err_t *e) { return unavailable(e); }
 void be_cuda_mem_reset_peak(backend_t *be) {}
 int be_cuda_set_attn(backend_t *be, be_cuda_attn_t mode, err_t *e) { return unavailable(e); }
+int be_cuda_cudnn(backend_t *be, be_cuda_cudnn_t *out, err_t *e) { return unavailable(e); }
+int be_cuda_cudnn_timing(backend_t *be, bool on, err_t *e) { return unavailable(e); }
+void be_cuda_cudnn_print(backend_t *be, FILE *f) {}
 int be_cuda_profile(backend_t *be, bool on, err_t *e) { return unavailable(e); }
 void be_cuda_profile_print(backend_t *be, FILE *f) {}
+bool be_cuda_mxgemm_native(const mx_spec_t *a, const mx_spec_t *b, prec_compute_t compute)
+{
+    return false;
+}
+int be_cuda_set_mxgemm(backend_t *be, bool on, err_t *e) { return unavailable(e); }
+int be_cuda_mxgemm_stats(backend_t *be, be_cuda_mxgemm_stats_t *out, err_t *e)
+{
+    return unavailable(e);
+}

@@ -117,37 +117,29 @@ const opt_table_t compare_opts_table =
 
 void compare_opts_default(compare_opts_t *o) { opts_default(&compare_opts_table, o); }
 
-/* "native" or "emulated" for what a phase computes under these tables on this backend: MX
- * formats are fake-quantized on every backend (emulated); 16-bit types are native where
- * the backend computes in them (be_native: cuda's tensor cores) and emulated where it
- * rounds to them and computes in float32 (the CPU). */
+/* "native" or "emulated" for what a phase computes under these tables on this backend:
+ * native when every GEMM with an operand or a compute type other than fp32 runs in those
+ * types on the hardware (be_native: on cuda, 16-bit types on the tensor cores, and MX pairs
+ * of operands (0,1), (2,3), (4,5) where its dispatch maps them; never on the CPU, which
+ * rounds and computes in float32), emulated otherwise. */
 static const char *exec_of(const prec_table_t *const *t, const prec_phase_t *ph, int n,
                            bool all_ops, backend_t *be)
 {
-    bool mx = false, half = false, native = true;
     for (int k = 0; k < n; k++) {
         if (!t[k])
             continue;
         prec_compute_t ct = prec_compute_for(t[k], ph[k]);
-        if (ct != PREC_COMPUTE_FP32) {
-            half = true;
-            native &= be_native(be, ct);
-        }
+        if (ct != PREC_COMPUTE_FP32 && !be_native(be, NULL, NULL, ct))
+            return "emulated";
         for (int i = 0; i < t[k]->nlayers; i++)
             for (int op = 0; op < (all_ops ? PREC_OPERAND_COUNT : 2); op++) {
                 const mx_spec_t *s = prec_spec(t[k], i, ph[k], (prec_operand_t)op);
-                if (mx_format_info(s->format)->is_mx) {
-                    mx = true;
-                } else if (s->format != MX_FP32) {
-                    half = true;
-                    native &= be_native(be, s->format == MX_BF16 ? PREC_COMPUTE_BF16
-                                                                 : PREC_COMPUTE_FP16);
-                }
+                const mx_spec_t *o = prec_spec(t[k], i, ph[k], (prec_operand_t)(op ^ 1));
+                if (s->format != MX_FP32 && !be_native(be, s, o, ct))
+                    return "emulated";
             }
     }
-    if (mx)
-        return "emulated";
-    return half && !native ? "emulated" : "native";
+    return "native";
 }
 
 static void plan_execution(plan_info_t *p, backend_t *be)

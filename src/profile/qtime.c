@@ -179,7 +179,10 @@ static void qt_mem(backend_t *be, be_mem_t *out, bool reset_peak)
 {
     IN(be)->ops->mem(IN(be), out, reset_peak);
 }
-static bool qt_native(backend_t *be, prec_compute_t ct) { return be_native(IN(be), ct); }
+static bool qt_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
+{
+    return be_native(IN(be), a, b, ct);
+}
 
 /* ---- weight caches ---------------------------------------------------------------- */
 

@@ -43,6 +43,10 @@ static int setup(void **state)
         gpu = NULL;
         return 0;
     }
+    /* linear layers here test the emulated MX path (fake quant + cuBLASLt, operands
+     * bit-identical: 1e-5); the tensor-core path has its own, test_gpu_mxgemm.c */
+    if (be_cuda_set_mxgemm(gpu, false, &e))
+        return -1;
     be_cuda_info_t info;
     if (!be_cuda_info(gpu, &info, &e))
         print_message("GPU: %s, compute capability %d.%d, %d SMs, runtime %d, driver %d\n",
@@ -529,8 +533,10 @@ static void run_attention(const attn_case_t *ac, be_cuda_attn_t mode, prec_compu
     be_attn_fwd(gpu, &a);
     be_attn_bwd(gpu, &a, G(&DO), G(&DQ), G(&DK), G(&DV));
     char what[256];
-    /* which kernel serves: 16-bit tiles only under FAST with bf16/fp16 compute */
-    const bool h16 = mode == BE_CUDA_ATTN_FAST && ct != PREC_COMPUTE_FP32;
+    /* which kernel serves: 16-bit tiles only under TILES (or FAST without cuDNN: cuDNN's
+     * path has its own test, test_gpu_attn_cudnn.c) with bf16/fp16 compute */
+    const bool h16 = (mode == BE_CUDA_ATTN_FAST || mode == BE_CUDA_ATTN_TILES) &&
+                     ct != PREC_COMPUTE_FP32;
     const char *mn = mode == BE_CUDA_ATTN_TF32 ? "tf32 tiles"
                      : h16 ? (ct == PREC_COMPUTE_BF16 ? "bf16 tiles" : "fp16 tiles")
                      : mode == BE_CUDA_ATTN_EXACT ? "exact" : "3xtf32 tiles";
@@ -579,8 +585,8 @@ static void attention_forward_and_backward_match_cpu(void **state)
         run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_EXACT, PREC_COMPUTE_FP32);
         run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_FAST, PREC_COMPUTE_FP32);
         run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_TF32, PREC_COMPUTE_FP32);
-        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_FAST, PREC_COMPUTE_BF16);
-        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_FAST, PREC_COMPUTE_FP16);
+        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_TILES, PREC_COMPUTE_BF16);
+        run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_TILES, PREC_COMPUTE_FP16);
         run_attention(&ATTN_CASES[i], BE_CUDA_ATTN_ACCURATE, PREC_COMPUTE_BF16);
     }
 }

@@ -5,7 +5,6 @@
  * for other settings is refused, and the command writes its files. Tiny Philox models on
  * the small synthetic tokenizer. */
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,16 +318,9 @@ static void csv_header_is_the_study_columns_with_each_phase_metric(void **state)
     free(dir);
 }
 
-/* One thread per worker in both runs: the sweep divides the cores among the workers, and
- * the CPU backend's decode-sized products are not bit-identical across thread counts
- * (docs/ppo.md), so on a 2-core machine 1 worker x 2 threads and 3 workers x 1 thread
- * sample different rollouts. What this test holds is the workers' and the resume's own
- * logic. */
 static void workers_and_resume_give_the_same_files(void **state)
 {
     (void)state;
-    int threads = omp_get_max_threads();
-    omp_set_num_threads(1);
     phase_sensitivity_opts_t o;
     small_opts(&o);
     char *dir = test_mkdtemp(), *cells = path2(dir, "c.jsonl"), *csv = path2(dir, "m.csv");
@@ -378,7 +370,6 @@ static void workers_and_resume_give_the_same_files(void **state)
     free(cells);
     free(csv);
     free(dir);
-    omp_set_num_threads(threads);
 }
 
 static void tolerance_follows_each_phase_rule(void **state)

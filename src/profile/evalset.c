@@ -31,8 +31,8 @@ const char *profile_score_name(profile_score_t s)
 
 #define EO(f) offsetof(profile_eval_opts_t, f)
 static const opt_field_t eval_fields[] = {
-    OPT_KEY("eval_tokens", OPT_LONG, EO(tokens), "4096", 0, 1e15,
-            "scored predictions in the evaluation set (0: all)", .flag = "tokens"),
+    OPT_KEY("eval_tokens", OPT_LONG, EO(tokens), "4096", -1e15, 1e15,
+            "scored predictions in the evaluation set (0 or less: all)", .flag = "tokens"),
     OPT_KEY("score", OPT_ENUM, EO(score), "all", 0, 0,
             "which predictions count: every next token, or the response's", .en = &score_enum,
             .flag = "score"),

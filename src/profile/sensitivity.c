@@ -25,7 +25,7 @@
 #define SO(f) offsetof(sensitivity_opts_t, f)
 static const opt_field_t sens_fields[] = {
     OPT_EMBED("evaluation set", SO(eval), &profile_eval_opts_table, NULL),
-    OPT_KEY("threshold_pct", OPT_DOUBLE, SO(threshold_pct), "2.0", 0, 1e6,
+    OPT_KEY("threshold_pct", OPT_DOUBLE, SO(threshold_pct), "2.0", 0, OPT_NO_MAX,
             "tolerant when delta_pct < this (percent)", .flag = "threshold"),
     OPT_KEY("two_sided", OPT_BOOL, SO(two_sided), "false", 0, 0,
             "tolerant when |delta_pct| < threshold (a large fall is not tolerant either)",

@@ -169,12 +169,22 @@ __attribute__((format(printf, 3, 4))) static int bad(const dest_t *d, err_t *e, 
     return err_set(e, ERR_INPUT, "%s: field \"%s\": %s", d->ctx, d->r->f->key, what);
 }
 
+/* "in [min, max]" or "of at least min" */
+static void range_text(const opt_field_t *f, char *buf, size_t cap)
+{
+    if (f->max >= OPT_NO_MAX)
+        snprintf(buf, cap, "of at least %.15g", f->min);
+    else
+        snprintf(buf, cap, "in [%.15g, %.15g]", f->min, f->max);
+}
+
 static int range_error(const dest_t *d, const char *kind, double v, err_t *e)
 {
-    const opt_field_t *f = d->r->f;
+    char range[96];
+    range_text(d->r->f, range, sizeof range);
     if (d->text || !isfinite(v))
-        return bad(d, e, "expected %s in [%.15g, %.15g]", kind, f->min, f->max);
-    return bad(d, e, "expected %s in [%.15g, %.15g], got %.17g", kind, f->min, f->max, v);
+        return bad(d, e, "expected %s %s", kind, range);
+    return bad(d, e, "expected %s %s, got %.17g", kind, range, v);
 }
 
 /* a number for an OPT_INT / OPT_LONG / OPT_DOUBLE key, or an element of a list */
@@ -585,7 +595,10 @@ void opts_ref_help(const opt_ref_t *r, char *buf, size_t cap)
     case OPT_INT:
     case OPT_LONG:
     case OPT_DOUBLE:
-        snprintf(range, sizeof range, "%.15g to %.15g; ", f->min, f->max);
+        if (f->max >= OPT_NO_MAX)
+            snprintf(range, sizeof range, "at least %.15g; ", f->min);
+        else
+            snprintf(range, sizeof range, "%.15g to %.15g; ", f->min, f->max);
         break;
     case OPT_ENUM:
         enum_choices(f->en, range, sizeof range - 2, false);

@@ -120,6 +120,9 @@ struct opt_table {
 #define OPT_TABLE(name_, T, fields_, check_)                                               \
     {(name_), sizeof(T), (fields_), (int)(sizeof(fields_) / sizeof *(fields_)), (check_)}
 
+/* A max meaning "no upper bound" (help and errors then say "at least min"). */
+#define OPT_NO_MAX 1e308
+
 /* The most keys a section (subs included) may have. */
 #define OPT_MAX_KEYS 96
 

@@ -20,6 +20,12 @@
  * The PyTorch peer runs from scripts/peer/cuda_peer.py in the same device call
  * (scripts/peer/cuda_device.sh). Prints one table and a JSON line ("cuda_bench_json";
  * the attention part "cuda_bench_attn_json").
+ * Then decoding (issue 16; `cuda_bench decode` runs only this part): a decoding step at
+ * batch 1, 8, 32, 64 under plans bf16, mxfp8, mxfp6, mxfp4 (every linear layer, lm_head
+ * included), bytes per step and the floor at the copy ceiling measured in the same run,
+ * ratios to bf16, the rebuild of the packed copies, the old paths (emulated MXFP4, ops one
+ * by one), the study's rollout (8 x (128 + 128)) and batch 32, a per-op profile, and a JSON
+ * line ("cuda_bench_decode_json").
  * Without CUDA or a GPU it says so and exits 0 (make bench on a CPU machine). */
 #include <math.h>
 #include <stdio.h>
@@ -118,7 +124,8 @@ static void set_plan(qwen2_model_t *m, prec_policies_t *pol)
 
 /* the two ceilings through the backend: GB/s of a D2D copy (read + write), TFLOP/s of a
  * bf16 GEMM with cached bf16 weights */
-static void ceilings(backend_t *be, double *gbs, double *tflops)
+/* GB/s of a 2 GiB device-to-device copy (read + write), median of 7 */
+static double copy_rate(backend_t *be)
 {
     err_t e = ERR_INIT;
     const size_t bytes = (size_t)2 << 30;
@@ -136,9 +143,16 @@ static void ceilings(backend_t *be, double *gbs, double *tflops)
             die(&e);
         t[r] = now() - t0;
     }
-    *gbs = 2.0 * bytes / median(t, 7) * 1e-9;
     be_free(be, a);
     be_free(be, b);
+    return 2.0 * bytes / median(t, 7) * 1e-9;
+}
+
+static void ceilings(backend_t *be, double *gbs, double *tflops)
+{
+    err_t e = ERR_INIT;
+    double t[7];
+    *gbs = copy_rate(be);
 
     const int n = 8192;
     const size_t nn = (size_t)n * n;
@@ -175,6 +189,177 @@ static void ceilings(backend_t *be, double *gbs, double *tflops)
 
 static void attn_bench(void);
 
+/* ---- decoding (issue 16) -------------------------------------------------------------- */
+
+static const char *DEC_PLANS =
+    "{\"version\": 1, \"plans\": {"
+    "\"bf16\": {\"default\": \"bf16\", \"compute\": \"bf16\"},"
+    "\"mxfp8\": {\"default\": \"mxfp8_e4m3/32\"},"
+    "\"mxfp6\": {\"default\": \"mxfp6_e3m2/32\"},"
+    "\"mxfp4\": {\"default\": \"mxfp4_e2m1/32\"}}}";
+
+/* bytes of every linear layer's weight (lm_head included) as decoding reads it */
+static double weight_bytes(const qwen2_config_t *c, int bits)
+{
+    const double per_layer[7][2] = {{(double)c->heads * c->head_dim, c->hidden},
+                                    {(double)c->kv_heads * c->head_dim, c->hidden},
+                                    {(double)c->kv_heads * c->head_dim, c->hidden},
+                                    {c->hidden, (double)c->heads * c->head_dim},
+                                    {c->inter, c->hidden},
+                                    {c->inter, c->hidden},
+                                    {c->hidden, c->inter}};
+    double b = 0;
+    for (int i = 0; i < 7; i++) {
+        const double N = per_layer[i][0], K = per_layer[i][1];
+        b += c->layers * (bits == 16 ? 2 * N * K : N * K * bits / 8 + N * ceil(K / 32));
+    }
+    const double N = c->vocab, K = c->hidden;
+    return b + (bits == 16 ? 2 * N * K : N * K * bits / 8 + N * ceil(K / 32));
+}
+
+static double gen_time(qwen2_model_t *m, int B, int PL, int NEW, int reps)
+{
+    err_t e = ERR_INIT;
+    const qwen2_config_t *c = qwen2_config(m);
+    int32_t *prompt = malloc(sizeof(int32_t) * B * PL), *out = malloc(sizeof(int32_t) * B * NEW);
+    const int32_t **pp = malloc(sizeof *pp * B);
+    int *plen = malloc(sizeof(int) * B), *olen = malloc(sizeof(int) * B);
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < PL; t++)
+            prompt[b * PL + t] = (int32_t)(((uint64_t)(b * PL + t) * 2246822519u + 7) % (unsigned)c->vocab);
+        pp[b] = prompt + b * PL;
+        plen[b] = PL;
+    }
+    prec_ctx_t ctx = {PREC_ROLLOUT, 42, 0};
+    qwen2_gen_t g = {NEW, 1.0, 0, 1.0, 42, 0, NULL, 0};
+    double t[9];
+    for (int r = 0; r <= reps; r++) {
+        if (be_sync(qwen2_backend(m), &e))
+            die(&e);
+        double t0 = now();
+        if (qwen2_generate(m, &ctx, B, pp, plen, &g, out, olen, &e))
+            die(&e);
+        if (r)
+            t[r - 1] = now() - t0;
+    }
+    free(prompt), free(out), free(pp), free(plen), free(olen);
+    return median(t, reps);
+}
+
+static void decode_bench(double gbs)
+{
+    err_t e = ERR_INIT;
+    backend_t *be;
+    if (be_open("cuda", &be, &e))
+        die(&e);
+    be_cuda_info_t info;
+    if (be_cuda_info(be, &info, &e))
+        die(&e);
+    prec_policies_t pol;
+    if (prec_policies_parse(DEC_PLANS, strlen(DEC_PLANS), "cuda_bench decode plans", &pol, &e))
+        die(&e);
+    const int MB = 64, PL = 64, STEPS = 64, RL = 128; /* kv_len 256 >= PL + 2 STEPS + 2 */
+    qwen2_config_t c = qwen05b();
+    qwen2_opts_t o = {.max_batch = MB, .max_seq = RL, .kv_batch = MB, .kv_len = RL + RL};
+    qwen2_model_t *m;
+    if (qwen2_new(be, &c, &o, &m, &e) || qwen2_init_philox(m, 1, 0.02f, &e))
+        die(&e);
+    const char *plans[4] = {"bf16", "mxfp8", "mxfp6", "mxfp4"};
+    const int bits[4] = {16, 8, 6, 4}, Bs[4] = {1, 8, 32, 64};
+    double step[4][4], pack_ms[4], wb[4];
+    printf("\ndecoding step (issue 16): Qwen2.5-0.5B shape, prompts of %d tokens, %d steps timed "
+           "(generate %d - generate 66 new tokens), median of 3; every linear layer (lm_head too) "
+           "in the plan's format, weights and inputs\n", PL, STEPS, 2 * STEPS + 2);
+    printf("  %-6s %5s %10s %11s %10s %8s %9s\n", "plan", "batch", "ms/step", "GB/step", "floor ms",
+           "x floor", "x bf16");
+    for (int p = 0; p < 4; p++) {
+        const prec_plan_t *pl;
+        if (prec_plan_find(&pol, plans[p], &pl, &e) || qwen2_set_plan(m, pl, "cuda_bench", &e))
+            die(&e);
+        prec_ctx_t ctx = {PREC_ROLLOUT, 42, 0};
+        if (qwen2_decode_weights(m, &ctx, &e))
+            die(&e);
+        double tp[3];
+        for (int r = 0; r < 3; r++) { /* the rebuild after an optimizer step: time it */
+            qwen2_params_touched(m);
+            double t0 = now();
+            if (qwen2_decode_weights(m, &ctx, &e))
+                die(&e);
+            tp[r] = now() - t0;
+        }
+        pack_ms[p] = median(tp, 3) * 1e3;
+        wb[p] = weight_bytes(&c, bits[p]);
+        for (int bi = 0; bi < 4; bi++) {
+            const int B = Bs[bi];
+            /* the difference of two runs that both record the step once */
+            const double t2 = gen_time(m, B, PL, STEPS + 2, 3), tn = gen_time(m, B, PL, 2 * STEPS + 2, 3);
+            step[p][bi] = (tn - t2) / STEPS;
+            /* K and V of every layer at the mean cache length, read once; the logits written */
+            const double kv = (double)B * (PL + 1.5 * STEPS) * c.layers * 2 * c.kv_heads * c.head_dim * 4;
+            const double bytes = wb[p] + kv + (double)B * c.vocab * 4;
+            const double floor_s = bytes / (gbs * 1e9);
+            printf("  %-6s %5d %10.3f %11.3f %10.3f %8.2f %9.2f\n", plans[p], B, step[p][bi] * 1e3,
+                   bytes * 1e-9, floor_s * 1e3, step[p][bi] / floor_s, step[p][bi] / step[0][bi]);
+        }
+    }
+    printf("  rebuilding the decode copies after a parameter update: bf16 %.1f ms, mxfp8 %.1f ms, "
+           "mxfp6 %.1f ms, mxfp4 %.1f ms\n", pack_ms[0], pack_ms[1], pack_ms[2], pack_ms[3]);
+    printf("  %s\n", be_cuda_decode_note(be)[0] ? be_cuda_decode_note(be) : "every step recorded as one graph");
+
+    /* what the old paths cost: emulated MXFP4 (fake-quantized bf16 weights through cuBLASLt)
+     * and bf16 with the ops run one by one, batch 8 */
+    const prec_plan_t *pl;
+    if (prec_plan_find(&pol, "mxfp4", &pl, &e) || qwen2_set_plan(m, pl, "cuda_bench", &e) ||
+        be_cuda_set_decode(be, BE_CUDA_DEC_EMULATED, &e))
+        die(&e);
+    const double emu4 = (gen_time(m, 8, PL, 2 * STEPS + 2, 3) - gen_time(m, 8, PL, STEPS + 2, 3)) / STEPS;
+    if (be_cuda_set_decode(be, BE_CUDA_DEC_PACKED, &e) || prec_plan_find(&pol, "bf16", &pl, &e) ||
+        qwen2_set_plan(m, pl, "cuda_bench", &e) || be_cuda_set_graphs(be, false, &e))
+        die(&e);
+    const double ungraphed = (gen_time(m, 8, PL, 2 * STEPS + 2, 3) - gen_time(m, 8, PL, STEPS + 2, 3)) / STEPS;
+    if (be_cuda_set_graphs(be, true, &e))
+        die(&e);
+    printf("  batch 8: mxfp4 emulated (the old path) %.3f ms/step; bf16 ops one by one (no graph) "
+           "%.3f ms/step\n", emu4 * 1e3, ungraphed * 1e3);
+
+    /* the study's rollout and batch 32: prompts of 128 tokens, 128 new tokens, sampled */
+    const double roll_bf16 = gen_time(m, 8, RL, RL, 3), b32_bf16 = gen_time(m, 32, RL, RL, 3);
+    if (prec_plan_find(&pol, "mxfp4", &pl, &e) || qwen2_set_plan(m, pl, "cuda_bench", &e))
+        die(&e);
+    const double roll_mx4 = gen_time(m, 8, RL, RL, 3), b32_mx4 = gen_time(m, 32, RL, RL, 3);
+    printf("  rollout 8 x (%d + %d): bf16 %.3f s (%.0f new tokens/s), mxfp4 %.3f s (%.0f new "
+           "tokens/s)\n", RL, RL, roll_bf16, 8 * RL / roll_bf16, roll_mx4, 8 * RL / roll_mx4);
+    printf("  batch 32 x (%d + %d): bf16 %.0f new tokens/s, mxfp4 %.0f new tokens/s\n", RL, RL,
+           32 * RL / b32_bf16, 32 * RL / b32_mx4);
+    be_cuda_mem_t mem;
+    be_cuda_mem(be, &mem, &e);
+
+    /* where a step's time goes: 8 steps of batch 8 with every op synchronised */
+    if (prec_plan_find(&pol, "bf16", &pl, &e) || qwen2_set_plan(m, pl, "cuda_bench", &e) ||
+        be_cuda_profile(be, true, &e))
+        die(&e);
+    double tq = gen_time(m, 8, PL, 10, 1);
+    printf("\nprofile of prefill + 9 decoding steps, bf16, batch 8 (each op synchronised: %.1f ms "
+           "in all)\n", tq * 1e3);
+    be_cuda_profile_print(be, stdout);
+    if (be_cuda_profile(be, false, &e))
+        die(&e);
+    printf("cuda_bench_decode_json {\"device\": \"%s\", \"copy_gbs\": %.1f", info.name, gbs);
+    for (int p = 0; p < 4; p++)
+        for (int bi = 0; bi < 4; bi++)
+            printf(", \"step_%s_b%d_s\": %.6f", plans[p], Bs[bi], step[p][bi]);
+    for (int p = 0; p < 4; p++)
+        printf(", \"weight_bytes_%s\": %.0f, \"pack_%s_ms\": %.2f", plans[p], wb[p], plans[p], pack_ms[p]);
+    printf(", \"step_mxfp4_emulated_b8_s\": %.6f, \"step_bf16_ungraphed_b8_s\": %.6f, "
+           "\"rollout_bf16_s\": %.5f, \"rollout_mxfp4_s\": %.5f, \"b32_bf16_tokens_per_s\": %.1f, "
+           "\"b32_mxfp4_tokens_per_s\": %.1f, \"rollout_tokens_per_s\": %.1f, \"peak_bytes\": %zu, "
+           "\"graph_note\": \"%s\"}\n", emu4, ungraphed, roll_bf16, roll_mx4, 32 * RL / b32_bf16,
+           32 * RL / b32_mx4, 8 * RL / roll_bf16, mem.peak, be_cuda_decode_note(be));
+    qwen2_free(m);
+    prec_policies_free(&pol);
+    be_close(be);
+}
+
 int main(int argc, char **argv)
 {
     err_t e = ERR_INIT;
@@ -186,6 +371,18 @@ int main(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "--attn")) {
         be_close(be);
         attn_bench();
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "decode")) { /* the decoding part alone */
+        be_cuda_info_t info;
+        if (be_cuda_info(be, &info, &e))
+            die(&e);
+        printf("cuda_bench decode: %s (cc %d.%d, %d SMs), CUDA runtime %d, driver %d\n", info.name,
+               info.cc_major, info.cc_minor, info.sms, info.runtime_version, info.driver_version);
+        const double gbs = copy_rate(be);
+        be_close(be);
+        printf("ceiling: device copy %.0f GB/s (read + write)\n", gbs);
+        decode_bench(gbs);
         return 0;
     }
     be_cuda_info_t info;
@@ -364,6 +561,7 @@ int main(int argc, char **argv)
     be_close(be);
     free(ids), free(tgt), free(lp), free(seed), free(out);
     attn_bench();
+    decode_bench(gbs);
     return 0;
 }
 

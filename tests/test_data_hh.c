@@ -240,7 +240,22 @@ static void hh_gzip_of_fixture_reads_the_same(void **state)
     free(dir);
 }
 
-static void hh_truncated_gzip_is_an_error(void **state)
+/* Lines that decompress from a damaged gzip file before zlib gives up. */
+static size_t readable_lines(const char *path)
+{
+    gzFile gz = gzopen(path, "rb");
+    assert_non_null(gz);
+    char buf[4096];
+    int k;
+    size_t nl = 0;
+    while ((k = gzread(gz, buf, sizeof buf)) > 0)
+        for (int i = 0; i < k; i++)
+            nl += buf[i] == '\n';
+    gzclose(gz);
+    return nl;
+}
+
+static void hh_truncated_gzip_names_the_line_where_it_ends(void **state)
 {
     (void)state;
     const char *path;
@@ -252,12 +267,141 @@ static void hh_truncated_gzip_is_an_error(void **state)
     err_t e = ERR_INIT;
     assert_int_equal(fs_read_all(path, 1 << 24, &bytes, &n, &e), 0);
     test_write_file(cut, bytes, n / 2);
+    /* the text decompresses up to a partial line: that line is where the file breaks,
+     * not line 1 (zlib notices the end while reading ahead) */
+    char want[64];
+    snprintf(want, sizeof want, ": line %zu: the gzip data ends early", readable_lines(cut) + 1);
     data_hh_t h;
-    assert_int_equal(data_hh_read(cut, NULL, &h, &e), ERR_INPUT);
-    if (!strstr(e.msg, cut) || !strstr(e.msg, "decompress"))
-        fail_msg("expected a decompression error naming %s, got: %s", cut, e.msg);
+    for (int skip = 0; skip < 2; skip++) {
+        data_hh_opts_t o = {.skip_bad = skip};
+        err_clear(&e);
+        assert_int_equal(data_hh_read(cut, &o, &h, &e), ERR_INPUT);
+        if (!strstr(e.msg, cut) || !strstr(e.msg, want) || !strstr(e.msg, "truncated"))
+            fail_msg("expected \"%s%s\" ... truncated, got: %s", cut, want, e.msg);
+        assert_int_equal(h.npairs, 0);
+    }
     free(bytes);
     free(cut);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* 3000 distinct pairs, gzipped, with bytes flipped in the middle or in the header. */
+static void hh_damaged_gzip_says_damaged_not_invalid_json(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp();
+    char *good = fs_join(dir, "good.jsonl.gz"), *bad = fs_join(dir, "bad.jsonl.gz");
+    gzFile gz = gzopen(good, "wb");
+    assert_non_null(gz);
+    for (int i = 0; i < 3000; i++)
+        gzprintf(gz, "{\"chosen\": \"\\n\\nHuman: question %d\\n\\nAssistant: yes %d %d\", "
+                 "\"rejected\": \"\\n\\nHuman: question %d\\n\\nAssistant: no\"}\n", i, i * 7919 % 104729,
+                 i * i, i);
+    assert_int_equal(gzclose(gz), Z_OK);
+    data_hh_t h;
+    read_ok(good, false, &h);
+    assert_int_equal(h.npairs, 3000);
+    data_hh_free(&h);
+    char *bytes;
+    size_t n;
+    err_t e = ERR_INIT;
+    assert_int_equal(fs_read_all(good, 1 << 24, &bytes, &n, &e), 0);
+    const size_t at[] = {n / 2, 12}; /* the deflate data; the first block's header */
+    for (int k = 0; k < 2; k++) {
+        char *b = malloc(n);
+        memcpy(b, bytes, n);
+        for (size_t i = at[k]; i < at[k] + 16 && i < n; i++)
+            b[i] ^= 0x5a;
+        test_write_file(bad, b, n);
+        free(b);
+        for (int skip = 0; skip < 2; skip++) {
+            data_hh_opts_t o = {.skip_bad = skip};
+            err_clear(&e);
+            assert_int_equal(data_hh_read(bad, &o, &h, &e), ERR_INPUT);
+            if (!strstr(e.msg, bad) || !strstr(e.msg, "the gzip file is damaged"))
+                fail_msg("flip at byte %zu%s: expected the damage named, got: %s", at[k],
+                         skip ? " (skip_bad)" : "", e.msg);
+        }
+    }
+    free(bytes);
+    free(good);
+    free(bad);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* A line starting with NUL bytes is a malformed record at its own line (it used to vanish
+ * and shift every later line number down by one); \u0000 in a text is malformed too
+ * (cJSON cut the texts there, and "x\u0000yes" / "x\u0000no" compared equal). */
+static void hh_nul_bytes_are_malformed_at_their_line(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp();
+    char *path = fs_join(dir, "nul.jsonl");
+    const char l1[] = "{\"chosen\": \"\\n\\nHuman: a\\n\\nAssistant: one\", "
+                      "\"rejected\": \"\\n\\nHuman: a\\n\\nAssistant: two\"}\n";
+    const char l3[] = "{\"chosen\": \"\\n\\nHuman: b\\n\\nAssistant: x\\u0000yes\", "
+                      "\"rejected\": \"\\n\\nHuman: b\\n\\nAssistant: x\\u0000no\"}\n";
+    const char l4[] = "{\"chosen\": \"\\n\\nHuman: c\\n\\nAssistant: three\", "
+                      "\"rejected\": \"\\n\\nHuman: c\\n\\nAssistant: four\"}\n";
+    char text[1024];
+    size_t k = 0;
+    memcpy(text + k, l1, sizeof l1 - 1), k += sizeof l1 - 1;
+    text[k++] = '\0', text[k++] = '\0';          /* line 2: NUL NUL, then a good pair */
+    memcpy(text + k, l4, sizeof l4 - 1), k += sizeof l4 - 1;
+    memcpy(text + k, l3, sizeof l3 - 1), k += sizeof l3 - 1;
+    memcpy(text + k, l4, sizeof l4 - 1), k += sizeof l4 - 1;
+    test_write_file(path, text, k);
+    data_hh_t h;
+    err_t e = ERR_INIT;
+    assert_int_equal(data_hh_read(path, NULL, &h, &e), ERR_INPUT);
+    if (!strstr(e.msg, ": line 2: a NUL byte at column 1"))
+        fail_msg("expected line 2 named as holding a NUL byte, got: %s", e.msg);
+    read_ok(path, true, &h);
+    assert_int_equal(h.lines, 4);
+    assert_int_equal(h.records, 4);
+    static const size_t bad[] = {2, 3}, good[] = {1, 4};
+    assert_lines(&h.rejected[DATA_HH_MALFORMED], bad, 2, "malformed");
+    assert_int_equal(h.rejected[DATA_HH_IDENTICAL].n, 0);
+    assert_int_equal(h.npairs, 2);
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(h.pairs[i].line, good[i]);
+    assert_string_equal(h.pairs[1].chosen, "three");
+    data_hh_free(&h);
+    /* the escape alone, strictly: named with its line and column */
+    test_write_file(path, l3, sizeof l3 - 1);
+    err_clear(&e);
+    assert_int_equal(data_hh_read(path, NULL, &h, &e), ERR_INPUT);
+    if (!strstr(e.msg, ": line 1: a \\u0000 escape at column"))
+        fail_msg("expected the \\u0000 escape named, got: %s", e.msg);
+    /* an escaped backslash before u0000 is text, not NUL */
+    const char ok[] = "{\"chosen\": \"\\n\\nHuman: d\\n\\nAssistant: C:\\\\u0000\", "
+                      "\"rejected\": \"\\n\\nHuman: d\\n\\nAssistant: no\"}\n";
+    test_write_file(path, ok, sizeof ok - 1);
+    read_ok(path, false, &h);
+    assert_string_equal(h.pairs[0].chosen, "C:\\u0000");
+    data_hh_free(&h);
+    free(path);
+    test_rmtree(dir);
+    free(dir);
+}
+
+static void hh_repeated_key_is_malformed(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp();
+    char *path = fs_join(dir, "dup.jsonl");
+    const char l[] = "{\"chosen\": \"\\n\\nHuman: a\\n\\nAssistant: one\", \"rejected\": "
+                     "\"\\n\\nHuman: a\\n\\nAssistant: two\", \"chosen\": \"\\n\\nHuman: a\\n\\n"
+                     "Assistant: three\"}\n";
+    test_write_file(path, l, sizeof l - 1);
+    data_hh_t h;
+    err_t e = ERR_INIT;
+    assert_int_equal(data_hh_read(path, NULL, &h, &e), ERR_INPUT);
+    if (!strstr(e.msg, ": line 1: key \"chosen\" appears twice"))
+        fail_msg("expected the repeated key named, got: %s", e.msg);
+    free(path);
     test_rmtree(dir);
     free(dir);
 }
@@ -670,6 +814,35 @@ static void cli_data_split_writes_record(void **state)
     free(dir);
 }
 
+/* The NUL line through the command: exit 2, the file and line named, no split.json. */
+static void cli_data_split_names_a_nul_line(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp();
+    char *path = fs_join(dir, "nul.jsonl"), *out_dir = fs_join(dir, "out");
+    const char l[] = "{\"chosen\": \"\\n\\nHuman: a\\n\\nAssistant: one\", "
+                     "\"rejected\": \"\\n\\nHuman: a\\n\\nAssistant: two\"}\n";
+    char text[512];
+    size_t k = 0;
+    memcpy(text, l, sizeof l - 1), k += sizeof l - 1;
+    text[k++] = '\0';
+    memcpy(text + k, l, sizeof l - 1), k += sizeof l - 1;
+    test_write_file(path, text, k);
+    char *out;
+    int rc = test_cli(&out, "data split --data %s --pairs 1 --out %s", path, out_dir);
+    assert_int_equal(rc, 2);
+    if (!strstr(out, "nul.jsonl: line 2: a NUL byte at column 1"))
+        fail_msg("expected the NUL line named, got: %s", out);
+    free(out);
+    char *rec = fs_join(out_dir, "split.json");
+    assert_false(fs_exists(rec));
+    free(rec);
+    free(path);
+    free(out_dir);
+    test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -679,7 +852,10 @@ int main(void)
         cmocka_unit_test(hh_skip_bad_counts_every_reason_with_lines),
         cmocka_unit_test(hh_splits_at_last_tag_and_strips_one_space),
         cmocka_unit_test(hh_gzip_of_fixture_reads_the_same),
-        cmocka_unit_test(hh_truncated_gzip_is_an_error),
+        cmocka_unit_test(hh_truncated_gzip_names_the_line_where_it_ends),
+        cmocka_unit_test(hh_damaged_gzip_says_damaged_not_invalid_json),
+        cmocka_unit_test(hh_nul_bytes_are_malformed_at_their_line),
+        cmocka_unit_test(hh_repeated_key_is_malformed),
         cmocka_unit_test(hh_invalid_utf8_is_malformed),
         cmocka_unit_test(hh_long_lines_read_whole_and_limit_applies),
         cmocka_unit_test(hh_missing_file_names_it),
@@ -692,6 +868,7 @@ int main(void)
         cmocka_unit_test(split_record_refuses_another_file),
         cmocka_unit_test(split_record_read_rejects_shared_lines),
         cmocka_unit_test(cli_data_split_writes_record),
+        cmocka_unit_test(cli_data_split_names_a_nul_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+
 #include "support/testutil.h"
 #include "util/fs.h"
 
@@ -262,11 +264,132 @@ static void python_helper_marks_phases(void **state)
     free(dir);
 }
 
+/* run.duration_s of a run directory's phase_timing.json. */
+static double run_duration(const char *dir)
+{
+    char *tim = slurp(dir, "phase_timing.json");
+    cJSON *j = cJSON_Parse(tim);
+    assert_non_null(j);
+    const cJSON *d = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "run"), "duration_s");
+    assert_true(cJSON_IsNumber(d));
+    double v = d->valuedouble;
+    cJSON_Delete(j);
+    free(tim);
+    return v;
+}
+
+/* A mark whose t= lies outside the monitored interval is refused, naming its line: it
+ * made a millisecond command a 99,999,996,345 s run (t=99999999999); one before the run
+ * began, or beyond a replay's last reading, is refused the same way. */
+static void monitor_refuses_marks_outside_the_monitored_interval(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp(), *out;
+    int rc = test_cli(&out, "monitor --out %s --idle-s 0 --power-source none -- sh -c "
+                      "'echo MXRLHF_PHASE begin gradient_update t=99999999999; "
+                      "echo MXRLHF_PHASE begin rollout t=1; echo MXRLHF_PHASE end gradient_update'",
+                      dir);
+    assert_int_equal(rc, 0);
+    assert_contains(out, "stdout line 1: t=99999999999.000000 is run time ");
+    assert_contains(out, "outside the monitored interval [");
+    assert_contains(out, "stdout line 2: t=1.000000 is run time -");
+    double d = run_duration(dir);
+    if (!(d >= 0 && d < 60))
+        fail_msg("the run lasted %g s: a refused mark must not stretch it", d);
+    char *csv = slurp(dir, "energy.csv");
+    assert_contains(csv, "\ngradient_update,,0.000,,,,none,0,");
+    free(csv);
+    free(out);
+    /* a replay's marks may run ahead of the wall clock, to its last reading (4.0 s) only */
+    rc = test_cli(&out, "monitor --out %s --idle-s 0 --power-source replay:" FIX "/steps.csv -- sh -c "
+                  "'at() { awk -v t0=\"$MXRLHF_T0\" -v d=\"$1\" \"BEGIN { printf \\\"%%.9f\\\", t0 + d }\"; }; "
+                  "echo MXRLHF_PHASE begin rollout t=$(at 0.5); echo MXRLHF_PHASE end rollout t=$(at 1.5); "
+                  "echo MXRLHF_PHASE begin rollout t=$(at 2.5); echo MXRLHF_PHASE end rollout t=$(at 10)'",
+                  dir);
+    if (rc != 0)
+        fail_msg("exit %d: %s", rc, out);
+    assert_contains(out, "stdout line 4: t=");
+    assert_contains(out, "outside the monitored interval");
+    /* the run ends at its last accepted mark (2.5 s), where the open window is closed */
+    d = run_duration(dir);
+    if (!(d >= 2.49 && d < 2.6))
+        fail_msg("the replayed run lasted %g s, expected 2.5 s (its last accepted mark)", d);
+    assert_contains(out, "was never ended: closed at the end of the run");
+    free(out);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* A replayed row at t=1e300 was accepted (and never played): refused with its line. */
+static void replay_row_beyond_run_times_is_refused(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp(), *out;
+    char *log = fs_join(dir, "big.csv"), *o = fs_join(dir, "o");
+    const char *text = "time_s,device,power_W,energy_J,phase\n0.0,gpu0,100,0,\n1e300,gpu0,100,,\n";
+    test_write_file(log, text, strlen(text));
+    int rc = test_cli(&out, "monitor --out %s --idle-s 0 --power-source replay:%s -- true", o, log);
+    assert_int_equal(rc, 2);
+    assert_contains(out, "big.csv:3: column time_s: 1e+300 s is beyond the run times");
+    char *pl = fs_join(o, "power_log_baseline.csv");
+    assert_false(fs_exists(pl));
+    free(pl);
+    free(out);
+    free(log);
+    free(o);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* One reading spans no time: the energy is left empty and the reason said, where it
+ * reported 0 W / 0 J; `mxrlhf energy` recomputes the same. */
+static void one_row_trace_gives_no_energy_saying_why(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp(), *out;
+    char *log = fs_join(dir, "one.csv");
+    const char *text = "time_s,device,power_W,energy_J,phase\n0.0,gpu0,100,0,\n";
+    test_write_file(log, text, strlen(text));
+    int rc = test_cli(&out, "monitor --out %s/run --idle-s 0 --power-source replay:%s -- sh -c "
+                      "'echo MXRLHF_PHASE begin rollout; sleep 0.1; echo MXRLHF_PHASE end rollout'",
+                      dir, log);
+    if (rc != 0)
+        fail_msg("exit %d: %s", rc, out);
+    assert_contains(out, "energy not measured: gpu0 has 1 reading(s): too few to integrate");
+    if (strstr(out, " 0.00 "))
+        fail_msg("a figure of 0 from one reading: %s", out);
+    free(out);
+    char *run = fs_join(dir, "run");
+    char *csv = slurp(run, "energy.csv");
+    assert_contains(csv, "\nrollout,,0.1");
+    assert_contains(csv, ",,,,none,1,\"energy not measured: gpu0 has 1 reading(s): too few to "
+                         "integrate (2 are needed)\"");
+    assert_contains(csv, "\ntotal,,0.1");
+    free(csv);
+    rc = test_cli(&out, "energy --results %s/run --out %s/again", dir, dir);
+    if (rc != 0)
+        fail_msg("exit %d: %s", rc, out);
+    free(out);
+    char *again = fs_join(dir, "again");
+    char *a = slurp(run, "energy.csv"), *b = slurp(again, "energy.csv");
+    expect_same_up_to_last_bits(a, b, "energy.csv");
+    free(a);
+    free(b);
+    free(again);
+    free(run);
+    free(log);
+    test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(monitor_replay_script_gives_expected_energy_csv),
         cmocka_unit_test(monitor_exits_with_the_commands_status),
+        cmocka_unit_test(monitor_refuses_marks_outside_the_monitored_interval),
+        cmocka_unit_test(replay_row_beyond_run_times_is_refused),
+        cmocka_unit_test(one_row_trace_gives_no_energy_saying_why),
         cmocka_unit_test(energy_recomputes_the_monitors_outputs),
         cmocka_unit_test(monitor_without_sensor_leaves_cells_empty_with_a_note),
         cmocka_unit_test(malformed_phase_lines_are_reported_not_fatal),

@@ -320,6 +320,122 @@ static void test_init_writes_philox_weights_that_load(void **state)
     free(dir);
 }
 
+/* A copy of tiny_tied_gqa_f32 in dir whose tensor `name` has `v` at element `at`. */
+static void save_with_value(const char *dir, const char *name, size_t at, float v, st_dtype_t dt)
+{
+    backend_t *be;
+    qwen2_model_t *m;
+    err_t e = ERR_INIT;
+    qwen2_opts_t o = {.max_batch = 1, .max_seq = 4};
+    if (be_open("cpu", &be, &e) || qwen2_open_dir(FIX "/tiny_tied_gqa_f32", be, &o, &m, &e))
+        fail_msg("%s", e.msg);
+    const qwen2_tensor_t *t = qwen2_tensor_find(m, name);
+    assert_non_null(t);
+    assert_int_equal(qwen2_params_set(m, t->off + at, &v, 1, &e), 0);
+    assert_int_equal(qwen2_save_dir(m, dir, dt, &e), 0);
+    qwen2_free(m);
+    be_close(be);
+}
+
+/* NaN/Inf weights printed "nan" from logprobs (not JSON) and garbage ids from generate,
+ * with exit 0: refused at load, naming the file, the tensor and the element. */
+static void test_non_finite_weights_exit_2_naming_the_tensor(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp(), *out;
+    save_with_value(dir, "model.layers.1.mlp.up_proj.weight", 10, NAN, ST_F32);
+    const char *cmds[2] = {"logprobs --model %s --ids 1,2,3",
+                           "generate --model %s --ids 1,2,3 --max-new-tokens 4"};
+    for (int k = 0; k < 2; k++) {
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, cmds[k], dir);
+        assert_int_equal(test_cli(&out, "%s", cmd), 2);
+        if (!strstr(out, "model.safetensors: tensor \"model.layers.1.mlp.up_proj.weight\": "
+                         "element 10 is NaN (weights must be finite)"))
+            fail_msg("%s: expected the tensor named, got: %s", cmd, out);
+        assert_null(strstr(out, "\"ids\""));
+        free(out);
+    }
+    /* an overflow to Inf in a 16-bit file is refused the same way */
+    save_with_value(dir, "model.norm.weight", 3, -INFINITY, ST_BF16);
+    assert_int_equal(test_cli(&out, "logprobs --model %s --ids 1,2,3", dir), 2);
+    assert_non_null(strstr(out, "tensor \"model.norm.weight\": element 3 is -Inf"));
+    free(out);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* A special token id beyond the vocabulary was accepted: refused at config load, naming
+ * the field. */
+static void test_special_ids_outside_the_vocabulary_exit_2(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp(), path[4200], *out;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    const char *fields[3] = {"\"eos_token_id\": 500", "\"eos_token_id\": [5, 160]",
+                             "\"pad_token_id\": 160"};
+    const char *want[3] = {"field \"eos_token_id\": token id 500 is outside the vocabulary "
+                           "(vocab_size 160)",
+                           "field \"eos_token_id\": token id 160 is outside",
+                           "field \"pad_token_id\": token id 160 is outside"};
+    for (int k = 0; k < 3; k++) {
+        char cfg[1024];
+        snprintf(cfg, sizeof cfg, "{\"model_type\": \"qwen2\", \"hidden_size\": 64, "
+                 "\"intermediate_size\": 96, \"num_hidden_layers\": 2, \"num_attention_heads\": "
+                 "4, \"num_key_value_heads\": 2, \"vocab_size\": 160, \"tie_word_embeddings\": "
+                 "true, %s}", fields[k]);
+        test_write_file(path, cfg, strlen(cfg));
+        assert_int_equal(test_cli(&out, "logprobs --model %s --ids 1,2", dir), 2);
+        if (!strstr(out, path) || !strstr(out, want[k]))
+            fail_msg("expected %s: %s, got: %s", path, want[k], out);
+        free(out);
+    }
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* A causal LM given as the reward model trained against a random score head (exit 0, no
+ * warning): refused, naming the directory and the missing tensor. */
+static void test_causal_lm_as_reward_model_is_refused(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp(), *out;
+    char corpus[4200], tok[4200], cfg[4200], lm[4200], outd[4200];
+    snprintf(corpus, sizeof corpus, "%s/corpus.txt", dir);
+    snprintf(tok, sizeof tok, "%s/tok.json", dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(lm, sizeof lm, "%s/lm", dir);
+    snprintf(outd, sizeof outd, "%s/ppo", dir);
+    const char *text = "low lower lowest newer newest wider widest hello world the engine";
+    test_write_file(corpus, text, strlen(text));
+    const char *c = "{\"model_type\": \"qwen2\", \"hidden_size\": 32, \"intermediate_size\": 48, "
+                    "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"num_key_value_heads\": "
+                    "1, \"vocab_size\": 280, \"max_position_embeddings\": 128, "
+                    "\"tie_word_embeddings\": true}";
+    test_write_file(cfg, c, strlen(c));
+    assert_int_equal(test_cli(NULL, "tokenize train --corpus %s --vocab-size 280 --out %s", corpus,
+                              tok), 0);
+    assert_int_equal(test_cli(NULL, "init --config %s --output %s --tokenizer %s", cfg, lm, tok), 0);
+    assert_int_equal(test_cli(&out, "ppo --policy-model %s --reward-model %s --output %s --steps 1",
+                              lm, lm, outd), 2);
+    char want[4400];
+    snprintf(want, sizeof want, "%s: not a reward model: tensor \"score.weight\" (the score head) "
+             "is missing from %s/model.safetensors", lm, lm);
+    if (!strstr(out, want))
+        fail_msg("expected \"%s\", got: %s", want, out);
+    free(out);
+    char *stats = fs_join(outd, "training_stats.jsonl");
+    assert_false(fs_exists(stats));
+    free(stats);
+    /* the model-layer check itself: a reward model passes, a causal LM does not */
+    err_t e = ERR_INIT;
+    assert_int_equal(qwen2_check_reward_dir(FIX "/tiny_reward", &e), 0);
+    assert_int_equal(qwen2_check_reward_dir(FIX "/tiny_untied_mqa_f16_sharded", &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "model.safetensors.index.json"));
+    test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -330,6 +446,9 @@ int main(void)
         cmocka_unit_test(test_generate_is_reproducible_from_its_seed),
         cmocka_unit_test(test_text_is_encoded_with_the_directory_tokenizer),
         cmocka_unit_test(test_init_writes_philox_weights_that_load),
+        cmocka_unit_test(test_non_finite_weights_exit_2_naming_the_tensor),
+        cmocka_unit_test(test_special_ids_outside_the_vocabulary_exit_2),
+        cmocka_unit_test(test_causal_lm_as_reward_model_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

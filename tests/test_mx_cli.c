@@ -354,6 +354,15 @@ static void cli_error_orders_formats_and_is_exact_on_mx_values(void **state)
     assert_non_null(strstr(log, "sqnr_db           inf"));
     assert_true(field(log, "max_rel_err") == 0);
     free(log);
+    /* nothing usable (all NaN or Inf): said so, not "inf (no error)" */
+    float bad[8] = {NAN, INFINITY, -INFINITY, NAN, NAN, NAN, NAN, NAN};
+    test_write_file(raw, bad, sizeof bad);
+    assert_int_equal(test_cli(&log, "mx error --format mxfp4 --block 8 --in %s", raw), 2);
+    if (!strstr(log, "g.f32 (raw float32): no usable values (8 non-finite or in NaN blocks "
+                     "skipped)"))
+        fail_msg("expected the file named with no usable values, got: %s", log);
+    assert_null(strstr(log, "sqnr_db"));
+    free(log);
     free(raw);
     test_rmtree(dir);
     free(dir);

@@ -23,10 +23,11 @@
  *       build/asan/tests/test_pin
  * which runs the chain three times and marks as volatile what differed between the runs, or
  * what names a time or the machine (VOLATILE_KEYS, VOLATILE_FIGURES below). They were first
- * taken at d8503b9; main's deterministic CPU GEMMs (4d767a9) then changed PPO's last bits,
- * so they were taken again at main ff6ab00, which has none of issue 21's refactors of the
- * options, the device or the files (only its MX/Philox header, which changes no bit); the
- * configuration is byte-identical at both. */
+ * taken at d8503b9; main's deterministic CPU GEMMs (4d767a9) then changed PPO's last bits
+ * and its report a sentence (native-weights), so they were taken again with main's own
+ * mxrlhf (135b412), which has none of issue 21's refactors of the options, the device or the
+ * files (only its MX/Philox header, which changes no bit); the configuration is
+ * byte-identical at all three. */
 #include <ctype.h>
 #include <dirent.h>
 #include <stdbool.h>

@@ -51,10 +51,19 @@ static void make_model(const char *dir, unsigned heads, uint64_t seed, bool nan_
     if (qwen2_new(be, &c, &o, &m, &e) || qwen2_init_philox(m, seed, 0.3f, &e))
         fail_msg("%s", e.msg);
     if (nan_score) {
-        const qwen2_tensor_t *t = qwen2_tensor_find(m, "score.weight");
-        float nan = NAN;
-        assert_non_null(t);
-        assert_int_equal(qwen2_params_set(m, t->off + 3, &nan, 1, &e), 0);
+        /* NaN weights are refused at load: finite weights whose score overflows instead
+         * (every final-norm output x 1e30, times 1e38, is +-Inf, and their sum Inf or NaN) */
+        const char *names[2] = {"model.norm.weight", "score.weight"};
+        const float big[2] = {1e30f, 1e38f};
+        for (int k = 0; k < 2; k++) {
+            const qwen2_tensor_t *t = qwen2_tensor_find(m, names[k]);
+            assert_non_null(t);
+            float *v = malloc(t->numel * sizeof *v);
+            for (size_t i = 0; i < t->numel; i++)
+                v[i] = big[k];
+            assert_int_equal(qwen2_params_set(m, t->off, v, t->numel, &e), 0);
+            free(v);
+        }
     }
     if (qwen2_save_dir(m, dir, ST_F32, &e))
         fail_msg("%s", e.msg);

@@ -225,8 +225,45 @@ static void bytes_missing_from_vocab_are_dropped(void **state)
     assert_int_equal(ids.n, 1);
     assert_int_equal(ids.ids[0], 0);
     tok_ids_free(&ids);
+    /* a piece with no ids at all, into an empty list, fresh and then from the word cache
+     * (UBSan: memcpy from/to NULL with length 0, which the sanitizer build aborted on) */
+    tok_work_t *w;
+    err_t we = ERR_INIT;
+    assert_int_equal(tok_work_new(t, &w, &we), 0);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(tok_encode(t, w, "x", 1, &ids, &we), 0);
+        assert_int_equal(ids.n, 0);
+    }
+    assert_int_equal(tok_encode(t, w, "x a", 3, &ids, &we), 0);
+    assert_int_equal(ids.n, 1);
+    tok_ids_free(&ids);
+    tok_work_free(w);
     tok_free(t);
     free(d);
+}
+
+/* An empty vocabulary would encode every text to no ids: refused at load, naming it (after
+ * the checks of unsupported steps, which say more). */
+static void empty_vocabulary_is_refused(void **state)
+{
+    (void)state;
+    char *d = doc("BPE", "", "", "", "");
+    expect_load_error(d, "model.vocab\": empty");
+    free(d);
+    d = doc("BPE", "", "", "{\"id\": 0, \"content\": \"<s>\", \"special\": true}", "");
+    expect_load_error(d, "model.vocab\": empty");
+    free(d);
+}
+
+/* A key twice in the file is refused by the JSON reader, naming the key and where. */
+static void repeated_key_in_the_file_is_refused(void **state)
+{
+    (void)state;
+    char *d = doc("BPE", "\"a\": 0", "", "", "\"decoder\": {\"type\": \"ByteLevel\"},");
+    expect_load_error(d, "key \"decoder\" appears twice");
+    free(d);
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"type\": \"WordPiece\"}}",
+                      "key \"model.type\" appears twice");
 }
 
 static void added_token_ids_follow_hugging_faces_rule(void **state)
@@ -681,6 +718,14 @@ static void cli_bad_input_exits_2_naming_the_problem(void **state)
     assert_int_equal(test_cli(&out, "tokenize --tokenizer " SMALL " --jsonl %s", in), 2);
     assert_non_null(strstr(out, "\\u0000"));
     free(out);
+    /* a raw NUL byte in the text was cut there: "a<NUL>b" became the one token "a" */
+    const char raw[] = "{\"text\": \"ok\"}\n{\"text\": \"a\0b\"}\n";
+    test_write_file(in, raw, sizeof raw - 1);
+    assert_int_equal(test_cli(&out, "tokenize --tokenizer " SMALL " --jsonl %s", in), 2);
+    if (!strstr(out, "in.jsonl:2: line 1, column 12: a NUL byte"))
+        fail_msg("expected the NUL byte named with its line, got: %s", out);
+    assert_null(strstr(out, "{\"ids\": [97]}"));
+    free(out);
     test_rmtree(dir);
     free(dir);
 }
@@ -706,6 +751,51 @@ static void cli_train_writes_a_loadable_tokenizer(void **state)
     assert_int_equal(test_cli(&out, "tokenize train --help"), 0);
     assert_non_null(strstr(out, "--min-frequency"));
     free(out);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* An empty corpus (an empty file, a .jsonl of blank lines or empty texts) has nothing to
+ * learn: exit 2 naming the corpus, and no tokenizer written. */
+static void cli_train_refuses_an_empty_corpus(void **state)
+{
+    (void)state;
+    char *dir = test_mkdtemp();
+    char corpus[4096], jl[4096], outp[4096];
+    snprintf(corpus, sizeof corpus, "%s/empty.txt", dir);
+    snprintf(jl, sizeof jl, "%s/blank.jsonl", dir);
+    snprintf(outp, sizeof outp, "%s/tok.json", dir);
+    {
+        test_write_file(corpus, "", 0);
+        char *out;
+        assert_int_equal(test_cli(&out, "tokenize train --corpus %s --vocab-size 300 --out %s",
+                                  corpus, outp), 2);
+        if (!strstr(out, "empty.txt: the corpus holds no text to learn from"))
+            fail_msg("expected the empty corpus named, got: %s", out);
+        free(out);
+        assert_false(fs_exists(outp));
+    }
+    const char *lines[] = {"\n\n", "{\"text\": \"\"}\n"};
+    for (int k = 0; k < 2; k++) {
+        test_write_file(jl, lines[k], strlen(lines[k]));
+        char *out;
+        assert_int_equal(test_cli(&out, "tokenize train --corpus %s --vocab-size 300 --out %s",
+                                  jl, outp), 2);
+        if (!strstr(out, "blank.jsonl: the corpus holds no text"))
+            fail_msg("expected the empty corpus named, got: %s", out);
+        free(out);
+        assert_false(fs_exists(outp));
+    }
+    /* a NUL byte in a .jsonl line is named, not the end of the corpus */
+    const char nul[] = "{\"text\": \"low lower\"}\n\0{\"text\": \"x\"}\n";
+    test_write_file(jl, nul, sizeof nul - 1);
+    char *out;
+    assert_int_equal(test_cli(&out, "tokenize train --corpus %s --vocab-size 300 --out %s", jl,
+                              outp), 2);
+    if (!strstr(out, "blank.jsonl:2: line 1, column 1: a NUL byte"))
+        fail_msg("expected the NUL line named, got: %s", out);
+    free(out);
+    assert_false(fs_exists(outp));
     test_rmtree(dir);
     free(dir);
 }
@@ -747,6 +837,9 @@ int main(void)
         cmocka_unit_test(cli_chat_wraps_text_as_user_turn),
         cmocka_unit_test(cli_bad_input_exits_2_naming_the_problem),
         cmocka_unit_test(cli_train_writes_a_loadable_tokenizer),
+        cmocka_unit_test(cli_train_refuses_an_empty_corpus),
+        cmocka_unit_test(empty_vocabulary_is_refused),
+        cmocka_unit_test(repeated_key_in_the_file_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

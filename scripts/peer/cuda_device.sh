@@ -4,7 +4,7 @@
 #
 # Runs on the GPU machine from the repository root (tests read tests/fixtures/) with a
 # folder D prepared on a CPU machine by scripts/peer/cuda_pack.sh:
-#   D/bin.tar.gz  bin/: mxrlhf, test_gpu_ops, test_gpu_model, test_gpu_attn_cudnn, cuda_bench
+#   D/bin.tar.xz  bin/: mxrlhf, test_gpu_ops, test_gpu_model, test_gpu_attn_cudnn, cuda_bench
 #               (built there with
 #               make NO_DEPS=1 DEPS_PREFIX=... MARCH=x86-64-v3: the GPU machine has no
 #               Debian -dev packages, and its CPU is another model)
@@ -17,22 +17,25 @@
 #        torch.compile'd peer training step with whatever time is left; "mxgemm" runs the
 #        MX GEMM tests, their SASS check and cuda_mxgemm_bench, issue 17; "attn" (issue 17):
 #        where cuDNN is on this machine, test_gpu_attn_cudnn with cuDNN required, and
-#        attention alone at 8 x 1024, ours (cuda_bench --attn) and PyTorch's (--attn))
+#        attention alone at 8 x 1024, ours (cuda_bench --attn) and PyTorch's (--attn); "decode" runs only
+#        issue 16's decoding: test_gpu_decode, `cuda_bench decode`, the peer's generate,
+#        and a table of the targets)
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
+# part "tests" runs every test_gpu_* binary of the pack, or those named in $TESTS
 T0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 echo "== versions"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader
 nvcc --version 2>/dev/null | tail -1
 mkdir -p "$D/root"
-tar -xzf "$D/bin.tar.gz" -C "$D"
+tar -xJf "$D/bin.tar.xz" -C "$D"
 for f in "$D"/debs/*.deb; do dpkg -x "$f" "$D/root"; done
 L=$(cd "$D/root/usr/lib/x86_64-linux-gnu" && pwd)
 CUL=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 2>/dev/null || find /usr/local /opt -name 'libcublasLt.so.13' 2>/dev/null | head -1)")
 echo "cuBLASLt from $CUL"
 export LD_LIBRARY_PATH="$L:$L/openblas-openmp:$CUL:${LD_LIBRARY_PATH:-}"
-export MXRLHF_FIXTURES="$(cd "$D/fixtures" 2>/dev/null && pwd)"
+export MXRLHF_FIXTURES="$(cd tests/fixtures 2>/dev/null && pwd)"   # the working tree's
 export MXRLHF_SHARED="$(cd "$D/shared" && pwd)" MXRLHF_BIN="$D/bin/mxrlhf" OMP_NUM_THREADS=16
 # cuDNN for the attention (the backend also searches the usual places itself): PyTorch's
 # nvidia-cudnn wheel when the toolkit has none
@@ -44,7 +47,7 @@ summary=()
 for p in $PARTS; do
   case $p in
   tests)
-    for t in test_gpu_ops test_gpu_model test_gpu_attn_cudnn; do
+    for t in ${TESTS:-$(cd "$D/bin" && ls test_gpu_* | grep -v "\.log$")}; do
       s=$(date +%s)
       timeout $(( $(left) - 20 )) "$D/bin/$t" >"$OUT/$t.log" 2>&1; rc=$?
       grep -E "^\[  (FAILED|ERROR|SKIPPED) \]|max \||worst|plan [FZM]:|GPU:|bit-exact" "$OUT/$t.log" | head -40
@@ -103,6 +106,19 @@ for p in $PARTS; do
     timeout $(( $(left) - 5 )) python3 "$D/cuda_peer.py" --attn >"$OUT/peer_attn.log" 2>&1; rc=$?
     grep -v cuda_peer_attn_json "$OUT/peer_attn.log" | tail -6
     summary+=("cuda_peer --attn: rc $rc") ;;
+  decode)
+    s=$(date +%s)
+    timeout $(( $(left) / 3 )) "$D/bin/test_gpu_decode" >"$OUT/test_gpu_decode.log" 2>&1; rc=$?
+    grep -E "^\[  (FAILED|ERROR|SKIPPED) \]|relative L2|bit-exact|agree|within|log-probs|ERROR|Failure" \
+      "$OUT/test_gpu_decode.log" | head -60
+    summary+=("test_gpu_decode: rc $rc ($(( $(date +%s) - s )) s): $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/test_gpu_decode.log" | tr '\n' ' ')")
+    timeout $(( $(left) - 60 )) "$D/bin/cuda_bench" decode >"$OUT/bench_decode.log" 2>&1; rc=$?
+    grep -v cuda_bench_decode_json "$OUT/bench_decode.log"
+    summary+=("cuda_bench decode: rc $rc")
+    timeout $(( $(left) - 5 )) python3 "$D/cuda_peer.py" --decode-only >"$OUT/peer_decode.log" 2>&1; rc=$?
+    grep -v cuda_peer_decode_json "$OUT/peer_decode.log" | tail -4
+    summary+=("cuda_peer decode: rc $rc")
+    ;;
   compile)
     lim=$(( $(left) - 5 ))
     if [ "$lim" -lt 30 ]; then summary+=("peer torch.compile: no time left"); continue; fi
@@ -147,4 +163,21 @@ if a:
     for n, ms in rows:
         if ms > 0:
             print(f"  {n:34s} {ms:8.3f} ms {f / ms:6.0f} TFLOP/s")
+dd, dp = js("bench_decode.log", "cuda_bench_decode_json "), js("peer_decode.log", "cuda_peer_decode_json ")
+if dd:
+    g = dd["copy_gbs"] * 1e9
+    print(f"decode (issue 16), card {dd['device']}, copy {dd['copy_gbs']:.0f} GB/s; {dd.get('graph_note') or 'graphs recorded'}")
+    for B in (8, 32):
+        t = dd[f"step_bf16_b{B}_s"]
+        fl = dd["weight_bytes_bf16"] / g
+        print(f"bf16 step batch {B}: {t*1e3:.3f} ms = {t/fl:.2f} x its weight bytes at the copy ceiling "
+              f"(target {'1.5' if B == 8 else '2'} x)")
+    for f, tgt in (("mxfp4", 0.45), ("mxfp8", 0.65)):
+        print(f"{f} step / bf16 step, batch 8: {dd[f'step_{f}_b8_s'] / dd['step_bf16_b8_s']:.3f} (target <= {tgt})")
+    print(f"batch 32 new tokens/s (bf16): {dd['b32_bf16_tokens_per_s']:.0f} (target >= 40000); mxfp4 {dd['b32_mxfp4_tokens_per_s']:.0f}")
+    if dp:
+        r = dd['rollout_tokens_per_s'] / dp['rollout_tokens_per_s']
+        print(f"rollout 8 x (128 + 128): ours {dd['rollout_tokens_per_s']:.0f} new tokens/s, transformers "
+              f"{dp['rollout_tokens_per_s']:.0f}: {r:.1f} x (target >= 25 x); batch 32: "
+              f"{dd['b32_bf16_tokens_per_s'] / dp['b32_tokens_per_s']:.1f} x")
 PY

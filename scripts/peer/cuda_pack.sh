@@ -5,9 +5,9 @@
 #   - downloads the Debian packages the build and the binaries need (apt-get download),
 #     unpacks them into a prefix and builds there with the Makefile's overrides
 #     (make NO_DEPS=1 DEPS_PREFIX=prefix MARCH=x86-64-v3: the GPU machine's CPU differs);
-#   - puts the binaries (debug info stripped, as bin.tar.gz: the device call carries at
-#     most 64 MiB), the run-time packages, the MX golden file, the test fixtures the GPU
-#     tests read (DEST/fixtures) and the PyTorch peer script into DEST.
+#   - puts the binaries (debug info stripped, as bin.tar.xz: the device call carries at
+#     most 64 MiB, working tree included), the run-time packages, the MX golden file and the
+#     PyTorch peer script into DEST.
 # Usage: scripts/peer/cuda_pack.sh DEST [SHARED_DIR]   (run from the repository root)
 set -euo pipefail
 DEST=$1; SHARED=${2:-../shared}
@@ -19,18 +19,19 @@ rm -f "$DEST"/debs/*.deb
 (cd "$DEST/debs" && apt-get download $RUNTIME >/dev/null)
 (cd "$B/debs" && apt-get download $DEV >/dev/null)
 for f in "$DEST"/debs/*.deb "$B"/debs/*.deb; do dpkg -x "$f" "$B/depsroot"; done
+# every GPU test (tests/gpu/test_gpu_*.c) and CUDA benchmark (bench/cuda_*.c)
+GPU_BINS="$(ls tests/gpu/test_gpu_*.c bench/cuda_*.c | sed -e 's#^tests/gpu/\(.*\)\.c$#rel/tests/gpu/\1#' \
+  -e 's#^bench/\(.*\)\.c$#rel/bench/\1#' | tr '\n' ' ')"
 make -j"${JOBS:-2}" NO_DEPS=1 DEPS_PREFIX="$B/depsroot" MARCH=x86-64-v3 BUILD="$B" \
-  "$B/rel/mxrlhf" "$B/rel/tests/gpu/test_gpu_ops" "$B/rel/tests/gpu/test_gpu_model" \
-  "$B/rel/bench/cuda_bench" "$B/rel/tests/gpu/test_gpu_mxgemm" "$B/rel/bench/cuda_mxgemm_bench" \
-  "$B/rel/tests/gpu/test_gpu_attn_cudnn"
-for f in rel/mxrlhf rel/tests/gpu/test_gpu_ops rel/tests/gpu/test_gpu_model rel/bench/cuda_bench \
-         rel/tests/gpu/test_gpu_mxgemm rel/bench/cuda_mxgemm_bench rel/tests/gpu/test_gpu_attn_cudnn; do
+  "$B/rel/mxrlhf" $(for f in $GPU_BINS; do echo "$B/$f"; done)
+for f in rel/mxrlhf $GPU_BINS; do
   cp "$B/$f" "$B/bin/" && strip --strip-debug "$B/bin/$(basename "$f")"
 done
-tar -czf "$DEST/bin.tar.gz" -C "$B" bin
+rm -f "$DEST/bin.tar.gz"
+tar -cf - -C "$B" bin | xz -T2 -6 >"$DEST/bin.tar.xz"   # xz: a call carries at most 64 MiB
 cp "$SHARED/mx-golden/mx_golden.bin" "$DEST/shared/mx-golden/"
-# the fixtures the GPU tests read (they find them through $MXRLHF_FIXTURES, set by the
-# device scripts, from whatever directory they run in)
-rm -rf "$DEST/fixtures" && mkdir -p "$DEST/fixtures" && cp -r tests/fixtures/model tests/fixtures/mx "$DEST/fixtures/"
+# The fixtures the GPU tests read travel with the working tree (tests/fixtures); the device
+# scripts point $MXRLHF_FIXTURES at them, so the tests find them from any directory.
+rm -rf "$DEST/fixtures"
 cp scripts/peer/cuda_peer.py scripts/peer/cuda_device.sh "$DEST/"
 du -sh "$DEST"

@@ -14,6 +14,10 @@ caching allocator's pool), each part measured from a reset. Prints a JSON line
 "cuda_peer_json {...}". Option --compile also times a torch.compile'd training step;
 --compile-only times only that (printed as "cuda_peer_compile_json {...}"). Option --attn
 times only attention at the training shape (attn_bench; "cuda_peer_attn_json {...}").
+--decode-only (issue 16, the peer of `cuda_bench decode`): the decoding figures alone,
+bf16 parameters (as a serving setup would hold them), SDPA, model.generate: the study's
+rollout (8 prompts of 128 tokens + 128 new, median of 3) and batch 32 (32 x (128 + 128),
+median of 2), sampled; "cuda_peer_decode_json {...}".
 """
 import json
 import statistics
@@ -85,12 +89,52 @@ def compiled_only():
     print("cuda_peer_compile_json " + json.dumps(res), flush=True)
 
 
+def decode_only():
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    print(f"cuda_peer decode: torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"{torch.cuda.get_device_name(0)}", flush=True)
+    model = Qwen2ForCausalLM(config()).to(dev, dtype=torch.bfloat16).eval()
+    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+           "transformers": transformers.__version__}
+    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
+
+    def run(B, NEW, reps):
+        prompt = torch.randint(0, 151936, (B, 128), device=dev)
+        mask = torch.ones_like(prompt)
+
+        def gen(n):
+            with torch.no_grad():
+                return model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=n, **kw)
+
+        gen(4)
+        times = []
+        for _ in range(reps):
+            t, out = sync_time(lambda: gen(NEW))
+            assert out.shape == (B, 128 + NEW), out.shape
+            times.append(t)
+        return statistics.median(times)
+
+    t8 = run(8, 128, 3)
+    res.update(rollout_s=t8, rollout_tokens_per_s=8 * 128 / t8)
+    print(f"rollout 8 x (128 + 128), generate, bf16: {t8:.3f} s, {8 * 128 / t8:.0f} new tokens/s",
+          flush=True)
+    t32 = run(32, 128, 2)
+    res.update(b32_s=t32, b32_tokens_per_s=32 * 128 / t32)
+    print(f"batch 32 x (128 + 128), generate, bf16: {t32:.3f} s, {32 * 128 / t32:.0f} new tokens/s",
+          flush=True)
+    print("cuda_peer_decode_json " + json.dumps(res), flush=True)
+
+
 def main():
     if "--compile-only" in sys.argv:
         compiled_only()
         return
     if "--attn" in sys.argv:
         attn_bench()
+        return
+    if "--decode-only" in sys.argv:
+        decode_only()
         return
     compile_too = "--compile" in sys.argv
     dev = torch.device("cuda")

@@ -43,12 +43,12 @@ echo "== versions"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1
 mkdir -p "$D/root" "$R" "$M"
-tar -xzf "$D/bin.tar.gz" -C "$D"
+tar -xJf "$D/bin.tar.xz" -C "$D"
 for f in "$D"/debs/*.deb; do dpkg -x "$f" "$D/root"; done
 L=$(cd "$D/root/usr/lib/x86_64-linux-gnu" && pwd)
 CUL=$(dirname "$(ls /usr/local/cuda/lib64/libcublasLt.so.13 2>/dev/null || find /usr/local /opt -name 'libcublasLt.so.13' 2>/dev/null | head -1)")
 export LD_LIBRARY_PATH="$L:$L/openblas-openmp:$CUL:${LD_LIBRARY_PATH:-}"
-export MXRLHF_FIXTURES="$(cd "$D/fixtures" 2>/dev/null && pwd)"
+export MXRLHF_FIXTURES="$(cd tests/fixtures 2>/dev/null && pwd)"   # the working tree's
 export MXRLHF_SHARED="$D/shared" MXRLHF_BIN="$D/bin/mxrlhf" OMP_NUM_THREADS=16 PYTHONUNBUFFERED=1
 X="$D/bin/mxrlhf"
 summary=()

@@ -27,3 +27,12 @@ void be_close(backend_t *be)
 }
 
 const char *be_name(const backend_t *be) { return be ? be->ops->name : "none"; }
+
+bool be_dec_native(const mx_spec_t *weight, const mx_spec_t *input, prec_compute_t compute)
+{
+    if (compute == PREC_COMPUTE_FP16)
+        return false;
+    const bool bf16 = compute == PREC_COMPUTE_BF16;
+    return (bf16 || weight->format == MX_BF16 || mx_format_info(weight->format)->is_mx) &&
+           (bf16 || input->format == MX_BF16 || mx_format_info(input->format)->is_mx);
+}

@@ -149,6 +149,93 @@ typedef struct be_sample {
 typedef struct be_mem {
     size_t current, peak;
 } be_mem_t;
+/* ---- decoding: one token per row ------------------------------------------------------ */
+
+/* What a decoding step's fused ops take at most: rows (tokens) of one fused linear op and
+ * linear layers sharing its input. */
+#define BE_DEC_MAX_ROWS 64
+#define BE_DEC_MAX_LIN 3
+
+/* The element-wise work fused after the linear layers of a be_dec_linear_t. */
+typedef enum be_dec_epi {
+    BE_DEC_STORE,    /* out[i] (M, N_i) = r_i, every layer i */
+    BE_DEC_RESIDUAL, /* out[0] (M, N_0) += r_0: one layer, added to the residual stream */
+    BE_DEC_SWIGLU    /* out[0] (M, N) = silu(r_0) * r_1: two layers (gate, up) of equal N */
+} be_dec_epi_t;
+
+/* Up to BE_DEC_MAX_LIN linear layers over one input, with the work around them fused:
+ *   xn (M, K) = norm_w absent ? x : rmsnorm(x) as be_rmsnorm_fwd (weight norm_w (K), eps)
+ *   r_i (M, N_i) = linear(xn) exactly as be_linear_fwd defines it with lin[i]'s weight,
+ *        bias, specs (the input quantized by lin[i].spec[input] along K, with lin[i]'s
+ *        stochastic-rounding stream), compute type and weight cache
+ *   then the epilogue `epi` into out[].
+ * lin[i].x, .M and .K are ignored (x, M, K above). Any M; backends fuse M <=
+ * BE_DEC_MAX_ROWS. The outputs may not overlap x, except that with RESIDUAL and no norm
+ * out[0] may be x itself (the residual stream updated in place). */
+typedef struct be_dec_linear {
+    be_ptr_t x, norm_w;
+    float eps;
+    int M, K, nlin;
+    be_linear_t lin[BE_DEC_MAX_LIN];
+    be_ptr_t out[BE_DEC_MAX_LIN];
+    be_dec_epi_t epi;
+} be_dec_linear_t;
+
+/* Attention of one decoding step, with RoPE and the KV-cache write fused. Every length
+ * and position is read from device memory, so one recorded step serves every step:
+ *   t (int32 (1)): this step's cache index; pos (int32 (B)): each row's rotary position;
+ *   pad_left (int32 (B)): keys j < pad_left[b] are padding;
+ *   q (B, H*D), k, v (B, Hkv*D): this step's projections, before RoPE (left unchanged);
+ *   kc, vc: the caches, element (b, j, g, d) at float offset ((b*S + j)*Hkv + g)*D + d;
+ *   cos_t, sin_t: (P, D/2) rotary tables (be_rope's).
+ * kc[b, t] = rope(k[b]) and vc[b, t] = v[b]; out (B, H*D) = be_attn_fwd's output for one
+ * query at q0 = t over keys pad_left[b] <= j <= t on rope(q), float32 throughout. Equal to
+ * be_rope on q and k, the two cache copies and be_attn_fwd with Tq = 1, Tk = t + 1. D is
+ * even and at most 256. */
+typedef struct be_dec_attn {
+    be_ptr_t q, k, v, kc, vc, out, pos, pad_left, t, cos_t, sin_t;
+    int B, H, Hkv, D, S;
+    float scale;
+} be_dec_attn_t;
+
+/* The state a decoding loop keeps in device memory (int32 words of be_dec_sample_t.state). */
+enum { BE_DEC_T, BE_DEC_STEP, BE_DEC_NDONE, BE_DEC_STATE_WORDS };
+
+/* The end of one decoding step: the token of each row drawn from the step's logits, and
+ * the loop's bookkeeping, all on the device:
+ *   s = state[BE_DEC_STEP];
+ *   when out_logp is present: lp[b] = log softmax(logits[b])[id[b]] of the drawn id (the
+ *     logits as given, before the mask below);
+ *   while s < min_new, the nstop ids in `stop` (int32) count as -inf in the draw (their
+ *     logits are set aside in `save` (B * nstop floats) and put back afterwards);
+ *   id[b] = be_sample_tokens's draw with index s (temperature, top_k, top_p, seed, stream);
+ *   rows not done: out[b * max_new + s] = id[b], out_logp[b * max_new + s] = lp[b],
+ *     len[b] = s + 1, done[b] = (id[b] is a stop id), state[BE_DEC_NDONE] counts the done;
+ *   every row: ids[b] = id[b], pos[b] += 1; then state[BE_DEC_T] += 1, [BE_DEC_STEP] += 1.
+ * logits (B, V) with row stride ld; lse and lp are (B) float scratch the op overwrites;
+ * ids, pos, done, len int32 (B); out int32 and out_logp float (B, max_new). */
+typedef struct be_dec_sample {
+    be_ptr_t logits;
+    size_t ld;
+    int B, V;
+    double temperature;
+    int top_k;
+    double top_p;
+    uint64_t seed, stream;
+    be_ptr_t state, ids, pos, done, len, out, out_logp, lse, lp, stop, save;
+    int max_new, nstop, min_new;
+} be_dec_sample_t;
+
+/* A recorded sequence of ops (CUDA graphs), replayed as a whole. */
+typedef struct be_graph be_graph_t;
+
+/* True when a backend that keeps packed weights (cuda) computes a forward of this linear
+ * layer with at most BE_DEC_MAX_ROWS rows by reading its weight in packed MX form (or as
+ * bf16) with exact products: the weight spec an MX format, bf16, or anything under bf16
+ * compute; the input spec an MX format, bf16, or anything under bf16 compute; compute
+ * fp32 or bf16 (fp16 compute rounds the outputs as well: emulated). Both operands are
+ * then bf16 values, multiplied exactly and summed in float32. */
+bool be_dec_native(const mx_spec_t *weight, const mx_spec_t *input, prec_compute_t compute);
 
 /* ---- the table every backend fills -------------------------------------------------- */
 
@@ -211,9 +298,20 @@ typedef struct be_ops {
     void (*fake_quant)(backend_t *be, be_ptr_t out, be_ptr_t in, size_t rows, size_t cols,
                        mx_axis_t axis, const mx_spec_t *spec, uint64_t seed, uint64_t stream);
 
+    /* decoding (shapes at the wrappers) */
+    void (*linear_prepare)(backend_t *be, const be_linear_t *a);
+    void (*dec_weight)(backend_t *be, const be_linear_t *a, be_ptr_t out);
+    void (*dec_linear)(backend_t *be, const be_dec_linear_t *a);
+    void (*dec_attn)(backend_t *be, const be_dec_attn_t *a);
+    void (*dec_sample)(backend_t *be, const be_dec_sample_t *a);
+    int (*graph_begin)(backend_t *be, err_t *e);
+    int (*graph_end)(backend_t *be, be_graph_t **g, err_t *e);
+    void (*graph_launch)(backend_t *be, be_graph_t *g);
+    void (*graph_free)(backend_t *be, be_graph_t *g);
     /* facts about the backend (be_mem, be_native below) */
     void (*mem)(backend_t *be, be_mem_t *out, bool reset_peak);
-    bool (*native)(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct);
+    bool (*native)(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct,
+                   bool decode);
 } be_ops_t;
 
 struct backend {
@@ -258,7 +356,15 @@ static inline bool be_native(backend_t *be, const mx_spec_t *a, const mx_spec_t 
                              prec_compute_t ct)
 {
     const mx_spec_t fp32 = {MX_FP32, 32, MX_ROUND_EVEN, MX_SCALE_FLOOR};
-    return be->ops->native(be, a ? a : &fp32, b ? b : &fp32, ct);
+    return be->ops->native(be, a ? a : &fp32, b ? b : &fp32, ct, false);
+}
+/* The same for the decoding steps' forward of a linear layer (weight spec w, input spec in):
+ * true where the backend reads the weight packed and multiplies exactly (cuda's packed
+ * decoding, be_dec_native's rule). */
+static inline bool be_native_decode(backend_t *be, const mx_spec_t *w, const mx_spec_t *in,
+                                    prec_compute_t ct)
+{
+    return be->ops->native(be, w, in, ct, true);
 }
 
 /* ---- wrappers: what the model calls --------------------------------------------------- */
@@ -418,6 +524,50 @@ static inline void be_fake_quant(backend_t *be, be_ptr_t out, be_ptr_t in, size_
                                  uint64_t seed, uint64_t stream)
 {
     be->ops->fake_quant(be, out, in, rows, cols, axis, spec, seed, stream);
+}
+
+/* Builds every copy of the weight (N, K) that forwards with these arguments read, whatever
+ * their M (the GEMM operand, the packed decode copy), so that the float32 weight can be
+ * freed afterwards (qwen2_freeze); a copy already current is kept. */
+static inline void be_linear_prepare(backend_t *be, const be_linear_t *a)
+{
+    be->ops->linear_prepare(be, a);
+}
+/* out (N, K) float32 = the weight operand as be_dec_linear multiplies it, widened to
+ * float32: bit for bit the operand be_linear_fwd prepares (quantized by spec[weight],
+ * rounded to compute), read back from the decode copy (packed MX codes and scales where
+ * the backend keeps them). */
+static inline void be_dec_weight(backend_t *be, const be_linear_t *a, be_ptr_t out)
+{
+    be->ops->dec_weight(be, a, out);
+}
+static inline void be_dec_linear(backend_t *be, const be_dec_linear_t *a)
+{
+    be->ops->dec_linear(be, a);
+}
+static inline void be_dec_attn(backend_t *be, const be_dec_attn_t *a) { be->ops->dec_attn(be, a); }
+static inline void be_dec_sample(backend_t *be, const be_dec_sample_t *a)
+{
+    be->ops->dec_sample(be, a);
+}
+/* Recording: between be_graph_begin and be_graph_end ops are recorded, not run; the graph
+ * then runs them all, in order, on each be_graph_launch, reading whatever the device memory
+ * holds at that time. The ops' host work (argument checks, weight caches, scratch) happens
+ * while recording only, so the ops recorded must find their caches and scratch ready (run
+ * them once first). be_graph_begin: ERR_UNAVAILABLE when the backend does not record (cpu;
+ * cuda with MXRLHF_CUDA_GRAPH=0): run the ops directly. be_graph_end: ERR_UNAVAILABLE when
+ * recording failed (the ops did not run and must be run directly; the backend is as before
+ * be_graph_begin). */
+static inline int be_graph_begin(backend_t *be, err_t *e) { return be->ops->graph_begin(be, e); }
+static inline int be_graph_end(backend_t *be, be_graph_t **g, err_t *e)
+{
+    return be->ops->graph_end(be, g, e);
+}
+static inline void be_graph_launch(backend_t *be, be_graph_t *g) { be->ops->graph_launch(be, g); }
+static inline void be_graph_free(backend_t *be, be_graph_t *g)
+{
+    if (g)
+        be->ops->graph_free(be, g);
 }
 
 #endif

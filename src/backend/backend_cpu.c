@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "mx/mx_pack.h"
 #include "util/half.h"
 #include "util/rng.h"
 
@@ -39,12 +40,29 @@ typedef struct wentry {
     size_t n;
 } wentry_t;
 
-/* Entry 0 holds the forward copy (blocks along K), entry 1 the backward one (along N). */
+/* The decode copy of a weight with an MX forward spec: its packed codes and E8M0 scales
+ * (mx_pack's layout, blocks along K) and the float32 values they decode to, which
+ * be_dec_linear multiplies (rounded to the compute type as be_linear_fwd's operand). */
+typedef struct dentry {
+    bool valid;
+    uint64_t version, stream;
+    mx_spec_t spec;
+    prec_compute_t compute;
+    uint8_t *codes, *scales;
+    size_t ncodes, nscales;
+    float *w;
+    size_t n;
+} dentry_t;
+
+/* Entry 0 holds the forward copy (blocks along K), entry 1 the backward one (along N);
+ * d the decode copy. */
 struct be_wcache {
     wentry_t e[2];
+    dentry_t d;
 };
 
-enum { SCR_A, SCR_B, SCR_C, SCR_D, SCR_RED, SCR_COUNT };
+/* SCR_G, SCR_U: a fused decode op's gate and up outputs; SCR_Q, SCR_K: its rotated q, k */
+enum { SCR_A, SCR_B, SCR_C, SCR_D, SCR_RED, SCR_G, SCR_U, SCR_Q, SCR_K, SCR_COUNT };
 
 typedef struct cpu {
     backend_t be;
@@ -172,7 +190,8 @@ static void cpu_mem(backend_t *be, be_mem_t *out, bool reset_peak)
     *out = c->mem;
 }
 
-static bool cpu_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
+static bool cpu_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct,
+                       bool decode)
 {
     return ct == PREC_COMPUTE_FP32 && a->format == MX_FP32 && b->format == MX_FP32;
 }
@@ -328,12 +347,15 @@ static void cpu_wcache_free(backend_t *be, be_wcache_t *wc)
 {
     free(wc->e[0].data);
     free(wc->e[1].data);
+    free(wc->d.codes);
+    free(wc->d.scales);
+    free(wc->d.w);
     free(wc);
 }
 
 static size_t cpu_wcache_bytes(const be_wcache_t *wc)
 {
-    return (wc->e[0].n + wc->e[1].n) * sizeof(float);
+    return (wc->e[0].n + wc->e[1].n + wc->d.n) * sizeof(float) + wc->d.ncodes + wc->d.nscales;
 }
 
 /* ---- GEMM --------------------------------------------------------------------------- */
@@ -374,17 +396,17 @@ static void det_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int 
 
 /* ---- linear ------------------------------------------------------------------------ */
 
-static void cpu_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, bool acc)
+/* y (M, N) (+)= linear(xin) with the weight operand w already prepared (be_linear_fwd's
+ * definition; a->x is not read). */
+static void linear_run(cpu_t *c, const be_linear_t *a, const float *xin, const float *w,
+                       float *y, bool acc)
 {
-    cpu_t *c = CPU(be);
     const int M = a->M, N = a->N, K = a->K;
     if (M <= 0 || N <= 0)
         return;
-    const float *x = prepare(scratch(c, SCR_A, (size_t)M * K), fp32(a->x), M, K, MX_AXIS_ROW,
+    const float *x = prepare(scratch(c, SCR_A, (size_t)M * K), xin, M, K, MX_AXIS_ROW,
                              &a->spec[PREC_OP_INPUT], a->compute, a->seed,
                              a->stream + PREC_OP_INPUT);
-    const float *w = weight(c, a, MX_AXIS_ROW, SCR_B);
-    float *y = fp32(yp);
     bool direct = !acc && a->compute == PREC_COMPUTE_FP32;
     float *t = direct ? y : scratch(c, SCR_C, (size_t)M * N);
     if (!x || !w || !t)
@@ -408,6 +430,14 @@ static void cpu_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, boo
     } else {
         memcpy(y, t, total * sizeof *y);
     }
+}
+
+static void cpu_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, bool acc)
+{
+    cpu_t *c = CPU(be);
+    if (a->M <= 0 || a->N <= 0)
+        return;
+    linear_run(c, a, fp32(a->x), weight(c, a, MX_AXIS_ROW, SCR_B), fp32(yp), acc);
 }
 
 /* Column sums of dy (M, N) into db, += ; fixed chunks of rows, combined in order. */
@@ -1037,6 +1067,210 @@ static void cpu_fake_quant(backend_t *be, be_ptr_t op, be_ptr_t ip, size_t rows,
     quant(fp32(op), fp32(ip), rows, cols, axis, spec, seed, stream);
 }
 
+/* ---- decoding ------------------------------------------------------------------------------ */
+
+/* The weight operand decoding multiplies: for an MX forward spec the values of the packed
+ * decode copy (built from the float32 weight when its key is stale), otherwise the operand
+ * be_linear_fwd uses. */
+static const float *dec_weight_of(cpu_t *c, const be_linear_t *a)
+{
+    const mx_spec_t *s = &a->spec[PREC_OP_WEIGHT];
+    if (!mx_format_info(s->format)->is_mx || !a->wcache)
+        return weight(c, a, MX_AXIS_ROW, SCR_B);
+    dentry_t *d = &a->wcache->d;
+    const size_t n = (size_t)a->N * a->K;
+    const uint64_t stream = a->stream + PREC_OP_WEIGHT;
+    const bool sr = s->round == MX_ROUND_STOCHASTIC;
+    if (d->valid && d->version == a->wversion && mx_spec_equal(&d->spec, s) &&
+        d->compute == a->compute && d->n == n && (!sr || d->stream == stream))
+        return d->w;
+    size_t sr_, sc_;
+    mx_pack_scale_shape((size_t)a->N, (size_t)a->K, MX_AXIS_ROW, s->block, &sr_, &sc_);
+    const size_t nc = mx_pack_elem_bytes(s->format, n), ns = sr_ * sc_;
+    d->valid = false;
+    if (d->n != n || d->ncodes != nc || d->nscales != ns) {
+        free(d->codes), free(d->scales), free(d->w);
+        d->codes = malloc(nc ? nc : 1);
+        d->scales = malloc(ns ? ns : 1);
+        d->w = aligned_floats(n);
+        d->n = d->ncodes = d->nscales = 0;
+        if (!d->codes || !d->scales || !d->w) {
+            fail(c, ERR_NOMEM, "cpu backend: out of memory packing a %dx%d weight", a->N, a->K);
+            return NULL;
+        }
+        d->n = n, d->ncodes = nc, d->nscales = ns;
+    }
+    err_t e = ERR_INIT;
+    if (mx_pack_encode(fp32(a->w), (size_t)a->N, (size_t)a->K, MX_AXIS_ROW, s, a->seed, stream, 0,
+                       d->codes, d->scales, &e) ||
+        mx_pack_decode(d->codes, d->scales, (size_t)a->N, (size_t)a->K, MX_AXIS_ROW, s->format,
+                       s->block, d->w, &e)) {
+        fail(c, e.code, "cpu backend: %s", e.msg);
+        return NULL;
+    }
+    round_compute(d->w, n, a->compute);
+    d->valid = true;
+    d->version = a->wversion;
+    d->spec = *s;
+    d->compute = a->compute;
+    d->stream = stream;
+    return d->w;
+}
+
+static void cpu_linear_prepare(backend_t *be, const be_linear_t *a)
+{
+    cpu_t *c = CPU(be);
+    weight(c, a, MX_AXIS_ROW, SCR_B);
+    dec_weight_of(c, a);
+}
+
+static void cpu_dec_weight(backend_t *be, const be_linear_t *a, be_ptr_t out)
+{
+    cpu_t *c = CPU(be);
+    const float *w = dec_weight_of(c, a);
+    if (w && w != fp32(out))
+        memcpy(fp32(out), w, (size_t)a->N * a->K * sizeof(float));
+}
+
+/* A view of host scratch as a device pointer, so that the ops above can be reused on it. */
+static be_ptr_t host_ptr(be_buf_t *view, float *p, size_t n)
+{
+    view->size = n * sizeof *p;
+    view->data = (unsigned char *)p;
+    return be_ptr(view, 0);
+}
+
+static void cpu_dec_linear(backend_t *be, const be_dec_linear_t *a)
+{
+    cpu_t *c = CPU(be);
+    const int M = a->M, K = a->K;
+    if (M <= 0 || a->nlin < 1 || a->nlin > BE_DEC_MAX_LIN)
+        return;
+    const float *xn = fp32(a->x);
+    if (!be_null(a->norm_w)) {
+        float *t = scratch(c, SCR_D, (size_t)M * K);
+        if (!t)
+            return;
+        be_buf_t v;
+        cpu_rmsnorm_fwd(be, host_ptr(&v, t, (size_t)M * K), BE_NULL, a->x, a->norm_w, M, K, a->eps);
+        xn = t;
+    }
+    for (int i = 0; i < a->nlin; i++) {
+        be_linear_t l = a->lin[i];
+        l.M = M, l.K = K;
+        const float *w = dec_weight_of(c, &l);
+        float *y = fp32(a->out[i]);
+        if (a->epi == BE_DEC_SWIGLU)
+            y = scratch(c, i ? SCR_U : SCR_G, (size_t)M * l.N);
+        if (!w || !y)
+            return;
+        linear_run(c, &l, xn, w, y, a->epi == BE_DEC_RESIDUAL);
+    }
+    if (a->epi == BE_DEC_SWIGLU) {
+        be_buf_t g, u;
+        const size_t n = (size_t)M * a->lin[0].N;
+        cpu_swiglu_fwd(be, a->out[0], host_ptr(&g, c->scr[SCR_G], n), host_ptr(&u, c->scr[SCR_U], n), n);
+    }
+}
+
+static void cpu_dec_attn(backend_t *be, const be_dec_attn_t *a)
+{
+    cpu_t *c = CPU(be);
+    const int B = a->B, D = a->D, qd = a->H * D, kvd = a->Hkv * D;
+    const int t = ip32(a->t)[0];
+    if (B <= 0 || t < 0 || t >= a->S) {
+        fail(c, ERR_FAIL, "cpu backend: decoding attention at cache index %d of %d", t, a->S);
+        return;
+    }
+    float *q = scratch(c, SCR_Q, (size_t)B * qd), *k = scratch(c, SCR_K, (size_t)B * kvd);
+    if (!q || !k)
+        return;
+    memcpy(q, fp32(a->q), (size_t)B * qd * sizeof *q);
+    memcpy(k, fp32(a->k), (size_t)B * kvd * sizeof *k);
+    be_buf_t vq, vk;
+    be_ptr_t pq = host_ptr(&vq, q, (size_t)B * qd), pk = host_ptr(&vk, k, (size_t)B * kvd);
+    cpu_rope(be, pq, a->pos, a->cos_t, a->sin_t, B, a->H, D, false);
+    cpu_rope(be, pk, a->pos, a->cos_t, a->sin_t, B, a->Hkv, D, false);
+    float *kc = fp32(a->kc), *vc = fp32(a->vc);
+    const float *v = fp32(a->v);
+    for (int b = 0; b < B; b++) {
+        const size_t at = ((size_t)b * a->S + (size_t)t) * kvd;
+        memcpy(kc + at, k + (size_t)b * kvd, (size_t)kvd * sizeof *kc);
+        memcpy(vc + at, v + (size_t)b * kvd, (size_t)kvd * sizeof *vc);
+    }
+    be_attn_t at = {
+        .q = pq, .k = a->kc, .v = a->vc, .out = a->out, .lse = BE_NULL, .pad_left = a->pad_left,
+        .kv_sb = (size_t)a->S * kvd, .kv_st = (size_t)kvd, .kv_sh = (size_t)D,
+        .B = B, .Tq = 1, .Tk = t + 1, .H = a->H, .Hkv = a->Hkv, .D = D, .q0 = t,
+        .scale = a->scale, .compute = PREC_COMPUTE_FP32,
+    };
+    cpu_attn_fwd(be, &at);
+}
+
+static void cpu_dec_sample(backend_t *be, const be_dec_sample_t *a)
+{
+    const int B = a->B, V = a->V;
+    int32_t *st = ip32(a->state), *ids = ip32(a->ids), *pos = ip32(a->pos), *done = ip32(a->done),
+            *len = ip32(a->len), *out = ip32(a->out);
+    const int32_t *stop = ip32(a->stop);
+    float *logits = fp32(a->logits), *save = fp32(a->save), *lp = fp32(a->lp),
+          *olp = fp32(a->out_logp);
+    const int s = st[BE_DEC_STEP];
+    const bool mask = s < a->min_new && a->nstop > 0;
+    if (mask)
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < a->nstop; i++) {
+                float *l = logits + (size_t)b * a->ld + stop[i];
+                save[(size_t)i * B + b] = *l;
+                *l = -INFINITY;
+            }
+    be_sample_t sp = {a->temperature, a->top_k, a->top_p, a->seed, a->stream, (uint64_t)s};
+    cpu_sample(be, a->ids, a->logits, a->ld, B, V, &sp);
+    if (mask) /* back in the reverse order: a stop id listed twice gets its own logit back */
+        for (int b = 0; b < B; b++)
+            for (int i = a->nstop - 1; i >= 0; i--)
+                logits[(size_t)b * a->ld + stop[i]] = save[(size_t)i * B + b];
+    if (olp) {
+        if (a->ld != (size_t)V) {
+            fail(CPU(be), ERR_FAIL, "cpu backend: decoding log-probs need dense logits");
+            return;
+        }
+        cpu_logsoftmax_gather(be, a->lp, a->lse, a->logits, a->ids, B, V);
+    }
+    for (int b = 0; b < B; b++) {
+        if (!done[b]) {
+            out[(size_t)b * a->max_new + s] = ids[b];
+            if (olp)
+                olp[(size_t)b * a->max_new + s] = lp[b];
+            len[b] = s + 1;
+            for (int i = 0; i < a->nstop && !done[b]; i++)
+                done[b] = ids[b] == stop[i];
+            st[BE_DEC_NDONE] += done[b];
+        }
+        pos[b] += 1;
+    }
+    st[BE_DEC_T] += 1;
+    st[BE_DEC_STEP] += 1;
+}
+
+static int cpu_graph_begin(backend_t *be, err_t *e)
+{
+    return err_set(e, ERR_UNAVAILABLE, "cpu backend: ops run as they come (no recording)");
+}
+
+static int cpu_graph_end(backend_t *be, be_graph_t **g, err_t *e)
+{
+    *g = NULL;
+    return err_set(e, ERR_UNAVAILABLE, "cpu backend: nothing was recorded");
+}
+
+static void cpu_graph_launch(backend_t *be, be_graph_t *g)
+{
+    fail(CPU(be), ERR_FAIL, "cpu backend: no graph to launch");
+}
+
+static void cpu_graph_free(backend_t *be, be_graph_t *g) {}
+
 /* ---- life ---------------------------------------------------------------------------------- */
 
 static void cpu_destroy(backend_t *be)
@@ -1086,6 +1320,15 @@ static const be_ops_t cpu_ops = {
     .scale = cpu_scale,
     .sample = cpu_sample,
     .fake_quant = cpu_fake_quant,
+    .linear_prepare = cpu_linear_prepare,
+    .dec_weight = cpu_dec_weight,
+    .dec_linear = cpu_dec_linear,
+    .dec_attn = cpu_dec_attn,
+    .dec_sample = cpu_dec_sample,
+    .graph_begin = cpu_graph_begin,
+    .graph_end = cpu_graph_end,
+    .graph_launch = cpu_graph_launch,
+    .graph_free = cpu_graph_free,
     .mem = cpu_mem,
     .native = cpu_native,
 };

@@ -114,6 +114,30 @@ int be_cuda_cudnn_timing(backend_t *be, bool on, err_t *e);
 /* one line per cached plan: direction, type, shape, engine, knobs, notes, workspace,
  * build time */
 void be_cuda_cudnn_print(backend_t *be, FILE *f);
+/* Decoding (be_dec_linear, and be_linear_fwd with at most BE_DEC_MAX_ROWS rows, docs/engine.md):
+ *   PACKED (default)  linear layers whose specs be_dec_native accepts read their weight
+ *                     from its packed MX codes and scales (or bf16) in a skinny tensor-core
+ *                     GEMM that decodes them in registers; the rest as EMULATED;
+ *   EMULATED          every linear layer through the cuBLASLt GEMM on fake-quantized
+ *                     operands, as larger M (the reference the packed path is checked on).
+ * MXRLHF_CUDA_DECODE=packed|emulated sets it at open. Decoding steps are recorded as a CUDA
+ * graph (be_graph_begin) unless MXRLHF_CUDA_GRAPH=0 or be_cuda_set_graphs(be, false); the
+ * decode kernels overlap their weight loads with the previous kernel (programmatic
+ * dependent launch) unless MXRLHF_CUDA_PDL=0. */
+typedef enum be_cuda_dec {
+    BE_CUDA_DEC_PACKED,
+    BE_CUDA_DEC_EMULATED
+} be_cuda_dec_t;
+
+int be_cuda_set_decode(backend_t *be, be_cuda_dec_t mode, err_t *e);
+int be_cuda_set_graphs(backend_t *be, bool on, err_t *e);
+/* Why recording or programmatic launches were turned off in this backend ("" when not). */
+const char *be_cuda_decode_note(backend_t *be);
+/* The packed decode copy of a weight cache, for tests: its element codes and E8M0 scales as
+ * mx_pack_encode writes them (blocks along K). ERR_INPUT when it holds none or the sizes
+ * differ from ncodes / nscales. */
+int be_cuda_wcache_packed(backend_t *be, be_wcache_t *wc, void *codes, size_t ncodes,
+                          void *scales, size_t nscales, err_t *e);
 
 /* Per-op profile, for benchmarks: while on, every op waits for the device before and
  * after it and adds its wall time to its op's total (which serialises the stream: use

@@ -88,6 +88,10 @@ void *cu_scratch(cuda_t *c, int slot, size_t bytes)
 {
     if (c->scr_n[slot] >= bytes && c->scr[slot])
         return c->scr[slot];
+    if (c->capturing) { /* growing waits for the device: not while recording */
+        c->cap_bad = true;
+        return nullptr;
+    }
     /* the old slot may still be read by enqueued work */
     cu_check(c, cudaStreamSynchronize(c->st), "waiting to grow scratch");
     cu_free(c, c->scr[slot], c->scr_n[slot]);
@@ -408,11 +412,15 @@ typedef struct wentry {
     size_t n;
 } wentry_t;
 
-/* Entry 0: forward copy (blocks along K); entry 1: backward (along N), or shared. */
+/* Entry 0: forward copy (blocks along K); entry 1: backward (along N), or shared; dec: the
+ * packed decode copy (cuda_gemv.cu). */
 struct be_wcache {
     wentry_t e[2];
     mxg_cache_t *mx; /* tensor-core copies (cuda_mxgemm.cu) */
+    cu_dentry_t *dec;
 };
+
+cu_dentry_t **cu_wcache_dslot(be_wcache_t *wc) { return &wc->dec; }
 
 /* The storage class an operand needs after quantization and compute rounding. */
 static int op_class(const mx_spec_t *s, prec_compute_t ct)
@@ -510,6 +518,10 @@ static const void *weight(cuda_t *c, const be_linear_t *a, mx_axis_t axis, int d
     wentry_t *en = &a->wcache->e[axis == MX_AXIS_ROW ? 0 : 1];
     if (entry_matches(en, a, s, stream, dt, n))
         return en->d;
+    if (c->capturing) { /* a new copy is not built while recording (cuda_decode.cu) */
+        c->cap_bad = true;
+        return nullptr;
+    }
     if (axis == MX_AXIS_COL && !mx_format_info(s->format)->is_mx &&
         entry_matches(&a->wcache->e[0], a, s, stream, dt, n)) {
         /* a plain cast does not depend on the axis: share the forward copy */
@@ -525,6 +537,7 @@ static const void *weight(cuda_t *c, const be_linear_t *a, mx_axis_t axis, int d
         en->bytes = bytes;
     }
     cu_prepare(c, en->d, dt, w, a->N, a->K, axis, s, a->compute, a->seed, stream);
+    c->wbuilt = true;
     en->valid = true;
     en->version = a->wversion;
     en->spec = *s;
@@ -545,19 +558,41 @@ static void cuda_wcache_free(backend_t *be, be_wcache_t *wc)
     entry_release(CU(be), &wc->e[0]);
     entry_release(CU(be), &wc->e[1]);
     cu_mxg_cache_free(CU(be), wc->mx);
+    cu_dentry_free(CU(be), wc->dec);
     free(wc);
 }
 
 static size_t cuda_wcache_bytes(const be_wcache_t *wc)
 {
-    return wc->e[0].bytes + wc->e[1].bytes + cu_mxg_cache_bytes(wc->mx);
+    return wc->e[0].bytes + wc->e[1].bytes + cu_mxg_cache_bytes(wc->mx) + cu_dentry_bytes(wc->dec);
+}
+
+void cu_weight_mxg(cuda_t *c, const be_linear_t *a)
+{
+    cu_mxg_prepare(c, a, a->wcache ? &a->wcache->mx : nullptr);
+}
+
+const void *cu_weight_fwd(cuda_t *c, const be_linear_t *a, int dt)
+{
+    return weight(c, a, MX_AXIS_ROW, dt, CS_XB);
+}
+
+const void *cu_weight_gemm(cuda_t *c, const be_linear_t *a)
+{
+    return weight(c, a, MX_AXIS_ROW, gemm_type(&a->spec[PREC_OP_INPUT], &a->spec[PREC_OP_WEIGHT],
+                                               a->compute), CS_XB);
 }
 
 /* ---- linear --------------------------------------------------------------------------------- */
 
 static void cuda_linear_fwd(backend_t *be, const be_linear_t *a, be_ptr_t yp, bool acc)
 {
-    cuda_t *c = CU(be);
+    if (!cu_dec_linear_hook(CU(be), a, yp, acc)) /* small M, packed weights: cuda_gemv.cu */
+        cu_linear_gemm(CU(be), a, yp, acc);
+}
+
+void cu_linear_gemm(cuda_t *c, const be_linear_t *a, be_ptr_t yp, bool acc)
+{
     const int M = a->M, N = a->N, K = a->K;
     if (M <= 0 || N <= 0)
         return;
@@ -646,6 +681,7 @@ static void cuda_destroy(backend_t *be)
     free(c->plans);
     for (int i = 0; i < CS_COUNT; i++)
         cu_free(c, c->scr[i], c->scr_n[i]);
+    cu_free(c, c->dec_cnt, c->dec_cnt_n * sizeof(int));
     cu_free(c, c->ws, c->ws_size);
     if (c->lt)
         cublasLtDestroy(c->lt);
@@ -664,9 +700,13 @@ static void cuda_mem(backend_t *be, be_mem_t *out, bool reset_peak)
 }
 
 /* 16-bit types and fp32 run on the tensor cores as they are; an MX pair natively where the
- * MX GEMM dispatch maps it (be_cuda_mxgemm_native) and it is switched on. */
-static bool cuda_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
+ * MX GEMM dispatch maps it (be_cuda_mxgemm_native) and it is switched on; a decoding step's
+ * linear layer where packed decoding is on and be_dec_native accepts its specs. */
+static bool cuda_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct,
+                        bool decode)
 {
+    if (decode)
+        return CU(be)->dec_mode == BE_CUDA_DEC_PACKED && be_dec_native(a, b, ct);
     if (!mx_format_info(a->format)->is_mx && !mx_format_info(b->format)->is_mx)
         return true;
     return CU(be)->mxg_on && be_cuda_mxgemm_native(a, b, ct);
@@ -707,6 +747,15 @@ static const be_ops_t cuda_ops = {
     cuda_op_scale,
     cuda_op_sample,
     cuda_op_fake_quant,
+    cuda_op_linear_prepare,
+    cuda_op_dec_weight,
+    cuda_op_dec_linear,
+    cuda_op_dec_attn,
+    cuda_op_dec_sample,
+    cuda_op_graph_begin,
+    cuda_op_graph_end,
+    cuda_op_graph_launch,
+    cuda_op_graph_free,
     cuda_mem,
     cuda_native,
 };
@@ -719,7 +768,8 @@ static const char *const PROF_NAMES[] = {
     "upload", "download", "copy", "copy2d", "zero", "linear_fwd", "linear_bwd", "rmsnorm_fwd",
     "rmsnorm_bwd", "rope", "attn_fwd", "attn_bwd", "swiglu_fwd", "swiglu_bwd", "embed_fwd",
     "embed_bwd", "logsoftmax_gather", "entropy", "logits_bwd", "adamw", "sumsq", "scale",
-    "sample", "fake_quant"};
+    "sample", "fake_quant", "linear_prepare", "dec_weight", "dec_linear", "dec_attn",
+    "dec_sample", "graph_launch"};
 enum { PR_COUNT = sizeof PROF_NAMES / sizeof PROF_NAMES[0] };
 
 static double prof_begin(cuda_t *c)
@@ -834,6 +884,15 @@ static void p_fake_quant(backend_t *be, be_ptr_t o, be_ptr_t i, size_t r, size_t
 {
     PROF(23, cuda_op_fake_quant(be, o, i, r, cc, ax, sp, seed, st));
 }
+static void p_linear_prepare(backend_t *be, const be_linear_t *a) { PROF(24, cuda_op_linear_prepare(be, a)); }
+static void p_dec_weight(backend_t *be, const be_linear_t *a, be_ptr_t o)
+{
+    PROF(25, cuda_op_dec_weight(be, a, o));
+}
+static void p_dec_linear(backend_t *be, const be_dec_linear_t *a) { PROF(26, cuda_op_dec_linear(be, a)); }
+static void p_dec_attn(backend_t *be, const be_dec_attn_t *a) { PROF(27, cuda_op_dec_attn(be, a)); }
+static void p_dec_sample(backend_t *be, const be_dec_sample_t *a) { PROF(28, cuda_op_dec_sample(be, a)); }
+static void p_graph_launch(backend_t *be, be_graph_t *g) { PROF(29, cuda_op_graph_launch(be, g)); }
 
 static const be_ops_t cuda_prof_ops = {
     "cuda",
@@ -870,6 +929,15 @@ static const be_ops_t cuda_prof_ops = {
     p_scale,
     p_sample,
     p_fake_quant,
+    p_linear_prepare,
+    p_dec_weight,
+    p_dec_linear,
+    p_dec_attn,
+    p_dec_sample,
+    cuda_op_graph_begin,
+    cuda_op_graph_end,
+    p_graph_launch,
+    cuda_op_graph_free,
     cuda_mem,
     cuda_native,
 };
@@ -907,6 +975,11 @@ extern "C" int be_cuda_open_device(int dev, backend_t **out, err_t *e)
         c->attn = BE_CUDA_ATTN_TILES;
     else if (am && !strcmp(am, "fast-nondet"))
         c->attn = BE_CUDA_ATTN_FAST_NONDET;
+    const char *dm = getenv("MXRLHF_CUDA_DECODE"), *gm = getenv("MXRLHF_CUDA_GRAPH"),
+               *pm = getenv("MXRLHF_CUDA_PDL");
+    c->dec_mode = dm && !strcmp(dm, "emulated") ? BE_CUDA_DEC_EMULATED : BE_CUDA_DEC_PACKED;
+    c->graphs = !(gm && !strcmp(gm, "0"));
+    c->pdl = !(pm && !strcmp(pm, "0"));
     cudaRuntimeGetVersion(&c->runtime_version);
     cudaDriverGetVersion(&c->driver_version);
     cublasStatus_t ls = CUBLAS_STATUS_SUCCESS;
@@ -1008,7 +1081,33 @@ extern "C" int be_cuda_profile(backend_t *be, bool on, err_t *e)
         memset(c->prof_n, 0, sizeof c->prof_n);
     }
     c->be.ops = on ? &cuda_prof_ops : &cuda_ops;
+    c->profiling = on;
     return ERR_OK;
+}
+
+extern "C" int be_cuda_set_decode(backend_t *be, be_cuda_dec_t mode, err_t *e)
+{
+    cuda_t *c = as_cuda(be, e);
+    if (!c)
+        return e->code;
+    c->dec_mode = mode;
+    return ERR_OK;
+}
+
+extern "C" int be_cuda_set_graphs(backend_t *be, bool on, err_t *e)
+{
+    cuda_t *c = as_cuda(be, e);
+    if (!c)
+        return e->code;
+    c->graphs = on;
+    return ERR_OK;
+}
+
+extern "C" const char *be_cuda_decode_note(backend_t *be)
+{
+    err_t e = ERR_INIT;
+    cuda_t *c = as_cuda(be, &e);
+    return c ? c->dec_note : "";
 }
 
 extern "C" void be_cuda_profile_print(backend_t *be, FILE *f)

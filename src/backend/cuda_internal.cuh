@@ -7,6 +7,9 @@
  * cuda_mx.cu       MX fake quant and GEMM-operand preparation (bf16 / fp16 / fp32)
  * cuda_mxgemm.cu   MX GEMMs on the FP8 / INT8 tensor cores (quantize to bytes + scales)
  * cuda_sample.cu   sampling on the device
+ * cuda_gemv.cu     decoding's linear layers: packed MX weight copies, the skinny GEMM
+ *                  (M <= 64 rows) that decodes them in registers, be_dec_linear
+ * cuda_decode.cu   decoding's attention and sampling bookkeeping, graphs, decode modes
  *
  * Everything is enqueued on one stream, in program order; errors are sticky (the first
  * one is kept, as in the CPU backend) and reported by be_sync. Ops never allocate
@@ -48,8 +51,14 @@ enum {
     CS_MXA,    /* MX GEMM operand A as tensor-core bytes + scales (cuda_mxgemm.cu) */
     CS_MXB,    /* MX GEMM operand B (weights without a cache, x for dW) */
     CS_CUDNN,  /* cuDNN attention: 16-bit copies, statistics, cuDNN's workspace */
+    CS_DEC0,   /* decoding, composed: a fused op's normed input */
+    CS_DEC1,   /* decoding, composed: the gate output */
+    CS_DEC2,   /* decoding, composed: the up output */
+    CS_DECWS,  /* decoding: split partial sums (GEMV, attention) */
     CS_COUNT
 };
+
+typedef struct cu_dentry cu_dentry_t; /* a packed decode copy of a weight (cuda_gemv.cu) */
 
 /* What a GEMM-operand slot (CS_XA, CS_XB) holds, so that consecutive linear layers on
  * the same input (q/k/v, gate/up, their weight gradients) prepare it once. Valid while
@@ -97,6 +106,17 @@ typedef struct cuda_be {
     bool mxg_on;              /* MX GEMMs on the tensor cores where they map */
     long mxg_native, mxg_emulated; /* MX GEMMs run natively / left to the emulation */
     cu_dnn_t *dnn;
+    /* decoding (cuda_gemv.cu, cuda_decode.cu) */
+    int dec_mode;             /* be_cuda_dec_t */
+    bool graphs, pdl;         /* record decoding steps; programmatic dependent launches */
+    bool capturing, cap_bad;  /* recording; something that cannot be recorded was asked */
+    bool profiling;           /* be_cuda_profile is on (ops synchronise: no recording) */
+    bool wbuilt;              /* a weight copy was (re)built since the flag was cleared: the
+                                 next decode kernel must not start before that work is done */
+    int *dec_cnt;             /* zeroed arrival counters of split reductions */
+    size_t dec_cnt_n;
+    int occ[64];              /* resident GEMV blocks per SM, per kernel (0: not asked yet) */
+    char dec_note[256];       /* why graphs or PDL were turned off, for benchmarks */
 } cuda_t;
 
 static inline cuda_t *CU(backend_t *be) { return (cuda_t *)be->impl; }
@@ -129,6 +149,30 @@ static inline unsigned cu_grid(size_t n, int bs)
     return g > 65536u * 8 ? 65536u * 8 : (unsigned)g;
 }
 
+/* ---- the linear layer's two paths (cuda_backend.cu, cuda_gemv.cu) -------------------- */
+
+/* be_linear_fwd through cuBLASLt with prepared operands (the emulated path) */
+void cu_linear_gemm(cuda_t *c, const be_linear_t *a, be_ptr_t y, bool acc);
+/* The weight (N, K) prepared as the forward GEMM's operand of type dt (the weight cache's
+ * entry 0); NULL (and cap_bad) when it would have to be rebuilt while recording. */
+const void *cu_weight_fwd(cuda_t *c, const be_linear_t *a, int dt);
+/* the same in the type cu_linear_gemm picks for these specs (the float32 weight itself when
+ * nothing is to be done) */
+const void *cu_weight_gemm(cuda_t *c, const be_linear_t *a);
+/* be_linear_fwd by the decode GEMV when M <= BE_DEC_MAX_ROWS and be_dec_native holds and
+ * the decode mode is packed; false (nothing done) otherwise */
+bool cu_dec_linear_hook(cuda_t *c, const be_linear_t *a, be_ptr_t y, bool acc);
+/* a weight cache's packed decode copy */
+void cu_dentry_free(cuda_t *c, cu_dentry_t *d);
+size_t cu_dentry_bytes(const cu_dentry_t *d);
+/* a weight cache's decode-copy slot (the cache lives in cuda_backend.cu) */
+cu_dentry_t **cu_wcache_dslot(be_wcache_t *wc);
+/* the zeroed split counters (at least n), NULL while recording when they would grow */
+int *cu_dec_counters(cuda_t *c, size_t n);
+/* launches a decode kernel with the programmatic-dependent-launch attribute when c->pdl */
+void cu_launch_pdl(cuda_t *c, const void *fn, dim3 grid, dim3 block, size_t smem, void **args,
+                   const char *what);
+
 /* ---- MX and operand preparation (cuda_mx.cu) ---------------------------------------- */
 
 /* out (rows, cols) of type `dt` = round_compute(fake_quant(in, spec, axis)), where
@@ -159,6 +203,10 @@ bool cu_mxg_linear_dx(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, const f
                       float *dx, bool dx_acc);
 bool cu_mxg_linear_dw(cuda_t *c, const be_linear_t *a, const float *dy, float *dw);
 void cu_mxg_cache_free(cuda_t *c, mxg_cache_t *m);
+/* Builds the forward tensor-core copy of a's weight now, where a forward of more rows would
+ * run natively (linear_prepare: qwen2_freeze frees the float32 weights after it). */
+void cu_mxg_prepare(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc);
+void cu_weight_mxg(cuda_t *c, const be_linear_t *a);
 size_t cu_mxg_cache_bytes(const mxg_cache_t *m);
 /* a linear layer wrote [p, p + bytes): drop the operands prepared from there */
 void cu_mxg_written(cuda_t *c, const void *p, size_t bytes);
@@ -218,6 +266,18 @@ void cuda_op_sample(backend_t *be, be_ptr_t out_ids, be_ptr_t logits, size_t ld,
                     const be_sample_t *s);
 void cuda_op_fake_quant(backend_t *be, be_ptr_t out, be_ptr_t in, size_t rows, size_t cols,
                         mx_axis_t axis, const mx_spec_t *spec, uint64_t seed, uint64_t stream);
+void cuda_op_linear_prepare(backend_t *be, const be_linear_t *a);
+void cuda_op_dec_weight(backend_t *be, const be_linear_t *a, be_ptr_t out);
+void cuda_op_dec_linear(backend_t *be, const be_dec_linear_t *a);
+void cuda_op_dec_attn(backend_t *be, const be_dec_attn_t *a);
+void cuda_op_dec_sample(backend_t *be, const be_dec_sample_t *a);
+int cuda_op_graph_begin(backend_t *be, err_t *e);
+int cuda_op_graph_end(backend_t *be, be_graph_t **g, err_t *e);
+void cuda_op_graph_launch(backend_t *be, be_graph_t *g);
+void cuda_op_graph_free(backend_t *be, be_graph_t *g);
+/* sampling with the draw's index read from the device (index_dev, may be NULL: s->index) */
+void cu_sample(cuda_t *c, int32_t *out, const float *logits, size_t ld, int B, int V,
+               const be_sample_t *s, const int32_t *index_dev);
 
 /* ---- block reductions --------------------------------------------------------------- */
 

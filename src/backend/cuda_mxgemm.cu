@@ -602,6 +602,14 @@ static bool take(cuda_t *c, const mx_spec_t *a, const mx_spec_t *b, prec_compute
     return false;
 }
 
+void cu_mxg_prepare(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc)
+{
+    mxg_op_t B;
+    if (wc && c->mxg_on && a->K > 0 &&
+        pair_maps(&a->spec[PREC_OP_INPUT], &a->spec[PREC_OP_WEIGHT], a->compute))
+        weight_operand(c, a, wc, MX_AXIS_ROW, &B);
+}
+
 bool cu_mxg_linear_fwd(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, float *y, bool acc)
 {
     if (!take(c, &a->spec[PREC_OP_INPUT], &a->spec[PREC_OP_WEIGHT], a->compute, a->K))

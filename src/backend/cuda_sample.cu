@@ -15,7 +15,8 @@
  * Sums run in double in a fixed order (per-thread chunks in id order, then the chunks in
  * order), so a draw is the same run to run; against the CPU's running sums they differ
  * only in the last bits, which moves a draw only when u lands within ~1e-16 of a
- * boundary.
+ * boundary. Decoding (be_dec_sample, cuda_decode.cu) passes the draw's index in device
+ * memory, so that one recorded step serves every step.
  */
 #include <cub/cub.cuh>
 #include <math.h>
@@ -228,7 +229,8 @@ __global__ void __launch_bounds__(SB) k_topp(unsigned char *keep, const uint32_t
 __global__ void __launch_bounds__(SB) k_draw(int32_t *out, const float *l, size_t ld, int V, float T,
                                              const float *thr, const float *mxv,
                                              const unsigned char *keep, uint64_t seed,
-                                             uint64_t stream, uint64_t index)
+                                             uint64_t stream, uint64_t index,
+                                             const int32_t *index_dev)
 {
     __shared__ double sh[SB];
     __shared__ int pick_s, last_s;
@@ -260,6 +262,8 @@ __global__ void __launch_bounds__(SB) k_draw(int32_t *out, const float *l, size_
     if (threadIdx.x == SB - 1)
         total_s = run + s;
     __syncthreads();
+    if (index_dev)
+        index += (uint64_t)(int64_t)*index_dev;
     const double u = philox_uniform_double(seed, stream + (uint64_t)b, index) * total_s;
     for (int j = j0; j < j1; j++) {
         float z = r[j] / T;
@@ -280,12 +284,15 @@ __global__ void __launch_bounds__(SB) k_draw(int32_t *out, const float *l, size_
 void cuda_op_sample(backend_t *be, be_ptr_t outp, be_ptr_t lp, size_t ld, int B, int V,
                     const be_sample_t *s)
 {
-    CU(be)->gen++; /* device memory changes: prepared GEMM operands are stale */
-    cuda_t *c = CU(be);
+    cu_sample(CU(be), iptr(outp), fptr(lp), ld, B, V, s, nullptr);
+}
+
+void cu_sample(cuda_t *c, int32_t *out, const float *l, size_t ld, int B, int V,
+               const be_sample_t *s, const int32_t *index_dev)
+{
+    c->gen++; /* device memory changes: prepared GEMM operands are stale */
     if (B <= 0 || V <= 0)
         return;
-    int32_t *out = iptr(outp);
-    const float *l = fptr(lp);
     if (!(s->temperature > 0)) {
         k_argmax<<<B, SB, 0, c->st>>>(out, l, ld, V);
         cu_launched(c, "k_argmax");
@@ -329,6 +336,7 @@ void cuda_op_sample(backend_t *be, be_ptr_t outp, be_ptr_t lp, size_t ld, int B,
         k_topp<<<B, SB, 0, c->st>>>(keep, kout, vout, V, mx, s->top_p);
         cu_launched(c, "k_topp");
     }
-    k_draw<<<B, SB, 0, c->st>>>(out, l, ld, V, T, thr, mx, keep, s->seed, s->stream, s->index);
+    k_draw<<<B, SB, 0, c->st>>>(out, l, ld, V, T, thr, mx, keep, s->seed, s->stream, s->index,
+                                index_dev);
     cu_launched(c, "k_draw");
 }

@@ -45,3 +45,11 @@ int be_cuda_mxgemm_stats(backend_t *be, be_cuda_mxgemm_stats_t *out, err_t *e)
 {
     return unavailable(e);
 }
+int be_cuda_set_decode(backend_t *be, be_cuda_dec_t mode, err_t *e) { return unavailable(e); }
+int be_cuda_set_graphs(backend_t *be, bool on, err_t *e) { return unavailable(e); }
+const char *be_cuda_decode_note(backend_t *be) { return ""; }
+int be_cuda_wcache_packed(backend_t *be, be_wcache_t *wc, void *codes, size_t ncodes,
+                          void *scales, size_t nscales, err_t *e)
+{
+    return unavailable(e);
+}

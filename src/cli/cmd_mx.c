@@ -412,8 +412,9 @@ static int mx_error(int argc, char **argv)
         "--format F [--block K] [--round R] [--scale S] [--in IN | --n N --seed S]",
         "sqnr_db = 10 log10(sum x^2 / sum (q - x)^2); max_rel_err = max |q - x| / |x| over\n"
         "nonzero x (1 when some value is flushed to zero); max_rel_err_kept leaves the\n"
-        "flushed values out. Non-finite values and NaN blocks are skipped. A raw file is\n"
-        "one flat array; safetensors tensors are quantized along their rows.",
+        "flushed values out. Non-finite values and NaN blocks are skipped (when nothing is\n"
+        "left, exit 2). A raw file is one flat array; safetensors tensors are quantized\n"
+        "along their rows.",
         opts, (int)(sizeof opts / sizeof opts[0]), false};
     err_t e = ERR_INIT;
     int npos;
@@ -488,6 +489,11 @@ static int mx_error(int argc, char **argv)
         accumulate(&st, x, q, n);
         free(x);
         free(q);
+    }
+    if (st.n == 0) { /* no error to measure, which is not "no error" */
+        err_set(&e, ERR_INPUT, "%s: no usable values (%zu non-finite or in NaN blocks "
+                "skipped): nothing to measure the error on", source, st.skipped);
+        return cli_report("mx error", &e);
     }
     char spec_text[96];
     printf("spec              %s\n", mx_spec_format(&s, spec_text, sizeof spec_text));

@@ -89,9 +89,10 @@ static int ctx_build(ctx_t *c, const energy_run_t *r, err_t *e)
             s->pC[i] = i ? s->pC[i - 1] + s->pv[i - 1] * dt : 0;
             s->pC2[i] = i ? s->pC2[i - 1] + s->pv[i - 1] * s->pv[i - 1] * dt : 0;
         }
-        if (!s->np)
+        /* one reading spans no time: nothing to integrate (a lone counter value read 0 J) */
+        if (s->np < 2)
             s->use_power = false;
-        if (!s->nc)
+        if (s->nc < 2)
             s->use_counter = false;
         /* Updates are seen where the reading changes. An update that repeats the value
          * is invisible, so between two changes m sensor periods apart the m - 1 unseen
@@ -502,6 +503,11 @@ static void phase_result(const ctx_t *c, const energy_report_t *rep, energy_phas
         }
         return;
     }
+    if (n && !isfinite(m.iv.e_best) && rep->short_trace[0]) {
+        p->energy_J = p->uncertainty_J = NAN;
+        note_add(p->note, sizeof p->note, "energy not measured: %s", rep->short_trace);
+        return;
+    }
     if (n && m.iv.uncovered_s > c->tol) {
         p->incomplete = true;
         p->energy_J = p->uncertainty_J = NAN;
@@ -596,9 +602,23 @@ int energy_attribute(const energy_run_t *r, energy_report_t *rep, err_t *e)
         return err_set(e, ERR_NOMEM, "out of memory for the attribution");
     }
     bool any = false;
-    for (int d = 0; d < c.nd; d++)
-        any |= c.s[d].use_power || c.s[d].use_counter;
+    size_t st = 0; /* length of rep->short_trace */
+    for (int d = 0; d < c.nd; d++) {
+        const series_t *s = &c.s[d];
+        any |= s->use_power || s->use_counter;
+        bool had = r->prov.dev[d].has_power || r->prov.dev[d].has_counter;
+        if (had && !s->use_power && !s->use_counter && st < sizeof rep->short_trace)
+            st += (size_t)snprintf(rep->short_trace + st, sizeof rep->short_trace - st,
+                                   "%s%s has %zu reading(s)", st ? ", " : "",
+                                   r->prov.dev[d].label, s->np > s->nc ? s->np : s->nc);
+    }
+    if (st && st < sizeof rep->short_trace)
+        snprintf(rep->short_trace + st, sizeof rep->short_trace - st,
+                 ": too few to integrate (2 are needed)");
     rep->measured = any && strcmp(r->prov.kind, "none") != 0;
+    if (rep->short_trace[0] && strcmp(r->prov.kind, "none") != 0)
+        rep_warn(rep, "energy not measured%s: %s", any ? " for the figures that need those "
+                 "devices" : "", rep->short_trace);
 
     /* idle */
     rep->idle_power_W = NAN;

@@ -6,7 +6,11 @@
  *             between reads; a window's energy is E(end) - E(begin)
  *   integral  the instant power readings held from one reading to the next (a reading
  *             stands until the next one replaces it) and integrated over the window
- * Each device uses the counter when it has one, else the integral. Both methods are
+ * Each device uses the counter when it has one, else the integral. A method needs two
+ * readings of a device (one reading spans no time: it cannot be integrated, and a lone
+ * counter value read 0 J); a device with fewer has no figure by it, and a run none of
+ * whose devices has two readings gets no energy at all, with the reason said
+ * (energy_report_t.short_trace) instead of 0 W / 0 J. Both methods are
  * written as cumulative functions of time, so energies over adjacent intervals add up
  * exactly: phases + time outside phases = whole run (the conservation check).
  *
@@ -98,7 +102,11 @@ typedef struct energy_report {
     int nph;
     energy_interval_t whole, outside, idle;
     double idle_power_W;            /* NAN when not measured */
-    bool measured;                  /* a sensor gave readings */
+    bool measured;                  /* a sensor gave readings that can be integrated */
+    /* why energies are left empty although there is a sensor: its readings are too few to
+     * integrate ("" otherwise); devices with too few readings while others have enough
+     * leave the figures that need them empty, and this says which */
+    char short_trace[256];
     double conservation_residual_J; /* whole - (top-level phases + outside), best method */
     bool conservation_ok;
     /* closure: the reported energies of the top-level phases against the counter (or

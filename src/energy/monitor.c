@@ -366,7 +366,21 @@ int energy_monitor_mark(energy_monitor_t *m, bool begin, const char *name, doubl
     if (!energy_phase_name_ok(name))
         return err_set(e, ERR_INPUT, "%s: phase name \"%.80s\": expected 1 to %d characters of "
                        "A-Z a-z 0-9 _ . -", origin, name, ENERGY_PHASE_MAX - 1);
-    double t = isnan(t_monotonic) ? energy_monitor_now(m) : t_monotonic - m->t0;
+    double now = energy_monitor_now(m);
+    double t = isnan(t_monotonic) ? now : t_monotonic - m->t0;
+    /* The monitored interval: from the run's begin to now (a replay's marks live on its
+     * virtual clock and may run ahead, to its last reading). A mark outside it would
+     * stretch the run (t=99999999999 made a millisecond command a 3000-year run). */
+    double lo = m->run.run_begin;
+    double hi = now;
+    if (m->src->virtual_time && m->src->virtual_end > hi)
+        hi = m->src->virtual_end;
+    if (t < lo - ENERGY_MARK_TOL_S || t > hi + ENERGY_MARK_TOL_S || !isfinite(t))
+        return err_set(e, ERR_INPUT, "%s: t=%.6f is run time %.6f s, outside the monitored "
+                       "interval [%.6f, %.6f] s: the mark is refused (timestamps are "
+                       "CLOCK_MONOTONIC seconds; $MXRLHF_T0 is the run's origin)", origin,
+                       t_monotonic, t, lo, hi);
+    t = fmin(fmax(t, lo), hi);
     pthread_mutex_lock(&m->mu);
     int rc = add_mark(m, begin, name, t, origin, e);
     /* the live label of the .partial log follows the marks as they arrive */

@@ -61,8 +61,11 @@ int energy_phase_begin(energy_monitor_t *m, const char *name, err_t *e);
 int energy_phase_end(energy_monitor_t *m, const char *name, err_t *e);
 
 /* A mark from outside the process (an MXRLHF_PHASE line): t_monotonic is the line's
- * CLOCK_MONOTONIC timestamp, or NAN for "now". Marks are checked when the run stops;
- * problems become warnings naming `origin`. */
+ * CLOCK_MONOTONIC timestamp, or NAN for "now". A timestamp outside the monitored
+ * interval (the run's begin to now; for a replay, to its last reading if that is later;
+ * ENERGY_MARK_TOL_S either side) is refused with ERR_INPUT naming `origin`, and the mark
+ * is not recorded. Nesting is checked when the run stops; problems become warnings naming
+ * `origin`. */
 int energy_monitor_mark(energy_monitor_t *m, bool begin, const char *name, double t_monotonic,
                         const char *origin, err_t *e);
 

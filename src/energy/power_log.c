@@ -132,6 +132,14 @@ int energy_log_read(const char *path, energy_log_t *log, err_t *e)
                          lineno);
             goto out;
         }
+        /* run time with 6 decimals is exact only below 2^53 microseconds (about 285
+         * years); a time beyond that is a broken clock or a broken file */
+        if (fabs(s.t) >= ENERGY_LOG_MAX_T) {
+            rc = err_set(e, ERR_INPUT, "%s:%ld: column time_s: %g s is beyond the run times a "
+                         "power log holds (|time_s| < %.0f s)", path, lineno, s.t,
+                         ENERGY_LOG_MAX_T);
+            goto out;
+        }
         if (isfinite(s.power_W) && s.power_W < 0) {
             rc = err_set(e, ERR_INPUT, "%s:%ld: column power_W: %g is negative", path, lineno,
                          s.power_W);

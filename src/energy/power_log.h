@@ -15,7 +15,8 @@
  *           outside any window
  *
  * Rows are in time order; each device's times strictly increase and its counter never
- * decreases. The reader checks all of this and names file, line and column.
+ * decreases; |time_s| < 2^53 us (ENERGY_LOG_MAX_T). The reader checks all of this and
+ * names file, line and column.
  */
 #ifndef MXRLHF_ENERGY_POWER_LOG_H
 #define MXRLHF_ENERGY_POWER_LOG_H
@@ -27,6 +28,9 @@
 #include "util/err.h"
 
 #define ENERGY_LOG_HEADER "time_s,device,power_W,energy_J,phase"
+
+/* |time_s| must be below this (2^53 microseconds): beyond it 6 decimals are not exact. */
+#define ENERGY_LOG_MAX_T 9007199254.740992
 
 typedef struct energy_log {
     energy_sample_t *s;  /* rows in file order; dev indexes labels */

@@ -145,6 +145,7 @@ int energy_source_open_replay(const char *path, const energy_source_opts_t *o,
     rc = energy_source_custom(&replay_ops, s, p, true, out, e);
     if (rc)
         goto fail;
+    (*out)->virtual_end = s->log.s[s->log.n - 1].t; /* rows are in time order */
     free(p);
     return ERR_OK;
 fail:

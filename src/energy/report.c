@@ -49,7 +49,9 @@ int energy_write_csv(const energy_run_t *run, const energy_report_t *rep, const 
     char source[2048];
     energy_provenance_line(&run->prov, source, sizeof source);
     char none_note[1800] = "";
-    if (!rep->measured)
+    if (!rep->measured && rep->short_trace[0])
+        snprintf(none_note, sizeof none_note, "energy not measured: %s", rep->short_trace);
+    else if (!rep->measured)
         snprintf(none_note, sizeof none_note, "no power sensor, energy not measured: %s",
                  run->prov.choice[0] ? run->prov.choice : run->prov.sensor);
     fprintf(f, "phase,avg_power_W,runtime_s,energy_J,energy_above_idle_J,uncertainty_J,method,"
@@ -322,7 +324,7 @@ int energy_write_timing(const energy_run_t *run, const energy_report_t *rep, con
         cJSON_AddItemToArray(wa, cJSON_CreateString(run->warnings[i]));
     for (int i = 0; i < rep->n_warnings; i++)
         cJSON_AddItemToArray(wa, cJSON_CreateString(rep->warnings[i]));
-    if (!rep->measured)
+    if (!rep->measured && !rep->short_trace[0]) /* else rep->warnings say why */
         cJSON_AddItemToArray(wa, cJSON_CreateString(
                                      "no power sensor: runtimes only, energies left empty"));
     int rc = json_write_file(path, j, true, e);
@@ -387,7 +389,7 @@ void energy_report_print(const energy_run_t *run, const energy_report_t *rep, FI
         fprintf(f, "warning: %s\n", run->warnings[i]);
     for (int i = 0; i < rep->n_warnings; i++)
         fprintf(f, "warning: %s\n", rep->warnings[i]);
-    if (!rep->measured)
+    if (!rep->measured && !rep->short_trace[0])
         fprintf(f, "note: no power sensor, energies not measured (%s)\n",
                 run->prov.choice[0] ? run->prov.choice : run->prov.sensor);
 }

@@ -379,6 +379,10 @@ static int load_timing(const cJSON *j, const char *ctx, energy_run_t *r, err_t *
     if (!(r->run_end >= r->run_begin))
         return err_set(e, ERR_INPUT, "%s: run.end_s %.6f is before run.begin_s %.6f", ctx,
                        r->run_end, r->run_begin);
+    if (!(fabs(r->run_begin) < ENERGY_LOG_MAX_T && fabs(r->run_end) < ENERGY_LOG_MAX_T))
+        return err_set(e, ERR_INPUT, "%s: field \"run\": %g .. %g s is beyond the run times a "
+                       "power log holds (|t| < %.0f s)", ctx, r->run_begin, r->run_end,
+                       ENERGY_LOG_MAX_T);
     if (idle && ((rc = json_req_double(idle, "begin_s", ctx, &r->idle_begin, e)) ||
                  (rc = json_req_double(idle, "end_s", ctx, &r->idle_end, e))))
         return rc;
@@ -408,6 +412,11 @@ static int load_timing(const cJSON *j, const char *ctx, energy_run_t *r, err_t *
             return rc;
         if (!(win.end >= win.begin) || depth < 0 || depth >= ENERGY_DEPTH_MAX)
             return err_set(e, ERR_INPUT, "%s: end_s before begin_s, or depth out of range", wctx);
+        /* marks are checked against the monitored interval when they arrive; a window
+         * outside the run is a file edited or broken since */
+        if (win.begin < r->run_begin - ENERGY_MARK_TOL_S || win.end > r->run_end + ENERGY_MARK_TOL_S)
+            return err_set(e, ERR_INPUT, "%s: [%.6f, %.6f] s lies outside the run [%.6f, %.6f] s",
+                           wctx, win.begin, win.end, r->run_begin, r->run_end);
         win.depth = (int)depth;
         if ((rc = energy_run_add_window(r, &win, e)))
             return rc;

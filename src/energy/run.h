@@ -36,6 +36,10 @@ typedef struct energy_calib {
     long iterations;
 } energy_calib_t;
 
+/* How far a mark may lie outside the monitored interval and still count (then it is put
+ * on the edge): timestamps printed with fewer decimals round up or down. */
+#define ENERGY_MARK_TOL_S 1e-3
+
 /* A phase mark as received (in-process calls or MXRLHF_PHASE lines). */
 typedef struct energy_mark {
     bool begin;

@@ -99,6 +99,7 @@ typedef struct energy_source {
     const energy_source_ops_t *ops;
     void *impl;
     bool virtual_time; /* readings carry their own t (replay) */
+    double virtual_end; /* virtual time: the last reading's run time (0: not known) */
     energy_provenance_t prov;
 } energy_source_t;
 

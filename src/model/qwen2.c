@@ -177,6 +177,13 @@ static size_t layout_act(qwen2_model_t *m, be_buf_t *buf)
     m->padl = CARVE(N);
     m->last_rows = CARVE((size_t)(m->opts.max_batch > m->opts.kv_batch ? m->opts.max_batch
                                                                           : m->opts.kv_batch) * H);
+    if (m->opts.kv_batch > 0) { /* generation's record on the device (qwen2_decode.c) */
+        m->gen_out = CARVE((size_t)m->opts.kv_batch * m->opts.kv_len);
+        m->gen_logp = CARVE((size_t)m->opts.kv_batch * m->opts.kv_len);
+        m->gen_state = CARVE(BE_DEC_STATE_WORDS);
+        m->gen_done = CARVE(m->opts.kv_batch);
+        m->gen_len = CARVE(m->opts.kv_batch);
+    }
     if (m->opts.training) {
         m->dres = CARVE(Nt * H);
         m->dxn = CARVE(Nt * H);
@@ -597,16 +604,8 @@ void qwen2__lin_fwd(qwen2_model_t *m, const prec_ctx_t *ctx, int li, be_ptr_t x,
 
 /* ---- forward ------------------------------------------------------------------------------ */
 
-static be_ptr_t kv_k(const qwen2_model_t *m, int L)
-{
-    size_t per = (size_t)m->opts.kv_batch * m->opts.kv_len * m->cfg.kv_heads * m->cfg.head_dim;
-    return be_ptr(m->kv, (size_t)2 * L * per * sizeof(float));
-}
-static be_ptr_t kv_v(const qwen2_model_t *m, int L)
-{
-    size_t per = (size_t)m->opts.kv_batch * m->opts.kv_len * m->cfg.kv_heads * m->cfg.head_dim;
-    return be_ptr(m->kv, (size_t)(2 * L + 1) * per * sizeof(float));
-}
+static be_ptr_t kv_k(const qwen2_model_t *m, int L) { return qwen2__kv(m, L, 0); }
+static be_ptr_t kv_v(const qwen2_model_t *m, int L) { return qwen2__kv(m, L, 1); }
 
 /* One decoder layer over B rows of Tq tokens whose residual stream is in S->x; the output
  * goes to x_out (which may be S->x). `kv_t` < 0: attention over these Tq tokens only; with
@@ -1209,6 +1208,12 @@ int qwen2_freeze(qwen2_model_t *m, prec_phase_t phase, size_t *freed, err_t *e)
         return e->code;
     m->fwd_flags = 0;
     m->logits_valid = false;
+    /* and every other copy a forward of another length reads (the packed decode copies) */
+    for (int i = 0; i < m->nlin; i++) {
+        be_linear_t a;
+        qwen2__linear_args(m, &ctx, i, BE_NULL, 1, &a);
+        be_linear_prepare(m->be, &a);
+    }
     for (int i = 0; i < m->nlin; i++)
         if (m->lin[i].w >= m->nkeep && be_wcache_bytes(m->be, m->lin[i].wc) == 0)
             return ERR_OK; /* the backend reads this weight directly: keep them */

@@ -121,6 +121,14 @@ backend_t *qwen2_backend(const qwen2_model_t *m);
 int qwen2_open_dir(const char *dir, backend_t *be, const qwen2_opts_t *opts,
                    qwen2_model_t **out, err_t *e);
 int qwen2_load_dir(qwen2_model_t *m, const char *dir, err_t *e);
+/* Loading refuses NaN or Inf weights (ERR_INPUT naming the file, the tensor and the
+ * element). */
+
+/* A reward model's directory must hold its score head: qwen2_open_dir would initialise a
+ * missing "score.weight" at random, and a causal LM given as the reward model would then
+ * train the policy against noise. ERR_INPUT naming the directory and the missing tensor.
+ * Reads the safetensors headers only. */
+int qwen2_check_reward_dir(const char *dir, err_t *e);
 
 /* Writes config.json and model.safetensors (metadata {"format": "pt"}) in `dtype`
  * (ST_F32, ST_BF16, ST_F16) so transformers loads the directory unchanged; a tied lm_head
@@ -330,6 +338,12 @@ typedef struct qwen2_gen_ext {
 int qwen2_generate_ext(qwen2_model_t *m, const prec_ctx_t *ctx, int B,
                        const int32_t *const *prompts, const int *plen, const qwen2_gen_t *g,
                        const qwen2_gen_ext_t *x, int32_t *out, int *out_len, err_t *e);
+
+/* The weight copies generation in ctx's phase reads, built now where stale: the operands of
+ * the prompt's forward and the decode copies of the steps (packed MX codes and scales on
+ * CUDA, docs/engine.md). qwen2_generate does this itself (after an optimizer step it is
+ * part of the rollout's time); exposed so that a benchmark can time it. */
+int qwen2_decode_weights(qwen2_model_t *m, const prec_ctx_t *ctx, err_t *e);
 
 /* ---- frozen models -------------------------------------------------------------------- */
 

@@ -197,6 +197,23 @@ int qwen2_config_parse(const char *text, size_t len, const char *ctx, qwen2_conf
         if (id >= 0)
             c->eos_ids[c->n_eos++] = id;
     }
+    /* a special id beyond the vocabulary can never be produced or embedded */
+    const struct {
+        const char *key;
+        int id;
+    } ids[] = {{"bos_token_id", c->bos_id}, {"pad_token_id", c->pad_id}};
+    for (int i = 0; i < 2; i++)
+        if (ids[i].id >= c->vocab) {
+            err_set(e, ERR_INPUT, "%s: field \"%s\": token id %d is outside the vocabulary "
+                    "(vocab_size %d)", ctx, ids[i].key, ids[i].id, c->vocab);
+            goto done;
+        }
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_ids[i] >= c->vocab) {
+            err_set(e, ERR_INPUT, "%s: field \"eos_token_id\": token id %d is outside the "
+                    "vocabulary (vocab_size %d)", ctx, c->eos_ids[i], c->vocab);
+            goto done;
+        }
     rc = qwen2_config_check(c, ctx, e);
 done:
     cJSON_Delete(root);

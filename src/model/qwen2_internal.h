@@ -100,6 +100,9 @@ struct qwen2_model {
     be_ptr_t dseed2;            /* (N) */
     be_ptr_t ids, ids_grad, targets, pos, padl; /* int32: (N), (N), (N), (N), (B) */
     be_ptr_t last_rows;         /* (B, H) gathered last-token states for prefill */
+    /* generation's device-side record (qwen2_decode.c): int32 out ids and float log-probs
+     * (kv_batch, kv_len), be_dec_sample_t's state words, done flags and lengths (kv_batch) */
+    be_ptr_t gen_out, gen_logp, gen_state, gen_done, gen_len;
     /* backward scratch */
     be_ptr_t dres, dxn, dq, dk, dv, datt, dgate, dup, dact;
 
@@ -126,6 +129,13 @@ static inline be_ptr_t qp(const qwen2_model_t *m, size_t off)
     return off < m->nkeep ? be_ptr(m->params, off * 4) : be_ptr(m->params_lin, (off - m->nkeep) * 4);
 }
 static inline be_ptr_t qg(const qwen2_model_t *m, size_t off) { return be_ptr(m->grads, off * 4); }
+
+/* Layer L's K (v = 0) or V (v = 1) cache: (kv_batch, kv_len, kv_heads * head_dim) */
+static inline be_ptr_t qwen2__kv(const qwen2_model_t *m, int L, int v)
+{
+    size_t per = (size_t)m->opts.kv_batch * m->opts.kv_len * m->cfg.kv_heads * m->cfg.head_dim;
+    return be_ptr(m->kv, (size_t)(2 * L + v) * per * sizeof(float));
+}
 
 /* shared between qwen2.c and qwen2_decode.c */
 void qwen2__linear_args(const qwen2_model_t *m, const prec_ctx_t *ctx, int li, be_ptr_t x, int M,

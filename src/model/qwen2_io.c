@@ -3,6 +3,7 @@
  * In: config.json and either model.safetensors or model.safetensors.index.json (whose
  * "weight_map" names the shard of every tensor). Out: config.json and one
  * model.safetensors with metadata {"format": "pt"}, which transformers loads as is. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,13 @@ int qwen2_load_dir(qwen2_model_t *m, const char *dir, err_t *e)
             dst = stage;
         }
         rc = st_read_f32(f, t->name, t->ndim, t->shape, dst, e);
+        /* NaN or Inf weights make every output NaN (logprobs printed "nan", generation
+         * picked garbage ids with exit 0): refused here, naming the tensor */
+        for (size_t k = 0; !rc && k < t->numel; k++)
+            if (!isfinite(dst[k]))
+                rc = err_set(e, ERR_INPUT, "%s: tensor \"%s\": element %zu is %s (weights must "
+                             "be finite)", where, t->name, k, isnan(dst[k]) ? "NaN"
+                             : dst[k] > 0 ? "+Inf" : "-Inf");
         if (!rc && dst == stage)
             be_upload(m->be, qp(m, t->off), stage, t->numel * sizeof *stage);
     }
@@ -153,6 +161,20 @@ int qwen2_load_dir(qwen2_model_t *m, const char *dir, err_t *e)
         rc = qwen2__init_heads(m, miss_score, miss_value, e);
     m->version++;
     return rc ? rc : be_sync(m->be, e);
+}
+
+int qwen2_check_reward_dir(const char *dir, err_t *e)
+{
+    shards_t s;
+    int rc = shards_open(&s, dir, e);
+    const char *where = dir;
+    if (!rc && !shards_find(&s, dir, "score.weight", &where, e))
+        rc = e && e->code ? e->code
+                          : err_set(e, ERR_INPUT, "%s: not a reward model: tensor \"score.weight\" "
+                                    "(the score head) is missing from %s (a causal LM? train a "
+                                    "reward model from it with mxrlhf rm)", dir, where);
+    shards_close(&s);
+    return rc;
 }
 
 int qwen2_open_dir(const char *dir, backend_t *be, const qwen2_opts_t *opts, qwen2_model_t **out,

@@ -117,29 +117,41 @@ const opt_table_t compare_opts_table =
 
 void compare_opts_default(compare_opts_t *o) { opts_default(&compare_opts_table, o); }
 
-/* "native" or "emulated" for what a phase computes under these tables on this backend:
- * native when every GEMM with an operand or a compute type other than fp32 runs in those
- * types on the hardware (be_native: on cuda, 16-bit types on the tensor cores, and MX pairs
- * of operands (0,1), (2,3), (4,5) where its dispatch maps them; never on the CPU, which
- * rounds and computes in float32), emulated otherwise. */
+/* "native", "native-weights" or "emulated" for what a phase computes under these tables on
+ * this backend (be_native answers for each GEMM): native when every GEMM with an operand or
+ * a compute type other than fp32 runs in those types on the hardware (on cuda, 16-bit types
+ * on the tensor cores, and MX pairs of operands (0,1), (2,3), (4,5) where its dispatch maps
+ * them; never on the CPU, which rounds and computes in float32); otherwise emulated, except
+ * a rollout whose MX GEMMs are emulated but whose decoding steps read every layer's MX
+ * weight packed and multiply exactly (be_native_decode, cuda's packed decoding):
+ * native-weights. */
 static const char *exec_of(const prec_table_t *const *t, const prec_phase_t *ph, int n,
                            bool all_ops, backend_t *be)
 {
+    bool mx = false, emulated = false;
+    bool packed = n == 1 && ph[0] == PREC_ROLLOUT && t[0];
     for (int k = 0; k < n; k++) {
         if (!t[k])
             continue;
         prec_compute_t ct = prec_compute_for(t[k], ph[k]);
         if (ct != PREC_COMPUTE_FP32 && !be_native(be, NULL, NULL, ct))
-            return "emulated";
-        for (int i = 0; i < t[k]->nlayers; i++)
+            emulated = true;
+        for (int i = 0; i < t[k]->nlayers; i++) {
+            packed = packed && be_native_decode(be, prec_spec(t[k], i, ph[k], PREC_OP_WEIGHT),
+                                                prec_spec(t[k], i, ph[k], PREC_OP_INPUT), ct);
             for (int op = 0; op < (all_ops ? PREC_OPERAND_COUNT : 2); op++) {
                 const mx_spec_t *s = prec_spec(t[k], i, ph[k], (prec_operand_t)op);
                 const mx_spec_t *o = prec_spec(t[k], i, ph[k], (prec_operand_t)(op ^ 1));
-                if (s->format != MX_FP32 && !be_native(be, s, o, ct))
-                    return "emulated";
+                if (s->format != MX_FP32 && !be_native(be, s, o, ct)) {
+                    emulated = true;
+                    mx |= mx_format_info(s->format)->is_mx;
+                }
             }
+        }
     }
-    return "native";
+    if (mx)
+        return packed ? "native-weights" : "emulated";
+    return emulated ? "emulated" : "native";
 }
 
 static void plan_execution(plan_info_t *p, backend_t *be)

@@ -8,7 +8,7 @@
 #include <time.h>
 
 /* The wrapper must forward every op: a new op in be_ops_t has to be added here. */
-_Static_assert(sizeof(be_ops_t) == sizeof(const char *) + 35 * sizeof(void (*)(void)),
+_Static_assert(sizeof(be_ops_t) == sizeof(const char *) + 44 * sizeof(void (*)(void)),
                "be_ops_t changed: forward the new op in profile/qtime.c");
 
 /* Our weight cache: the inner backend's (for pass-through calls) and one quantized copy
@@ -179,9 +179,10 @@ static void qt_mem(backend_t *be, be_mem_t *out, bool reset_peak)
 {
     IN(be)->ops->mem(IN(be), out, reset_peak);
 }
-static bool qt_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
+static bool qt_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct,
+                      bool decode)
 {
-    return be_native(IN(be), a, b, ct);
+    return IN(be)->ops->native(IN(be), a, b, ct, decode);
 }
 
 /* ---- weight caches ---------------------------------------------------------------- */
@@ -307,6 +308,40 @@ static void qt_linear_bwd(backend_t *be, const be_linear_t *a, be_ptr_t dy, be_p
     IN(be)->ops->linear_bwd(IN(be), &b, dy, dx, dx_acc, dw, db);
 }
 
+/* ---- decoding: straight through (the inner weight caches; no timing) ---------------- */
+
+static void qt_linear_prepare(backend_t *be, const be_linear_t *a)
+{
+    be_linear_t b = *a;
+    b.wcache = a->wcache ? a->wcache->inner : NULL;
+    IN(be)->ops->linear_prepare(IN(be), &b);
+}
+static void qt_dec_weight(backend_t *be, const be_linear_t *a, be_ptr_t out)
+{
+    be_linear_t b = *a;
+    b.wcache = a->wcache ? a->wcache->inner : NULL;
+    IN(be)->ops->dec_weight(IN(be), &b, out);
+}
+static void qt_dec_linear(backend_t *be, const be_dec_linear_t *a)
+{
+    be_dec_linear_t b = *a;
+    for (int i = 0; i < BE_DEC_MAX_LIN; i++)
+        b.lin[i].wcache = a->lin[i].wcache ? a->lin[i].wcache->inner : NULL;
+    IN(be)->ops->dec_linear(IN(be), &b);
+}
+static void qt_dec_attn(backend_t *be, const be_dec_attn_t *a) { IN(be)->ops->dec_attn(IN(be), a); }
+static void qt_dec_sample(backend_t *be, const be_dec_sample_t *a)
+{
+    IN(be)->ops->dec_sample(IN(be), a);
+}
+static int qt_graph_begin(backend_t *be, err_t *e) { return IN(be)->ops->graph_begin(IN(be), e); }
+static int qt_graph_end(backend_t *be, be_graph_t **g, err_t *e)
+{
+    return IN(be)->ops->graph_end(IN(be), g, e);
+}
+static void qt_graph_launch(backend_t *be, be_graph_t *g) { IN(be)->ops->graph_launch(IN(be), g); }
+static void qt_graph_free(backend_t *be, be_graph_t *g) { IN(be)->ops->graph_free(IN(be), g); }
+
 /* ---- opening ----------------------------------------------------------------------- */
 
 int profile_qtime_open(backend_t *inner, backend_t **out, err_t *e)
@@ -352,6 +387,15 @@ int profile_qtime_open(backend_t *inner, backend_t **out, err_t *e)
         .scale = qt_scale,
         .sample = qt_sample,
         .fake_quant = qt_fake_quant,
+        .linear_prepare = qt_linear_prepare,
+        .dec_weight = qt_dec_weight,
+        .dec_linear = qt_dec_linear,
+        .dec_attn = qt_dec_attn,
+        .dec_sample = qt_dec_sample,
+        .graph_begin = qt_graph_begin,
+        .graph_end = qt_graph_end,
+        .graph_launch = qt_graph_launch,
+        .graph_free = qt_graph_free,
         .mem = qt_mem,
         .native = qt_native,
     };

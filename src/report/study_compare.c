@@ -129,15 +129,16 @@ int study_section_compare(rep_t *r)
                  study_pm(study_cell(&t, i, "win_rate_true"),
                           study_cell(&t, i, "win_rate_true_ci95"), "n/a", b[9], 96));
     }
-    study_md(
-        r, "\nexecution: `emulated` means the plan's MX or 16-bit formats were computed in higher "
-           "precision (fake quantization) on this backend, so runtimes and energies measure the "
-           "emulation, not MX hardware; the modelled columns say what the formats would move. "
-           "Final reward: the trained reward model's mean score of the final held-out samples "
-           "(under the plan's reward phase). RM accuracy: the reward model under the plan's "
-           "reward phase on rm_eval pairs (binomial interval). Win rates: the plan's final "
-           "held-out samples against the unquantized run's of the same seed, judged by the "
-           "held-out judge reward model and by the synthetic task's ground truth (ties half).\n\n");
+    study_md(r, "\nexecution: `emulated` means the plan's MX or 16-bit formats were computed in "
+                "higher precision (fake quantization) on this backend, so runtimes and energies "
+                "measure the emulation, not MX hardware; `native-weights`: decoding read MX "
+                "weights packed (real bytes) and multiplied exactly; the modelled columns say "
+                "what the formats would move. Final reward: the trained reward model's mean "
+                "score of the final held-out samples (under the plan's reward phase). RM "
+                "accuracy: the reward model under the plan's reward phase on rm_eval pairs "
+                "(binomial interval). Win rates: the plan's final held-out samples against the "
+                "unquantized run's of the same seed, judged by the held-out judge reward model "
+                "and by the synthetic task's ground truth (ties half).\n\n");
     study_md(r,
              "### By phase\n\n| plan | phase | execution | runtime (s) | × runtime | energy (J) | "
              "modelled traffic × bf16 | modelled GMAC | of which 4 / 6 / 8 / 16 / 32-bit |\n"

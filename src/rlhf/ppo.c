@@ -139,6 +139,8 @@ static int setup(ppo_t *P, err_t *e)
         return e->code;
     if (!io->policy_dir || !io->reward_dir)
         return err_set(e, ERR_INPUT, "PPO needs a policy and a reward model directory");
+    if (qwen2_check_reward_dir(io->reward_dir, e))
+        return e->code;
     if ((size_t)P->B > io->n_prompts)
         return err_set(e, ERR_INPUT, "%zu PPO prompts, fewer than one batch of %d", io->n_prompts,
                        P->B);

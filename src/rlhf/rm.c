@@ -500,6 +500,8 @@ int rlhf_rm_check_dir(const char *dir, err_t *e)
                          "\"architectures\" is %s, expected Qwen2ForSequenceClassification)", path,
                          cJSON_IsString(a) ? a->valuestring : "missing");
     }
+    if (!rc)
+        rc = qwen2_check_reward_dir(dir, e);
     cJSON_Delete(j);
     free(path);
     return rc;

@@ -301,7 +301,9 @@ static int encode_piece(void *vctx, const char *piece, size_t n, err_t *e)
         if (hit) {
             if (ids_reserve(c->ids, (size_t)hit->v2, e))
                 return ERR_NOMEM;
-            memcpy(c->ids->ids + c->ids->n, w->cache_ids + hit->v1, (size_t)hit->v2 * sizeof(int32_t));
+            if (hit->v2) /* a piece of characters the vocabulary lacks has no ids */
+                memcpy(c->ids->ids + c->ids->n, w->cache_ids + hit->v1,
+                       (size_t)hit->v2 * sizeof(int32_t));
             c->ids->n += (size_t)hit->v2;
             return ERR_OK;
         }
@@ -312,7 +314,8 @@ static int encode_piece(void *vctx, const char *piece, size_t n, err_t *e)
         return rc;
     if (ids_reserve(c->ids, nw, e))
         return ERR_NOMEM;
-    memcpy(c->ids->ids + c->ids->n, w->wids, nw * sizeof(int32_t));
+    if (nw) /* no ids yet means no buffer yet: memcpy must not see NULL */
+        memcpy(c->ids->ids + c->ids->n, w->wids, nw * sizeof(int32_t));
     c->ids->n += nw;
     if (cacheable) {
         if (w->cache.n >= CACHE_MAX_ENTRIES) {
@@ -326,7 +329,8 @@ static int encode_piece(void *vctx, const char *piece, size_t n, err_t *e)
             return e->code;
         sl->v1 = (int32_t)w->cache_n;
         sl->v2 = (int32_t)nw;
-        memcpy(w->cache_ids + w->cache_n, w->wids, nw * sizeof(int32_t));
+        if (nw)
+            memcpy(w->cache_ids + w->cache_n, w->wids, nw * sizeof(int32_t));
         w->cache_n += nw;
     }
     return ERR_OK;

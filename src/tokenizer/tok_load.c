@@ -832,6 +832,12 @@ int tok_load_json(const char *text, size_t len, const char *ctx, tok_t **out, er
                          e)) ||
         (rc = load_added(t, ain, n_ain, &max_id, e)))
         goto out;
+    /* Checked last, so a file that is unsupported for another reason says that first. */
+    if (t->vocab.n == 0) {
+        rc = bad(e, ctx, "model.vocab", "empty: every text would encode to no ids (a "
+                 "byte-level BPE vocabulary holds at least its byte tokens)");
+        goto out;
+    }
     /* Per-id tables are dense; ids far beyond the number of tokens would make a tiny file
      * allocate gigabytes. */
     if ((int64_t)max_id >= 2 * ((int64_t)t->vocab.n + t->n_added) + 65536) {

@@ -361,6 +361,12 @@ int tok_train(const char *const *texts, const size_t *lens, size_t n_texts,
         return err_set(e, ERR_INPUT,
                        "vocab size %ld: expected 259 (256 bytes + 3 special tokens) .. %d",
                        opts->vocab_size, 1 << 24);
+    size_t bytes = 0;
+    for (size_t i = 0; i < n_texts; i++)
+        bytes += lens[i];
+    if (bytes == 0) /* an empty corpus: a tokenizer "trained" on it learnt nothing from it */
+        return err_set(e, ERR_INPUT, "the corpus holds no text to learn from (%zu text(s), all "
+                       "empty)", n_texts);
     tok_t *base = NULL;
     tok_work_t *w = NULL;
     tok_smap_t words = {0}, strs = {0};
@@ -615,11 +621,12 @@ int tok_train_file(const char *corpus_path, const tok_train_opts_t *opts, const 
     size_t *lens = NULL;
     cJSON **docs = NULL;
     size_t lineno = 0;
-    for (char *line = text, *next; line && *line; line = next) {
+    /* by length: a NUL byte in a line reaches json_parse, which names it */
+    for (char *line = text, *next, *end = text + len; line < end; line = next) {
         lineno++;
-        char *nl = strchr(line, '\n');
-        next = nl ? nl + 1 : NULL;
-        size_t ll = nl ? (size_t)(nl - line) : strlen(line);
+        char *nl = memchr(line, '\n', (size_t)(end - line));
+        next = nl ? nl + 1 : end;
+        size_t ll = nl ? (size_t)(nl - line) : (size_t)(end - line);
         if (ll == 0 || (ll == 1 && line[0] == '\r'))
             continue;
         char ctx[600];
@@ -653,8 +660,8 @@ int tok_train_file(const char *corpus_path, const tok_train_opts_t *opts, const 
         docs[n] = j;
         n++;
     }
-    if (!rc)
-        rc = tok_train(texts, lens, n, opts, out_path, e);
+    if (!rc && (rc = tok_train(texts, lens, n, opts, out_path, e)) == ERR_INPUT)
+        err_prefix(e, "%s", corpus_path);
     for (size_t i = 0; i < n; i++)
         cJSON_Delete(docs[i]);
     free(texts);

@@ -1,9 +1,11 @@
 /* atomic_file: see atomic_file.h. */
 #include "util/atomic_file.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,60 @@ static void af_reset(atomic_file_t *af)
     free(af->tmp_path);
     af->path = af->tmp_path = NULL;
     af->fp = NULL;
+}
+
+#define TMP_MARK ".tmp-"
+
+int atomic_remove_stale(const char *path)
+{
+    char *dcopy = strdup(path), *bcopy = strdup(path);
+    const char *dir = dcopy ? dirname(dcopy) : NULL, *base = bcopy ? basename(bcopy) : NULL;
+    DIR *d = dir ? opendir(dir) : NULL;
+    int removed = 0;
+    size_t bl = base ? strlen(base) : 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        const char *n = de->d_name;
+        if (strncmp(n, base, bl) || strncmp(n + bl, TMP_MARK, sizeof TMP_MARK - 1))
+            continue;
+        /* a lock we can take means no writer holds the file: it is stale */
+        int fd = openat(dirfd(d), n, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
+            continue;
+        struct stat a, b;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &a) == 0 &&
+            fstatat(dirfd(d), n, &b, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(a.st_mode) &&
+            a.st_dev == b.st_dev && a.st_ino == b.st_ino && unlinkat(dirfd(d), n, 0) == 0)
+            removed++;
+        close(fd); /* drops the lock */
+    }
+    if (d)
+        closedir(d);
+    free(dcopy);
+    free(bcopy);
+    return removed;
+}
+
+/* mkstemp + an exclusive lock on the temporary. A cleaner (atomic_remove_stale) that
+ * took the lock between our mkstemp and our flock has removed the name by the time we
+ * get the lock: then try again with a fresh name. */
+static int locked_temp(char *tmpl, size_t base_len)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        strcpy(tmpl + base_len, "XXXXXX");
+        int fd = mkostemp(tmpl, O_CLOEXEC);
+        if (fd < 0)
+            return -1;
+        while (flock(fd, LOCK_EX) != 0)
+            if (errno != EINTR)
+                return fd; /* no locks on this file system: no cleaner can take one either */
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(tmpl, &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino)
+            return fd;
+        close(fd);
+    }
+    errno = EAGAIN;
+    return -1;
 }
 
 static int af_begin(atomic_file_t *af, const char *path, const char *tmp_path, err_t *e)
@@ -30,8 +86,9 @@ static int af_begin(atomic_file_t *af, const char *path, const char *tmp_path, e
     if (tmp_path) {
         fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     } else {
-        sprintf(af->tmp_path, "%s.tmp-XXXXXX", path);
-        fd = mkstemp(af->tmp_path);
+        atomic_remove_stale(path);
+        sprintf(af->tmp_path, "%s" TMP_MARK, path);
+        fd = locked_temp(af->tmp_path, strlen(af->tmp_path));
         if (fd >= 0)
             (void)fchmod(fd, 0644); /* mkstemp makes 0600; outputs are for sharing */
     }
@@ -81,18 +138,20 @@ int atomic_commit(atomic_file_t *af, err_t *e)
     int bad = ferror(af->fp) || fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0;
     if (bad)
         err_errno(e, ERR_FAIL, "writing %s", af->path);
-    if (fclose(af->fp) != 0 && !bad) {
-        bad = 1;
-        err_errno(e, ERR_FAIL, "closing %s", af->path);
-    }
-    af->fp = NULL;
+    /* renamed while still open, so the temporary is locked until it has its final name
+     * (atomic_remove_stale never sees it unlocked) */
     if (!bad && rename(af->tmp_path, af->path) != 0) {
         bad = 1;
         err_errno(e, ERR_FAIL, "renaming %s to %s", af->tmp_path, af->path);
     }
     if (bad)
         unlink(af->tmp_path);
-    else
+    if (fclose(af->fp) != 0 && !bad) {
+        bad = 1; /* the bytes were flushed and synced; the file is in place */
+        err_errno(e, ERR_FAIL, "closing %s", af->path);
+    }
+    af->fp = NULL;
+    if (!bad)
         fsync_parent_dir(af->path);
     af_reset(af);
     return bad ? ERR_FAIL : ERR_OK;
@@ -100,10 +159,10 @@ int atomic_commit(atomic_file_t *af, err_t *e)
 
 void atomic_abort(atomic_file_t *af)
 {
+    if (af->tmp_path)
+        unlink(af->tmp_path); /* before the close drops the lock */
     if (af->fp)
         fclose(af->fp);
-    if (af->tmp_path)
-        unlink(af->tmp_path);
     af_reset(af);
 }
 

@@ -2,10 +2,14 @@
 #include "util/fs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 int fs_read_all(const char *path, size_t max_bytes, char **out, size_t *len, err_t *e)
 {
@@ -95,4 +99,100 @@ char *fs_join(const char *a, const char *b)
         r[la] = '/';
     memcpy(r + la + slash, b, lb + 1);
     return r;
+}
+
+/* ---- one writer per directory ---------------------------------------------------------- */
+
+/* "DIR is in use by ...", from the holder's lock file (read through our own descriptor). */
+static int in_use(const char *dir, int fd, err_t *e)
+{
+    char text[600];
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    text[n > 0 ? n : 0] = 0;
+    long pid = 0;
+    char holder[256] = "", started[64] = "";
+    for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl)
+            *nl = 0;
+        if (!strncmp(line, "pid=", 4))
+            pid = strtol(line + 4, NULL, 10);
+        else if (!strncmp(line, "holder=", 7))
+            snprintf(holder, sizeof holder, "%s", line + 7);
+        else if (!strncmp(line, "started=", 8))
+            snprintf(started, sizeof started, "%s", line + 8);
+    }
+    if (pid <= 0) /* it holds the lock but has not written its name yet */
+        return err_set(e, ERR_UNAVAILABLE, "%s is in use by another process (its lock file %s "
+                       "does not name it yet)", dir, FS_LOCK_NAME);
+    return err_set(e, ERR_UNAVAILABLE, "%s is in use by pid %ld (%s, started %s): wait for it "
+                   "to finish or use another directory", dir, pid, holder[0] ? holder : "?",
+                   started[0] ? started : "?");
+}
+
+int fs_lock_dir(const char *dir, const char *holder, fs_lock_t *lock, err_t *e)
+{
+    lock->fd = -1;
+    lock->path = NULL;
+    if (fs_mkdir_p(dir, e))
+        return e ? e->code : ERR_FAIL;
+    char *path = fs_join(dir, FS_LOCK_NAME);
+    if (!path)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    /* An unlocking holder removes the file; a taker that opened the old file then holds a
+     * lock on a name that no longer exists, so it checks and tries again. */
+    for (int tries = 0; tries < 100; tries++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0) {
+            int rc = err_errno(e, ERR_FAIL, "cannot open the lock file %s", path);
+            free(path);
+            return rc;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int rc = errno == EWOULDBLOCK ? in_use(dir, fd, e)
+                                          : err_errno(e, ERR_FAIL, "cannot lock %s", path);
+            close(fd);
+            free(path);
+            return rc;
+        }
+        struct stat a, b;
+        if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_dev != b.st_dev ||
+            a.st_ino != b.st_ino) {
+            close(fd);
+            continue;
+        }
+        char when[64] = "?";
+        time_t now = time(NULL);
+        struct tm tm;
+        if (gmtime_r(&now, &tm))
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        char text[600];
+        int n = snprintf(text, sizeof text, "pid=%ld\nholder=%.300s\nstarted=%s\n",
+                         (long)getpid(), holder ? holder : "?", when);
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)n, 0) != n) {
+            int rc = err_errno(e, ERR_FAIL, "writing the lock file %s", path);
+            unlink(path);
+            close(fd);
+            free(path);
+            return rc;
+        }
+        lock->fd = fd;
+        lock->path = path;
+        return ERR_OK;
+    }
+    free(path);
+    return err_set(e, ERR_FAIL, "%s: the lock file keeps being replaced", dir);
+}
+
+void fs_unlock_dir(fs_lock_t *lock)
+{
+    if (!lock || !lock->path) /* never taken (zeroed, or fs_lock_dir failed) */
+        return;
+    if (lock->fd >= 0) {
+        unlink(lock->path); /* while still held, so no taker keeps the old file */
+        close(lock->fd);
+    }
+    free(lock->path);
+    lock->fd = -1;
+    lock->path = NULL;
 }

@@ -19,4 +19,28 @@ int fs_is_dir(const char *path);
 /* Joins a and b with one '/' into a fresh string (NULL on allocation failure). */
 char *fs_join(const char *a, const char *b);
 
+/* ---- one writer per directory ---------------------------------------------------------- */
+
+/* The lock file's name inside a locked directory. */
+#define FS_LOCK_NAME ".mxrlhf.lock"
+
+typedef struct fs_lock {
+    int fd;       /* -1 when not held */
+    char *path;   /* DIR/.mxrlhf.lock */
+} fs_lock_t;
+
+/* Takes an exclusive lock on `dir` (created if missing) for the calling process: two runs
+ * writing one output directory would mix their files. flock(2) on DIR/.mxrlhf.lock, whose
+ * text names the holder (pid, `holder` such as "mxrlhf ppo", start time in UTC). The
+ * kernel drops the lock when the process ends however it ends (a stale file is simply
+ * taken over); fs_unlock_dir releases it earlier and removes the file. The descriptor is
+ * close-on-exec, but a fork()ed child holds the lock with its parent. A second taker, in
+ * another process or this one, gets ERR_UNAVAILABLE: "DIR is in use by pid N (mxrlhf ppo,
+ * started 2026-12-07 10:00:00 UTC)". */
+int fs_lock_dir(const char *dir, const char *holder, fs_lock_t *lock, err_t *e);
+
+/* Releases the lock and removes the lock file. Safe on a lock that is not held (zeroed,
+ * or after fs_lock_dir failed). */
+void fs_unlock_dir(fs_lock_t *lock);
+
 #endif

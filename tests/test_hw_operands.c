@@ -32,7 +32,7 @@ static void opts(profile_hw_operands_opts_t *o, const char *layer, long rows)
     memset(o, 0, sizeof *o);
     o->model_dir = T.base;
     o->eval_path = T.pairs;
-    profile_eval_opts_default(&o->eval);
+    opts_default(&profile_eval_opts_table, &o->eval);
     o->eval.tokens = rows;
     o->layer = layer;
     o->rows = rows;

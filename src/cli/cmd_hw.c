@@ -87,7 +87,7 @@ static void operand_opts(const hw_sources_t *s, const char *layer, long long row
     memset(o, 0, sizeof *o);
     o->model_dir = s->model;
     o->eval_path = s->eval;
-    profile_eval_opts_default(&o->eval);
+    opts_default(&profile_eval_opts_table, &o->eval);
     o->eval.tokens = rows;
     o->layer = layer;
     o->rows = rows;

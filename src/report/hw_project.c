@@ -186,7 +186,7 @@ static int step_shape(const report_hw_project_opts_t *ho, step_shape_t *sh, err_
         rc = json_load_file(ho->config_path, 1u << 24, &root, e);
         const cJSON *ppo = rc ? NULL : cJSON_GetObjectItemCaseSensitive(root, "ppo");
         if (!rc && ppo)
-            rc = ppo_opts_from_json(ppo, ho->config_path, &o, e);
+            rc = opts_from_json(&ppo_opts_table, ppo, ho->config_path, &o, e);
     }
     if (!rc)
         rc = json_load_file(stats, 1u << 30, &sroot, e);

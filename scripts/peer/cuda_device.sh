@@ -129,12 +129,12 @@ for p in $PARTS; do
     i=0
     IFS=';' read -ra runs <<<"${NCU_RUNS:-}"
     for r in "${runs[@]}"; do
-      i=$((i + 1)); opts=${r%%|*}; cmd=${r#*|}
+      i=$((i + 1)); opts=${r%%|*}; cmd=${r#*|}; cmd=${cmd#"${cmd%%[![:space:]]*}"}
       lim=$(( $(left) / (${#runs[@]} - i + 1) - 5 ))
       echo "== ncu run $i ($lim s): $opts | $cmd"
       timeout "$lim" "$NCU" --section SpeedOfLight --section MemoryWorkloadAnalysis \
         --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
-        --section InstructionStats $KILL $opts $(eval echo "$D/bin/$cmd") >"$OUT/ncu_$i.log" 2>&1; rc=$?
+        --section InstructionStats $KILL $opts "$D/bin/"$cmd >"$OUT/ncu_$i.log" 2>&1; rc=$?
       grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Grid Size|Block Size|Issue Slots Busy|No Eligible|Stall|Theoretical Occupancy|Waves Per SM|L1/TEX Hit|Executed Ipc" "$OUT/ncu_$i.log" | head -80
       summary+=("ncu run $i: rc $rc")
     done ;;

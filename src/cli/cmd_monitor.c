@@ -90,15 +90,8 @@ static void handle_line(mon_state_t *st, stream_t *s, char *line, size_t len, bo
     char origin[64];
     snprintf(origin, sizeof origin, "%s line %ld", s->name, s->line);
     double now = energy_monitor_now(st->m);
-    if (!isnan(t)) {
-        double rel = t - energy_monitor_t0(st->m);
-        /* a replay's marks live on its virtual clock and may run ahead */
-        bool replay = !strcmp(energy_monitor_provenance(st->m)->kind, "replay");
-        if (rel < -1.0 || (!replay && rel > now + 1.0))
-            state_warn(st, "%s: t=%.6f is %.3f s from the run's clock (arrived at %.6f): is the "
-                       "command using CLOCK_MONOTONIC?", origin, t, rel - now,
-                       now + energy_monitor_t0(st->m));
-    }
+    /* a t= outside the monitored interval is refused here, with the one warning that says
+     * so and how timestamps are read */
     if (energy_monitor_mark(st->m, begin, name, t, origin, &e)) {
         state_warn(st, "%s", e.msg);
         return;

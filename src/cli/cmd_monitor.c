@@ -194,15 +194,21 @@ int cmd_monitor(int argc, char **argv)
                 "600000 and --idle-s 0 to 3600");
         return cli_report("monitor", &e);
     }
-    if ((rc = fs_mkdir_p(out, &e)))
+    /* one writer per output directory (the lock's descriptor is close-on-exec: the
+     * measured command does not hold it) */
+    fs_lock_t lock;
+    if ((rc = fs_lock_dir(out, "mxrlhf monitor", &lock, &e)))
         return cli_report("monitor", &e);
     /* args_parse leaves the command at the front of argv, not NULL-terminated */
     char **cmd = calloc((size_t)npos + 1, sizeof *cmd);
-    if (!cmd)
+    if (!cmd) {
+        fs_unlock_dir(&lock);
         return ERR_NOMEM;
+    }
     memcpy(cmd, pos, sizeof *cmd * (size_t)npos);
     rc = monitor_command(cmd, out, source, devices, interval_ms, counter_ms, idle_s);
     free(cmd);
+    fs_unlock_dir(&lock);
     return rc;
 }
 

@@ -190,6 +190,22 @@ static void expect_same_file(const char *a, const char *b, const char *name)
     free(x), free(y), free(da), free(db), free(pa), free(pb);
 }
 
+/* A configuration file of these PPO options under root (caller frees the path). */
+static char *write_config(const ppo_opts_t *o, const char *name)
+{
+    err_t e = ERR_INIT;
+    cJSON *cfg = cJSON_CreateObject();
+    cJSON_AddItemToObject(cfg, "ppo", opts_to_json(&ppo_opts_table, o));
+    char *p = path2(root, name);
+    assert_int_equal(json_write_file(p, cfg, true, &e), 0);
+    cJSON_Delete(cfg);
+    return p;
+}
+
+/* One plan, B16: bf16 compute, nothing quantized. */
+static const char *const B16_PLANS = "{\"version\": 1, \"plans\": {\"B16\": {\"default\": "
+                                     "\"fp32\", \"compute\": \"bf16\", \"rules\": []}}}";
+
 /* ---- tests -------------------------------------------------------------------------------- */
 
 static void same_seed_gives_identical_training_stats(void **state)
@@ -282,12 +298,7 @@ static void kill_and_resume_gives_identical_results(void **state)
     ppo_opts_t o;
     tiny_opts(&o);
     o.steps = 12; /* checkpoints at 2, 4, ..., 12: the kill lands well before the end */
-    err_t e = ERR_INIT;
-    cJSON *cfg = cJSON_CreateObject();
-    cJSON_AddItemToObject(cfg, "ppo", opts_to_json(&ppo_opts_table, &o));
-    char *cfgp = path2(root, "kill.json");
-    assert_int_equal(json_write_file(cfgp, cfg, true, &e), 0);
-    cJSON_Delete(cfg);
+    char *cfgp = write_config(&o, "kill.json");
     char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *full = path2(root, "full"),
          *killed = path2(root, "killed");
     const char *bin = getenv("MXRLHF_BIN");
@@ -465,9 +476,7 @@ static void resume_refuses_a_different_run_and_accepts_the_same(void **state)
          *rmn = path2(root, "rm_nan"), *pp = path2(root, "ident_plans.json"),
          *sp = path2(od, "checkpoints/ckpt-000002/state.json"),
          *lp = path2(od, "checkpoints/latest.json");
-    const char *plans = "{\"version\": 1, \"plans\": {\"B16\": {\"default\": \"fp32\", "
-                        "\"compute\": \"bf16\", \"rules\": []}}}";
-    test_write_file(pp, plans, strlen(plans));
+    test_write_file(pp, B16_PLANS, strlen(B16_PLANS));
     char *before = NULL, *after = NULL;
     size_t nb, na;
     assert_int_equal(fs_read_all(sp, 1 << 26, &before, &nb, &e), 0);
@@ -568,14 +577,8 @@ static void cli_resume_refuses_another_plan_or_data_and_writes_nothing(void **st
     o.eval_prompts = 0;
     o.best_of_n = 0;
     err_t e = ERR_INIT;
-    cJSON *cfg = cJSON_CreateObject();
-    cJSON_AddItemToObject(cfg, "ppo", opts_to_json(&ppo_opts_table, &o));
-    char *cfgp = path2(root, "cli_resume.json"), *pp = path2(root, "cli_plans.json");
-    assert_int_equal(json_write_file(cfgp, cfg, true, &e), 0);
-    cJSON_Delete(cfg);
-    const char *plans = "{\"version\": 1, \"plans\": {\"B16\": {\"default\": \"fp32\", "
-                        "\"compute\": \"bf16\", \"rules\": []}}}";
-    test_write_file(pp, plans, strlen(plans));
+    char *cfgp = write_config(&o, "cli_resume.json"), *pp = path2(root, "cli_plans.json");
+    test_write_file(pp, B16_PLANS, strlen(B16_PLANS));
     char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *out = path2(root, "cli_resume"),
          *fresh = path2(root, "cli_fresh"), *split = path2(out, "data/split.json");
     char common[4096], *log = NULL;

@@ -88,7 +88,9 @@ int cmd_ppo(int argc, char **argv)
                        "eval.json, policy/ (the trained policy), checkpoints/. Options and their "
                        "defaults: docs/ppo.md and `mxrlhf config --section ppo`. The same seed "
                        "gives the same statistics on any thread count; --resume after a crash "
-                       "gives the same final weights and statistics as an uninterrupted run.",
+                       "gives the same final weights and statistics as an uninterrupted run, and "
+                       "refuses (exit 2, naming the field) a run that is not the checkpoint's: "
+                       "other options, models, plan, data or seeds, or fewer steps than done.",
                        opts, nopts, false};
     err_t e = ERR_INIT;
     int npos;

@@ -137,10 +137,6 @@ static int setup(ppo_t *P, err_t *e)
     P->shared_value = !o->separate_critic;
     if (fs_mkdir_p(io->out_dir, e))
         return e->code;
-    if (!io->policy_dir || !io->reward_dir)
-        return err_set(e, ERR_INPUT, "PPO needs a policy and a reward model directory");
-    if (qwen2_check_reward_dir(io->reward_dir, e))
-        return e->code;
     if ((size_t)P->B > io->n_prompts)
         return err_set(e, ERR_INPUT, "%zu PPO prompts, fewer than one batch of %d", io->n_prompts,
                        P->B);
@@ -250,6 +246,7 @@ static void teardown(ppo_t *P)
     cJSON_Delete(P->evals);
     cJSON_Delete(P->warnings);
     cJSON_Delete(P->bon);
+    cJSON_Delete(P->run);
     if (P->jsonl)
         fclose(P->jsonl);
     if (P->samples)
@@ -327,6 +324,32 @@ out:
     return rc;
 }
 
+/* The checks before anything is written; *run receives what the run is (for its
+ * checkpoints) when not NULL. */
+static int check(const ppo_opts_t *o, const rlhf_ppo_io_t *io, cJSON **run, err_t *e)
+{
+    cJSON *id = NULL;
+    int rc = ppo_opts_check(o, "ppo", e);
+    if (!rc && (!io->policy_dir || !io->reward_dir))
+        rc = err_set(e, ERR_INPUT, "PPO needs a policy and a reward model directory");
+    if (!rc)
+        rc = qwen2_check_reward_dir(io->reward_dir, e);
+    if (!rc && (run || io->resume)) /* reads every model file: only when it is needed */
+        rc = ppo_run_identity(o, io, &id, e);
+    if (!rc && io->resume)
+        rc = ppo_resume_check(o, io, id, e);
+    if (!rc && run)
+        *run = id;
+    else
+        cJSON_Delete(id);
+    return rc;
+}
+
+int rlhf_ppo_check(const ppo_opts_t *o, const rlhf_ppo_io_t *io, err_t *e)
+{
+    return check(o, io, NULL, e);
+}
+
 int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t *res, err_t *e)
 {
     ppo_t P;
@@ -337,7 +360,7 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
     rlhf_ppo_result_t rr;
     memset(&rr, 0, sizeof rr);
     ppo_eval_t last = {0};
-    int rc = ppo_opts_check(o, "ppo", e);
+    int rc = check(o, io, &P.run, e);
     if (!rc && io->calibrate && !io->monitor)
         rc = err_set(e, ERR_INPUT, "calibration needs the energy monitor (mxrlhf baseline "
                      "--calibrate)");

@@ -44,6 +44,7 @@
 
 #include "backend/backend.h"
 #include "energy/monitor.h"
+#include "rlhf/ppo_data.h"
 #include "rlhf/ppo_math.h"
 #include "rlhf/text.h"
 #include "util/err.h"
@@ -132,6 +133,10 @@ typedef struct rlhf_ppo_io {
      * gradient_update (one PPO update on that batch; the policy, critic and optimizer
      * state are restored afterwards). The seed is offset per phase. */
     const energy_calib_opts_t *calibrate;
+    /* How the prompts were drawn (source, pairs, data seed), recorded in every checkpoint
+     * so that a resume with other data is refused before it draws anything (NULL: only the
+     * prompts themselves are compared). */
+    const ppo_data_opts_t *data;
 } rlhf_ppo_io_t;
 
 /* Evaluation of a policy on the held-out prompts (one sample each, the same random
@@ -153,6 +158,16 @@ typedef struct rlhf_ppo_result {
     double best_of_n_synth_score, best_of_n_reward, best_of_n_kl; /* analytic KL */
     double final_kl_coef;
 } rlhf_ppo_result_t;
+
+/* What a run checks before it writes anything, for callers that write files before
+ * rlhf_ppo_run (the prompts' work directory, the energy monitor's power log): the options,
+ * the reward model's score head (qwen2_check_reward_dir), and with io->resume that the
+ * checkpoint latest.json names is this run's: the same options (steps may grow, never fall
+ * below the steps done), models (by qwen2_dir_fingerprint; moving a directory is no
+ * change), tokenizer, precision plan, data (io->data) and prompts (when io->prompts is
+ * set), and a latest.json whose step is its checkpoint's. ERR_INPUT naming the field that
+ * differs and both values. rlhf_ppo_run checks all of this again, first. */
+int rlhf_ppo_check(const ppo_opts_t *o, const rlhf_ppo_io_t *io, err_t *e);
 
 /* The whole stage: trains, writes the outputs above. On NaN/Inf the run stops with
  * ERR_FAIL naming the step and what went non-finite; the last good checkpoint stays. */

@@ -207,7 +207,8 @@ static int setup(ppo_t *P, err_t *e)
         ALLOC(P->mb_tgt, M * T) || ALLOC(P->mb_old_logp, M * T) || ALLOC(P->mb_values, M * T) ||
         ALLOC(P->mb_mask, M * T) || ALLOC(P->mb_adv, M * T) || ALLOC(P->mb_ret, M * T) ||
         ALLOC(P->mb_logp, M * T) || ALLOC(P->mb_ent, M * T) || ALLOC(P->mb_vpred, M * T) ||
-        ALLOC(P->mb_dlogp, M * T) || ALLOC(P->mb_dv, M * T))
+        ALLOC(P->mb_dlogp, M * T) || ALLOC(P->mb_dv, M * T) || ALLOC(P->roll_bt, B * T) ||
+        ALLOC(P->rc_w, B * T) || ALLOC(P->mb_w, M * T))
         return e->code;
     if (o->kl_penalty == PPO_KL_FULL &&
         (ALLOC(P->full_p, (size_t)B * N * P->V) || ALLOC(P->full_q, (size_t)N * P->V)))
@@ -243,7 +244,8 @@ static void teardown(ppo_t *P)
                     P->values, P->klv, P->rewards, P->non_score, P->adv, P->ret, P->scores,
                     P->raw_scores, P->synth, P->perm, P->mb_ids, P->mb_len, P->mb_tgt,
                     P->mb_old_logp, P->mb_values, P->mb_mask, P->mb_adv, P->mb_ret, P->mb_logp,
-                    P->mb_ent, P->mb_vpred, P->mb_dlogp, P->mb_dv, P->full_p, P->full_q};
+                    P->mb_ent, P->mb_vpred, P->mb_dlogp, P->mb_dv, P->full_p, P->full_q,
+                    P->roll_bt, P->rc_w, P->mb_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     cJSON_Delete(P->stats);

@@ -75,6 +75,9 @@ typedef struct ppo_opts {
     bool whiten_rewards;
     double cliprange, cliprange_value, vf_coef;
     double ratio_threshold;
+    ppo_rc_t rollout_correction;      /* none: TRL 0.11; tis / seq_tis: verl's truncated
+                                         importance weights (ppo_math.h) */
+    double tis_cap;                   /* their truncation C */
     bool early_stopping;
     double target_kl;
     bool use_score_scaling, use_score_norm;
@@ -103,6 +106,7 @@ typedef struct ppo_opts {
  * checks ppo_opts_check too. */
 extern const opt_table_t ppo_opts_table;
 extern const opt_enum_t ppo_kl_enum;
+extern const opt_enum_t ppo_rc_enum;
 void ppo_opts_default(ppo_opts_t *o);
 /* Cross-field checks (batch_size a multiple of mini_batch_size x accumulation, ...). */
 int ppo_opts_check(const ppo_opts_t *o, const char *ctx, err_t *e);

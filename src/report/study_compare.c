@@ -82,11 +82,11 @@ int study_section_compare(rep_t *r)
                  state ? state : "?");
         /* TRL's PPO unless the runs weighted their rollouts (docs/compare.md) */
         const cJSON *ppo = cJSON_GetObjectItemCaseSensitive(j, "ppo");
-        const char *rc = study_jstr(ppo, "rollout_correction");
-        if (rc && strcmp(rc, "none"))
+        const char *corr = study_jstr(ppo, "rollout_correction");
+        if (corr && strcmp(corr, "none"))
             study_md(r, " Every run's policy loss carries the rollout correction `%s` (truncated "
                      "importance weights, cap %s; `rollout_corr/*` in its training_stats.json).",
-                     rc, report_fmt(study_jnum(ppo, "tis_cap"), a));
+                     corr, report_fmt(study_jnum(ppo, "tis_cap"), a));
     }
     study_md(r,
              "\n\n**The comparison runs are shortened PPO runs** (the number of steps is in the "

@@ -65,11 +65,13 @@ static int phase_begin(ppo_t *P, int ph, err_t *e)
     return ERR_OK;
 }
 
-static int phase_end(ppo_t *P, int ph, err_t *e)
+/* ... and its end, with the tokens the window processed (phase_timing.json's tokens). */
+static int phase_end(ppo_t *P, int ph, long long tokens, err_t *e)
 {
-    if (P->io->monitor
-            ? energy_phase_end(P->io->monitor, prec_phase_study_name((prec_phase_t)ph), e)
-            : be_sync(P->be, e))
+    const char *name = prec_phase_study_name((prec_phase_t)ph);
+    if (P->io->monitor ? energy_phase_end(P->io->monitor, name, e) ||
+                             energy_monitor_add_tokens(P->io->monitor, name, tokens, e)
+                       : be_sync(P->be, e))
         return e->code;
     P->phase_s[ph] += ppo_now() - P->phase_t0;
     return ERR_OK;
@@ -273,22 +275,29 @@ static int one_step(ppo_t *P, int step, err_t *e)
     ppo_step_prompts(P, step, rows);
     int rc = ERR_OK;
 
-    /* rollout */
-    if ((rc = phase_begin(P, PREC_ROLLOUT, e)) || (rc = ppo_rollout(P, rows, step, e)) ||
-        (rc = phase_end(P, PREC_ROLLOUT, e)))
+    /* rollout; tokens: the responses' (end-of-turn id included, no padding) */
+    long long generated = 0, scored = 0;
+    if ((rc = phase_begin(P, PREC_ROLLOUT, e)) || (rc = ppo_rollout(P, rows, step, e)))
+        goto out;
+    for (int b = 0; b < B; b++)
+        generated += P->resp_len[b];
+    if ((rc = phase_end(P, PREC_ROLLOUT, generated, e)))
         goto out;
     /* outside the phases: the batch, text and ground truth */
     if ((rc = ppo_rollout_batch(P, rows, texts, e)))
         goto out;
 
-    /* reward inference */
+    /* reward inference; tokens: prompt + response of each row, as the reward model reads
+     * them (no padding) */
+    for (int b = 0; b < B; b++)
+        scored += P->batch.len[b];
     if ((rc = phase_begin(P, PREC_REWARD, e)) || (rc = ppo_reward_inference(P, step, e)) ||
-        (rc = phase_end(P, PREC_REWARD, e)))
+        (rc = phase_end(P, PREC_REWARD, scored, e)))
         goto out;
 
-    /* gradient update */
+    /* gradient update; tokens: the response tokens of every minibatch it processed */
     if ((rc = phase_begin(P, PREC_GRADIENT, e)) || (rc = ppo_gradient_update(P, step, &acc, e)) ||
-        (rc = phase_end(P, PREC_GRADIENT, e)))
+        (rc = phase_end(P, PREC_GRADIENT, acc.tokens, e)))
         goto out;
 
     /* statistics, then the KL controller (TRL: kl_ctl.update after record_step_stats) */

@@ -66,6 +66,8 @@ typedef struct ppo {
 typedef struct step_acc {
     ppo_mb_stats_t sum;   /* summed over minibatches */
     int n, skipped, opt_steps, epochs;
+    long long tokens;     /* response tokens of the minibatches processed (every epoch; skipped
+                             minibatches too: their forward ran) */
     double grad_norm;
     bool early_stopped;
 } step_acc_t;

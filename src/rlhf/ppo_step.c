@@ -210,6 +210,8 @@ int ppo_gradient_update(ppo_t *P, int step, step_acc_t *acc, err_t *e)
         ppo_mb_stats_t st = {0};
         for (int j = 0; j < B / M; j++, k++) {
             int Tm = gather_minibatch(P, perm + (size_t)j * M, M);
+            for (int r = 0; r < M; r++)
+                acc->tokens += P->resp_len[perm[(size_t)j * M + r]];
             size_t n = (size_t)M * Tm;
             qwen2_batch_t qb = {M, Tm, P->mb_ids, NULL, P->mb_len};
             prec_ctx_t g = {PREC_GRADIENT, o->seed, ((uint64_t)step << 16) | (uint64_t)(k + 1)};

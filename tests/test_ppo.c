@@ -538,7 +538,7 @@ static void baseline_writes_the_study_files_and_charts(void **state)
     char *log = NULL;
     int rc = test_cli(&log, "baseline --policy-model %s --reward-model %s --pairs 60 --steps 2 "
                       "--output %s --power-source none --idle-s 0 --set batch_size=4 "
-                      "--set mini_batch_size=2 --set ppo_epochs=1 --set max_new_tokens=8 "
+                      "--set mini_batch_size=2 --set ppo_epochs=2 --set max_new_tokens=8 "
                       "--set eval_prompts=2 --set best_of_n=0",
                       pol, rm, out);
     if (rc)
@@ -562,6 +562,31 @@ static void baseline_writes_the_study_files_and_charts(void **state)
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(ph, names[i]);
         assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(p, "windows")->valuedouble, 2);
         assert_true(cJSON_GetObjectItemCaseSensitive(p, "runtime_s")->valuedouble > 0);
+        /* no sensor: tokens counted, no joules per token */
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(p, "energy_per_token_J")));
+    }
+    /* the tokens, from the steps' lengths (batch 4, 2 epochs): generated = the responses,
+     * scored = prompt + response, trained = the responses once per epoch */
+    cJSON *st = load("baseline", PPO_STATS_JSON);
+    double gen = 0, scored = 0;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(st, "steps"))
+    {
+        double q = cJSON_GetObjectItemCaseSensitive(s, "tokens/queries_len_mean")->valuedouble;
+        double r = cJSON_GetObjectItemCaseSensitive(s, "tokens/responses_len_mean")->valuedouble;
+        gen += 4 * r;
+        scored += 4 * (q + r);
+    }
+    cJSON_Delete(st);
+    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(t, "tokens");
+    const double want[3] = {gen, scored, 2 * gen};
+    for (int i = 0; i < 3; i++) {
+        double got = cJSON_GetObjectItemCaseSensitive(tk, names[i])->valuedouble;
+        if (!(fabs(got - want[i]) < 1e-6) || !(got > 0))
+            fail_msg("%s: %g tokens, expected %g", names[i], got, want[i]);
+        assert_true(cJSON_GetObjectItemCaseSensitive(
+                        cJSON_GetObjectItemCaseSensitive(ph, names[i]), "tokens")
+                        ->valuedouble == got);
     }
     cJSON_Delete(t);
     free(pol), free(rm), free(out);

@@ -128,6 +128,20 @@ static void replay_steps_give_exact_joules_both_methods(void **state)
     energy_run_free(&r);
 }
 
+/* study_windows' windows as marks on a monitor over the steps.csv replay */
+static void study_marks(energy_monitor_t *m)
+{
+    err_t e = ERR_INIT;
+    double t0 = energy_monitor_t0(m);
+    const struct { bool b; const char *n; double t; } marks[] = {
+        {true, "rollout", 0.5}, {false, "rollout", 1.5}, {true, "reward_inference", 1.5},
+        {false, "reward_inference", 2.5}, {true, "rollout", 2.5}, {false, "rollout", 3.25},
+        {true, "gradient_update", 3.25}, {false, "gradient_update", 3.95}};
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
+        assert_int_equal(energy_monitor_mark(m, marks[i].b, marks[i].n, t0 + marks[i].t, "test",
+                                             &e), 0);
+}
+
 static void replay_source_through_monitor_gives_exact_joules(void **state)
 {
     (void)state;
@@ -140,14 +154,7 @@ static void replay_source_through_monitor_gives_exact_joules(void **state)
     energy_monitor_opts_t o = {0.02, 0, 0, dir, NULL, NULL};
     energy_monitor_t *m;
     assert_int_equal(energy_monitor_start(&m, src, &o, &e), 0);
-    double t0 = energy_monitor_t0(m);
-    const struct { bool b; const char *n; double t; } marks[] = {
-        {true, "rollout", 0.5}, {false, "rollout", 1.5}, {true, "reward_inference", 1.5},
-        {false, "reward_inference", 2.5}, {true, "rollout", 2.5}, {false, "rollout", 3.25},
-        {true, "gradient_update", 3.25}, {false, "gradient_update", 3.95}};
-    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
-        assert_int_equal(energy_monitor_mark(m, marks[i].b, marks[i].n, t0 + marks[i].t, "test",
-                                             &e), 0);
+    study_marks(m);
     energy_run_t run;
     assert_int_equal(energy_monitor_stop(m, 3.95, &run, &e), 0);
     assert_near(run.run_end, 3.95, 1e-9);
@@ -197,14 +204,7 @@ static void energy_per_token_divides_and_is_empty_without_energy(void **state)
     energy_monitor_opts_t o = {0.02, 0, 0, dir, NULL, NULL};
     energy_monitor_t *m;
     assert_int_equal(energy_monitor_start(&m, src, &o, &e), 0);
-    double t0 = energy_monitor_t0(m);
-    const struct { bool b; const char *n; double t; } marks[] = {
-        {true, "rollout", 0.5}, {false, "rollout", 1.5}, {true, "reward_inference", 1.5},
-        {false, "reward_inference", 2.5}, {true, "rollout", 2.5}, {false, "rollout", 3.25},
-        {true, "gradient_update", 3.25}, {false, "gradient_update", 3.95}};
-    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
-        assert_int_equal(energy_monitor_mark(m, marks[i].b, marks[i].n, t0 + marks[i].t, "test",
-                                             &e), 0);
+    study_marks(m);
     assert_int_equal(energy_monitor_add_tokens(m, "rollout", 30, &e), 0);
     assert_int_equal(energy_monitor_add_tokens(m, "rollout", 20, &e), 0);
     assert_int_equal(energy_monitor_add_tokens(m, "reward_inference", 700, &e), 0);
@@ -533,11 +533,14 @@ static void phase_timing_errors_name_file_and_field(void **state)
     (void)state;
     char *dir = test_mkdtemp();
     char *tim = fs_join(dir, ENERGY_TIMING_NAME), *log = fs_join(dir, ENERGY_POWER_LOG_NAME);
-    const char *doc = "{\"format\": \"mxrlhf.phase_timing/1\", \"source\": {\"kind\": \"none\", "
+    /* a minimal file, with its windows and tokens filled in below */
+    const char *fmt = "{\"format\": \"mxrlhf.phase_timing/1\", \"source\": {\"kind\": \"none\", "
                       "\"devices\": []}, \"clock\": {\"t0_monotonic_s\": 1}, \"sampling\": "
                       "{\"interval_s\": 0.02, \"counter_interval_s\": 0.1}, \"run\": {\"begin_s\": "
-                      "0, \"end_s\": 2}, \"windows\": [{\"phase\": \"bad name!\", \"begin_s\": 0, "
-                      "\"end_s\": 1, \"depth\": 0}]}";
+                      "0, \"end_s\": 2}, \"windows\": [%s], \"tokens\": %s}";
+    char doc[1024];
+    snprintf(doc, sizeof doc, fmt, "{\"phase\": \"bad name!\", \"begin_s\": 0, \"end_s\": 1, "
+             "\"depth\": 0}", "{}");
     test_write_file(tim, doc, strlen(doc));
     energy_run_t r;
     err_t e = ERR_INIT;
@@ -548,12 +551,8 @@ static void phase_timing_errors_name_file_and_field(void **state)
     const char *bad[2] = {"{\"rollout\": \"many\"}", "{\"rollout\": -3}"};
     const char *why[2] = {"field \"tokens\"", "tokens of phase rollout: -3"};
     for (int k = 0; k < 2; k++) {
-        char d2[1024];
-        snprintf(d2, sizeof d2, "{\"format\": \"mxrlhf.phase_timing/1\", \"source\": {\"kind\": "
-                 "\"none\", \"devices\": []}, \"clock\": {\"t0_monotonic_s\": 1}, \"sampling\": "
-                 "{\"interval_s\": 0.02, \"counter_interval_s\": 0.1}, \"run\": {\"begin_s\": "
-                 "0, \"end_s\": 2}, \"windows\": [], \"tokens\": %s}", bad[k]);
-        test_write_file(tim, d2, strlen(d2));
+        snprintf(doc, sizeof doc, fmt, "", bad[k]);
+        test_write_file(tim, doc, strlen(doc));
         err_t e2 = ERR_INIT;
         assert_int_equal(energy_run_load(log, tim, &r, &e2), ERR_INPUT);
         assert_contains(e2.msg, tim);

@@ -191,7 +191,8 @@ static int energy_per_token(rep_t *r, const char *bdir, bool any_energy)
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(ph, name);
         double n = study_jnum(tk, name), jt = study_jnum(p, "energy_per_token_J");
         char a[32], b[32];
-        study_md(r, "| %s | %s | %s | %s |\n", name, what[k], isfinite(n) ? report_fmt(n, a) : "—",
+        study_md(r, "| %s | %s | %s | %s |\n", name, what[k],
+                 isfinite(n) ? report_fmt(n, a) : "—",
                  isfinite(jt) ? report_fmt(jt, b) : any_energy ? "—" : "no sensor");
     }
     study_md(r, "\n");

@@ -10,8 +10,10 @@
  *                     model's log-probs, and the policy's old log-probs and values (at the
  *                     gradient phase's precision: they must be what training would compute);
  *                     per-token rewards, GAE advantages and returns
- *   gradient_update   ppo_epochs passes over shuffled minibatches: forward, clipped losses,
- *                     backward, AdamW (global-norm clipping optional)
+ *   gradient_update   ppo_epochs passes over shuffled minibatches: forward, clipped losses
+ *                     (with rollout_correction, the policy loss weighted per token or
+ *                     sequence by min(pi_train / pi_rollout, tis_cap)), backward, AdamW
+ *                     (global-norm clipping optional)
  * then statistics under TRL's names, the KL controller's update, a checkpoint every
  * checkpoint_every steps. ppo_math.h holds the arithmetic.
  *

@@ -417,7 +417,44 @@ static void precision_plan_applies_per_phase_and_shows_in_the_logprob_gap(void *
     double gap = cJSON_GetObjectItemCaseSensitive(s, "rollout/logprob_gap_abs_mean")->valuedouble;
     if (!(gap > 1e-3))
         fail_msg("expected a rollout/training log-prob gap above 1e-3 under MXFP4 rollouts, got %g", gap);
+    /* the default (TRL) run has no rollout-correction statistics */
+    assert_null(cJSON_GetObjectItemCaseSensitive(s, "rollout_corr/kl"));
+    double loss_none = cJSON_GetObjectItemCaseSensitive(s, "ppo/loss/policy")->valuedouble;
+    double gap_mean = cJSON_GetObjectItemCaseSensitive(s, "rollout/logprob_gap_mean")->valuedouble;
     cJSON_Delete(j);
+    /* the same run with each correction: finite statistics, the same rollouts (the KL is
+     * the log-prob gap), and a policy loss the weights changed */
+    const ppo_rc_t modes[2] = {PPO_RC_TIS, PPO_RC_SEQ_TIS};
+    for (int k = 0; k < 2; k++) {
+        char *dir = path2(root, k ? "plan_seq_tis" : "plan_tis");
+        o.rollout_correction = modes[k];
+        io.out_dir = dir;
+        if (rlhf_ppo_run(&o, &io, &res, &e))
+            fail_msg("%s", e.msg);
+        j = load(k ? "plan_seq_tis" : "plan_tis", PPO_STATS_JSON);
+        s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "steps"), 0);
+        const char *keys[] = {"rollout_corr/ratio_mean", "rollout_corr/clipped_frac",
+                              "rollout_corr/kl", "ppo/loss/policy", "ppo/loss/total"};
+        for (int i = 0; i < 5; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, keys[i]);
+            if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+                fail_msg("%s: %s is not a finite number", modes[k] == PPO_RC_TIS ? "tis" : "seq_tis",
+                         keys[i]);
+        }
+        double ratio = cJSON_GetObjectItemCaseSensitive(s, "rollout_corr/ratio_mean")->valuedouble;
+        double clipped = cJSON_GetObjectItemCaseSensitive(s, "rollout_corr/clipped_frac")->valuedouble;
+        assert_true(ratio > 0 && clipped >= 0 && clipped <= 1);
+        /* step 1's rollouts and old log-probs do not depend on the mode */
+        assert_true(cJSON_GetObjectItemCaseSensitive(s, "rollout_corr/kl")->valuedouble == gap_mean);
+        if (!(cJSON_GetObjectItemCaseSensitive(s, "ppo/loss/policy")->valuedouble != loss_none))
+            fail_msg("the %s weights left the policy loss unchanged", ppo_rc_names[modes[k]]);
+        cJSON *opts = cJSON_GetObjectItemCaseSensitive(j, "options");
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(opts, "rollout_correction")->valuestring,
+                            ppo_rc_names[modes[k]]);
+        cJSON_Delete(j);
+        free(dir);
+    }
+    o.rollout_correction = PPO_RC_NONE;
     /* an unknown plan is bad input naming it */
     io.plan = "Z";
     io.out_dir = od;
@@ -661,11 +698,22 @@ static void options_round_trip_and_errors_name_the_key(void **state)
     bad = cJSON_Parse("{\"batch_size\": 6}"); /* not a multiple of 4 x 1 */
     assert_int_equal(opts_from_json(&ppo_opts_table, bad, "c", &b, &e3), ERR_INPUT);
     cJSON_Delete(bad);
-    const char *sets[] = {"learning_rate=1e-4", "adap_kl_ctrl=false", "template=chatml"};
+    const char *sets[] = {"learning_rate=1e-4", "adap_kl_ctrl=false", "template=chatml",
+                          "rollout_correction=seq_tis", "tis_cap=3.5"};
     ppo_opts_default(&b);
-    for (int i = 0; i < 3; i++)
+    assert_int_equal(b.rollout_correction, PPO_RC_NONE); /* TRL's behaviour by default */
+    assert_true(b.tis_cap == 2);
+    for (int i = 0; i < 5; i++)
         assert_int_equal(opts_set_json(&ppo_opts_table, &b, sets[i], "--set", &e), 0);
     assert_true(b.learning_rate == 1e-4 && !b.adap_kl_ctrl && b.template_ == RLHF_TEMPLATE_CHATML);
+    assert_true(b.rollout_correction == PPO_RC_SEQ_TIS && b.tis_cap == 3.5);
+    err_t e5 = ERR_INIT;
+    assert_int_equal(opts_set_json(&ppo_opts_table, &b, "rollout_correction=is", "--set", &e5),
+                     ERR_INPUT);
+    assert_non_null(strstr(e5.msg, "rollout_correction"));
+    err_t e6 = ERR_INIT;
+    assert_int_equal(opts_set_json(&ppo_opts_table, &b, "tis_cap=0.5", "--set", &e6), ERR_INPUT);
+    assert_non_null(strstr(e6.msg, "tis_cap"));
     /* seeds: JSON integers up to 2^53 or decimal strings, as docs/cli.md says */
     assert_int_equal(opts_set_json(&ppo_opts_table, &b, "seed=\"18446744073709551615\"", "--set",
                                    &e), 0);
@@ -689,7 +737,7 @@ static void baseline_writes_the_study_files_and_charts(void **state)
     char *log = NULL;
     int rc = test_cli(&log, "baseline --policy-model %s --reward-model %s --pairs 60 --steps 2 "
                       "--output %s --power-source none --idle-s 0 --set batch_size=4 "
-                      "--set mini_batch_size=2 --set ppo_epochs=1 --set max_new_tokens=8 "
+                      "--set mini_batch_size=2 --set ppo_epochs=2 --set max_new_tokens=8 "
                       "--set eval_prompts=2 --set best_of_n=0",
                       pol, rm, out);
     if (rc)
@@ -713,6 +761,31 @@ static void baseline_writes_the_study_files_and_charts(void **state)
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(ph, names[i]);
         assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(p, "windows")->valuedouble, 2);
         assert_true(cJSON_GetObjectItemCaseSensitive(p, "runtime_s")->valuedouble > 0);
+        /* no sensor: tokens counted, no joules per token */
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(p, "energy_per_token_J")));
+    }
+    /* the tokens, from the steps' lengths (batch 4, 2 epochs): generated = the responses,
+     * scored = prompt + response, trained = the responses once per epoch */
+    cJSON *st = load("baseline", PPO_STATS_JSON);
+    double gen = 0, scored = 0;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(st, "steps"))
+    {
+        double q = cJSON_GetObjectItemCaseSensitive(s, "tokens/queries_len_mean")->valuedouble;
+        double r = cJSON_GetObjectItemCaseSensitive(s, "tokens/responses_len_mean")->valuedouble;
+        gen += 4 * r;
+        scored += 4 * (q + r);
+    }
+    cJSON_Delete(st);
+    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(t, "tokens");
+    const double want[3] = {gen, scored, 2 * gen};
+    for (int i = 0; i < 3; i++) {
+        double got = cJSON_GetObjectItemCaseSensitive(tk, names[i])->valuedouble;
+        if (!(fabs(got - want[i]) < 1e-6) || !(got > 0))
+            fail_msg("%s: %g tokens, expected %g", names[i], got, want[i]);
+        assert_true(cJSON_GetObjectItemCaseSensitive(
+                        cJSON_GetObjectItemCaseSensitive(ph, names[i]), "tokens")
+                        ->valuedouble == got);
     }
     cJSON_Delete(t);
     free(pol), free(rm), free(out);

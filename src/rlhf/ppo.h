@@ -10,8 +10,10 @@
  *                     model's log-probs, and the policy's old log-probs and values (at the
  *                     gradient phase's precision: they must be what training would compute);
  *                     per-token rewards, GAE advantages and returns
- *   gradient_update   ppo_epochs passes over shuffled minibatches: forward, clipped losses,
- *                     backward, AdamW (global-norm clipping optional)
+ *   gradient_update   ppo_epochs passes over shuffled minibatches: forward, clipped losses
+ *                     (with rollout_correction, the policy loss weighted per token or
+ *                     sequence by min(pi_train / pi_rollout, tis_cap)), backward, AdamW
+ *                     (global-norm clipping optional)
  * then statistics under TRL's names, the KL controller's update, a checkpoint every
  * checkpoint_every steps. ppo_math.h holds the arithmetic.
  *
@@ -76,6 +78,9 @@ typedef struct ppo_opts {
     bool whiten_rewards;
     double cliprange, cliprange_value, vf_coef;
     double ratio_threshold;
+    ppo_rc_t rollout_correction;      /* none: TRL 0.11; tis / seq_tis: verl's truncated
+                                         importance weights (ppo_math.h) */
+    double tis_cap;                   /* their truncation C */
     bool early_stopping;
     double target_kl;
     bool use_score_scaling, use_score_norm;
@@ -104,6 +109,7 @@ typedef struct ppo_opts {
  * checks ppo_opts_check too. */
 extern const opt_table_t ppo_opts_table;
 extern const opt_enum_t ppo_kl_enum;
+extern const opt_enum_t ppo_rc_enum;
 void ppo_opts_default(ppo_opts_t *o);
 /* Cross-field checks (batch_size a multiple of mini_batch_size x accumulation, ...). */
 int ppo_opts_check(const ppo_opts_t *o, const char *ctx, err_t *e);

@@ -44,12 +44,15 @@ typedef struct ppo {
     int *resp_len;
     float *roll_logp, *old_logp, *ref_logp, *values, *klv, *rewards, *non_score, *adv, *ret;
     float *scores, *raw_scores, *full_p, *full_q;
+    float *roll_bt, *rc_w;        /* (B, T): roll_logp at the batch's positions, and the
+                                     rollout-correction weights (ppo_rollout_weights) */
+    ppo_rc_stats_t rc;            /* the step's rollout-correction statistics */
     double *synth;
     rlhf_batch_t batch;
     /* a minibatch: (M, T) */
     int32_t *mb_ids, *mb_len, *mb_tgt;
     float *mb_old_logp, *mb_values, *mb_mask, *mb_adv, *mb_ret, *mb_logp, *mb_ent, *mb_vpred,
-        *mb_dlogp, *mb_dv;
+        *mb_dlogp, *mb_dv, *mb_w;
     ppo_klctl_t kl;
     ppo_running_t running;
     cJSON *stats, *evals, *warnings, *bon;
@@ -64,6 +67,8 @@ typedef struct ppo {
 typedef struct step_acc {
     ppo_mb_stats_t sum;   /* summed over minibatches */
     int n, skipped, opt_steps, epochs;
+    long long tokens;     /* response tokens of the minibatches processed (every epoch; skipped
+                             minibatches too: their forward ran) */
     double grad_norm;
     bool early_stopped;
 } step_acc_t;

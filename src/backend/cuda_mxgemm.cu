@@ -202,6 +202,18 @@ __global__ void __launch_bounds__(256) k_mxg_fold(const uint8_t *codes, const fl
     }
 }
 
+/* An operand whose fold was not exact somewhere gets chunk scales 0 throughout, so that
+ * cuBLASLt adds nothing from it (its E4M3 bytes are finite) and its flag sends every GEMM
+ * that uses it to the per-block kernel. */
+__global__ void k_mxg_fold_kill(float *fscales, size_t n, const int *flag)
+{
+    if (!*flag)
+        return;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        fscales[i] = 0.0f;
+}
+
 /* The operand of a GEMM from the float32 source `in` (rows, cols): blocks along `axis`
  * (MX_AXIS_ROW: the operand is the source, reduction along its rows; MX_AXIS_COL: the
  * source transposed), quantized by spec, rounded to the compute type, into buf. */
@@ -239,6 +251,10 @@ static void quantize(cuda_t *c, void *buf, const float *in, size_t rows, size_t 
         op->codes, op->scales, op->rows, op->ld4, op->Kp, op->g, (uint8_t *)op->fcodes,
         (float *)op->fscales, op->flag);
     cu_launched(c, "k_mxg_fold");
+    const size_t ns = op->ld4 * (op->Kp / MXG_CHUNK);
+    k_mxg_fold_kill<<<(unsigned)(ns / 256 + 1 < 1024 ? ns / 256 + 1 : 1024), 256, 0, c->st>>>(
+        (float *)op->fscales, ns, op->flag);
+    cu_launched(c, "k_mxg_fold_kill");
 }
 
 /* An activation operand in scratch `slot`, reused when the slot already holds it (the
@@ -355,11 +371,8 @@ static bool weight_operand(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, mx
     return true;
 }
 
-/* Device words: alpha (1, or 0 when a fold failed), the betas 0 and 1, and the count of
- * guarded per-block runs (pointer mode DEVICE: cuBLASLt reads alpha when it runs, so the
- * choice is made on the GPU without a host synchronisation). */
+/* Device words: the count of guarded per-block runs (folds that were not exact). */
 struct mxg_dev {
-    float alpha, zero, one, pad;
     unsigned long long ran;
 };
 
@@ -733,7 +746,7 @@ static mxg_state_t *state(cuda_t *c)
         return nullptr;
     }
     st->dev = (mxg_dev_t *)cu_malloc(c, sizeof *st->dev, "MX GEMM device words");
-    const mxg_dev_t init = {1.0f, 0.0f, 1.0f, 0.0f, 0ull};
+    const mxg_dev_t init = {0ull};
     if (!st->dev || !cu_check(c, cudaMemcpy(st->dev, &init, sizeof init, cudaMemcpyHostToDevice),
                               "MX GEMM device words")) {
         if (st->dev)
@@ -777,7 +790,6 @@ static fold_plan_t *fold_plan(cuda_t *c, int M, int N, int Kp, long ldc, int al_
     p.m = N, p.n = M, p.k = Kp, p.ldc = ldc, p.al_c = al_c;
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     const int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-    const cublasLtPointerMode_t pm = CUBLASLT_POINTER_MODE_DEVICE;
     const void *dummy = st->dev; /* scale pointers are set per call */
     const uint64_t ws = c->ws_size;
     const uint32_t a16 = 16, ac = (uint32_t)al_c;
@@ -787,7 +799,6 @@ static fold_plan_t *fold_plan(cuda_t *c, int M, int N, int Kp, long ldc, int al_
     p.ok = st_ok(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F)) &&
            st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta)) &&
            st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb)) &&
-           st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm, sizeof pm)) &&
            st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec, sizeof vec)) &&
            st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec)) &&
            st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy)) &&
@@ -820,14 +831,22 @@ static bool fold_available(cuda_t *c, int M, int N, int Kp, long ldc, const floa
     return p && p->ok;
 }
 
-__global__ void k_mxg_alpha(const int *fa, const int *fb, float *alpha)
+/* C (M, N) += bias, unless a fold failed (then the per-block kernel adds it) */
+__global__ void k_mxg_bias(float *C, long ldc, const float *bias, int M, int N, const int *fa,
+                           const int *fb)
 {
-    *alpha = (*fa | *fb) ? 0.0f : 1.0f;
+    if (*fa | *fb)
+        return;
+    const size_t n = (size_t)M * N;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        C[(i / (size_t)N) * (size_t)ldc + i % (size_t)N] += bias[i % (size_t)N];
 }
 
-/* C (M, N) (+)= A . B^T (+ bias) from the folded copies: alpha = 0 when a fold was not
- * exact, and then the guarded per-block kernel adds the product (cuBLASLt leaves
- * beta C; the bias pass runs either way). */
+/* C (M, N) (+)= A . B^T (+ bias) from the folded copies. Where a fold was not exact, its
+ * operand's chunk scales are all 0 (k_mxg_fold_kill), so cuBLASLt leaves beta C, and the
+ * guarded per-block kernel adds the product and the bias: the choice is made on the GPU,
+ * without a host synchronisation. */
 static void fold_gemm(cuda_t *c, const mxg_op_t *A, const mxg_op_t *B, float *C, long ldc,
                       const float *bias, bool acc, prec_compute_t ct)
 {
@@ -835,25 +854,27 @@ static void fold_gemm(cuda_t *c, const mxg_op_t *A, const mxg_op_t *B, float *C,
     fold_plan_t *p = st ? fold_plan(c, (int)A->rows, (int)B->rows, (int)A->Kp, ldc, align_c(C)) : nullptr;
     if (!p || !p->ok)
         return; /* fold_available said yes before the operands were built */
-    k_mxg_alpha<<<1, 1, 0, c->st>>>(A->flag, B->flag, &st->dev->alpha);
-    cu_launched(c, "k_mxg_alpha");
     const void *sa = B->fscales, *sb = A->fscales;
     if (!st_ok(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa)) ||
         !st_ok(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb))) {
         cu_fail(c, ERR_FAIL, "cuda backend: cuBLASLt scale pointers refused");
         return;
     }
-    const cublasStatus_t r =
-        cublasLtMatmul(c->lt, p->op, &st->dev->alpha, B->fcodes, p->la, A->fcodes, p->lb,
-                       acc ? &st->dev->one : &st->dev->zero, C, p->lc, C, p->lc, &p->algo, c->ws,
-                       c->ws_size, c->st);
+    const float one = 1.0f, beta = acc ? 1.0f : 0.0f;
+    const cublasStatus_t r = cublasLtMatmul(c->lt, p->op, &one, B->fcodes, p->la, A->fcodes, p->lb,
+                                            &beta, C, p->lc, C, p->lc, &p->algo, c->ws, c->ws_size,
+                                            c->st);
     if (r != CUBLAS_STATUS_SUCCESS) {
         cu_fail(c, ERR_FAIL, "cuda backend: cuBLASLt FP8 block-scaled GEMM failed (status %d)", (int)r);
         return;
     }
-    if (bias)
-        cu_epilogue(c, C, C, bias, (int)A->rows, (int)B->rows, false, PREC_COMPUTE_FP32);
-    block_gemm(c, A, B, C, ldc, nullptr, true, ct, true);
+    if (bias) {
+        const size_t n = A->rows * B->rows;
+        const unsigned grid = (unsigned)(n / 256 + 1 < 4096 ? n / 256 + 1 : 4096);
+        k_mxg_bias<<<grid, 256, 0, c->st>>>(C, ldc, bias, (int)A->rows, (int)B->rows, A->flag, B->flag);
+        cu_launched(c, "k_mxg_bias");
+    }
+    block_gemm(c, A, B, C, ldc, bias, true, ct, true);
     st->folded++;
 }
 

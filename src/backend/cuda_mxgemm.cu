@@ -350,8 +350,13 @@ static bool weight_operand(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, mx
     op_shape(op, col ? a->K : a->N, col ? a->N : a->K, s, fold);
     const size_t bytes = op_bytes(op);
     const bool sr = s->round == MX_ROUND_STOCHASTIC;
-    if (en->valid && en->fold == fold && en->version == a->wversion && mx_spec_equal(&en->spec, s) &&
-        en->compute == a->compute && en->bytes == bytes && (!sr || en->stream == stream)) {
+    /* a folded entry serves the per-block kernel too (its first part): after
+     * linear_prepare the float32 weight may be gone */
+    mxg_op_t as_built = *op;
+    as_built.fold = en->fold;
+    if (en->valid && (en->fold || !fold) && en->version == a->wversion &&
+        mx_spec_equal(&en->spec, s) && en->compute == a->compute &&
+        en->bytes == op_bytes(&as_built) && (!sr || en->stream == stream)) {
         op_place(op, en->d);
         return true;
     }
@@ -384,7 +389,7 @@ typedef struct fold_plan {
     long ldc;
     bool ok;
     cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatrixLayout_t l[3]; /* A', B', C' */
     cublasLtMatmulAlgo_t algo;
 } fold_plan_t;
 
@@ -711,15 +716,14 @@ static void block_gemm(cuda_t *c, const mxg_op_t *A, const mxg_op_t *B, float *C
 
 static void plan_free(fold_plan_t *p)
 {
+    for (int i = 0; i < 3; i++) {
+        if (p->l[i])
+            cublasLtMatrixLayoutDestroy(p->l[i]);
+        p->l[i] = nullptr;
+    }
     if (p->op)
         cublasLtMatmulDescDestroy(p->op);
-    if (p->la)
-        cublasLtMatrixLayoutDestroy(p->la);
-    if (p->lb)
-        cublasLtMatrixLayoutDestroy(p->lb);
-    if (p->lc)
-        cublasLtMatrixLayoutDestroy(p->lc);
-    p->op = nullptr, p->la = p->lb = p->lc = nullptr;
+    p->op = nullptr;
 }
 
 void cu_mxg_close(cuda_t *c)
@@ -803,16 +807,16 @@ static fold_plan_t *fold_plan(cuda_t *c, int M, int N, int Kp, long ldc, int al_
            st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec)) &&
            st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy)) &&
            st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy)) &&
-           st_ok(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_8F_E4M3, Kp, N, Kp)) &&
-           st_ok(cublasLtMatrixLayoutCreate(&p.lb, CUDA_R_8F_E4M3, Kp, M, Kp)) &&
-           st_ok(cublasLtMatrixLayoutCreate(&p.lc, CUDA_R_32F, N, M, ldc)) &&
+           st_ok(cublasLtMatrixLayoutCreate(&p.l[0], CUDA_R_8F_E4M3, Kp, N, Kp)) &&
+           st_ok(cublasLtMatrixLayoutCreate(&p.l[1], CUDA_R_8F_E4M3, Kp, M, Kp)) &&
+           st_ok(cublasLtMatrixLayoutCreate(&p.l[2], CUDA_R_32F, N, M, ldc)) &&
            st_ok(cublasLtMatmulPreferenceCreate(&pref)) &&
            st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws)) &&
            st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a16, sizeof a16)) &&
            st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a16, sizeof a16)) &&
            st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac)) &&
            st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac)) &&
-           st_ok(cublasLtMatmulAlgoGetHeuristic(c->lt, p.op, p.la, p.lb, p.lc, p.lc, pref, 1, &res, &nres)) &&
+           st_ok(cublasLtMatmulAlgoGetHeuristic(c->lt, p.op, p.l[0], p.l[1], p.l[2], p.l[2], pref, 1, &res, &nres)) &&
            nres > 0;
     if (pref)
         cublasLtMatmulPreferenceDestroy(pref);
@@ -861,8 +865,8 @@ static void fold_gemm(cuda_t *c, const mxg_op_t *A, const mxg_op_t *B, float *C,
         return;
     }
     const float one = 1.0f, beta = acc ? 1.0f : 0.0f;
-    const cublasStatus_t r = cublasLtMatmul(c->lt, p->op, &one, B->fcodes, p->la, A->fcodes, p->lb,
-                                            &beta, C, p->lc, C, p->lc, &p->algo, c->ws, c->ws_size,
+    const cublasStatus_t r = cublasLtMatmul(c->lt, p->op, &one, B->fcodes, p->l[0], A->fcodes, p->l[1],
+                                            &beta, C, p->l[2], C, p->l[2], &p->algo, c->ws, c->ws_size,
                                             c->st);
     if (r != CUBLAS_STATUS_SUCCESS) {
         cu_fail(c, ERR_FAIL, "cuda backend: cuBLASLt FP8 block-scaled GEMM failed (status %d)", (int)r);

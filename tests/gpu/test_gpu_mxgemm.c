@@ -369,6 +369,16 @@ static void random_case(const mx_spec_t *s6, prec_compute_t ct, int M, int N, in
     free(x), free(wt), free(bias), free(dy), free(y0), free(dw0);
 }
 
+/* the six operands' specs: format/block, rounding modes in turn from `shift` */
+static void specs6(mx_spec_t *s6, const char *fmt, int block, int shift)
+{
+    for (int o = 0; o < PREC_OPERAND_COUNT; o++) {
+        char t[96];
+        snprintf(t, sizeof t, "%s/%d/%s", fmt, block, ROUNDS[(o + shift) % 4]);
+        s6[o] = spec(t);
+    }
+}
+
 static void every_format_and_block_matches_cpu_within_tolerance(void **state)
 {
     NEED_GPU();
@@ -384,11 +394,8 @@ static void every_format_and_block_matches_cpu_within_tolerance(void **state)
         for (int b = 0; b < 4; b++)
             for (int sh = 0; sh < nshape; sh++) {
                 mx_spec_t s6[PREC_OPERAND_COUNT];
-                char t[96], name[128];
-                for (int o = 0; o < PREC_OPERAND_COUNT; o++) {
-                    snprintf(t, sizeof t, "%s/%d/%s", FORMATS[f], blocks[b], ROUNDS[(o + sh) % 4]);
-                    s6[o] = spec(t);
-                }
+                char name[128];
+                specs6(s6, FORMATS[f], blocks[b], sh);
                 snprintf(name, sizeof name, "%s/%d", FORMATS[f], blocks[b]);
                 prec_compute_t ct = sh == 1 ? PREC_COMPUTE_BF16 : PREC_COMPUTE_FP32;
                 random_case(s6, ct, shapes[sh][0], shapes[sh][1], shapes[sh][2], sh == 2,
@@ -500,11 +507,8 @@ static void folded_gemms_match_cpu_without_fallback(void **state)
     for (int f = 0; f < 3; f++)
         for (int b = 0; b < 4; b++) {
             mx_spec_t s6[PREC_OPERAND_COUNT];
-            char t[96], name[128];
-            for (int o = 0; o < PREC_OPERAND_COUNT; o++) {
-                snprintf(t, sizeof t, "%s/%d/%s", FOLDING[f], blocks[b], ROUNDS[(o + b) % 4]);
-                s6[o] = spec(t);
-            }
+            char name[128];
+            specs6(s6, FOLDING[f], blocks[b], b);
             snprintf(name, sizeof name, "folded %s/%d", FOLDING[f], blocks[b]);
             be_cuda_mxgemm_stats_t s0 = stats();
             random_case(s6, b == 1 ? PREC_COMPUTE_BF16 : PREC_COMPUTE_FP32, quick ? 128 : 256,

@@ -449,25 +449,41 @@ void cuda_op_sample(backend_t *be, be_ptr_t outp, be_ptr_t lp, size_t ld, int B,
     cu_sample(CU(be), iptr(outp), fptr(lp), ld, B, V, s, nullptr);
 }
 
+/* The passes' row scratch: thr, mx (B floats each), the chunks' maxima pmax (B nc floats),
+ * then their sums psum (B nc doubles; greedy: arg-max pairs in the same bytes). */
+typedef struct rowscr {
+    float *thr, *mx, *pmax;
+    double *psum;
+    int nc;
+} rowscr_t;
+
+static bool row_scratch(cuda_t *c, int B, int V, rowscr_t *r)
+{
+    r->nc = (V + SCH - 1) / SCH;
+    const size_t bn = (size_t)B * r->nc;
+    const size_t hdr = ((2 * (size_t)B + bn) * sizeof(float) + 15) & ~(size_t)15;
+    unsigned char *p = (unsigned char *)cu_scratch(c, CS_ROW, hdr + bn * sizeof(double));
+    if (!p)
+        return false;
+    r->thr = (float *)p, r->mx = r->thr + B, r->pmax = r->mx + B;
+    r->psum = (double *)(p + hdr);
+    return true;
+}
+
 void cu_sample(cuda_t *c, int32_t *out, const float *l, size_t ld, int B, int V,
                const be_sample_t *s, const int32_t *index_dev)
 {
     c->gen++; /* device memory changes: prepared GEMM operands are stale */
-    if (B <= 0 || V <= 0)
+    rowscr_t r;
+    if (B <= 0 || V <= 0 || !row_scratch(c, B, V, &r))
         return;
-    /* row scratch: thr, mx (B floats each), the chunks' max (B nc floats), then their sums
-     * (B nc doubles) or arg-max pairs */
-    const int nc = (V + SCH - 1) / SCH;
-    const size_t bn = (size_t)B * nc, hdr = ((2 * (size_t)B + bn) * sizeof(float) + 15) & ~(size_t)15;
-    unsigned char *rs = (unsigned char *)cu_scratch(c, CS_ROW, hdr + bn * sizeof(double));
-    if (!rs)
-        return;
-    float *thr = (float *)rs, *mx = thr + B, *pmax = mx + B;
-    double *psum = (double *)(rs + hdr);
+    const int nc = r.nc;
+    float *thr = r.thr, *mx = r.mx, *pmax = r.pmax;
+    double *psum = r.psum;
     const dim3 cg((unsigned)nc, (unsigned)B);
     if (!(s->temperature > 0)) {
-        int *pi = (int *)(rs + hdr);
-        float *pv = (float *)(pi + bn);
+        int *pi = (int *)psum;
+        float *pv = (float *)(pi + (size_t)B * nc);
         k_chunk_argmax<<<cg, SCT, 0, c->st>>>(pv, pi, l, ld, V);
         cu_launched(c, "k_chunk_argmax");
         k_chunk_argmax_fin<<<B, 32, 0, c->st>>>(out, pv, pi, nc);
@@ -524,20 +540,14 @@ void cu_sample(cuda_t *c, int32_t *out, const float *l, size_t ld, int B, int V,
 void cu_logp_rows(cuda_t *c, float *lp, float *lse, const float *l, size_t ld, const int32_t *ids,
                   int B, int V)
 {
-    if (B <= 0 || V <= 0)
+    rowscr_t r;
+    if (B <= 0 || V <= 0 || !row_scratch(c, B, V, &r))
         return;
-    const int nc = (V + SCH - 1) / SCH;
-    const size_t bn = (size_t)B * nc, hdr = ((2 * (size_t)B + bn) * sizeof(float) + 15) & ~(size_t)15;
-    unsigned char *rs = (unsigned char *)cu_scratch(c, CS_ROW, hdr + bn * sizeof(double));
-    if (!rs)
-        return;
-    float *pmax = (float *)rs + 2 * B;
-    double *psum = (double *)(rs + hdr);
-    const dim3 cg((unsigned)nc, (unsigned)B);
-    k_chunk_max<<<cg, SCT, 0, c->st>>>(pmax, l, ld, V, 1.0f, nullptr);
+    const dim3 cg((unsigned)r.nc, (unsigned)B);
+    k_chunk_max<<<cg, SCT, 0, c->st>>>(r.pmax, l, ld, V, 1.0f, nullptr);
     cu_launched(c, "k_chunk_max");
-    k_chunk_sum<<<cg, SCT, 0, c->st>>>(psum, pmax, l, ld, V, 1.0f, nullptr, nullptr);
+    k_chunk_sum<<<cg, SCT, 0, c->st>>>(r.psum, r.pmax, l, ld, V, 1.0f, nullptr, nullptr);
     cu_launched(c, "k_chunk_sum");
-    k_chunk_logp<<<B, 32, 0, c->st>>>(lp, lse, pmax, psum, nc, l, ld, ids, V);
+    k_chunk_logp<<<B, 32, 0, c->st>>>(lp, lse, r.pmax, r.psum, r.nc, l, ld, ids, V);
     cu_launched(c, "k_chunk_logp");
 }

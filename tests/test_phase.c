@@ -420,13 +420,13 @@ static void options_round_trip_and_name_bad_keys(void **state)
     o.gradient_operands = PHASE_GRAD_BACKWARD;
     o.sweep.eval.tokens = 100;
     o.sweep.nblocks = 1;
-    cJSON *j = phase_sensitivity_opts_to_json(&o);
+    cJSON *j = opts_to_json(&phase_sensitivity_opts_table, &o);
     assert_null(cJSON_GetObjectItem(j, "threshold_pct"));
     phase_sensitivity_opts_default(&back);
     err_t e = ERR_INIT;
-    if (phase_sensitivity_opts_from_json(j, "cfg.phase_sensitivity", &back, &e))
+    if (opts_from_json(&phase_sensitivity_opts_table, j, "cfg.phase_sensitivity", &back, &e))
         fail_msg("%s", e.msg);
-    cJSON *k = phase_sensitivity_opts_to_json(&back);
+    cJSON *k = opts_to_json(&phase_sensitivity_opts_table, &back);
     char *a = cJSON_PrintUnformatted(j), *b = cJSON_PrintUnformatted(k);
     assert_string_equal(a, b);
     free(a);
@@ -443,7 +443,7 @@ static void options_round_trip_and_name_bad_keys(void **state)
         cJSON *x = cJSON_Parse(bad[i][0]);
         err_clear(&e);
         phase_sensitivity_opts_default(&back);
-        assert_int_equal(phase_sensitivity_opts_from_json(x, "cfg.phase_sensitivity", &back, &e),
+        assert_int_equal(opts_from_json(&phase_sensitivity_opts_table, x, "cfg.phase_sensitivity", &back, &e),
                          ERR_INPUT);
         if (!strstr(e.msg, bad[i][1]) || !strstr(e.msg, "cfg.phase_sensitivity"))
             fail_msg("%s: expected a message naming %s, got %s", bad[i][0], bad[i][1], e.msg);
@@ -495,7 +495,7 @@ static void command_writes_the_phase_files_and_refuses_bad_input(void **state)
     free(out);
     rc = test_cli(&out, "sensitivity --model %s --reward-model %s", pol_dir, rm_dir);
     assert_int_equal(rc, 2);
-    assert_non_null(strstr(out, "go with --phase"));
+    assert_non_null(strstr(out, "--reward-model goes with --phase"));
     free(out);
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mx/mx.h"
 #include "pipeline/config.h"
 #include "pipeline/pipeline.h"
 #include "test_sft_tiny.h"
@@ -117,6 +118,90 @@ static void config_unknown_key_names_the_file_section_and_key(void **state)
     pipeline_config_t d;
     pipeline_config_default(&d);
     assert_memory_equal(&c, &d, sizeof c);
+}
+
+/* Every section is one options table (util/opts.h): its defaults parse and pass the section's
+ * checks, every key has a help line and is named once, and the defaults round-trip. */
+static void every_section_table_gives_defaults_help_and_round_trips(void **state)
+{
+    (void)state;
+    for (int i = 0; i < pipeline_nsections; i++) {
+        const pipeline_section_t *s = &pipeline_sections[i];
+        opt_keys_t k;
+        opts_keys(s->table, &k);
+        for (int a = 0; a < k.n; a++) {
+            if (k.ref[a].hidden)
+                continue;
+            if (!k.ref[a].f->help || !k.ref[a].f->help[0])
+                fail_msg("%s.%s has no help line", s->name, k.ref[a].f->key);
+            for (int b = 0; b < a; b++)
+                if (!k.ref[b].hidden && !strcmp(k.ref[a].f->key, k.ref[b].f->key))
+                    fail_msg("%s.%s is declared twice", s->name, k.ref[a].f->key);
+        }
+        char *a = calloc(1, s->table->size), *b = calloc(1, s->table->size);
+        opts_default(s->table, a);
+        err_t e = ERR_INIT;
+        if (opts_check(s->table, a, s->name, &e))
+            fail_msg("%s: the defaults fail the section's check: %s", s->name, e.msg);
+        cJSON *j = opts_to_json(s->table, a);
+        /* b holds nothing but what the JSON says (and the sub-keys that are not keys) */
+        if (opts_from_json(s->table, j, s->name, b, &e))
+            fail_msg("%s: %s", s->name, e.msg);
+        assert_memory_equal(a, b, s->table->size);
+        cJSON_Delete(j);
+        free(a);
+        free(b);
+    }
+}
+
+static void options_suggest_the_nearest_key_and_refuse_repeats(void **state)
+{
+    (void)state;
+    pipeline_config_t c;
+    pipeline_config_default(&c);
+    err_t e = ERR_INIT;
+    assert_int_equal(pipeline_config_set(&c, "ppo.lerning_rate=1e-4", &e), ERR_INPUT);
+    assert_string_equal(e.msg, "--set ppo: unknown key \"lerning_rate\" (did you mean "
+                               "\"learning_rate\"?)");
+    err_clear(&e);
+    assert_int_equal(pipeline_config_set(&c, "polices.block=8", &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "did you mean \"policies\"?"));
+    err_clear(&e);
+    cJSON *j = cJSON_Parse("{\"sft\": {\"steps\": 1, \"steps\": 2}}");
+    assert_int_equal(pipeline_config_from_json(j, "my.json", &c, &e), ERR_INPUT);
+    assert_string_equal(e.msg, "my.json: sft: key \"steps\" given twice");
+    cJSON_Delete(j);
+    err_clear(&e);
+    j = cJSON_Parse("{\"sft\": {}, \"sft\": {}}");
+    assert_int_equal(pipeline_config_from_json(j, "my.json", &c, &e), ERR_INPUT);
+    assert_string_equal(e.msg, "my.json: section \"sft\" given twice");
+    cJSON_Delete(j);
+    /* a flag's text: lists with the formats' aliases, errors naming the flag */
+    err_clear(&e);
+    sensitivity_opts_t so;
+    sensitivity_opts_default(&so);
+    assert_int_equal(opts_set_text(&sensitivity_opts_table, &so, "formats", "mxfp4,mxfp8",
+                                   "--formats", &e), 0);
+    assert_int_equal(so.nformats, 2);
+    assert_int_equal(so.formats[0], MX_FP4_E2M1);
+    assert_int_equal(so.formats[1], MX_FP8_E4M3);
+    assert_int_equal(opts_set_text(&sensitivity_opts_table, &so, "blocks", "8,x", "--blocks", &e),
+                     ERR_INPUT);
+    assert_string_equal(e.msg, "--blocks: expected integers in [1, 4096], got \"8,x\"");
+    /* the phase section embeds the matrix's keys but its thresholds, with 512 tokens */
+    phase_sensitivity_opts_t po;
+    phase_sensitivity_opts_default(&po);
+    assert_int_equal(po.sweep.eval.tokens, 512);
+    assert_true(po.sweep.threshold_pct == c.sensitivity.threshold_pct);
+    err_clear(&e);
+    assert_int_equal(opts_set_text(&phase_sensitivity_opts_table, &po, "threshold_pct", "1",
+                                   "--threshold", &e), ERR_INPUT);
+    /* help lines come from the table: range and default */
+    opt_keys_t k;
+    opts_keys(&ppo_opts_table, &k);
+    char help[320];
+    opts_ref_help(opts_find(&k, "steps"), help, sizeof help);
+    assert_string_equal(help, "PPO steps (1 to 1000000000; default 100)");
 }
 
 static void config_file_and_overrides_apply_in_order(void **state)
@@ -287,6 +372,24 @@ static void run_until_stops_and_sft_command_is_the_chain_up_to_sft(void **state)
     free(o);
     assert_int_equal(test_cli(&o, "run --output %s --config %s --until nothing", o2, cfg_path), 2);
     free(o);
+    /* --device overrides the sections' device keys, visibly, and the saved configuration
+       says what was used (policies.backend: the deprecated name of policies.device) */
+    assert_int_equal(test_cli(&o, "run --output %s --config %s --until data --device cpu "
+                                  "--set sensitivity.device=cuda --set policies.backend=cuda:1",
+                              o2, cfg_path), 0);
+    if (!strstr(o, "--device cpu overrides sensitivity.device \"cuda\"") ||
+        !strstr(o, "--device cpu overrides policies.device \"cuda:1\"") ||
+        strstr(o, "overrides phase_sensitivity"))
+        fail_msg("expected the two overrides to be logged, got:\n%s", o);
+    free(o);
+    char *saved = fs_join(o2, "config.json");
+    pipeline_config_t c;
+    pipeline_config_default(&c);
+    err_t e = ERR_INIT;
+    assert_int_equal(pipeline_config_load(saved, &c, &e), 0);
+    assert_string_equal(c.sensitivity.backend, "cpu");
+    assert_string_equal(c.policies.backend, "cpu");
+    free(saved);
 }
 
 static void run_with_a_given_model_and_hh_file_skips_pretraining(void **state)
@@ -411,6 +514,8 @@ int main(int argc, char **argv)
     tiny_omp_passive(argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(config_defaults_round_trip_through_json),
+        cmocka_unit_test(every_section_table_gives_defaults_help_and_round_trips),
+        cmocka_unit_test(options_suggest_the_nearest_key_and_refuse_repeats),
         cmocka_unit_test(config_unknown_key_names_the_file_section_and_key),
         cmocka_unit_test(config_file_and_overrides_apply_in_order),
         cmocka_unit_test(config_command_prints_defaults_and_checks_files),

@@ -311,21 +311,21 @@ static void options_round_trip_and_refuse_unknown_keys(void **state)
     o.block = 16;
     o.fp16_compute = PREC_COMPUTE_BF16;
     o.budget_factor = 3;
-    cJSON *j = policies_opts_to_json(&o);
+    cJSON *j = opts_to_json(&policies_opts_table, &o);
     policies_opts_default(&back);
     err_t e = ERR_INIT;
-    assert_int_equal(policies_opts_from_json(j, "cfg.policies", &back, &e), 0);
+    assert_int_equal(opts_from_json(&policies_opts_table, j, "cfg.policies", &back, &e), 0);
     assert_int_equal(back.block, 16);
     assert_int_equal(back.fp16_compute, PREC_COMPUTE_BF16);
     assert_true(back.budget_factor == 3);
     cJSON_AddStringToObject(j, "blok", "x");
-    assert_int_equal(policies_opts_from_json(j, "cfg.policies", &back, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&policies_opts_table, j, "cfg.policies", &back, &e), ERR_INPUT);
     assert_non_null(strstr(e.msg, "blok"));
     cJSON_Delete(j);
     j = cJSON_Parse("{\"fp16_compute\": \"fp32\"}");
     err_clear(&e);
     policies_opts_default(&back);
-    assert_int_equal(policies_opts_from_json(j, "c", &back, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&policies_opts_table, j, "c", &back, &e), ERR_INPUT);
     assert_non_null(strstr(e.msg, "fp16_compute"));
     cJSON_Delete(j);
 }

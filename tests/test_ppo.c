@@ -284,7 +284,7 @@ static void kill_and_resume_gives_identical_results(void **state)
     o.steps = 12; /* checkpoints at 2, 4, ..., 12: the kill lands well before the end */
     err_t e = ERR_INIT;
     cJSON *cfg = cJSON_CreateObject();
-    cJSON_AddItemToObject(cfg, "ppo", ppo_opts_to_json(&o));
+    cJSON_AddItemToObject(cfg, "ppo", opts_to_json(&ppo_opts_table, &o));
     char *cfgp = path2(root, "kill.json");
     assert_int_equal(json_write_file(cfgp, cfg, true, &e), 0);
     cJSON_Delete(cfg);
@@ -442,29 +442,45 @@ static void options_round_trip_and_errors_name_the_key(void **state)
     a.kl_penalty = PPO_KL_FULL;
     a.separate_critic = true;
     a.seed = 7;
-    cJSON *j = ppo_opts_to_json(&a);
+    cJSON *j = opts_to_json(&ppo_opts_table, &a);
     err_t e = ERR_INIT;
     ppo_opts_default(&b);
-    assert_int_equal(ppo_opts_from_json(j, "cfg", &b, &e), 0);
+    assert_int_equal(opts_from_json(&ppo_opts_table, j, "cfg", &b, &e), 0);
     assert_memory_equal(&a, &b, sizeof a);
     cJSON_Delete(j);
     cJSON *bad = cJSON_Parse("{\"batch_sise\": 8}");
-    assert_int_equal(ppo_opts_from_json(bad, "config.json: ppo", &b, &e), ERR_INPUT);
-    assert_non_null(strstr(e.msg, "config.json: ppo.batch_sise"));
+    assert_int_equal(opts_from_json(&ppo_opts_table, bad, "config.json: ppo", &b, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "config.json: ppo: unknown key \"batch_sise\" (did you mean "
+                                  "\"batch_size\"?)"));
     cJSON_Delete(bad);
     err_t e2 = ERR_INIT;
     bad = cJSON_Parse("{\"kl_penalty\": \"kl2\"}");
-    assert_int_equal(ppo_opts_from_json(bad, "c", &b, &e2), ERR_INPUT);
-    assert_non_null(strstr(e2.msg, "c.kl_penalty"));
+    assert_int_equal(opts_from_json(&ppo_opts_table, bad, "c", &b, &e2), ERR_INPUT);
+    assert_non_null(strstr(e2.msg, "c: field \"kl_penalty\": expected one of \"kl\", \"abs\""));
     cJSON_Delete(bad);
     err_t e3 = ERR_INIT;
     bad = cJSON_Parse("{\"batch_size\": 6}"); /* not a multiple of 4 x 1 */
-    assert_int_equal(ppo_opts_from_json(bad, "c", &b, &e3), ERR_INPUT);
+    assert_int_equal(opts_from_json(&ppo_opts_table, bad, "c", &b, &e3), ERR_INPUT);
     cJSON_Delete(bad);
     const char *sets[] = {"learning_rate=1e-4", "adap_kl_ctrl=false", "template=chatml"};
     ppo_opts_default(&b);
-    assert_int_equal(ppo_opts_set(&b, sets, 3, &e), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(opts_set_json(&ppo_opts_table, &b, sets[i], "--set", &e), 0);
     assert_true(b.learning_rate == 1e-4 && !b.adap_kl_ctrl && b.template_ == RLHF_TEMPLATE_CHATML);
+    /* seeds: JSON integers up to 2^53 or decimal strings, as docs/cli.md says */
+    assert_int_equal(opts_set_json(&ppo_opts_table, &b, "seed=\"18446744073709551615\"", "--set",
+                                   &e), 0);
+    assert_true(b.seed == UINT64_MAX);
+    j = opts_to_json(&ppo_opts_table, &b);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "seed")->valuestring,
+                        "18446744073709551615");
+    cJSON_Delete(j);
+    /* a key given twice in one section is an error naming it */
+    err_t e4 = ERR_INIT;
+    bad = cJSON_Parse("{\"steps\": 3, \"steps\": 4}");
+    assert_int_equal(opts_from_json(&ppo_opts_table, bad, "c", &b, &e4), ERR_INPUT);
+    assert_string_equal(e4.msg, "c: key \"steps\" given twice");
+    cJSON_Delete(bad);
 }
 
 static void baseline_writes_the_study_files_and_charts(void **state)
@@ -698,16 +714,17 @@ static void baseline_options_default_off_and_errors_name_the_key(void **state)
 {
     (void)state;
     pipeline_baseline_opts_t o;
-    pipeline_baseline_opts_default(&o);
+    opts_default(&pipeline_baseline_opts_table, &o);
     assert_false(o.calibrate);
     assert_true(o.calibrate_s == 10);
     err_t e = ERR_INIT;
     cJSON *j = cJSON_Parse("{\"calibrate\": true, \"calibrate_s\": 2.5}");
-    assert_int_equal(pipeline_baseline_opts_from_json(j, "cfg: baseline", &o, &e), 0);
+    assert_int_equal(opts_from_json(&pipeline_baseline_opts_table, j, "cfg: baseline", &o, &e), 0);
     assert_true(o.calibrate && o.calibrate_s == 2.5);
     cJSON_Delete(j);
     j = cJSON_Parse("{\"calibrate_s\": 0}");
-    assert_int_equal(pipeline_baseline_opts_from_json(j, "cfg: baseline", &o, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&pipeline_baseline_opts_table, j, "cfg: baseline", &o, &e),
+                     ERR_INPUT);
     assert_non_null(strstr(e.msg, "calibrate_s"));
     cJSON_Delete(j);
     /* --calibrate needs the monitor: mxrlhf ppo has none */

@@ -679,17 +679,17 @@ static void options_round_trip_and_name_bad_keys(void **state)
     o.threshold_pct = 1.5;
     o.nblocks = 2;
     o.blocks[1] = 16;
-    cJSON *j = sensitivity_opts_to_json(&o);
+    cJSON *j = opts_to_json(&sensitivity_opts_table, &o);
     sensitivity_opts_default(&back);
     err_t e = ERR_INIT;
-    assert_int_equal(sensitivity_opts_from_json(j, "cfg.sensitivity", &back, &e), 0);
+    assert_int_equal(opts_from_json(&sensitivity_opts_table, j, "cfg.sensitivity", &back, &e), 0);
     assert_int_equal(back.eval.tokens, 123);
     assert_int_equal(back.eval.score, PROFILE_SCORE_RESPONSE);
     assert_int_equal(back.nblocks, 2);
     assert_int_equal(back.blocks[1], 16);
     assert_true(back.threshold_pct == 1.5);
     cJSON_AddNumberToObject(j, "treshold_pct", 3);
-    assert_int_equal(sensitivity_opts_from_json(j, "cfg.sensitivity", &back, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&sensitivity_opts_table, j, "cfg.sensitivity", &back, &e), ERR_INPUT);
     assert_non_null(strstr(e.msg, "cfg.sensitivity"));
     assert_non_null(strstr(e.msg, "treshold_pct"));
     cJSON_Delete(j);
@@ -697,12 +697,29 @@ static void options_round_trip_and_name_bad_keys(void **state)
     cJSON *k = cJSON_Parse("{\"blocks\": [16, 32]}");
     err_clear(&e);
     sensitivity_opts_default(&back);
-    assert_int_equal(sensitivity_opts_from_json(k, "c", &back, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&sensitivity_opts_table, k, "c", &back, &e), ERR_INPUT);
     cJSON_Delete(k);
     k = cJSON_Parse("{\"score\": 3}");
     err_clear(&e);
-    assert_int_equal(sensitivity_opts_from_json(k, "c", &back, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&sensitivity_opts_table, k, "c", &back, &e), ERR_INPUT);
     assert_non_null(strstr(e.msg, "score"));
+    cJSON_Delete(k);
+    /* the section's device key is "device"; the older "backend" still reads into it, and
+       the two together are one key given twice */
+    sensitivity_opts_default(&back);
+    k = cJSON_Parse("{\"backend\": \"cuda:1\"}");
+    err_clear(&e);
+    assert_int_equal(opts_from_json(&sensitivity_opts_table, k, "c", &back, &e), 0);
+    assert_string_equal(back.backend, "cuda:1");
+    cJSON_Delete(k);
+    j = opts_to_json(&sensitivity_opts_table, &back);
+    assert_null(cJSON_GetObjectItemCaseSensitive(j, "backend"));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "device")->valuestring, "cuda:1");
+    cJSON_Delete(j);
+    k = cJSON_Parse("{\"device\": \"cpu\", \"backend\": \"cuda\"}");
+    err_clear(&e);
+    assert_int_equal(opts_from_json(&sensitivity_opts_table, k, "c", &back, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "\"device\" given twice (also as \"backend\")"));
     cJSON_Delete(k);
 }
 

@@ -209,7 +209,7 @@ static void lr_schedule_warms_up_then_decays_to_the_floor(void **state)
 {
     (void)state;
     rlhf_optim_t o;
-    rlhf_optim_default(&o);
+    opts_default(&rlhf_optim_table, &o);
     o.lr = 1.0;
     o.warmup_steps = 10;
     o.min_lr_ratio = 0.1;
@@ -284,24 +284,24 @@ static void sft_options_reject_unknown_keys_and_bad_values(void **state)
     rlhf_sft_opts_default(&o);
     err_t e = ERR_INIT;
     cJSON *j = cJSON_Parse("{\"steps\": 5, \"lrr\": 1}");
-    assert_int_equal(rlhf_sft_opts_from_json(j, "cfg.json: sft", &o, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&rlhf_sft_opts_table, j, "cfg.json: sft", &o, &e), ERR_INPUT);
     assert_non_null(strstr(e.msg, "cfg.json: sft: unknown key \"lrr\""));
     cJSON_Delete(j);
     err_clear(&e);
     j = cJSON_Parse("{\"template\": \"chatml\", \"schedule\": \"sawtooth\"}");
-    assert_int_equal(rlhf_sft_opts_from_json(j, "sft", &o, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&rlhf_sft_opts_table, j, "sft", &o, &e), ERR_INPUT);
     assert_non_null(strstr(e.msg, "\"schedule\": expected one of"));
     cJSON_Delete(j);
     err_clear(&e);
     j = cJSON_Parse("{\"batch_size\": 0}");
-    assert_int_equal(rlhf_sft_opts_from_json(j, "sft", &o, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&rlhf_sft_opts_table, j, "sft", &o, &e), ERR_INPUT);
     assert_non_null(strstr(e.msg, "batch_size"));
     cJSON_Delete(j);
     err_clear(&e);
     rlhf_model_opts_t mo;
     rlhf_model_opts_default(&mo);
     j = cJSON_Parse("{\"hidden\": 100, \"heads\": 3}");
-    assert_int_equal(rlhf_model_opts_from_json(j, "model", &mo, &e), ERR_INPUT);
+    assert_int_equal(opts_from_json(&rlhf_model_opts_table, j, "model", &mo, &e), ERR_INPUT);
     assert_non_null(strstr(e.msg, "hidden (100) must be heads (3)"));
     cJSON_Delete(j);
 }

@@ -1,6 +1,7 @@
 /* backend: opening backends by name. The ops themselves live in backend_<name>.c. */
 #include "backend/backend.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int be_open(const char *name, backend_t **out, err_t *e)
@@ -10,7 +11,13 @@ int be_open(const char *name, backend_t **out, err_t *e)
         return be_cpu_open(out, e);
     if (!strcmp(name, "cuda"))
         return be_cuda_open(out, e);
-    return err_set(e, ERR_INPUT, "unknown device \"%s\" (expected cpu or cuda)", name);
+    if (!strncmp(name, "cuda:", 5) && name[5] >= '0' && name[5] <= '9') {
+        char *end;
+        long dev = strtol(name + 5, &end, 10);
+        if (!*end && dev <= 1024)
+            return be_cuda_open_device((int)dev, out, e);
+    }
+    return err_set(e, ERR_INPUT, "unknown device \"%s\" (expected cpu, cuda or cuda:N)", name);
 }
 
 void be_close(backend_t *be)

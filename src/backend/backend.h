@@ -142,6 +142,13 @@ typedef struct be_sample {
     uint64_t seed, stream, index;
 } be_sample_t;
 
+/* Memory a backend holds, in bytes: now, and the most at any time since it was opened or
+ * the peak was last reset. What it counts: the CPU backend its buffers (be_alloc); the CUDA
+ * backend every cudaMalloc of its own (buffers, scratch, weight caches, the cuBLASLt
+ * workspace; not the CUDA context). */
+typedef struct be_mem {
+    size_t current, peak;
+} be_mem_t;
 /* ---- decoding: one token per row ------------------------------------------------------ */
 
 /* What a decoding step's fused ops take at most: rows (tokens) of one fused linear op and
@@ -301,6 +308,10 @@ typedef struct be_ops {
     int (*graph_end)(backend_t *be, be_graph_t **g, err_t *e);
     void (*graph_launch)(backend_t *be, be_graph_t *g);
     void (*graph_free)(backend_t *be, be_graph_t *g);
+    /* facts about the backend (be_mem, be_native below) */
+    void (*mem)(backend_t *be, be_mem_t *out, bool reset_peak);
+    bool (*native)(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct,
+                   bool decode);
 } be_ops_t;
 
 struct backend {
@@ -308,8 +319,9 @@ struct backend {
     void *impl;
 };
 
-/* Backends by name: "cpu", "cuda". ERR_UNAVAILABLE for a backend not built in or a
- * device that is absent. */
+/* Backends by device name: "cpu", "cuda" (the first GPU), "cuda:N" (GPU N as the CUDA
+ * runtime numbers them). ERR_INPUT for another name; ERR_UNAVAILABLE for a backend not
+ * built in or a device that is absent. */
 int be_open(const char *name, backend_t **out, err_t *e);
 void be_close(backend_t *be);
 const char *be_name(const backend_t *be);
@@ -321,6 +333,39 @@ int be_cpu_open(backend_t **out, err_t *e);
  * fp16 / fp32 tensor-core GEMMs through cuBLASLt, float32 everywhere else. ERR_UNAVAILABLE
  * when built without CUDA or when no device answers. Extras in backend/cuda.h. */
 int be_cuda_open(backend_t **out, err_t *e);
+int be_cuda_open_device(int dev, backend_t **out, err_t *e); /* GPU dev */
+
+/* ---- facts ---------------------------------------------------------------------------- */
+
+static inline be_mem_t be_mem(backend_t *be)
+{
+    be_mem_t m = {0, 0};
+    be->ops->mem(be, &m, false);
+    return m;
+}
+static inline void be_mem_reset_peak(backend_t *be)
+{
+    be_mem_t m;
+    be->ops->mem(be, &m, true);
+}
+/* True when a GEMM of operands quantized to specs a and b (NULL: fp32) under compute type
+ * ct runs in those types on the hardware; false when the backend fake-quantizes or rounds
+ * and computes in a wider type ("emulated": the CPU for everything but fp32; cuda for MX
+ * pairs its dispatch does not map). */
+static inline bool be_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b,
+                             prec_compute_t ct)
+{
+    const mx_spec_t fp32 = {MX_FP32, 32, MX_ROUND_EVEN, MX_SCALE_FLOOR};
+    return be->ops->native(be, a ? a : &fp32, b ? b : &fp32, ct, false);
+}
+/* The same for the decoding steps' forward of a linear layer (weight spec w, input spec in):
+ * true where the backend reads the weight packed and multiplies exactly (cuda's packed
+ * decoding, be_dec_native's rule). */
+static inline bool be_native_decode(backend_t *be, const mx_spec_t *w, const mx_spec_t *in,
+                                    prec_compute_t ct)
+{
+    return be->ops->native(be, w, in, ct, true);
+}
 
 /* ---- wrappers: what the model calls --------------------------------------------------- */
 

@@ -73,6 +73,7 @@ typedef struct cpu {
     int nthr;
     float **tscr;      /* per-thread scratch */
     size_t *tscr_n;
+    be_mem_t mem;      /* bytes in buffers */
 } cpu_t;
 
 static cpu_t *CPU(backend_t *be) { return (cpu_t *)be->impl; }
@@ -168,13 +169,31 @@ static be_buf_t *cpu_buf_alloc(backend_t *be, size_t bytes, err_t *e)
         return NULL;
     }
     b->size = bytes;
+    cpu_t *c = CPU(be);
+    c->mem.current += n;
+    c->mem.peak = c->mem.current > c->mem.peak ? c->mem.current : c->mem.peak;
     return b;
 }
 
 static void cpu_buf_free(backend_t *be, be_buf_t *b)
 {
+    CPU(be)->mem.current -= ((b->size ? b->size : 1) + 63) & ~(size_t)63;
     free(b->data);
     free(b);
+}
+
+static void cpu_mem(backend_t *be, be_mem_t *out, bool reset_peak)
+{
+    cpu_t *c = CPU(be);
+    if (reset_peak)
+        c->mem.peak = c->mem.current;
+    *out = c->mem;
+}
+
+static bool cpu_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct,
+                       bool decode)
+{
+    return ct == PREC_COMPUTE_FP32 && a->format == MX_FP32 && b->format == MX_FP32;
 }
 
 static size_t cpu_buf_size(const be_buf_t *b) { return b->size; }
@@ -1310,6 +1329,8 @@ static const be_ops_t cpu_ops = {
     .graph_end = cpu_graph_end,
     .graph_launch = cpu_graph_launch,
     .graph_free = cpu_graph_free,
+    .mem = cpu_mem,
+    .native = cpu_native,
 };
 
 int be_cpu_open(backend_t **out, err_t *e)

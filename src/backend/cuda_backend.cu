@@ -690,6 +690,28 @@ static void cuda_destroy(backend_t *be)
     free(c);
 }
 
+static void cuda_mem(backend_t *be, be_mem_t *out, bool reset_peak)
+{
+    cuda_t *c = CU(be);
+    if (reset_peak)
+        c->mem_peak = c->mem_cur;
+    out->current = c->mem_cur;
+    out->peak = c->mem_peak;
+}
+
+/* 16-bit types and fp32 run on the tensor cores as they are; an MX pair natively where the
+ * MX GEMM dispatch maps it (be_cuda_mxgemm_native) and it is switched on; a decoding step's
+ * linear layer where packed decoding is on and be_dec_native accepts its specs. */
+static bool cuda_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct,
+                        bool decode)
+{
+    if (decode)
+        return CU(be)->dec_mode == BE_CUDA_DEC_PACKED && be_dec_native(a, b, ct);
+    if (!mx_format_info(a->format)->is_mx && !mx_format_info(b->format)->is_mx)
+        return true;
+    return CU(be)->mxg_on && be_cuda_mxgemm_native(a, b, ct);
+}
+
 static const be_ops_t cuda_ops = {
     "cuda",
     cuda_destroy,
@@ -734,6 +756,8 @@ static const be_ops_t cuda_ops = {
     cuda_op_graph_end,
     cuda_op_graph_launch,
     cuda_op_graph_free,
+    cuda_mem,
+    cuda_native,
 };
 
 /* ---- the profiling table: the same ops, each timed between two synchronisations ------------- */
@@ -914,11 +938,15 @@ static const be_ops_t cuda_prof_ops = {
     cuda_op_graph_end,
     p_graph_launch,
     cuda_op_graph_free,
+    cuda_mem,
+    cuda_native,
 };
 
 extern "C" bool be_cuda_built(void) { return true; }
 
-extern "C" int be_cuda_open(backend_t **out, err_t *e)
+extern "C" int be_cuda_open(backend_t **out, err_t *e) { return be_cuda_open_device(0, out, e); }
+
+extern "C" int be_cuda_open_device(int dev, backend_t **out, err_t *e)
 {
     *out = nullptr;
     int n = 0;
@@ -928,10 +956,13 @@ extern "C" int be_cuda_open(backend_t **out, err_t *e)
         return err_set(e, ERR_UNAVAILABLE, "device \"cuda\": no usable GPU (%s)",
                        r != cudaSuccess ? cudaGetErrorString(r) : "no CUDA device found");
     }
+    if (dev < 0 || dev >= n)
+        return err_set(e, ERR_UNAVAILABLE, "device \"cuda:%d\": there are %d GPU(s), cuda:0 to "
+                       "cuda:%d", dev, n, n - 1);
     cuda_t *c = (cuda_t *)err_calloc(e, 1, sizeof *c, "the cuda backend");
     if (!c)
         return e->code;
-    c->dev = 0;
+    c->dev = dev;
     c->attn = BE_CUDA_ATTN_FAST;
     const char *am = getenv("MXRLHF_CUDA_ATTN");
     if (am && !strcmp(am, "exact"))
@@ -1017,18 +1048,18 @@ extern "C" int be_cuda_info(backend_t *be, be_cuda_info_t *out, err_t *e)
 
 extern "C" int be_cuda_mem(backend_t *be, be_cuda_mem_t *out, err_t *e)
 {
-    cuda_t *c = as_cuda(be, e);
-    if (!c)
+    if (!as_cuda(be, e))
         return e->code;
-    out->current = c->mem_cur;
-    out->peak = c->mem_peak;
+    be_mem_t m = be_mem(be);
+    out->current = m.current;
+    out->peak = m.peak;
     return ERR_OK;
 }
 
 extern "C" void be_cuda_mem_reset_peak(backend_t *be)
 {
     if (be && (be->ops == &cuda_ops || be->ops == &cuda_prof_ops))
-        CU(be)->mem_peak = CU(be)->mem_cur;
+        be_mem_reset_peak(be);
 }
 
 extern "C" int be_cuda_set_attn(backend_t *be, be_cuda_attn_t mode, err_t *e)

@@ -21,6 +21,12 @@ int be_cuda_open(backend_t **out, err_t *e)
     return unavailable(e);
 }
 
+int be_cuda_open_device(int dev, backend_t **out, err_t *e)
+{
+    *out = NULL;
+    return unavailable(e);
+}
+
 int be_cuda_info(backend_t *be, be_cuda_info_t *out, err_t *e) { return unavailable(e); }
 int be_cuda_mem(backend_t *be, be_cuda_mem_t *out, err_t *e) { return unavailable(e); }
 void be_cuda_mem_reset_peak(backend_t *be) {}

@@ -6,24 +6,12 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "data/split.h"
 #include "pipeline/baseline.h"
+#include "pipeline/compare.h"
 #include "rlhf/ppo_data.h"
 #include "util/fs.h"
 #include "util/json.h"
-
-/* The "baseline" section of a configuration file, when it has one (calibrate, calibrate_s). */
-static int load_baseline_section(const char *path, pipeline_baseline_opts_t *o, err_t *e)
-{
-    cJSON *j = NULL;
-    if (json_load_file(path, 16u << 20, &j, e))
-        return e->code;
-    const cJSON *sec = cJSON_GetObjectItemCaseSensitive(j, "baseline");
-    char ctx[1100];
-    snprintf(ctx, sizeof ctx, "%s: baseline", path);
-    int rc = sec ? pipeline_baseline_opts_from_json(sec, ctx, o, e) : ERR_OK;
-    cJSON_Delete(j);
-    return rc;
-}
 
 int cmd_baseline(int argc, char **argv)
 {
@@ -31,39 +19,35 @@ int cmd_baseline(int argc, char **argv)
     memset(&b, 0, sizeof b);
     const char *data = NULL, *device = "cpu";
     bool synthetic = false;
-    const char *config = NULL, *output = "results/gpu_baseline", *source = "auto";
-    long long pairs = 1000, steps = -1;
-    uint64_t data_seed = 1234, seed = 0;
-    double interval_ms = 20, idle_s = 2, calibrate_s = -1;
-    bool seed_given = false, calibrate = false;
+    const char *config = NULL, *output = "results/gpu_baseline";
+    long long pairs = DATA_DEFAULT_PAIRS;
+    uint64_t data_seed = DATA_DEFAULT_SEED;
     arg_list_t sets = {0};
-    arg_opt_t opts[] = {
+    args_mirror_t mi = {0};
+    arg_opt_t opts[32] = {
         {"policy-model", ARG_STRING, &b.policy_dir, "DIR", "SFT policy (Hugging Face directory with tokenizer.json)"},
         {"reward-model", ARG_STRING, &b.reward_dir, "DIR", "reward model (score head)"},
         {"ref-model", ARG_STRING, &b.ref_dir, "DIR", "frozen reference (default: the policy)"},
         {"critic-model", ARG_STRING, &b.critic_dir, "DIR", "separate critic's start (separate_critic)"},
         {"data", ARG_STRING, &data, "FILE", "HH-RLHF pairs (.jsonl[.gz]); default: the synthetic task"},
         {"synthetic", ARG_FLAG, &synthetic, NULL, "--data holds synthetic-task pairs"},
-        {"pairs", ARG_INT, &pairs, "N", "pairs drawn before splitting (default 1000)"},
-        {"data-seed", ARG_U64, &data_seed, "S", "seed of the data draw and split (default 1234)"},
-        {"seed", ARG_U64, &seed, "S", "PPO seed (default 42)"},
-        {"steps", ARG_INT, &steps, "N", "PPO steps (default 100)"},
+        {"pairs", ARG_INT, &pairs, "N", "pairs drawn before splitting (default " OPT_STR(DATA_DEFAULT_PAIRS) ")"},
+        {"data-seed", ARG_U64, &data_seed, "S", "seed of the data draw and split (default " OPT_STR(DATA_DEFAULT_SEED) ")"},
         {"output", ARG_STRING, &output, "DIR", "results directory (default results/gpu_baseline)"},
-        {"config", ARG_STRING, &config, "FILE", "JSON options: its \"ppo\" object, or the whole file"},
+        {"config", ARG_STRING, &config, "FILE", "JSON options: its \"ppo\" object (or the whole file) and its \"baseline\" object"},
         {"set", ARG_LIST, &sets, "KEY=VALUE", "override one PPO option (repeatable)"},
-        {"power-source", ARG_STRING, &source, "SRC", "auto (default), nvml, rapl, none or replay:FILE"},
         {"devices", ARG_STRING, &b.devices, "LIST", "GPUs to measure (bus ids or CUDA indices)"},
-        {"interval-ms", ARG_DOUBLE, &interval_ms, "MS", "power sampling interval (default 20)"},
-        {"idle-s", ARG_DOUBLE, &idle_s, "S", "idle power measured first (default 2; 0: skip)"},
         {"policy", ARG_STRING, &b.policies_path, "FILE", "policies.json: every phase under a precision plan"},
         {"plan", ARG_STRING, &b.plan, "NAME", "the plan (with --policy)"},
-        {"device", ARG_STRING, &device, "NAME", "compute backend (default cpu)"},
+        {"device", ARG_STRING, &device, "D", "cpu, cuda or cuda:N (default cpu)"},
         {"resume", ARG_FLAG, &b.resume, NULL, "continue a killed run from its last checkpoint"},
-        {"calibrate", ARG_FLAG, &calibrate, NULL, "after training, repeat each phase's work under "
-         "the monitor to measure its steady power (energy.csv method `calibrated`)"},
-        {"calibrate-s", ARG_DOUBLE, &calibrate_s, "S", "steady time per phase with --calibrate "
-         "(default 10)"},
     };
+    int nopts = 16;
+    args_mirror_add(&mi, &ppo_opts_table, opts, &nopts, 32);
+    args_mirror_add(&mi, &pipeline_baseline_opts_table, opts, &nopts, 32);
+    /* how the energy is measured: the compare section's keys, with their defaults */
+    args_mirror_add_only(&mi, &compare_opts_table, "power_source,interval_ms,idle_s", opts,
+                         &nopts, 32);
     arg_spec_t spec = {"baseline", "PPO with the energy monitor: the study's energy baseline.",
                        "[--steps 100] [--output results/gpu_baseline] --policy-model DIR "
                        "--reward-model DIR [options]",
@@ -75,14 +59,11 @@ int cmd_baseline(int argc, char **argv)
                        "after) for --calibrate-s seconds of steady time with randomised start "
                        "offsets; energy.csv uses the steady power where the per-step windows "
                        "are too short, and says which phases did (method, note; calibration in "
-                       "phase_timing.json). Outputs of the training itself do not change. "
-                       "--config also reads a \"baseline\" object (calibrate, calibrate_s).",
-                       opts, (int)(sizeof opts / sizeof opts[0]), false};
+                       "phase_timing.json). Outputs of the training itself do not change.",
+                       opts, nopts, false};
     err_t e = ERR_INIT;
     int npos;
     char **pos;
-    for (int i = 0; i < argc; i++)
-        seed_given |= !strcmp(argv[i], "--seed") || !strncmp(argv[i], "--seed=", 7);
     int rc = args_parse(&spec, argc, argv, &npos, &pos, &e);
     if (rc == ARGS_HELP)
         return 0;
@@ -90,42 +71,31 @@ int cmd_baseline(int argc, char **argv)
         return cli_report("baseline", &e);
     ppo_opts_t o;
     ppo_opts_default(&o);
-    pipeline_baseline_opts_default(&b.opts);
-    if ((config && (ppo_opts_load_file(config, &o, &e) ||
-                    load_baseline_section(config, &b.opts, &e))) ||
-        ppo_opts_set(&o, sets.items, sets.n, &e))
+    opts_default(&pipeline_baseline_opts_table, &b.opts);
+    if ((config && (opts_load_file(&ppo_opts_table, config, "ppo", true, &o, &e) ||
+                    opts_load_file(&pipeline_baseline_opts_table, config, "baseline", false,
+                                   &b.opts, &e))) ||
+        args_set_keys(&ppo_opts_table, &o, &sets, &e) ||
+        args_mirror_apply(&mi, &ppo_opts_table, &o, NULL, &e) ||
+        args_mirror_apply(&mi, &pipeline_baseline_opts_table, &b.opts, NULL, &e))
         return cli_report("baseline", &e);
-    b.opts.calibrate |= calibrate;
-    if (calibrate_s != -1) {
-        /* through the section's own checks (its range) */
-        cJSON *j = cJSON_CreateObject();
-        int bad = j && cJSON_AddNumberToObject(j, "calibrate_s", calibrate_s)
-                     ? pipeline_baseline_opts_from_json(j, "--calibrate-s", &b.opts, &e)
-                     : err_set(&e, ERR_NOMEM, "out of memory");
-        cJSON_Delete(j);
-        if (bad)
-            return cli_report("baseline", &e);
-    }
-    if (steps >= 0 && (steps < 1 || steps > 1000000000)) {
-        err_set(&e, ERR_INPUT, "--steps: expected 1 to 1e9, got %lld", steps);
+    compare_opts_t meas;
+    compare_opts_default(&meas);
+    if (args_mirror_apply_one(&mi, "power-source", &compare_opts_table, "power_source", &meas,
+                              &e) ||
+        args_mirror_apply_one(&mi, "interval-ms", &compare_opts_table, "interval_ms", &meas, &e) ||
+        args_mirror_apply_one(&mi, "idle-s", &compare_opts_table, "idle_s", &meas, &e))
         return cli_report("baseline", &e);
-    }
-    if (steps >= 0)
-        o.steps = (int)steps;
-    if (seed_given)
-        o.seed = seed;
-    if (pairs < 1 || !(interval_ms >= 1 && interval_ms <= 60000) || !(idle_s >= 0 && idle_s <= 3600) ||
-        (!b.policies_path != !b.plan)) {
-        err_set(&e, ERR_INPUT, "need --pairs >= 1, --interval-ms 1 to 60000, --idle-s 0 to 3600, "
-                "and --policy with --plan");
+    if (pairs < 1 || (!b.policies_path != !b.plan)) {
+        err_set(&e, ERR_INPUT, "need --pairs >= 1, and --policy with --plan");
         return cli_report("baseline", &e);
     }
     if (args_require(b.policy_dir, "policy-model", &e) || args_require(b.reward_dir, "reward-model", &e))
         return cli_report("baseline", &e);
     b.out_dir = output;
-    b.power_source = source;
-    b.interval_s = interval_ms / 1000;
-    b.idle_s = idle_s;
+    b.power_source = meas.power_source;
+    b.interval_s = meas.interval_ms / 1000;
+    b.idle_s = meas.idle_s;
     b.log = stderr;
     backend_t *be = NULL;
     ppo_prompts_t pr;

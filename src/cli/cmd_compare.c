@@ -10,6 +10,7 @@
 #include "data/hh.h"
 #include "data/split.h"
 #include "pipeline/compare.h"
+#include "pipeline/config.h"
 #include "rlhf/ppo_data.h"
 #include "util/fs.h"
 
@@ -19,13 +20,12 @@ int cmd_compare(int argc, char **argv)
     pipeline_compare_t c;
     memset(&c, 0, sizeof c);
     const char *data = NULL, *device = "cpu", *config = NULL, *output = "results";
-    const char *plans = NULL, *control = NULL, *reference = NULL, *source = NULL;
-    bool synthetic = false, keep = false;
-    long long pairs = 1000, seeds = -1, steps = -1;
-    double calibrate_s = -1;
-    uint64_t data_seed = 1234;
+    bool synthetic = false;
+    long long pairs = DATA_DEFAULT_PAIRS;
+    uint64_t data_seed = DATA_DEFAULT_SEED;
     arg_list_t sets = {0};
-    arg_opt_t opts[] = {
+    args_mirror_t mi = {0};
+    arg_opt_t opts[32] = {
         {"policies", ARG_STRING, &c.policies_path, "FILE", "policies.json with the plans"},
         {"output", ARG_STRING, &output, "DIR", "results directory (default results)"},
         {"policy-model", ARG_STRING, &c.policy_dir, "DIR", "SFT policy (Hugging Face directory with tokenizer.json)"},
@@ -33,21 +33,15 @@ int cmd_compare(int argc, char **argv)
         {"judge-model", ARG_STRING, &c.judge_dir, "DIR", "held-out judge reward model (win rates)"},
         {"data", ARG_STRING, &data, "FILE", "HH-RLHF pairs (.jsonl[.gz]); default: the synthetic task"},
         {"synthetic", ARG_FLAG, &synthetic, NULL, "--data holds synthetic-task pairs"},
-        {"pairs", ARG_INT, &pairs, "N", "pairs drawn before splitting (default 1000)"},
-        {"data-seed", ARG_U64, &data_seed, "S", "seed of the data draw and split (default 1234)"},
-        {"seeds", ARG_INT, &seeds, "N", "PPO seeds per plan (default 3)"},
-        {"steps", ARG_INT, &steps, "N", "PPO steps of each run (default 20)"},
-        {"plans", ARG_STRING, &plans, "LIST", "plans of policies.json (default baseline,A,B,C,D)"},
-        {"control", ARG_STRING, &control, "NAME", "the control plan (default baseline)"},
-        {"reference", ARG_STRING, &reference, "PLAN", "plan of the unquantized runs (default: none, fp32; on a GPU: bf16)"},
+        {"pairs", ARG_INT, &pairs, "N", "pairs drawn before splitting (default " OPT_STR(DATA_DEFAULT_PAIRS) ")"},
+        {"data-seed", ARG_U64, &data_seed, "S", "seed of the data draw and split (default " OPT_STR(DATA_DEFAULT_SEED) ")"},
         {"config", ARG_STRING, &config, "FILE", "configuration file: its ppo, compare, rm and judge sections"},
         {"set", ARG_LIST, &sets, "SECTION.KEY=VALUE", "override one option (ppo.*, compare.*; repeatable)"},
-        {"power-source", ARG_STRING, &source, "SRC", "auto (default), nvml, rapl, none or replay:FILE"},
         {"devices", ARG_STRING, &c.devices, "LIST", "GPUs to measure (bus ids or CUDA indices)"},
-        {"device", ARG_STRING, &device, "NAME", "compute backend (default cpu)"},
-        {"keep-models", ARG_FLAG, &keep, NULL, "keep every run's trained policy and checkpoints"},
-        {"calibrate-s", ARG_DOUBLE, &calibrate_s, "S", "calibrate each run's phases for S s of steady time (default 0: off)"},
+        {"device", ARG_STRING, &device, "D", "cpu, cuda or cuda:N (default cpu)"},
     };
+    int nopts = 13;
+    args_mirror_add(&mi, &compare_opts_table, opts, &nopts, 32);
     arg_spec_t spec = {
         "compare", "PPO under each precision plan against the unquantized baseline.",
         "--policies results/policies.json --output results/ --policy-model DIR --reward-model DIR "
@@ -59,7 +53,7 @@ int cmd_compare(int argc, char **argv)
         "comes out at a 50% win rate (exit 1 otherwise) and an energy ratio near 1. To use a "
         "`mxrlhf run` directory's data: --data DIR/data/pairs.jsonl --synthetic --pairs 40000. "
         "docs/compare.md describes the columns.",
-        opts, (int)(sizeof opts / sizeof opts[0]), false};
+        opts, nopts, false};
     err_t e = ERR_INIT;
     int npos;
     char **pos;
@@ -73,36 +67,12 @@ int cmd_compare(int argc, char **argv)
         err_set(&e, ERR_NOMEM, "out of memory");
         return cli_report("compare", &e);
     }
-    if (cli_load_config(config, &sets, cfg, &e))
+    if (cli_load_config(config, &sets, cfg, &e) ||
+        args_mirror_apply(&mi, &compare_opts_table, &cfg->compare, NULL, &e))
         goto out;
     compare_opts_t *co = &cfg->compare;
-    if (seeds >= 0)
-        co->seeds = (int)seeds;
-    if (steps >= 0)
-        co->steps = (int)steps;
-    if (plans)
-        snprintf(co->plans, sizeof co->plans, "%s", plans);
-    if (control)
-        snprintf(co->control, sizeof co->control, "%s", control);
-    if (reference)
-        snprintf(co->reference, sizeof co->reference, "%s", reference);
-    if (source)
-        snprintf(co->power_source, sizeof co->power_source, "%s", source);
-    if (calibrate_s >= 0)
-        co->calibrate_s = calibrate_s;
-    co->keep_models |= keep;
-    {
-        /* the command line's values go through the section's own checks */
-        cJSON *j = compare_opts_to_json(co);
-        compare_opts_t chk;
-        compare_opts_default(&chk);
-        rc = j ? compare_opts_from_json(j, "compare", &chk, &e) : err_set(&e, ERR_NOMEM, "oom");
-        cJSON_Delete(j);
-        if (rc)
-            goto out;
-    }
-    if (pairs < 1 || co->seeds < 1 || co->steps < 1) {
-        err_set(&e, ERR_INPUT, "need --pairs, --seeds and --steps >= 1");
+    if (pairs < 1) {
+        err_set(&e, ERR_INPUT, "--pairs: expected at least 1");
         goto out;
     }
     if (args_require(c.policies_path, "policies", &e) ||

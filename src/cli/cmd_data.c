@@ -53,21 +53,23 @@ static int split_opts_from(const split_args_t *a, data_select_opts_t *o, err_t *
     return ERR_OK;
 }
 
-#define SPLIT_OPTS(a)                                                                      \
-    {"seed", ARG_U64, &(a).seed, "S", "seed of the draw (default 1234)"},                  \
-    {"max-prompt-tokens", ARG_INT, &(a).max_prompt, "N",                                   \
-     "drop longer prompts (512; 0: no limit)"},                                            \
-    {"max-response-tokens", ARG_INT, &(a).max_response, "N",                               \
-     "drop pairs with a longer response (256; 0: no limit)"},                              \
-    {"rm-train", ARG_DOUBLE, &(a).frac[DATA_SPLIT_RM_TRAIN], "F",                          \
-     "fraction for reward-model training (0.35)"},                                         \
-    {"rm-eval", ARG_DOUBLE, &(a).frac[DATA_SPLIT_RM_EVAL], "F",                            \
-     "fraction for reward-model evaluation (0.10)"},                                       \
-    {"judge-train", ARG_DOUBLE, &(a).frac[DATA_SPLIT_JUDGE_TRAIN], "F",                    \
-     "fraction for the judge reward model (0.25)"},                                        \
-    {"ppo", ARG_DOUBLE, &(a).frac[DATA_SPLIT_PPO], "F", "fraction for PPO prompts (0.20)"}, \
-    {"eval", ARG_DOUBLE, &(a).frac[DATA_SPLIT_EVAL], "F",                                  \
-     "fraction for held-out evaluation prompts (0.10)"}
+#define SPLIT_OPTS(a)                                                                              \
+    {"seed", ARG_U64, &(a).seed, "S", "seed of the draw (default " OPT_STR(DATA_DEFAULT_SEED) ")"},\
+    {"max-prompt-tokens", ARG_INT, &(a).max_prompt, "N",                                           \
+     "drop longer prompts (" OPT_STR(DATA_DEFAULT_MAX_PROMPT_TOKENS) "; 0: no limit)"},            \
+    {"max-response-tokens", ARG_INT, &(a).max_response, "N",                                       \
+     "drop pairs with a longer response (" OPT_STR(DATA_DEFAULT_MAX_RESPONSE_TOKENS)               \
+     "; 0: no limit)"},                                                                            \
+    {"rm-train", ARG_DOUBLE, &(a).frac[DATA_SPLIT_RM_TRAIN], "F",                                  \
+     "fraction for reward-model training (" OPT_STR(DATA_DEFAULT_RM_TRAIN) ")"},                   \
+    {"rm-eval", ARG_DOUBLE, &(a).frac[DATA_SPLIT_RM_EVAL], "F",                                    \
+     "fraction for reward-model evaluation (" OPT_STR(DATA_DEFAULT_RM_EVAL) ")"},                  \
+    {"judge-train", ARG_DOUBLE, &(a).frac[DATA_SPLIT_JUDGE_TRAIN], "F",                            \
+     "fraction for the judge reward model (" OPT_STR(DATA_DEFAULT_JUDGE_TRAIN) ")"},               \
+    {"ppo", ARG_DOUBLE, &(a).frac[DATA_SPLIT_PPO], "F",                                            \
+     "fraction for PPO prompts (" OPT_STR(DATA_DEFAULT_PPO) ")"},                                  \
+    {"eval", ARG_DOUBLE, &(a).frac[DATA_SPLIT_EVAL], "F",                                          \
+     "fraction for held-out evaluation prompts (" OPT_STR(DATA_DEFAULT_EVAL) ")"}
 
 static void print_record(const data_split_record_t *r, const char *out)
 {
@@ -125,7 +127,7 @@ static int data_split_cmd(int argc, char **argv)
     arg_opt_t opts[] = {
         {"data", ARG_STRING, &data, "FILE", "HH-RLHF .jsonl or .jsonl.gz (required)"},
         {"out", ARG_STRING, &out, "DIR", "where split.json goes (required)"},
-        {"pairs", ARG_INT, &a.pairs, "N", "pairs to draw (default 1000)"},
+        {"pairs", ARG_INT, &a.pairs, "N", "pairs to draw (default " OPT_STR(DATA_DEFAULT_PAIRS) ")"},
         {"skip-bad", ARG_FLAG, &skip_bad, NULL,
          "count malformed lines instead of failing on the first"},
         SPLIT_OPTS(a),
@@ -154,13 +156,14 @@ static int data_split_cmd(int argc, char **argv)
 static int data_synth_cmd(int argc, char **argv)
 {
     const char *out = NULL;
-    long long corpus = 20000;
+    long long corpus = DATA_SYNTH_DEFAULT_CORPUS_DOCS;
     split_args_t a;
     split_args_default(&a);
     arg_opt_t opts[] = {
         {"out", ARG_STRING, &out, "DIR", "where the files go (required)"},
-        {"pairs", ARG_INT, &a.pairs, "N", "preference pairs to generate (default 1000)"},
-        {"corpus", ARG_INT, &corpus, "N", "pretraining documents to generate (default 20000)"},
+        {"pairs", ARG_INT, &a.pairs, "N", "preference pairs to generate (default " OPT_STR(DATA_DEFAULT_PAIRS) ")"},
+        {"corpus", ARG_INT, &corpus, "N", "pretraining documents to generate (default "
+         OPT_STR(DATA_SYNTH_DEFAULT_CORPUS_DOCS) ")"},
         SPLIT_OPTS(a),
     };
     arg_spec_t spec = {

@@ -36,8 +36,8 @@ int cmd_generate(int argc, char **argv)
         {"plan", ARG_STRING, &plan, "NAME", "the plan to sample under (with --policy)"},
         {"phase", ARG_STRING, &phase_s, "P", "rollout, reward or gradient (default rollout)"},
         {"role", ARG_STRING, &role_s, "R", "policy, reference, reward or value (default policy)"},
-        {"device", ARG_STRING, &backend, "D", "cpu or cuda (default cpu)"},
-        {"backend", ARG_STRING, &backend, "D", "the same as --device"},
+        {"device", ARG_STRING, &backend, "D", "cpu, cuda or cuda:N (default cpu)"},
+        {"backend", ARG_STRING, &backend, "D", "deprecated: use --device"},
     };
     arg_spec_t spec = {"generate", "Sample a continuation of a prompt of token ids.",
                        "--model DIR (--ids 1,2,3 | --prompt TEXT) [--max-new-tokens N --temperature T "

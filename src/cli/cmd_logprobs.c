@@ -51,8 +51,8 @@ int cmd_logprobs(int argc, char **argv)
         {"phase", ARG_STRING, &phase_s, "P", "rollout, reward or gradient (default rollout)"},
         {"role", ARG_STRING, &role_s, "R", "policy, reference, reward or value (default policy)"},
         {"audit", ARG_STRING, &audit, "FILE", "write the resolved per-layer precision table here"},
-        {"device", ARG_STRING, &backend, "D", "cpu or cuda (default cpu)"},
-        {"backend", ARG_STRING, &backend, "D", "the same as --device"},
+        {"device", ARG_STRING, &backend, "D", "cpu, cuda or cuda:N (default cpu)"},
+        {"backend", ARG_STRING, &backend, "D", "deprecated: use --device"},
     };
     arg_spec_t spec = {"logprobs",
                        "Per-token log-probabilities of a token sequence, as transformers computes them.",

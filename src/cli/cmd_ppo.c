@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "data/split.h"
 #include "rlhf/ppo.h"
 #include "rlhf/ppo_data.h"
 #include "util/fs.h"
@@ -57,43 +58,41 @@ int cmd_ppo(int argc, char **argv)
     const char *policy_dir = NULL, *reward_dir = NULL, *ref_dir = NULL, *critic_dir = NULL,
                *data = NULL, *output = "results/ppo", *config = NULL, *policies = NULL,
                *plan = NULL, *device = "cpu";
-    long long pairs = 1000, steps = -1;
-    uint64_t data_seed = 1234, seed = 0;
-    bool synthetic = false, resume = false, seed_given = false;
+    long long pairs = DATA_DEFAULT_PAIRS;
+    uint64_t data_seed = DATA_DEFAULT_SEED;
+    bool synthetic = false, resume = false;
     arg_list_t sets = {0};
-    arg_opt_t opts[] = {
+    args_mirror_t mi = {0};
+    arg_opt_t opts[24] = {
         {"policy-model", ARG_STRING, &policy_dir, "DIR", "SFT policy (Hugging Face directory with tokenizer.json)"},
         {"reward-model", ARG_STRING, &reward_dir, "DIR", "reward model (score head)"},
         {"ref-model", ARG_STRING, &ref_dir, "DIR", "frozen reference (default: the policy)"},
         {"critic-model", ARG_STRING, &critic_dir, "DIR", "separate critic's start (separate_critic; default: the reward model)"},
         {"data", ARG_STRING, &data, "FILE", "HH-RLHF pairs (.jsonl[.gz]); default: the synthetic task"},
         {"synthetic", ARG_FLAG, &synthetic, NULL, "--data holds synthetic-task pairs (ground-truth scores)"},
-        {"pairs", ARG_INT, &pairs, "N", "pairs drawn before splitting (default 1000)"},
-        {"data-seed", ARG_U64, &data_seed, "S", "seed of the data draw and split (default 1234)"},
+        {"pairs", ARG_INT, &pairs, "N", "pairs drawn before splitting (default " OPT_STR(DATA_DEFAULT_PAIRS) ")"},
+        {"data-seed", ARG_U64, &data_seed, "S", "seed of the data draw and split (default " OPT_STR(DATA_DEFAULT_SEED) ")"},
         {"output", ARG_STRING, &output, "DIR", "where the run's files go (default results/ppo)"},
         {"config", ARG_STRING, &config, "FILE", "JSON options: its \"ppo\" object, or the whole file"},
         {"set", ARG_LIST, &sets, "KEY=VALUE", "override one option (repeatable), e.g. learning_rate=1e-4"},
-        {"steps", ARG_INT, &steps, "N", "PPO steps (default 100)"},
-        {"seed", ARG_U64, &seed, "S", "PPO seed (default 42)"},
         {"policy", ARG_STRING, &policies, "FILE", "policies.json: run every phase under a precision plan"},
         {"plan", ARG_STRING, &plan, "NAME", "the plan (with --policy)"},
-        {"device", ARG_STRING, &device, "NAME", "compute backend (default cpu)"},
+        {"device", ARG_STRING, &device, "D", "cpu, cuda or cuda:N (default cpu)"},
         {"resume", ARG_FLAG, &resume, NULL, "continue from OUTPUT/checkpoints/latest.json"},
     };
+    int nopts = 15;
+    args_mirror_add(&mi, &ppo_opts_table, opts, &nopts, 24);
     arg_spec_t spec = {"ppo", "Train a policy with PPO against a reward model (TRL 0.11 semantics).",
                        "--policy-model DIR --reward-model DIR [--data FILE] [--output DIR] [options]",
                        "Writes training_stats.jsonl / .json (TRL's statistic names), samples.jsonl, "
                        "eval.json, policy/ (the trained policy), checkpoints/. Options and their "
-                       "defaults: docs/ppo.md. The same seed gives the same statistics on any "
-                       "thread count; --resume after a crash gives the same final weights and "
-                       "statistics as an uninterrupted run.",
-                       opts, (int)(sizeof opts / sizeof opts[0]), false};
+                       "defaults: docs/ppo.md and `mxrlhf config --section ppo`. The same seed "
+                       "gives the same statistics on any thread count; --resume after a crash "
+                       "gives the same final weights and statistics as an uninterrupted run.",
+                       opts, nopts, false};
     err_t e = ERR_INIT;
     int npos;
     char **pos;
-    /* --seed 0 is a valid seed: notice whether it was given at all */
-    for (int i = 0; i < argc; i++)
-        seed_given |= !strcmp(argv[i], "--seed") || !strncmp(argv[i], "--seed=", 7);
     int rc = args_parse(&spec, argc, argv, &npos, &pos, &e);
     if (rc == ARGS_HELP)
         return 0;
@@ -102,17 +101,10 @@ int cmd_ppo(int argc, char **argv)
         return cli_report("ppo", &e);
     ppo_opts_t o;
     ppo_opts_default(&o);
-    if ((config && ppo_opts_load_file(config, &o, &e)) || ppo_opts_set(&o, sets.items, sets.n, &e))
+    if ((config && opts_load_file(&ppo_opts_table, config, "ppo", true, &o, &e)) ||
+        args_set_keys(&ppo_opts_table, &o, &sets, &e) ||
+        args_mirror_apply(&mi, &ppo_opts_table, &o, NULL, &e))
         return cli_report("ppo", &e);
-    if (steps >= 0) {
-        if (steps < 1 || steps > 1000000000) {
-            err_set(&e, ERR_INPUT, "--steps: expected 1 to 1e9, got %lld", steps);
-            return cli_report("ppo", &e);
-        }
-        o.steps = (int)steps;
-    }
-    if (seed_given)
-        o.seed = seed;
     if (pairs < 1 || ((policies || plan) && (args_require(policies, "policy", &e) ||
                                              args_require(plan, "plan", &e)))) {
         if (!e.code)

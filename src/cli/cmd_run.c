@@ -28,6 +28,37 @@ int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t 
     return rc;
 }
 
+int cli_device_section(const char *command, const pipeline_section_t *s, void *opts,
+                       const char *device, err_t *e)
+{
+    opt_keys_t k;
+    opts_keys(s->table, &k);
+    for (int j = 0; j < k.n; j++) {
+        const opt_ref_t *r = &k.ref[j];
+        if (r->hidden || !r->f->flag || strcmp(r->f->flag, "device"))
+            continue;
+        const char *value = (const char *)opts + r->off;
+        if (!strcmp(value, device))
+            continue;
+        fprintf(stderr, "mxrlhf %s: --device %s overrides %s.%s \"%s\"\n", command, device,
+                s->name, r->f->key, value);
+        if (opts_set_text(s->table, opts, r->f->key, device, "--device", e))
+            return e->code;
+    }
+    return ERR_OK;
+}
+
+int cli_device_override(const char *command, pipeline_config_t *cfg, const char *device,
+                        err_t *e)
+{
+    for (int i = 0; i < pipeline_nsections; i++) {
+        const pipeline_section_t *s = &pipeline_sections[i];
+        if (cli_device_section(command, s, (char *)cfg + s->off, device, e))
+            return e->code;
+    }
+    return ERR_OK;
+}
+
 static void print_summary(const pipeline_report_t *rep)
 {
     printf("\n%-17s %-12s %10s %10s  %s\n", "stage", "status", "seconds", "CPU s", "output");
@@ -85,7 +116,7 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
 {
     exec_with_passive_openmp(command, argc, argv);
     const char *output = "results", *config = NULL, *data = NULL, *model = NULL,
-               *until = until_default, *backend = "cpu";
+               *until = until_default, *device = NULL;
     bool force = false, no_judge = false;
     arg_list_t sets = {0};
     arg_opt_t opts[] = {
@@ -101,7 +132,8 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
                       : "a Hugging Face Qwen2 model directory to start from (no pretraining; "
                         "its own tokenizer)"},
         {"force", ARG_FLAG, &force, NULL, "run every stage even when its cached output is valid"},
-        {"device", ARG_STRING, &backend, "D", "cpu or cuda (default cpu)"},
+        {"device", ARG_STRING, &device, "D", "cpu, cuda or cuda:N: every stage's device, the "
+         "sections' own (their backend keys) overridden (default cpu, and the sections')"},
         {"until", ARG_STRING, &until, "STAGE", "stop after this stage"},
         {"no-judge", ARG_FLAG, &no_judge, NULL, "train the reward model only, not the judge"},
     };
@@ -134,12 +166,14 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
     if (rc)
         return cli_report(command, &e);
     pipeline_config_t cfg;
-    if ((rc = cli_load_config(config, &sets, &cfg, &e)))
+    if ((rc = cli_load_config(config, &sets, &cfg, &e)) ||
+        (device && (rc = cli_device_override(command, &cfg, device, &e))))
         return cli_report(command, &e);
     if (no_judge)
         until = "rm";
-    pipeline_run_opts_t o = {.output = output, .data = data, .until = until, .backend = backend,
-                             .force = force, .log = {print_line, NULL}};
+    pipeline_run_opts_t o = {.output = output, .data = data, .until = until,
+                             .backend = device ? device : "cpu", .force = force,
+                             .log = {print_line, NULL}};
     if (model_is_sft)
         o.sft_model = model;
     else

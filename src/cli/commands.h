@@ -6,9 +6,12 @@
 
 #include <stdbool.h>
 
-#include "cli/args.h"
-#include "pipeline/config.h"
 #include "util/err.h"
+
+/* Only prototypes here: each cmd_<name>.c includes the headers of what it uses. */
+struct arg_list;
+struct pipeline_config;
+struct pipeline_section;
 
 int cmd_baseline(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
@@ -37,7 +40,16 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
                  const char *until_default, bool model_is_sft);
 
 /* Configuration: defaults, then --config FILE, then each --set (cmd_run.c). */
-int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t *cfg, err_t *e);
+int cli_load_config(const char *path, const struct arg_list *sets, struct pipeline_config *cfg,
+                    err_t *e);
+
+/* --device DEVICE over a configuration: every section's device key (the `backend` keys,
+ * whose flag is --device) set to DEVICE, each change printed to stderr ("--device cuda
+ * overrides sensitivity.backend \"cpu\""); _section does one section's struct (cmd_run.c). */
+int cli_device_override(const char *command, struct pipeline_config *cfg, const char *device,
+                        err_t *e);
+int cli_device_section(const char *command, const struct pipeline_section *s, void *opts,
+                       const char *device, err_t *e);
 
 /* Starts the command again with OMP_WAIT_POLICY=passive unless it is set (cmd_run.c says
  * why); returns only when it was set or the exec failed. */

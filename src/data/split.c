@@ -45,11 +45,11 @@ void data_select_opts_default(data_select_opts_t *o)
     o->seed = DATA_DEFAULT_SEED;
     o->max_prompt_tokens = DATA_DEFAULT_MAX_PROMPT_TOKENS;
     o->max_response_tokens = DATA_DEFAULT_MAX_RESPONSE_TOKENS;
-    o->fractions[DATA_SPLIT_RM_TRAIN] = 0.35;
-    o->fractions[DATA_SPLIT_RM_EVAL] = 0.10;
-    o->fractions[DATA_SPLIT_JUDGE_TRAIN] = 0.25;
-    o->fractions[DATA_SPLIT_PPO] = 0.20;
-    o->fractions[DATA_SPLIT_EVAL] = 0.10;
+    o->fractions[DATA_SPLIT_RM_TRAIN] = DATA_DEFAULT_RM_TRAIN;
+    o->fractions[DATA_SPLIT_RM_EVAL] = DATA_DEFAULT_RM_EVAL;
+    o->fractions[DATA_SPLIT_JUDGE_TRAIN] = DATA_DEFAULT_JUDGE_TRAIN;
+    o->fractions[DATA_SPLIT_PPO] = DATA_DEFAULT_PPO;
+    o->fractions[DATA_SPLIT_EVAL] = DATA_DEFAULT_EVAL;
 }
 
 void data_split_free(data_split_record_t *rec)

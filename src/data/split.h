@@ -50,6 +50,12 @@ const char *data_drop_name(int drop); /* "prompt_too_long", "response_too_long" 
 #define DATA_DEFAULT_SEED 1234
 #define DATA_DEFAULT_MAX_PROMPT_TOKENS 512
 #define DATA_DEFAULT_MAX_RESPONSE_TOKENS 256
+/* split fractions, in data_split_t order */
+#define DATA_DEFAULT_RM_TRAIN 0.35
+#define DATA_DEFAULT_RM_EVAL 0.10
+#define DATA_DEFAULT_JUDGE_TRAIN 0.25
+#define DATA_DEFAULT_PPO 0.20
+#define DATA_DEFAULT_EVAL 0.10
 
 typedef struct data_select_opts {
     size_t pairs;               /* N to deliver */
@@ -60,8 +66,7 @@ typedef struct data_select_opts {
     data_token_counter_t counter;   /* fn NULL: whitespace-separated words */
 } data_select_opts_t;
 
-/* N = 1000, seed 1234, 512 prompt / 256 response tokens, fractions
- * rm_train 0.35, rm_eval 0.10, judge_train 0.25, ppo_prompts 0.20, eval_prompts 0.10. */
+/* The DATA_DEFAULT_* values above. */
 void data_select_opts_default(data_select_opts_t *o);
 
 typedef struct data_split_record {

@@ -32,6 +32,7 @@
 #define DATA_SYNTH_BEST_SCORE 1.0  /* see data_synth_best_response and docs/data.md */
 #define DATA_SYNTH_FLIP_RATE 0.10
 #define DATA_SYNTH_MAX_ATTEMPTS 1000 /* tie redraws before a pair is declared impossible */
+#define DATA_SYNTH_DEFAULT_CORPUS_DOCS 20000 /* pretraining documents generated */
 
 /* ---- the fixed lists ----------------------------------------------------------------- */
 int data_synth_ntopics(void);

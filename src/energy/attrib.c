@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const energy_study_phases[3] = {"rollout", "reward_inference", "gradient_update"};
 
 /* One device's readings as two step/ramp functions of time. */
 typedef struct series {

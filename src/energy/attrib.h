@@ -38,6 +38,7 @@
 #include <stdbool.h>
 
 #include "energy/run.h"
+#include "precision/precision.h"
 #include "util/err.h"
 
 /* Energy of one set of intervals by both methods. NAN where the method is missing for
@@ -116,8 +117,8 @@ typedef struct energy_report {
     int n_warnings;
 } energy_report_t;
 
-/* The three phases of energy.csv, in order. */
-extern const char *const energy_study_phases[3];
+/* The three phases of energy.csv, in order (precision.h's study names). */
+#define energy_study_phases prec_phase_study_names
 
 #define ENERGY_SHORT_TOTAL_S 5.0
 

@@ -5,40 +5,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cuda.h"
 #include "energy/attrib.h"
 #include "energy/monitor.h"
 #include "energy/run.h"
 #include "report/svg.h"
-#include "rlhf/train_common.h"
 #include "util/fs.h"
 #include "util/json.h"
 
 /* ---- options ------------------------------------------------------------------------------- */
 
-void pipeline_baseline_opts_default(pipeline_baseline_opts_t *o)
-{
-    o->calibrate = false;
-    o->calibrate_s = 10;
-}
-
 #define BO(f) offsetof(pipeline_baseline_opts_t, f)
-static const rlhf_field_t baseline_fields[] = {
-    {"calibrate", RLHF_F_BOOL, BO(calibrate), 0, 0, NULL, 0},
-    {"calibrate_s", RLHF_F_DOUBLE, BO(calibrate_s), 1e-3, 3600, NULL, 0},
+static const opt_field_t baseline_fields[] = {
+    OPT_KEY("calibrate", OPT_BOOL, BO(calibrate), "false", 0, 0,
+            "after training, repeat each phase's work under the monitor to measure its steady "
+            "power (energy.csv method `calibrated`)", .flag = "calibrate"),
+    OPT_KEY("calibrate_s", OPT_DOUBLE, BO(calibrate_s), "10", 1e-3, 3600,
+            "steady seconds per phase with calibrate", .flag = "calibrate-s"),
 };
-#define NBF ((int)(sizeof baseline_fields / sizeof baseline_fields[0]))
-
-int pipeline_baseline_opts_from_json(const cJSON *obj, const char *ctx,
-                                     pipeline_baseline_opts_t *o, err_t *e)
-{
-    return rlhf_fields_from_json(baseline_fields, NBF, obj, ctx, o, e);
-}
-
-cJSON *pipeline_baseline_opts_to_json(const pipeline_baseline_opts_t *o)
-{
-    return rlhf_fields_to_json(baseline_fields, NBF, o);
-}
+const opt_table_t pipeline_baseline_opts_table =
+    OPT_TABLE("baseline", pipeline_baseline_opts_t, baseline_fields, NULL);
 
 /* ---- the stage ----------------------------------------------------------------------------- */
 
@@ -101,14 +86,11 @@ int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
         rc = energy_write_outputs(&run, b->out_dir, b->log, e);
     if (!rc)
         rc = pipeline_baseline_plots(b->out_dir, e);
-    /* On the GPU, the most device memory the backend held during the run (issue 10's
-     * memory target is against PyTorch's peak allocated). */
-    be_cuda_mem_t mem;
-    err_t ig = ERR_INIT;
-    if (!rc && b->log && !be_cuda_mem(b->be, &mem, &ig))
-        fprintf(b->log, "mxrlhf baseline: peak GPU memory held by the backend %.2f GiB "
-                "(buffers, weight caches and workspace; the CUDA context not included)\n",
-                (double)mem.peak / (1024.0 * 1024.0 * 1024.0));
+    /* The most memory the backend held during the run (issue 10's memory target is
+     * against PyTorch's peak allocated; be_mem says what each backend counts). */
+    if (!rc && b->log)
+        fprintf(b->log, "mxrlhf baseline: peak memory held by the %s backend %.2f GiB\n",
+                be_name(b->be), (double)be_mem(b->be).peak / (1024.0 * 1024.0 * 1024.0));
     if (have_run)
         energy_run_free(&run);
     energy_source_close(src);

@@ -30,14 +30,11 @@
 /* The "baseline" section of the configuration file: what the baseline stage adds to the
  * "ppo" section's options. Off by default: calibration adds about 3 x calibrate_s. */
 typedef struct pipeline_baseline_opts {
-    bool calibrate;       /* false */
-    double calibrate_s;   /* 10: steady time per phase (0.001 to 3600) */
+    bool calibrate;
+    double calibrate_s;   /* steady time per phase */
 } pipeline_baseline_opts_t;
 
-void pipeline_baseline_opts_default(pipeline_baseline_opts_t *o);
-int pipeline_baseline_opts_from_json(const cJSON *obj, const char *ctx,
-                                     pipeline_baseline_opts_t *o, err_t *e);
-cJSON *pipeline_baseline_opts_to_json(const pipeline_baseline_opts_t *o);
+extern const opt_table_t pipeline_baseline_opts_table;
 
 typedef struct pipeline_baseline {
     backend_t *be;                        /* where the models run (the caller opens it) */

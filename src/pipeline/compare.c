@@ -1,71 +1,62 @@
-/* compare: PPO under each plan against the unquantized baseline (compare.h). */
+/* compare: PPO under each plan against the unquantized baseline (compare.h): the options,
+ * the plans and their tables, the runs in their interleaved order (compare_internal.h). */
 #include "pipeline/compare.h"
+#include "pipeline/compare_internal.h"
 
 #include <ctype.h>
 #include <dirent.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "backend/cuda.h"
-#include "energy/source.h"
 #include "pipeline/baseline.h"
-#include "precision/precision.h"
-#include "profile/compare.h"
-#include "profile/modelled.h"
-#include "report/csv.h"
-#include "report/csv_read.h"
-#include "rlhf/train_common.h"
 #include "util/fs.h"
-#include "util/json.h"
 
 /* ---- options ----------------------------------------------------------------------------- */
 
 static const char *const order_names[] = {"rotate", "fixed", NULL};
-
-void compare_opts_default(compare_opts_t *o)
-{
-    memset(o, 0, sizeof *o);
-    o->seeds = 3;
-    o->steps = 20;
-    snprintf(o->plans, sizeof o->plans, "baseline,A,B,C,D");
-    snprintf(o->control, sizeof o->control, "baseline");
-    o->order = COMPARE_ORDER_ROTATE;
-    o->eval_prompts = 64;
-    o->rm_eval_pairs = 1000;
-    snprintf(o->power_source, sizeof o->power_source, "auto");
-    o->interval_ms = 20;
-    o->idle_s = 2;
-    o->tolerance = 0.1;
-    o->warmup_steps = 2;
-    o->keep_models = false;
-}
+static const opt_enum_t order_enum = {order_names, 0, NULL, NULL};
 
 #define CO(f) offsetof(compare_opts_t, f)
-static const rlhf_field_t compare_fields[] = {
-    {"seeds", RLHF_F_INT, CO(seeds), 1, 1000, NULL, 0},
-    {"steps", RLHF_F_INT, CO(steps), 1, 1e9, NULL, 0},
-    {"plans", RLHF_F_STRING, CO(plans), 0, 0, NULL, sizeof(((compare_opts_t *)0)->plans)},
-    {"control", RLHF_F_STRING, CO(control), 0, 0, NULL, sizeof(((compare_opts_t *)0)->control)},
-    {"reference", RLHF_F_STRING, CO(reference), 0, 0, NULL,
-     sizeof(((compare_opts_t *)0)->reference)},
-    {"order", RLHF_F_ENUM, CO(order), 0, 0, order_names, 0},
-    {"eval_prompts", RLHF_F_INT, CO(eval_prompts), 1, 1e9, NULL, 0},
-    {"rm_eval_pairs", RLHF_F_LONG, CO(rm_eval_pairs), 0, 1e12, NULL, 0},
-    {"power_source", RLHF_F_STRING, CO(power_source), 0, 0, NULL,
-     sizeof(((compare_opts_t *)0)->power_source)},
-    {"interval_ms", RLHF_F_DOUBLE, CO(interval_ms), 1, 60000, NULL, 0},
-    {"idle_s", RLHF_F_DOUBLE, CO(idle_s), 0, 3600, NULL, 0},
-    {"tolerance", RLHF_F_DOUBLE, CO(tolerance), 0, 10, NULL, 0},
-    {"warmup_steps", RLHF_F_INT, CO(warmup_steps), 0, 1e9, NULL, 0},
-    {"calibrate_s", RLHF_F_DOUBLE, CO(calibrate_s), 0, 3600, NULL, 0},
-    {"keep_models", RLHF_F_BOOL, CO(keep_models), 0, 0, NULL, 0},
+#define CAP(f) sizeof(((compare_opts_t *)0)->f)
+static const opt_field_t compare_fields[] = {
+    OPT_KEY("seeds", OPT_INT, CO(seeds), "3", 1, 1000, "PPO seeds per plan", .flag = "seeds"),
+    OPT_KEY("steps", OPT_INT, CO(steps), "20", 1, 1e9,
+            "PPO steps of each run (shorter than the baseline's, to fit the chain's time)",
+            .flag = "steps"),
+    OPT_KEY("plans", OPT_STRING, CO(plans), "baseline,A,B,C,D", 0, 0,
+            "plans of policies.json, in order", .cap = CAP(plans), .flag = "plans"),
+    OPT_KEY("control", OPT_STRING, CO(control), "baseline", 0, 0,
+            "the control plan (must be among the plans)", .cap = CAP(control), .flag = "control"),
+    OPT_KEY("reference", OPT_STRING, CO(reference), "", 0, 0,
+            "plan of the unquantized runs (empty: none, fp32; on a GPU: bf16)",
+            .cap = CAP(reference), .flag = "reference"),
+    OPT_KEY("order", OPT_ENUM, CO(order), "rotate", 0, 0,
+            "each seed's round in rotated or fixed plan order", .en = &order_enum),
+    OPT_KEY("eval_prompts", OPT_INT, CO(eval_prompts), "64", 1, 1e9,
+            "held-out prompts for the final samples"),
+    OPT_KEY("rm_eval_pairs", OPT_LONG, CO(rm_eval_pairs), "1000", 0, 1e12,
+            "rm_eval pairs for the reward models' accuracy (0: all)"),
+    OPT_KEY("power_source", OPT_STRING, CO(power_source), "auto", 0, 0,
+            "auto, nvml, rapl, none or replay:FILE", .cap = CAP(power_source),
+            .flag = "power-source"),
+    OPT_KEY("interval_ms", OPT_DOUBLE, CO(interval_ms), "20", 1, 60000, "power sampling interval",
+            .flag = "interval-ms"),
+    OPT_KEY("idle_s", OPT_DOUBLE, CO(idle_s), "2", 0, 3600,
+            "idle power before each run (skipped without a sensor)", .flag = "idle-s"),
+    OPT_KEY("tolerance", OPT_DOUBLE, CO(tolerance), "0.1", 0, 10,
+            "the control's energy ratio must lie within 1 +- this"),
+    OPT_KEY("warmup_steps", OPT_INT, CO(warmup_steps), "2", 0, 1e9,
+            "an unrecorded PPO run of this many steps before the rounds (0: none)"),
+    OPT_KEY("calibrate_s", OPT_DOUBLE, CO(calibrate_s), "0", 0, 3600,
+            "calibrate each run's phases for this many seconds of steady time (0: off)",
+            .flag = "calibrate-s"),
+    OPT_KEY("keep_models", OPT_BOOL, CO(keep_models), "false", 0, 0,
+            "keep every run's trained policy and checkpoints", .flag = "keep-models"),
 };
-#define NCF ((int)(sizeof compare_fields / sizeof compare_fields[0]))
 
 int compare_plan_list(const char *list, char names[][64], int max, err_t *e)
 {
@@ -105,241 +96,65 @@ int compare_plan_list(const char *list, char names[][64], int max, err_t *e)
     return n;
 }
 
-int compare_opts_from_json(const cJSON *obj, const char *ctx, compare_opts_t *o, err_t *e)
+static int compare_check(const void *opts, const char *ctx, err_t *e)
 {
-    compare_opts_t t = *o;
-    int rc = rlhf_fields_from_json(compare_fields, NCF, obj, ctx, &t, e);
-    if (rc)
-        return rc;
+    const compare_opts_t *t = opts;
     char names[COMPARE_MAX_PLANS - 1][64];
-    int n = compare_plan_list(t.plans, names, COMPARE_MAX_PLANS - 1, e);
+    int n = compare_plan_list(t->plans, names, COMPARE_MAX_PLANS - 1, e);
     if (n < 0)
-        return err_prefix(e, "%s: ", ctx);
+        return err_prefix(e, "%s", ctx);
     bool found = false;
     for (int i = 0; i < n; i++)
-        found |= !strcmp(names[i], t.control);
+        found |= !strcmp(names[i], t->control);
     if (!found)
         return err_set(e, ERR_INPUT, "%s: control \"%s\" is not among the plans \"%s\"", ctx,
-                       t.control, t.plans);
-    *o = t;
+                       t->control, t->plans);
     return ERR_OK;
 }
 
-cJSON *compare_opts_to_json(const compare_opts_t *o)
-{
-    return rlhf_fields_to_json(compare_fields, NCF, o);
-}
+const opt_table_t compare_opts_table =
+    OPT_TABLE("compare", compare_opts_t, compare_fields, compare_check);
 
-/* ---- one run's record -------------------------------------------------------------------- */
-
-enum { PH_ROLL, PH_REW, PH_GRAD, PH_TOTAL, NPH };
-static const char *const phase_names[NPH] = {"rollout", "reward_inference", "gradient_update",
-                                             "total"};
-
-typedef struct sample {
-    char *prompt, *response;
-    double judge;
-    long long num, den;   /* ground truth, exact (den 0: none) */
-} sample_t;
-
-typedef struct run_rec {
-    int plan;             /* index into the plan table; 0 = unquantized */
-    int round;            /* seed index */
-    uint64_t seed;
-    char dir[640];
-    char started[32];
-    double wall_s, load0, load1;
-    int ndev;
-    energy_device_state_t st0[ENERGY_MAX_DEVICES], st1[ENERGY_MAX_DEVICES];
-    double runtime[NPH], energy[NPH], unc[NPH];
-    char source[512];
-    double final_reward, kl, truth_mean, judge_mean;
-    double win_judge, win_truth;
-    profile_cost_t cost[NPH];
-    int nsamples;
-    sample_t *samples;
-} run_rec_t;
-
-static void run_free(run_rec_t *r)
-{
-    for (int i = 0; i < r->nsamples; i++) {
-        free(r->samples[i].prompt);
-        free(r->samples[i].response);
-    }
-    free(r->samples);
-    r->samples = NULL;
-    r->nsamples = 0;
-}
-
-/* energy.csv: runtime, energy and its ± per phase (NAN: empty). */
-static int read_energy(run_rec_t *r, err_t *e)
-{
-    char *p = fs_join(r->dir, "energy.csv");
-    csv_table_t t;
-    int rc = p ? csv_load(p, &t, e) : err_set(e, ERR_NOMEM, "out of memory");
-    free(p);
-    if (rc)
-        return rc;
-    int cp, crt, cen, cun, csrc;
-    rc = csv_require_col(&t, "phase", &cp, e);
-    if (!rc)
-        rc = csv_require_col(&t, "runtime_s", &crt, e);
-    if (!rc)
-        rc = csv_require_col(&t, "energy_J", &cen, e);
-    if (!rc)
-        rc = csv_require_col(&t, "uncertainty_J", &cun, e);
-    if (!rc)
-        rc = csv_require_col(&t, "source", &csrc, e);
-    for (int k = 0; k < NPH; k++)
-        r->runtime[k] = r->energy[k] = r->unc[k] = NAN;
-    for (int i = 0; !rc && i < t.nrows; i++)
-        for (int k = 0; k < NPH && !rc; k++)
-            if (!strcmp(csv_cell(&t, i, cp), phase_names[k])) {
-                rc = csv_cell_double(&t, i, crt, &r->runtime[k], e);
-                if (!rc)
-                    rc = csv_cell_double(&t, i, cen, &r->energy[k], e);
-                if (!rc)
-                    rc = csv_cell_double(&t, i, cun, &r->unc[k], e);
-                if (!rc && k == PH_TOTAL)
-                    snprintf(r->source, sizeof r->source, "%s", csv_cell(&t, i, csrc));
-            }
-    csv_table_free(&t);
-    return rc;
-}
-
-static double jnum(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
-/* A JSON-lines file, one callback per object. */
-static int each_line(const char *path, int (*fn)(void *ctx, const cJSON *j, err_t *e), void *ctx,
-                     err_t *e)
-{
-    char *buf;
-    size_t len;
-    int rc = fs_read_all(path, (size_t)1 << 30, &buf, &len, e);
-    if (rc)
-        return rc;
-    long line = 0;
-    for (char *p = buf; !rc && p < buf + len;) {
-        char *nl = memchr(p, '\n', (size_t)(buf + len - p));
-        size_t n = nl ? (size_t)(nl - p) : (size_t)(buf + len - p);
-        line++;
-        if (n) {
-            cJSON *j = cJSON_ParseWithLength(p, n);
-            if (!j)
-                rc = err_set(e, ERR_INPUT, "%s:%ld: not a JSON object", path, line);
-            else
-                rc = fn(ctx, j, e);
-            cJSON_Delete(j);
-        }
-        p += n + 1;
-    }
-    free(buf);
-    return rc;
-}
-
-static int add_sample(void *ctx, const cJSON *j, err_t *e)
-{
-    run_rec_t *r = ctx;
-    const cJSON *pi = cJSON_GetObjectItemCaseSensitive(j, "prompt_index");
-    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(j, "prompt");
-    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "response");
-    if (!cJSON_IsNumber(pi) || !cJSON_IsString(pr) || !cJSON_IsString(rs))
-        return err_set(e, ERR_INPUT, "%s/" PPO_EVAL_SAMPLES ": expected prompt_index, prompt and "
-                       "response in every line", r->dir);
-    if (pi->valueint != r->nsamples)
-        return err_set(e, ERR_INPUT, "%s/" PPO_EVAL_SAMPLES ": prompt_index %d where %d was "
-                       "expected", r->dir, pi->valueint, r->nsamples);
-    sample_t *v = realloc(r->samples, (size_t)(r->nsamples + 1) * sizeof *v);
-    if (!v)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    r->samples = v;
-    sample_t *s = &v[r->nsamples];
-    memset(s, 0, sizeof *s);
-    s->judge = NAN;
-    s->prompt = strdup(pr->valuestring);
-    s->response = strdup(rs->valuestring);
-    double num = jnum(j, "data_synth_num"), den = jnum(j, "data_synth_den");
-    if (isfinite(num) && isfinite(den) && den > 0) {
-        s->num = (long long)num;
-        s->den = (long long)den;
-    }
-    r->nsamples++;
-    return s->prompt && s->response ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
-}
-
-typedef struct max_tokens {
-    int nsteps;
-    double *dmax;   /* per step (1-based step - 1) */
-} max_tokens_t;
-
-static int add_rollout(void *ctx, const cJSON *j, err_t *e)
-{
-    (void)e;
-    max_tokens_t *m = ctx;
-    double step = jnum(j, "step"), tok = jnum(j, "tokens");
-    int s = (int)step - 1;
-    if (s >= 0 && s < m->nsteps && isfinite(tok) && tok > m->dmax[s])
-        m->dmax[s] = tok;
-    return ERR_OK;
-}
-
-/* ---- plans and their tables -------------------------------------------------------------- */
-
-typedef struct plan_info {
-    char name[64];
-    char plan[64];       /* the policies.json plan its runs use ("": none, fp32) */
-    prec_table_t t_policy, t_ref, t_rm;
-    bool have_tables;
-    char execution[NPH][16];
-    double rm_acc, rm_acc_ci;
-    long rm_pairs;
-} plan_info_t;
+void compare_opts_default(compare_opts_t *o) { opts_default(&compare_opts_table, o); }
 
 /* "native", "native-weights" or "emulated" for what a phase computes under these tables on
- * this backend: an MX GEMM is native where cuda runs its pair of operands on the tensor
- * cores (operands (0,1), (2,3), (4,5); be_cuda_mxgemm_native is the dispatch's own test) and
- * fake-quantized otherwise (emulated), except cuda's rollout, whose decoding steps read MX
- * weights packed and multiply exactly when every layer qualifies (be_dec_native:
- * native-weights); 16-bit types run natively on cuda's tensor cores and are rounded in fp32
- * on the CPU. */
+ * this backend (be_native answers for each GEMM): native when every GEMM with an operand or
+ * a compute type other than fp32 runs in those types on the hardware (on cuda, 16-bit types
+ * on the tensor cores, and MX pairs of operands (0,1), (2,3), (4,5) where its dispatch maps
+ * them; never on the CPU, which rounds and computes in float32); otherwise emulated, except
+ * a rollout whose MX GEMMs are emulated but whose decoding steps read every layer's MX
+ * weight packed and multiply exactly (be_native_decode, cuda's packed decoding):
+ * native-weights. */
 static const char *exec_of(const prec_table_t *const *t, const prec_phase_t *ph, int n,
-                           bool all_ops, const char *backend)
+                           bool all_ops, backend_t *be)
 {
-    bool mx = false, half = false;
-    bool packed = !strcmp(backend, "cuda") && n == 1 && ph[0] == PREC_ROLLOUT && t[0];
+    bool mx = false, emulated = false;
+    bool packed = n == 1 && ph[0] == PREC_ROLLOUT && t[0];
     for (int k = 0; k < n; k++) {
         if (!t[k])
             continue;
-        if (prec_compute_for(t[k], ph[k]) != PREC_COMPUTE_FP32)
-            half = true;
+        prec_compute_t ct = prec_compute_for(t[k], ph[k]);
+        if (ct != PREC_COMPUTE_FP32 && !be_native(be, NULL, NULL, ct))
+            emulated = true;
         for (int i = 0; i < t[k]->nlayers; i++) {
-            packed = packed && be_dec_native(prec_spec(t[k], i, ph[k], PREC_OP_WEIGHT),
-                                             prec_spec(t[k], i, ph[k], PREC_OP_INPUT),
-                                             prec_compute_for(t[k], ph[k]));
+            packed = packed && be_native_decode(be, prec_spec(t[k], i, ph[k], PREC_OP_WEIGHT),
+                                                prec_spec(t[k], i, ph[k], PREC_OP_INPUT), ct);
             for (int op = 0; op < (all_ops ? PREC_OPERAND_COUNT : 2); op++) {
                 const mx_spec_t *s = prec_spec(t[k], i, ph[k], (prec_operand_t)op);
                 const mx_spec_t *o = prec_spec(t[k], i, ph[k], (prec_operand_t)(op ^ 1));
-                if (mx_format_info(s->format)->is_mx &&
-                    (strcmp(backend, "cuda") ||
-                     !be_cuda_mxgemm_native(s, o, prec_compute_for(t[k], ph[k]))))
-                    mx = true;
-                else if (s->format != MX_FP32)
-                    half = true;
+                if (s->format != MX_FP32 && !be_native(be, s, o, ct)) {
+                    emulated = true;
+                    mx |= mx_format_info(s->format)->is_mx;
+                }
             }
         }
     }
     if (mx)
         return packed ? "native-weights" : "emulated";
-    if (half)
-        return strcmp(backend, "cuda") ? "emulated" : "native";
-    return "native";
+    return emulated ? "emulated" : "native";
 }
 
-static void plan_execution(plan_info_t *p, const char *backend)
+static void plan_execution(plan_info_t *p, backend_t *be)
 {
     const prec_table_t *tp = p->have_tables ? &p->t_policy : NULL;
     const prec_table_t *tr = p->have_tables ? &p->t_ref : NULL;
@@ -347,9 +162,9 @@ static void plan_execution(plan_info_t *p, const char *backend)
     const prec_table_t *roll[1] = {tp}, *rew[3] = {tp, tr, tm}, *grad[1] = {tp};
     prec_phase_t proll[1] = {PREC_ROLLOUT}, prew[3] = {PREC_GRADIENT, PREC_REWARD, PREC_REWARD},
                  pgrad[1] = {PREC_GRADIENT};
-    snprintf(p->execution[PH_ROLL], 16, "%s", exec_of(roll, proll, 1, false, backend));
-    snprintf(p->execution[PH_REW], 16, "%s", exec_of(rew, prew, 3, false, backend));
-    snprintf(p->execution[PH_GRAD], 16, "%s", exec_of(grad, pgrad, 1, true, backend));
+    snprintf(p->execution[PH_ROLL], 16, "%s", exec_of(roll, proll, 1, false, be));
+    snprintf(p->execution[PH_REW], 16, "%s", exec_of(rew, prew, 3, false, be));
+    snprintf(p->execution[PH_GRAD], 16, "%s", exec_of(grad, pgrad, 1, true, be));
     bool same = !strcmp(p->execution[0], p->execution[1]) && !strcmp(p->execution[1], p->execution[2]);
     snprintf(p->execution[PH_TOTAL], 16, "%s", same ? p->execution[0] : "mixed");
 }
@@ -444,7 +259,7 @@ static void read_states(energy_source_t *src, energy_device_state_t *st, int *nd
 }
 
 /* Worst case over devices (min clock, max temperature, OR of throttle bits as a number). */
-static void state_summary(const energy_device_state_t *st, int n, energy_device_state_t *out)
+void cmp_state_summary(const energy_device_state_t *st, int n, energy_device_state_t *out)
 {
     out->sm_clock_MHz = out->mem_clock_MHz = out->temperature_C = out->throttle_reasons = NAN;
     for (int d = 0; d < n; d++) {
@@ -462,363 +277,25 @@ static void state_summary(const energy_device_state_t *st, int n, energy_device_
     }
 }
 
-static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+cJSON *cmp_num_or_null(double v)
+{
+    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
 
-static cJSON *state_json(const energy_device_state_t *st, int n, const energy_source_t *src)
+cJSON *cmp_state_json(const energy_device_state_t *st, int n, const energy_source_t *src)
 {
     cJSON *a = cJSON_CreateArray();
     for (int d = 0; d < n; d++) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "device", src->prov.dev[d].label);
-        cJSON_AddItemToObject(o, "sm_clock_MHz", num_or_null(st[d].sm_clock_MHz));
-        cJSON_AddItemToObject(o, "mem_clock_MHz", num_or_null(st[d].mem_clock_MHz));
-        cJSON_AddItemToObject(o, "temperature_C", num_or_null(st[d].temperature_C));
-        cJSON_AddItemToObject(o, "throttle_reasons", num_or_null(st[d].throttle_reasons));
+        cJSON_AddItemToObject(o, "sm_clock_MHz", cmp_num_or_null(st[d].sm_clock_MHz));
+        cJSON_AddItemToObject(o, "mem_clock_MHz", cmp_num_or_null(st[d].mem_clock_MHz));
+        cJSON_AddItemToObject(o, "temperature_C", cmp_num_or_null(st[d].temperature_C));
+        cJSON_AddItemToObject(o, "throttle_reasons", cmp_num_or_null(st[d].throttle_reasons));
         cJSON_AddItemToArray(a, o);
     }
     return a;
 }
-
-/* ---- modelled cost of one run -------------------------------------------------------------- */
-
-static int run_cost(run_rec_t *r, const plan_info_t *p, const profile_layers_t *lp,
-                    const profile_layers_t *lr, const profile_layers_t *lm, const ppo_opts_t *o,
-                    err_t *e)
-{
-    char *sp = fs_join(r->dir, PPO_STATS_JSON), *rp = fs_join(r->dir, "samples.jsonl");
-    cJSON *root = NULL;
-    max_tokens_t mt = {0, NULL};
-    int rc = sp && rp ? json_load_file(sp, 1u << 30, &root, e) : err_set(e, ERR_NOMEM, "oom");
-    const cJSON *steps = rc ? NULL : cJSON_GetObjectItemCaseSensitive(root, "steps");
-    if (!rc && !cJSON_IsArray(steps))
-        rc = err_set(e, ERR_INPUT, "%s: field \"steps\" is missing (expected an array)", sp);
-    if (!rc) {
-        mt.nsteps = cJSON_GetArraySize(steps);
-        mt.dmax = calloc((size_t)mt.nsteps + 1, sizeof *mt.dmax);
-        rc = mt.dmax ? each_line(rp, add_rollout, &mt, e) : err_set(e, ERR_NOMEM, "oom");
-    }
-    memset(r->cost, 0, sizeof r->cost);
-    profile_ppo_models_t m = {lp, lr, lm, p->have_tables ? &p->t_policy : NULL,
-                              p->have_tables ? &p->t_ref : NULL, p->have_tables ? &p->t_rm : NULL};
-    int k = 0;
-    for (const cJSON *s = rc ? NULL : steps->child; s; s = s->next, k++) {
-        double q = jnum(s, "tokens/queries_len_mean"), a = jnum(s, "tokens/responses_len_mean");
-        if (!isfinite(q) || !isfinite(a)) {
-            rc = err_set(e, ERR_INPUT, "%s: step %d lacks tokens/queries_len_mean or "
-                         "tokens/responses_len_mean", sp, k + 1);
-            break;
-        }
-        profile_ppo_step_t st = {o->batch_size, q * o->batch_size, a * o->batch_size,
-                                 mt.dmax[k] > 0 ? mt.dmax[k] : o->max_new_tokens, o->ppo_epochs,
-                                 o->batch_size / o->mini_batch_size};
-        profile_cost_ppo_step(&m, &st, r->cost);
-    }
-    for (int ph = 0; !rc && ph < PROFILE_NPHASES; ph++)
-        profile_cost_add(&r->cost[PH_TOTAL], &r->cost[ph], 1);
-    cJSON_Delete(root);
-    free(mt.dmax);
-    free(sp);
-    free(rp);
-    return rc;
-}
-
-/* ---- judging ------------------------------------------------------------------------------ */
-
-/* The judge's score of every run's final samples, two runs per pair list entry (one
- * model load for everything). */
-static int judge_runs(const pipeline_compare_t *c, run_rec_t *runs, int nruns, err_t *e)
-{
-    size_t total = 0;
-    for (int i = 0; i < nruns; i += 2)
-        total += (size_t)runs[i].nsamples;
-    data_pair_t *pairs = calloc(total + 1, sizeof *pairs);
-    const data_pair_t **pp = calloc(total + 1, sizeof *pp);
-    float *ca = calloc(total + 1, sizeof *ca), *cb = calloc(total + 1, sizeof *cb);
-    int rc = pairs && pp && ca && cb ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
-    size_t k = 0;
-    for (int i = 0; !rc && i < nruns; i += 2) {
-        run_rec_t *a = &runs[i], *b = &runs[i + 1 < nruns ? i + 1 : i];
-        if (a->nsamples != b->nsamples) {
-            rc = err_set(e, ERR_FAIL, "%s and %s hold %d and %d evaluation samples", a->dir,
-                         b->dir, a->nsamples, b->nsamples);
-            break;
-        }
-        for (int s = 0; s < a->nsamples; s++, k++) {
-            pairs[k].prompt = a->samples[s].prompt;
-            pairs[k].chosen = a->samples[s].response;
-            pairs[k].rejected = b->samples[s].response;
-            pp[k] = &pairs[k];
-        }
-    }
-    rlhf_rm_metrics_t m;
-    if (!rc && total)
-        rc = rlhf_rm_evaluate_dir(c->be, c->judge_opts, c->judge_dir, pp, total, &m, ca, cb, e);
-    k = 0;
-    for (int i = 0; !rc && i < nruns; i += 2) {
-        run_rec_t *a = &runs[i], *b = &runs[i + 1 < nruns ? i + 1 : i];
-        for (int s = 0; s < a->nsamples; s++, k++) {
-            a->samples[s].judge = ca[k];
-            b->samples[s].judge = cb[k];
-        }
-    }
-    free(pairs);
-    free(pp);
-    free(ca);
-    free(cb);
-    return rc ? err_prefix(e, "judge %s: ", c->judge_dir) : ERR_OK;
-}
-
-static int cmp_exact(const sample_t *a, const sample_t *b)
-{
-    if (!a->den || !b->den)
-        return 2; /* no ground truth */
-    long double l = (long double)a->num * b->den, r = (long double)b->num * a->den;
-    return l > r ? 1 : l < r ? -1 : 0;
-}
-
-/* Win rates of run a against the baseline run b, prompt by prompt (identical texts tie). */
-static void win_rates(run_rec_t *a, const run_rec_t *b, bool synthetic)
-{
-    int n = a->nsamples < b->nsamples ? a->nsamples : b->nsamples;
-    int *cj = calloc((size_t)n + 1, sizeof *cj), *ct = calloc((size_t)n + 1, sizeof *ct);
-    double js = 0, ts = 0;
-    bool truth = synthetic && n > 0;
-    for (int i = 0; cj && ct && i < n; i++) {
-        const sample_t *x = &a->samples[i], *y = &b->samples[i];
-        bool same = !strcmp(x->response, y->response);
-        cj[i] = same ? 0 : profile_cmp(x->judge, y->judge);
-        int t = same ? 0 : cmp_exact(x, y);
-        if (t == 2)
-            truth = false;
-        ct[i] = t;
-        js += x->judge;
-        if (x->den)
-            ts += (double)x->num / (double)x->den;
-    }
-    a->win_judge = cj && ct ? profile_win_rate(cj, n) : NAN;
-    a->win_truth = cj && ct && truth ? profile_win_rate(ct, n) : NAN;
-    a->judge_mean = n ? js / n : NAN;
-    if (!truth)
-        a->truth_mean = NAN;
-    else if (n)
-        a->truth_mean = ts / n;
-    free(cj);
-    free(ct);
-}
-
-/* ---- output ------------------------------------------------------------------------------- */
-
-static const char *const csv_columns[] = {
-    "plan", "phase", "seeds", "steps", "execution",
-    "runtime_s", "runtime_s_ci95", "runtime_ratio", "runtime_ratio_ci95",
-    "energy_J", "energy_J_ci95", "energy_uncertainty_J", "energy_ratio", "energy_ratio_ci95",
-    "avg_power_W",
-    "modelled_traffic_bytes", "modelled_traffic_bf16_bytes", "modelled_traffic_ratio",
-    "modelled_macs", "modelled_macs_4bit", "modelled_macs_6bit", "modelled_macs_8bit",
-    "modelled_macs_16bit", "modelled_macs_32bit",
-    "final_reward", "final_reward_ci95", "kl", "kl_ci95",
-    "judge_score", "judge_score_ci95", "true_score", "true_score_ci95",
-    "win_rate_judge", "win_rate_judge_ci95", "win_rate_true", "win_rate_true_ci95",
-    "rm_accuracy", "rm_accuracy_ci95", "rm_eval_pairs", "eval_prompts", "energy_source", NULL};
-
-typedef struct plan_stats {
-    profile_stat_t runtime[NPH], runtime_ratio[NPH], energy[NPH], energy_ratio[NPH], unc[NPH];
-    profile_cost_t cost[NPH];   /* mean over seeds */
-    profile_stat_t reward, kl, judge, truth, win_judge, win_truth;
-} plan_stats_t;
-
-static void gather(const run_rec_t *runs, int nruns, int plan, int seeds, double *out,
-                   size_t off)
-{
-    for (int s = 0; s < seeds; s++)
-        out[s] = NAN;
-    for (int i = 0; i < nruns; i++)
-        if (runs[i].plan == plan)
-            out[runs[i].round] = *(const double *)((const char *)&runs[i] + off);
-}
-
-static void plan_stats(const run_rec_t *runs, int nruns, int plan, int seeds, plan_stats_t *ps)
-{
-    double x[seeds], base[seeds];
-    memset(ps, 0, sizeof *ps);
-    for (int k = 0; k < NPH; k++) {
-        gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, runtime) + k * sizeof(double));
-        gather(runs, nruns, 0, seeds, base, offsetof(run_rec_t, runtime) + k * sizeof(double));
-        ps->runtime[k] = profile_stat(x, seeds);
-        ps->runtime_ratio[k] = profile_ratio_stat(x, base, seeds);
-        gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, energy) + k * sizeof(double));
-        gather(runs, nruns, 0, seeds, base, offsetof(run_rec_t, energy) + k * sizeof(double));
-        ps->energy[k] = profile_stat(x, seeds);
-        ps->energy_ratio[k] = profile_ratio_stat(x, base, seeds);
-        gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, unc) + k * sizeof(double));
-        ps->unc[k] = profile_stat(x, seeds);
-        int n = 0;
-        for (int i = 0; i < nruns; i++)
-            if (runs[i].plan == plan) {
-                profile_cost_add(&ps->cost[k], &runs[i].cost[k], 1);
-                n++;
-            }
-        if (n) {
-            profile_cost_t z = {0};
-            profile_cost_add(&z, &ps->cost[k], 1.0 / n);
-            ps->cost[k] = z;
-        }
-    }
-    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, final_reward));
-    ps->reward = profile_stat(x, seeds);
-    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, kl));
-    ps->kl = profile_stat(x, seeds);
-    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, judge_mean));
-    ps->judge = profile_stat(x, seeds);
-    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, truth_mean));
-    ps->truth = profile_stat(x, seeds);
-    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, win_judge));
-    ps->win_judge = profile_stat(x, seeds);
-    gather(runs, nruns, plan, seeds, x, offsetof(run_rec_t, win_truth));
-    ps->win_truth = profile_stat(x, seeds);
-}
-
-static double ratio(double a, double b) { return isfinite(a) && isfinite(b) && b > 0 ? a / b : NAN; }
-
-static int write_comparison_csv(const char *path, const plan_info_t *plans, int nplans,
-                                const run_rec_t *runs, int nruns, const compare_opts_t *co,
-                                const char *source, int eval_prompts, err_t *e)
-{
-    csv_writer_t w;
-    int rc = csv_open(&w, path, e);
-    if (rc)
-        return rc;
-    csv_header(&w, csv_columns);
-    for (int p = 0; p < nplans; p++) {
-        plan_stats_t ps;
-        plan_stats(runs, nruns, p, co->seeds, &ps);
-        for (int k = 0; k < NPH; k++) {
-            bool tot = k == PH_TOTAL;
-            const profile_cost_t *c = &ps.cost[k];
-            csv_str(&w, plans[p].name);
-            csv_str(&w, phase_names[k]);
-            csv_int(&w, ps.runtime[k].n);
-            csv_int(&w, co->steps);
-            csv_str(&w, plans[p].execution[k]);
-            csv_num(&w, ps.runtime[k].mean);
-            csv_num(&w, ps.runtime[k].ci95);
-            csv_num(&w, ps.runtime_ratio[k].mean);
-            csv_num(&w, ps.runtime_ratio[k].ci95);
-            csv_num(&w, ps.energy[k].mean);
-            csv_num(&w, ps.energy[k].ci95);
-            csv_num(&w, ps.unc[k].mean);
-            csv_num(&w, ps.energy_ratio[k].mean);
-            csv_num(&w, ps.energy_ratio[k].ci95);
-            csv_num(&w, ratio(ps.energy[k].mean, ps.runtime[k].mean));
-            csv_num(&w, c->bytes);
-            csv_num(&w, c->bytes_bf16);
-            csv_num(&w, ratio(c->bytes, c->bytes_bf16));
-            csv_num(&w, c->macs);
-            for (int b = 0; b < PROFILE_NWIDTHS; b++)
-                csv_num(&w, c->macs_by_width[b]);
-            csv_num(&w, tot ? ps.reward.mean : NAN);
-            csv_num(&w, tot ? ps.reward.ci95 : NAN);
-            csv_num(&w, tot ? ps.kl.mean : NAN);
-            csv_num(&w, tot ? ps.kl.ci95 : NAN);
-            csv_num(&w, tot ? ps.judge.mean : NAN);
-            csv_num(&w, tot ? ps.judge.ci95 : NAN);
-            csv_num(&w, tot ? ps.truth.mean : NAN);
-            csv_num(&w, tot ? ps.truth.ci95 : NAN);
-            csv_num(&w, tot ? ps.win_judge.mean : NAN);
-            csv_num(&w, tot ? ps.win_judge.ci95 : NAN);
-            csv_num(&w, tot ? ps.win_truth.mean : NAN);
-            csv_num(&w, tot ? ps.win_truth.ci95 : NAN);
-            csv_num(&w, tot ? plans[p].rm_acc : NAN);
-            csv_num(&w, tot ? plans[p].rm_acc_ci : NAN);
-            if (tot)
-                csv_int(&w, plans[p].rm_pairs);
-            else
-                csv_str(&w, NULL);
-            if (tot)
-                csv_int(&w, eval_prompts);
-            else
-                csv_str(&w, NULL);
-            csv_str(&w, source);
-            csv_endrow(&w);
-        }
-    }
-    return csv_commit(&w, e);
-}
-
-static int write_runs_csv(const char *path, const plan_info_t *plans, const run_rec_t *runs,
-                          const int *order, int nruns, err_t *e)
-{
-    static const char *const cols[] = {
-        "order", "plan", "seed", "dir", "started_utc", "wall_s", "load_1min_start",
-        "load_1min_end", "rollout_s", "reward_inference_s", "gradient_update_s", "total_s",
-        "rollout_J", "reward_inference_J", "gradient_update_J", "total_J", "final_reward", "kl",
-        "judge_score", "true_score", "win_rate_judge", "win_rate_true", "sm_clock_MHz_start",
-        "sm_clock_MHz_end", "mem_clock_MHz_start", "mem_clock_MHz_end", "temperature_C_start",
-        "temperature_C_end", "throttle_reasons_start", "throttle_reasons_end", NULL};
-    csv_writer_t w;
-    int rc = csv_open(&w, path, e);
-    if (rc)
-        return rc;
-    csv_header(&w, cols);
-    for (int k = 0; k < nruns; k++) {
-        const run_rec_t *r = &runs[order[k]];
-        energy_device_state_t a, b;
-        state_summary(r->st0, r->ndev, &a);
-        state_summary(r->st1, r->ndev, &b);
-        csv_int(&w, k + 1);
-        csv_str(&w, plans[r->plan].name);
-        csv_int(&w, (long long)r->seed);
-        csv_str(&w, r->dir);
-        csv_str(&w, r->started);
-        csv_num(&w, r->wall_s);
-        csv_num(&w, r->load0);
-        csv_num(&w, r->load1);
-        for (int p = 0; p < NPH; p++)
-            csv_num(&w, r->runtime[p]);
-        for (int p = 0; p < NPH; p++)
-            csv_num(&w, r->energy[p]);
-        csv_num(&w, r->final_reward);
-        csv_num(&w, r->kl);
-        csv_num(&w, r->judge_mean);
-        csv_num(&w, r->truth_mean);
-        csv_num(&w, r->win_judge);
-        csv_num(&w, r->win_truth);
-        csv_num(&w, a.sm_clock_MHz);
-        csv_num(&w, b.sm_clock_MHz);
-        csv_num(&w, a.mem_clock_MHz);
-        csv_num(&w, b.mem_clock_MHz);
-        csv_num(&w, a.temperature_C);
-        csv_num(&w, b.temperature_C);
-        csv_num(&w, a.throttle_reasons);
-        csv_num(&w, b.throttle_reasons);
-        csv_endrow(&w);
-    }
-    return csv_commit(&w, e);
-}
-
-static cJSON *stat_json(const profile_stat_t *s)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "n", s->n);
-    cJSON_AddItemToObject(o, "mean", num_or_null(s->mean));
-    cJSON_AddItemToObject(o, "ci95", num_or_null(s->ci95));
-    return o;
-}
-
-/* ---- the run ------------------------------------------------------------------------------- */
-
-typedef struct ctx {
-    const compare_opts_t *co;
-    const pipeline_compare_t *c;
-    plan_info_t plans[COMPARE_MAX_PLANS];
-    int nplans, control;
-    prec_policies_t pol;
-    profile_layers_t lp, lr, lm;
-    run_rec_t *runs;
-    int nruns, *order;
-    energy_source_t *state_src;
-    char state_note[512];
-} ctx_t;
 
 static void logf_(const pipeline_compare_t *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -874,7 +351,7 @@ static int setup(ctx_t *x, err_t *e)
         if (x->plans[i].plan[0])
             rc = resolve_tables(&x->plans[i], &x->pol, &x->lp, &x->lr, &x->lm, e);
     for (int i = 0; !rc && i < x->nplans; i++)
-        plan_execution(&x->plans[i], c->backend_name ? c->backend_name : "cpu");
+        plan_execution(&x->plans[i], c->be);
     if (rc)
         return rc;
     /* the order: seed-major rounds, rotated */
@@ -968,17 +445,17 @@ static int one_run(ctx_t *x, int k, const ppo_opts_t *base, err_t *e)
     read_states(x->state_src, r->st1, &r->ndev);
     r->load1 = load1();
     if (rc)
-        return err_prefix(e, "run %s: ", r->dir);
+        return err_prefix(e, "run %s", r->dir);
     r->final_reward = res.last.reward_mean;
     r->kl = res.last.kl_mean;
     r->truth_mean = res.last.synth_score_mean;
     char *sp = fs_join(r->dir, PPO_EVAL_SAMPLES);
-    rc = sp ? read_energy(r, e) : err_set(e, ERR_NOMEM, "out of memory");
+    rc = sp ? cmp_read_energy(r, e) : err_set(e, ERR_NOMEM, "out of memory");
     if (!rc)
-        rc = each_line(sp, add_sample, r, e);
+        rc = cmp_each_line(sp, cmp_add_sample, r, e);
     free(sp);
     if (!rc)
-        rc = run_cost(r, p, &x->lp, &x->lr, &x->lm, &o, e);
+        rc = cmp_run_cost(r, p, &x->lp, &x->lr, &x->lm, &o, e);
     if (!rc && !x->co->keep_models) {
         char *pd = fs_join(r->dir, "policy"), *cd = fs_join(r->dir, "checkpoints"),
              *kd = fs_join(r->dir, "critic");
@@ -1027,7 +504,7 @@ static int warmup(ctx_t *x, const ppo_opts_t *base, err_t *e)
     if (!rc)
         rc = pipeline_baseline_run(&o, &b, &res, e);
     if (rc)
-        err_prefix(e, "warm-up run %s: ", dir);
+        err_prefix(e, "warm-up run %s", dir);
     else
         rc = rmtree(dir, e);
     if (!rc)
@@ -1054,93 +531,12 @@ static int rm_accuracy(ctx_t *x, err_t *e)
                                            pl->plan[0] ? pl->plan : NULL, c->rm_eval, n, &m,
                                            NULL, NULL, e);
         if (rc)
-            return err_prefix(e, "RM accuracy under plan %s: ", pl->name);
+            return err_prefix(e, "RM accuracy under plan %s", pl->name);
         pl->rm_acc = m.accuracy;
         pl->rm_acc_ci = 1.959963984540054 * sqrt(m.accuracy * (1 - m.accuracy) / (double)n);
         logf_(c, "RM accuracy under %s: %.4f on %zu rm_eval pairs", pl->name, m.accuracy, n);
     }
     return ERR_OK;
-}
-
-static int write_json(ctx_t *x, const ppo_opts_t *ppo, const profile_control_check_t *chk,
-                      const plan_stats_t *cs, double seconds, double judge_s, double rm_s, err_t *e)
-{
-    const pipeline_compare_t *c = x->c;
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "format", "mxrlhf.comparison/1");
-    cJSON_AddItemToObject(j, "options", compare_opts_to_json(x->co));
-    ppo_opts_t o = *ppo;
-    o.steps = x->co->steps;
-    o.checkpoint_every = 0;
-    o.best_of_n = 0;
-    o.eval_every = 0;
-    o.eval_prompts = x->co->eval_prompts;
-    cJSON_AddItemToObject(j, "ppo", ppo_opts_to_json(&o));
-    char note[256];
-    snprintf(note, sizeof note, "each comparison run is PPO for %d steps (the baseline stage "
-             "runs %d); seeds %llu to %llu", x->co->steps, ppo->steps,
-             (unsigned long long)ppo->seed, (unsigned long long)(ppo->seed + x->co->seeds - 1));
-    cJSON_AddStringToObject(j, "note", note);
-    cJSON_AddStringToObject(j, "backend", c->backend_name ? c->backend_name : "cpu");
-    cJSON_AddStringToObject(j, "policies", c->policies_path);
-    cJSON *models = cJSON_AddObjectToObject(j, "models");
-    cJSON_AddStringToObject(models, "policy", c->policy_dir);
-    cJSON_AddStringToObject(models, "reward", c->reward_dir);
-    cJSON_AddStringToObject(models, "judge", c->judge_dir);
-    cJSON *pl = cJSON_AddArrayToObject(j, "plans");
-    for (int p = 0; p < x->nplans; p++) {
-        cJSON *o2 = cJSON_CreateObject();
-        cJSON_AddStringToObject(o2, "plan", x->plans[p].name);
-        cJSON_AddBoolToObject(o2, "control", p == x->control);
-        cJSON *ex = cJSON_AddObjectToObject(o2, "execution");
-        for (int k = 0; k < NPH; k++)
-            cJSON_AddStringToObject(ex, phase_names[k], x->plans[p].execution[k]);
-        cJSON_AddItemToObject(o2, "rm_accuracy", num_or_null(x->plans[p].rm_acc));
-        cJSON_AddItemToArray(pl, o2);
-    }
-    cJSON_AddStringToObject(j, "order_rule", x->co->order == COMPARE_ORDER_ROTATE
-                                                 ? "seed-major rounds, each rotated by its index"
-                                                 : "seed-major rounds, plans in list order");
-    cJSON_AddStringToObject(j, "device_state", x->state_note);
-    cJSON *ck = cJSON_AddObjectToObject(j, "control_check");
-    cJSON_AddStringToObject(ck, "plan", x->plans[x->control].name);
-    cJSON_AddBoolToObject(ck, "ok", chk->ok);
-    cJSON_AddBoolToObject(ck, "win_ok", chk->win_ok);
-    cJSON_AddBoolToObject(ck, "energy_measured", chk->energy_measured);
-    cJSON_AddBoolToObject(ck, "energy_ok", chk->energy_ok);
-    cJSON_AddBoolToObject(ck, "runtime_ok", chk->runtime_ok);
-    cJSON_AddItemToObject(ck, "win_rate_judge", stat_json(&cs->win_judge));
-    cJSON_AddItemToObject(ck, "win_rate_true", stat_json(&cs->win_truth));
-    cJSON_AddItemToObject(ck, "energy_ratio", stat_json(&cs->energy_ratio[PH_TOTAL]));
-    cJSON_AddItemToObject(ck, "runtime_ratio", stat_json(&cs->runtime_ratio[PH_TOTAL]));
-    cJSON_AddNumberToObject(ck, "tolerance", x->co->tolerance);
-    cJSON_AddStringToObject(ck, "message", chk->message);
-    cJSON *runs = cJSON_AddArrayToObject(j, "runs");
-    for (int k = 0; k < x->nruns; k++) {
-        const run_rec_t *r = &x->runs[x->order[k]];
-        cJSON *o2 = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o2, "order", k + 1);
-        cJSON_AddStringToObject(o2, "plan", x->plans[r->plan].name);
-        cJSON_AddNumberToObject(o2, "seed", (double)r->seed);
-        cJSON_AddStringToObject(o2, "dir", r->dir);
-        cJSON_AddStringToObject(o2, "started", r->started);
-        cJSON_AddNumberToObject(o2, "wall_s", r->wall_s);
-        cJSON_AddItemToObject(o2, "load_1min", cJSON_CreateDoubleArray((double[]){r->load0, r->load1}, 2));
-        if (x->state_src && r->ndev) {
-            cJSON_AddItemToObject(o2, "device_state_start", state_json(r->st0, r->ndev, x->state_src));
-            cJSON_AddItemToObject(o2, "device_state_end", state_json(r->st1, r->ndev, x->state_src));
-        }
-        cJSON_AddItemToArray(runs, o2);
-    }
-    cJSON *tm = cJSON_AddObjectToObject(j, "timing");
-    cJSON_AddNumberToObject(tm, "seconds", seconds);
-    cJSON_AddNumberToObject(tm, "judge_s", judge_s);
-    cJSON_AddNumberToObject(tm, "rm_accuracy_s", rm_s);
-    char *path = fs_join(c->out_dir, COMPARE_JSON);
-    int rc = path ? json_write_file(path, j, true, e) : err_set(e, ERR_NOMEM, "out of memory");
-    free(path);
-    cJSON_Delete(j);
-    return rc;
 }
 
 int pipeline_compare_run(const compare_opts_t *co, const ppo_opts_t *ppo,
@@ -1167,11 +563,11 @@ int pipeline_compare_run(const compare_opts_t *co, const ppo_opts_t *ppo,
         rc = one_run(x, k, ppo, e);
     double t_judge = rlhf_now();
     if (!rc)
-        rc = judge_runs(c, x->runs, x->nruns, e);
+        rc = cmp_judge_runs(c, x->runs, x->nruns, e);
     if (!rc)
         for (int i = 0; i < x->nruns; i++) {
             run_rec_t *r = &x->runs[i];
-            win_rates(r, &x->runs[r->round * x->nplans], c->synthetic);
+            cmp_win_rates(r, &x->runs[r->round * x->nplans], c->synthetic);
         }
     double t_rm = rlhf_now();
     if (!rc)
@@ -1180,10 +576,10 @@ int pipeline_compare_run(const compare_opts_t *co, const ppo_opts_t *ppo,
     profile_control_check_t chk = {0};
     plan_stats_t cs;
     if (!rc) {
-        plan_stats(x->runs, x->nruns, x->control, co->seeds, &cs);
+        cmp_plan_stats(x->runs, x->nruns, x->control, co->seeds, &cs);
         double wj[co->seeds], wt[co->seeds];
-        gather(x->runs, x->nruns, x->control, co->seeds, wj, offsetof(run_rec_t, win_judge));
-        gather(x->runs, x->nruns, x->control, co->seeds, wt, offsetof(run_rec_t, win_truth));
+        cmp_gather(x->runs, x->nruns, x->control, co->seeds, wj, offsetof(run_rec_t, win_judge));
+        cmp_gather(x->runs, x->nruns, x->control, co->seeds, wt, offsetof(run_rec_t, win_truth));
         profile_control_in_t in = {wj, c->synthetic ? wt : NULL, co->seeds,
                                    cs.energy_ratio[PH_TOTAL], cs.runtime_ratio[PH_TOTAL],
                                    co->tolerance};
@@ -1196,12 +592,13 @@ int pipeline_compare_run(const compare_opts_t *co, const ppo_opts_t *ppo,
     if (!rc && (!p1 || !p2))
         rc = err_set(e, ERR_NOMEM, "out of memory");
     if (!rc)
-        rc = write_comparison_csv(p1, x->plans, x->nplans, x->runs, x->nruns, co, src,
+        rc = cmp_write_comparison_csv(p1, x->plans, x->nplans, x->runs, x->nruns, co, src,
                                   x->runs[0].nsamples, e);
     if (!rc)
-        rc = write_runs_csv(p2, x->plans, x->runs, x->order, x->nruns, e);
+        rc = cmp_write_runs_csv(p2, x->plans, x->runs, x->order, x->nruns, e);
     if (!rc)
-        rc = write_json(x, ppo, &chk, &cs, rlhf_now() - t_start, t_rm - t_judge, t_end - t_rm, e);
+        rc = cmp_write_json(x, ppo, &chk, &cs, rlhf_now() - t_start, t_rm - t_judge,
+                            t_end - t_rm, e);
     free(p1);
     free(p2);
     if (!rc) {
@@ -1216,7 +613,7 @@ int pipeline_compare_run(const compare_opts_t *co, const ppo_opts_t *ppo,
             rc = err_set(e, ERR_FAIL, "%s", chk.message);
     }
     for (int i = 0; i < x->nruns; i++)
-        run_free(&x->runs[i]);
+        cmp_run_free(&x->runs[i]);
     for (int p = 0; p < x->nplans; p++)
         if (x->plans[p].have_tables) {
             prec_table_free(&x->plans[p].t_policy);

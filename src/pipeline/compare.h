@@ -61,22 +61,22 @@ typedef enum { COMPARE_ORDER_ROTATE, COMPARE_ORDER_FIXED } compare_order_t;
  * steps, seed, eval_prompts, checkpoint_every (0), best_of_n (0) and eval_every (0) are
  * set here. */
 typedef struct compare_opts {
-    int seeds;                /* 3 */
-    int steps;                /* 20: shorter than the baseline's 100, to fit the chain's time */
-    char plans[256];          /* "baseline,A,B,C,D": plans of policies.json, in order */
-    char control[64];         /* "baseline": the control plan (must be among plans) */
+    int seeds;
+    int steps;                /* shorter than the baseline's, to fit the chain's time */
+    char plans[256];          /* plans of policies.json, in order */
+    char control[64];         /* the control plan (must be among plans) */
     char reference[64];       /* "": the unquantized runs compute in fp32 with no plan; or a
                                * plan of policies.json they run under instead (on a GPU,
                                * "bf16": the study's baseline is bf16 autocast, and fp32
                                * GEMMs would flatter every 16-bit and MX plan) */
-    int order;                /* compare_order_t: "rotate" (default) or "fixed" */
-    int eval_prompts;         /* 64 held-out prompts for the final samples */
-    long rm_eval_pairs;       /* 1000 rm_eval pairs for RM accuracy (0: all) */
-    char power_source[128];   /* "auto" */
-    double interval_ms;       /* 20 */
-    double idle_s;            /* 2: idle power before each run (skipped without a sensor) */
-    double tolerance;         /* 0.1: the control's energy ratio within 1 +- this */
-    int warmup_steps;         /* 2: a PPO run of this many steps under the reference's
+    int order;                /* compare_order_t */
+    int eval_prompts;         /* held-out prompts for the final samples */
+    long rm_eval_pairs;       /* rm_eval pairs for RM accuracy (0: all) */
+    char power_source[128];
+    double interval_ms;
+    double idle_s;            /* idle power before each run (skipped without a sensor) */
+    double tolerance;         /* the control's energy ratio within 1 +- this */
+    int warmup_steps;         /* a PPO run of this many steps under the reference's
                                * computation before the rounds, not recorded (a fresh GPU's
                                * first run is slower, and would bias whichever plan ran
                                * first); 0: none */
@@ -86,14 +86,14 @@ typedef struct compare_opts {
     bool keep_models;         /* false: remove each run's policy/ and checkpoints/ */
 } compare_opts_t;
 
+/* The "compare" section (defaults, ranges and help in compare.c's table). */
+extern const opt_table_t compare_opts_table;
 void compare_opts_default(compare_opts_t *o);
-int compare_opts_from_json(const cJSON *obj, const char *ctx, compare_opts_t *o, err_t *e);
-cJSON *compare_opts_to_json(const compare_opts_t *o);
 
 /* What the runs work on. */
 typedef struct pipeline_compare {
     backend_t *be;
-    const char *backend_name;            /* "cpu", "cuda": native or emulated formats */
+    const char *backend_name;            /* the device as given ("cpu", "cuda:1"), recorded */
     const char *policy_dir, *reward_dir, *judge_dir;
     const char *policies_path;
     const char *const *prompts;          /* ppo_prompts */

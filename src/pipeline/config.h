@@ -6,11 +6,12 @@
  *    "sft": {...}, "rm": {...}, "judge": {...}}
  *
  * The sections are a table (pipeline_sections): each row names a member of
- * pipeline_config_t and the section's default / from-JSON / to-JSON functions, which
- * live in the stage's own module (rlhf_sft_opts_*, ...). Adding a stage's section is one
- * member in pipeline_config_t and one PIPELINE_SECTION row in config.c. Reading a file:
- * missing sections and keys keep their defaults; an unknown section or key, a wrong type
- * or a value out of range is ERR_INPUT naming the file, the section and the key.
+ * pipeline_config_t and the section's options table (util/opts.h), which lives in the
+ * stage's own module (rlhf_sft_opts_table, ...) and holds every key's type, default, range
+ * and help. Adding a stage's section is one member in pipeline_config_t and one SECTION row
+ * in config.c. Reading a file: missing sections and keys keep their defaults; an unknown
+ * or repeated section or key, a wrong type or a value out of range is ERR_INPUT naming the
+ * file, the section and the key.
  */
 #ifndef MXRLHF_PIPELINE_CONFIG_H
 #define MXRLHF_PIPELINE_CONFIG_H
@@ -29,13 +30,14 @@
 #include "rlhf/rm.h"
 #include "rlhf/sft.h"
 #include "util/err.h"
+#include "util/opts.h"
 
 #define PIPELINE_CONFIG_FORMAT "mxrlhf-config"
 #define PIPELINE_CONFIG_VERSION 1
 
 /* "data": what the data stage draws (data/split.h, data/synth.h). */
 typedef struct pipeline_data_opts {
-    long pairs;                 /* HH-RLHF file: pairs drawn (the study's 1000)           */
+    long pairs;                 /* HH-RLHF file: pairs drawn                              */
     long synth_pairs;           /* embedded default: synthetic pairs generated            */
     long corpus_docs;           /* embedded default: pretraining documents generated      */
     uint64_t seed;
@@ -44,10 +46,7 @@ typedef struct pipeline_data_opts {
     bool skip_bad;              /* count malformed lines of an HH file instead of failing */
 } pipeline_data_opts_t;
 
-void pipeline_data_opts_default(pipeline_data_opts_t *o);
-int pipeline_data_opts_from_json(const cJSON *obj, const char *ctx, pipeline_data_opts_t *o,
-                                 err_t *e);
-cJSON *pipeline_data_opts_to_json(const pipeline_data_opts_t *o);
+extern const opt_table_t pipeline_data_opts_table;
 
 /* "tokenizer": the BPE vocabulary trained for the embedded default (tokenizer.h). */
 typedef struct pipeline_tokenizer_opts {
@@ -55,10 +54,7 @@ typedef struct pipeline_tokenizer_opts {
     long min_frequency;
 } pipeline_tokenizer_opts_t;
 
-void pipeline_tokenizer_opts_default(pipeline_tokenizer_opts_t *o);
-int pipeline_tokenizer_opts_from_json(const cJSON *obj, const char *ctx,
-                                      pipeline_tokenizer_opts_t *o, err_t *e);
-cJSON *pipeline_tokenizer_opts_to_json(const pipeline_tokenizer_opts_t *o);
+extern const opt_table_t pipeline_tokenizer_opts_table;
 
 /* Every section. Later stages (ppo, sensitivity, policies, compare) add theirs here. */
 typedef struct pipeline_config {
@@ -78,12 +74,10 @@ typedef struct pipeline_config {
 } pipeline_config_t;
 
 typedef struct pipeline_section {
-    const char *name;   /* key in the file */
-    const char *what;   /* one line for `mxrlhf config --help` and docs */
-    size_t off;         /* offsetof(pipeline_config_t, member) */
-    void (*defaults)(void *opts);
-    int (*from_json)(const cJSON *obj, const char *ctx, void *opts, err_t *e);
-    cJSON *(*to_json)(const void *opts);
+    const char *name;          /* key in the file */
+    const char *what;          /* one line for `mxrlhf config --help` and docs */
+    size_t off;                /* offsetof(pipeline_config_t, member) */
+    const opt_table_t *table;  /* its keys (util/opts.h) */
 } pipeline_section_t;
 
 extern const pipeline_section_t pipeline_sections[];

@@ -330,17 +330,16 @@ static int stage_sensitivity(pipeline_ctx_t *c, err_t *e)
     char *out = rc ? NULL : join(c->dir, "sensitivity_matrix.csv", e);
     if (!out)
         return e->code;
-    sensitivity_opts_t o = c->cfg->sensitivity;
-    snprintf(o.backend, sizeof o.backend, "%s", c->opts->backend ? c->opts->backend : "cpu");
+    const sensitivity_opts_t *o = &c->cfg->sensitivity; /* its backend: the device */
     sensitivity_paths_t pa = {.model_dir = pipeline_stage_dir(c, "sft"), .output = out,
                               .pairs = ev, .npairs = nev, .eval_desc = EVAL_DESC};
     profile_log_t pl = {c, -1e9};
     profile_sens_result_t r;
-    rc = profile_sensitivity_run(&o, &pa, profile_progress, &pl, &r, e);
+    rc = profile_sensitivity_run(o, &pa, profile_progress, &pl, &r, e);
     if (!rc)
         rlhf_logf(c->log, "%d layers x %d formats x %d block sizes on %ld tokens of eval_prompts "
                   "in %.1f s (%d workers); baseline perplexity %.4f; quantizing %.2f%% of the "
-                  "forward time", r.layers, o.nformats, o.nblocks, r.tokens, r.wall_s, r.workers,
+                  "forward time", r.layers, o->nformats, o->nblocks, r.tokens, r.wall_s, r.workers,
                   r.baseline_ppl, r.forward_s > 0 ? 100 * r.quant_s / r.forward_s : 0.0);
     free(out);
     return rc;
@@ -366,12 +365,10 @@ static int stage_phase_sensitivity(pipeline_ctx_t *c, err_t *e)
     const data_pair_t **ev;
     size_t nev;
     int rc = pipeline_split_pairs(c, DATA_SPLIT_EVAL, &ev, &nev, e);
-    phase_sensitivity_opts_t o = c->cfg->phase_sensitivity;
-    snprintf(o.sweep.backend, sizeof o.sweep.backend, "%s",
-             c->opts->backend ? c->opts->backend : "cpu");
+    const phase_sensitivity_opts_t *o = &c->cfg->phase_sensitivity;
     for (int ph = 0; ph < PREC_PHASE_COUNT && !rc; ph++) {
         char name[64];
-        snprintf(name, sizeof name, "sensitivity_%s.csv", profile_phase_name((prec_phase_t)ph));
+        snprintf(name, sizeof name, "sensitivity_%s.csv", prec_phase_name((prec_phase_t)ph));
         char *out = join(c->dir, name, e);
         if (!out)
             return e->code;
@@ -381,8 +378,8 @@ static int stage_phase_sensitivity(pipeline_ctx_t *c, err_t *e)
                                     .rm = &c->cfg->rm, .output = out};
         profile_log_t pl = {c, -1e9};
         profile_phase_result_t r;
-        rlhf_logf(c->log, "phase %s:", profile_phase_name((prec_phase_t)ph));
-        rc = profile_phase_run((prec_phase_t)ph, &o, &pa, phase_progress, &pl, &r, e);
+        rlhf_logf(c->log, "phase %s:", prec_phase_name((prec_phase_t)ph));
+        rc = profile_phase_run((prec_phase_t)ph, o, &pa, phase_progress, &pl, &r, e);
         if (!rc) {
             const char *const *names;
             int nc = profile_phase_columns((prec_phase_t)ph, &names);
@@ -396,7 +393,7 @@ static int stage_phase_sensitivity(pipeline_ctx_t *c, err_t *e)
                                        names[k], cols[k]);
             rlhf_logf(c->log, "  %d layers x %d formats x %d block sizes in %.1f s (%d workers); "
                       "baseline %s; tolerant layers: %d at mxfp4_g8, %d at mxfp8_g8", r.layers,
-                      o.sweep.nformats, o.sweep.nblocks, r.wall_s, r.workers, base,
+                      o->sweep.nformats, o->sweep.nblocks, r.wall_s, r.workers, base,
                       r.tolerant[0], r.tolerant[1]);
         }
         free(out);
@@ -416,13 +413,12 @@ static int stage_policies(pipeline_ctx_t *c, err_t *e)
         free(out);
         return e->code;
     }
-    policies_opts_t o = c->cfg->policies;
-    snprintf(o.backend, sizeof o.backend, "%s", c->opts->backend ? c->opts->backend : "cpu");
+    const policies_opts_t *o = &c->cfg->policies;
     policies_paths_t pa = {.sensitivity = matrix, .model_dir = pipeline_stage_dir(c, "sft"),
                            .pairs = ev, .npairs = nev, .eval_desc = EVAL_DESC, .output = out};
     profile_log_t pl = {c, -1e9};
     profile_policies_result_t r;
-    rc = profile_policies_run(&o, &pa, profile_progress, &pl, &r, e);
+    rc = profile_policies_run(o, &pa, profile_progress, &pl, &r, e);
     if (!rc) {
         static const char *const names[POLICY_COUNT] = {"baseline", "A", "B", "C", "D"};
         rlhf_logf(c->log, "%d of %d layers sensitive (kept at MXFP8 by B); %d measurements; "

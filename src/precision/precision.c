@@ -13,6 +13,10 @@
 #define PREC_MAX_FILE (16u << 20)
 
 static const char *const phase_names[PREC_PHASE_COUNT] = {"rollout", "reward", "gradient"};
+const char *const prec_phase_study_names[PREC_PHASE_COUNT] = {"rollout", "reward_inference",
+                                                              "gradient_update"};
+static const char *const phase_labels[PREC_PHASE_COUNT] = {"rollout", "reward inference",
+                                                           "gradient update"};
 static const char *const model_names[PREC_MODEL_COUNT] = {"policy", "reference", "reward",
                                                           "value"};
 static const char *const operand_names[PREC_OPERAND_COUNT] = {
@@ -22,6 +26,14 @@ static const char *const compute_names[PREC_COMPUTE_COUNT] = {"fp32", "bf16", "f
 const char *prec_phase_name(prec_phase_t p)
 {
     return (unsigned)p < PREC_PHASE_COUNT ? phase_names[p] : "?";
+}
+const char *prec_phase_study_name(prec_phase_t p)
+{
+    return (unsigned)p < PREC_PHASE_COUNT ? prec_phase_study_names[p] : "?";
+}
+const char *prec_phase_label(prec_phase_t p)
+{
+    return (unsigned)p < PREC_PHASE_COUNT ? phase_labels[p] : "?";
 }
 const char *prec_model_name(prec_model_t m)
 {
@@ -47,11 +59,8 @@ static int lookup(const char *s, const char *const *names, int n)
 int prec_phase_from_name(const char *s, prec_phase_t *out)
 {
     int i = lookup(s, phase_names, PREC_PHASE_COUNT);
-    /* the study's energy.csv calls two of the phases by longer names */
-    if (i < 0 && !strcmp(s, "reward_inference"))
-        i = PREC_REWARD;
-    if (i < 0 && !strcmp(s, "gradient_update"))
-        i = PREC_GRADIENT;
+    if (i < 0)
+        i = lookup(s, prec_phase_study_names, PREC_PHASE_COUNT);
     if (i < 0)
         return -1;
     *out = (prec_phase_t)i;

@@ -186,6 +186,12 @@ static inline prec_compute_t prec_compute_for(const prec_table_t *t, prec_phase_
 /* ---- names ------------------------------------------------------------------------ */
 
 const char *prec_phase_name(prec_phase_t p);     /* "rollout", "reward", "gradient" */
+/* The study's names, which its energy.csv, the energy layer's phase windows and PPO's
+ * statistics use: "rollout", "reward_inference", "gradient_update". */
+extern const char *const prec_phase_study_names[PREC_PHASE_COUNT];
+const char *prec_phase_study_name(prec_phase_t p);
+/* For prose and figure labels: "rollout", "reward inference", "gradient update". */
+const char *prec_phase_label(prec_phase_t p);
 const char *prec_model_name(prec_model_t m);     /* "policy", ... */
 const char *prec_operand_name(prec_operand_t o); /* "weight", ... */
 const char *prec_compute_name(prec_compute_t c); /* "fp32", "bf16", "fp16" */

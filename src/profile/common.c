@@ -1,5 +1,8 @@
 /* common: helpers the profile sweeps share (common.h). */
 #include "profile/common.h"
+
+#include "mx/mx.h"
+#include "precision/precision.h"
 #include "util/fs.h"
 
 #include <math.h>
@@ -7,6 +10,14 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+OPT_ENUM_FUNCS(profile_format_enum, mx_format_t, MX_FORMAT_COUNT, mx_format_name,
+               mx_format_from_name);
+OPT_ENUM_FUNCS(profile_round_enum, mx_round_t, MX_ROUND_COUNT, mx_round_name, mx_round_from_name);
+OPT_ENUM_FUNCS(profile_scale_enum, mx_scale_rule_t, MX_SCALE_COUNT, mx_scale_name,
+               mx_scale_from_name);
+OPT_ENUM_FUNCS(profile_compute_enum, prec_compute_t, PREC_COMPUTE_COUNT, prec_compute_name,
+               prec_compute_from_name);
 
 double profile_now_s(void)
 {

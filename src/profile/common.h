@@ -1,6 +1,7 @@
 /* common: what the profile sweeps share (the perplexity matrix, sensitivity.h, and the
- * phase sensitivity, phase.h): a model's fingerprint for resume records, exact numbers in
- * JSON, an append-only JSONL record, a minimal CSV writer, and the machine's name. */
+ * phase sensitivity, phase.h): the enums of their options, a model's fingerprint for
+ * resume records, exact numbers in JSON, an append-only JSONL record, a minimal CSV
+ * writer, and the machine's name. */
 #ifndef MXRLHF_PROFILE_COMMON_H
 #define MXRLHF_PROFILE_COMMON_H
 
@@ -12,6 +13,12 @@
 #include "model/qwen2.h"
 #include "util/atomic_file.h"
 #include "util/err.h"
+#include "util/opts.h"
+
+/* The MX and compute-type enums as options tables name them (mx.h's and precision.h's
+ * names and aliases). */
+extern const opt_enum_t profile_format_enum, profile_round_enum, profile_scale_enum,
+    profile_compute_enum;
 
 /* Monotonic seconds. */
 double profile_now_s(void);

@@ -9,17 +9,17 @@
 #include "util/fs.h"
 #include "util/json.h"
 
+static const char *const score_names[] = {"all", "response", NULL};
+static const opt_enum_t score_enum = {score_names, 0, NULL, NULL};
+
 int profile_score_from_name(const char *name, profile_score_t *out)
 {
-    if (!name)
-        return -1;
-    if (!strcmp(name, "all"))
-        *out = PROFILE_SCORE_ALL;
-    else if (!strcmp(name, "response"))
-        *out = PROFILE_SCORE_RESPONSE;
-    else
-        return -1;
-    return 0;
+    for (int i = 0; name && score_names[i]; i++)
+        if (!strcmp(name, score_names[i])) {
+            *out = (profile_score_t)i;
+            return 0;
+        }
+    return -1;
 }
 
 const char *profile_score_name(profile_score_t s)
@@ -29,80 +29,31 @@ const char *profile_score_name(profile_score_t s)
 
 /* ---- options ---------------------------------------------------------------------------- */
 
-void profile_eval_opts_default(profile_eval_opts_t *o)
-{
-    memset(o, 0, sizeof *o);
-    o->tokens = 4096;
-    o->score = PROFILE_SCORE_ALL;
-    o->tmpl = RLHF_TEMPLATE_RAW;
-    o->max_prompt_tokens = 512;
-    o->max_response_tokens = 256;
-    o->batch_tokens = 4096;
-    snprintf(o->split, sizeof o->split, "eval_prompts");
-}
+#define EO(f) offsetof(profile_eval_opts_t, f)
+static const opt_field_t eval_fields[] = {
+    OPT_KEY("eval_tokens", OPT_LONG, EO(tokens), "4096", -1e15, 1e15,
+            "scored predictions in the evaluation set (0 or less: all)", .flag = "tokens"),
+    OPT_KEY("score", OPT_ENUM, EO(score), "all", 0, 0,
+            "which predictions count: every next token, or the response's", .en = &score_enum,
+            .flag = "score"),
+    OPT_KEY("template", OPT_ENUM, EO(tmpl), "raw", 0, 0, "how pairs become ids",
+            .en = &rlhf_template_enum, .flag = "template"),
+    OPT_KEY("max_prompt_tokens", OPT_INT, EO(max_prompt_tokens),
+            OPT_STR(DATA_DEFAULT_MAX_PROMPT_TOKENS), 1, 1 << 20, "prompt ids kept, the last ones",
+            .flag = "max-prompt-tokens"),
+    OPT_KEY("max_response_tokens", OPT_INT, EO(max_response_tokens),
+            OPT_STR(DATA_DEFAULT_MAX_RESPONSE_TOKENS), 1, 1 << 20, "response ids kept",
+            .flag = "max-response-tokens"),
+    OPT_KEY("batch_tokens", OPT_LONG, EO(batch_tokens), "4096", 1, 1e15,
+            "rows x length per forward", .flag = "batch-tokens"),
+    OPT_KEY("split", OPT_STRING, EO(split), "eval_prompts", 0, 0, "split of a split record",
+            .cap = sizeof(((profile_eval_opts_t *)0)->split), .flag = "split"),
+};
 
-static const char *const EVAL_KEYS[] = {"eval_tokens", "score", "template", "max_prompt_tokens",
-                                        "max_response_tokens", "batch_tokens", "split"};
+OPT_CHECK(eval_check, profile_eval_opts_t, profile_eval_opts_check)
 
-bool profile_eval_opts_key(const char *key)
-{
-    for (size_t i = 0; i < sizeof EVAL_KEYS / sizeof *EVAL_KEYS; i++)
-        if (!strcmp(key, EVAL_KEYS[i]))
-            return true;
-    return false;
-}
-
-int profile_eval_opts_from_json(const cJSON *obj, const char *ctx, profile_eval_opts_t *o,
-                                err_t *e)
-{
-    long long v;
-    const char *s;
-    if (json_opt_int(obj, "eval_tokens", ctx, o->tokens, &v, e))
-        return e->code;
-    o->tokens = (long)v;
-    if (json_opt_string(obj, "score", ctx, profile_score_name(o->score), &s, e))
-        return e->code;
-    if (profile_score_from_name(s, &o->score))
-        return err_set(e, ERR_INPUT, "%s: field \"score\": expected \"all\" or \"response\", "
-                       "got \"%s\"", ctx, s);
-    if (json_opt_string(obj, "template", ctx, rlhf_template_name(o->tmpl), &s, e))
-        return e->code;
-    if (rlhf_template_from_name(s, &o->tmpl))
-        return err_set(e, ERR_INPUT, "%s: field \"template\": expected \"raw\" or \"chatml\", "
-                       "got \"%s\"", ctx, s);
-    if (json_opt_int(obj, "max_prompt_tokens", ctx, o->max_prompt_tokens, &v, e))
-        return e->code;
-    if (v < 1 || v > 1 << 20)
-        return err_set(e, ERR_INPUT, "%s: field \"max_prompt_tokens\": expected 1 to %d", ctx,
-                       1 << 20);
-    o->max_prompt_tokens = (int)v;
-    if (json_opt_int(obj, "max_response_tokens", ctx, o->max_response_tokens, &v, e))
-        return e->code;
-    if (v < 1 || v > 1 << 20)
-        return err_set(e, ERR_INPUT, "%s: field \"max_response_tokens\": expected 1 to %d", ctx,
-                       1 << 20);
-    o->max_response_tokens = (int)v;
-    if (json_opt_int(obj, "batch_tokens", ctx, o->batch_tokens, &v, e))
-        return e->code;
-    o->batch_tokens = (long)v;
-    if (json_opt_string(obj, "split", ctx, o->split, &s, e))
-        return e->code;
-    if (strlen(s) >= sizeof o->split)
-        return err_set(e, ERR_INPUT, "%s: field \"split\": name too long", ctx);
-    memmove(o->split, s, strlen(s) + 1);
-    return profile_eval_opts_check(o, ctx, e);
-}
-
-void profile_eval_opts_add_json(cJSON *j, const profile_eval_opts_t *o)
-{
-    cJSON_AddNumberToObject(j, "eval_tokens", (double)o->tokens);
-    cJSON_AddStringToObject(j, "score", profile_score_name(o->score));
-    cJSON_AddStringToObject(j, "template", rlhf_template_name(o->tmpl));
-    cJSON_AddNumberToObject(j, "max_prompt_tokens", o->max_prompt_tokens);
-    cJSON_AddNumberToObject(j, "max_response_tokens", o->max_response_tokens);
-    cJSON_AddNumberToObject(j, "batch_tokens", (double)o->batch_tokens);
-    cJSON_AddStringToObject(j, "split", o->split);
-}
+const opt_table_t profile_eval_opts_table =
+    OPT_TABLE("evaluation set", profile_eval_opts_t, eval_fields, eval_check);
 
 int profile_eval_opts_check(const profile_eval_opts_t *o, const char *ctx, err_t *e)
 {

@@ -29,6 +29,7 @@
 #include "model/qwen2.h"
 #include "rlhf/text.h"
 #include "util/err.h"
+#include "util/opts.h"
 
 typedef enum profile_score {
     PROFILE_SCORE_ALL,      /* "all" */
@@ -38,27 +39,21 @@ typedef enum profile_score {
 int profile_score_from_name(const char *name, profile_score_t *out); /* 0 or -1 */
 const char *profile_score_name(profile_score_t s);
 
-/* How the evaluation set is made (flat keys in the "sensitivity" and "policies" sections
- * of the configuration file, the same in both so they can measure the same tokens). */
+/* How the evaluation set is made (flat keys in the "sensitivity", "phase_sensitivity" and
+ * "policies" sections of the configuration file, the same in each so they can measure the
+ * same tokens: profile_eval_opts_table is embedded by their tables). */
 typedef struct profile_eval_opts {
-    long tokens;                 /* "eval_tokens": scored predictions (4096); <= 0: all */
-    profile_score_t score;       /* "score": which predictions count ("all") */
-    rlhf_template_t tmpl;        /* "template": how pairs become ids ("raw") */
-    int max_prompt_tokens;       /* "max_prompt_tokens": 512, as the data split's default */
-    int max_response_tokens;     /* "max_response_tokens": 256 */
-    long batch_tokens;           /* "batch_tokens": rows x length per forward (4096) */
-    char split[32];              /* "split": split of a split record ("eval_prompts") */
+    long tokens;                 /* "eval_tokens": scored predictions; <= 0: all */
+    profile_score_t score;       /* "score": which predictions count */
+    rlhf_template_t tmpl;        /* "template": how pairs become ids */
+    int max_prompt_tokens;       /* "max_prompt_tokens" (the data split's default) */
+    int max_response_tokens;     /* "max_response_tokens" */
+    long batch_tokens;           /* "batch_tokens": rows x length per forward */
+    char split[32];              /* "split": split of a split record */
 } profile_eval_opts_t;
 
-void profile_eval_opts_default(profile_eval_opts_t *o);
-/* Reads the keys above from obj (others are left to the caller); missing keys keep their
- * values, a wrong type is ERR_INPUT naming ctx and the key. */
-int profile_eval_opts_from_json(const cJSON *obj, const char *ctx, profile_eval_opts_t *o,
-                                err_t *e);
-void profile_eval_opts_add_json(cJSON *obj, const profile_eval_opts_t *o);
+extern const opt_table_t profile_eval_opts_table;
 int profile_eval_opts_check(const profile_eval_opts_t *o, const char *ctx, err_t *e);
-/* True for a key profile_eval_opts_from_json reads. */
-bool profile_eval_opts_key(const char *key);
 
 /* One sequence to score: ids[0, n), predictions at positions [first, n-1) scored. */
 typedef struct profile_seq {

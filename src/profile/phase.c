@@ -20,60 +20,52 @@
 
 /* ---- options ------------------------------------------------------------------------- */
 
+static const char *const GRAD_OPERAND_NAMES[] = {"all", "backward", NULL};
+static const opt_enum_t grad_operands_enum = {GRAD_OPERAND_NAMES, 0, NULL, NULL};
+
+/* The matrix's keys but its thresholds (each phase has its own), with fewer evaluation
+ * tokens: the gradient phase runs a forward and a backward per cell, and 512 tokens keep a
+ * sweep near two minutes on the embedded default (a cosine to the float32 gradient on the
+ * same tokens has no sampling noise). */
+#define PO(f) offsetof(phase_sensitivity_opts_t, f)
+static const opt_field_t phase_fields[] = {
+    OPT_EMBED("sweep", PO(sweep), &sensitivity_opts_table, "eval_tokens=512",
+              .omit = "threshold_pct,two_sided"),
+    OPT_KEY("rollout_prompts", OPT_INT, PO(rollout_prompts), "24", 1, 4096,
+            "rollout: prompts sampled per cell", .flag = "prompts"),
+    OPT_KEY("rollout_max_new_tokens", OPT_INT, PO(rollout_max_new_tokens), "24", 1, 4096,
+            "rollout: tokens per response", .flag = "max-new-tokens"),
+    OPT_KEY("rollout_max_kl", OPT_DOUBLE, PO(rollout_max_kl), "0.06", 0, 1e9,
+            "rollout: tolerant when kl < this (nats per response)"),
+    OPT_KEY("reward_pairs", OPT_INT, PO(reward_pairs), "128", 0, 1e9,
+            "reward: evaluation pairs (0: all)", .flag = "pairs"),
+    OPT_KEY("reward_batch", OPT_INT, PO(reward_batch), "16", 1, 4096, "reward: pairs per forward"),
+    OPT_KEY("reward_max_accuracy_drop", OPT_DOUBLE, PO(reward_max_accuracy_drop), "1.0", 0, 100,
+            "reward: tolerant when accuracy falls by less (points) ..."),
+    OPT_KEY("reward_min_spearman", OPT_DOUBLE, PO(reward_min_spearman), "0.999", -1, 1,
+            "reward: ... and spearman > this", .flag = "min-spearman"),
+    OPT_KEY("gradient_operands", OPT_ENUM, PO(gradient_operands), "all", 0, 0,
+            "gradient: the six gradient-phase operands, or the four backward ones",
+            .en = &grad_operands_enum, .flag = "gradient-operands"),
+    OPT_KEY("gradient_min_cosine", OPT_DOUBLE, PO(gradient_min_cosine), "0.99", -1, 1,
+            "gradient: tolerant when the cosine to the float32 gradient > this"),
+};
+
+OPT_CHECK(phase_check, phase_sensitivity_opts_t, phase_sensitivity_opts_check)
+const opt_table_t phase_sensitivity_opts_table =
+    OPT_TABLE("phase_sensitivity", phase_sensitivity_opts_t, phase_fields, phase_check);
+
 void phase_sensitivity_opts_default(phase_sensitivity_opts_t *o)
 {
-    memset(o, 0, sizeof *o);
-    sensitivity_opts_default(&o->sweep);
-    /* the gradient phase runs a forward and a backward per cell: fewer tokens than the
-       matrix's forward-only 4096 keep a sweep near two minutes on the embedded default,
-       and a cosine to the float32 gradient on the same tokens has no sampling noise */
-    o->sweep.eval.tokens = 512;
-    o->rollout_prompts = 24;
-    o->rollout_max_new_tokens = 24;
-    o->rollout_max_kl = 0.06;
-    o->reward_pairs = 128;
-    o->reward_batch = 16;
-    o->reward_max_accuracy_drop = 1.0;
-    o->reward_min_spearman = 0.999;
-    o->gradient_operands = PHASE_GRAD_ALL;
-    o->gradient_min_cosine = 0.99;
+    opts_default(&phase_sensitivity_opts_table, o);
 }
 
-static const char *const GRAD_OPERAND_NAMES[] = {"all", "backward", NULL};
-
-#define PO(f) offsetof(phase_sensitivity_opts_t, f)
-static const rlhf_field_t PHASE_FIELDS[] = {
-    {"rollout_prompts", RLHF_F_INT, PO(rollout_prompts), 1, 4096, NULL, 0},
-    {"rollout_max_new_tokens", RLHF_F_INT, PO(rollout_max_new_tokens), 1, 4096, NULL, 0},
-    {"rollout_max_kl", RLHF_F_DOUBLE, PO(rollout_max_kl), 0, 1e9, NULL, 0},
-    {"reward_pairs", RLHF_F_INT, PO(reward_pairs), 0, 1e9, NULL, 0},
-    {"reward_batch", RLHF_F_INT, PO(reward_batch), 1, 4096, NULL, 0},
-    {"reward_max_accuracy_drop", RLHF_F_DOUBLE, PO(reward_max_accuracy_drop), 0, 100, NULL, 0},
-    {"reward_min_spearman", RLHF_F_DOUBLE, PO(reward_min_spearman), -1, 1, NULL, 0},
-    {"gradient_operands", RLHF_F_ENUM, PO(gradient_operands), 0, 0, GRAD_OPERAND_NAMES, 0},
-    {"gradient_min_cosine", RLHF_F_DOUBLE, PO(gradient_min_cosine), -1, 1, NULL, 0},
-};
-#define NPHASE_FIELDS ((int)(sizeof PHASE_FIELDS / sizeof PHASE_FIELDS[0]))
-
-/* The matrix's keys this section shares (its thresholds are not among them: each phase
- * has its own). */
-static const char *const SWEEP_KEYS[] = {"formats", "blocks", "rounding", "scale", "workers",
-                                         "backend"};
-
-static bool phase_key(const char *k)
+const char *profile_phase_threshold_key(prec_phase_t ph)
 {
-    for (int i = 0; i < NPHASE_FIELDS; i++)
-        if (!strcmp(k, PHASE_FIELDS[i].key))
-            return true;
-    return false;
-}
-
-static bool sweep_key(const char *k)
-{
-    for (size_t i = 0; i < sizeof SWEEP_KEYS / sizeof *SWEEP_KEYS; i++)
-        if (!strcmp(k, SWEEP_KEYS[i]))
-            return true;
-    return profile_eval_opts_key(k);
+    static const char *const keys[PREC_PHASE_COUNT] = {"rollout_max_kl",
+                                                       "reward_max_accuracy_drop",
+                                                       "gradient_min_cosine"};
+    return keys[ph];
 }
 
 int phase_sensitivity_opts_check(const phase_sensitivity_opts_t *o, const char *ctx, err_t *e)
@@ -100,66 +92,8 @@ int phase_sensitivity_opts_check(const phase_sensitivity_opts_t *o, const char *
     return ERR_OK;
 }
 
-int phase_sensitivity_opts_from_json(const cJSON *obj, const char *ctx,
-                                     phase_sensitivity_opts_t *o, err_t *e)
-{
-    if (!obj)
-        return ERR_OK;
-    if (!cJSON_IsObject(obj))
-        return err_set(e, ERR_INPUT, "%s: expected an object", ctx);
-    for (const cJSON *c = obj->child; c; c = c->next)
-        if (!phase_key(c->string) && !sweep_key(c->string))
-            return err_set(e, ERR_INPUT, "%s: unknown key \"%s\"", ctx, c->string);
-    /* the matrix's keys go through the matrix's reader, ours through the table */
-    cJSON *sw = cJSON_CreateObject(), *ph = cJSON_CreateObject();
-    if (!sw || !ph) {
-        cJSON_Delete(sw);
-        cJSON_Delete(ph);
-        return err_set(e, ERR_NOMEM, "out of memory");
-    }
-    for (const cJSON *c = obj->child; c; c = c->next)
-        cJSON_AddItemToObject(phase_key(c->string) ? ph : sw, c->string, cJSON_Duplicate(c, 1));
-    phase_sensitivity_opts_t t = *o;
-    /* the matrix's thresholds are not keys of this section: they keep the matrix's defaults,
-       so that a section reads back into the same struct whatever it started from */
-    sensitivity_opts_t d;
-    sensitivity_opts_default(&d);
-    t.sweep.threshold_pct = d.threshold_pct;
-    t.sweep.two_sided = d.two_sided;
-    int rc = sensitivity_opts_from_json(sw, ctx, &t.sweep, e);
-    if (!rc)
-        rc = rlhf_fields_from_json(PHASE_FIELDS, NPHASE_FIELDS, ph, ctx, &t, e);
-    cJSON_Delete(sw);
-    cJSON_Delete(ph);
-    if (!rc)
-        rc = phase_sensitivity_opts_check(&t, ctx, e);
-    if (!rc)
-        *o = t;
-    return rc;
-}
-
-cJSON *phase_sensitivity_opts_to_json(const phase_sensitivity_opts_t *o)
-{
-    cJSON *j = sensitivity_opts_to_json(&o->sweep);
-    cJSON *f = rlhf_fields_to_json(PHASE_FIELDS, NPHASE_FIELDS, o);
-    if (!j || !f) {
-        cJSON_Delete(j);
-        cJSON_Delete(f);
-        return NULL;
-    }
-    cJSON_DeleteItemFromObjectCaseSensitive(j, "threshold_pct");
-    cJSON_DeleteItemFromObjectCaseSensitive(j, "two_sided");
-    while (f->child) {
-        cJSON *c = cJSON_DetachItemViaPointer(f, f->child);
-        cJSON_AddItemToObject(j, c->string, c);
-    }
-    cJSON_Delete(f);
-    return j;
-}
-
 /* ---- metrics -------------------------------------------------------------------------- */
 
-const char *profile_phase_name(prec_phase_t ph) { return prec_phase_name(ph); }
 
 int profile_phase_columns(prec_phase_t ph, const char *const **names)
 {
@@ -378,7 +312,7 @@ static int open_model(phase_worker_t *w, const char *dir, const qwen2_opts_t *mo
                       qwen2_model_t **out, err_t *e)
 {
     if (qwen2_open_dir(dir, w->be, mo, out, e))
-        return err_prefix(e, "%s: ", dir);
+        return err_prefix(e, "%s", dir);
     return ERR_OK;
 }
 
@@ -424,7 +358,7 @@ static int rollout_open(profile_phase_t *p, const profile_phase_inputs_t *in, er
     int longest = 1;
     for (int i = 0; i < p->N; i++) {
         if (rlhf_encode_prompt(&p->text, in->pairs[i]->prompt, &p->prompts[i], e))
-            return err_prefix(e, "evaluation prompt %d: ", i);
+            return err_prefix(e, "evaluation prompt %d", i);
         if (p->prompts[i].n < 1)
             return err_set(e, ERR_INPUT, "evaluation prompt %d encodes to no tokens", i);
         p->pp[i] = p->prompts[i].ids;
@@ -511,7 +445,7 @@ static int rollout_measure(profile_phase_t *p, phase_worker_t *w, double *v, dou
                      rng_stream("profile.phase.rollout", 0), &p->eot, 1};
     qwen2_gen_ext_t x = {po->min_new_tokens, NULL};
     if (qwen2_generate_ext(w->m, &rctx, p->N, p->pp, p->plen, &g, &x, w->resp, w->resp_len, e))
-        return err_prefix(e, "rollout: ");
+        return err_prefix(e, "rollout");
     /* prompt + response, as PPO's reward inference lays them out */
     rlhf_seq_t *seqs = err_calloc(e, (size_t)p->N, sizeof *seqs, "samples");
     const rlhf_seq_t **ptr = err_calloc(e, (size_t)p->N, sizeof *ptr, "samples");
@@ -863,7 +797,7 @@ int profile_phase_measure(profile_phase_t *p, int wi, const char *layer, const m
                 k = i;
         if (k < 0)
             return err_set(e, ERR_INPUT, "phase %s: no profiled layer \"%s\"",
-                           profile_phase_name(p->ph), layer);
+                           prec_phase_name(p->ph), layer);
     }
     phase_worker_t *w = &p->w[wi];
     double t0 = profile_now_s();
@@ -1003,7 +937,7 @@ int profile_phase_open(prec_phase_t ph, const phase_sensitivity_opts_t *o,
 cJSON *profile_phase_describe(const profile_phase_t *p)
 {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "phase", profile_phase_name(p->ph));
+    cJSON_AddStringToObject(j, "phase", prec_phase_name(p->ph));
     cJSON_AddNumberToObject(j, "layers", p->nlayers);
     if (p->ph == PREC_ROLLOUT) {
         cJSON_AddNumberToObject(j, "prompts", p->N);

@@ -46,31 +46,31 @@ typedef enum phase_grad_operands {
     PHASE_GRAD_BACKWARD   /* "backward": weight_bp, grad_output_dx, input_bp, grad_output_dw */
 } phase_grad_operands_t;
 
-/* The stage's options (the "phase_sensitivity" section of the configuration file). */
+/* The stage's options (the "phase_sensitivity" section of the configuration file; defaults,
+ * ranges and help in phase.c's table). */
 typedef struct phase_sensitivity_opts {
     /* formats, blocks, rounding, scale, workers, backend as the matrix's; its evaluation
-       keys (eval_tokens 512 here, score, template, max_*_tokens, batch_tokens, split) make
-       the gradient phase's token set, and `split` names the split of a split record every
-       phase reads. threshold_pct and two_sided are not keys of this section. */
+       keys (score, template, max_*_tokens, batch_tokens, split, and eval_tokens with a
+       smaller default) make the gradient phase's token set, and `split` names the split of
+       a split record every phase reads. threshold_pct and two_sided are not keys of this
+       section (they keep the matrix's defaults). */
     sensitivity_opts_t sweep;
-    int rollout_prompts;              /* 24 prompts sampled per cell */
-    int rollout_max_new_tokens;       /* 24 */
-    double rollout_max_kl;            /* tolerant: kl < this (nats per response; 0.06) */
-    int reward_pairs;                 /* 128 evaluation pairs (0: all) */
-    int reward_batch;                 /* 16 pairs per forward */
-    double reward_max_accuracy_drop;  /* tolerant: accuracy falls by less (points; 1) ... */
-    double reward_min_spearman;       /* ... and spearman > this (0.999) */
-    int gradient_operands;            /* phase_grad_operands_t ("all") */
-    double gradient_min_cosine;       /* tolerant: cosine > this (0.99) */
+    int rollout_prompts;              /* prompts sampled per cell */
+    int rollout_max_new_tokens;
+    double rollout_max_kl;            /* tolerant: kl < this (nats per response) */
+    int reward_pairs;                 /* evaluation pairs (0: all) */
+    int reward_batch;                 /* pairs per forward */
+    double reward_max_accuracy_drop;  /* tolerant: accuracy falls by less (points) ... */
+    double reward_min_spearman;       /* ... and spearman > this */
+    int gradient_operands;            /* phase_grad_operands_t */
+    double gradient_min_cosine;       /* tolerant: cosine > this */
 } phase_sensitivity_opts_t;
 
+extern const opt_table_t phase_sensitivity_opts_table;
 void phase_sensitivity_opts_default(phase_sensitivity_opts_t *o);
-/* Missing keys keep their values; an unknown key or a wrong type is ERR_INPUT naming ctx
- * and the key. Checks the values too. */
-int phase_sensitivity_opts_from_json(const cJSON *obj, const char *ctx,
-                                     phase_sensitivity_opts_t *o, err_t *e);
-cJSON *phase_sensitivity_opts_to_json(const phase_sensitivity_opts_t *o);
 int phase_sensitivity_opts_check(const phase_sensitivity_opts_t *o, const char *ctx, err_t *e);
+/* The key of a phase's tolerance threshold (`mxrlhf sensitivity --phase P --threshold X`). */
+const char *profile_phase_threshold_key(prec_phase_t ph);
 
 /* ---- what a cell measures ------------------------------------------------------------- */
 
@@ -90,9 +90,6 @@ void profile_phase_derive(prec_phase_t ph, const double *v, const double *base, 
 /* The phase's tolerance rule (docs/sensitivity.md); non-finite values are never tolerant. */
 bool profile_phase_tolerant(const phase_sensitivity_opts_t *o, prec_phase_t ph, const double *v,
                             const double *base);
-/* "sensitivity_<phase>.csv" and its siblings' stems. */
-const char *profile_phase_name(prec_phase_t ph);   /* "rollout", "reward", "gradient" */
-
 /* ---- a measuring session -------------------------------------------------------------- */
 
 typedef struct profile_phase_inputs {

@@ -185,7 +185,7 @@ static cJSON *cells_header(const profile_phase_t *p, int nlayers)
     cJSON *h = cJSON_CreateObject();
     cJSON_AddStringToObject(h, "format", CELLS_FORMAT);
     cJSON_AddNumberToObject(h, "version", 1);
-    cJSON_AddStringToObject(h, "phase", profile_phase_name(profile_phase__phase(p)));
+    cJSON_AddStringToObject(h, "phase", prec_phase_name(profile_phase__phase(p)));
     cJSON_AddStringToObject(h, "fingerprint", hx);
     cJSON_AddNumberToObject(h, "layers", nlayers);
     return h;
@@ -502,7 +502,7 @@ static int write_metrics(const char *path, prec_phase_t ph, const phase_sensitiv
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "format", "mxrlhf-phase-sensitivity-metrics");
     cJSON_AddNumberToObject(r, "version", 1);
-    cJSON_AddStringToObject(r, "phase", profile_phase_name(ph));
+    cJSON_AddStringToObject(r, "phase", prec_phase_name(ph));
     if (ph != PREC_REWARD)
         cJSON_AddStringToObject(r, "model", pa->model_dir);
     if (ph != PREC_GRADIENT)
@@ -511,7 +511,7 @@ static int write_metrics(const char *path, prec_phase_t ph, const phase_sensitiv
     cJSON_AddStringToObject(r, "fingerprint", hx);
     cJSON_AddStringToObject(r, "eval_source", desc);
     cJSON_AddItemToObject(r, "measured_on", profile_phase_describe(p));
-    cJSON_AddItemToObject(r, "options", phase_sensitivity_opts_to_json(o));
+    cJSON_AddItemToObject(r, "options", opts_to_json(&phase_sensitivity_opts_table, o));
     cJSON *b = cJSON_AddObjectToObject(r, "baseline");
     const char *const *names;
     int nc = profile_phase_columns(ph, &names);
@@ -545,7 +545,7 @@ static int write_metrics(const char *path, prec_phase_t ph, const phase_sensitiv
 static char *sibling(const char *output, prec_phase_t ph, const char *suffix)
 {
     char name[96];
-    snprintf(name, sizeof name, "sensitivity_%s%s", profile_phase_name(ph), suffix);
+    snprintf(name, sizeof name, "sensitivity_%s%s", prec_phase_name(ph), suffix);
     return profile_sibling(output, name);
 }
 
@@ -562,7 +562,7 @@ int profile_phase_run(prec_phase_t ph, const phase_sensitivity_opts_t *o,
                        "path");
     const char *counted = ph == PREC_REWARD ? pa->reward_dir : pa->model_dir;
     if (!counted)
-        return err_set(e, ERR_INPUT, "phase %s: needs %s", profile_phase_name(ph),
+        return err_set(e, ERR_INPUT, "phase %s: needs %s", prec_phase_name(ph),
                        ph == PREC_REWARD ? "a reward model (--reward-model)"
                                          : "the policy (--model)");
     if (ph == PREC_ROLLOUT && !pa->reward_dir)

@@ -7,25 +7,45 @@
 #include <string.h>
 #include <time.h>
 
+#include "profile/common.h"
 #include "profile/ppl.h"
 #include "util/fs.h"
 #include "util/json.h"
 
 /* ---- options ------------------------------------------------------------------------------ */
 
-void policies_opts_default(policies_opts_t *o)
-{
-    memset(o, 0, sizeof *o);
-    profile_eval_opts_default(&o->eval);
-    o->block = 32;
-    o->threshold_pct = 2.0;
-    o->budget_factor = 2.0;
-    o->fp16_compute = PREC_COMPUTE_FP16;
-    o->mx_gradient_compute = PREC_COMPUTE_FP32;
-    o->round = MX_ROUND_EVEN;
-    o->scale = MX_SCALE_FLOOR;
-    snprintf(o->backend, sizeof o->backend, "cpu");
-}
+#define PO(f) offsetof(policies_opts_t, f)
+static const opt_field_t pol_fields[] = {
+    OPT_EMBED("evaluation set", PO(eval), &profile_eval_opts_table, NULL),
+    OPT_KEY("block", OPT_INT, PO(block), "32", 1, 4096,
+            "MX block size of every plan (the matrix needs its columns)", .flag = "block"),
+    OPT_KEY("threshold_pct", OPT_DOUBLE, PO(threshold_pct), "2.0", 0, OPT_NO_MAX,
+            "per-layer tolerance: delta_pct < this (percent)", .flag = "threshold"),
+    OPT_KEY("two_sided", OPT_BOOL, PO(two_sided), "false", 0, 0,
+            "tolerance and budget on |delta_pct| (a large fall counts too)", .flag = "two-sided"),
+    OPT_KEY("budget_factor", OPT_DOUBLE, PO(budget_factor), "2.0", 0, OPT_NO_MAX,
+            "whole-model budget: delta_pct < factor x threshold", .flag = "budget-factor"),
+    OPT_KEY("fp16_compute", OPT_ENUM, PO(fp16_compute), "fp16", 0, 0,
+            "the study's \"FP16\": fp16 (dynamic loss scaling) or bf16",
+            .en = &profile_compute_enum, .flag = "fp16-compute"),
+    OPT_KEY("mx_gradient_compute", OPT_ENUM, PO(mx_gradient_compute), "fp32", 0, 0,
+            "compute type of C's gradient GEMMs on MX operands", .en = &profile_compute_enum,
+            .flag = "mx-gradient-compute"),
+    OPT_KEY("rounding", OPT_ENUM, PO(round), "even", 0, 0, "MX element rounding",
+            .en = &profile_round_enum, .flag = "rounding"),
+    OPT_KEY("scale", OPT_ENUM, PO(scale), "floor", 0, 0, "MX scale rule", .en = &profile_scale_enum,
+            .flag = "scale"),
+    OPT_KEY("device", OPT_STRING, PO(backend), "cpu", 0, 0,
+            "the device of the measurements: cpu, cuda or cuda:N",
+            .cap = sizeof(((policies_opts_t *)0)->backend), .flag = "device",
+            .alias = "backend"),
+};
+
+OPT_CHECK(pol_check, policies_opts_t, policies_opts_check)
+const opt_table_t policies_opts_table =
+    OPT_TABLE("policies", policies_opts_t, pol_fields, pol_check);
+
+void policies_opts_default(policies_opts_t *o) { opts_default(&policies_opts_table, o); }
 
 int policies_opts_check(const policies_opts_t *o, const char *ctx, err_t *e)
 {
@@ -44,77 +64,6 @@ int policies_opts_check(const policies_opts_t *o, const char *ctx, err_t *e)
         return err_set(e, ERR_INPUT, "%s: field \"rounding\": stochastic rounding would make "
                        "every measurement a random draw", ctx);
     return profile_eval_opts_check(&o->eval, ctx, e);
-}
-
-static const char *const POL_KEYS[] = {"block", "threshold_pct", "two_sided", "budget_factor",
-                                       "fp16_compute",
-                                       "mx_gradient_compute", "rounding", "scale", "backend"};
-
-int policies_opts_from_json(const cJSON *obj, const char *ctx, policies_opts_t *o, err_t *e)
-{
-    if (!obj)
-        return ERR_OK;
-    if (!cJSON_IsObject(obj))
-        return err_set(e, ERR_INPUT, "%s: expected an object", ctx);
-    for (const cJSON *c = obj->child; c; c = c->next) {
-        bool known = profile_eval_opts_key(c->string);
-        for (size_t i = 0; i < sizeof POL_KEYS / sizeof *POL_KEYS; i++)
-            known |= !strcmp(c->string, POL_KEYS[i]);
-        if (!known)
-            return err_set(e, ERR_INPUT, "%s: unknown key \"%s\"", ctx, c->string);
-    }
-    long long v;
-    const char *s;
-    if (profile_eval_opts_from_json(obj, ctx, &o->eval, e))
-        return e->code;
-    if (json_opt_int(obj, "block", ctx, o->block, &v, e))
-        return e->code;
-    o->block = v < 0 || v > 1 << 20 ? -1 : (int)v;
-    if (json_opt_bool(obj, "two_sided", ctx, o->two_sided, &o->two_sided, e) ||
-        json_opt_double(obj, "threshold_pct", ctx, o->threshold_pct, &o->threshold_pct, e) ||
-        json_opt_double(obj, "budget_factor", ctx, o->budget_factor, &o->budget_factor, e))
-        return e->code;
-    if (json_opt_string(obj, "fp16_compute", ctx, prec_compute_name(o->fp16_compute), &s, e))
-        return e->code;
-    if (prec_compute_from_name(s, &o->fp16_compute))
-        return err_set(e, ERR_INPUT, "%s: field \"fp16_compute\": expected \"fp16\" or \"bf16\", "
-                       "got \"%s\"", ctx, s);
-    if (json_opt_string(obj, "mx_gradient_compute", ctx, prec_compute_name(o->mx_gradient_compute),
-                        &s, e))
-        return e->code;
-    if (prec_compute_from_name(s, &o->mx_gradient_compute))
-        return err_set(e, ERR_INPUT, "%s: field \"mx_gradient_compute\": expected \"fp32\", "
-                       "\"bf16\" or \"fp16\", got \"%s\"", ctx, s);
-    if (json_opt_string(obj, "rounding", ctx, mx_round_name(o->round), &s, e))
-        return e->code;
-    if (mx_round_from_name(s, &o->round))
-        return err_set(e, ERR_INPUT, "%s: field \"rounding\": unknown rounding \"%s\"", ctx, s);
-    if (json_opt_string(obj, "scale", ctx, mx_scale_name(o->scale), &s, e))
-        return e->code;
-    if (mx_scale_from_name(s, &o->scale))
-        return err_set(e, ERR_INPUT, "%s: field \"scale\": unknown scale rule \"%s\"", ctx, s);
-    if (json_opt_string(obj, "backend", ctx, o->backend, &s, e))
-        return e->code;
-    if (strlen(s) >= sizeof o->backend)
-        return err_set(e, ERR_INPUT, "%s: field \"backend\": unknown backend \"%s\"", ctx, s);
-    memmove(o->backend, s, strlen(s) + 1);
-    return policies_opts_check(o, ctx, e);
-}
-
-cJSON *policies_opts_to_json(const policies_opts_t *o)
-{
-    cJSON *j = cJSON_CreateObject();
-    profile_eval_opts_add_json(j, &o->eval);
-    cJSON_AddNumberToObject(j, "block", o->block);
-    cJSON_AddNumberToObject(j, "threshold_pct", o->threshold_pct);
-    cJSON_AddBoolToObject(j, "two_sided", o->two_sided);
-    cJSON_AddNumberToObject(j, "budget_factor", o->budget_factor);
-    cJSON_AddStringToObject(j, "fp16_compute", prec_compute_name(o->fp16_compute));
-    cJSON_AddStringToObject(j, "mx_gradient_compute", prec_compute_name(o->mx_gradient_compute));
-    cJSON_AddStringToObject(j, "rounding", mx_round_name(o->round));
-    cJSON_AddStringToObject(j, "scale", mx_scale_name(o->scale));
-    cJSON_AddStringToObject(j, "backend", o->backend);
-    return j;
 }
 
 /* ---- reading the matrix ------------------------------------------------------------------- */
@@ -636,15 +585,15 @@ cJSON *profile_policy_to_json(const profile_policies_t *p, int which)
                       *gr = pl->fmt[PREC_GRADIENT];
     const char *why_r = which == POLICY_B || which == POLICY_D ? "greedy split (G4)" : "";
     if (!memcmp(ro, rw, (size_t)n * sizeof *ro)) {
-        const char *ph[] = {"rollout", "reward"};
+        const char *ph[] = {prec_phase_name(PREC_ROLLOUT), prec_phase_name(PREC_REWARD)};
         add_rules(rules, p, ro, ph, 2, false, why_r);
     } else {
-        const char *ph1[] = {"rollout"}, *ph2[] = {"reward"};
+        const char *ph1[] = {prec_phase_name(PREC_ROLLOUT)}, *ph2[] = {prec_phase_name(PREC_REWARD)};
         add_rules(rules, p, ro, ph1, 1, false, why_r);
         add_rules(rules, p, rw, ph2, 1, false, "greedy split (G8)");
     }
     if (!all_fp32(gr, n)) {
-        const char *ph[] = {"gradient"};
+        const char *ph[] = {prec_phase_name(PREC_GRADIENT)};
         add_rules(rules, p, gr, ph, 1, true, "sensitive: kept at MXFP8 by the greedy split (G4)");
     }
     return j;
@@ -720,7 +669,7 @@ cJSON *profile_policies_to_json(const profile_policies_t *p, cJSON *extra)
     for (int l = 0; l < p->sens->n; l++)
         if (!p->g4.in[l])
             cJSON_AddItemToArray(sens, cJSON_CreateString(p->sens->layers[l]));
-    cJSON_AddItemToObject(d, "options", policies_opts_to_json(&p->opts));
+    cJSON_AddItemToObject(d, "options", opts_to_json(&policies_opts_table, &p->opts));
     if (extra)
         for (cJSON *c = extra->child; c;) {
             cJSON *next = c->next;

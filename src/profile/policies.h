@@ -44,20 +44,20 @@
 /* The stage's options (the "policies" section of the configuration file). */
 typedef struct policies_opts {
     profile_eval_opts_t eval;         /* the evaluation set (as the sensitivity stage's) */
-    int block;                        /* MX block size of every plan (32, the OCP size) */
-    double threshold_pct;             /* per-layer tolerance: delta_pct < threshold (2) */
-    bool two_sided;                   /* |delta_pct| < threshold, budget too (false) */
-    double budget_factor;             /* whole-model budget: delta_pct < factor x threshold (2) */
+    int block;                        /* MX block size of every plan */
+    double threshold_pct;             /* per-layer tolerance: delta_pct < threshold */
+    bool two_sided;                   /* |delta_pct| < threshold, budget too */
+    double budget_factor;             /* whole-model budget: delta_pct < factor x threshold */
     prec_compute_t fp16_compute;      /* the study's "FP16": fp16 (dynamic loss scaling) or bf16 */
-    prec_compute_t mx_gradient_compute; /* C's gradient GEMMs on MX operands (fp32) */
-    mx_round_t round;                 /* element rounding of the MX specs ("even") */
-    mx_scale_rule_t scale;            /* scale rule ("floor") */
-    char backend[16];                 /* compute backend of the measurements ("cpu") */
+    prec_compute_t mx_gradient_compute; /* C's gradient GEMMs on MX operands */
+    mx_round_t round;                 /* element rounding of the MX specs */
+    mx_scale_rule_t scale;            /* scale rule */
+    char backend[16];                 /* the device of the measurements ("backend" key) */
 } policies_opts_t;
 
+/* The "policies" section (defaults, ranges and help in policies.c's table). */
+extern const opt_table_t policies_opts_table;
 void policies_opts_default(policies_opts_t *o);
-int policies_opts_from_json(const cJSON *obj, const char *ctx, policies_opts_t *o, err_t *e);
-cJSON *policies_opts_to_json(const policies_opts_t *o);
 int policies_opts_check(const policies_opts_t *o, const char *ctx, err_t *e);
 
 /* The part of a sensitivity matrix the policies need, for one block size. */

@@ -8,7 +8,7 @@
 #include <time.h>
 
 /* The wrapper must forward every op: a new op in be_ops_t has to be added here. */
-_Static_assert(sizeof(be_ops_t) == sizeof(const char *) + 42 * sizeof(void (*)(void)),
+_Static_assert(sizeof(be_ops_t) == sizeof(const char *) + 44 * sizeof(void (*)(void)),
                "be_ops_t changed: forward the new op in profile/qtime.c");
 
 /* Our weight cache: the inner backend's (for pass-through calls) and one quantized copy
@@ -174,6 +174,15 @@ static void qt_fake_quant(backend_t *be, be_ptr_t out, be_ptr_t in, size_t rows,
                           mx_axis_t axis, const mx_spec_t *spec, uint64_t seed, uint64_t stream)
 {
     IN(be)->ops->fake_quant(IN(be), out, in, rows, cols, axis, spec, seed, stream);
+}
+static void qt_mem(backend_t *be, be_mem_t *out, bool reset_peak)
+{
+    IN(be)->ops->mem(IN(be), out, reset_peak);
+}
+static bool qt_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct,
+                      bool decode)
+{
+    return IN(be)->ops->native(IN(be), a, b, ct, decode);
 }
 
 /* ---- weight caches ---------------------------------------------------------------- */
@@ -387,6 +396,8 @@ int profile_qtime_open(backend_t *inner, backend_t **out, err_t *e)
         .graph_end = qt_graph_end,
         .graph_launch = qt_graph_launch,
         .graph_free = qt_graph_free,
+        .mem = qt_mem,
+        .native = qt_native,
     };
     q->be.ops = &q->ops;
     q->be.impl = q;

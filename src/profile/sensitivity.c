@@ -22,24 +22,37 @@
 
 /* ---- options ------------------------------------------------------------------------- */
 
-void sensitivity_opts_default(sensitivity_opts_t *o)
-{
-    memset(o, 0, sizeof *o);
-    profile_eval_opts_default(&o->eval);
-    o->threshold_pct = 2.0;
-    const mx_format_t f[] = {MX_FP8_E4M3, MX_FP8_E5M2, MX_FP6_E3M2,
-                             MX_FP6_E2M3, MX_FP4_E2M1, MX_INT8};
-    o->nformats = 6;
-    memcpy(o->formats, f, sizeof f);
-    o->nblocks = 3;
-    o->blocks[0] = 8;
-    o->blocks[1] = 16;
-    o->blocks[2] = 32;
-    o->round = MX_ROUND_EVEN;
-    o->scale = MX_SCALE_FLOOR;
-    o->workers = 0;
-    snprintf(o->backend, sizeof o->backend, "cpu");
-}
+#define SO(f) offsetof(sensitivity_opts_t, f)
+static const opt_field_t sens_fields[] = {
+    OPT_EMBED("evaluation set", SO(eval), &profile_eval_opts_table, NULL),
+    OPT_KEY("threshold_pct", OPT_DOUBLE, SO(threshold_pct), "2.0", 0, OPT_NO_MAX,
+            "tolerant when delta_pct < this (percent)", .flag = "threshold"),
+    OPT_KEY("two_sided", OPT_BOOL, SO(two_sided), "false", 0, 0,
+            "tolerant when |delta_pct| < threshold (a large fall is not tolerant either)",
+            .flag = "two-sided"),
+    OPT_KEY("formats", OPT_LIST, SO(formats),
+            "mxfp8_e4m3,mxfp8_e5m2,mxfp6_e3m2,mxfp6_e2m3,mxfp4_e2m1,mxint8", 0, 0,
+            "MX formats swept", .en = &profile_format_enum, .cap = SENS_MAX_FORMATS,
+            .count_off = SO(nformats), .flag = "formats"),
+    OPT_KEY("blocks", OPT_LIST, SO(blocks), "8,16,32", 1, 4096, "block sizes swept",
+            .cap = SENS_MAX_BLOCKS, .count_off = SO(nblocks), .flag = "blocks"),
+    OPT_KEY("rounding", OPT_ENUM, SO(round), "even", 0, 0, "MX element rounding",
+            .en = &profile_round_enum, .flag = "rounding"),
+    OPT_KEY("scale", OPT_ENUM, SO(scale), "floor", 0, 0, "MX scale rule (floor: OCP)",
+            .en = &profile_scale_enum, .flag = "scale"),
+    OPT_KEY("workers", OPT_INT, SO(workers), "0", 0, PROFILE_MAX_WORKERS,
+            "models measuring cells in parallel (0: one per core for models under 64M parameters, "
+            "else one using every core)", .flag = "workers"),
+    OPT_KEY("device", OPT_STRING, SO(backend), "cpu", 0, 0, "the device: cpu, cuda or cuda:N",
+            .cap = sizeof(((sensitivity_opts_t *)0)->backend), .flag = "device",
+            .alias = "backend"),
+};
+
+OPT_CHECK(sens_check, sensitivity_opts_t, sensitivity_opts_check)
+const opt_table_t sensitivity_opts_table =
+    OPT_TABLE("sensitivity", sensitivity_opts_t, sens_fields, sens_check);
+
+void sensitivity_opts_default(sensitivity_opts_t *o) { opts_default(&sensitivity_opts_table, o); }
 
 static int index_of_format(const sensitivity_opts_t *o, mx_format_t f)
 {
@@ -94,98 +107,6 @@ int sensitivity_opts_check(const sensitivity_opts_t *o, const char *ctx, err_t *
         return err_set(e, ERR_INPUT, "%s: field \"workers\": expected 0 (automatic) to %d", ctx,
                        PROFILE_MAX_WORKERS);
     return profile_eval_opts_check(&o->eval, ctx, e);
-}
-
-static const char *const SENS_KEYS[] = {"threshold_pct", "two_sided", "formats", "blocks",
-                                        "rounding", "scale", "workers", "backend"};
-
-int sensitivity_opts_from_json(const cJSON *obj, const char *ctx, sensitivity_opts_t *o,
-                               err_t *e)
-{
-    if (!obj)
-        return ERR_OK;
-    if (!cJSON_IsObject(obj))
-        return err_set(e, ERR_INPUT, "%s: expected an object", ctx);
-    for (const cJSON *c = obj->child; c; c = c->next) {
-        bool known = profile_eval_opts_key(c->string);
-        for (size_t i = 0; i < sizeof SENS_KEYS / sizeof *SENS_KEYS; i++)
-            known |= !strcmp(c->string, SENS_KEYS[i]);
-        if (!known)
-            return err_set(e, ERR_INPUT, "%s: unknown key \"%s\"", ctx, c->string);
-    }
-    long long v;
-    double d;
-    const char *s;
-    if (profile_eval_opts_from_json(obj, ctx, &o->eval, e))
-        return e->code;
-    if (json_opt_double(obj, "threshold_pct", ctx, o->threshold_pct, &d, e))
-        return e->code;
-    o->threshold_pct = d;
-    if (json_opt_bool(obj, "two_sided", ctx, o->two_sided, &o->two_sided, e))
-        return e->code;
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, "formats");
-    if (a) {
-        if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > SENS_MAX_FORMATS)
-            return err_set(e, ERR_INPUT, "%s: field \"formats\": expected an array of at most "
-                           "%d format names", ctx, SENS_MAX_FORMATS);
-        o->nformats = 0;
-        for (const cJSON *c = a->child; c; c = c->next) {
-            if (!cJSON_IsString(c) || mx_format_from_name(c->valuestring,
-                                                          &o->formats[o->nformats]))
-                return err_set(e, ERR_INPUT, "%s: field \"formats[%d]\": expected an MX format "
-                               "name", ctx, o->nformats);
-            o->nformats++;
-        }
-    }
-    a = cJSON_GetObjectItemCaseSensitive(obj, "blocks");
-    if (a) {
-        if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > SENS_MAX_BLOCKS)
-            return err_set(e, ERR_INPUT, "%s: field \"blocks\": expected an array of at most %d "
-                           "block sizes", ctx, SENS_MAX_BLOCKS);
-        o->nblocks = 0;
-        for (const cJSON *c = a->child; c; c = c->next) {
-            if (!cJSON_IsNumber(c) || c->valuedouble != (double)(int)c->valuedouble)
-                return err_set(e, ERR_INPUT, "%s: field \"blocks[%d]\": expected an integer",
-                               ctx, o->nblocks);
-            o->blocks[o->nblocks++] = (int)c->valuedouble;
-        }
-    }
-    if (json_opt_string(obj, "rounding", ctx, mx_round_name(o->round), &s, e))
-        return e->code;
-    if (mx_round_from_name(s, &o->round))
-        return err_set(e, ERR_INPUT, "%s: field \"rounding\": unknown rounding \"%s\"", ctx, s);
-    if (json_opt_string(obj, "scale", ctx, mx_scale_name(o->scale), &s, e))
-        return e->code;
-    if (mx_scale_from_name(s, &o->scale))
-        return err_set(e, ERR_INPUT, "%s: field \"scale\": unknown scale rule \"%s\"", ctx, s);
-    if (json_opt_int(obj, "workers", ctx, o->workers, &v, e))
-        return e->code;
-    o->workers = v < 0 || v > PROFILE_MAX_WORKERS ? -1 : (int)v;
-    if (json_opt_string(obj, "backend", ctx, o->backend, &s, e))
-        return e->code;
-    if (strlen(s) >= sizeof o->backend)
-        return err_set(e, ERR_INPUT, "%s: field \"backend\": unknown backend \"%s\"", ctx, s);
-    memmove(o->backend, s, strlen(s) + 1);
-    return sensitivity_opts_check(o, ctx, e);
-}
-
-cJSON *sensitivity_opts_to_json(const sensitivity_opts_t *o)
-{
-    cJSON *j = cJSON_CreateObject();
-    profile_eval_opts_add_json(j, &o->eval);
-    cJSON_AddNumberToObject(j, "threshold_pct", o->threshold_pct);
-    cJSON_AddBoolToObject(j, "two_sided", o->two_sided);
-    cJSON *f = cJSON_AddArrayToObject(j, "formats");
-    for (int i = 0; i < o->nformats; i++)
-        cJSON_AddItemToArray(f, cJSON_CreateString(mx_format_name(o->formats[i])));
-    cJSON *b = cJSON_AddArrayToObject(j, "blocks");
-    for (int i = 0; i < o->nblocks; i++)
-        cJSON_AddItemToArray(b, cJSON_CreateNumber(o->blocks[i]));
-    cJSON_AddStringToObject(j, "rounding", mx_round_name(o->round));
-    cJSON_AddStringToObject(j, "scale", mx_scale_name(o->scale));
-    cJSON_AddNumberToObject(j, "workers", o->workers);
-    cJSON_AddStringToObject(j, "backend", o->backend);
-    return j;
 }
 
 mx_spec_t sensitivity_spec(const sensitivity_opts_t *o, int fi, int bj)
@@ -832,7 +753,7 @@ static int write_record(const char *path, const sensitivity_opts_t *o,
     cJSON_AddNumberToObject(ev, "batches", es->nbatch);
     profile_hex64(es->fingerprint, hx);
     cJSON_AddStringToObject(ev, "fingerprint", hx);
-    cJSON_AddItemToObject(r, "options", sensitivity_opts_to_json(o));
+    cJSON_AddItemToObject(r, "options", opts_to_json(&sensitivity_opts_table, o));
     cJSON_AddNumberToObject(r, "baseline_ppl", profile_ppl_value(mx->base_nll, mx->tokens));
     cJSON_AddNumberToObject(r, "layers", mx->nlayers);
     cJSON_AddNumberToObject(r, "cells", 1 + (double)mx->nlayers * mx->nformats * mx->nblocks +

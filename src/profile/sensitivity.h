@@ -39,28 +39,26 @@
 #define SENS_MAX_FORMATS 8
 #define SENS_MAX_BLOCKS 8
 
-/* The stage's options (the "sensitivity" section of the configuration file). */
+/* The stage's options (the "sensitivity" section of the configuration file; defaults,
+ * ranges and help in sensitivity.c's table). */
 typedef struct sensitivity_opts {
     profile_eval_opts_t eval;    /* the evaluation set (evalset.h) */
-    double threshold_pct;        /* tolerant: delta_pct < threshold (2.0) */
-    bool two_sided;              /* tolerant: |delta_pct| < threshold instead (false) */
+    double threshold_pct;        /* tolerant: delta_pct < threshold */
+    bool two_sided;              /* tolerant: |delta_pct| < threshold instead */
     mx_format_t formats[SENS_MAX_FORMATS];
-    int nformats;                /* the six MX formats */
+    int nformats;
     int blocks[SENS_MAX_BLOCKS];
-    int nblocks;                 /* 8, 16, 32 */
-    mx_round_t round;            /* element rounding ("even") */
-    mx_scale_rule_t scale;       /* shared-scale rule ("floor", OCP) */
+    int nblocks;
+    mx_round_t round;            /* element rounding */
+    mx_scale_rule_t scale;       /* shared-scale rule */
     int workers;                 /* models measuring cells in parallel; 0: automatic */
-    char backend[16];            /* compute backend ("cpu") */
+    char backend[16];            /* the device ("backend" key: cpu, cuda, cuda:N) */
 } sensitivity_opts_t;
 
+/* Reading the section also checks the values (sensitivity_opts_check: the study's
+ * mxfp4/mxfp8 block-8 pairs must be in the sweep, no stochastic rounding, ...). */
+extern const opt_table_t sensitivity_opts_table;
 void sensitivity_opts_default(sensitivity_opts_t *o);
-/* Missing keys keep their values; an unknown key or a wrong type is ERR_INPUT naming ctx
- * and the key. Also checks the values (the study's mxfp4/mxfp8 block-8 pairs must be in
- * the sweep, blocks in [1, 4096]). */
-int sensitivity_opts_from_json(const cJSON *obj, const char *ctx, sensitivity_opts_t *o,
-                               err_t *e);
-cJSON *sensitivity_opts_to_json(const sensitivity_opts_t *o);
 int sensitivity_opts_check(const sensitivity_opts_t *o, const char *ctx, err_t *e);
 
 /* The spec of pair (format i, block j) under the options' rounding and scale rule. */

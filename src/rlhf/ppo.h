@@ -47,70 +47,65 @@
 #include "rlhf/ppo_math.h"
 #include "rlhf/text.h"
 #include "util/err.h"
+#include "util/opts.h"
 
-/* Every hyperparameter, with TRL PPOConfig's name where it has one (and its default unless
- * the study's differs: batch 8, minibatch 4, seed 42). */
+/* Every hyperparameter, with TRL PPOConfig's name where it has one; the table in
+ * ppo_opts.c holds the defaults, ranges and help lines. */
 typedef struct ppo_opts {
     /* schedule */
-    int steps;                        /* 100 */
-    int batch_size;                   /* 8: rollouts per step */
-    int mini_batch_size;              /* 4 */
-    int gradient_accumulation_steps;  /* 1 */
-    int ppo_epochs;                   /* 4 */
-    uint64_t seed;                    /* 42 */
+    int steps;
+    int batch_size;                   /* rollouts per step */
+    int mini_batch_size;
+    int gradient_accumulation_steps;
+    int ppo_epochs;
+    uint64_t seed;
     /* optimizer: TRL builds torch.optim.Adam; AdamW with weight_decay 0 is the same update */
-    double learning_rate;             /* 1.41e-5 */
-    double adam_beta1, adam_beta2, adam_epsilon; /* 0.9, 0.999, 1e-8 */
-    double weight_decay;              /* 0 */
+    double learning_rate;
+    double adam_beta1, adam_beta2, adam_epsilon;
+    double weight_decay;
     double max_grad_norm;             /* 0: no clipping (TRL's None) */
     /* KL penalty */
-    ppo_kl_est_t kl_penalty;          /* kl */
-    bool adap_kl_ctrl;                /* true */
-    double init_kl_coef;              /* 0.2 */
-    double target;                    /* 6 */
-    double horizon;                   /* 10000 */
+    ppo_kl_est_t kl_penalty;
+    bool adap_kl_ctrl;
+    double init_kl_coef;
+    double target;
+    double horizon;
     /* advantages and losses */
-    double gamma, lam;                /* 1, 0.95 */
-    bool whiten_rewards;              /* false */
-    double cliprange, cliprange_value, vf_coef; /* 0.2, 0.2, 0.1 */
-    double ratio_threshold;           /* 10 */
-    bool early_stopping;              /* false */
-    double target_kl;                 /* 1 */
-    bool use_score_scaling, use_score_norm; /* false, false */
+    double gamma, lam;
+    bool whiten_rewards;
+    double cliprange, cliprange_value, vf_coef;
+    double ratio_threshold;
+    bool early_stopping;
+    double target_kl;
+    bool use_score_scaling, use_score_norm;
     double score_clip;                /* 0: none (TRL's None) */
     /* rollouts */
-    int max_new_tokens;               /* 48 */
+    int max_new_tokens;
     int min_new_tokens;               /* 0: the end-of-turn id may come at once */
-    double temperature;               /* 1 */
+    double temperature;
     int top_k;                        /* 0: off */
     double top_p;                     /* 1: off */
-    int max_prompt_tokens;            /* 256: longer prompts keep their last tokens */
-    rlhf_template_t template_;        /* "template": raw */
+    int max_prompt_tokens;            /* longer prompts keep their last tokens */
+    rlhf_template_t template_;        /* "template" */
     /* models */
     bool separate_critic;             /* false: value head on the policy's trunk */
-    bool oracle_reward;               /* false; true: score rollouts with the synthetic task's
-                                         ground truth instead of the reward model (a
-                                         diagnostic that separates reward-model error from
-                                         PPO; synthetic data only) */
+    bool oracle_reward;               /* true: score rollouts with the synthetic task's ground
+                                         truth instead of the reward model (a diagnostic that
+                                         separates reward-model error from PPO) */
     /* checkpoints and evaluation */
-    int checkpoint_every;             /* 10 steps (0: only at the end) */
-    int eval_prompts;                 /* 64 held-out prompts (0: no evaluation) */
+    int checkpoint_every;             /* 0: only at the end */
+    int eval_prompts;                 /* held-out prompts (0: no evaluation) */
     int eval_every;                   /* 0: before training and at the end only */
-    int best_of_n;                    /* 8: best-of-n from the initial policy (0/1: off) */
+    int best_of_n;                    /* best-of-n from the initial policy (0/1: off) */
 } ppo_opts_t;
 
+/* The "ppo" section: defaults, ranges and help in ppo_opts.c's table; reading a section
+ * checks ppo_opts_check too. */
+extern const opt_table_t ppo_opts_table;
+extern const opt_enum_t ppo_kl_enum;
 void ppo_opts_default(ppo_opts_t *o);
-/* Missing keys keep their values; an unknown key, a wrong type or a value out of range is
- * ERR_INPUT naming ctx and the key ("config.json: ppo.batch_size: ..."). */
-int ppo_opts_from_json(const cJSON *obj, const char *ctx, ppo_opts_t *out, err_t *e);
-cJSON *ppo_opts_to_json(const ppo_opts_t *o);
 /* Cross-field checks (batch_size a multiple of mini_batch_size x accumulation, ...). */
 int ppo_opts_check(const ppo_opts_t *o, const char *ctx, err_t *e);
-/* A configuration file: its "ppo" object when it has one, else the whole object. */
-int ppo_opts_load_file(const char *path, ppo_opts_t *o, err_t *e);
-/* Command-line overrides "KEY=VALUE", VALUE as JSON (a bare word is taken as a string):
- * "learning_rate=1e-4", "kl_penalty=full", "adap_kl_ctrl=false". */
-int ppo_opts_set(ppo_opts_t *o, const char *const *kv, int n, err_t *e);
 
 /* What a run works on. */
 typedef struct rlhf_ppo_io {

@@ -180,7 +180,7 @@ int ppo_ckpt_write(const char *out_dir, int step, qwen2_model_t *policy, qwen2_m
     if (!rc && prev)
         remove_ckpt(out_dir, prev);
     if (rc)
-        err_prefix(e, "checkpoint at step %d: ", step);
+        err_prefix(e, "checkpoint at step %d", step);
     cJSON_Delete(st);
     cJSON_Delete(latest);
     free(prev);

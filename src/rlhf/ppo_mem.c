@@ -1,8 +1,6 @@
 /* ppo_mem: the per-model device-memory table of a PPO run (ppo_mem.h). */
 #include "rlhf/ppo_mem.h"
 
-#include "backend/cuda.h"
-
 static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 
 void ppo_memory_write(FILE *f, backend_t *be, qwen2_model_t *const *models,
@@ -25,10 +23,10 @@ void ppo_memory_write(FILE *f, backend_t *be, qwen2_model_t *const *models,
                 gib(m.kv_cache), gib(m.weight_cache), gib(tot));
     }
     fprintf(f, "mxrlhf ppo: memory (GiB)  models in all %.2f\n", gib(all));
-    be_cuda_mem_t cm;
-    err_t ig = ERR_INIT;
-    if (be && !be_cuda_mem(be, &cm, &ig))
-        fprintf(f, "mxrlhf ppo: memory (GiB)  CUDA backend now %.2f (scratch and workspace %.2f), "
-                "peak %.2f\n", gib(cm.current), gib(cm.current > all ? cm.current - all : 0),
-                gib(cm.peak));
+    if (!be)
+        return;
+    be_mem_t bm = be_mem(be);
+    fprintf(f, "mxrlhf ppo: memory (GiB)  the %s backend holds %.2f (beyond the models %.2f), "
+            "peak %.2f\n", be_name(be), gib(bm.current),
+            gib(bm.current > all ? bm.current - all : 0), gib(bm.peak));
 }

@@ -9,9 +9,9 @@
 #include "model/qwen2.h"
 
 /* Writes one line per model (NULL models skipped) with qwen2_memory's parts in GiB, their
- * total, and, on a CUDA backend, what the backend holds now and at its peak, the
- * difference between "now" and the models' sum being the backend's scratch and
- * workspace. Lines start with "mxrlhf ppo: memory". */
+ * total, and what the backend holds now and at its peak (be_mem: on CUDA every cudaMalloc,
+ * the difference from the models' sum being scratch and workspace; on the CPU its
+ * buffers). Lines start with "mxrlhf ppo: memory". */
 void ppo_memory_write(FILE *f, backend_t *be, qwen2_model_t *const *models,
                       const char *const *names, int n);
 

@@ -14,61 +14,33 @@
 
 /* ---- options ------------------------------------------------------------------------- */
 
-void rlhf_rm_opts_default(rlhf_rm_opts_t *o)
-{
-    o->steps = 1000;
-    o->max_epochs = 2;
-    o->batch_size = 16;
-    rlhf_optim_default(&o->optim);
-    o->optim.lr = 5e-4;
-    o->optim.warmup_steps = 20;
-    o->seed = 1234;
-    o->max_prompt_tokens = 256;
-    o->max_response_tokens = 256;
-    o->template_ = RLHF_TEMPLATE_RAW;
-    o->shuffle_labels = false;
-    o->eval_every = 0;
-    o->save_dtype = 0;
-    o->log_every = 25;
-}
-
 #define RO(f) offsetof(rlhf_rm_opts_t, f)
-#define NF(t) ((int)(sizeof t / sizeof t[0]))
-static void rm_fields(rlhf_field_t *f, int *n)
-{
-    const rlhf_field_t head[] = {
-        {"steps", RLHF_F_LONG, RO(steps), 0, 1e12, NULL, 0},
-        {"max_epochs", RLHF_F_DOUBLE, RO(max_epochs), 0, 1e6, NULL, 0},
-        {"batch_size", RLHF_F_INT, RO(batch_size), 1, 1 << 16, NULL, 0},
-        {"seed", RLHF_F_U64, RO(seed), 0, 0, NULL, 0},
-        {"max_prompt_tokens", RLHF_F_INT, RO(max_prompt_tokens), 1, 1 << 20, NULL, 0},
-        {"max_response_tokens", RLHF_F_INT, RO(max_response_tokens), 1, 1 << 20, NULL, 0},
-        {"template", RLHF_F_ENUM, RO(template_), 0, 0, rlhf_template_enum_names, 0},
-        {"shuffle_labels", RLHF_F_BOOL, RO(shuffle_labels), 0, 0, NULL, 0},
-        {"eval_every", RLHF_F_INT, RO(eval_every), 0, 1 << 30, NULL, 0},
-        {"save_dtype", RLHF_F_ENUM, RO(save_dtype), 0, 0, rlhf_dtype_names, 0},
-        {"log_every", RLHF_F_INT, RO(log_every), 0, 1 << 30, NULL, 0},
-    };
-    memcpy(f, head, sizeof head);
-    rlhf_optim_fields(RO(optim), f + NF(head));
-    *n = NF(head) + RLHF_OPTIM_NFIELDS;
-}
+static const opt_field_t rm_fields[] = {
+    OPT_KEY("steps", OPT_LONG, RO(steps), "1000", 0, 1e12, "optimizer steps"),
+    OPT_KEY("max_epochs", OPT_DOUBLE, RO(max_epochs), "2", 0, 1e6,
+            "at most this many passes over the training pairs (0: no cap)"),
+    OPT_KEY("batch_size", OPT_INT, RO(batch_size), "16", 1, 1 << 16, "pairs per step"),
+    OPT_KEY("seed", OPT_U64, RO(seed), "1234", 0, 0,
+            "pair order, score-head initialisation, label shuffle"),
+    OPT_KEY("max_prompt_tokens", OPT_INT, RO(max_prompt_tokens), "256", 1, 1 << 20,
+            "prompt ids kept (the last ones)"),
+    OPT_KEY("max_response_tokens", OPT_INT, RO(max_response_tokens), "256", 1, 1 << 20,
+            "response ids kept (the first ones)"),
+    OPT_KEY("template", OPT_ENUM, RO(template_), "raw", 0, 0, "how a turn is written",
+            .en = &rlhf_template_enum),
+    OPT_KEY("shuffle_labels", OPT_BOOL, RO(shuffle_labels), "false", 0, 0,
+            "train on randomly swapped labels (the negative control)"),
+    OPT_KEY("eval_every", OPT_INT, RO(eval_every), "0", 0, 1 << 30,
+            "evaluate on rm_eval every N steps (0: only at the end)"),
+    OPT_KEY("save_dtype", OPT_ENUM, RO(save_dtype), "float32", 0, 0, "type of the saved weights",
+            .en = &rlhf_dtype_enum),
+    OPT_KEY("log_every", OPT_INT, RO(log_every), "25", 0, 1 << 30,
+            "progress line every N steps (0: only the last)"),
+    OPT_EMBED("optimizer", RO(optim), &rlhf_optim_table, "lr=5e-4;warmup_steps=20"),
+};
+const opt_table_t rlhf_rm_opts_table = OPT_TABLE("rm", rlhf_rm_opts_t, rm_fields, NULL);
 
-int rlhf_rm_opts_from_json(const cJSON *obj, const char *ctx, rlhf_rm_opts_t *out, err_t *e)
-{
-    rlhf_field_t f[24];
-    int n;
-    rm_fields(f, &n);
-    return rlhf_fields_from_json(f, n, obj, ctx, out, e);
-}
-
-cJSON *rlhf_rm_opts_to_json(const rlhf_rm_opts_t *o)
-{
-    rlhf_field_t f[24];
-    int n;
-    rm_fields(f, &n);
-    return rlhf_fields_to_json(f, n, o);
-}
+void rlhf_rm_opts_default(rlhf_rm_opts_t *o) { opts_default(&rlhf_rm_opts_table, o); }
 
 cJSON *rlhf_rm_metrics_json(const rlhf_rm_metrics_t *m, const char *prefix)
 {

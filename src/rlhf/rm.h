@@ -39,16 +39,16 @@ typedef struct rlhf_rm_opts {
     rlhf_optim_t optim;
     uint64_t seed;           /* pair order, score-head initialisation, label shuffle */
     int max_prompt_tokens, max_response_tokens;
-    int template_;           /* rlhf_template_t (rlhf_template_enum_names) */
+    int template_;           /* rlhf_template_t */
     bool shuffle_labels;     /* negative control */
     int eval_every;          /* evaluate every N steps (0: only at the end) */
     int save_dtype;          /* index into rlhf_dtype_names */
     int log_every;
 } rlhf_rm_opts_t;
 
+/* The "rm" and "judge" sections. */
+extern const opt_table_t rlhf_rm_opts_table;
 void rlhf_rm_opts_default(rlhf_rm_opts_t *o);
-int rlhf_rm_opts_from_json(const cJSON *obj, const char *ctx, rlhf_rm_opts_t *out, err_t *e);
-cJSON *rlhf_rm_opts_to_json(const rlhf_rm_opts_t *o);
 
 /* TRL's metric set over a set of pairs. */
 typedef struct rlhf_rm_metrics {

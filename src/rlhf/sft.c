@@ -14,159 +14,88 @@
 
 /* ---- options ------------------------------------------------------------------------- */
 
-void rlhf_model_opts_default(rlhf_model_opts_t *o)
-{
-    o->hidden = 128;
-    o->layers = 4;
-    o->heads = 4;
-    o->kv_heads = 2;
-    o->intermediate = 352;
-    o->max_position = 1024;
-    o->rope_theta = 10000;
-    o->rms_eps = 1e-6;
-    o->tie = true;
-    o->init_range = 0.02;
-    o->init = RLHF_INIT_NORMAL;
-}
-
 static const char *const init_names[] = {"normal", "uniform", NULL};
+static const opt_enum_t init_enum = {init_names, 0, NULL, NULL};
 
-#define MO(f) offsetof(rlhf_model_opts_t, f)
-static const rlhf_field_t model_fields[] = {
-    {"hidden", RLHF_F_INT, MO(hidden), 2, 65536, NULL, 0},
-    {"layers", RLHF_F_INT, MO(layers), 1, 1024, NULL, 0},
-    {"heads", RLHF_F_INT, MO(heads), 1, 1024, NULL, 0},
-    {"kv_heads", RLHF_F_INT, MO(kv_heads), 1, 1024, NULL, 0},
-    {"intermediate", RLHF_F_INT, MO(intermediate), 1, 1 << 20, NULL, 0},
-    {"max_position", RLHF_F_INT, MO(max_position), 8, 1 << 20, NULL, 0},
-    {"rope_theta", RLHF_F_DOUBLE, MO(rope_theta), 1, 1e12, NULL, 0},
-    {"rms_eps", RLHF_F_DOUBLE, MO(rms_eps), 1e-12, 1, NULL, 0},
-    {"tie", RLHF_F_BOOL, MO(tie), 0, 0, NULL, 0},
-    {"init_range", RLHF_F_DOUBLE, MO(init_range), 1e-6, 1, NULL, 0},
-    {"init", RLHF_F_ENUM, MO(init), 0, 0, init_names, 0},
-};
-#define NF(t) ((int)(sizeof t / sizeof t[0]))
-
-int rlhf_model_opts_from_json(const cJSON *obj, const char *ctx, rlhf_model_opts_t *out, err_t *e)
+static int model_check(const void *opts, const char *ctx, err_t *e)
 {
-    rlhf_model_opts_t o = *out;
-    int rc = rlhf_fields_from_json(model_fields, NF(model_fields), obj, ctx, &o, e);
-    if (rc)
-        return rc;
-    if (o.hidden % o.heads || (o.hidden / o.heads) % 2)
+    const rlhf_model_opts_t *o = opts;
+    if (o->hidden % o->heads || (o->hidden / o->heads) % 2)
         return err_set(e, ERR_INPUT, "%s: hidden (%d) must be heads (%d) times an even head "
-                       "size", ctx, o.hidden, o.heads);
-    if (o.heads % o.kv_heads)
+                       "size", ctx, o->hidden, o->heads);
+    if (o->heads % o->kv_heads)
         return err_set(e, ERR_INPUT, "%s: heads (%d) must be a multiple of kv_heads (%d)", ctx,
-                       o.heads, o.kv_heads);
-    *out = o;
+                       o->heads, o->kv_heads);
     return ERR_OK;
 }
 
-cJSON *rlhf_model_opts_to_json(const rlhf_model_opts_t *o)
-{
-    return rlhf_fields_to_json(model_fields, NF(model_fields), o);
-}
+#define MO(f) offsetof(rlhf_model_opts_t, f)
+static const opt_field_t model_fields[] = {
+    OPT_KEY("hidden", OPT_INT, MO(hidden), "128", 2, 65536,
+            "hidden size (heads x an even head size)"),
+    OPT_KEY("layers", OPT_INT, MO(layers), "4", 1, 1024, "decoder layers"),
+    OPT_KEY("heads", OPT_INT, MO(heads), "4", 1, 1024, "attention heads"),
+    OPT_KEY("kv_heads", OPT_INT, MO(kv_heads), "2", 1, 1024, "key/value heads (heads a multiple)"),
+    OPT_KEY("intermediate", OPT_INT, MO(intermediate), "352", 1, 1 << 20, "MLP size"),
+    OPT_KEY("max_position", OPT_INT, MO(max_position), "1024", 8, 1 << 20, "longest sequence"),
+    OPT_KEY("rope_theta", OPT_DOUBLE, MO(rope_theta), "10000", 1, 1e12, "RoPE base"),
+    OPT_KEY("rms_eps", OPT_DOUBLE, MO(rms_eps), "1e-6", 1e-12, 1, "RMSNorm epsilon"),
+    OPT_KEY("tie", OPT_BOOL, MO(tie), "true", 0, 0, "lm_head tied to the embedding"),
+    OPT_KEY("init_range", OPT_DOUBLE, MO(init_range), "0.02", 1e-6, 1,
+            "spread of the initial weights: the normal's std or the uniform's range"),
+    OPT_KEY("init", OPT_ENUM, MO(init), "normal", 0, 0,
+            "initialisation: transformers' (normal) or the earlier uniform one", .en = &init_enum),
+};
+const opt_table_t rlhf_model_opts_table =
+    OPT_TABLE("model", rlhf_model_opts_t, model_fields, model_check);
+
+void rlhf_model_opts_default(rlhf_model_opts_t *o) { opts_default(&rlhf_model_opts_table, o); }
+
+/* 4 M tokens (about 4 passes over the corpus) in batches of 32: the tiny model learns to
+ * look up the prompt's topic only after a plateau of about 2.2 M tokens (a sudden
+ * transition, in PyTorch as here; docs/benchmarks.md, issue 7). Before, 600 k tokens gave
+ * a model whose topic words ignored the prompt, and PPO could not raise the ground truth. */
+#define PO(f) offsetof(rlhf_pretrain_opts_t, f)
+static const opt_field_t pretrain_fields[] = {
+    OPT_KEY("tokens", OPT_LONG, PO(tokens), "4000000", 0, 1e15,
+            "training tokens (steps = tokens / (batch_size x seq_len), rounded up)"),
+    OPT_KEY("seq_len", OPT_INT, PO(seq_len), "128", 2, 1 << 20, "tokens per row"),
+    OPT_KEY("batch_size", OPT_INT, PO(batch_size), "32", 1, 1 << 16, "rows per step"),
+    OPT_KEY("seed", OPT_U64, PO(seed), "1234", 0, 0, "initial weights and row order"),
+    OPT_KEY("log_every", OPT_INT, PO(log_every), "25", 0, 1 << 30,
+            "progress line every N steps (0: only the last)"),
+    OPT_EMBED("optimizer", PO(optim), &rlhf_optim_table, "lr=3e-3;warmup_steps=20"),
+};
+const opt_table_t rlhf_pretrain_opts_table =
+    OPT_TABLE("pretrain", rlhf_pretrain_opts_t, pretrain_fields, NULL);
 
 void rlhf_pretrain_opts_default(rlhf_pretrain_opts_t *o)
 {
-    /* 4 M tokens (about 4 passes over the corpus) in batches of 32: the tiny model learns
-     * to look up the prompt's topic only after a plateau of about 2.2 M tokens (a sudden
-     * transition, in PyTorch as here; docs/benchmarks.md, issue 7). Before, 600 k tokens
-     * gave a model whose topic words ignored the prompt, and PPO could not raise the
-     * ground truth. */
-    o->tokens = 4000000;
-    o->seq_len = 128;
-    o->batch_size = 32;
-    rlhf_optim_default(&o->optim);
-    o->optim.lr = 3e-3;
-    o->optim.warmup_steps = 20;
-    o->seed = 1234;
-    o->log_every = 25;
-}
-
-#define PO(f) offsetof(rlhf_pretrain_opts_t, f)
-static void pretrain_fields(rlhf_field_t *f, int *n)
-{
-    const rlhf_field_t head[] = {
-        {"tokens", RLHF_F_LONG, PO(tokens), 0, 1e15, NULL, 0},
-        {"seq_len", RLHF_F_INT, PO(seq_len), 2, 1 << 20, NULL, 0},
-        {"batch_size", RLHF_F_INT, PO(batch_size), 1, 1 << 16, NULL, 0},
-        {"seed", RLHF_F_U64, PO(seed), 0, 0, NULL, 0},
-        {"log_every", RLHF_F_INT, PO(log_every), 0, 1 << 30, NULL, 0},
-    };
-    memcpy(f, head, sizeof head);
-    rlhf_optim_fields(PO(optim), f + NF(head));
-    *n = NF(head) + RLHF_OPTIM_NFIELDS;
-}
-
-int rlhf_pretrain_opts_from_json(const cJSON *obj, const char *ctx, rlhf_pretrain_opts_t *out,
-                                 err_t *e)
-{
-    rlhf_field_t f[16];
-    int n;
-    pretrain_fields(f, &n);
-    return rlhf_fields_from_json(f, n, obj, ctx, out, e);
-}
-
-cJSON *rlhf_pretrain_opts_to_json(const rlhf_pretrain_opts_t *o)
-{
-    rlhf_field_t f[16];
-    int n;
-    pretrain_fields(f, &n);
-    return rlhf_fields_to_json(f, n, o);
-}
-
-void rlhf_sft_opts_default(rlhf_sft_opts_t *o)
-{
-    o->steps = 150;
-    o->batch_size = 16;
-    rlhf_optim_default(&o->optim);
-    o->optim.lr = 1e-3;
-    o->optim.warmup_steps = 10;
-    o->seed = 1234;
-    o->max_prompt_tokens = 256;
-    o->max_response_tokens = 256;
-    o->template_ = RLHF_TEMPLATE_RAW;
-    o->save_dtype = 0;
-    o->log_every = 25;
-    o->eval_pairs = 1000;
+    opts_default(&rlhf_pretrain_opts_table, o);
 }
 
 #define SO(f) offsetof(rlhf_sft_opts_t, f)
-static void sft_fields(rlhf_field_t *f, int *n)
-{
-    const rlhf_field_t head[] = {
-        {"steps", RLHF_F_LONG, SO(steps), 0, 1e12, NULL, 0},
-        {"batch_size", RLHF_F_INT, SO(batch_size), 1, 1 << 16, NULL, 0},
-        {"seed", RLHF_F_U64, SO(seed), 0, 0, NULL, 0},
-        {"max_prompt_tokens", RLHF_F_INT, SO(max_prompt_tokens), 1, 1 << 20, NULL, 0},
-        {"max_response_tokens", RLHF_F_INT, SO(max_response_tokens), 1, 1 << 20, NULL, 0},
-        {"template", RLHF_F_ENUM, SO(template_), 0, 0, rlhf_template_enum_names, 0},
-        {"save_dtype", RLHF_F_ENUM, SO(save_dtype), 0, 0, rlhf_dtype_names, 0},
-        {"log_every", RLHF_F_INT, SO(log_every), 0, 1 << 30, NULL, 0},
-        {"eval_pairs", RLHF_F_LONG, SO(eval_pairs), 0, 1e12, NULL, 0},
-    };
-    memcpy(f, head, sizeof head);
-    rlhf_optim_fields(SO(optim), f + NF(head));
-    *n = NF(head) + RLHF_OPTIM_NFIELDS;
-}
+static const opt_field_t sft_fields[] = {
+    OPT_KEY("steps", OPT_LONG, SO(steps), "150", 0, 1e12, "optimizer steps"),
+    OPT_KEY("batch_size", OPT_INT, SO(batch_size), "16", 1, 1 << 16, "pairs per step"),
+    OPT_KEY("seed", OPT_U64, SO(seed), "1234", 0, 0, "example order"),
+    OPT_KEY("max_prompt_tokens", OPT_INT, SO(max_prompt_tokens), "256", 1, 1 << 20,
+            "prompt ids kept (the last ones)"),
+    OPT_KEY("max_response_tokens", OPT_INT, SO(max_response_tokens), "256", 1, 1 << 20,
+            "response ids kept (the first ones)"),
+    OPT_KEY("template", OPT_ENUM, SO(template_), "raw", 0, 0, "how a turn is written",
+            .en = &rlhf_template_enum),
+    OPT_KEY("save_dtype", OPT_ENUM, SO(save_dtype), "float32", 0, 0, "type of the saved weights",
+            .en = &rlhf_dtype_enum),
+    OPT_KEY("log_every", OPT_INT, SO(log_every), "25", 0, 1 << 30,
+            "progress line every N steps (0: only the last)"),
+    OPT_KEY("eval_pairs", OPT_LONG, SO(eval_pairs), "1000", 0, 1e12,
+            "rm_eval pairs whose held-out loss is measured (0: all)"),
+    OPT_EMBED("optimizer", SO(optim), &rlhf_optim_table, "lr=1e-3;warmup_steps=10"),
+};
+const opt_table_t rlhf_sft_opts_table = OPT_TABLE("sft", rlhf_sft_opts_t, sft_fields, NULL);
 
-int rlhf_sft_opts_from_json(const cJSON *obj, const char *ctx, rlhf_sft_opts_t *out, err_t *e)
-{
-    rlhf_field_t f[20];
-    int n;
-    sft_fields(f, &n);
-    return rlhf_fields_from_json(f, n, obj, ctx, out, e);
-}
-
-cJSON *rlhf_sft_opts_to_json(const rlhf_sft_opts_t *o)
-{
-    rlhf_field_t f[20];
-    int n;
-    sft_fields(f, &n);
-    return rlhf_fields_to_json(f, n, o);
-}
+void rlhf_sft_opts_default(rlhf_sft_opts_t *o) { opts_default(&rlhf_sft_opts_table, o); }
 
 /* ---- shared pieces ------------------------------------------------------------------- */
 

@@ -46,12 +46,9 @@ typedef struct rlhf_model_opts {
                          * RLHF_INIT_UNIFORM (qwen2_init_philox, before issue 7's fix) */
 } rlhf_model_opts_t;
 
-/* hidden 128, 4 layers, 4 heads, 2 KV heads, intermediate 352, 1024 positions, rope theta
- * 10000, rms eps 1e-6, tied, normal init with std 0.02 (docs/rlhf.md says why). */
+/* The "model" section (defaults in the table: docs/rlhf.md says why). */
+extern const opt_table_t rlhf_model_opts_table;
 void rlhf_model_opts_default(rlhf_model_opts_t *o);
-int rlhf_model_opts_from_json(const cJSON *obj, const char *ctx, rlhf_model_opts_t *out,
-                              err_t *e);
-cJSON *rlhf_model_opts_to_json(const rlhf_model_opts_t *o);
 
 /* ---- pretraining ("pretrain" section) ------------------------------------------------ */
 
@@ -63,10 +60,8 @@ typedef struct rlhf_pretrain_opts {
     int log_every;      /* progress line every N steps (0: only the last) */
 } rlhf_pretrain_opts_t;
 
+extern const opt_table_t rlhf_pretrain_opts_table;
 void rlhf_pretrain_opts_default(rlhf_pretrain_opts_t *o);
-int rlhf_pretrain_opts_from_json(const cJSON *obj, const char *ctx, rlhf_pretrain_opts_t *out,
-                                 err_t *e);
-cJSON *rlhf_pretrain_opts_to_json(const rlhf_pretrain_opts_t *o);
 
 /* ---- SFT ("sft" section) ------------------------------------------------------------- */
 
@@ -76,15 +71,14 @@ typedef struct rlhf_sft_opts {
     rlhf_optim_t optim;
     uint64_t seed;          /* example order */
     int max_prompt_tokens, max_response_tokens;  /* rlhf/text.h truncation */
-    int template_;          /* rlhf_template_t (rlhf_template_enum_names) */
+    int template_;          /* rlhf_template_t */
     int save_dtype;         /* index into rlhf_dtype_names */
     int log_every;
     long eval_pairs;        /* at most this many evaluation pairs are scored (0: all) */
 } rlhf_sft_opts_t;
 
+extern const opt_table_t rlhf_sft_opts_table;
 void rlhf_sft_opts_default(rlhf_sft_opts_t *o);
-int rlhf_sft_opts_from_json(const cJSON *obj, const char *ctx, rlhf_sft_opts_t *out, err_t *e);
-cJSON *rlhf_sft_opts_to_json(const rlhf_sft_opts_t *o);
 
 /* ---- results ------------------------------------------------------------------------- */
 

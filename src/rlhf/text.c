@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const template_names[] = {"raw", "chatml"};
+static const char *const template_names[] = {"raw", "chatml", NULL};
+
+const opt_enum_t rlhf_template_enum = {template_names, 0, NULL, NULL};
 
 int rlhf_template_from_name(const char *name, rlhf_template_t *out)
 {

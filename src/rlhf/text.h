@@ -24,6 +24,7 @@
 #include "data/data.h"
 #include "tokenizer/tokenizer.h"
 #include "util/err.h"
+#include "util/opts.h"
 
 typedef enum rlhf_template {
     RLHF_TEMPLATE_RAW,
@@ -32,6 +33,7 @@ typedef enum rlhf_template {
 
 int rlhf_template_from_name(const char *name, rlhf_template_t *out); /* 0 or -1 */
 const char *rlhf_template_name(rlhf_template_t t);
+extern const opt_enum_t rlhf_template_enum; /* for options tables: "raw", "chatml" */
 
 typedef struct rlhf_text {
     const tok_t *tok;        /* borrowed */

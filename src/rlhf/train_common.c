@@ -13,188 +13,29 @@
 #include "util/fs.h"
 #include "util/rng.h"
 
-/* ---- options <-> JSON ------------------------------------------------------------------ */
-
-static int unknown_key(const rlhf_field_t *f, int n, const char *ctx, const char *key, err_t *e)
-{
-    char known[600];
-    size_t at = 0;
-    known[0] = 0;
-    for (int i = 0; i < n && at + 2 < sizeof known; i++)
-        at += (size_t)snprintf(known + at, sizeof known - at, "%s%s", i ? ", " : "", f[i].key);
-    return err_set(e, ERR_INPUT, "%s: unknown key \"%s\" (known: %s)", ctx, key, known);
-}
-
-static int out_of_range(const rlhf_field_t *f, const char *ctx, double v, err_t *e)
-{
-    return err_set(e, ERR_INPUT, "%s: field \"%s\": expected a value in [%g, %g], got %g", ctx,
-                   f->key, f->min, f->max, v);
-}
-
-static int read_field(const rlhf_field_t *f, const cJSON *v, const char *ctx, char *base, err_t *e)
-{
-    void *p = base + f->off;
-    switch (f->kind) {
-    case RLHF_F_INT:
-    case RLHF_F_LONG: {
-        double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-        if (!cJSON_IsNumber(v) || d != floor(d))
-            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected an integer", ctx, f->key);
-        if (d < f->min || d > f->max)
-            return out_of_range(f, ctx, d, e);
-        if (f->kind == RLHF_F_INT)
-            *(int *)p = (int)d;
-        else
-            *(long *)p = (long)d;
-        return ERR_OK;
-    }
-    case RLHF_F_DOUBLE: {
-        if (!cJSON_IsNumber(v))
-            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected a number", ctx, f->key);
-        if (!(v->valuedouble >= f->min && v->valuedouble <= f->max))
-            return out_of_range(f, ctx, v->valuedouble, e);
-        *(double *)p = v->valuedouble;
-        return ERR_OK;
-    }
-    case RLHF_F_BOOL:
-        if (!cJSON_IsBool(v))
-            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected true or false", ctx, f->key);
-        *(bool *)p = cJSON_IsTrue(v);
-        return ERR_OK;
-    case RLHF_F_U64: {
-        if (cJSON_IsNumber(v)) {
-            double d = v->valuedouble;
-            if (d < 0 || d != floor(d) || d > 9007199254740992.0)
-                return err_set(e, ERR_INPUT, "%s: field \"%s\": expected an integer in [0, 2^53] "
-                               "(or a decimal string for larger values)", ctx, f->key);
-            *(uint64_t *)p = (uint64_t)d;
-            return ERR_OK;
-        }
-        const char *s = cJSON_IsString(v) ? v->valuestring : NULL;
-        char *end = NULL;
-        unsigned long long x = s && *s >= '0' && *s <= '9' ? strtoull(s, &end, 10) : 0;
-        if (!s || !end || *end)
-            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected an unsigned integer or a "
-                           "decimal string", ctx, f->key);
-        *(uint64_t *)p = (uint64_t)x;
-        return ERR_OK;
-    }
-    case RLHF_F_ENUM: {
-        if (cJSON_IsString(v))
-            for (int i = 0; f->names[i]; i++)
-                if (!strcmp(f->names[i], v->valuestring)) {
-                    *(int *)p = i;
-                    return ERR_OK;
-                }
-        char list[256];
-        size_t at = 0;
-        list[0] = 0;
-        for (int i = 0; f->names[i] && at + 2 < sizeof list; i++)
-            at += (size_t)snprintf(list + at, sizeof list - at, "%s\"%s\"", i ? ", " : "",
-                                   f->names[i]);
-        return err_set(e, ERR_INPUT, "%s: field \"%s\": expected one of %s", ctx, f->key, list);
-    }
-    case RLHF_F_STRING:
-        if (!cJSON_IsString(v))
-            return err_set(e, ERR_INPUT, "%s: field \"%s\": expected a string", ctx, f->key);
-        if (strlen(v->valuestring) >= f->cap)
-            return err_set(e, ERR_INPUT, "%s: field \"%s\": longer than %zu bytes", ctx, f->key,
-                           f->cap - 1);
-        memcpy(p, v->valuestring, strlen(v->valuestring) + 1);
-        return ERR_OK;
-    }
-    return err_set(e, ERR_INPUT, "%s: field \"%s\": unsupported kind", ctx, f->key);
-}
-
-int rlhf_fields_from_json(const rlhf_field_t *f, int n, const cJSON *obj, const char *ctx,
-                          void *base, err_t *e)
-{
-    if (!obj)
-        return ERR_OK;
-    if (!cJSON_IsObject(obj))
-        return err_set(e, ERR_INPUT, "%s: expected an object", ctx);
-    for (const cJSON *it = obj->child; it; it = it->next) {
-        int k = -1;
-        for (int i = 0; i < n && k < 0; i++)
-            if (!strcmp(f[i].key, it->string))
-                k = i;
-        if (k < 0)
-            return unknown_key(f, n, ctx, it->string, e);
-        int rc = read_field(&f[k], it, ctx, base, e);
-        if (rc)
-            return rc;
-    }
-    return ERR_OK;
-}
-
-cJSON *rlhf_fields_to_json(const rlhf_field_t *f, int n, const void *base_)
-{
-    const char *base = base_;
-    cJSON *o = cJSON_CreateObject();
-    for (int i = 0; o && i < n; i++) {
-        const void *p = base + f[i].off;
-        cJSON *v = NULL;
-        switch (f[i].kind) {
-        case RLHF_F_INT: v = cJSON_CreateNumber(*(const int *)p); break;
-        case RLHF_F_LONG: v = cJSON_CreateNumber((double)*(const long *)p); break;
-        case RLHF_F_DOUBLE: v = cJSON_CreateNumber(*(const double *)p); break;
-        case RLHF_F_BOOL: v = cJSON_CreateBool(*(const bool *)p); break;
-        case RLHF_F_U64: {
-            uint64_t x = *(const uint64_t *)p;
-            if (x <= (1ull << 53)) {
-                v = cJSON_CreateNumber((double)x);
-            } else {
-                char buf[24];
-                snprintf(buf, sizeof buf, "%" PRIu64, x);
-                v = cJSON_CreateString(buf);
-            }
-            break;
-        }
-        case RLHF_F_ENUM: v = cJSON_CreateString(f[i].names[*(const int *)p]); break;
-        case RLHF_F_STRING: v = cJSON_CreateString((const char *)p); break;
-        }
-        if (!v || !cJSON_AddItemToObject(o, f[i].key, v)) {
-            cJSON_Delete(v);
-            cJSON_Delete(o);
-            return NULL;
-        }
-    }
-    return o;
-}
-
 /* ---- optimizer and schedule ------------------------------------------------------------ */
 
 const char *const rlhf_sched_names[] = {"constant", "linear", "cosine", NULL};
 
-void rlhf_optim_default(rlhf_optim_t *o)
-{
-    o->lr = 1e-3;
-    o->min_lr_ratio = 0.1;
-    o->warmup_steps = 20;
-    o->schedule = RLHF_SCHED_COSINE;
-    o->weight_decay = 0.01;
-    o->beta1 = 0.9;
-    o->beta2 = 0.999;
-    o->eps = 1e-8;
-    o->max_grad_norm = 1.0;
-}
+const opt_enum_t rlhf_sched_enum = {rlhf_sched_names, 0, NULL, NULL};
 
-void rlhf_optim_fields(size_t b, rlhf_field_t *out)
-{
-    const rlhf_field_t f[RLHF_OPTIM_NFIELDS] = {
-        {"lr", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, lr), 0, 10, NULL, 0},
-        {"min_lr_ratio", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, min_lr_ratio), 0, 1, NULL, 0},
-        {"warmup_steps", RLHF_F_LONG, b + offsetof(rlhf_optim_t, warmup_steps), 0, 1e12, NULL, 0},
-        {"schedule", RLHF_F_ENUM, b + offsetof(rlhf_optim_t, schedule), 0, 0, rlhf_sched_names, 0},
-        {"weight_decay", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, weight_decay), 0, 10, NULL, 0},
-        {"beta1", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, beta1), 0, 0.999999, NULL, 0},
-        {"beta2", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, beta2), 0, 0.999999999, NULL, 0},
-        {"eps", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, eps), 1e-30, 1, NULL, 0},
-        {"max_grad_norm", RLHF_F_DOUBLE, b + offsetof(rlhf_optim_t, max_grad_norm), -1, 1e12,
-         NULL, 0},
-    };
-    memcpy(out, f, sizeof f);
-}
+#define OO(f) offsetof(rlhf_optim_t, f)
+static const opt_field_t optim_fields[] = {
+    OPT_KEY("lr", OPT_DOUBLE, OO(lr), "1e-3", 0, 10, "peak learning rate"),
+    OPT_KEY("min_lr_ratio", OPT_DOUBLE, OO(min_lr_ratio), "0.1", 0, 1,
+            "the schedule ends at lr x min_lr_ratio"),
+    OPT_KEY("warmup_steps", OPT_LONG, OO(warmup_steps), "20", 0, 1e12,
+            "linear warm-up from lr / warmup_steps to lr"),
+    OPT_KEY("schedule", OPT_ENUM, OO(schedule), "cosine", 0, 0,
+            "learning-rate schedule after the warm-up", .en = &rlhf_sched_enum),
+    OPT_KEY("weight_decay", OPT_DOUBLE, OO(weight_decay), "0.01", 0, 10, "AdamW weight decay"),
+    OPT_KEY("beta1", OPT_DOUBLE, OO(beta1), "0.9", 0, 0.999999, "AdamW beta1"),
+    OPT_KEY("beta2", OPT_DOUBLE, OO(beta2), "0.999", 0, 0.999999999, "AdamW beta2"),
+    OPT_KEY("eps", OPT_DOUBLE, OO(eps), "1e-8", 1e-30, 1, "AdamW epsilon"),
+    OPT_KEY("max_grad_norm", OPT_DOUBLE, OO(max_grad_norm), "1.0", -1, 1e12,
+            "global-norm clipping (<= 0: none)"),
+};
+const opt_table_t rlhf_optim_table = OPT_TABLE("optimizer", rlhf_optim_t, optim_fields, NULL);
 
 double rlhf_lr_at(const rlhf_optim_t *o, long s, long total)
 {
@@ -220,7 +61,7 @@ qwen2_adamw_t rlhf_adamw_at(const rlhf_optim_t *o, long s, long total)
 }
 
 const char *const rlhf_dtype_names[] = {"float32", "bfloat16", "float16", NULL};
-const char *const rlhf_template_enum_names[] = {"raw", "chatml", NULL};
+const opt_enum_t rlhf_dtype_enum = {rlhf_dtype_names, 0, NULL, NULL};
 
 st_dtype_t rlhf_dtype_of(int index)
 {

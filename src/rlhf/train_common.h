@@ -1,6 +1,6 @@
 /* train_common: the few pieces the training stages (pretraining, SFT, reward model) share:
- * options tables that convert a stage's options struct to and from its JSON section,
- * AdamW settings with the learning-rate schedule, the seeded order of examples per epoch,
+ * the optimizer's options (a table the stages' sections embed), AdamW settings with the
+ * learning-rate schedule, the seeded order of examples per epoch,
  * progress lines with time left, and a small training log (CSV).
  *
  * Deliberately small: each stage owns its training loop; nothing here knows a model or a
@@ -17,39 +17,7 @@
 
 #include "model/qwen2.h"
 #include "util/err.h"
-
-/* ---- options <-> JSON ------------------------------------------------------------------ */
-
-typedef enum rlhf_field_kind {
-    RLHF_F_INT,    /* int                                                              */
-    RLHF_F_LONG,   /* long                                                             */
-    RLHF_F_DOUBLE, /* double                                                           */
-    RLHF_F_BOOL,   /* bool                                                             */
-    RLHF_F_U64,    /* uint64_t: a JSON integer below 2^53 or a decimal string (seeds)   */
-    RLHF_F_ENUM,   /* int holding an index into `names`, written as the name            */
-    RLHF_F_STRING  /* char[cap]                                                        */
-} rlhf_field_kind_t;
-
-/* One key of a JSON section and where it lives in the options struct. Numbers must lie
- * in [min, max] (both inclusive); strings must be shorter than `cap`. */
-typedef struct rlhf_field {
-    const char *key;
-    rlhf_field_kind_t kind;
-    size_t off;                 /* offsetof(struct, member) */
-    double min, max;
-    const char *const *names;   /* RLHF_F_ENUM: NULL-terminated names */
-    size_t cap;                 /* RLHF_F_STRING: size of the char array */
-} rlhf_field_t;
-
-/* Reads the keys of `obj` into the struct at `base`. Missing keys keep what is there (the
- * defaults); an unknown key, a wrong type or a value out of range is ERR_INPUT naming
- * ctx and the key: "config.json: sft: unknown key \"lrr\" (known: steps, ...)". obj NULL
- * (section absent) changes nothing. */
-int rlhf_fields_from_json(const rlhf_field_t *f, int n, const cJSON *obj, const char *ctx,
-                          void *base, err_t *e);
-
-/* The struct as a JSON object with the keys in table order (NULL on allocation failure). */
-cJSON *rlhf_fields_to_json(const rlhf_field_t *f, int n, const void *base);
+#include "util/opts.h"
 
 /* ---- optimizer and schedule ------------------------------------------------------------ */
 
@@ -60,6 +28,7 @@ typedef enum rlhf_sched {
 } rlhf_sched_t;
 
 extern const char *const rlhf_sched_names[]; /* "constant", "linear", "cosine", NULL */
+extern const opt_enum_t rlhf_sched_enum;
 
 typedef struct rlhf_optim {
     double lr;             /* peak learning rate                                       */
@@ -70,14 +39,10 @@ typedef struct rlhf_optim {
     double max_grad_norm;  /* global-norm clipping; <= 0: none                         */
 } rlhf_optim_t;
 
-/* lr 1e-3, min ratio 0.1, warm-up 20 steps, cosine, weight decay 0.01, betas 0.9/0.999,
- * eps 1e-8, clipping at 1.0. */
-void rlhf_optim_default(rlhf_optim_t *o);
-
-/* The option table rows of rlhf_optim_t embedded at byte offset `base_off` of a stage's
- * struct; writes RLHF_OPTIM_NFIELDS rows to out. */
-#define RLHF_OPTIM_NFIELDS 9
-void rlhf_optim_fields(size_t base_off, rlhf_field_t *out);
+/* The optimizer keys (lr, min_lr_ratio, warmup_steps, schedule, weight_decay, beta1, beta2,
+ * eps, max_grad_norm), embedded by the pretrain, sft, rm and judge sections (OPT_SUB rows
+ * with their own lr and warm-up). */
+extern const opt_table_t rlhf_optim_table;
 
 /* Learning rate for optimizer step s (1-based) of `total`:
  *   s <= W (warm-up):  lr * s / W
@@ -90,10 +55,10 @@ double rlhf_lr_at(const rlhf_optim_t *o, long s, long total);
 /* The engine's AdamW settings for step s of total. */
 qwen2_adamw_t rlhf_adamw_at(const rlhf_optim_t *o, long s, long total);
 
-/* Names for enum fields shared by the stages (NULL-terminated): how a model directory is
- * written, and rlhf/text.h's templates in rlhf_template_t order. */
-extern const char *const rlhf_dtype_names[];          /* "float32", "bfloat16", "float16" */
-extern const char *const rlhf_template_enum_names[];  /* "raw", "chatml" */
+/* How a model directory is written: "float32", "bfloat16", "float16" (NULL-terminated) and
+ * the matching safetensors type. */
+extern const char *const rlhf_dtype_names[];
+extern const opt_enum_t rlhf_dtype_enum;
 st_dtype_t rlhf_dtype_of(int index);                  /* ST_F32, ST_BF16, ST_F16 */
 
 /* ---- example order --------------------------------------------------------------------- */

@@ -28,6 +28,10 @@ int err_prefix(err_t *e, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
+    /* the separator is ours: a head that ends in one of its own would read "x: : msg" */
+    size_t n = strlen(head);
+    while (n && (head[n - 1] == ' ' || head[n - 1] == ':'))
+        head[--n] = 0;
     memcpy(old, e->msg, sizeof old);
     snprintf(e->msg, sizeof e->msg, "%s: %s", head, old);
     return e->code;

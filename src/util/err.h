@@ -31,7 +31,9 @@ typedef struct err {
  * `code`, so callers can write `return err_set(e, ERR_INPUT, "...")`. `e` may be NULL. */
 int err_set(err_t *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Prefixes context to an existing message ("loading model: " + msg); returns e->code. */
+/* Prefixes context to an existing message: err_prefix(e, "loading %s", path) gives
+ * "loading x: <msg>" (a trailing ": " in the head is dropped, not doubled); returns
+ * e->code. */
 int err_prefix(err_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The errno text appended: err_errno(e, ERR_FAIL, "open %s", path) -> "open x: No such file". */

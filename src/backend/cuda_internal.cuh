@@ -285,6 +285,9 @@ void cuda_op_graph_free(backend_t *be, be_graph_t *g);
 /* sampling with the draw's index read from the device (index_dev, may be NULL: s->index) */
 void cu_sample(cuda_t *c, int32_t *out, const float *logits, size_t ld, int B, int V,
                const be_sample_t *s, const int32_t *index_dev);
+/* lp[b], lse[b]: the log-prob of ids[b] and the log-sum-exp of logits row b (grid-wide) */
+void cu_logp_rows(cuda_t *c, float *lp, float *lse, const float *logits, size_t ld,
+                  const int32_t *ids, int B, int V);
 
 /* ---- block reductions --------------------------------------------------------------- */
 

@@ -460,12 +460,12 @@ static void other_specs_and_the_switch_keep_the_emulation(void **state)
         assert_int_equal(s1.native, s0.native);
         assert_int_equal(s1.emulated - s0.emulated, 6);
     }
-    /* the labels follow the environment's mode: auto (the default) and all run mxfp4
-     * natively, auto leaves mxfp8 to the emulation */
+    /* the labels follow the environment's mode: off (the default) runs nothing natively,
+     * auto and all run mxfp4 natively, auto leaves mxfp8 to the emulation */
     const char *env = getenv("MXRLHF_CUDA_MXGEMM");
-    const bool off = env && (!strcmp(env, "0") || !strcmp(env, "off")), all = env && !strcmp(env, "all");
+    const bool all = env && !strcmp(env, "all"), on = all || (env && !strcmp(env, "auto"));
     mx_spec_t f4 = spec("mxfp4_e2m1"), f8 = spec("mxfp8_e4m3");
-    assert_true(be_cuda_mxgemm_native(&f4, &f4, PREC_COMPUTE_FP32) == !off);
+    assert_true(be_cuda_mxgemm_native(&f4, &f4, PREC_COMPUTE_FP32) == on);
     assert_true(be_cuda_mxgemm_native(&f8, &f8, PREC_COMPUTE_FP32) == all);
     /* switched off: the emulation, as accurate as before (operands bit-identical) */
     mx_spec_t s6[PREC_OPERAND_COUNT];

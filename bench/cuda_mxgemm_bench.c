@@ -2,9 +2,12 @@
  * at the study's shapes, with joules from NVML.
  *
  * Part 1, GEMMs: y (M, N) = x (M, K) W^T through the backend's own linear layer, W cached
- * in its weight cache, for bf16 (cuBLASLt, float32 output: the floor), mxfp8_e4m3, mxfp6,
- * mxfp4 (run as E4M3), mxint8 on the tensor cores, and mxfp8 emulated (switched off:
- * fake quant + bf16 GEMM, what ran before). Two timings each: "GEMM", the operand x
+ * in its weight cache, for bf16 (cuBLASLt, float32 output: the floor); mxfp6 (both) and
+ * mxfp4 folded (mode auto: cuBLASLt's FP8 GEMM with 128-element block scales, "fold");
+ * mxfp8_e4m3 and mxint8 on the per-block mma.sync kernel (mode all, "block"); and mxfp8,
+ * mxint8 and mxfp4 emulated (mode off: fake quant + bf16 GEMM, "emul"). A folded row says
+ * "fell back" when the fold was not exact and the per-block kernel ran.
+ * Two timings each: "GEMM", the operand x
  * already prepared (the kernel alone), and "+quant", x prepared afresh every call (a
  * new activation, as in a model), whose energy NVML's counter measures (J per call, over
  * at least 0.6 s). Shapes: Qwen2.5-0.5B's projections at 8 x 1024 tokens (q/o 896 x 896,
@@ -12,8 +15,9 @@
  * and the weight-gradient shape (reduction over the 8192 tokens).
  * Part 2, training steps: the Qwen2.5-0.5B shape, 8 x 1024 tokens, forward + backward +
  * AdamW, plan bf16 (bf16 operands and compute) against the MX gradient plans: every GEMM
- * operand mxfp8_e4m3 or mxfp4_e2m1 under fp32 compute (plan C's compute), mxfp8 under bf16
- * compute, and mxfp8 emulated; milliseconds and joules per step.
+ * operand mxfp8_e4m3 (per-block kernel) or mxfp4_e2m1 (folded) under fp32 compute (plan C's
+ * compute), mxfp8 under bf16 compute, and mxfp8 / mxfp4 emulated; milliseconds and joules
+ * per step.
  * Prints tables and a JSON line ("cuda_mxgemm_bench_json"). Without CUDA or a GPU it
  * says so and exits 0 (make bench on a CPU machine). --gemm-only skips part 2. */
 #include <math.h>
@@ -56,12 +60,19 @@ static double energy_J(energy_source_t *s)
 
 typedef struct fmt {
     const char *name, *spec;
-    bool native;
+    be_cuda_mxg_t mode;
 } fmt_t;
 
 static const fmt_t FMTS[] = {
-    {"bf16", "bf16", false},          {"mxfp8", "mxfp8_e4m3", true}, {"mxfp6", "mxfp6_e3m2", true},
-    {"mxfp4", "mxfp4_e2m1", true},    {"mxint8", "mxint8", true},    {"mxfp8 emul", "mxfp8_e4m3", false},
+    {"bf16", "bf16", BE_CUDA_MXG_OFF},
+    {"e3m2 fold", "mxfp6_e3m2", BE_CUDA_MXG_AUTO},
+    {"e2m3 fold", "mxfp6_e2m3", BE_CUDA_MXG_AUTO},
+    {"fp4 fold", "mxfp4_e2m1", BE_CUDA_MXG_AUTO},
+    {"fp4 emul", "mxfp4_e2m1", BE_CUDA_MXG_OFF},
+    {"fp8 block", "mxfp8_e4m3", BE_CUDA_MXG_ALL},
+    {"fp8 emul", "mxfp8_e4m3", BE_CUDA_MXG_OFF},
+    {"int8 block", "mxint8", BE_CUDA_MXG_ALL},
+    {"int8 emul", "mxint8", BE_CUDA_MXG_OFF},
 };
 enum { NF = sizeof FMTS / sizeof FMTS[0] };
 
@@ -142,7 +153,7 @@ static void gemms(backend_t *be, energy_source_t *src, FILE *js)
             l.compute = PREC_COMPUTE_FP32;
             l.wcache = be_wcache_new(be, &e);
             l.wversion = 1;
-            if (be_cuda_set_mxgemm(be, FMTS[f].native, &e) && FMTS[f].native)
+            if (be_cuda_set_mxgemm_mode(be, FMTS[f].mode, &e) && FMTS[f].mode != BE_CUDA_MXG_OFF)
                 die(&e);
             be_cuda_mxgemm_stats_t s0, s1;
             be_cuda_mxgemm_stats(be, &s0, &e);
@@ -150,18 +161,23 @@ static void gemms(backend_t *be, energy_source_t *src, FILE *js)
             r[s][f].ms = timed(be, &l, be_ptr(y, 0), dummy, false, 0.25, NULL, NULL) * 1e3;
             r[s][f].ms_q = timed(be, &l, be_ptr(y, 0), dummy, true, 0.6, src, &r[s][f].J) * 1e3;
             be_cuda_mxgemm_stats(be, &s1, &e);
-            if (FMTS[f].native && s1.native == s0.native) {
+            const bool native = FMTS[f].mode != BE_CUDA_MXG_OFF && f;
+            if (native && s1.native == s0.native) {
                 fprintf(stderr, "cuda_mxgemm_bench: %s did not run on the tensor cores\n", FMTS[f].name);
                 exit(1);
             }
+            const bool fold = FMTS[f].mode == BE_CUDA_MXG_AUTO;
+            const char *how = !fold ? ""
+                              : s1.folded == s0.folded ? "  (not folded: no cuBLASLt plan)"
+                              : s1.fold_fallbacks != s0.fold_fallbacks ? "  (fell back)" : "";
             be_wcache_free(be, l.wcache);
             const res_t *b = &r[s][0], *q = &r[s][f];
             char dims[48] = "";
             if (!f)
                 snprintf(dims, sizeof dims, "%d x %d x %d", M, N, K);
-            printf("%-8s %-24s %-10s %9.3f %8.0f %7.2f %9.3f %8.0f %7.2f %10.4g %7.2f\n",
+            printf("%-8s %-24s %-10s %9.3f %8.0f %7.2f %9.3f %8.0f %7.2f %10.4g %7.2f%s\n",
                    f ? "" : SN[s], dims, FMTS[f].name, q->ms, flop / q->ms * 1e-9, b->ms / q->ms,
-                   q->ms_q, flop / q->ms_q * 1e-9, b->ms_q / q->ms_q, q->J, q->J / b->J);
+                   q->ms_q, flop / q->ms_q * 1e-9, b->ms_q / q->ms_q, q->J, q->J / b->J, how);
             fprintf(js, "%s{\"shape\": \"%s\", \"M\": %d, \"N\": %d, \"K\": %d, \"format\": \"%s\", "
                     "\"ms\": %.5f, \"ms_quant\": %.5f, \"J\": %.6g}", s || f ? ", " : "", SN[s], M, N,
                     K, FMTS[f].name, q->ms, q->ms_q, isfinite(q->J) ? q->J : -1.0);
@@ -223,8 +239,10 @@ static void training(backend_t *be, energy_source_t *src, FILE *js)
         count += tgt[i] >= 0;
     for (int i = 0; i < N; i++)
         seed[i] = tgt[i] >= 0 ? -1.0f / count : 0.0f;
-    static const char *const RUN[] = {"bf16", "mxfp8", "mxfp4", "mxfp8 bf16", "mxfp8"};
-    enum { NR = 5, WARM = 2, REPS = 5 };
+    static const char *const RUN[] = {"bf16", "mxfp8", "mxfp4", "mxfp8 bf16", "mxfp8", "mxfp4"};
+    static const be_cuda_mxg_t MODE[] = {BE_CUDA_MXG_OFF, BE_CUDA_MXG_ALL, BE_CUDA_MXG_AUTO,
+                                         BE_CUDA_MXG_ALL, BE_CUDA_MXG_OFF, BE_CUDA_MXG_OFF};
+    enum { NR = 6, WARM = 2, REPS = 5 };
     double ms[NR], J[NR];
     printf("\ntraining steps: Qwen2.5-0.5B shape, %d x %d tokens, forward + backward + AdamW, "
            "mean of %d after %d warm-up\n", B, T, REPS, WARM);
@@ -232,10 +250,10 @@ static void training(backend_t *be, energy_source_t *src, FILE *js)
            "MX GEMMs native");
     fprintf(js, "\"training\": [");
     for (int p = 0; p < NR; p++) {
-        const bool emul = p == NR - 1;
+        const bool emul = p >= NR - 2;
         const prec_plan_t *pl;
         if (prec_plan_find(&pol, RUN[p], &pl, &e) || qwen2_set_plan(m, pl, "cuda_mxgemm_bench", &e) ||
-            be_cuda_set_mxgemm(be, !emul, &e))
+            be_cuda_set_mxgemm_mode(be, MODE[p], &e))
             die(&e);
         prec_ctx_t ctx = {PREC_GRADIENT, 0, 0};
         qwen2_adamw_t h = {1e-5, 0.9, 0.999, 1e-8, 0.01, 1.0};
@@ -262,10 +280,14 @@ static void training(backend_t *be, energy_source_t *src, FILE *js)
         J[p] = (energy_J(src) - e0) / REPS;
         be_cuda_mxgemm_stats(be, &s1, &e);
         char name[64];
-        snprintf(name, sizeof name, "%s%s", RUN[p], emul ? " (emulated)" : p ? " (native)" : "");
+        snprintf(name, sizeof name, "%s%s", RUN[p],
+                 emul ? " (emulated)" : MODE[p] == BE_CUDA_MXG_AUTO ? " (folded)" : p ? " (block)" : "");
         printf("%-26s %10.1f %7.2f %10.2f %7.2f %7ld of %-7ld\n", name, ms[p], ms[p] / ms[0], J[p],
                J[p] / J[0], s1.native - s0.native,
                s1.native - s0.native + s1.emulated - s0.emulated);
+        if (MODE[p] == BE_CUDA_MXG_AUTO)
+            printf("%-26s %ld GEMMs folded, %ld of them fell back to the per-block kernel\n", "",
+                   s1.folded - s0.folded, s1.fold_fallbacks - s0.fold_fallbacks);
         fprintf(js, "%s{\"plan\": \"%s\", \"ms\": %.3f, \"J\": %.4g}", p ? ", " : "", name, ms[p],
                 isfinite(J[p]) ? J[p] : -1.0);
     }

@@ -552,6 +552,16 @@ static void make_results(const char *dir, bool with_energy)
                      "reward_inference,,2.5,,,,none,10,no power sensor,none: no sensor\n"
                      "gradient_update,,5,,,,none,10,no power sensor,none: no sensor\n"
                      "total,,20,,,,none,30,no power sensor,none: no sensor\n");
+    /* what phase_timing.json says of tokens (its other fields are not read by the report) */
+    write_text(dir, "baseline/phase_timing.json",
+               with_energy
+                   ? "{\"tokens\": {\"rollout\": 50, \"reward_inference\": 700, "
+                     "\"gradient_update\": 1024}, \"phases\": {\"rollout\": "
+                     "{\"energy_per_token_J\": 5.5}, \"reward_inference\": "
+                     "{\"energy_per_token_J\": 0.25}, \"gradient_update\": "
+                     "{\"energy_per_token_J\": null}}}"
+                   : "{\"tokens\": {\"rollout\": 50, \"reward_inference\": 700}, \"phases\": "
+                     "{\"rollout\": {\"energy_per_token_J\": null}}}");
     write_text(dir, "baseline/training_stats.json",
                "{\"steps\": [{\"step\": 1, \"env/reward_mean\": 0.25, \"objective/kl\": 0},"
                "{\"step\": 2, \"env/reward_mean\": 0.75, \"objective/kl\": 1.5}],"
@@ -589,11 +599,16 @@ static void make_results(const char *dir, bool with_energy)
              "2.75,0.25,0.8,0.035,0.4375,0.0625,0.46875,0.09375\n",
              en, er, en, er, en, er, en, er);
     write_text(dir, "compare/policy_comparison.csv", csv);
-    write_text(dir, "compare/comparison.json",
-               "{\"options\": {\"seeds\": 3}, \"note\": \"each comparison run is PPO for 20 "
-               "steps (the baseline stage runs 100)\", \"order_rule\": \"seed-major rounds\", "
-               "\"device_state\": \"absent: none\", \"control_check\": {\"plan\": \"baseline\", "
-               "\"message\": \"control check passed: win rate 0.5 exactly on all 3 seeds\"}}");
+    /* the sensor's results were trained with rollout correction, the others without */
+    char cj[1024];
+    snprintf(cj, sizeof cj,
+             "{\"options\": {\"seeds\": 3}, \"ppo\": {\"rollout_correction\": \"%s\", "
+             "\"tis_cap\": 2}, \"note\": \"each comparison run is PPO for 20 "
+             "steps (the baseline stage runs 100)\", \"order_rule\": \"seed-major rounds\", "
+             "\"device_state\": \"absent: none\", \"control_check\": {\"plan\": \"baseline\", "
+             "\"message\": \"control check passed: win rate 0.5 exactly on all 3 seeds\"}}",
+             with_energy ? "tis" : "none");
+    write_text(dir, "compare/comparison.json", cj);
 }
 
 static void report_numbers_are_the_csv_numbers(void **state)
@@ -612,6 +627,12 @@ static void report_numbers_are_the_csv_numbers(void **state)
     assert_contains(md, "| rollout | 12.500 | 62.5% | no sensor | no sensor | — | none | 10 |");
     assert_contains(md, "| total | 20 | 100.0% | no sensor | no sensor |");
     assert_contains(md, "so no energy was measured");
+    /* energy per token: the counts, no energy without a sensor, "—" for a count missing */
+    assert_contains(md, "| phase | token | tokens | energy per token (J) |");
+    assert_contains(md, "| rollout | generated | 50 | no sensor |");
+    assert_contains(md, "| reward_inference | scored | 700 | no sensor |");
+    assert_contains(md, "| gradient_update | trained | — | no sensor |");
+    assert_true(strstr(md, "rollout correction") == NULL); /* TRL's PPO: not mentioned */
     /* training curves */
     assert_contains(md, "| 0 | 4 | 0.1250 | -0.5000 | 0 | 20 |");
     /* the heat map's columns: canonical names only (the study's mxfp4_g8 alias left out) */
@@ -662,6 +683,10 @@ static void report_with_a_sensor_shows_energy_and_absent_sections_say_so(void **
     char *md = read_text(dir, "report.md");
     assert_contains(md, "| rollout | 12.500 | 62.5% | 150.2 | 1878.1 | 3.500 | counter | 10 |");
     assert_contains(md, "| 1000 ± 10 | 1.250 ± 0.0500 |");
+    assert_contains(md, "| rollout | generated | 50 | 5.500 |");
+    assert_contains(md, "| reward_inference | scored | 700 | 0.2500 |");
+    assert_contains(md, "| gradient_update | trained | 1024 | — |");
+    assert_contains(md, "carries the rollout correction `tis` (truncated importance weights, cap 2;");
     assert_contains(md, "Absent: no `sensitivity_rollout.csv`");
     assert_contains(md, "(out/quality_vs_energy.svg)");
     char *p = path2(out, "quality_vs_energy.svg");

@@ -333,6 +333,45 @@ static void warp_unit_gives_the_dot_products(void **state)
         }
 }
 
+/* Every plan dl_plan_make gives covers K with whole units and whole input blocks, fits the
+ * shared memory, and splits the small layers of the Qwen2.5-0.5B shape over more than a
+ * handful of CTAs while the large ones keep whole rows. */
+static void plans_cover_k_and_fit(void **state)
+{
+    (void)state;
+    const int Ks[] = {64, 96, 896, 4864, 1000 * 32};
+    const int xblocks[] = {0, 16, 32, 64, 256};
+    for (int ki = 0; ki < 5; ki++)
+        for (int xi = 0; xi < 5; xi++)
+            for (int M = 1; M <= 64; M *= 2)
+                for (int sw = 0; sw < 2; sw++) {
+                    const int K = Ks[ki], N[3] = {sw ? 4864 : 896, sw ? 4864 : 128, 128};
+                    const int smem_max = 227 * 1024 - 2048;
+                    dl_plan_t p = dl_plan_make(M, K, N, sw ? 2 : 3, sw, xblocks[xi], 132, M > 16 ? 1 : 2,
+                                               2, 0.53, smem_max, 228 * 1024);
+                    if (!p.RT)
+                        continue; /* nothing fits: the caller composes the op */
+                    assert_true(p.RT == 1 || p.RT == 2 || p.RT == 4 || p.RT == 8);
+                    assert_true(!sw || p.RT >= 2);
+                    assert_int_equal(p.NT, M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8);
+                    assert_int_equal(p.KR % DL_UNIT, 0);
+                    if (p.S > 1 && xblocks[xi] > DL_UNIT) /* splits end on whole input blocks */
+                        assert_int_equal(p.KR % xblocks[xi], 0);
+                    assert_true((long)p.S * p.KR >= K && (long)(p.S - 1) * p.KR < K);
+                    assert_true(p.smem <= smem_max);
+                    assert_int_equal(p.smem, dl_smem(p.NT, p.RT, p.KR));
+                    assert_int_equal(p.groups, dl_groups(N, sw ? 2 : 3, sw, p.RT));
+                }
+    /* Qwen2.5-0.5B at batch 8, bf16 weights (2 bytes, 1 unit a batch): o_proj is split over
+     * more than 40 tiles, lm_head needs no split */
+    const int o[1] = {896}, lm[1] = {151936};
+    dl_plan_t p = dl_plan_make(8, 896, o, 1, 0, 0, 132, 2, 1, 2.0, 227 * 1024 - 2048, 228 * 1024);
+    assert_true(p.groups * p.S > 40);
+    p = dl_plan_make(8, 896, lm, 1, 0, 0, 132, 2, 1, 2.0, 227 * 1024 - 2048, 228 * 1024);
+    assert_int_equal(p.S, 1);
+    assert_true(p.groups * p.S > 132);
+}
+
 /* ---- the CPU backend's decoding ops -------------------------------------------------------- */
 
 static backend_t *be;
@@ -749,6 +788,7 @@ int main(void)
         cmocka_unit_test(bf16_weights_pass_through),
         cmocka_unit_test(operand_slots_are_a_permutation_the_fragments_agree_on),
         cmocka_unit_test(warp_unit_gives_the_dot_products),
+        cmocka_unit_test(plans_cover_k_and_fit),
         cmocka_unit_test(packed_decode_copy_is_fake_quant),
         cmocka_unit_test(dec_linear_is_norm_linear_and_epilogue),
         cmocka_unit_test(dec_attn_is_rope_cache_write_and_attention),

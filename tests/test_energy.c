@@ -128,6 +128,20 @@ static void replay_steps_give_exact_joules_both_methods(void **state)
     energy_run_free(&r);
 }
 
+/* study_windows' windows as marks on a monitor over the steps.csv replay */
+static void study_marks(energy_monitor_t *m)
+{
+    err_t e = ERR_INIT;
+    double t0 = energy_monitor_t0(m);
+    const struct { bool b; const char *n; double t; } marks[] = {
+        {true, "rollout", 0.5}, {false, "rollout", 1.5}, {true, "reward_inference", 1.5},
+        {false, "reward_inference", 2.5}, {true, "rollout", 2.5}, {false, "rollout", 3.25},
+        {true, "gradient_update", 3.25}, {false, "gradient_update", 3.95}};
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
+        assert_int_equal(energy_monitor_mark(m, marks[i].b, marks[i].n, t0 + marks[i].t, "test",
+                                             &e), 0);
+}
+
 static void replay_source_through_monitor_gives_exact_joules(void **state)
 {
     (void)state;
@@ -140,14 +154,7 @@ static void replay_source_through_monitor_gives_exact_joules(void **state)
     energy_monitor_opts_t o = {0.02, 0, 0, dir, NULL, NULL};
     energy_monitor_t *m;
     assert_int_equal(energy_monitor_start(&m, src, &o, &e), 0);
-    double t0 = energy_monitor_t0(m);
-    const struct { bool b; const char *n; double t; } marks[] = {
-        {true, "rollout", 0.5}, {false, "rollout", 1.5}, {true, "reward_inference", 1.5},
-        {false, "reward_inference", 2.5}, {true, "rollout", 2.5}, {false, "rollout", 3.25},
-        {true, "gradient_update", 3.25}, {false, "gradient_update", 3.95}};
-    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
-        assert_int_equal(energy_monitor_mark(m, marks[i].b, marks[i].n, t0 + marks[i].t, "test",
-                                             &e), 0);
+    study_marks(m);
     energy_run_t run;
     assert_int_equal(energy_monitor_stop(m, 3.95, &run, &e), 0);
     assert_near(run.run_end, 3.95, 1e-9);
@@ -174,6 +181,73 @@ static void replay_source_through_monitor_gives_exact_joules(void **state)
     free(log);
     free(partial);
     energy_run_free(&run);
+    test_rmtree(dir);
+    free(dir);
+}
+
+/* Joules per token: the phase's reported energy over the tokens its windows processed,
+ * empty (NaN / null) without energy or tokens. */
+static void energy_per_token_divides_and_is_empty_without_energy(void **state)
+{
+    (void)state;
+    assert_near(energy_per_token(275, 50), 5.5, 0);
+    assert_near(energy_per_token(140, 1024), 0.13671875, 0);
+    assert_true(isnan(energy_per_token(NAN, 50)));  /* no sensor */
+    assert_true(isnan(energy_per_token(275, 0)));   /* nothing counted */
+    assert_true(isnan(energy_per_token(275, NAN))); /* not counted at all */
+    /* through the monitor on the steps.csv replay: rollout 275 J, reward 175 J, gradient 140 J
+     * (replay_source_through_monitor_gives_exact_joules); tokens added in pieces */
+    char *dir = test_mkdtemp();
+    energy_source_t *src;
+    err_t e = ERR_INIT;
+    assert_int_equal(energy_source_open("replay:" STEPS, NULL, &src, &e), 0);
+    energy_monitor_opts_t o = {0.02, 0, 0, dir, NULL, NULL};
+    energy_monitor_t *m;
+    assert_int_equal(energy_monitor_start(&m, src, &o, &e), 0);
+    study_marks(m);
+    assert_int_equal(energy_monitor_add_tokens(m, "rollout", 30, &e), 0);
+    assert_int_equal(energy_monitor_add_tokens(m, "rollout", 20, &e), 0);
+    assert_int_equal(energy_monitor_add_tokens(m, "reward_inference", 700, &e), 0);
+    assert_int_equal(energy_monitor_add_tokens(m, "gradient_update", 1024, &e), 0);
+    err_t e2 = ERR_INIT, e3 = ERR_INIT;
+    assert_int_equal(energy_monitor_add_tokens(m, "rollout", -1, &e2), ERR_INPUT);
+    assert_contains(e2.msg, "tokens of phase rollout: -1");
+    assert_int_equal(energy_monitor_add_tokens(m, "bad name", 1, &e3), ERR_INPUT);
+    energy_run_t run;
+    assert_int_equal(energy_monitor_stop(m, 3.95, &run, &e), 0);
+    assert_int_equal((int)energy_run_tokens(&run, "rollout"), 50);
+    assert_int_equal((int)energy_run_tokens(&run, "idle"), -1);
+    assert_int_equal(energy_write_outputs(&run, dir, NULL, &e), 0);
+    char *tp = fs_join(dir, ENERGY_TIMING_NAME), *lp = fs_join(dir, ENERGY_POWER_LOG_NAME);
+    cJSON *j;
+    assert_int_equal(json_load_file(tp, 1 << 24, &j, &e), 0);
+    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(j, "tokens");
+    assert_near(cJSON_GetObjectItemCaseSensitive(tk, "rollout")->valuedouble, 50, 0);
+    assert_near(cJSON_GetObjectItemCaseSensitive(tk, "reward_inference")->valuedouble, 700, 0);
+    const cJSON *ph = cJSON_GetObjectItemCaseSensitive(j, "phases");
+    const struct { const char *n; double tokens, jpt; } want[] = {
+        {"rollout", 50, 275.0 / 50}, {"reward_inference", 700, 0.25},
+        {"gradient_update", 1024, 0.13671875}};
+    for (int k = 0; k < 3; k++) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(ph, want[k].n);
+        assert_near(cJSON_GetObjectItemCaseSensitive(p, "tokens")->valuedouble, want[k].tokens, 0);
+        assert_near(cJSON_GetObjectItemCaseSensitive(p, "energy_per_token_J")->valuedouble,
+                    want[k].jpt, 1e-9);
+    }
+    cJSON_Delete(j);
+    /* `mxrlhf energy` reloads the counts: the same figures again */
+    energy_run_t back;
+    assert_int_equal(energy_run_load(lp, tp, &back, &e), 0);
+    assert_int_equal((int)back.n_tokens, 3);
+    assert_int_equal((int)energy_run_tokens(&back, "gradient_update"), 1024);
+    energy_report_t rep;
+    assert_int_equal(energy_attribute(&back, &rep, &e), 0);
+    assert_near(phase(&rep, "reward_inference")->energy_per_token_J, 0.25, 1e-9);
+    energy_report_free(&rep);
+    energy_run_free(&back);
+    energy_run_free(&run);
+    free(tp);
+    free(lp);
     test_rmtree(dir);
     free(dir);
 }
@@ -459,17 +533,31 @@ static void phase_timing_errors_name_file_and_field(void **state)
     (void)state;
     char *dir = test_mkdtemp();
     char *tim = fs_join(dir, ENERGY_TIMING_NAME), *log = fs_join(dir, ENERGY_POWER_LOG_NAME);
-    const char *doc = "{\"format\": \"mxrlhf.phase_timing/1\", \"source\": {\"kind\": \"none\", "
+    /* a minimal file, with its windows and tokens filled in below */
+    const char *fmt = "{\"format\": \"mxrlhf.phase_timing/1\", \"source\": {\"kind\": \"none\", "
                       "\"devices\": []}, \"clock\": {\"t0_monotonic_s\": 1}, \"sampling\": "
                       "{\"interval_s\": 0.02, \"counter_interval_s\": 0.1}, \"run\": {\"begin_s\": "
-                      "0, \"end_s\": 2}, \"windows\": [{\"phase\": \"bad name!\", \"begin_s\": 0, "
-                      "\"end_s\": 1, \"depth\": 0}]}";
+                      "0, \"end_s\": 2}, \"windows\": [%s], \"tokens\": %s}";
+    char doc[1024];
+    snprintf(doc, sizeof doc, fmt, "{\"phase\": \"bad name!\", \"begin_s\": 0, \"end_s\": 1, "
+             "\"depth\": 0}", "{}");
     test_write_file(tim, doc, strlen(doc));
     energy_run_t r;
     err_t e = ERR_INIT;
     assert_int_equal(energy_run_load(log, tim, &r, &e), ERR_INPUT);
     assert_contains(e.msg, tim);
     assert_contains(e.msg, "windows[0]: field \"phase\"");
+    /* a token count that is not a whole number, or a negative one */
+    const char *bad[2] = {"{\"rollout\": \"many\"}", "{\"rollout\": -3}"};
+    const char *why[2] = {"field \"tokens\"", "tokens of phase rollout: -3"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(doc, sizeof doc, fmt, "", bad[k]);
+        test_write_file(tim, doc, strlen(doc));
+        err_t e2 = ERR_INIT;
+        assert_int_equal(energy_run_load(log, tim, &r, &e2), ERR_INPUT);
+        assert_contains(e2.msg, tim);
+        assert_contains(e2.msg, why[k]);
+    }
     free(tim);
     free(log);
     test_rmtree(dir);
@@ -1087,6 +1175,7 @@ static void no_sensor_gives_empty_cells_and_a_note(void **state)
     assert_int_equal(energy_phase_begin(m, "rollout", &e), 0);
     sleep_s(0.01);
     assert_int_equal(energy_phase_end(m, "rollout", &e), 0);
+    assert_int_equal(energy_monitor_add_tokens(m, "rollout", 7, &e), 0);
     energy_run_t run;
     assert_int_equal(energy_monitor_stop(m, NAN, &run, &e), 0);
     assert_int_equal(energy_write_outputs(&run, dir, NULL, &e), 0);
@@ -1099,6 +1188,19 @@ static void no_sensor_gives_empty_cells_and_a_note(void **state)
     assert_contains(text, "\ntotal,,");
     free(text);
     free(csv);
+    /* tokens counted but no energy: joules per token null; a phase not counted: tokens null */
+    char *tim = fs_join(dir, ENERGY_TIMING_NAME);
+    cJSON *j;
+    assert_int_equal(json_load_file(tim, 1 << 24, &j, &e), 0);
+    const cJSON *ph = cJSON_GetObjectItemCaseSensitive(j, "phases");
+    const cJSON *ro = cJSON_GetObjectItemCaseSensitive(ph, "rollout");
+    const cJSON *rw = cJSON_GetObjectItemCaseSensitive(ph, "reward_inference");
+    assert_near(cJSON_GetObjectItemCaseSensitive(ro, "tokens")->valuedouble, 7, 0);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(ro, "energy_per_token_J")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(rw, "tokens")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(rw, "energy_per_token_J")));
+    cJSON_Delete(j);
+    free(tim);
     energy_run_free(&run);
     test_rmtree(dir);
     free(dir);
@@ -1156,6 +1258,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(replay_steps_give_exact_joules_both_methods),
         cmocka_unit_test(replay_source_through_monitor_gives_exact_joules),
+        cmocka_unit_test(energy_per_token_divides_and_is_empty_without_energy),
         cmocka_unit_test(counter_and_integral_disagreement_is_kept),
         cmocka_unit_test(uncertainty_terms_follow_the_model),
         cmocka_unit_test(short_phase_is_warned_and_noted),

@@ -293,6 +293,17 @@ static void monitor_refuses_marks_outside_the_monitored_interval(void **state)
     assert_contains(out, "stdout line 1: t=99999999999.000000 is run time ");
     assert_contains(out, "outside the monitored interval [");
     assert_contains(out, "stdout line 2: t=1.000000 is run time -");
+    /* one warning per refused mark (a second one, "is the command using CLOCK_MONOTONIC?",
+     * said the same thing again) */
+    const char *const marks[] = {"monitor: warning: stdout line 1:",
+                                 "monitor: warning: stdout line 2:"};
+    for (int i = 0; i < 2; i++) {
+        const char *first = strstr(out, marks[i]);
+        if (!first || strstr(first + 1, marks[i]))
+            fail_msg("expected exactly one warning naming %s, got:\n%s", marks[i], out);
+    }
+    if (strstr(out, "from the run's clock"))
+        fail_msg("a refused mark is warned about once:\n%s", out);
     double d = run_duration(dir);
     if (!(d >= 0 && d < 60))
         fail_msg("the run lasted %g s: a refused mark must not stretch it", d);

@@ -178,6 +178,46 @@ static void test_generate_is_reproducible_from_its_seed(void **state)
     assert_int_equal(test_cli(NULL, "generate --model " FIX "/tiny_tied_gqa_f32 --ids 1 --top-p 0"), 2);
 }
 
+/* generate --max-new-tokens 100000 on a 128-position model ran for minutes with no output;
+ * --top-p 2 was accepted (the configuration refuses it); --max-new-tokens 1e9 said only
+ * "need >= 1". Each is now exit 2 stating the limit. */
+static void test_generate_states_its_limits(void **state)
+{
+    (void)state;
+    const struct {
+        const char *args, *want;
+    } cases[] = {
+        {"--max-new-tokens 100000", "--max-new-tokens 100000: the prompt's 3 tokens and 100000 "
+                                    "new ones exceed the model's 128 positions "
+                                    "(max_position_embeddings in "},
+        {"--max-new-tokens 126", "at most 125"},
+        {"--top-p 2", "--top-p: expected a number in [1e-09, 1], got \"2\""},
+        {"--max-new-tokens 1e9", "--max-new-tokens: expected an integer in [1, 1048576], got "
+                                 "\"1e9\""},
+        {"--temperature -1", "--temperature: expected a number in [0, 1000000]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *o = NULL;
+        int rc = test_cli(&o, "generate --model " FIX "/tiny_tied_gqa_f32 --ids 5,17,29 %s",
+                          cases[i].args);
+        if (rc != 2 || !strstr(o, cases[i].want))
+            fail_msg("generate %s: expected exit 2 with \"%s\", got %d:\n%s", cases[i].args,
+                     cases[i].want, rc, o);
+        free(o);
+    }
+    /* the longest the model allows runs */
+    char *o = NULL;
+    int rc = test_cli(&o, "generate --model " FIX "/tiny_tied_gqa_f32 --ids 5,17,29 "
+                      "--max-new-tokens 125 --no-stop");
+    if (rc != 0)
+        fail_msg("exit %d:\n%s", rc, o);
+    cJSON *j = cJSON_Parse(o);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "ids")), 125);
+    cJSON_Delete(j);
+    free(o);
+}
+
 static void test_text_is_encoded_with_the_directory_tokenizer(void **state)
 {
     char *dir = test_mkdtemp(), tpath[4200], *a, *b;
@@ -444,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_plan_rule_matching_nothing_exits_2_naming_it),
         cmocka_unit_test(test_bad_model_directories_exit_2_naming_file_and_field),
         cmocka_unit_test(test_generate_is_reproducible_from_its_seed),
+        cmocka_unit_test(test_generate_states_its_limits),
         cmocka_unit_test(test_text_is_encoded_with_the_directory_tokenizer),
         cmocka_unit_test(test_init_writes_philox_weights_that_load),
         cmocka_unit_test(test_non_finite_weights_exit_2_naming_the_tensor),

@@ -2,9 +2,11 @@
  * cached chain of `mxrlhf run` on a tiny configuration (reuse, re-run from a changed
  * section, damaged output, a given model directory, stages not built yet), and the exit
  * codes of `mxrlhf config` and `mxrlhf verify`. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "mx/mx.h"
@@ -428,6 +430,41 @@ static void run_with_a_given_model_and_hh_file_skips_pretraining(void **state)
     free(o);
 }
 
+/* A stage that failed on a full disk was listed as "ran" in run.json. The disk fills at
+ * 32 KiB (RLIMIT_FSIZE, inherited by the command; SIGXFSZ ignored so writes fail with
+ * EFBIG): config.json fits, the data stage's corpus does not. */
+static void run_lists_a_stage_that_failed_on_a_full_disk_as_failed(void **state)
+{
+    (void)state;
+    char o4[700], want[1024], *o = NULL;
+    snprintf(o4, sizeof o4, "%s/full", dir);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 32 * 1024;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = test_cli(&o, "run --output %s --config %s --until judge", o4, cfg_path);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    if (rc != 1 || !strstr(o, "File too large"))
+        fail_msg("expected exit 1 naming the failed write, got %d:\n%s", rc, o);
+    free(o);
+    char *p = fs_join(o4, "run.json");
+    char *text = tiny_read(p, NULL);
+    if (!strstr(text, "\"ok\":\tfalse"))
+        fail_msg("run.json must say the run failed:\n%s", text);
+    free(text);
+    free(p);
+    snprintf(want, sizeof want, "data=failed");
+    char got[2048];
+    run_statuses(o4, got, sizeof got);
+    assert_string_equal(got, want);
+    p = fs_join(o4, "data/stage.json");
+    assert_false(fs_exists(p));
+    free(p);
+}
+
 /* The later stages on the first chain's cached output: PPO with the monitor, the matrix,
  * the policies, the comparison and the report, each writing the study's files. */
 static void run_continues_into_baseline_sensitivity_policies_compare_and_report(void **state)
@@ -522,6 +559,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(run_caches_every_stage_and_reruns_from_a_changed_section),
         cmocka_unit_test(run_until_stops_and_sft_command_is_the_chain_up_to_sft),
         cmocka_unit_test(run_with_a_given_model_and_hh_file_skips_pretraining),
+        cmocka_unit_test(run_lists_a_stage_that_failed_on_a_full_disk_as_failed),
         cmocka_unit_test(run_continues_into_baseline_sensitivity_policies_compare_and_report),
         cmocka_unit_test(verify_exit_codes_follow_what_was_asked),
     };

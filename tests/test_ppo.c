@@ -131,7 +131,7 @@ static int run(const ppo_opts_t *o, const char *out, const char *rm, bool resume
     rlhf_ppo_io_t io = {be, pol, NULL, rmd, NULL, od, NULL, NULL,
                         (const char *const *)prompts.train, prompts.ntrain,
                         (const char *const *)prompts.eval, prompts.neval, true, NULL, resume, NULL,
-                        NULL};
+                        NULL, NULL};
     rlhf_ppo_result_t res;
     int rc = rlhf_ppo_run(o, &io, &res, e);
     free(pol), free(rmd), free(od);
@@ -189,6 +189,22 @@ static void expect_same_file(const char *a, const char *b, const char *name)
         fail_msg("%s and %s differ", pa, pb);
     free(x), free(y), free(da), free(db), free(pa), free(pb);
 }
+
+/* A configuration file of these PPO options under root (caller frees the path). */
+static char *write_config(const ppo_opts_t *o, const char *name)
+{
+    err_t e = ERR_INIT;
+    cJSON *cfg = cJSON_CreateObject();
+    cJSON_AddItemToObject(cfg, "ppo", opts_to_json(&ppo_opts_table, o));
+    char *p = path2(root, name);
+    assert_int_equal(json_write_file(p, cfg, true, &e), 0);
+    cJSON_Delete(cfg);
+    return p;
+}
+
+/* One plan, B16: bf16 compute, nothing quantized. */
+static const char *const B16_PLANS = "{\"version\": 1, \"plans\": {\"B16\": {\"default\": "
+                                     "\"fp32\", \"compute\": \"bf16\", \"rules\": []}}}";
 
 /* ---- tests -------------------------------------------------------------------------------- */
 
@@ -282,12 +298,7 @@ static void kill_and_resume_gives_identical_results(void **state)
     ppo_opts_t o;
     tiny_opts(&o);
     o.steps = 12; /* checkpoints at 2, 4, ..., 12: the kill lands well before the end */
-    err_t e = ERR_INIT;
-    cJSON *cfg = cJSON_CreateObject();
-    cJSON_AddItemToObject(cfg, "ppo", opts_to_json(&ppo_opts_table, &o));
-    char *cfgp = path2(root, "kill.json");
-    assert_int_equal(json_write_file(cfgp, cfg, true, &e), 0);
-    cJSON_Delete(cfg);
+    char *cfgp = write_config(&o, "kill.json");
     char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *full = path2(root, "full"),
          *killed = path2(root, "killed");
     const char *bin = getenv("MXRLHF_BIN");
@@ -357,10 +368,12 @@ static void non_finite_score_stops_and_keeps_the_last_checkpoint(void **state)
     err_t e = ERR_INIT;
     if (run(&o, "nan", "rm", false, &e))
         fail_msg("%s", e.msg);
-    o.steps = 4; /* continue against a reward model that answers NaN */
-    assert_int_equal(run(&o, "nan", "rm_nan", true, &e), ERR_FAIL);
-    if (!strstr(e.msg, "step 3") || !strstr(e.msg, "not finite"))
-        fail_msg("expected the error to name step 3 and the non-finite value, got: %s", e.msg);
+    /* a resume is this run, so it cannot swap in a reward model that answers NaN: a new
+     * run against one, into the same directory, stops at its first step */
+    o.steps = 4;
+    assert_int_equal(run(&o, "nan", "rm_nan", false, &e), ERR_FAIL);
+    if (!strstr(e.msg, "step 1") || !strstr(e.msg, "not finite"))
+        fail_msg("expected the error to name step 1 and the non-finite value, got: %s", e.msg);
     cJSON *l = load("nan", "checkpoints/latest.json");
     assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(l, "step")->valuedouble, 2);
     cJSON_Delete(l);
@@ -386,7 +399,7 @@ static void precision_plan_applies_per_phase_and_shows_in_the_logprob_gap(void *
     rlhf_ppo_io_t io = {be, pol, NULL, rm, NULL, od, pp, "R4",
                         (const char *const *)prompts.train, prompts.ntrain,
                         (const char *const *)prompts.eval, prompts.neval, true, NULL, false, NULL,
-                        NULL};
+                        NULL, NULL};
     err_t e = ERR_INIT;
     rlhf_ppo_result_t res;
     if (rlhf_ppo_run(&o, &io, &res, &e))
@@ -404,7 +417,44 @@ static void precision_plan_applies_per_phase_and_shows_in_the_logprob_gap(void *
     double gap = cJSON_GetObjectItemCaseSensitive(s, "rollout/logprob_gap_abs_mean")->valuedouble;
     if (!(gap > 1e-3))
         fail_msg("expected a rollout/training log-prob gap above 1e-3 under MXFP4 rollouts, got %g", gap);
+    /* the default (TRL) run has no rollout-correction statistics */
+    assert_null(cJSON_GetObjectItemCaseSensitive(s, "rollout_corr/kl"));
+    double loss_none = cJSON_GetObjectItemCaseSensitive(s, "ppo/loss/policy")->valuedouble;
+    double gap_mean = cJSON_GetObjectItemCaseSensitive(s, "rollout/logprob_gap_mean")->valuedouble;
     cJSON_Delete(j);
+    /* the same run with each correction: finite statistics, the same rollouts (the KL is
+     * the log-prob gap), and a policy loss the weights changed */
+    const ppo_rc_t modes[2] = {PPO_RC_TIS, PPO_RC_SEQ_TIS};
+    for (int k = 0; k < 2; k++) {
+        char *dir = path2(root, k ? "plan_seq_tis" : "plan_tis");
+        o.rollout_correction = modes[k];
+        io.out_dir = dir;
+        if (rlhf_ppo_run(&o, &io, &res, &e))
+            fail_msg("%s", e.msg);
+        j = load(k ? "plan_seq_tis" : "plan_tis", PPO_STATS_JSON);
+        s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "steps"), 0);
+        const char *keys[] = {"rollout_corr/ratio_mean", "rollout_corr/clipped_frac",
+                              "rollout_corr/kl", "ppo/loss/policy", "ppo/loss/total"};
+        for (int i = 0; i < 5; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, keys[i]);
+            if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+                fail_msg("%s: %s is not a finite number", modes[k] == PPO_RC_TIS ? "tis" : "seq_tis",
+                         keys[i]);
+        }
+        double ratio = cJSON_GetObjectItemCaseSensitive(s, "rollout_corr/ratio_mean")->valuedouble;
+        double clipped = cJSON_GetObjectItemCaseSensitive(s, "rollout_corr/clipped_frac")->valuedouble;
+        assert_true(ratio > 0 && clipped >= 0 && clipped <= 1);
+        /* step 1's rollouts and old log-probs do not depend on the mode */
+        assert_true(cJSON_GetObjectItemCaseSensitive(s, "rollout_corr/kl")->valuedouble == gap_mean);
+        if (!(cJSON_GetObjectItemCaseSensitive(s, "ppo/loss/policy")->valuedouble != loss_none))
+            fail_msg("the %s weights left the policy loss unchanged", ppo_rc_names[modes[k]]);
+        cJSON *opts = cJSON_GetObjectItemCaseSensitive(j, "options");
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(opts, "rollout_correction")->valuestring,
+                            ppo_rc_names[modes[k]]);
+        cJSON_Delete(j);
+        free(dir);
+    }
+    o.rollout_correction = PPO_RC_NONE;
     /* an unknown plan is bad input naming it */
     io.plan = "Z";
     io.out_dir = od;
@@ -429,6 +479,192 @@ static void resume_refuses_other_options(void **state)
     err_t e2 = ERR_INIT;
     assert_int_equal(run(&o, "never_ran", "rm", true, &e2), ERR_INPUT);
     assert_non_null(strstr(e2.msg, "no checkpoint"));
+}
+
+/* A resume continued a different run with exit 0 (issue 15): no --policy after a run under
+ * a plan, another reward model, fewer steps than done, other prompts, a latest.json whose
+ * step is not its checkpoint's. Each is refused naming the field and both values; the same
+ * run (its models moved elsewhere) resumes to the bits of an uninterrupted run. */
+static void expect_refused(const ppo_opts_t *o, const rlhf_ppo_io_t *io, const char *const *want)
+{
+    err_t e = ERR_INIT;
+    rlhf_ppo_result_t res;
+    int rc = rlhf_ppo_run(o, io, &res, &e);
+    if (rc != ERR_INPUT)
+        fail_msg("expected the resume to be refused (ERR_INPUT), got %d: %s", rc, e.msg);
+    for (int i = 0; want[i]; i++)
+        if (!strstr(e.msg, want[i]))
+            fail_msg("expected the refusal to contain \"%s\", got: %s", want[i], e.msg);
+}
+
+static void resume_refuses_a_different_run_and_accepts_the_same(void **state)
+{
+    (void)state;
+    ppo_opts_t o;
+    tiny_opts(&o);
+    o.steps = 2;
+    o.checkpoint_every = 1;
+    o.eval_prompts = 0;
+    o.best_of_n = 0;
+    err_t e = ERR_INIT;
+    if (run(&o, "ident", "rm", false, &e))
+        fail_msg("%s", e.msg);
+    char *od = path2(root, "ident"), *pol = path2(root, "pol"), *rm = path2(root, "rm"),
+         *rmn = path2(root, "rm_nan"), *pp = path2(root, "ident_plans.json"),
+         *sp = path2(od, "checkpoints/ckpt-000002/state.json"),
+         *lp = path2(od, "checkpoints/latest.json");
+    test_write_file(pp, B16_PLANS, strlen(B16_PLANS));
+    char *before = NULL, *after = NULL;
+    size_t nb, na;
+    assert_int_equal(fs_read_all(sp, 1 << 26, &before, &nb, &e), 0);
+    ppo_opts_t o3 = o;
+    o3.steps = 3;
+    const rlhf_ppo_io_t same = {be, pol, NULL, rm, NULL, od, NULL, NULL,
+                                (const char *const *)prompts.train, prompts.ntrain,
+                                (const char *const *)prompts.eval, prompts.neval, true, NULL, true,
+                                NULL, NULL, NULL};
+    rlhf_ppo_io_t io = same;
+
+    /* another reward model: its fingerprint, with both directories */
+    io.reward_dir = rmn;
+    expect_refused(&o3, &io, (const char *[]){"run reward_model.fingerprint was \"", "/rm)",
+                                              "/rm_nan) now", NULL});
+    /* a reference model other than the policy */
+    io = same;
+    io.ref_dir = rm;
+    expect_refused(&o3, &io, (const char *[]){"run reference_model.fingerprint", NULL});
+    /* a precision plan the run did not have (and, the other way round, none for a plan) */
+    io = same;
+    io.policies_path = pp;
+    io.plan = "B16";
+    expect_refused(&o3, &io, (const char *[]){"run precision_plan was null in the checkpoint, "
+                                              "{\"plan\":\"B16\"", NULL});
+    /* other prompts (another data draw) */
+    io = same;
+    io.n_prompts--;
+    expect_refused(&o3, &io, (const char *[]){"run prompts.ppo was \"", NULL});
+    /* the data record: a run recorded without one is not the run of a given data draw */
+    io = same;
+    ppo_data_opts_t d = {NULL, false, 60, 99, NULL, RLHF_TEMPLATE_RAW, NULL};
+    io.data = &d;
+    expect_refused(&o3, &io, (const char *[]){"run data was absent in the checkpoint", NULL});
+    /* a seed, and fewer steps than the checkpoint has done */
+    ppo_opts_t os = o3;
+    os.seed = 7;
+    expect_refused(&os, &same, (const char *[]){"option seed was 42 in the checkpoint, 7 now",
+                                                NULL});
+    os = o3;
+    os.steps = 1;
+    expect_refused(&os, &same, (const char *[]){"steps 1 is fewer than the 2 steps", NULL});
+    /* latest.json naming a checkpoint of another step */
+    char *latest = NULL;
+    size_t nl;
+    assert_int_equal(fs_read_all(lp, 1 << 16, &latest, &nl, &e), 0);
+    const char *bad = "{\"step\": 1, \"dir\": \"ckpt-000002\"}";
+    assert_int_equal(atomic_write(lp, bad, strlen(bad), &e), 0);
+    expect_refused(&o3, &same, (const char *[]){"latest.json: field \"step\" is 1, but the "
+                                                "checkpoint it names (ckpt-000002) holds step 2",
+                                                NULL});
+    assert_int_equal(atomic_write(lp, latest, nl, &e), 0);
+    free(latest);
+    /* nothing was written by the refused resumes */
+    assert_int_equal(fs_read_all(sp, 1 << 26, &after, &na, &e), 0);
+    assert_true(na == nb && !memcmp(before, after, nb));
+    char *audit = path2(od, "precision_policy.json");
+    assert_false(fs_exists(audit));
+    free(audit);
+
+    /* the same run, its reward model moved: accepted, and the bits of an uninterrupted run */
+    char *moved = path2(root, "rm_moved");
+    assert_int_equal(rename(rm, moved), 0);
+    io = same;
+    io.reward_dir = moved;
+    rlhf_ppo_result_t res;
+    int rc = rlhf_ppo_run(&o3, &io, &res, &e);
+    assert_int_equal(rename(moved, rm), 0);
+    if (rc)
+        fail_msg("the same run was refused: %s", e.msg);
+    if (run(&o3, "ident_full", "rm", false, &e))
+        fail_msg("%s", e.msg);
+    /* training_stats.json records where the models were: the moved directory */
+    cJSON *x = stats_no_time("ident_full"), *y = stats_no_time("ident");
+    cJSON_DeleteItemFromObjectCaseSensitive(x, "models");
+    cJSON_DeleteItemFromObjectCaseSensitive(y, "models");
+    if (!cJSON_Compare(x, y, true))
+        fail_msg("training_stats.json of the resumed and the uninterrupted run differ");
+    cJSON_Delete(x);
+    cJSON_Delete(y);
+    expect_same_file("ident_full", "ident", "policy/model.safetensors");
+    expect_same_file("ident_full", "ident", "samples.jsonl");
+    free(before), free(after), free(od), free(pol), free(rm), free(rmn), free(pp), free(sp);
+    free(lp), free(moved);
+}
+
+/* Through the command: a resume without --policy after a run under a plan continued in
+ * fp32 with exit 0, another --data-seed was accepted, and a causal LM as --reward-model got
+ * data/ written before the refusal. Refused with exit 2 naming the field, nothing written;
+ * a checkpoint directory a killed run left half-written (with its temporary) is removed by
+ * the next checkpoint. */
+static void cli_resume_refuses_another_plan_or_data_and_writes_nothing(void **state)
+{
+    (void)state;
+    ppo_opts_t o;
+    tiny_opts(&o);
+    o.steps = 1;
+    o.eval_prompts = 0;
+    o.best_of_n = 0;
+    err_t e = ERR_INIT;
+    char *cfgp = write_config(&o, "cli_resume.json"), *pp = path2(root, "cli_plans.json");
+    test_write_file(pp, B16_PLANS, strlen(B16_PLANS));
+    char *pol = path2(root, "pol"), *rm = path2(root, "rm"), *out = path2(root, "cli_resume"),
+         *fresh = path2(root, "cli_fresh"), *split = path2(out, "data/split.json");
+    char common[4096], *log = NULL;
+    snprintf(common, sizeof common, "ppo --policy-model %s --pairs 60 --config %s --output %s",
+             pol, cfgp, out);
+    if (test_cli(&log, "%s --reward-model %s --policy %s --plan B16", common, rm, pp))
+        fail_msg("the first run failed:\n%s", log);
+    free(log);
+    char *before = NULL, *after = NULL;
+    size_t nb, na;
+    assert_int_equal(fs_read_all(split, 1 << 24, &before, &nb, &e), 0);
+
+    int rc = test_cli(&log, "%s --reward-model %s --resume --steps 2", common, rm);
+    if (rc != 2 || !strstr(log, "run precision_plan was {\"plan\":\"B16\"") ||
+        !strstr(log, "null now"))
+        fail_msg("a resume without the run's plan: expected exit 2 naming precision_plan, got "
+                 "%d:\n%s", rc, log);
+    free(log);
+    rc = test_cli(&log, "%s --reward-model %s --policy %s --plan B16 --resume --steps 2 "
+                  "--data-seed 99", common, rm, pp);
+    if (rc != 2 || !strstr(log, "run data.data_seed was \"1234\" in the checkpoint, \"99\" now"))
+        fail_msg("a resume with another --data-seed: expected exit 2 naming data.data_seed, got "
+                 "%d:\n%s", rc, log);
+    free(log);
+    assert_int_equal(fs_read_all(split, 1 << 24, &after, &na, &e), 0);
+    assert_true(na == nb && !memcmp(before, after, nb)); /* data/ as the run left it */
+
+    /* a causal LM as the reward model: refused before data/ is written */
+    rc = test_cli(&log, "ppo --policy-model %s --reward-model %s --pairs 60 --config %s "
+                  "--output %s", pol, pol, cfgp, fresh);
+    if (rc != 2 || !strstr(log, "not a reward model"))
+        fail_msg("expected exit 2 for a causal LM as the reward model, got %d:\n%s", rc, log);
+    free(log);
+    char *fresh_data = path2(fresh, "data");
+    assert_false(fs_exists(fresh_data));
+
+    /* the same run resumes; a half-written checkpoint of a killed run goes with the next one */
+    char *stale_dir = path2(out, "checkpoints/ckpt-000099"),
+         *stale = path2(stale_dir, "policy.safetensors.tmp-AbC123");
+    assert_int_equal(fs_mkdir_p(stale_dir, &e), 0);
+    test_write_file(stale, "half", 4);
+    if (test_cli(&log, "%s --reward-model %s --policy %s --plan B16 --resume --steps 2", common,
+                 rm, pp))
+        fail_msg("the same run's resume failed:\n%s", log);
+    free(log);
+    assert_false(fs_exists(stale));
+    assert_false(fs_exists(stale_dir));
+    free(before), free(after), free(cfgp), free(pp), free(pol), free(rm), free(out), free(fresh);
+    free(split), free(fresh_data), free(stale_dir), free(stale);
 }
 
 static void options_round_trip_and_errors_name_the_key(void **state)
@@ -462,11 +698,22 @@ static void options_round_trip_and_errors_name_the_key(void **state)
     bad = cJSON_Parse("{\"batch_size\": 6}"); /* not a multiple of 4 x 1 */
     assert_int_equal(opts_from_json(&ppo_opts_table, bad, "c", &b, &e3), ERR_INPUT);
     cJSON_Delete(bad);
-    const char *sets[] = {"learning_rate=1e-4", "adap_kl_ctrl=false", "template=chatml"};
+    const char *sets[] = {"learning_rate=1e-4", "adap_kl_ctrl=false", "template=chatml",
+                          "rollout_correction=seq_tis", "tis_cap=3.5"};
     ppo_opts_default(&b);
-    for (int i = 0; i < 3; i++)
+    assert_int_equal(b.rollout_correction, PPO_RC_NONE); /* TRL's behaviour by default */
+    assert_true(b.tis_cap == 2);
+    for (int i = 0; i < 5; i++)
         assert_int_equal(opts_set_json(&ppo_opts_table, &b, sets[i], "--set", &e), 0);
     assert_true(b.learning_rate == 1e-4 && !b.adap_kl_ctrl && b.template_ == RLHF_TEMPLATE_CHATML);
+    assert_true(b.rollout_correction == PPO_RC_SEQ_TIS && b.tis_cap == 3.5);
+    err_t e5 = ERR_INIT;
+    assert_int_equal(opts_set_json(&ppo_opts_table, &b, "rollout_correction=is", "--set", &e5),
+                     ERR_INPUT);
+    assert_non_null(strstr(e5.msg, "rollout_correction"));
+    err_t e6 = ERR_INIT;
+    assert_int_equal(opts_set_json(&ppo_opts_table, &b, "tis_cap=0.5", "--set", &e6), ERR_INPUT);
+    assert_non_null(strstr(e6.msg, "tis_cap"));
     /* seeds: JSON integers up to 2^53 or decimal strings, as docs/cli.md says */
     assert_int_equal(opts_set_json(&ppo_opts_table, &b, "seed=\"18446744073709551615\"", "--set",
                                    &e), 0);
@@ -490,7 +737,7 @@ static void baseline_writes_the_study_files_and_charts(void **state)
     char *log = NULL;
     int rc = test_cli(&log, "baseline --policy-model %s --reward-model %s --pairs 60 --steps 2 "
                       "--output %s --power-source none --idle-s 0 --set batch_size=4 "
-                      "--set mini_batch_size=2 --set ppo_epochs=1 --set max_new_tokens=8 "
+                      "--set mini_batch_size=2 --set ppo_epochs=2 --set max_new_tokens=8 "
                       "--set eval_prompts=2 --set best_of_n=0",
                       pol, rm, out);
     if (rc)
@@ -514,6 +761,31 @@ static void baseline_writes_the_study_files_and_charts(void **state)
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(ph, names[i]);
         assert_int_equal((int)cJSON_GetObjectItemCaseSensitive(p, "windows")->valuedouble, 2);
         assert_true(cJSON_GetObjectItemCaseSensitive(p, "runtime_s")->valuedouble > 0);
+        /* no sensor: tokens counted, no joules per token */
+        assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(p, "energy_per_token_J")));
+    }
+    /* the tokens, from the steps' lengths (batch 4, 2 epochs): generated = the responses,
+     * scored = prompt + response, trained = the responses once per epoch */
+    cJSON *st = load("baseline", PPO_STATS_JSON);
+    double gen = 0, scored = 0;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(st, "steps"))
+    {
+        double q = cJSON_GetObjectItemCaseSensitive(s, "tokens/queries_len_mean")->valuedouble;
+        double r = cJSON_GetObjectItemCaseSensitive(s, "tokens/responses_len_mean")->valuedouble;
+        gen += 4 * r;
+        scored += 4 * (q + r);
+    }
+    cJSON_Delete(st);
+    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(t, "tokens");
+    const double want[3] = {gen, scored, 2 * gen};
+    for (int i = 0; i < 3; i++) {
+        double got = cJSON_GetObjectItemCaseSensitive(tk, names[i])->valuedouble;
+        if (!(fabs(got - want[i]) < 1e-6) || !(got > 0))
+            fail_msg("%s: %g tokens, expected %g", names[i], got, want[i]);
+        assert_true(cJSON_GetObjectItemCaseSensitive(
+                        cJSON_GetObjectItemCaseSensitive(ph, names[i]), "tokens")
+                        ->valuedouble == got);
     }
     cJSON_Delete(t);
     free(pol), free(rm), free(out);
@@ -736,7 +1008,7 @@ static void baseline_options_default_off_and_errors_name_the_key(void **state)
     energy_calib_opts_t co = {.min_total_s = 0.1};
     rlhf_ppo_io_t io = {be, pol, NULL, rm, NULL, od, NULL, NULL,
                         (const char *const *)prompts.train, prompts.ntrain, NULL, 0, true, NULL,
-                        false, NULL, &co};
+                        false, NULL, &co, NULL};
     err_t e2 = ERR_INIT;
     assert_int_equal(rlhf_ppo_run(&po, &io, NULL, &e2), ERR_INPUT);
     assert_non_null(strstr(e2.msg, "monitor"));
@@ -753,6 +1025,8 @@ int main(void)
         cmocka_unit_test(non_finite_score_stops_and_keeps_the_last_checkpoint),
         cmocka_unit_test(precision_plan_applies_per_phase_and_shows_in_the_logprob_gap),
         cmocka_unit_test(resume_refuses_other_options),
+        cmocka_unit_test(resume_refuses_a_different_run_and_accepts_the_same),
+        cmocka_unit_test(cli_resume_refuses_another_plan_or_data_and_writes_nothing),
         cmocka_unit_test(baseline_writes_the_study_files_and_charts),
         cmocka_unit_test(hh_rlhf_file_runs_through_the_baseline),
         cmocka_unit_test(baseline_options_default_off_and_errors_name_the_key),

@@ -74,24 +74,34 @@ typedef enum be_cuda_attn {
 
 int be_cuda_set_attn(backend_t *be, be_cuda_attn_t mode, err_t *e);
 
-/* MX GEMMs on the tensor cores (cuda_mxgemm.cu; docs/engine.md "MX GEMMs"). A GEMM of a
- * linear layer whose two operands are MX formats with a common tensor-core type (E4M3 for
- * mxfp8_e4m3, mxfp6 and mxfp4, E5M2 for mxfp8_e5m2, either float one against the other;
- * int8 for mxint8 and mxint4), blocks of a multiple of 8, under fp32 or bf16 compute,
- * runs natively: operands quantized to those bytes plus one scale per block, each block
- * an MMA whose partial sum is scaled and added in float32. Every other GEMM runs as
- * before (fake quant, then a bf16 / fp16 / fp32 cuBLASLt GEMM: "emulated").
- * be_cuda_mxgemm_native says whether a pair of specs maps (the dispatch's own test, also
- * used for the `execution` labels); it reads MXRLHF_CUDA_MXGEMM (0 = off) as the backend
- * does at open, and is false in a build without CUDA. set_mxgemm switches one backend
- * (on by default; off when MXRLHF_CUDA_MXGEMM=0 or the device has no FP8 tensor cores,
- * compute capability < 8.9, where `on` fails with ERR_UNAVAILABLE). The counters say
- * how many MX GEMMs ran natively and how many were left to the emulation since open (a
- * linear layer is one GEMM forward and up to two backward). */
+/* MX GEMMs on the tensor cores (cuda_mxgemm.cu; docs/engine.md "MX GEMMs"). Two native
+ * paths, both exact up to float32 summation order:
+ *   - folded: both operands mxfp6 / mxfp4 (E4M3 elements), fp32 or bf16 compute, blocks a
+ *     multiple of 8: the MX blocks of each 128-element chunk along K are refolded to one
+ *     float32 scale (exact where the elements shift into E4M3, checked on the GPU) and
+ *     cuBLASLt's FP8 GEMM with VEC128 block scaling runs (wgmma); where some chunk does
+ *     not fold exactly, the per-block kernel runs that GEMM instead (decided on the GPU);
+ *   - per block: any two MX formats with a common tensor-core type (E4M3: mxfp8_e4m3,
+ *     mxfp6, mxfp4; E5M2: mxfp8_e5m2, either float one against the other; int8: mxint8,
+ *     mxint4), blocks a multiple of 8: mma.sync per block, partial sums scaled in float32.
+ * Modes: BE_CUDA_MXG_OFF (the default: measured faster and cheaper end to end on an H100,
+ * docs/benchmarks.md) runs every MX GEMM emulated (fake quant, then a bf16 / fp16 / fp32
+ * cuBLASLt GEMM); BE_CUDA_MXG_AUTO runs natively the pairs that fold and leaves the rest
+ * to the emulation, which is faster than the per-block kernel on Hopper; BE_CUDA_MXG_ALL
+ * runs every pair that maps natively. MXRLHF_CUDA_MXGEMM (0 / off, auto, all) sets the
+ * mode at open; a device without FP8 tensor cores (compute capability < 8.9) is OFF
+ * and refuses the others with ERR_UNAVAILABLE. be_cuda_mxgemm_native says whether a pair
+ * of specs runs natively under the environment's mode (the `execution` labels), false in
+ * a build without CUDA; set_mxgemm(on) is AUTO or OFF. The counters: MX GEMMs run
+ * natively / left to the emulation since open (a linear layer is one GEMM forward and up
+ * to two backward), how many of the native ones took the folded path, and of those how
+ * many fell back to the per-block kernel (read from the device: synchronises). */
+typedef enum { BE_CUDA_MXG_OFF, BE_CUDA_MXG_AUTO, BE_CUDA_MXG_ALL } be_cuda_mxg_t;
 bool be_cuda_mxgemm_native(const mx_spec_t *a, const mx_spec_t *b, prec_compute_t compute);
 int be_cuda_set_mxgemm(backend_t *be, bool on, err_t *e);
+int be_cuda_set_mxgemm_mode(backend_t *be, be_cuda_mxg_t mode, err_t *e);
 typedef struct be_cuda_mxgemm_stats {
-    long native, emulated;
+    long native, emulated, folded, fold_fallbacks;
 } be_cuda_mxgemm_stats_t;
 int be_cuda_mxgemm_stats(backend_t *be, be_cuda_mxgemm_stats_t *out, err_t *e);
 /* cuDNN's fused attention: the library the backend loaded at open (or why none), the

@@ -676,6 +676,7 @@ static void cuda_destroy(backend_t *be)
     cuda_t *c = CU(be);
     cudaStreamSynchronize(c->st);
     cu_dnn_close(c);
+    cu_mxg_close(c);
     for (int i = 0; i < c->nplans; i++)
         plan_destroy(&c->plans[i]);
     free(c->plans);
@@ -709,7 +710,7 @@ static bool cuda_native(backend_t *be, const mx_spec_t *a, const mx_spec_t *b, p
         return CU(be)->dec_mode == BE_CUDA_DEC_PACKED && be_dec_native(a, b, ct);
     if (!mx_format_info(a->format)->is_mx && !mx_format_info(b->format)->is_mx)
         return true;
-    return CU(be)->mxg_on && be_cuda_mxgemm_native(a, b, ct);
+    return cu_mxg_native(CU(be), a, b, ct);
 }
 
 static const be_ops_t cuda_ops = {

@@ -52,37 +52,55 @@ typedef struct dattn_args {
     float scale;
 } dattn_args_t;
 
-/* shared memory of k_dec_attn, floats: keys (KCH, D + 1), values (KCH, D), queries (G, D),
+/* rows of the key and value tiles in shared memory: D + 4 floats (16-byte rows for
+ * cp.async when D % 4 == 0; the score loop's threads read different keys 4 banks apart) */
+static __host__ __device__ int dattn_kp(int D) { return D + 4; }
+
+/* splits a CTA merges: one a lane */
+#define DATTN_MAX_SPLITS 32
+
+/* shared memory of k_dec_attn, floats: keys and values (KCH, KP) each, queries (G, D + 1),
  * probabilities (G, KCH), outputs (G, D), per-head max, sum and rescale (3 G), the new key
- * and value (2 D) */
+ * and value (2 D), the merge's split factors (G, DATTN_MAX_SPLITS) */
 static size_t dattn_smem(int D, int G, int KCH)
 {
-    return sizeof(float) * ((size_t)KCH * (D + 1) + (size_t)KCH * D + 2 * (size_t)G * D +
-                            (size_t)G * KCH + 3 * (size_t)G + 2 * (size_t)D);
+    return sizeof(float) * (2 * (size_t)KCH * dattn_kp(D) + (size_t)G * (D + 1) + (size_t)G * KCH +
+                            (size_t)G * D + 3 * (size_t)G + 2 * (size_t)D +
+                            (size_t)G * DATTN_MAX_SPLITS);
 }
 
-__device__ __forceinline__ void rope_row(float *dst, const float *src, const float *ct,
-                                         const float *st, int pos, int D)
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
 {
-    const int h = D / 2;
-    for (int i = threadIdx.x; i < h; i += blockDim.x) {
-        const size_t pi = (size_t)pos * h + i;
-        const float a = src[i], b = src[i + h], cs = ct[pi], sn = st[pi];
-        dst[i] = a * cs - b * sn;
-        dst[i + h] = b * cs + a * sn;
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+/* rows (G heads of pitch dp) of D values rotated at position pos: all heads at once */
+__device__ __forceinline__ void rope_rows(float *dst, int dp, const float *src, int G, const float *ct,
+                                          const float *st, int pos, int D)
+{
+    const int h2 = D / 2;
+    for (int i = threadIdx.x; i < G * h2; i += blockDim.x) {
+        const int h = i / h2, k = i % h2;
+        const size_t pi = (size_t)pos * h2 + k;
+        const float a = src[(size_t)h * D + k], b = src[(size_t)h * D + k + h2];
+        const float cs = ct[pi], sn = st[pi];
+        dst[(size_t)h * dp + k] = a * cs - b * sn;
+        dst[(size_t)h * dp + k + h2] = b * cs + a * sn;
     }
 }
 
-__global__ void __launch_bounds__(128) k_dec_attn(dattn_args_t a)
+__global__ void __launch_bounds__(128) k_dec_attn(const __grid_constant__ dattn_args_t a)
 {
     extern __shared__ __align__(16) float sm[];
     __shared__ int last_s;
     const int sp = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int D = a.D, G = a.G, KCH = a.KCH, DP = D + 1;
-    float *Ks = sm, *Vs = Ks + (size_t)KCH * DP, *qs = Vs + (size_t)KCH * D, *ps = qs + (size_t)G * D;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, nw = blockDim.x >> 5;
+    const int D = a.D, G = a.G, KCH = a.KCH, KP = dattn_kp(D), QP = D + 1;
+    float *Ks = sm, *Vs = Ks + (size_t)KCH * KP, *qs = Vs + (size_t)KCH * KP, *ps = qs + (size_t)G * QP;
     float *os = ps + (size_t)G * KCH, *mh = os + (size_t)G * D, *lh = mh + G, *al = lh + G;
-    float *knew = al + G, *vnew = knew + D;
+    float *knew = al + G, *vnew = knew + D, *fs = vnew + D;
     const size_t kvd = (size_t)a.Hkv * D;
     const size_t base = (size_t)b * a.S * kvd + (size_t)g * D; /* key j at base + j * kvd */
 
@@ -94,13 +112,25 @@ __global__ void __launch_bounds__(128) k_dec_attn(dattn_args_t a)
     const int n = t - lo + 1, per = (n + a.NS - 1) / a.NS;
     const int j0 = lo + sp * per, j1 = min(j0 + per, t + 1);
 
-    /* rows [c0, c0 + cn) of the caches into Ks, Vs (keys before t only: t is this step's) */
+    /* rows [c0, c0 + cn) of the caches into Ks, Vs (keys before t only: t is this step's),
+     * asynchronously 16 bytes at a time where rows allow */
     auto stage = [&](int c0, int cn) {
-        for (int i = tid; i < cn * D; i += blockDim.x) {
-            const int jj = i / D, d = i % D, j = c0 + jj;
-            if (j < t) {
-                Ks[jj * DP + d] = a.kc[base + (size_t)j * kvd + d];
-                Vs[jj * D + d] = a.vc[base + (size_t)j * kvd + d];
+        if (D % 4 == 0) {
+            const int q4 = D / 4;
+            for (int i = tid; i < cn * q4; i += blockDim.x) {
+                const int jj = i / q4, d = 4 * (i % q4), j = c0 + jj;
+                if (j < t) {
+                    cp_async16(Ks + (size_t)jj * KP + d, a.kc + base + (size_t)j * kvd + d);
+                    cp_async16(Vs + (size_t)jj * KP + d, a.vc + base + (size_t)j * kvd + d);
+                }
+            }
+        } else {
+            for (int i = tid; i < cn * D; i += blockDim.x) {
+                const int jj = i / D, d = i % D, j = c0 + jj;
+                if (j < t) {
+                    Ks[(size_t)jj * KP + d] = a.kc[base + (size_t)j * kvd + d];
+                    Vs[(size_t)jj * KP + d] = a.vc[base + (size_t)j * kvd + d];
+                }
             }
         }
     };
@@ -111,9 +141,7 @@ __global__ void __launch_bounds__(128) k_dec_attn(dattn_args_t a)
     asm volatile("griddepcontrol.launch_dependents;");
 
     const int pb = a.pos[b];
-    for (int h = 0; h < G; h++)
-        rope_row(qs + (size_t)h * D, a.q + (size_t)b * a.H * D + (size_t)(g * G + h) * D, a.cos_t,
-                 a.sin_t, pb, D);
+    rope_rows(qs, QP, a.q + (size_t)b * a.H * D + (size_t)g * G * D, G, a.cos_t, a.sin_t, pb, D);
     for (int i = tid; i < G * D; i += blockDim.x)
         os[i] = 0.0f;
     for (int h = tid; h < G; h += blockDim.x) {
@@ -122,7 +150,7 @@ __global__ void __launch_bounds__(128) k_dec_attn(dattn_args_t a)
     }
     const bool owns_t = j0 <= t && t < j1;
     if (owns_t) {
-        rope_row(knew, a.k + (size_t)b * kvd + (size_t)g * D, a.cos_t, a.sin_t, pb, D);
+        rope_rows(knew, D, a.k + (size_t)b * kvd + (size_t)g * D, 1, a.cos_t, a.sin_t, pb, D);
         for (int d = tid; d < D; d += blockDim.x)
             vnew[d] = a.v[(size_t)b * kvd + (size_t)g * D + d];
         __syncthreads();
@@ -135,24 +163,33 @@ __global__ void __launch_bounds__(128) k_dec_attn(dattn_args_t a)
 
     for (int c0 = j0; c0 < j1; c0 += KCH) {
         const int cn = min(KCH, j1 - c0);
-        if (c0 != j0)
+        if (c0 != j0) {
+            __syncthreads(); /* the previous chunk's readers are done */
             stage(c0, cn);
+        }
+        cp_async_wait();
         if (t >= c0 && t < c0 + cn)
             for (int d = tid; d < D; d += blockDim.x) {
-                Ks[(t - c0) * DP + d] = knew[d];
-                Vs[(t - c0) * D + d] = vnew[d];
+                Ks[(size_t)(t - c0) * KP + d] = knew[d];
+                Vs[(size_t)(t - c0) * KP + d] = vnew[d];
             }
         __syncthreads();
+        /* scores: neighbouring threads take neighbouring heads of one key */
         for (int i = tid; i < G * cn; i += blockDim.x) {
-            const int h = i / cn, jj = i % cn;
-            const float *qh = qs + (size_t)h * D, *kr = Ks + (size_t)jj * DP;
-            float s = 0.0f;
-            for (int d = 0; d < D; d++)
-                s += qh[d] * kr[d];
-            ps[h * KCH + jj] = s * a.scale;
+            const int h = i % G, jj = i / G;
+            const float *qh = qs + (size_t)h * QP, *kr = Ks + (size_t)jj * KP;
+            float s0 = 0.0f, s1 = 0.0f;
+            int d = 0;
+            for (; d + 2 <= D; d += 2) {
+                s0 += qh[d] * kr[d];
+                s1 += qh[d + 1] * kr[d + 1];
+            }
+            if (d < D)
+                s0 += qh[d] * kr[d];
+            ps[h * KCH + jj] = (s0 + s1) * a.scale;
         }
         __syncthreads();
-        for (int h = warp; h < G; h += blockDim.x / 32) {
+        for (int h = warp; h < G; h += nw) {
             float mx = -INFINITY;
             for (int jj = lane; jj < cn; jj += 32)
                 mx = fmaxf(mx, ps[h * KCH + jj]);
@@ -175,13 +212,19 @@ __global__ void __launch_bounds__(128) k_dec_attn(dattn_args_t a)
         __syncthreads();
         for (int i = tid; i < G * D; i += blockDim.x) {
             const int h = i / D, d = i % D;
-            float acc = os[i] * al[h];
-            for (int jj = 0; jj < cn; jj++)
-                acc += ps[h * KCH + jj] * Vs[(size_t)jj * D + d];
-            os[i] = acc;
+            const float *ph = ps + (size_t)h * KCH;
+            float acc0 = 0.0f, acc1 = 0.0f;
+            int jj = 0;
+            for (; jj + 2 <= cn; jj += 2) {
+                acc0 += ph[jj] * Vs[(size_t)jj * KP + d];
+                acc1 += ph[jj + 1] * Vs[(size_t)(jj + 1) * KP + d];
+            }
+            if (jj < cn)
+                acc0 += ph[jj] * Vs[(size_t)jj * KP + d];
+            os[i] = os[i] * al[h] + (acc0 + acc1);
         }
-        __syncthreads();
     }
+    __syncthreads();
 
     const size_t orow = (size_t)b * a.H * D + (size_t)g * G * D;
     if (a.NS == 1) {
@@ -193,10 +236,10 @@ __global__ void __launch_bounds__(128) k_dec_attn(dattn_args_t a)
     const size_t pw = (size_t)G * (D + 2), bg = (size_t)b * a.Hkv + g;
     float *mine = a.ws + (bg * a.NS + sp) * pw;
     for (int i = tid; i < G * D; i += blockDim.x)
-        mine[(i / D) * (D + 2) + i % D] = os[i];
+        __stcg(mine + (i / D) * (D + 2) + i % D, os[i]);
     for (int h = tid; h < G; h += blockDim.x) {
-        mine[h * (D + 2) + D] = mh[h];
-        mine[h * (D + 2) + D + 1] = lh[h];
+        __stcg(mine + h * (D + 2) + D, mh[h]);
+        __stcg(mine + h * (D + 2) + D + 1, lh[h]);
     }
     __threadfence();
     __syncthreads();
@@ -206,23 +249,28 @@ __global__ void __launch_bounds__(128) k_dec_attn(dattn_args_t a)
     if (!last_s)
         return;
     __threadfence();
-    const volatile float *all = a.ws + bg * a.NS * pw;
+    const float *all = a.ws + bg * a.NS * pw;
+    /* per head, a lane per split: the common max, each split's factor, the total */
+    for (int h = warp; h < G; h += nw) {
+        const bool in = lane < a.NS;
+        const float l = in ? __ldcg(all + lane * pw + h * (D + 2) + D + 1) : 0.0f;
+        const float m = in ? __ldcg(all + lane * pw + h * (D + 2) + D) : -INFINITY;
+        const float M = warp_max(l > 0.0f ? m : -INFINITY); /* empty splits have l = 0 */
+        const float f = l > 0.0f ? expf(m - M) : 0.0f;
+        const float L = warp_sum(l * f);
+        fs[h * DATTN_MAX_SPLITS + lane] = f;
+        if (lane == 0)
+            lh[h] = L;
+    }
+    __syncthreads();
     for (int i = tid; i < G * D; i += blockDim.x) {
         const int h = i / D, d = i % D;
-        float M = -INFINITY;
+        const float *fh = fs + h * DATTN_MAX_SPLITS;
+        float O = 0.0f;
+#pragma unroll 4
         for (int s = 0; s < a.NS; s++)
-            if (all[s * pw + h * (D + 2) + D + 1] > 0.0f)
-                M = fmaxf(M, all[s * pw + h * (D + 2) + D]);
-        float L = 0.0f, O = 0.0f;
-        for (int s = 0; s < a.NS; s++) {
-            const float l = all[s * pw + h * (D + 2) + D + 1];
-            if (!(l > 0.0f))
-                continue; /* an empty split */
-            const float f = expf(all[s * pw + h * (D + 2) + D] - M);
-            L += l * f;
-            O += all[s * pw + h * (D + 2) + d] * f;
-        }
-        a.out[orow + i] = O / L;
+            O += __ldcg(all + s * pw + h * (D + 2) + d) * fh[s];
+        a.out[orow + i] = O / lh[h];
     }
     if (tid == 0)
         a.cnt[bg] = 0;
@@ -246,10 +294,12 @@ void cuda_op_dec_attn(backend_t *be, const be_dec_attn_t *at)
     a.pos = iptr(at->pos), a.padl = iptr(at->pad_left), a.tp = iptr(at->t);
     a.B = at->B, a.H = at->H, a.Hkv = at->Hkv, a.D = at->D, a.S = at->S, a.G = at->H / at->Hkv;
     a.scale = at->scale;
-    /* splits: about two CTAs per multiprocessor, at least 32 cache positions per split */
+    /* splits: about four CTAs per multiprocessor, at least 16 cache positions per split, at
+     * most DATTN_MAX_SPLITS */
     const int sms = c->prop.multiProcessorCount, pairs = at->B * at->Hkv;
-    int NS = (2 * sms + pairs - 1) / pairs;
-    NS = NS < at->S / 32 ? NS : at->S / 32;
+    int NS = (4 * sms + pairs - 1) / pairs;
+    NS = NS < at->S / 16 ? NS : at->S / 16;
+    NS = NS < DATTN_MAX_SPLITS ? NS : DATTN_MAX_SPLITS;
     a.NS = NS < 1 ? 1 : NS;
     const size_t smax = c->prop.sharedMemPerBlockOptin - 2048;
     a.KCH = 64;
@@ -355,13 +405,8 @@ void cuda_op_dec_sample(backend_t *be, const be_dec_sample_t *a)
                                          fptr(a->save), st, a->min_new, 1);
         cu_launched(c, "k_dec_mask");
     }
-    if (!be_null(a->out_logp)) {
-        if (a->ld != (size_t)a->V) {
-            cu_fail(c, ERR_FAIL, "cuda backend: decoding log-probs need dense logits");
-            return;
-        }
-        cuda_op_logsoftmax_gather(be, a->lp, a->lse, a->logits, a->ids, B, a->V);
-    }
+    if (!be_null(a->out_logp))
+        cu_logp_rows(c, fptr(a->lp), fptr(a->lse), fptr(a->logits), a->ld, iptr(a->ids), B, a->V);
     k_dec_record<<<1, 1024, 0, c->st>>>(st, iptr(a->ids), iptr(a->pos), iptr(a->done),
                                         iptr(a->len), iptr(a->out), fptr(a->out_logp),
                                         fptr(a->lp), iptr(a->stop), a->nstop, B, a->max_new);

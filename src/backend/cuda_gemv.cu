@@ -20,10 +20,16 @@
  * of RT row tiles (16 weight rows each) over one of S splits of K; the warps of a row tile
  * share the split's units of DL_UNIT elements and add up in shared memory, the splits in
  * global memory (the last CTA of a row group to arrive sums them in split order: the same
- * bits every run). Persistent CTAs loop over tiles; each warp keeps its next unit's loads
- * in flight while it multiplies the current one, and the first unit is loaded before the
- * kernel waits for the previous one (programmatic dependent launch, cuda_decode.cu), which
- * hides the weights' latency behind the previous kernel.
+ * bits every run; the RMSNorm's sums are over whole rows in every CTA, so a norm does not
+ * stop K from splitting). The plan is costed per launch (dl_plan_make: bytes of the busiest
+ * multiprocessor against rounds of load latency). Persistent CTAs loop over tiles; a warp
+ * loads a batch of units (ubatch: every load issued before any is used) and multiplies it,
+ * the many warps of a multiprocessor keeping its loads in flight; the first batch is loaded
+ * before the kernel waits for the previous one (programmatic dependent launch,
+ * cuda_decode.cu), which hides the weights' latency behind the previous kernel. The
+ * activation operand is staged a thread per element (an MX block's scale by warp
+ * shuffles), and the kernel's parameters stay in constant memory (__grid_constant__: no
+ * local copy, no stack).
  *
  * Shapes the vector loads do not fit (K not a multiple of 32 or an MX block that is not a
  * multiple of 8) take a scalar path in the same kernel: codes read one by one, decoded
@@ -206,10 +212,27 @@ template <int FMT> struct span_words {
 };
 
 /* one thread's operand of one unit: two weight rows (g, g + 8), their spans and the scale
- * byte of each of the span's four chunks */
+ * bytes of the span's four chunks (byte j of sb[h]: chunk j) */
 template <int FMT> struct unit_t {
     uint32_t w[2][span_words<FMT>::n];
-    uint32_t sb[2][4];
+    uint32_t sb[2];
+};
+
+/* Units a warp loads at once before multiplying them, all loads issued before any is used:
+ * as many as ub_regs(NT) registers hold (4 KiB of weights a warp at NT = 1 for bf16, 3-6
+ * units of the MX formats; 8-16 KiB at NT >= 4, where a CTA has 255 registers a thread) */
+__host__ __device__ constexpr int ub_regs(int NT) { return NT == 1 ? 66 : NT == 2 ? 50 : NT == 4 ? 140 : 100; }
+/* the int formats' decode (int to float conversions) needs a unit's worth more at NT = 1 */
+__host__ __device__ constexpr int ub_count(int fmt, int span_words, int NT)
+{
+    return (ub_regs(NT) - ((fmt == DL_INT8 || fmt == DL_INT4) && NT == 1 ? 18 : 0)) /
+                       (2 * span_words + 2) < 1
+               ? 1
+               : (ub_regs(NT) - ((fmt == DL_INT8 || fmt == DL_INT4) && NT == 1 ? 18 : 0)) /
+                     (2 * span_words + 2);
+}
+template <int FMT, int NT> struct ubatch {
+    static constexpr int n = ub_count(FMT, span_words<FMT>::n, NT);
 };
 
 /* The span of row r starting at element k0 (a multiple of 32, below K, K a multiple of 32):
@@ -291,18 +314,18 @@ typedef struct wsrc {
     int N, nb, block;
 } wsrc_t;
 
-/* The scale bytes of the four chunks of row r's span at k0 (block a multiple of 8). */
-__device__ __forceinline__ void span_scales(uint32_t *sb, const wsrc_t &s, size_t r, int k0)
+/* The scale bytes of the four chunks of row r's span at k0 (block a multiple of 8), byte j
+ * for chunk j. */
+__device__ __forceinline__ uint32_t span_scales(const wsrc_t &s, size_t r, int k0)
 {
     const uint8_t *p = s.scales + r * (size_t)s.nb;
-    if (s.block % 32 == 0) {
-        const uint32_t b = __ldg(p + k0 / s.block);
-        sb[0] = sb[1] = sb[2] = sb[3] = b;
-    } else {
+    if (s.block % 32 == 0)
+        return __ldg(p + k0 / s.block) * 0x01010101u;
+    uint32_t sb = 0;
 #pragma unroll
-        for (int j = 0; j < 4; j++)
-            sb[j] = __ldg(p + (k0 + 8 * j) / s.block);
-    }
+    for (int j = 0; j < 4; j++)
+        sb |= (uint32_t)__ldg(p + (k0 + 8 * j) / s.block) << (8 * j);
+    return sb;
 }
 
 /* One thread's unit: rows row0 + g and row0 + g + 8 at span k0; rows past N and spans past
@@ -316,20 +339,19 @@ __device__ __forceinline__ void load_unit(unit_t<FMT> &u, const wsrc_t &s, int r
         const int r = row0 + g + 8 * h;
         if (r < s.N && k0 < K) {
             load_span<FMT>(u.w[h], s.w, (size_t)r, K, k0);
-            if (FMT != DL_BF16)
-                span_scales(u.sb[h], s, (size_t)r, k0);
+            u.sb[h] = FMT != DL_BF16 ? span_scales(s, (size_t)r, k0) : 0u;
         } else {
 #pragma unroll
             for (int i = 0; i < span_words<FMT>::n; i++)
                 u.w[h][i] = 0;
-            u.sb[h][0] = u.sb[h][1] = u.sb[h][2] = u.sb[h][3] = 127;
+            u.sb[h] = 0x7f7f7f7fu;
         }
     }
 }
 
-/* The scalar path's chunk: element k0 + 8j + i of row r decoded one by one (out of line). */
+/* The scalar path's chunk: element k0 + 8j + i of row r decoded one by one. */
 template <int FMT>
-__device__ __noinline__ void scalar_chunk(const wsrc_t &s, int r, int K, int k, int rc, uint32_t *out)
+__device__ __forceinline__ void scalar_chunk(const wsrc_t &s, int r, int K, int k, int rc, uint32_t *out)
 {
     uint32_t h[8];
 #pragma unroll
@@ -402,9 +424,32 @@ typedef struct gemv_args {
     int *cnt;   /* S > 1: (groups) arrival counters, zero between launches */
 } gemv_args_t;
 
+/* One element of the activation operand, v already normalized: quantized by the
+ * segment's input spec (MX: block scale exponent sexp) or cast, rounded to the compute
+ * type; its bf16 bits. */
+__device__ __forceinline__ uint16_t x_elem(const gemv_args_t &a, const gseg_t &s, const mxc_fmt_t &f,
+                                           bool mx, int m, int k, float v, int sexp)
+{
+    uint32_t u = hd_f2u(v);
+    if (mx) {
+        const uint32_t rnd =
+            s.xround == 3 ? philox_u32(s.seed, s.stream, (uint64_t)m * a.K + k) : 0u;
+        u = mxc_elem(&f, (mx_round_t)s.xround, sexp, u, rnd);
+    } else if (s.xfmt == MX_BF16) {
+        u = mxc_cast_bf16(u);
+    } else if (s.xfmt == MX_FP16) {
+        u = mxc_cast_fp16(u);
+    }
+    if (a.rc)
+        u = mxc_cast_bf16(u);
+    return (uint16_t)(u >> 16);
+}
+
 /* Stages the activation operand of segment s, K range [kr0, kr0 + kn), into xs: rows m < M
  * normalized (norm_w) then quantized by the segment's input spec along K and rounded to
- * the compute type, as bf16 in the slots dl_xpos gives (rows 8 NT, pitch xp uint16). */
+ * the compute type, as bf16 in the slots dl_xpos gives (rows 8 NT, pitch xp uint16).
+ * A thread per element; an MX block of at most 32 (a power of two) finds its scale with
+ * warp shuffles, larger blocks a thread per block. */
 __device__ void stage_x(const gemv_args_t &a, const gseg_t &s, int kr0, int kn, uint16_t *xs,
                         int xp, int rows, int pairing, const float *rstd)
 {
@@ -415,55 +460,68 @@ __device__ void stage_x(const gemv_args_t &a, const gseg_t &s, int kr0, int kn, 
     __syncthreads();
     const mx_format_t xf = (mx_format_t)s.xfmt;
     const bool mx = xf <= MX_INT4;
-    const int bx = mx ? s.xblock : 32; /* casts: any grouping does */
-    const int nbk = (kn + bx - 1) / bx;
+    const int bx = mx ? s.xblock : 32;
     const mxc_fmt_t f = mxc_fmt((mx_format_t)(mx ? s.xfmt : 0));
-    for (int it = tid; it < a.M * nbk; it += blockDim.x) {
-        const int m = it / nbk, b = it % nbk;
-        const int k0 = kr0 + b * bx, len = kn - b * bx < bx ? kn - b * bx : bx;
-        const float *xr = a.x + (size_t)m * a.K;
-        int sexp = 0;
-        if (mx) {
+    auto xval = [&](int m, int k) {
+        float v = a.x[(size_t)m * a.K + k];
+        if (a.norm_w)
+            v = a.norm_w[k] * (v * rstd[m]);
+        return v;
+    };
+    auto put = [&](int m, int l, uint16_t h) {
+        xs[(size_t)m * xp + (l / DL_UNIT) * DL_UNIT + dl_xpos(pairing, l % DL_UNIT)] = h;
+    };
+    if (!mx) {
+        for (int i = tid; i < a.M * kn; i += blockDim.x) {
+            const int m = i / kn, l = i % kn;
+            put(m, l, x_elem(a, s, f, false, m, kr0 + l, xval(m, kr0 + l), 0));
+        }
+    } else if (bx <= 32 && (bx & (bx - 1)) == 0) {
+        /* blocks of bx consecutive lanes; whole warps run the loop (the shuffles) */
+        const int nbk = (kn + bx - 1) / bx, per = nbk * bx, tot = a.M * per;
+        const int lim = (tot + 31) / 32 * 32;
+        for (int i = tid; i < lim; i += blockDim.x) {
+            const int m = i / per, l = i % per;
+            const bool in = i < tot && l < kn;
+            const float v = in ? xval(m, kr0 + l) : 0.0f;
+            uint32_t am = in ? hd_f2u(v) & 0x7fffffffu : 0u;
+            for (int o = bx / 2; o > 0; o >>= 1) {
+                const uint32_t t = __shfl_xor_sync(0xffffffffu, am, o);
+                am = t > am ? t : am;
+            }
+            if (in)
+                put(m, l, x_elem(a, s, f, true, m, kr0 + l,
+                                 v, mxc_scale_exp(&f, (mx_scale_rule_t)s.xrule, am)));
+        }
+    } else {
+        const int nbk = (kn + bx - 1) / bx;
+        for (int it = tid; it < a.M * nbk; it += blockDim.x) {
+            const int m = it / nbk, b = it % nbk;
+            const int l0 = b * bx, len = kn - l0 < bx ? kn - l0 : bx;
             uint32_t am = 0;
             for (int j = 0; j < len; j++) {
-                float v = xr[k0 + j];
-                if (a.norm_w)
-                    v = a.norm_w[k0 + j] * (v * rstd[m]);
-                const uint32_t u = hd_f2u(v) & 0x7fffffffu;
+                const uint32_t u = hd_f2u(xval(m, kr0 + l0 + j)) & 0x7fffffffu;
                 am = u > am ? u : am;
             }
-            sexp = mxc_scale_exp(&f, (mx_scale_rule_t)s.xrule, am);
-        }
-        for (int j = 0; j < len; j++) {
-            const int k = k0 + j;
-            float v = xr[k];
-            if (a.norm_w)
-                v = a.norm_w[k] * (v * rstd[m]);
-            uint32_t u = hd_f2u(v);
-            if (mx) {
-                const uint32_t rnd =
-                    s.xround == 3 ? philox_u32(s.seed, s.stream, (uint64_t)m * a.K + k) : 0u;
-                u = mxc_elem(&f, (mx_round_t)s.xround, sexp, u, rnd);
-            } else if (xf == MX_BF16) {
-                u = mxc_cast_bf16(u);
-            } else if (xf == MX_FP16) {
-                u = mxc_cast_fp16(u);
-            }
-            if (a.rc)
-                u = mxc_cast_bf16(u);
-            const int l = k - kr0;
-            xs[(size_t)m * xp + (l / DL_UNIT) * DL_UNIT + dl_xpos(pairing, l % DL_UNIT)] =
-                (uint16_t)(u >> 16);
+            const int sexp = mxc_scale_exp(&f, (mx_scale_rule_t)s.xrule, am);
+            for (int j = 0; j < len; j++)
+                put(m, l0 + j, x_elem(a, s, f, true, m, kr0 + l0 + j, xval(m, kr0 + l0 + j), sexp));
         }
     }
     __syncthreads();
 }
 
+/* CTAs of 256 threads a multiprocessor holds (the GEMV's __launch_bounds__): 2 at 128
+ * registers a thread up to NT = 2, 1 at up to 255 above (the accumulators of more column
+ * tiles and larger batches of units) */
+#define GEMV_CTAS_PER_SM(NT) ((NT) >= 4 ? 1 : 2)
+
 template <int FMT, int NT>
-__global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a)
+__global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __grid_constant__ gemv_args_t a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ float rstd_s[BE_DEC_MAX_ROWS];
+    __shared__ double ss_s[8];
     __shared__ int last_s;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int RT = a.RT, KSW = 8 / RT, rt = warp % RT, kw = warp / RT;
@@ -474,6 +532,7 @@ __global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a
     float *tv = red + 8 * 16 * rows;                    /* (TS) */
     const int pairing = dl_pairing(FMT);
     const bool swiglu = a.epi == BE_DEC_SWIGLU;
+    constexpr int UB = ubatch<FMT, NT>::n;
 
     /* where tile `tile` puts this warp: segment, first weight row of its row tile, split */
     auto place = [&](int tile, int &si, int &row0, int &sp, int &grp) {
@@ -492,35 +551,57 @@ __global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a
         }
     };
 
-    unit_t<FMT> ua, ub;
-    int tile = blockIdx.x;
-    bool have = false;
-    if (tile < a.ntiles && a.vec) {
-        /* before waiting for the previous kernel: this warp's first unit */
-        int si, row0, sp, grp;
-        place(tile, si, row0, sp, grp);
-        const int kr0 = sp * a.KR, kn = min(a.K - kr0, a.KR);
-        const int nu = (kn + DL_UNIT - 1) / DL_UNIT;
-        if (kw < nu) {
-            load_unit<FMT>(ua, a.seg[si].w, row0, g, a.K, kr0 + kw * DL_UNIT + 32 * t);
-            have = true;
+    /* a batch: this warp's units b0, b0 + KSW, ... (UB of them, those below nu), every load
+     * issued before any is used */
+    unit_t<FMT> u[UB];
+    auto load_batch = [&](const wsrc_t &w, int row0, int kr0, int nu, int b0) {
+#pragma unroll
+        for (int i = 0; i < UB; i++) {
+            const int un = b0 + i * KSW;
+            if (un < nu)
+                load_unit<FMT>(u[i], w, row0, g, a.K, kr0 + un * DL_UNIT + 32 * t);
         }
+    };
+    /* the first batch of tile `tl` */
+    auto prefetch = [&](int tl) {
+        int si, row0, sp, grp;
+        place(tl, si, row0, sp, grp);
+        const int kr0 = sp * a.KR, kn = min(a.K - kr0, a.KR);
+        load_batch(a.seg[si].w, row0, kr0, (kn + DL_UNIT - 1) / DL_UNIT, kw);
+    };
+
+    int tile = blockIdx.x, pre = -1; /* pre: the tile whose first batch u holds */
+    if (tile < a.ntiles && a.vec) {
+        prefetch(tile); /* before waiting for the previous kernel */
+        pre = tile;
     }
     grid_wait();
     grid_release();
 
-    /* rows' norms (whole rows: the launch has S = 1 when there is a norm) */
+    /* rows' norms over whole rows, 8 / M warps to a row (M < 8) */
     if (a.norm_w) {
-        for (int m = warp; m < a.M; m += 8) {
-            const float *xr = a.x + (size_t)m * a.K;
+        const int wpr = a.M >= 8 ? 1 : a.M >= 4 ? 2 : a.M >= 2 ? 4 : 8, rpp = 8 / wpr;
+        for (int m0 = 0; m0 < a.M; m0 += rpp) {
+            const int m = m0 + warp / wpr, part = warp % wpr;
             double ss = 0;
-            for (int k = lane; k < a.K; k += 32)
-                ss += (double)xr[k] * xr[k];
+            if (m < a.M) {
+                const float *xr = a.x + (size_t)m * a.K;
+#pragma unroll 4
+                for (int k = part * 32 + lane; k < a.K; k += 32 * wpr)
+                    ss += (double)xr[k] * xr[k];
+            }
             ss = warp_sum(ss);
             if (lane == 0)
-                rstd_s[m] = 1.0f / sqrtf((float)(ss / a.K) + a.eps);
+                ss_s[warp] = ss;
+            __syncthreads();
+            if (tid < rpp && m0 + tid < a.M) {
+                double tot = 0;
+                for (int p = 0; p < wpr; p++)
+                    tot += ss_s[tid * wpr + p];
+                rstd_s[m0 + tid] = 1.0f / sqrtf((float)(tot / a.K) + a.eps);
+            }
+            __syncthreads();
         }
-        __syncthreads();
     }
 
     int staged_si = -1, staged_sp = -1;
@@ -541,47 +622,29 @@ __global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a
         for (int n = 0; n < NT; n++)
             C[n][0] = C[n][1] = C[n][2] = C[n][3] = 0.0f;
 
-        auto multiply = [&](const unit_t<FMT> &u, int un) {
+        auto multiply = [&](const unit_t<FMT> &uu, int un) {
             const uint16_t *xb = xs + (size_t)un * DL_UNIT + 4 * t;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 uint32_t raw[4], ag[4], ah[4];
-                dl_chunk_raw(FMT, u.w[0], j, raw);
-                decode_chunk<FMT>(raw, u.sb[0][j], a.rc, ag);
-                dl_chunk_raw(FMT, u.w[1], j, raw);
-                decode_chunk<FMT>(raw, u.sb[1][j], a.rc, ah);
+                dl_chunk_raw(FMT, uu.w[0], j, raw);
+                decode_chunk<FMT>(raw, (uu.sb[0] >> (8 * j)) & 0xffu, a.rc, ag);
+                dl_chunk_raw(FMT, uu.w[1], j, raw);
+                decode_chunk<FMT>(raw, (uu.sb[1] >> (8 * j)) & 0xffu, a.rc, ah);
                 mma_chunk<NT>(C, ag, ah, xb, xp, g, j);
             }
         };
 
         if (a.vec) {
-            for (int un = kw; un < nu; un += 2 * KSW) {
-                if (!have)
-                    load_unit<FMT>(ua, sg.w, row0, g, a.K, kr0 + un * DL_UNIT + 32 * t);
-                have = false;
-                const int u2 = un + KSW;
-                if (u2 < nu)
-                    load_unit<FMT>(ub, sg.w, row0, g, a.K, kr0 + u2 * DL_UNIT + 32 * t);
-                multiply(ua, un);
-                if (u2 >= nu)
-                    break;
-                if (u2 + KSW < nu) {
-                    load_unit<FMT>(ua, sg.w, row0, g, a.K, kr0 + (u2 + KSW) * DL_UNIT + 32 * t);
-                    have = true;
-                }
-                multiply(ub, u2);
+            for (int b0 = kw; b0 < nu; b0 += UB * KSW) {
+                if (pre != tile || b0 != kw)
+                    load_batch(sg.w, row0, kr0, nu, b0);
+#pragma unroll
+                for (int i = 0; i < UB; i++)
+                    if (b0 + i * KSW < nu)
+                        multiply(u[i], b0 + i * KSW);
             }
-            /* the next tile's first unit, loaded while this one is summed up */
-            const int nt2 = tile + gridDim.x;
-            if (!have && nt2 < a.ntiles) {
-                int si2, r2, sp2, grp2;
-                place(nt2, si2, r2, sp2, grp2);
-                const int k2 = sp2 * a.KR, kn2 = min(a.K - k2, a.KR);
-                if (kw < (kn2 + DL_UNIT - 1) / DL_UNIT) {
-                    load_unit<FMT>(ua, a.seg[si2].w, r2, g, a.K, k2 + kw * DL_UNIT + 32 * t);
-                    have = true;
-                }
-            }
+            pre = -1;
         } else {
             for (int un = kw; un < nu; un += KSW) {
                 const uint16_t *xb = xs + (size_t)un * DL_UNIT + 4 * t;
@@ -616,9 +679,11 @@ __global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a
         }
         __syncthreads();
         if (a.S > 1) {
+            /* the splits of a row group through global memory (L2); the last CTA to arrive
+             * adds them up in split order */
             float *mine = a.ws + ((size_t)grp * a.S + sp) * TS;
             for (int e = tid; e < TS; e += blockDim.x)
-                mine[e] = tv[e];
+                __stcg(mine + e, tv[e]);
             __threadfence();
             __syncthreads();
             if (tid == 0)
@@ -627,10 +692,19 @@ __global__ void __launch_bounds__(256, NT <= 2 ? 2 : 1) k_dec_gemv(gemv_args_t a
             if (!last_s)
                 continue;
             __threadfence();
+            const float *all = a.ws + (size_t)grp * a.S * TS;
             for (int e = tid; e < TS; e += blockDim.x) {
                 float v = 0.0f;
-                for (int p = 0; p < a.S; p++)
-                    v += ((volatile float *)a.ws)[((size_t)grp * a.S + p) * TS + e];
+                int p = 0;
+                for (; p + 4 <= a.S; p += 4) {
+                    const float v0 = __ldcg(all + (size_t)p * TS + e);
+                    const float v1 = __ldcg(all + (size_t)(p + 1) * TS + e);
+                    const float v2 = __ldcg(all + (size_t)(p + 2) * TS + e);
+                    const float v3 = __ldcg(all + (size_t)(p + 3) * TS + e);
+                    v = (((v + v0) + v1) + v2) + v3;
+                }
+                for (; p < a.S; p++)
+                    v += __ldcg(all + (size_t)p * TS + e);
                 tv[e] = v;
             }
             if (tid == 0)
@@ -773,7 +847,11 @@ static void gemv_launch(cuda_t *c, const float *x, const float *norm_w, float ep
     for (int i = 0; i < n; i++)
         if (mx_format_info(lin[i].spec[PREC_OP_INPUT].format)->is_mx)
             xb = lin[i].spec[PREC_OP_INPUT].block > xb ? lin[i].spec[PREC_OP_INPUT].block : xb;
-    dl_plan_t p = dl_plan_make(M, K, Ns, n, epi == BE_DEC_SWIGLU, norm_w != nullptr, xb, sms, smem_max);
+    const int NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
+    const double wbytes = fmt == DL_BF16 ? 2.0 : dl_fmt(fmt).sbits / 8.0 + 1.0 / w[0].block;
+    dl_plan_t p = dl_plan_make(M, K, Ns, n, epi == BE_DEC_SWIGLU, xb, sms, GEMV_CTAS_PER_SM(NT),
+                               ub_count(fmt, dl_span_words(fmt), NT), wbytes, smem_max,
+                               (int)c->prop.sharedMemPerMultiprocessor);
     if (!p.RT) {
         cu_fail(c, ERR_FAIL, "cuda backend: a decode GEMV of %d rows of K %d does not fit shared "
                 "memory", M, K);
@@ -951,7 +1029,7 @@ __global__ void k_dec_weight(float *out, wsrc_t w, int K, int rc, int vec)
             uint32_t q[4], raw[4];
             if (vec) {
                 dl_chunk_raw(FMT, u.w[0], j, raw);
-                decode_chunk<FMT>(raw, u.sb[0][j], rc, q);
+                decode_chunk<FMT>(raw, (u.sb[0] >> (8 * j)) & 0xffu, rc, q);
             } else {
                 scalar_chunk<FMT>(w, r, K, k0 + 8 * j, rc, q);
             }

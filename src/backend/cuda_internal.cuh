@@ -80,6 +80,8 @@ enum { DT_F32, DT_BF16, DT_F16 };
 
 typedef struct gemm_plan gemm_plan_t;
 typedef struct mxg_cache mxg_cache_t; /* a weight's tensor-core copies (cuda_mxgemm.cu) */
+typedef struct mxg_state mxg_state_t; /* the MX GEMMs' plans and device words (cuda_mxgemm.cu) */
+typedef struct mxg_dev mxg_dev_t;
 typedef struct cu_dnn cu_dnn_t; /* cuDNN state (cuda_cudnn.cu); NULL until open */
 
 typedef struct cuda_be {
@@ -103,7 +105,8 @@ typedef struct cuda_be {
     long prof_n[40];
     uint64_t gen;             /* bumped by every op that may write device memory */
     prep_rec_t rec[CS_COUNT]; /* for CS_XA, CS_XB, CS_MXA, CS_MXB */
-    bool mxg_on;              /* MX GEMMs on the tensor cores where they map */
+    int mxg_mode;             /* be_cuda_mxg_t: which MX GEMMs run on the tensor cores */
+    mxg_state_t *mxgs;        /* their cuBLASLt plans and device words (cuda_mxgemm.cu) */
     long mxg_native, mxg_emulated; /* MX GEMMs run natively / left to the emulation */
     cu_dnn_t *dnn;
     /* decoding (cuda_gemv.cu, cuda_decode.cu) */
@@ -210,8 +213,12 @@ void cu_weight_mxg(cuda_t *c, const be_linear_t *a);
 size_t cu_mxg_cache_bytes(const mxg_cache_t *m);
 /* a linear layer wrote [p, p + bytes): drop the operands prepared from there */
 void cu_mxg_written(cuda_t *c, const void *p, size_t bytes);
-/* sets the switch at open (MXRLHF_CUDA_MXGEMM, the device's compute capability) */
+/* sets the mode at open (MXRLHF_CUDA_MXGEMM, the device's compute capability); close
+ * releases the plans and device words */
 void cu_mxg_init(cuda_t *c);
+void cu_mxg_close(cuda_t *c);
+/* would this pair of operand specs run on the tensor cores under c's mode? */
+bool cu_mxg_native(cuda_t *c, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct);
 /* the backend's state, or NULL (and e set) when `be` is not a CUDA backend */
 cuda_t *cu_backend(backend_t *be, err_t *e);
 
@@ -278,6 +285,9 @@ void cuda_op_graph_free(backend_t *be, be_graph_t *g);
 /* sampling with the draw's index read from the device (index_dev, may be NULL: s->index) */
 void cu_sample(cuda_t *c, int32_t *out, const float *logits, size_t ld, int B, int V,
                const be_sample_t *s, const int32_t *index_dev);
+/* lp[b], lse[b]: the log-prob of ids[b] and the log-sum-exp of logits row b (grid-wide) */
+void cu_logp_rows(cuda_t *c, float *lp, float *lse, const float *logits, size_t ld,
+                  const int32_t *ids, int B, int V);
 
 /* ---- block reductions --------------------------------------------------------------- */
 

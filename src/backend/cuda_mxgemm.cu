@@ -39,27 +39,48 @@ typedef struct mxg_op {
     const float *scales;  /* (rowsP, Kp / g) */
     size_t rows, red, rowsP, Kp;
     int g, kind;
+    /* the folded copy (fold): E4M3 bytes (ld4, Kp) and cuBLASLt's VEC128_32F scales, one
+     * per 128 along K, K-block major: fscales[kb * ld4 + row]; ld4 = rows rounded up to 4.
+     * flag: nonzero when some chunk did not fold exactly (then the per-block kernel runs). */
+    bool fold;
+    size_t ld4;
+    const uint8_t *fcodes;
+    const float *fscales;
+    int *flag;
 } mxg_op_t;
 
-static void op_shape(mxg_op_t *op, size_t rows, size_t red, const mx_spec_t *s)
+static void op_shape(mxg_op_t *op, size_t rows, size_t red, const mx_spec_t *s, bool fold)
 {
     op->rows = rows;
     op->red = red;
     op->rowsP = mxg_round_up(rows, MXG_BM);
-    op->Kp = mxg_round_up(red, MXG_BK);
+    op->Kp = mxg_round_up(red, MXG_CHUNK); /* whole 128-chunks for the fold (and 64-byte stages) */
     op->g = mxg_granule(s->block);
     op->kind = mxg_kind((int)s->format);
+    op->fold = fold;
+    op->ld4 = mxg_round_up(rows, 4);
 }
 
 static size_t op_bytes(const mxg_op_t *op)
 {
-    return op->rowsP * op->Kp + op->rowsP * (op->Kp / (size_t)op->g) * sizeof(float);
+    size_t n = op->rowsP * op->Kp + op->rowsP * (op->Kp / (size_t)op->g) * sizeof(float);
+    if (op->fold)
+        n += op->ld4 * op->Kp + (op->Kp / MXG_CHUNK) * op->ld4 * sizeof(float) + 16;
+    return n; /* every part a multiple of 16 bytes */
 }
 
 static void op_place(mxg_op_t *op, void *buf)
 {
-    op->codes = (const uint8_t *)buf;
-    op->scales = (const float *)((uint8_t *)buf + op->rowsP * op->Kp);
+    uint8_t *b = (uint8_t *)buf;
+    op->codes = b;
+    b += op->rowsP * op->Kp;
+    op->scales = (const float *)b;
+    b += op->rowsP * (op->Kp / (size_t)op->g) * sizeof(float);
+    op->fcodes = op->fold ? b : nullptr;
+    b += op->ld4 * op->Kp;
+    op->fscales = op->fold ? (const float *)b : nullptr;
+    b += (op->Kp / MXG_CHUNK) * op->ld4 * sizeof(float);
+    op->flag = op->fold ? (int *)b : nullptr;
 }
 
 /* ---- quantize on the way in ------------------------------------------------------------- */
@@ -134,15 +155,74 @@ __global__ void __launch_bounds__(256) k_mxg_codes(const mxg_qargs_t q)
     }
 }
 
+/* The fold (cuda_mxgemm.cuh): one warp per (row, 128-chunk) of the operand, lane l on
+ * bytes 4l..4l+3. rows >= the operand's get scale 0 (cuBLASLt reads up to ld4); a chunk
+ * holding a NaN block gets a NaN scale (its row of the product is NaN either way); a
+ * chunk of padding (all granule scales 0) scale 0. */
+__global__ void __launch_bounds__(256) k_mxg_fold(const uint8_t *codes, const float *scales,
+                                                  size_t rows, size_t ld4, size_t Kp, int g,
+                                                  uint8_t *fcodes, float *fscales, int *flag)
+{
+    const size_t nch = Kp / MXG_CHUNK;
+    const size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (w >= ld4 * nch)
+        return;
+    const size_t row = w / nch, ch = w - row * nch, k = ch * MXG_CHUNK + 4 * (size_t)lane;
+    if (row >= rows) {
+        if (lane == 0)
+            fscales[ch * ld4 + row] = 0.0f;
+        return;
+    }
+    const uint32_t sb = hd_f2u(scales[row * (Kp / (size_t)g) + k / (size_t)g]);
+    const bool nan = (sb & 0x7fffffffu) > 0x7f800000u;
+    const int e = sb && !nan ? mxg_pow2_exp(sb) : -1000;
+    int S = e;
+#pragma unroll
+    for (int o = 16; o; o >>= 1)
+        S = max(S, __shfl_xor_sync(0xffffffffu, S, o));
+    const bool any_nan = __any_sync(0xffffffffu, nan);
+    const uint32_t in = *(const uint32_t *)(codes + row * Kp + k);
+    uint32_t out = 0;
+    bool ok = true;
+    if (!any_nan && e != -1000) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint8_t b;
+            ok = mxg_fold_byte((uint8_t)(in >> (8 * j)), S - e, &b) && ok;
+            out |= (uint32_t)b << (8 * j);
+        }
+    }
+    *(uint32_t *)(fcodes + row * Kp + k) = out;
+    const bool all_ok = __all_sync(0xffffffffu, ok);
+    if (lane == 0) {
+        fscales[ch * ld4 + row] = any_nan ? hd_u2f(0x7fc00000u) : S == -1000 ? 0.0f : hd_u2f(mxg_pow2_bits(S));
+        if (!all_ok)
+            atomicOr(flag, 1);
+    }
+}
+
+/* An operand whose fold was not exact somewhere gets chunk scales 0 throughout, so that
+ * cuBLASLt adds nothing from it (its E4M3 bytes are finite) and its flag sends every GEMM
+ * that uses it to the per-block kernel. */
+__global__ void k_mxg_fold_kill(float *fscales, size_t n, const int *flag)
+{
+    if (!*flag)
+        return;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        fscales[i] = 0.0f;
+}
+
 /* The operand of a GEMM from the float32 source `in` (rows, cols): blocks along `axis`
  * (MX_AXIS_ROW: the operand is the source, reduction along its rows; MX_AXIS_COL: the
  * source transposed), quantized by spec, rounded to the compute type, into buf. */
 static void quantize(cuda_t *c, void *buf, const float *in, size_t rows, size_t cols,
                      mx_axis_t axis, const mx_spec_t *s, prec_compute_t ct, uint64_t seed,
-                     uint64_t stream, mxg_op_t *op)
+                     uint64_t stream, bool fold, mxg_op_t *op)
 {
     const bool col = axis == MX_AXIS_COL;
-    op_shape(op, col ? cols : rows, col ? rows : cols, s);
+    op_shape(op, col ? cols : rows, col ? rows : cols, s, fold);
     op_place(op, buf);
     const int *sexp = cu_mx_scale_exps(c, in, rows, cols, axis, s);
     if (!sexp)
@@ -163,21 +243,33 @@ static void quantize(cuda_t *c, void *buf, const float *in, size_t rows, size_t 
     dim3 grid((unsigned)(op->rowsP / 64), (unsigned)(kt < 65535 ? kt : 65535));
     k_mxg_codes<<<grid, 256, 0, c->st>>>(q);
     cu_launched(c, "k_mxg_codes");
+    if (!fold)
+        return;
+    cu_check(c, cudaMemsetAsync(op->flag, 0, sizeof(int), c->st), "fold flag");
+    const size_t warps = op->ld4 * (op->Kp / MXG_CHUNK);
+    k_mxg_fold<<<(unsigned)((warps + 7) / 8), 256, 0, c->st>>>(
+        op->codes, op->scales, op->rows, op->ld4, op->Kp, op->g, (uint8_t *)op->fcodes,
+        (float *)op->fscales, op->flag);
+    cu_launched(c, "k_mxg_fold");
+    const size_t ns = op->ld4 * (op->Kp / MXG_CHUNK);
+    k_mxg_fold_kill<<<(unsigned)(ns / 256 + 1 < 1024 ? ns / 256 + 1 : 1024), 256, 0, c->st>>>(
+        (float *)op->fscales, ns, op->flag);
+    cu_launched(c, "k_mxg_fold_kill");
 }
 
 /* An activation operand in scratch `slot`, reused when the slot already holds it (the
  * record is dropped by cu_mxg_written and by any op that bumps the generation). */
 static bool act_operand(cuda_t *c, int slot, const float *in, size_t rows, size_t cols,
                         mx_axis_t axis, const mx_spec_t *s, prec_compute_t ct, uint64_t seed,
-                        uint64_t stream, mxg_op_t *op)
+                        uint64_t stream, bool fold, mxg_op_t *op)
 {
     const bool col = axis == MX_AXIS_COL;
-    op_shape(op, col ? cols : rows, col ? rows : cols, s);
+    op_shape(op, col ? cols : rows, col ? rows : cols, s, fold);
     const size_t bytes = op_bytes(op);
     const bool sr = s->round == MX_ROUND_STOCHASTIC;
     prep_rec_t *r = &c->rec[slot];
     if (r->valid && r->gen == c->gen && r->src == in && r->rows == rows && r->cols == cols &&
-        r->axis == (int)axis && mx_spec_equal(&r->spec, s) && r->ct == ct &&
+        r->axis == (int)axis && r->dt == (int)fold && mx_spec_equal(&r->spec, s) && r->ct == ct &&
         (!sr || (r->seed == seed && r->stream == stream)) && c->scr[slot] && c->scr_n[slot] >= bytes) {
         op_place(op, c->scr[slot]);
         return true;
@@ -186,8 +278,8 @@ static bool act_operand(cuda_t *c, int slot, const float *in, size_t rows, size_
     void *buf = cu_scratch(c, slot, bytes);
     if (!buf)
         return false;
-    quantize(c, buf, in, rows, cols, axis, s, ct, seed, stream, op);
-    prep_rec_t nr = {true, c->gen, in, rows, cols, (int)axis, -1, *s, ct, seed, stream};
+    quantize(c, buf, in, rows, cols, axis, s, ct, seed, stream, fold, op);
+    prep_rec_t nr = {true, c->gen, in, rows, cols, (int)axis, (int)fold, *s, ct, seed, stream};
     *r = nr;
     return true;
 }
@@ -208,7 +300,7 @@ void cu_mxg_written(cuda_t *c, const void *p, size_t bytes)
 /* ---- the weight cache: W (N, K) along K (forward) and along N (dx) --------------------- */
 
 typedef struct mxg_entry {
-    bool valid;
+    bool valid, fold;
     uint64_t version, stream;
     mx_spec_t spec;
     prec_compute_t compute;
@@ -241,25 +333,30 @@ void cu_mxg_cache_free(cuda_t *c, mxg_cache_t *m)
 size_t cu_mxg_cache_bytes(const mxg_cache_t *m) { return m ? m->e[0].bytes + m->e[1].bytes : 0; }
 
 static bool weight_operand(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, mx_axis_t axis,
-                           mxg_op_t *op)
+                           bool fold, mxg_op_t *op)
 {
     const prec_operand_t o = axis == MX_AXIS_ROW ? PREC_OP_WEIGHT : PREC_OP_WEIGHT_BP;
     const mx_spec_t *s = &a->spec[o];
     const uint64_t stream = a->stream + o;
     const float *w = fptr(a->w);
     if (!wc)
-        return act_operand(c, CS_MXB, w, a->N, a->K, axis, s, a->compute, a->seed, stream, op);
+        return act_operand(c, CS_MXB, w, a->N, a->K, axis, s, a->compute, a->seed, stream, fold, op);
     if (!*wc && !(*wc = (mxg_cache_t *)calloc(1, sizeof **wc))) {
         cu_fail(c, ERR_NOMEM, "cuda backend: out of memory for a weight cache");
         return false;
     }
     mxg_entry_t *en = &(*wc)->e[axis == MX_AXIS_ROW ? 0 : 1];
     const bool col = axis == MX_AXIS_COL;
-    op_shape(op, col ? a->K : a->N, col ? a->N : a->K, s);
+    op_shape(op, col ? a->K : a->N, col ? a->N : a->K, s, fold);
     const size_t bytes = op_bytes(op);
     const bool sr = s->round == MX_ROUND_STOCHASTIC;
-    if (en->valid && en->version == a->wversion && mx_spec_equal(&en->spec, s) &&
-        en->compute == a->compute && en->bytes == bytes && (!sr || en->stream == stream)) {
+    /* a folded entry serves the per-block kernel too (its first part): after
+     * linear_prepare the float32 weight may be gone */
+    mxg_op_t as_built = *op;
+    as_built.fold = en->fold;
+    if (en->valid && (en->fold || !fold) && en->version == a->wversion &&
+        mx_spec_equal(&en->spec, s) && en->compute == a->compute &&
+        en->bytes == op_bytes(&as_built) && (!sr || en->stream == stream)) {
         op_place(op, en->d);
         return true;
     }
@@ -269,14 +366,39 @@ static bool weight_operand(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, mx
             return false;
         en->bytes = bytes;
     }
-    quantize(c, en->d, w, a->N, a->K, axis, s, a->compute, a->seed, stream, op);
+    quantize(c, en->d, w, a->N, a->K, axis, s, a->compute, a->seed, stream, fold, op);
     en->valid = true;
+    en->fold = fold;
     en->version = a->wversion;
     en->stream = stream;
     en->spec = *s;
     en->compute = a->compute;
     return true;
 }
+
+/* Device words: the count of guarded per-block runs (folds that were not exact). */
+struct mxg_dev {
+    unsigned long long ran;
+};
+
+/* One cached cuBLASLt problem: column-major C' (m x n) = A'^T B', A' = B (K x m, E4M3,
+ * VEC128_32F scales), B' = A (K x n), C' = C^T (float32, ld ldc). ok false: cuBLASLt has
+ * no algorithm for it (the per-block kernel runs instead). */
+typedef struct fold_plan {
+    int m, n, k, al_c;
+    long ldc;
+    bool ok;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t l[3]; /* A', B', C' */
+    cublasLtMatmulAlgo_t algo;
+} fold_plan_t;
+
+struct mxg_state {
+    mxg_dev_t *dev;
+    fold_plan_t *plans;
+    int nplans, cap;
+    long folded;
+};
 
 /* ---- the GEMM ---------------------------------------------------------------------------- */
 
@@ -289,6 +411,9 @@ typedef struct mxg_gargs {
     int sha, shb;          /* log2(g / step) */
     long ldc;
     int acc, rc;           /* add into c; round to bf16 */
+    int tm, tiles;         /* CTA tiles along M, in all */
+    const int *ga, *gb;    /* guard: run only when *ga | *gb (a fold failed); NULL: always */
+    unsigned long long *ran; /* counts the guarded runs (one per launch) */
 } mxg_gargs_t;
 
 __device__ __forceinline__ void cp_async16(void *dst, const void *src)
@@ -403,9 +528,15 @@ template <int KA, int KB, int STEP>
 __global__ void __launch_bounds__(MXG_THREADS) k_mxg_gemm(const mxg_gargs_t p)
 {
     extern __shared__ __align__(16) unsigned char smem[];
+    if (p.ga && !(*p.ga | *p.gb))
+        return; /* the folded GEMM was exact */
+    if (p.ga && blockIdx.x == 0 && threadIdx.x == 0)
+        atomicAdd(p.ran, 1ull);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, t = lane & 3;
-    const size_t m0 = (size_t)blockIdx.x * MXG_BM, n0 = (size_t)blockIdx.y * MXG_BM;
+    /* CTA tiles of 128 x 128, grid-stride (a guarded launch has one CTA per SM) */
+    for (int ti = blockIdx.x; ti < p.tiles; ti += gridDim.x) {
+    const size_t m0 = (size_t)(ti % p.tm) * MXG_BM, n0 = (size_t)(ti / p.tm) * MXG_BM;
     const int tile = MXG_BM * MXG_LDS;
     const int stage = 2 * tile + MXG_BM * (p.na + p.nb) * 4;
     const int nk = p.Kp / MXG_BK;
@@ -515,6 +646,8 @@ __global__ void __launch_bounds__(MXG_THREADS) k_mxg_gemm(const mxg_gargs_t p)
                 if (m < (size_t)p.M && n < (size_t)p.N)
                     store_out(p, (int)m, (int)n, acc[i][j][r]);
             }
+    __syncthreads(); /* the next tile's loads overwrite the stages */
+    }
 }
 
 static int log2i(int x)
@@ -526,36 +659,37 @@ static int log2i(int x)
 }
 
 template <int KA, int KB, int STEP>
-static void launch(cuda_t *c, const mxg_gargs_t &p, size_t Mp, size_t Np)
+static void launch(cuda_t *c, const mxg_gargs_t &p)
 {
     const size_t smem = (size_t)MXG_STAGES * (2 * MXG_BM * MXG_LDS + MXG_BM * (p.na + p.nb) * 4);
     if (!cu_check(c, cudaFuncSetAttribute(k_mxg_gemm<KA, KB, STEP>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                   "k_mxg_gemm shared memory"))
         return;
-    dim3 grid((unsigned)(Mp / MXG_BM), (unsigned)(Np / MXG_BM));
+    const int grid = p.ga && p.tiles > c->prop.multiProcessorCount ? c->prop.multiProcessorCount : p.tiles;
     k_mxg_gemm<KA, KB, STEP><<<grid, MXG_THREADS, smem, c->st>>>(p);
     cu_launched(c, "k_mxg_gemm");
 }
 
 template <int STEP>
-static void launch_kinds(cuda_t *c, int ka, int kb, const mxg_gargs_t &p, size_t Mp, size_t Np)
+static void launch_kinds(cuda_t *c, int ka, int kb, const mxg_gargs_t &p)
 {
     if (ka == MXG_S8)
-        launch<MXG_S8, MXG_S8, STEP>(c, p, Mp, Np);
+        launch<MXG_S8, MXG_S8, STEP>(c, p);
     else if (ka == MXG_E4M3 && kb == MXG_E4M3)
-        launch<MXG_E4M3, MXG_E4M3, STEP>(c, p, Mp, Np);
+        launch<MXG_E4M3, MXG_E4M3, STEP>(c, p);
     else if (ka == MXG_E4M3)
-        launch<MXG_E4M3, MXG_E5M2, STEP>(c, p, Mp, Np);
+        launch<MXG_E4M3, MXG_E5M2, STEP>(c, p);
     else if (kb == MXG_E4M3)
-        launch<MXG_E5M2, MXG_E4M3, STEP>(c, p, Mp, Np);
+        launch<MXG_E5M2, MXG_E4M3, STEP>(c, p);
     else
-        launch<MXG_E5M2, MXG_E5M2, STEP>(c, p, Mp, Np);
+        launch<MXG_E5M2, MXG_E5M2, STEP>(c, p);
 }
 
-/* C (M, N) (+)= round(A . B^T + bias), A and B sharing their reduction. */
-static void gemm(cuda_t *c, const mxg_op_t *A, const mxg_op_t *B, float *C, long ldc,
-                 const float *bias, bool acc, prec_compute_t ct)
+/* C (M, N) (+)= round(A . B^T + bias) with the per-block kernel, A and B sharing their
+ * reduction; guarded (A, B folded): only where a fold was not exact, then always adding. */
+static void block_gemm(cuda_t *c, const mxg_op_t *A, const mxg_op_t *B, float *C, long ldc,
+                       const float *bias, bool acc, prec_compute_t ct, bool guarded)
 {
     mxg_gargs_t p;
     p.a = A->codes, p.b = B->codes, p.sa = A->scales, p.sb = B->scales;
@@ -566,23 +700,205 @@ static void gemm(cuda_t *c, const mxg_op_t *A, const mxg_op_t *B, float *C, long
     p.sha = log2i(A->g / step), p.shb = log2i(B->g / step);
     p.ldc = ldc;
     p.acc = acc, p.rc = ct == PREC_COMPUTE_BF16;
+    p.tm = (int)(A->rowsP / MXG_BM);
+    p.tiles = p.tm * (int)(B->rowsP / MXG_BM);
+    p.ga = guarded ? A->flag : nullptr, p.gb = guarded ? B->flag : nullptr;
+    p.ran = guarded ? &c->mxgs->dev->ran : nullptr;
     if (step == 32)
-        launch_kinds<32>(c, A->kind, B->kind, p, A->rowsP, B->rowsP);
+        launch_kinds<32>(c, A->kind, B->kind, p);
     else if (step == 16)
-        launch_kinds<16>(c, A->kind, B->kind, p, A->rowsP, B->rowsP);
+        launch_kinds<16>(c, A->kind, B->kind, p);
     else
-        launch_kinds<8>(c, A->kind, B->kind, p, A->rowsP, B->rowsP);
+        launch_kinds<8>(c, A->kind, B->kind, p);
+}
+
+/* ---- the folded GEMM through cuBLASLt ---------------------------------------------------- */
+
+static void plan_free(fold_plan_t *p)
+{
+    for (int i = 0; i < 3; i++) {
+        if (p->l[i])
+            cublasLtMatrixLayoutDestroy(p->l[i]);
+        p->l[i] = nullptr;
+    }
+    if (p->op)
+        cublasLtMatmulDescDestroy(p->op);
+    p->op = nullptr;
+}
+
+void cu_mxg_close(cuda_t *c)
+{
+    mxg_state_t *st = c->mxgs;
+    if (!st)
+        return;
+    for (int i = 0; i < st->nplans; i++)
+        plan_free(&st->plans[i]);
+    free(st->plans);
+    if (st->dev)
+        cu_free(c, st->dev, sizeof *st->dev);
+    free(st);
+    c->mxgs = nullptr;
+}
+
+static mxg_state_t *state(cuda_t *c)
+{
+    if (c->mxgs)
+        return c->mxgs;
+    mxg_state_t *st = (mxg_state_t *)calloc(1, sizeof *st);
+    if (!st) {
+        cu_fail(c, ERR_NOMEM, "cuda backend: out of memory for the MX GEMM state");
+        return nullptr;
+    }
+    st->dev = (mxg_dev_t *)cu_malloc(c, sizeof *st->dev, "MX GEMM device words");
+    const mxg_dev_t init = {0ull};
+    if (!st->dev || !cu_check(c, cudaMemcpy(st->dev, &init, sizeof init, cudaMemcpyHostToDevice),
+                              "MX GEMM device words")) {
+        if (st->dev)
+            cu_free(c, st->dev, sizeof *st->dev);
+        free(st);
+        return nullptr;
+    }
+    return c->mxgs = st;
+}
+
+static int align_c(const void *p)
+{
+    const uintptr_t a = (uintptr_t)p;
+    return a & 255 ? (int)(a & (~a + 1)) : 256; /* the lowest set bit, at most 256 */
+}
+
+static bool st_ok(cublasStatus_t s) { return s == CUBLAS_STATUS_SUCCESS; }
+
+/* The plan of an M x N x Kp folded GEMM into C (row stride ldc), built on first use. */
+static fold_plan_t *fold_plan(cuda_t *c, int M, int N, int Kp, long ldc, int al_c)
+{
+    mxg_state_t *st = state(c);
+    if (!st)
+        return nullptr;
+    for (int i = 0; i < st->nplans; i++) {
+        fold_plan_t *p = &st->plans[i];
+        if (p->m == N && p->n == M && p->k == Kp && p->ldc == ldc && p->al_c == al_c)
+            return p;
+    }
+    if (st->nplans == st->cap) {
+        const int cap = st->cap ? 2 * st->cap : 32;
+        fold_plan_t *np = (fold_plan_t *)realloc(st->plans, (size_t)cap * sizeof *np);
+        if (!np) {
+            cu_fail(c, ERR_NOMEM, "cuda backend: out of memory for MX GEMM plans");
+            return nullptr;
+        }
+        st->plans = np, st->cap = cap;
+    }
+    fold_plan_t p;
+    memset(&p, 0, sizeof p);
+    p.m = N, p.n = M, p.k = Kp, p.ldc = ldc, p.al_c = al_c;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const int32_t vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    const void *dummy = st->dev; /* scale pointers are set per call */
+    const uint64_t ws = c->ws_size;
+    const uint32_t a16 = 16, ac = (uint32_t)al_c;
+    cublasLtMatmulPreference_t pref = nullptr;
+    cublasLtMatmulHeuristicResult_t res;
+    int nres = 0;
+    p.ok = st_ok(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F)) &&
+           st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta)) &&
+           st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb)) &&
+           st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &vec, sizeof vec)) &&
+           st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec)) &&
+           st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy)) &&
+           st_ok(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy)) &&
+           st_ok(cublasLtMatrixLayoutCreate(&p.l[0], CUDA_R_8F_E4M3, Kp, N, Kp)) &&
+           st_ok(cublasLtMatrixLayoutCreate(&p.l[1], CUDA_R_8F_E4M3, Kp, M, Kp)) &&
+           st_ok(cublasLtMatrixLayoutCreate(&p.l[2], CUDA_R_32F, N, M, ldc)) &&
+           st_ok(cublasLtMatmulPreferenceCreate(&pref)) &&
+           st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws)) &&
+           st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a16, sizeof a16)) &&
+           st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a16, sizeof a16)) &&
+           st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac)) &&
+           st_ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac)) &&
+           st_ok(cublasLtMatmulAlgoGetHeuristic(c->lt, p.op, p.l[0], p.l[1], p.l[2], p.l[2], pref, 1, &res, &nres)) &&
+           nres > 0;
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (p.ok)
+        p.algo = res.algo;
+    else
+        plan_free(&p); /* remembered as unavailable: shapes cuBLASLt's FP8 kernels refuse */
+    st->plans[st->nplans] = p;
+    return &st->plans[st->nplans++];
+}
+
+/* can this GEMM (A: M rows, B: N rows, reduction Kp, into C with row stride ldc) run folded? */
+static bool fold_available(cuda_t *c, int M, int N, int Kp, long ldc, const float *C)
+{
+    fold_plan_t *p = fold_plan(c, M, N, Kp, ldc, align_c(C));
+    return p && p->ok;
+}
+
+/* C (M, N) += bias, unless a fold failed (then the per-block kernel adds it) */
+__global__ void k_mxg_bias(float *C, long ldc, const float *bias, int M, int N, const int *fa,
+                           const int *fb)
+{
+    if (*fa | *fb)
+        return;
+    const size_t n = (size_t)M * N;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        C[(i / (size_t)N) * (size_t)ldc + i % (size_t)N] += bias[i % (size_t)N];
+}
+
+/* C (M, N) (+)= A . B^T (+ bias) from the folded copies. Where a fold was not exact, its
+ * operand's chunk scales are all 0 (k_mxg_fold_kill), so cuBLASLt leaves beta C, and the
+ * guarded per-block kernel adds the product and the bias: the choice is made on the GPU,
+ * without a host synchronisation. */
+static void fold_gemm(cuda_t *c, const mxg_op_t *A, const mxg_op_t *B, float *C, long ldc,
+                      const float *bias, bool acc, prec_compute_t ct)
+{
+    mxg_state_t *st = state(c);
+    fold_plan_t *p = st ? fold_plan(c, (int)A->rows, (int)B->rows, (int)A->Kp, ldc, align_c(C)) : nullptr;
+    if (!p || !p->ok)
+        return; /* fold_available said yes before the operands were built */
+    const void *sa = B->fscales, *sb = A->fscales;
+    if (!st_ok(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa)) ||
+        !st_ok(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb))) {
+        cu_fail(c, ERR_FAIL, "cuda backend: cuBLASLt scale pointers refused");
+        return;
+    }
+    const float one = 1.0f, beta = acc ? 1.0f : 0.0f;
+    const cublasStatus_t r = cublasLtMatmul(c->lt, p->op, &one, B->fcodes, p->l[0], A->fcodes, p->l[1],
+                                            &beta, C, p->l[2], C, p->l[2], &p->algo, c->ws, c->ws_size,
+                                            c->st);
+    if (r != CUBLAS_STATUS_SUCCESS) {
+        cu_fail(c, ERR_FAIL, "cuda backend: cuBLASLt FP8 block-scaled GEMM failed (status %d)", (int)r);
+        return;
+    }
+    if (bias) {
+        const size_t n = A->rows * B->rows;
+        const unsigned grid = (unsigned)(n / 256 + 1 < 4096 ? n / 256 + 1 : 4096);
+        k_mxg_bias<<<grid, 256, 0, c->st>>>(C, ldc, bias, (int)A->rows, (int)B->rows, A->flag, B->flag);
+        cu_launched(c, "k_mxg_bias");
+    }
+    block_gemm(c, A, B, C, ldc, bias, true, ct, true);
+    st->folded++;
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
 
-static bool switch_default(void)
+/* The mode a backend opens with: MXRLHF_CUDA_MXGEMM = auto, all, or 0 / off (the default:
+ * on an H100 the emulation was faster and cheaper end to end than either native path, the
+ * folded one included: a training step 399 ms / 168 J emulated against 588 ms / 235 J
+ * folded, docs/benchmarks.md). */
+static be_cuda_mxg_t mode_default(void)
 {
     const char *v = getenv("MXRLHF_CUDA_MXGEMM");
-    return !(v && (!strcmp(v, "0") || !strcmp(v, "off")));
+    if (v && !strcmp(v, "auto"))
+        return BE_CUDA_MXG_AUTO;
+    if (v && !strcmp(v, "all"))
+        return BE_CUDA_MXG_ALL;
+    return BE_CUDA_MXG_OFF;
 }
 
-/* The dispatch's test: can this pair of operand specs run on the tensor cores? */
+/* Can this pair of operand specs run on the tensor cores (the per-block kernel)? */
 static bool pair_maps(const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
 {
     const int ka = mxg_kind((int)a->format), kb = mxg_kind((int)b->format);
@@ -590,67 +906,112 @@ static bool pair_maps(const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
            (ka == MXG_S8) == (kb == MXG_S8) && mxg_granule(a->block) && mxg_granule(b->block);
 }
 
-/* On for this GEMM? Counts it as native or emulated when it has an MX operand. */
-static bool take(cuda_t *c, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct, int red)
+/* Does it fold: both FP6 / FP4 (E4M3 elements with room to shift; see mxg_fold_dmax)? */
+static bool pair_folds(const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
 {
-    if (c->mxg_on && red > 0 && pair_maps(a, b, ct)) {
+    return pair_maps(a, b, ct) && mxg_fold_dmax((int)a->format) > 0 &&
+           mxg_fold_dmax((int)b->format) > 0 && a->format != MX_FP8_E4M3 &&
+           b->format != MX_FP8_E4M3;
+}
+
+/* Native under `mode`? auto: the pairs that fold (cuBLASLt's FP8 GEMM, or the per-block
+ * kernel where a fold is not exact); all: every pair that maps. */
+static bool mode_native(int mode, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
+{
+    return mode == BE_CUDA_MXG_ALL ? pair_maps(a, b, ct)
+           : mode == BE_CUDA_MXG_AUTO ? pair_folds(a, b, ct)
+                                      : false;
+}
+
+bool cu_mxg_native(cuda_t *c, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct)
+{
+    return mode_native(c->mxg_mode, a, b, ct);
+}
+
+enum { PATH_EMUL, PATH_BLOCK, PATH_FOLD };
+
+/* The path of a GEMM C (M, N) (row stride ldc) with reduction `red`; counts it as native
+ * or emulated when it has an MX operand. */
+static int take(cuda_t *c, const mx_spec_t *a, const mx_spec_t *b, prec_compute_t ct, int M,
+                int N, int red, long ldc, const float *C)
+{
+    if (red > 0 && mode_native(c->mxg_mode, a, b, ct)) {
         c->mxg_native++;
-        return true;
+        const int Kp = (int)mxg_round_up((size_t)red, MXG_CHUNK);
+        return pair_folds(a, b, ct) && fold_available(c, M, N, Kp, ldc, C) ? PATH_FOLD : PATH_BLOCK;
     }
     if (mx_format_info(a->format)->is_mx || mx_format_info(b->format)->is_mx)
         c->mxg_emulated++;
-    return false;
+    return PATH_EMUL;
+}
+
+static void run(cuda_t *c, int path, const mxg_op_t *A, const mxg_op_t *B, float *C, long ldc,
+                const float *bias, bool acc, prec_compute_t ct)
+{
+    if (path == PATH_FOLD)
+        fold_gemm(c, A, B, C, ldc, bias, acc, ct);
+    else
+        block_gemm(c, A, B, C, ldc, bias, acc, ct, false);
 }
 
 void cu_mxg_prepare(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc)
 {
     mxg_op_t B;
-    if (wc && c->mxg_on && a->K > 0 &&
-        pair_maps(&a->spec[PREC_OP_INPUT], &a->spec[PREC_OP_WEIGHT], a->compute))
-        weight_operand(c, a, wc, MX_AXIS_ROW, &B);
+    const mx_spec_t *sx = &a->spec[PREC_OP_INPUT], *sw = &a->spec[PREC_OP_WEIGHT];
+    if (wc && a->K > 0 && mode_native(c->mxg_mode, sx, sw, a->compute))
+        weight_operand(c, a, wc, MX_AXIS_ROW, pair_folds(sx, sw, a->compute), &B);
 }
 
 bool cu_mxg_linear_fwd(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, float *y, bool acc)
 {
-    if (!take(c, &a->spec[PREC_OP_INPUT], &a->spec[PREC_OP_WEIGHT], a->compute, a->K))
+    const int path = take(c, &a->spec[PREC_OP_INPUT], &a->spec[PREC_OP_WEIGHT], a->compute, a->M,
+                          a->N, a->K, a->N, y);
+    if (path == PATH_EMUL)
         return false;
+    const bool fold = path == PATH_FOLD;
     mxg_op_t A, B;
     if (act_operand(c, CS_MXA, fptr(a->x), a->M, a->K, MX_AXIS_ROW, &a->spec[PREC_OP_INPUT],
-                    a->compute, a->seed, a->stream + PREC_OP_INPUT, &A) &&
-        weight_operand(c, a, wc, MX_AXIS_ROW, &B))
-        gemm(c, &A, &B, y, a->N, be_null(a->b) ? nullptr : fptr(a->b), acc, a->compute);
+                    a->compute, a->seed, a->stream + PREC_OP_INPUT, fold, &A) &&
+        weight_operand(c, a, wc, MX_AXIS_ROW, fold, &B))
+        run(c, path, &A, &B, y, a->N, be_null(a->b) ? nullptr : fptr(a->b), acc, a->compute);
     return true;
 }
 
 bool cu_mxg_linear_dx(cuda_t *c, const be_linear_t *a, mxg_cache_t **wc, const float *dy,
                       float *dx, bool dx_acc)
 {
-    if (!take(c, &a->spec[PREC_OP_GRAD_OUTPUT_DX], &a->spec[PREC_OP_WEIGHT_BP], a->compute, a->N))
+    const int path = take(c, &a->spec[PREC_OP_GRAD_OUTPUT_DX], &a->spec[PREC_OP_WEIGHT_BP],
+                          a->compute, a->M, a->K, a->N, a->K, dx);
+    if (path == PATH_EMUL)
         return false;
+    const bool fold = path == PATH_FOLD;
     mxg_op_t A, B;
     if (act_operand(c, CS_MXA, dy, a->M, a->N, MX_AXIS_ROW, &a->spec[PREC_OP_GRAD_OUTPUT_DX],
-                    a->compute, a->seed, a->stream + PREC_OP_GRAD_OUTPUT_DX, &A) &&
-        weight_operand(c, a, wc, MX_AXIS_COL, &B))
-        gemm(c, &A, &B, dx, a->K, nullptr, dx_acc, a->compute);
+                    a->compute, a->seed, a->stream + PREC_OP_GRAD_OUTPUT_DX, fold, &A) &&
+        weight_operand(c, a, wc, MX_AXIS_COL, fold, &B))
+        run(c, path, &A, &B, dx, a->K, nullptr, dx_acc, a->compute);
     return true;
 }
 
 bool cu_mxg_linear_dw(cuda_t *c, const be_linear_t *a, const float *dy, float *dw)
 {
-    if (!take(c, &a->spec[PREC_OP_GRAD_OUTPUT_DW], &a->spec[PREC_OP_INPUT_BP], a->compute, a->M))
+    const int path = take(c, &a->spec[PREC_OP_GRAD_OUTPUT_DW], &a->spec[PREC_OP_INPUT_BP],
+                          a->compute, a->N, a->K, a->M, a->K, dw);
+    if (path == PATH_EMUL)
         return false;
+    const bool fold = path == PATH_FOLD;
     mxg_op_t A, B;
     if (act_operand(c, CS_MXA, dy, a->M, a->N, MX_AXIS_COL, &a->spec[PREC_OP_GRAD_OUTPUT_DW],
-                    a->compute, a->seed, a->stream + PREC_OP_GRAD_OUTPUT_DW, &A) &&
+                    a->compute, a->seed, a->stream + PREC_OP_GRAD_OUTPUT_DW, fold, &A) &&
         act_operand(c, CS_MXB, fptr(a->x), a->M, a->K, MX_AXIS_COL, &a->spec[PREC_OP_INPUT_BP],
-                    a->compute, a->seed, a->stream + PREC_OP_INPUT_BP, &B))
-        gemm(c, &A, &B, dw, a->K, nullptr, true, a->compute);
+                    a->compute, a->seed, a->stream + PREC_OP_INPUT_BP, fold, &B))
+        run(c, path, &A, &B, dw, a->K, nullptr, true, a->compute);
     return true;
 }
 
 void cu_mxg_init(cuda_t *c)
 {
-    c->mxg_on = switch_default() && c->prop.major * 10 + c->prop.minor >= 89;
+    c->mxg_mode = c->prop.major * 10 + c->prop.minor >= 89 ? mode_default() : BE_CUDA_MXG_OFF;
 }
 
 /* ---- the public switch (backend/cuda.h) ----------------------------------------------------- */
@@ -658,20 +1019,25 @@ void cu_mxg_init(cuda_t *c)
 extern "C" bool be_cuda_mxgemm_native(const mx_spec_t *a, const mx_spec_t *b,
                                       prec_compute_t compute)
 {
-    return switch_default() && pair_maps(a, b, compute);
+    return mode_native(mode_default(), a, b, compute);
 }
 
-extern "C" int be_cuda_set_mxgemm(backend_t *be, bool on, err_t *e)
+extern "C" int be_cuda_set_mxgemm_mode(backend_t *be, be_cuda_mxg_t mode, err_t *e)
 {
     cuda_t *c = cu_backend(be, e);
     if (!c)
         return e->code;
-    if (on && c->prop.major * 10 + c->prop.minor < 89)
+    if (mode != BE_CUDA_MXG_OFF && c->prop.major * 10 + c->prop.minor < 89)
         return err_set(e, ERR_UNAVAILABLE, "MX GEMMs on the tensor cores need FP8 tensor cores "
                        "(compute capability 8.9 or later); %s has %d.%d", c->prop.name,
                        c->prop.major, c->prop.minor);
-    c->mxg_on = on;
+    c->mxg_mode = mode;
     return ERR_OK;
+}
+
+extern "C" int be_cuda_set_mxgemm(backend_t *be, bool on, err_t *e)
+{
+    return be_cuda_set_mxgemm_mode(be, on ? BE_CUDA_MXG_AUTO : BE_CUDA_MXG_OFF, e);
 }
 
 extern "C" int be_cuda_mxgemm_stats(backend_t *be, be_cuda_mxgemm_stats_t *out, err_t *e)
@@ -681,5 +1047,15 @@ extern "C" int be_cuda_mxgemm_stats(backend_t *be, be_cuda_mxgemm_stats_t *out, 
         return e->code;
     out->native = c->mxg_native;
     out->emulated = c->mxg_emulated;
+    out->folded = c->mxgs ? c->mxgs->folded : 0;
+    out->fold_fallbacks = 0;
+    if (c->mxgs) { /* the device's count of guarded per-block runs: synchronises */
+        unsigned long long ran = 0;
+        if (!cu_check(c, cudaMemcpyAsync(&ran, &c->mxgs->dev->ran, sizeof ran, cudaMemcpyDeviceToHost, c->st),
+                      "MX GEMM counters") ||
+            !cu_check(c, cudaStreamSynchronize(c->st), "MX GEMM counters"))
+            return err_set(e, ERR_FAIL, "%s", c->err_msg);
+        out->fold_fallbacks = (long)ran;
+    }
     return ERR_OK;
 }

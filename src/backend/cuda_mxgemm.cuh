@@ -152,6 +152,60 @@ HD_INLINE void mxg_src_of(size_t o, size_t kk, mx_axis_t axis, size_t *r, size_t
     *c = axis == MX_AXIS_ROW ? kk : o;
 }
 
+/* ---- the fold: MX blocks -> cuBLASLt's 128-element FP8 blocks --------------------------- *
+ *
+ * cuBLASLt runs FP8 GEMMs on Hopper's wgmma with one float32 scale per 128 elements along
+ * K (CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F). A row's chunk of 128 holds 128 / g granules
+ * (MX blocks, or parts of one) with scale exponents s_i; with S = max s_i, element e of
+ * granule i becomes e' = e x 2^(s_i - S) and the chunk's scale 2^S, which is the same
+ * value exactly when e' is an E4M3 value. E4M3 holds every multiple of 2^-9 up to 448
+ * with at most 4 significant bits, and FP4/FP6 elements have at most 4, so for them e' is
+ * exact iff e x 2^(s_i - S) is a multiple of 2^-9: always while S - s_i <= 9 + emin - m
+ * (mxg_fold_dmax: E2M1 8, E3M2 5, E2M3 6; E4M3 elements lose bits at any shift), and
+ * otherwise element by element (zeros, and elements with trailing zero bits, stay exact).
+ * The kernels check every element (mxg_fold_byte); a chunk that is not exact is not
+ * rounded: the GEMM runs the per-block kernel instead (cuda_mxgemm.cu). */
+
+/* The largest shift at which every element of a float format stays an E4M3 value: the
+ * smallest element quantum 2^(emin - m) must stay a multiple of 2^-9. -1 for formats
+ * without E4M3 elements. */
+HD_INLINE int mxg_fold_dmax(int format)
+{
+    if (mxg_kind(format) != MXG_E4M3)
+        return -1;
+    const mxc_fmt_t f = mxc_fmt((mx_format_t)format);
+    return 9 + f.emin - f.m;
+}
+
+/* E4M3 byte q times 2^-d (d >= 0) into *out; false when that is not an E4M3 value (bits
+ * would be lost). The magnitude as an integer multiple of 2^-9: subnormal f, normal
+ * (8 + f) << (e - 1). */
+HD_INLINE bool mxg_fold_byte(uint8_t q, int d, uint8_t *out)
+{
+    const uint32_t e = (q & 0x7fu) >> 3, f = q & 7u;
+    const uint32_t v = e ? (8u + f) << (e - 1) : f; /* < 2^18 */
+    if (d >= 18 ? v != 0 : (v & ((1u << d) - 1)) != 0)
+        return false;
+    const uint32_t w = d >= 18 ? 0 : v >> d;
+    uint32_t mag;
+    if (w < 8) {
+        mag = w; /* subnormal (or zero) */
+    } else {
+        const int p = 31 - hd_clz32(w), ee = p - 2; /* w = (8 + f') << (ee - 1) */
+        mag = ((uint32_t)ee << 3) | ((w >> (ee - 1)) - 8u);
+    }
+    *out = (uint8_t)((q & 0x80u) | mag);
+    return true;
+}
+
+/* The exponent of a power of two given as float32 bits (normal or subnormal, not 0). */
+HD_INLINE int mxg_pow2_exp(uint32_t bits)
+{
+    return bits >> 23 ? (int)(bits >> 23) - 127 : 31 - hd_clz32(bits) - 149;
+}
+
+#define MXG_CHUNK 128 /* cuBLASLt's block along K (VEC128_32F) */
+
 /* ---- fragment maps of the GEMM kernel (PTX ISA, "Matrix Fragments for mma.m16n8k32",
  * 8-bit types; the k16 shape is its first half) --------------------------------------- */
 

@@ -41,6 +41,7 @@ bool be_cuda_mxgemm_native(const mx_spec_t *a, const mx_spec_t *b, prec_compute_
     return false;
 }
 int be_cuda_set_mxgemm(backend_t *be, bool on, err_t *e) { return unavailable(e); }
+int be_cuda_set_mxgemm_mode(backend_t *be, be_cuda_mxg_t mode, err_t *e) { return unavailable(e); }
 int be_cuda_mxgemm_stats(backend_t *be, be_cuda_mxgemm_stats_t *out, err_t *e)
 {
     return unavailable(e);

@@ -373,23 +373,23 @@ HD_INLINE int dl_smem(int NT, int RT, int KR)
 }
 
 /* The split of one launch: M rows of K, segments N[], xblock the input spec's MX block (0
- * for casts), norm (needs whole rows, S = 1), sms multiprocessors, smem_max bytes per CTA.
- * RT: the most row tiles that still give every multiprocessor a tile; S: K split further
- * while there are fewer tiles than multiprocessors and each split keeps at least 4 units,
- * or while the operand does not fit shared memory; split boundaries on the input's blocks.
- * RT = 0 when nothing fits (the caller composes the op instead). */
-static inline dl_plan_t dl_plan_make(int M, int K, const int *N, int nseg, int swiglu, int norm,
-                                     int xblock, int sms, int smem_max)
+ * for casts), sms multiprocessors, smem_max bytes per CTA and smem_sm per multiprocessor,
+ * per_sm CTAs a multiprocessor holds by registers, ub units a warp loads at once, wbytes
+ * bytes per weight element (scales included).
+ * Every (RT, S) is costed by a small model of a bandwidth-bound launch, and the cheapest
+ * taken: the busiest multiprocessor's bytes (weights, plus the activation operand it
+ * stages from L2 at a quarter of the cost) at its share of DRAM bandwidth, against the
+ * latency of its rounds of CTAs (a round: the warps' batches of ub units, one load
+ * latency each, the staging and the sums, the global sum of splits). Split boundaries
+ * fall on whole units and whole input blocks. RT = 0 when nothing fits (the caller
+ * composes the op instead). */
+static inline dl_plan_t dl_plan_make(int M, int K, const int *N, int nseg, int swiglu, int xblock,
+                                     int sms, int per_sm, int ub, double wbytes, int smem_max,
+                                     int smem_sm)
 {
-    dl_plan_t p;
-    p.NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
-    p.RT = swiglu ? 2 : 1;
-    for (int rt = 8; rt >= (swiglu ? 2 : 1); rt /= 2)
-        if (dl_groups(N, nseg, swiglu, rt) >= sms) {
-            p.RT = rt;
-            break;
-        }
-    p.groups = dl_groups(N, nseg, swiglu, p.RT);
+    dl_plan_t best;
+    memset(&best, 0, sizeof best);
+    const int NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
     const int nu = (K + DL_UNIT - 1) / DL_UNIT;
     /* split boundaries fall on multiples of L: whole units and whole input blocks */
     int L = DL_UNIT;
@@ -397,26 +397,41 @@ static inline dl_plan_t dl_plan_make(int M, int K, const int *N, int nseg, int s
         L = 0;
     else if (xblock > DL_UNIT)
         L = xblock;
-    int S = 1;
-    if (!norm && L && p.groups < sms && nu >= 8) {
-        S = (sms + p.groups - 1) / p.groups;
-        S = S < nu / 4 ? S : nu / 4;
-    }
-    for (;;) {
-        int KR = S <= 1 ? nu * DL_UNIT : ((K + S - 1) / S + L - 1) / L * L;
-        if (KR > nu * DL_UNIT)
-            KR = nu * DL_UNIT;
-        p.S = (K + KR - 1) / KR;
-        p.KR = KR;
-        p.smem = dl_smem(p.NT, p.RT, KR);
-        if (p.smem <= smem_max)
-            return p;
-        if (norm || !L || KR <= L) {
-            p.RT = 0; /* does not fit */
-            return p;
+    double best_cost = 0;
+    for (int RT = 8; RT >= (swiglu ? 2 : 1); RT /= 2) {
+        const int groups = dl_groups(N, nseg, swiglu, RT), KSW = 8 / RT;
+        int prevS = 0;
+        for (int s = 1; s <= (L ? nu : 1); s++) {
+            int KR = s <= 1 ? nu * DL_UNIT : ((K + s - 1) / s + L - 1) / L * L;
+            if (KR > nu * DL_UNIT)
+                KR = nu * DL_UNIT;
+            const int S = (K + KR - 1) / KR;
+            if (S == prevS)
+                continue;
+            prevS = S;
+            const int smem = dl_smem(NT, RT, KR);
+            if (smem > smem_max)
+                continue;
+            int fit = per_sm, by_smem = smem_sm / (smem + 1024);
+            fit = fit < by_smem ? fit : by_smem;
+            fit = fit < 1 ? 1 : fit;
+            const long tiles = (long)groups * S;
+            const int upw = ((KR + DL_UNIT - 1) / DL_UNIT + KSW - 1) / KSW;
+            const int batches = (upw + ub - 1) / ub;
+            const long rounds = (tiles + (long)sms * fit - 1) / ((long)sms * fit);
+            const long busiest = (tiles + sms - 1) / sms;
+            const double bytes = (double)busiest * (16.0 * RT * KR * wbytes + 0.25 * 4.0 * M * KR);
+            const double t_bw = bytes / 25e3; /* microseconds at ~3.3 TB/s over 132 SMs */
+            const double t_lat = (double)rounds * (batches + 1.5 + (S > 1 ? 0.7 : 0.0));
+            const double cost = (t_bw > t_lat ? t_bw : t_lat) + 0.01 * (double)rounds;
+            if (!best.RT || cost < best_cost) {
+                best.NT = NT, best.RT = RT, best.S = S, best.KR = KR, best.groups = groups;
+                best.smem = smem;
+                best_cost = cost;
+            }
         }
-        S = p.S + 1;
     }
+    return best;
 }
 
 #endif

@@ -103,9 +103,16 @@ int cmd_baseline(int argc, char **argv)
     char *tok = fs_join(b.policy_dir, "tokenizer.json"), *work = fs_join(output, "data");
     ppo_data_opts_t dopt = {data, synthetic, (size_t)pairs, data_seed, tok, o.template_, work};
     rlhf_ppo_result_t res;
+    b.data = &dopt;
+    /* the checks rlhf_ppo_run makes first, before data/ is written */
+    rlhf_ppo_io_t pre = {NULL, b.policy_dir, b.ref_dir, b.reward_dir, b.critic_dir, output,
+                         b.policies_path, b.plan, NULL, 0, NULL, 0, false, NULL, b.resume, NULL,
+                         NULL, &dopt};
+    fs_lock_t lock = {-1, NULL};
     if (!tok || !work)
         err_set(&e, ERR_NOMEM, "out of memory");
-    else if (!be_open(device, &be, &e) && !ppo_prompts_load(&dopt, &pr, &e)) {
+    else if (!fs_lock_dir(output, "mxrlhf baseline", &lock, &e) && !be_open(device, &be, &e) &&
+             !rlhf_ppo_check(&o, &pre, &e) && !ppo_prompts_load(&dopt, &pr, &e)) {
         fprintf(stderr, "mxrlhf baseline: %zu PPO prompts and %zu evaluation prompts from %s%s\n",
                 pr.ntrain, pr.neval, pr.pairs_path, pr.synthetic ? " (synthetic task)" : "");
         b.be = be;
@@ -120,6 +127,7 @@ int cmd_baseline(int argc, char **argv)
     }
     ppo_prompts_free(&pr);
     be_close(be);
+    fs_unlock_dir(&lock);
     free(tok);
     free(work);
     return cli_report("baseline", &e);

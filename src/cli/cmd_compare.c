@@ -94,7 +94,10 @@ int cmd_compare(int argc, char **argv)
     char *split = work ? fs_join(work, "split.json") : NULL;
     ppo_data_opts_t dopt = {data, synthetic, (size_t)pairs, data_seed, tok, cfg->ppo.template_, work};
     pipeline_compare_result_t res;
+    fs_lock_t lock = {-1, NULL};
     rc = tok && work && split ? ERR_OK : err_set(&e, ERR_NOMEM, "out of memory");
+    if (!rc) /* one writer per output directory: two runs would mix their files */
+        rc = fs_lock_dir(output, "mxrlhf compare", &lock, &e);
     if (!rc)
         rc = be_open(device, &be, &e);
     if (!rc)
@@ -136,6 +139,7 @@ int cmd_compare(int argc, char **argv)
     free(tok);
     free(work);
     free(split);
+    fs_unlock_dir(&lock);
 out:
     free(cfg);
     return cli_report("compare", &e);

@@ -90,15 +90,8 @@ static void handle_line(mon_state_t *st, stream_t *s, char *line, size_t len, bo
     char origin[64];
     snprintf(origin, sizeof origin, "%s line %ld", s->name, s->line);
     double now = energy_monitor_now(st->m);
-    if (!isnan(t)) {
-        double rel = t - energy_monitor_t0(st->m);
-        /* a replay's marks live on its virtual clock and may run ahead */
-        bool replay = !strcmp(energy_monitor_provenance(st->m)->kind, "replay");
-        if (rel < -1.0 || (!replay && rel > now + 1.0))
-            state_warn(st, "%s: t=%.6f is %.3f s from the run's clock (arrived at %.6f): is the "
-                       "command using CLOCK_MONOTONIC?", origin, t, rel - now,
-                       now + energy_monitor_t0(st->m));
-    }
+    /* a t= outside the monitored interval is refused here, with the one warning that says
+     * so and how timestamps are read */
     if (energy_monitor_mark(st->m, begin, name, t, origin, &e)) {
         state_warn(st, "%s", e.msg);
         return;
@@ -201,15 +194,21 @@ int cmd_monitor(int argc, char **argv)
                 "600000 and --idle-s 0 to 3600");
         return cli_report("monitor", &e);
     }
-    if ((rc = fs_mkdir_p(out, &e)))
+    /* one writer per output directory (the lock's descriptor is close-on-exec: the
+     * measured command does not hold it) */
+    fs_lock_t lock;
+    if ((rc = fs_lock_dir(out, "mxrlhf monitor", &lock, &e)))
         return cli_report("monitor", &e);
     /* args_parse leaves the command at the front of argv, not NULL-terminated */
     char **cmd = calloc((size_t)npos + 1, sizeof *cmd);
-    if (!cmd)
+    if (!cmd) {
+        fs_unlock_dir(&lock);
         return ERR_NOMEM;
+    }
     memcpy(cmd, pos, sizeof *cmd * (size_t)npos);
     rc = monitor_command(cmd, out, source, devices, interval_ms, counter_ms, idle_s);
     free(cmd);
+    fs_unlock_dir(&lock);
     return rc;
 }
 

@@ -88,7 +88,9 @@ int cmd_ppo(int argc, char **argv)
                        "eval.json, policy/ (the trained policy), checkpoints/. Options and their "
                        "defaults: docs/ppo.md and `mxrlhf config --section ppo`. The same seed "
                        "gives the same statistics on any thread count; --resume after a crash "
-                       "gives the same final weights and statistics as an uninterrupted run.",
+                       "gives the same final weights and statistics as an uninterrupted run, and "
+                       "refuses (exit 2, naming the field) a run that is not the checkpoint's: "
+                       "other options, models, plan, data or seeds, or fewer steps than done.",
                        opts, nopts, false};
     err_t e = ERR_INIT;
     int npos;
@@ -116,21 +118,30 @@ int cmd_ppo(int argc, char **argv)
     memset(&pr, 0, sizeof pr);
     char *tok = fs_join(policy_dir, "tokenizer.json"), *work = fs_join(output, "data");
     ppo_data_opts_t dopt = {data, synthetic, (size_t)pairs, data_seed, tok, o.template_, work};
+    rlhf_ppo_io_t io = {be, policy_dir, ref_dir, reward_dir, critic_dir, output, policies, plan,
+                        NULL, 0, NULL, 0, false, NULL, resume, stderr, NULL, &dopt};
     rlhf_ppo_result_t res;
+    fs_lock_t lock = {-1, NULL};
     if (!tok || !work)
         err_set(&e, ERR_NOMEM, "out of memory");
-    else if (!be_open(device, &be, &e) && !ppo_prompts_load(&dopt, &pr, &e)) {
+    /* one writer per output directory; nothing goes into data/ before the reward model and,
+     * resuming, the checkpoint's run are checked */
+    else if (!fs_lock_dir(output, "mxrlhf ppo", &lock, &e) && !be_open(device, &be, &e) &&
+             !rlhf_ppo_check(&o, &io, &e) && !ppo_prompts_load(&dopt, &pr, &e)) {
         fprintf(stderr, "mxrlhf ppo: %zu PPO prompts and %zu evaluation prompts from %s%s\n",
                 pr.ntrain, pr.neval, pr.pairs_path, pr.synthetic ? " (synthetic task)" : "");
-        rlhf_ppo_io_t io = {be, policy_dir, ref_dir, reward_dir, critic_dir, output, policies, plan,
-                            (const char *const *)pr.train, pr.ntrain,
-                            (const char *const *)pr.eval, pr.neval, pr.synthetic, NULL, resume,
-                            stderr, NULL};
+        io.be = be;
+        io.prompts = (const char *const *)pr.train;
+        io.n_prompts = pr.ntrain;
+        io.eval_prompts = (const char *const *)pr.eval;
+        io.n_eval = pr.neval;
+        io.synthetic = pr.synthetic;
         if (!rlhf_ppo_run(&o, &io, &res, &e))
             print_summary(&res, output);
     }
     ppo_prompts_free(&pr);
     be_close(be);
+    fs_unlock_dir(&lock);
     free(tok);
     free(work);
     return cli_report("ppo", &e);

@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "util/fs.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/stage.h"
 
@@ -180,9 +181,16 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
         o.model = model;
     printf("mxrlhf %s: %s%s%s -> %s/\n", command, data ? data : "the synthetic task (embedded "
            "default)", model ? ", model " : "", model ? model : "", output);
+    /* one writer per output directory: two runs would mix their files */
+    char holder[64];
+    snprintf(holder, sizeof holder, "mxrlhf %s", command);
+    fs_lock_t lock;
+    if (fs_lock_dir(output, holder, &lock, &e))
+        return cli_report(command, &e);
     pipeline_report_t rep;
     rc = pipeline_run(&cfg, &o, &rep, &e);
     print_summary(&rep);
+    fs_unlock_dir(&lock);
     if (rc)
         return cli_report(command, &e);
     return 0;

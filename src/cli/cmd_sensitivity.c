@@ -2,6 +2,7 @@
  * --phase the sensitivity of one RLHF phase (profile/phase.h). Parses options onto
  * sensitivity_opts_t (phase_sensitivity_opts_t), prints progress, calls
  * profile_sensitivity_run (profile_phase_run). */
+#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "pipeline/config.h"
 #include "profile/phase.h"
 #include "profile/sensitivity.h"
+#include "util/fs.h"
 
 typedef struct progress_state {
     bool quiet, told;
@@ -72,6 +74,17 @@ static void on_phase_progress(void *ctx, const profile_phase_progress_t *p)
 static int run_phase(prec_phase_t ph, const phase_sensitivity_opts_t *po,
                      const pipeline_config_t *cfg, const char *model, const char *reward,
                      const char *eval, const char *output, bool resume, bool quiet);
+
+/* One writer per output directory (the CSV's, where its summary, resume record and run
+ * record go too): two sweeps into one would mix their files. */
+static int lock_beside(const char *csv, fs_lock_t *lock, err_t *e)
+{
+    char *copy = strdup(csv);
+    int rc = copy ? fs_lock_dir(dirname(copy), "mxrlhf sensitivity", lock, e)
+                  : err_set(e, ERR_NOMEM, "out of memory");
+    free(copy);
+    return rc;
+}
 
 int cmd_sensitivity(int argc, char **argv)
 {
@@ -149,7 +162,11 @@ int cmd_sensitivity(int argc, char **argv)
         sensitivity_paths_t pa = {.model_dir = model, .eval_path = eval, .output = output,
                                   .resume = resume};
         profile_sens_result_t res;
-        if (profile_sensitivity_run(&o, &pa, on_progress, &st, &res, &e))
+        fs_lock_t lock;
+        rc = lock_beside(output, &lock, &e) ||
+             profile_sensitivity_run(&o, &pa, on_progress, &st, &res, &e);
+        fs_unlock_dir(&lock);
+        if (rc)
             return cli_report("sensitivity", &e);
         char *summary = profile_sibling(output, "sensitivity_summary.csv");
         char *record = profile_sibling(output, "sensitivity_metrics.json");
@@ -215,7 +232,11 @@ static int run_phase(prec_phase_t ph, const phase_sensitivity_opts_t *po,
                                 .ppo = &cfg->ppo, .rm = &cfg->rm, .output = output,
                                 .resume = resume};
     profile_phase_result_t res;
-    if (profile_phase_run(ph, po, &pa, on_phase_progress, &st, &res, &e))
+    fs_lock_t lock;
+    int rc = lock_beside(output, &lock, &e) ||
+             profile_phase_run(ph, po, &pa, on_phase_progress, &st, &res, &e);
+    fs_unlock_dir(&lock);
+    if (rc)
         return cli_report("sensitivity", &e);
     const char *const *names;
     int nc = profile_phase_columns(ph, &names);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "util/fs.h"
 #include "util/json.h"
 
 static const char *const reason_names[DATA_HH_NREASONS] = {
@@ -21,26 +22,13 @@ const char *data_hh_reason_name(int reason)
 
 int data_file_crc32(const char *path, uint64_t *bytes, uint32_t *crc, bool *gzip, err_t *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return err_errno(e, errno == ENOENT ? ERR_INPUT : ERR_FAIL, "open %s", path);
-    unsigned char buf[1 << 16];
-    uLong c = crc32(0L, Z_NULL, 0);
+    unsigned char magic[2];
     uint64_t n = 0;
-    unsigned char magic[2] = {0, 0};
-    size_t k;
-    while ((k = fread(buf, 1, sizeof buf, f)) > 0) {
-        for (size_t i = 0; i < k && n + i < 2; i++)
-            magic[n + i] = buf[i];
-        c = crc32(c, buf, (uInt)k);
-        n += k;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad)
-        return err_errno(e, ERR_FAIL, "read %s", path);
+    uint32_t c = (uint32_t)crc32(0L, Z_NULL, 0);
+    if (fs_crc32(path, &c, &n, magic, e))
+        return e->code;
     *bytes = n;
-    *crc = (uint32_t)c;
+    *crc = c;
     *gzip = n >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
     return ERR_OK;
 }

@@ -579,6 +579,11 @@ static void phase_result(const ctx_t *c, const energy_report_t *rep, energy_phas
         p->above_idle_J = p->energy_J - rep->idle_power_W * p->runtime_s;
 }
 
+double energy_per_token(double energy_J, double tokens)
+{
+    return isfinite(energy_J) && tokens > 0 ? energy_J / tokens : NAN;
+}
+
 static int cmp_span(const void *a, const void *b)
 {
     const span_t *x = a, *y = b;
@@ -689,6 +694,9 @@ int energy_attribute(const energy_run_t *r, energy_report_t *rep, err_t *e)
     for (int k = 0; k < rep->nph; k++) {
         energy_phase_result_t *p = &rep->ph[k];
         phase_result(&c, rep, p, sp, nmax);
+        long long tk = energy_run_tokens(r, p->name);
+        p->tokens = tk >= 0 ? (double)tk : NAN;
+        p->energy_per_token_J = energy_per_token(p->energy_J, p->tokens);
         if (p->short_total && rep->measured)
             rep_warn(rep, "phase %s: its %d window(s) total %.3f s, under %.0f s%s", p->name,
                      p->windows, p->runtime_s, ENERGY_SHORT_TOTAL_S,

@@ -92,6 +92,8 @@ typedef struct energy_phase_result {
     bool calibrated;                /* a calibration exists for this phase */
     int calib_segments;
     double calib_total_s, calib_power_W, calib_u_W;
+    double tokens;                  /* the work counted in its windows (NAN: not counted) */
+    double energy_per_token_J;      /* energy_per_token(energy_J, tokens) */
     bool short_total;               /* total window time under 5 s */
     bool incomplete;                /* windows beyond the readings (sensor stopped) */
     char note[768];
@@ -123,6 +125,9 @@ typedef struct energy_report {
 #define ENERGY_SHORT_TOTAL_S 5.0
 
 int energy_attribute(const energy_run_t *run, energy_report_t *rep, err_t *e);
+/* Joules per token: energy_J / tokens; NAN when the energy is not measured (NAN) or no
+ * token was counted (tokens NAN or 0). */
+double energy_per_token(double energy_J, double tokens);
 void energy_report_free(energy_report_t *rep);
 
 /* energy.csv: phase,avg_power_W,runtime_s,energy_J, then energy_above_idle_J,

@@ -396,6 +396,14 @@ int energy_monitor_mark(energy_monitor_t *m, bool begin, const char *name, doubl
     return rc;
 }
 
+int energy_monitor_add_tokens(energy_monitor_t *m, const char *phase, long long n, err_t *e)
+{
+    pthread_mutex_lock(&m->mu);
+    int rc = energy_run_add_tokens(&m->run, phase, n, e);
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
 int energy_monitor_sensor_error(energy_monitor_t *m, err_t *e)
 {
     pthread_mutex_lock(&m->mu);

@@ -69,6 +69,10 @@ int energy_phase_end(energy_monitor_t *m, const char *name, err_t *e);
 int energy_monitor_mark(energy_monitor_t *m, bool begin, const char *name, double t_monotonic,
                         const char *origin, err_t *e);
 
+/* Adds n tokens to the work of `phase` (energy_tokens_t): the caller counts what its
+ * windows of that phase processed, and phase_timing.json reports joules per token. */
+int energy_monitor_add_tokens(energy_monitor_t *m, const char *phase, long long n, err_t *e);
+
 /* The sensor's error if it failed (ERR_OK otherwise); copies the message into e. */
 int energy_monitor_sensor_error(energy_monitor_t *m, err_t *e);
 

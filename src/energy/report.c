@@ -230,6 +230,9 @@ int energy_write_timing(const energy_run_t *run, const energy_report_t *rep, con
     cJSON *rw = cJSON_AddArrayToObject(j, "run_warnings");
     for (int i = 0; i < run->n_warnings; i++)
         cJSON_AddItemToArray(rw, cJSON_CreateString(run->warnings[i]));
+    cJSON *tk = cJSON_AddObjectToObject(j, "tokens");
+    for (size_t i = 0; i < run->n_tokens; i++)
+        cJSON_AddNumberToObject(tk, run->tokens[i].phase, (double)run->tokens[i].tokens);
 
     /* results */
     cJSON *ph = cJSON_AddObjectToObject(j, "phases");
@@ -245,6 +248,8 @@ int energy_write_timing(const energy_run_t *run, const energy_report_t *rep, con
         cJSON_AddStringToObject(o, "method", p->method);
         add_num(o, "avg_power_W", p->avg_power_W);
         add_num(o, "energy_above_idle_J", p->above_idle_J);
+        add_num(o, "tokens", p->tokens);
+        add_num(o, "energy_per_token_J", p->energy_per_token_J);
         add_num(o, "energy_counter_J", rep->measured ? p->m.e_counter : NAN);
         add_num(o, "energy_integral_J", rep->measured ? p->m.e_integral : NAN);
         double gap = p->m.e_counter - p->m.e_integral;

@@ -20,6 +20,7 @@ void energy_run_free(energy_run_t *r)
     free(r->samples);
     free(r->windows);
     free(r->calib);
+    free(r->tokens);
     for (int i = 0; i < r->n_warnings; i++)
         free(r->warnings[i]);
     free(r->warnings);
@@ -61,6 +62,36 @@ int energy_run_add_calib(energy_run_t *r, const energy_calib_t *c, err_t *e)
     if (!rc)
         r->calib[r->n_calib++] = *c;
     return rc;
+}
+
+int energy_run_add_tokens(energy_run_t *r, const char *phase, long long n, err_t *e)
+{
+    if (!energy_phase_name_ok(phase))
+        return err_set(e, ERR_INPUT, "tokens of phase \"%.80s\": not a phase name (1 to %d "
+                       "characters of A-Z a-z 0-9 _ . -)", phase, ENERGY_PHASE_MAX - 1);
+    if (n < 0)
+        return err_set(e, ERR_INPUT, "tokens of phase %s: %lld (expected >= 0)", phase, n);
+    for (size_t i = 0; i < r->n_tokens; i++)
+        if (!strcmp(r->tokens[i].phase, phase)) {
+            r->tokens[i].tokens += n;
+            return ERR_OK;
+        }
+    int rc = grow((void **)&r->tokens, &r->cap_tokens, r->n_tokens, sizeof *r->tokens, e);
+    if (!rc) {
+        energy_tokens_t *t = &r->tokens[r->n_tokens++];
+        memset(t, 0, sizeof *t);
+        snprintf(t->phase, sizeof t->phase, "%s", phase);
+        t->tokens = n;
+    }
+    return rc;
+}
+
+long long energy_run_tokens(const energy_run_t *r, const char *phase)
+{
+    for (size_t i = 0; i < r->n_tokens; i++)
+        if (!strcmp(r->tokens[i].phase, phase))
+            return r->tokens[i].tokens;
+    return -1;
 }
 
 void energy_run_warn(energy_run_t *r, const char *fmt, ...)
@@ -444,6 +475,18 @@ static int load_timing(const cJSON *j, const char *ctx, energy_run_t *r, err_t *
         cal.iterations = (long)it;
         if ((rc = energy_run_add_calib(r, &cal, e)))
             return rc;
+    }
+    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(j, "tokens"); /* absent before issue 18 */
+    if (tk && !cJSON_IsObject(tk))
+        return err_set(e, ERR_INPUT, "%s: field \"tokens\": expected an object", ctx);
+    for (const cJSON *t = tk ? tk->child : NULL; t; t = t->next) {
+        char tctx[600];
+        snprintf(tctx, sizeof tctx, "%s: field \"tokens\"", ctx);
+        long long n;
+        if ((rc = json_req_int(tk, t->string, tctx, &n, e)))
+            return rc;
+        if ((rc = energy_run_add_tokens(r, t->string, n, e)))
+            return err_prefix(e, "%s", tctx);
     }
     const cJSON *rw = cJSON_GetObjectItemCaseSensitive(j, "run_warnings");
     for (int i = 0; cJSON_IsArray(rw) && i < cJSON_GetArraySize(rw); i++) {

@@ -40,6 +40,14 @@ typedef struct energy_calib {
  * on the edge): timestamps printed with fewer decimals round up or down. */
 #define ENERGY_MARK_TOL_S 1e-3
 
+/* The work a phase's windows did, in tokens, as the caller counts them (PPO: generated,
+ * scored and trained tokens, docs/ppo.md): what turns a phase's joules into joules per
+ * token. Summed over the phase's windows. */
+typedef struct energy_tokens {
+    char phase[ENERGY_PHASE_MAX];
+    long long tokens;
+} energy_tokens_t;
+
 /* A phase mark as received (in-process calls or MXRLHF_PHASE lines). */
 typedef struct energy_mark {
     bool begin;
@@ -68,6 +76,8 @@ typedef struct energy_run {
     size_t n_windows, cap_windows;
     energy_calib_t *calib;
     size_t n_calib, cap_calib;
+    energy_tokens_t *tokens;      /* phases whose tokens were counted, in order of first count */
+    size_t n_tokens, cap_tokens;
     bool sensor_failed;
     double sensor_error_t;
     char sensor_error[1024];
@@ -82,6 +92,10 @@ void energy_run_free(energy_run_t *r);
 int energy_run_add_sample(energy_run_t *r, const energy_sample_t *s, err_t *e);
 int energy_run_add_window(energy_run_t *r, const energy_window_t *w, err_t *e);
 int energy_run_add_calib(energy_run_t *r, const energy_calib_t *c, err_t *e);
+/* Adds n >= 0 tokens to the phase's count (phase names as energy_phase_name_ok). */
+int energy_run_add_tokens(energy_run_t *r, const char *phase, long long n, err_t *e);
+/* The phase's token count, or -1 when none was counted. */
+long long energy_run_tokens(const energy_run_t *r, const char *phase);
 /* Adds a warning (printf format); silently drops it when memory is short. */
 void energy_run_warn(energy_run_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -106,7 +120,7 @@ int energy_run_write_log(const energy_run_t *r, FILE *f, err_t *e);
 
 /* Loads a run from a results directory: power_log_baseline.csv and the inputs recorded
  * in phase_timing.json (source, clock, run and idle intervals, windows, calibration,
- * sensor error). */
+ * sensor error, tokens). */
 int energy_run_load(const char *log_path, const char *timing_path, energy_run_t *r, err_t *e);
 
 #define ENERGY_POWER_LOG_NAME "power_log_baseline.csv"

@@ -130,6 +130,13 @@ int qwen2_load_dir(qwen2_model_t *m, const char *dir, err_t *e);
  * Reads the safetensors headers only. */
 int qwen2_check_reward_dir(const char *dir, err_t *e);
 
+/* What qwen2_load_dir reads from `dir` as "bytes:crc32" (zlib CRC-32 over each file's name
+ * and bytes: config.json, then model.safetensors, or the index and its shards in name
+ * order), the form of a file's fingerprint elsewhere ("4186:1a2b3c4d"), into buf (>= 32
+ * bytes). Any changed byte of those files changes it; other files of the directory
+ * (tokenizer.json, logs) do not count. */
+int qwen2_dir_fingerprint(const char *dir, char *buf, size_t cap, err_t *e);
+
 /* Writes config.json and model.safetensors (metadata {"format": "pt"}) in `dtype`
  * (ST_F32, ST_BF16, ST_F16) so transformers loads the directory unchanged; a tied lm_head
  * is not written twice. The config keeps the keys of the loaded config.json. */

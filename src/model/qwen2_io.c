@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "model/qwen2_internal.h"
 #include "util/fs.h"
@@ -173,6 +174,58 @@ int qwen2_check_reward_dir(const char *dir, err_t *e)
                           : err_set(e, ERR_INPUT, "%s: not a reward model: tensor \"score.weight\" "
                                     "(the score head) is missing from %s (a causal LM? train a "
                                     "reward model from it with mxrlhf rm)", dir, where);
+    shards_close(&s);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Adds one file of dir (its name, then its bytes) to the running CRC. */
+static int crc_file(const char *dir, const char *name, uint32_t *crc, uint64_t *bytes, err_t *e)
+{
+    char *p = fs_join(dir, name);
+    if (!p)
+        return err_set(e, ERR_NOMEM, "out of memory");
+    *crc = (uint32_t)crc32(*crc, (const unsigned char *)name, (uInt)strlen(name) + 1);
+    int rc = fs_crc32(p, crc, bytes, NULL, e);
+    free(p);
+    return rc;
+}
+
+int qwen2_dir_fingerprint(const char *dir, char *buf, size_t cap, err_t *e)
+{
+    shards_t s;
+    uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
+    uint64_t bytes = 0;
+    const char **names = NULL;
+    int n = 0;
+    int rc = shards_open(&s, dir, e);
+    if (!rc)
+        rc = crc_file(dir, "config.json", &crc, &bytes, e);
+    if (!rc && !s.index) {
+        rc = crc_file(dir, "model.safetensors", &crc, &bytes, e);
+    } else if (!rc) {
+        rc = crc_file(dir, "model.safetensors.index.json", &crc, &bytes, e);
+        int total = cJSON_GetArraySize(s.weight_map);
+        names = calloc(total ? (size_t)total : 1, sizeof *names);
+        if (!rc && !names)
+            rc = err_set(e, ERR_NOMEM, "out of memory");
+        for (const cJSON *it = s.weight_map->child; !rc && it; it = it->next)
+            names[n++] = it->valuestring;
+        if (!rc)
+            qsort(names, (size_t)n, sizeof *names, cmp_str);
+        for (int i = 0; !rc && i < n; i++)
+            if (i == 0 || strcmp(names[i], names[i - 1]))
+                rc = crc_file(dir, names[i], &crc, &bytes, e);
+    }
+    if (!rc)
+        snprintf(buf, cap, "%llu:%08x", (unsigned long long)bytes, (unsigned)crc);
+    else
+        err_prefix(e, "fingerprint of the model %s", dir);
+    free(names);
     shards_close(&s);
     return rc;
 }

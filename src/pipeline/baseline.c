@@ -37,7 +37,19 @@ int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
     energy_run_t run;
     energy_run_init(&run);
     bool have_run = false;
-    int rc = fs_mkdir_p(b->out_dir, e);
+    /* About ten segments, as energy_calibrate's default 1 s segments give over 10 s;
+     * shorter totals (tests) get shorter segments (it keeps them >= 3 settle times). */
+    double cs = b->opts.calibrate_s > 0 ? b->opts.calibrate_s : 10;
+    energy_calib_opts_t co = {.min_total_s = cs, .segment_s = cs < 10 ? cs / 10 : 0,
+                              .seed = o->seed};
+    rlhf_ppo_io_t io = {b->be, b->policy_dir, b->ref_dir, b->reward_dir, b->critic_dir,
+                        b->out_dir, b->policies_path, b->plan, b->prompts, b->n_prompts,
+                        b->eval_prompts, b->n_eval, b->synthetic, NULL, b->resume, b->log,
+                        b->opts.calibrate ? &co : NULL, b->data};
+    /* nothing written (the power log) for a run that cannot start or resume */
+    int rc = rlhf_ppo_check(o, &io, e);
+    if (!rc)
+        rc = fs_mkdir_p(b->out_dir, e);
     if (!rc) {
         energy_source_opts_t so;
         memset(&so, 0, sizeof so);
@@ -59,15 +71,7 @@ int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
         src = NULL;
     }
     if (!rc) {
-        /* About ten segments, as energy_calibrate's default 1 s segments give over 10 s;
-         * shorter totals (tests) get shorter segments (it keeps them >= 3 settle times). */
-        double cs = b->opts.calibrate_s > 0 ? b->opts.calibrate_s : 10;
-        energy_calib_opts_t co = {.min_total_s = cs, .segment_s = cs < 10 ? cs / 10 : 0,
-                                  .seed = o->seed};
-        rlhf_ppo_io_t io = {b->be, b->policy_dir, b->ref_dir, b->reward_dir, b->critic_dir,
-                            b->out_dir, b->policies_path, b->plan, b->prompts, b->n_prompts,
-                            b->eval_prompts, b->n_eval, b->synthetic, mon, b->resume, b->log,
-                            b->opts.calibrate ? &co : NULL};
+        io.monitor = mon;
         if (b->log && b->opts.calibrate)
             fprintf(b->log, "mxrlhf baseline: after training, each phase's work is repeated "
                     "for %.1f s of steady time (calibration)\n", cs);

@@ -54,6 +54,7 @@ typedef struct pipeline_baseline {
     pipeline_baseline_opts_t opts;        /* all zero: no calibration */
     bool resume;
     FILE *log;                            /* progress (NULL: quiet) */
+    const ppo_data_opts_t *data;          /* how the prompts were drawn (rlhf_ppo_io_t) */
 } pipeline_baseline_t;
 
 /* Runs the stage. ERR_UNAVAILABLE when an explicitly named power source is missing; the

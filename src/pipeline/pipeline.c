@@ -19,7 +19,8 @@
 
 const char *pipeline_status_name(pipeline_status_t s)
 {
-    static const char *const n[] = {"ran", "reused", "skipped", "not_reached", "not_built"};
+    static const char *const n[] = {"ran",       "reused",    "skipped",
+                                    "not_reached", "not_built", "failed"};
     return (unsigned)s < sizeof n / sizeof n[0] ? n[s] : "?";
 }
 
@@ -550,6 +551,8 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
         if (o->until && !strcmp(o->until, st->name))
             done = true;
     }
+    if (rc && rep->n) /* the loop stops at the stage that failed: never listed as ran */
+        rep->stage[rep->n - 1].status = PIPELINE_FAILED;
     load_now(load[1]);
     err_t e2 = ERR_INIT;
     int rc2 = write_run_json(o, rep, rlhf_now() - t_run, load, rc, rc ? &e2 : e);

@@ -43,7 +43,8 @@ typedef enum pipeline_status {
     PIPELINE_REUSED,
     PIPELINE_SKIPPED,      /* replaced by a directory the user gave (--model, --sft-model) */
     PIPELINE_NOT_REACHED,  /* after --until                                                  */
-    PIPELINE_NOT_BUILT     /* a later issue builds it                                        */
+    PIPELINE_NOT_BUILT,    /* a later issue builds it                                        */
+    PIPELINE_FAILED        /* the stage that stopped the run (its stage.json is not written) */
 } pipeline_status_t;
 
 const char *pipeline_status_name(pipeline_status_t s); /* "ran", "reused", ... */

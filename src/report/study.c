@@ -163,6 +163,45 @@ static char *baseline_dir(const char *root)
     return NULL;
 }
 
+/* Joules per token from phase_timing.json beside energy.csv (absent in results written
+ * before it counted tokens: then nothing). Always 8 lines: test_pin knows the block. */
+static int energy_per_token(rep_t *r, const char *bdir, bool any_energy)
+{
+    char *path = fs_join(bdir, "phase_timing.json");
+    cJSON *j = NULL;
+    int rc = path ? ERR_OK : err_set(r->e, ERR_NOMEM, "out of memory");
+    if (!rc && fs_exists(path))
+        rc = json_load_file(path, 256u << 20, &j, r->e);
+    const cJSON *tk = cJSON_GetObjectItemCaseSensitive(j, "tokens");
+    if (rc || !cJSON_IsObject(tk) || !tk->child) {
+        cJSON_Delete(j);
+        free(path);
+        return rc;
+    }
+    /* what a token is in each study phase (docs/ppo.md, "Phases and energy") */
+    static const char *const what[PREC_PHASE_COUNT] = {"generated", "scored", "trained"};
+    study_md(r, "Energy per token (`%s`: `tokens`, `phases.NAME.energy_per_token_J`): a generated "
+                "token is a response token the rollout sampled (the end-of-turn id included, no "
+                "padding), a scored token one the reward model read (prompt + response, no "
+                "padding), a trained token a response token of a minibatch the gradient update "
+                "processed, once per epoch.\n\n| phase | token | tokens | energy per token (J) |"
+                "\n|---|---|---:|---:|\n", path);
+    const cJSON *ph = cJSON_GetObjectItemCaseSensitive(j, "phases");
+    for (int k = 0; k < PREC_PHASE_COUNT; k++) {
+        const char *name = prec_phase_study_name((prec_phase_t)k);
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(ph, name);
+        double n = study_jnum(tk, name), jt = study_jnum(p, "energy_per_token_J");
+        char a[32], b[32];
+        study_md(r, "| %s | %s | %s | %s |\n", name, what[k],
+                 isfinite(n) ? report_fmt(n, a) : "—",
+                 isfinite(jt) ? report_fmt(jt, b) : any_energy ? "—" : "no sensor");
+    }
+    study_md(r, "\n");
+    cJSON_Delete(j);
+    free(path);
+    return ERR_OK;
+}
+
 static int section_energy(rep_t *r, const char *bdir)
 {
     study_md(r, "## 1. Energy by phase (the PPO baseline)\n\n");
@@ -220,6 +259,11 @@ static int section_energy(rep_t *r, const char *bdir)
                  study_cell_s(&t, i, "method"), study_cell_s(&t, i, "windows"));
     }
     study_md(r, "\n");
+    if ((rc = energy_per_token(r, bdir, any_energy))) {
+        csv_table_free(&t);
+        free(path);
+        return rc;
+    }
     const char *cats[3] = {prec_phase_label(PREC_ROLLOUT), prec_phase_label(PREC_REWARD),
                            prec_phase_label(PREC_GRADIENT)};
     const char *ser[1] = {"runtime (s)"};

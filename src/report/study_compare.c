@@ -80,6 +80,13 @@ int study_section_compare(rep_t *r)
         study_md(r, " %s seeds; %s. Run order: %s. Clocks and temperature: %s.",
                  report_fmt(study_jnum(opts, "seeds"), a), note ? note : "", order ? order : "?",
                  state ? state : "?");
+        /* TRL's PPO unless the runs weighted their rollouts (docs/compare.md) */
+        const cJSON *ppo = cJSON_GetObjectItemCaseSensitive(j, "ppo");
+        const char *corr = study_jstr(ppo, "rollout_correction");
+        if (corr && strcmp(corr, "none"))
+            study_md(r, " Every run's policy loss carries the rollout correction `%s` (truncated "
+                     "importance weights, cap %s; `rollout_corr/*` in its training_stats.json).",
+                     corr, report_fmt(study_jnum(ppo, "tis_cap"), a));
     }
     study_md(r,
              "\n\n**The comparison runs are shortened PPO runs** (the number of steps is in the "

@@ -65,11 +65,13 @@ static int phase_begin(ppo_t *P, int ph, err_t *e)
     return ERR_OK;
 }
 
-static int phase_end(ppo_t *P, int ph, err_t *e)
+/* ... and its end, with the tokens the window processed (phase_timing.json's tokens). */
+static int phase_end(ppo_t *P, int ph, long long tokens, err_t *e)
 {
-    if (P->io->monitor
-            ? energy_phase_end(P->io->monitor, prec_phase_study_name((prec_phase_t)ph), e)
-            : be_sync(P->be, e))
+    const char *name = prec_phase_study_name((prec_phase_t)ph);
+    if (P->io->monitor ? energy_phase_end(P->io->monitor, name, e) ||
+                             energy_monitor_add_tokens(P->io->monitor, name, tokens, e)
+                       : be_sync(P->be, e))
         return e->code;
     P->phase_s[ph] += ppo_now() - P->phase_t0;
     return ERR_OK;
@@ -137,10 +139,6 @@ static int setup(ppo_t *P, err_t *e)
     P->shared_value = !o->separate_critic;
     if (fs_mkdir_p(io->out_dir, e))
         return e->code;
-    if (!io->policy_dir || !io->reward_dir)
-        return err_set(e, ERR_INPUT, "PPO needs a policy and a reward model directory");
-    if (qwen2_check_reward_dir(io->reward_dir, e))
-        return e->code;
     if ((size_t)P->B > io->n_prompts)
         return err_set(e, ERR_INPUT, "%zu PPO prompts, fewer than one batch of %d", io->n_prompts,
                        P->B);
@@ -207,7 +205,8 @@ static int setup(ppo_t *P, err_t *e)
         ALLOC(P->mb_tgt, M * T) || ALLOC(P->mb_old_logp, M * T) || ALLOC(P->mb_values, M * T) ||
         ALLOC(P->mb_mask, M * T) || ALLOC(P->mb_adv, M * T) || ALLOC(P->mb_ret, M * T) ||
         ALLOC(P->mb_logp, M * T) || ALLOC(P->mb_ent, M * T) || ALLOC(P->mb_vpred, M * T) ||
-        ALLOC(P->mb_dlogp, M * T) || ALLOC(P->mb_dv, M * T))
+        ALLOC(P->mb_dlogp, M * T) || ALLOC(P->mb_dv, M * T) || ALLOC(P->roll_bt, B * T) ||
+        ALLOC(P->rc_w, B * T) || ALLOC(P->mb_w, M * T))
         return e->code;
     if (o->kl_penalty == PPO_KL_FULL &&
         (ALLOC(P->full_p, (size_t)B * N * P->V) || ALLOC(P->full_q, (size_t)N * P->V)))
@@ -243,13 +242,15 @@ static void teardown(ppo_t *P)
                     P->values, P->klv, P->rewards, P->non_score, P->adv, P->ret, P->scores,
                     P->raw_scores, P->synth, P->perm, P->mb_ids, P->mb_len, P->mb_tgt,
                     P->mb_old_logp, P->mb_values, P->mb_mask, P->mb_adv, P->mb_ret, P->mb_logp,
-                    P->mb_ent, P->mb_vpred, P->mb_dlogp, P->mb_dv, P->full_p, P->full_q};
+                    P->mb_ent, P->mb_vpred, P->mb_dlogp, P->mb_dv, P->full_p, P->full_q,
+                    P->roll_bt, P->rc_w, P->mb_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     cJSON_Delete(P->stats);
     cJSON_Delete(P->evals);
     cJSON_Delete(P->warnings);
     cJSON_Delete(P->bon);
+    cJSON_Delete(P->run);
     if (P->jsonl)
         fclose(P->jsonl);
     if (P->samples)
@@ -271,22 +272,29 @@ static int one_step(ppo_t *P, int step, err_t *e)
     ppo_step_prompts(P, step, rows);
     int rc = ERR_OK;
 
-    /* rollout */
-    if ((rc = phase_begin(P, PREC_ROLLOUT, e)) || (rc = ppo_rollout(P, rows, step, e)) ||
-        (rc = phase_end(P, PREC_ROLLOUT, e)))
+    /* rollout; tokens: the responses' (end-of-turn id included, no padding) */
+    long long generated = 0, scored = 0;
+    if ((rc = phase_begin(P, PREC_ROLLOUT, e)) || (rc = ppo_rollout(P, rows, step, e)))
+        goto out;
+    for (int b = 0; b < B; b++)
+        generated += P->resp_len[b];
+    if ((rc = phase_end(P, PREC_ROLLOUT, generated, e)))
         goto out;
     /* outside the phases: the batch, text and ground truth */
     if ((rc = ppo_rollout_batch(P, rows, texts, e)))
         goto out;
 
-    /* reward inference */
+    /* reward inference; tokens: prompt + response of each row, as the reward model reads
+     * them (no padding) */
+    for (int b = 0; b < B; b++)
+        scored += P->batch.len[b];
     if ((rc = phase_begin(P, PREC_REWARD, e)) || (rc = ppo_reward_inference(P, step, e)) ||
-        (rc = phase_end(P, PREC_REWARD, e)))
+        (rc = phase_end(P, PREC_REWARD, scored, e)))
         goto out;
 
-    /* gradient update */
+    /* gradient update; tokens: the response tokens of every minibatch it processed */
     if ((rc = phase_begin(P, PREC_GRADIENT, e)) || (rc = ppo_gradient_update(P, step, &acc, e)) ||
-        (rc = phase_end(P, PREC_GRADIENT, e)))
+        (rc = phase_end(P, PREC_GRADIENT, acc.tokens, e)))
         goto out;
 
     /* statistics, then the KL controller (TRL: kl_ctl.update after record_step_stats) */
@@ -327,6 +335,32 @@ out:
     return rc;
 }
 
+/* The checks before anything is written; *run receives what the run is (for its
+ * checkpoints) when not NULL. */
+static int check(const ppo_opts_t *o, const rlhf_ppo_io_t *io, cJSON **run, err_t *e)
+{
+    cJSON *id = NULL;
+    int rc = ppo_opts_check(o, "ppo", e);
+    if (!rc && (!io->policy_dir || !io->reward_dir))
+        rc = err_set(e, ERR_INPUT, "PPO needs a policy and a reward model directory");
+    if (!rc)
+        rc = qwen2_check_reward_dir(io->reward_dir, e);
+    if (!rc && (run || io->resume)) /* reads every model file: only when it is needed */
+        rc = ppo_run_identity(o, io, &id, e);
+    if (!rc && io->resume)
+        rc = ppo_resume_check(o, io, id, e);
+    if (!rc && run)
+        *run = id;
+    else
+        cJSON_Delete(id);
+    return rc;
+}
+
+int rlhf_ppo_check(const ppo_opts_t *o, const rlhf_ppo_io_t *io, err_t *e)
+{
+    return check(o, io, NULL, e);
+}
+
 int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t *res, err_t *e)
 {
     ppo_t P;
@@ -337,7 +371,7 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
     rlhf_ppo_result_t rr;
     memset(&rr, 0, sizeof rr);
     ppo_eval_t last = {0};
-    int rc = ppo_opts_check(o, "ppo", e);
+    int rc = check(o, io, &P.run, e);
     if (!rc && io->calibrate && !io->monitor)
         rc = err_set(e, ERR_INPUT, "calibration needs the energy monitor (mxrlhf baseline "
                      "--calibrate)");

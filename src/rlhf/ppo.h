@@ -10,8 +10,10 @@
  *                     model's log-probs, and the policy's old log-probs and values (at the
  *                     gradient phase's precision: they must be what training would compute);
  *                     per-token rewards, GAE advantages and returns
- *   gradient_update   ppo_epochs passes over shuffled minibatches: forward, clipped losses,
- *                     backward, AdamW (global-norm clipping optional)
+ *   gradient_update   ppo_epochs passes over shuffled minibatches: forward, clipped losses
+ *                     (with rollout_correction, the policy loss weighted per token or
+ *                     sequence by min(pi_train / pi_rollout, tis_cap)), backward, AdamW
+ *                     (global-norm clipping optional)
  * then statistics under TRL's names, the KL controller's update, a checkpoint every
  * checkpoint_every steps. ppo_math.h holds the arithmetic.
  *
@@ -44,6 +46,7 @@
 
 #include "backend/backend.h"
 #include "energy/monitor.h"
+#include "rlhf/ppo_data.h"
 #include "rlhf/ppo_math.h"
 #include "rlhf/text.h"
 #include "util/err.h"
@@ -75,6 +78,9 @@ typedef struct ppo_opts {
     bool whiten_rewards;
     double cliprange, cliprange_value, vf_coef;
     double ratio_threshold;
+    ppo_rc_t rollout_correction;      /* none: TRL 0.11; tis / seq_tis: verl's truncated
+                                         importance weights (ppo_math.h) */
+    double tis_cap;                   /* their truncation C */
     bool early_stopping;
     double target_kl;
     bool use_score_scaling, use_score_norm;
@@ -103,6 +109,7 @@ typedef struct ppo_opts {
  * checks ppo_opts_check too. */
 extern const opt_table_t ppo_opts_table;
 extern const opt_enum_t ppo_kl_enum;
+extern const opt_enum_t ppo_rc_enum;
 void ppo_opts_default(ppo_opts_t *o);
 /* Cross-field checks (batch_size a multiple of mini_batch_size x accumulation, ...). */
 int ppo_opts_check(const ppo_opts_t *o, const char *ctx, err_t *e);
@@ -132,6 +139,10 @@ typedef struct rlhf_ppo_io {
      * gradient_update (one PPO update on that batch; the policy, critic and optimizer
      * state are restored afterwards). The seed is offset per phase. */
     const energy_calib_opts_t *calibrate;
+    /* How the prompts were drawn (source, pairs, data seed), recorded in every checkpoint
+     * so that a resume with other data is refused before it draws anything (NULL: only the
+     * prompts themselves are compared). */
+    const ppo_data_opts_t *data;
 } rlhf_ppo_io_t;
 
 /* Evaluation of a policy on the held-out prompts (one sample each, the same random
@@ -153,6 +164,16 @@ typedef struct rlhf_ppo_result {
     double best_of_n_synth_score, best_of_n_reward, best_of_n_kl; /* analytic KL */
     double final_kl_coef;
 } rlhf_ppo_result_t;
+
+/* What a run checks before it writes anything, for callers that write files before
+ * rlhf_ppo_run (the prompts' work directory, the energy monitor's power log): the options,
+ * the reward model's score head (qwen2_check_reward_dir), and with io->resume that the
+ * checkpoint latest.json names is this run's: the same options (steps may grow, never fall
+ * below the steps done), models (by qwen2_dir_fingerprint; moving a directory is no
+ * change), tokenizer, precision plan, data (io->data) and prompts (when io->prompts is
+ * set), and a latest.json whose step is its checkpoint's. ERR_INPUT naming the field that
+ * differs and both values. rlhf_ppo_run checks all of this again, first. */
+int rlhf_ppo_check(const ppo_opts_t *o, const rlhf_ppo_io_t *io, err_t *e);
 
 /* The whole stage: trains, writes the outputs above. On NaN/Inf the run stops with
  * ERR_FAIL naming the step and what went non-finite; the last good checkpoint stays. */

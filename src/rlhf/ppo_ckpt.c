@@ -1,11 +1,13 @@
 /* ppo_ckpt: PPO checkpoints (layout and guarantees in ppo_ckpt.h). */
 #include "rlhf/ppo_ckpt.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "util/atomic_file.h"
 #include "util/fs.h"
 #include "util/json.h"
 #include "util/safetensors.h"
@@ -121,20 +123,52 @@ static int opt_state_set(qwen2_model_t *m, const cJSON *state, const char *key, 
     return qwen2_opt_state_set(m, &s, e);
 }
 
-/* removes a checkpoint directory (the files this module writes, then the directory) */
+/* Removes a checkpoint directory: the files this module writes and the temporaries a
+ * killed writer left of them (atomic_remove_stale: only those no live writer holds), then
+ * the directory. */
 static void remove_ckpt(const char *out_dir, const char *name)
 {
     static const char *const files[] = {"policy.safetensors", "critic.safetensors", "state.json"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char *p = ck_path(out_dir, name, files[i]);
-        if (p)
+        if (p) {
+            atomic_remove_stale(p);
             unlink(p);
+        }
         free(p);
     }
     char *d = ck_path(out_dir, name, NULL);
     if (d)
         rmdir(d);
     free(d);
+}
+
+/* Every checkpoint directory but `keep`: the previous checkpoint, and any a killed run left
+ * half-written (a resumed run with other checkpoint steps never writes that one again). */
+static void remove_other_ckpts(const char *out_dir, const char *keep)
+{
+    char *cd = fs_join(out_dir, CKPT_DIR);
+    DIR *d = cd ? opendir(cd) : NULL;
+    char **names = NULL;
+    size_t n = 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        if (strncmp(de->d_name, "ckpt-", 5) || !strcmp(de->d_name, keep))
+            continue;
+        char **nn = realloc(names, (n + 1) * sizeof *nn);
+        if (!nn)
+            break;
+        names = nn;
+        if ((names[n] = strdup(de->d_name)))
+            n++;
+    }
+    if (d)
+        closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        remove_ckpt(out_dir, names[i]);
+        free(names[i]);
+    }
+    free(names);
+    free(cd);
 }
 
 int ppo_ckpt_write(const char *out_dir, int step, qwen2_model_t *policy, qwen2_model_t *critic,
@@ -146,22 +180,10 @@ int ppo_ckpt_write(const char *out_dir, int step, qwen2_model_t *policy, qwen2_m
          *cp = ck_path(out_dir, name, "critic.safetensors"), *sp = ck_path(out_dir, name, "state.json"),
          *lp = ck_path(out_dir, LATEST, NULL);
     cJSON *st = cJSON_Duplicate(state, 1), *latest = cJSON_CreateObject();
-    char *prev = NULL;
     int rc = dir && pp && cp && sp && lp && st && latest ? ERR_OK
                                                          : err_set(e, ERR_NOMEM, "out of memory");
-    if (!rc) {
-        /* the checkpoint latest.json names now, removed once the new one is in place */
-        cJSON *old = NULL;
-        err_t ig = ERR_INIT;
-        if (fs_exists(lp) && !json_load_file(lp, 1 << 16, &old, &ig)) {
-            const cJSON *d = cJSON_GetObjectItemCaseSensitive(old, "dir");
-            if (cJSON_IsString(d) && strcmp(d->valuestring, name) &&
-                !strncmp(d->valuestring, "ckpt-", 5) && !strchr(d->valuestring, '/'))
-                prev = strdup(d->valuestring);
-        }
-        cJSON_Delete(old);
+    if (!rc)
         rc = fs_mkdir_p(dir, e);
-    }
     if (!rc)
         rc = write_model(policy, pp, e);
     if (!rc && critic)
@@ -177,13 +199,12 @@ int ppo_ckpt_write(const char *out_dir, int step, qwen2_model_t *policy, qwen2_m
         cJSON_AddStringToObject(latest, "dir", name);
         rc = json_write_file(lp, latest, true, e);
     }
-    if (!rc && prev)
-        remove_ckpt(out_dir, prev);
+    if (!rc) /* latest.json names the new one: the others are obsolete */
+        remove_other_ckpts(out_dir, name);
     if (rc)
         err_prefix(e, "checkpoint at step %d", step);
     cJSON_Delete(st);
     cJSON_Delete(latest);
-    free(prev);
     free(dir);
     free(pp);
     free(cp);
@@ -192,35 +213,68 @@ int ppo_ckpt_write(const char *out_dir, int step, qwen2_model_t *policy, qwen2_m
     return rc;
 }
 
-int ppo_ckpt_read(const char *out_dir, qwen2_model_t *policy, qwen2_model_t *critic,
-                  cJSON **state, int *step, err_t *e)
+int ppo_ckpt_peek(const char *out_dir, cJSON **state, int *step, char **state_path, err_t *e)
 {
     *state = NULL;
-    char *lp = ck_path(out_dir, LATEST, NULL);
+    if (state_path)
+        *state_path = NULL;
+    char *lp = ck_path(out_dir, LATEST, NULL), *sp = NULL;
     cJSON *latest = NULL, *st = NULL;
-    char *pp = NULL, *cp = NULL, *sp = NULL;
     int rc = lp ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
     if (!rc && !fs_exists(lp))
         rc = err_set(e, ERR_INPUT, "%s: no checkpoint to resume from", lp);
     if (!rc)
         rc = json_load_file(lp, 1 << 16, &latest, e);
     const char *name = NULL;
-    long long s = 0;
+    long long s = 0, done = 0;
     if (!rc && !(rc = json_req_string(latest, "dir", lp, &name, e)) &&
         !(rc = json_req_int(latest, "step", lp, &s, e))) {
         if (strncmp(name, "ckpt-", 5) || strchr(name, '/'))
             rc = err_set(e, ERR_INPUT, "%s: field \"dir\": expected ckpt-NNNNNN, got \"%s\"", lp,
                          name);
     }
-    if (!rc) {
-        pp = ck_path(out_dir, name, "policy.safetensors");
-        cp = ck_path(out_dir, name, "critic.safetensors");
-        sp = ck_path(out_dir, name, "state.json");
-        if (!pp || !cp || !sp)
-            rc = err_set(e, ERR_NOMEM, "out of memory");
-    }
+    if (!rc && !(sp = ck_path(out_dir, name, "state.json")))
+        rc = err_set(e, ERR_NOMEM, "out of memory");
     if (!rc)
         rc = json_load_file(sp, 1u << 30, &st, e);
+    /* latest.json is written after the checkpoint it names: their steps must agree */
+    if (!rc && !(rc = json_req_int(st, "steps_done", sp, &done, e)) && done != s)
+        rc = err_set(e, ERR_INPUT, "%s: field \"step\" is %lld, but the checkpoint it names "
+                     "(%s) holds step %lld (%s): the checkpoint directory is inconsistent",
+                     lp, s, name, done, sp);
+    if (!rc) {
+        *state = st;
+        *step = (int)s;
+        st = NULL;
+        if (state_path) {
+            *state_path = sp;
+            sp = NULL;
+        }
+    }
+    cJSON_Delete(latest);
+    cJSON_Delete(st);
+    free(lp);
+    free(sp);
+    return rc;
+}
+
+int ppo_ckpt_read(const char *out_dir, qwen2_model_t *policy, qwen2_model_t *critic,
+                  cJSON **state, int *step, err_t *e)
+{
+    *state = NULL;
+    cJSON *st = NULL;
+    char *sp = NULL, *pp = NULL, *cp = NULL;
+    int rc = ppo_ckpt_peek(out_dir, &st, step, &sp, e);
+    if (!rc) {
+        /* the checkpoint's files beside its state.json */
+        char *slash = strrchr(sp, '/');
+        *slash = 0;
+        pp = fs_join(sp, "policy.safetensors");
+        cp = fs_join(sp, "critic.safetensors");
+        *slash = '/';
+        if (!pp || !cp)
+            rc = err_set(e, ERR_NOMEM, "out of memory");
+    }
     if (!rc)
         rc = read_model(policy, pp, e);
     if (!rc)
@@ -232,14 +286,11 @@ int ppo_ckpt_read(const char *out_dir, qwen2_model_t *policy, qwen2_model_t *cri
     }
     if (!rc) {
         *state = st;
-        *step = (int)s;
         st = NULL;
     }
-    cJSON_Delete(latest);
     cJSON_Delete(st);
-    free(lp);
+    free(sp);
     free(pp);
     free(cp);
-    free(sp);
     return rc;
 }

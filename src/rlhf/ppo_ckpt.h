@@ -11,8 +11,9 @@
  *                                                model's optimizer counters
  *   checkpoints/latest.json                      {"step": N, "dir": "ckpt-NNNNNN"}
  * Each file is written atomically and latest.json last, so it always names a complete
- * checkpoint; the previous checkpoint directory is removed only after that. A run killed
- * at any moment leaves the last good checkpoint readable.
+ * checkpoint; every other checkpoint directory (the previous one, or one a killed run left
+ * half-written, with its temporaries) is removed only after that. A run killed at any
+ * moment leaves the last good checkpoint readable.
  */
 #ifndef MXRLHF_RLHF_PPO_CKPT_H
 #define MXRLHF_RLHF_PPO_CKPT_H
@@ -26,6 +27,11 @@
  * "policy_optimizer" (and "critic_optimizer") added. */
 int ppo_ckpt_write(const char *out_dir, int step, qwen2_model_t *policy, qwen2_model_t *critic,
                    const cJSON *state, err_t *e);
+
+/* Reads latest.json and the state.json of the checkpoint it names, without the weights
+ * (caller frees *state; *state_path too when not NULL). ERR_INPUT when there is none, or
+ * when latest.json's step is not the step that checkpoint holds. */
+int ppo_ckpt_peek(const char *out_dir, cJSON **state, int *step, char **state_path, err_t *e);
 
 /* Reads the checkpoint latest.json names into the models (which must have the shapes it
  * was written from) and returns its state (caller frees) and step. ERR_INPUT when there is

@@ -44,15 +44,19 @@ typedef struct ppo {
     int *resp_len;
     float *roll_logp, *old_logp, *ref_logp, *values, *klv, *rewards, *non_score, *adv, *ret;
     float *scores, *raw_scores, *full_p, *full_q;
+    float *roll_bt, *rc_w;        /* (B, T): roll_logp at the batch's positions, and the
+                                     rollout-correction weights (ppo_rollout_weights) */
+    ppo_rc_stats_t rc;            /* the step's rollout-correction statistics */
     double *synth;
     rlhf_batch_t batch;
     /* a minibatch: (M, T) */
     int32_t *mb_ids, *mb_len, *mb_tgt;
     float *mb_old_logp, *mb_values, *mb_mask, *mb_adv, *mb_ret, *mb_logp, *mb_ent, *mb_vpred,
-        *mb_dlogp, *mb_dv;
+        *mb_dlogp, *mb_dv, *mb_w;
     ppo_klctl_t kl;
     ppo_running_t running;
     cJSON *stats, *evals, *warnings, *bon;
+    cJSON *run;                   /* what the run is (ppo_run_identity), in every checkpoint */
     FILE *jsonl, *samples;
     double phase_s[PREC_PHASE_COUNT];
     double phase_t0;
@@ -63,6 +67,8 @@ typedef struct ppo {
 typedef struct step_acc {
     ppo_mb_stats_t sum;   /* summed over minibatches */
     int n, skipped, opt_steps, epochs;
+    long long tokens;     /* response tokens of the minibatches processed (every epoch; skipped
+                             minibatches too: their forward ran) */
     double grad_norm;
     bool early_stopped;
 } step_acc_t;
@@ -107,6 +113,13 @@ int ppo_best_of_n(ppo_t *P, err_t *e);
 char *ppo_out_path(ppo_t *P, const char *name);
 int ppo_write_line(FILE *f, const cJSON *j, const char *what, err_t *e);
 int ppo_samples_write(ppo_t *P, int step, const prompt_t *const *rows, char **texts, err_t *e);
+/* What shapes a run besides its options: each model's directory fingerprint
+ * (qwen2_dir_fingerprint), the tokenizer, the precision plan (name and file), the data
+ * (io->data: source, pairs, data seed) and the prompts (when io->prompts is set). */
+int ppo_run_identity(const ppo_opts_t *o, const rlhf_ppo_io_t *io, cJSON **out, err_t *e);
+/* The checkpoint latest.json names against this run: ERR_INPUT naming the field that
+ * differs (an option, steps below the steps done, a model, the data, ...) with both values. */
+int ppo_resume_check(const ppo_opts_t *o, const rlhf_ppo_io_t *io, const cJSON *run, err_t *e);
 cJSON *ppo_state_json(ppo_t *P, int steps_done);
 int ppo_state_restore(ppo_t *P, cJSON *st, const char *ctx, err_t *e);
 int ppo_open_streams(ppo_t *P, bool resumed, int steps_done, err_t *e);

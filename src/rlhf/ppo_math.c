@@ -173,7 +173,7 @@ void ppo_loss(const ppo_loss_cfg_t *c, size_t n, const float *old_logp, const fl
     for (size_t i = 0; i < n; i++)
         msum += mask[i];
     for (size_t i = 0; i < n; i++) {
-        double m = mask[i];
+        double m = mask[i], w = c->weight ? c->weight[i] : 1.0; /* m * 1.0 == m exactly */
         double d = (double)logp[i] - old_logp[i];
         double ratio = exp(d), A = adv[i], R = returns[i], v = vpred[i], V = old_values[i];
         double rc = ratio < lo ? lo : ratio > hi ? hi : ratio;
@@ -182,7 +182,7 @@ void ppo_loss(const ppo_loss_cfg_t *c, size_t n, const float *old_logp, const fl
         /* clip_by_value(x, lo, hi) = max(min(x, hi), lo) */
         double vmin = v < vhi ? v : vhi, vc = vmin > vlo ? vmin : vlo;
         double vf1 = (v - R) * (v - R), vf2 = (vc - R) * (vc - R);
-        pg += m * (pg1 > pg2 ? pg1 : pg2);
+        pg += m * w * (pg1 > pg2 ? pg1 : pg2);
         vf += m * (vf1 > vf2 ? vf1 : vf2);
         clip_pg += m * (pg2 > pg1);
         clip_vf += m * (vf2 > vf1);
@@ -201,7 +201,7 @@ void ppo_loss(const ppo_loss_cfg_t *c, size_t n, const float *old_logp, const fl
             /* d pg / d ratio, times d ratio / d logp = ratio */
             double gr = g1 * -A + g2 * -A * inside;
             if (dlogp)
-                dlogp[i] = (float)(msum > 0 ? gr * ratio * m / msum * grad_scale : 0);
+                dlogp[i] = (float)(msum > 0 ? gr * ratio * m * w / msum * grad_scale : 0);
             double h1, h2;
             max_grad(vf1, vf2, &h1, &h2);
             /* d min(v, vhi)/dv and d max(., vlo)/d. with PyTorch's tie split */
@@ -244,6 +244,61 @@ void ppo_loss(const ppo_loss_cfg_t *c, size_t n, const float *old_logp, const fl
                 dvpred[i] = 0;
         }
     }
+}
+
+/* ---- rollout correction ---------------------------------------------------------------------- */
+
+const char *const ppo_rc_names[PPO_RC_COUNT + 1] = {"none", "tis", "seq_tis", NULL};
+
+/* min(exp(s), cap) without overflow: exp(s) is not formed once s exceeds log(cap) */
+static double truncated_ratio(double s, double cap) { return s > log(cap) ? cap : exp(s); }
+
+void ppo_rollout_weights(ppo_rc_t mode, double cap, int B, int T, const float *old_logp,
+                         const float *rollout_logp, const float *mask, float *w,
+                         ppo_rc_stats_t *st)
+{
+    double kl = 0, rsum = 0, nclip = 0;
+    long ntok = 0, units = 0;
+    for (int b = 0; b < B; b++) {
+        double s = 0; /* the row's summed log-ratio old - rollout */
+        long nb = 0;
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            if (w)
+                w[i] = 1;
+            if (mask[i] == 0)
+                continue;
+            double d = (double)rollout_logp[i] - old_logp[i];
+            kl += d;
+            ntok++;
+            nb++;
+            s += (double)old_logp[i] - rollout_logp[i];
+            if (mode == PPO_RC_TIS) {
+                double r = exp((double)old_logp[i] - rollout_logp[i]);
+                rsum += r;
+                nclip += r > cap;
+                units++;
+                if (w)
+                    w[i] = (float)truncated_ratio((double)old_logp[i] - rollout_logp[i], cap);
+            }
+        }
+        if (mode == PPO_RC_SEQ_TIS && nb > 0) {
+            double r = exp(s); /* may be +Inf: then ratio_mean is too */
+            rsum += r;
+            nclip += r > cap;
+            units++;
+            if (w) {
+                float wb = (float)truncated_ratio(s, cap);
+                for (int t = 0; t < T; t++)
+                    if (mask[(size_t)b * T + t] != 0)
+                        w[(size_t)b * T + t] = wb;
+            }
+        }
+    }
+    st->kl = ntok ? kl / (double)ntok : NAN;
+    st->units = mode == PPO_RC_SEQ_TIS ? units : ntok;
+    st->ratio_mean = mode != PPO_RC_NONE && units ? rsum / (double)units : NAN;
+    st->clipped_frac = mode != PPO_RC_NONE && units ? nclip / (double)units : NAN;
 }
 
 /* ---- KL controller ------------------------------------------------------------------------------- */

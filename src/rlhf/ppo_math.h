@@ -23,6 +23,14 @@
  *                multiplied by 0 (loss)
  *   KL control   adaptive: e = clip(kl / target - 1, -0.2, 0.2), coef *= 1 + e n / horizon
  *                (AdaptiveKLController.update with n = batch size); or fixed.
+ *
+ * Not in TRL 0.11 (off by default): rollout correction as verl offers it (truncated
+ * importance sampling, Ionides 2008; verl's tis_imp_ratio_cap and rollout_corr), for
+ * rollouts sampled from another distribution than the policy being trained (an MX
+ * rollout plan): per-token weights w_t = min(exp(old_logp_t - rollout_logp_t), C)
+ * ("tis"), or one weight per sequence min(exp(sum_t (old_logp_t - rollout_logp_t)), C)
+ * over its response tokens ("seq_tis"), multiplied (as constants) into each position's
+ * policy loss.
  */
 #ifndef MXRLHF_RLHF_PPO_MATH_H
 #define MXRLHF_RLHF_PPO_MATH_H
@@ -83,6 +91,8 @@ void ppo_advantages(int B, int T, float *values, float *rewards, const float *ma
 
 typedef struct ppo_loss_cfg {
     double cliprange, cliprange_value, vf_coef, ratio_threshold;
+    const float *weight; /* (n) rollout-correction weights multiplying each position's policy
+                            loss and its gradient (ppo_rollout_weights), NULL: none (TRL) */
 } ppo_loss_cfg_t;
 
 /* TRL's stats of one minibatch (train_stats), under their names without the "ppo/" prefix. */
@@ -99,7 +109,9 @@ typedef struct ppo_mb_stats {
 
 /* One minibatch of n positions: old_logp, old_values (masked values from
  * ppo_advantages), logp and vpred of the current model, entropy (may be NULL: stat 0),
- * mask, adv, returns. Fills the stats and the gradients of the total loss times
+ * mask, adv, returns. With c->weight, position i's clipped policy loss is multiplied by
+ * weight[i] (loss/policy and the gradient; the other stats are TRL's). Fills the stats and
+ * the gradients of the total loss times
  * grad_scale (1 / gradient_accumulation_steps) with respect to logp and vpred (either may
  * be NULL); a skipped minibatch gets zero gradients. Gradients follow PyTorch's autograd
  * exactly: clamp passes gradient inside its closed range, max sends it to the larger
@@ -108,6 +120,38 @@ void ppo_loss(const ppo_loss_cfg_t *c, size_t n, const float *old_logp, const fl
               const float *logp, const float *vpred, const float *entropy, const float *mask,
               const float *adv, const float *returns, double grad_scale, float *dlogp,
               float *dvpred, ppo_mb_stats_t *st);
+
+/* ---- rollout correction ------------------------------------------------------------------------ */
+
+typedef enum ppo_rc {
+    PPO_RC_NONE,     /* "none":    TRL 0.11: no correction                                  */
+    PPO_RC_TIS,      /* "tis":     a weight per token                                       */
+    PPO_RC_SEQ_TIS,  /* "seq_tis": a weight per sequence, the product of its tokens' ratios */
+    PPO_RC_COUNT
+} ppo_rc_t;
+
+extern const char *const ppo_rc_names[PPO_RC_COUNT + 1]; /* by value, NULL-terminated */
+
+/* The step's rollout correction statistics (training_stats.json's rollout_corr/...). */
+typedef struct ppo_rc_stats {
+    double ratio_mean;    /* mean of the untruncated ratio exp(old - rollout) over response
+                             tokens (tis) or over sequences with a response token (seq_tis; the
+                             ratio of the summed log-ratios); NaN for none or no unit */
+    double clipped_frac;  /* fraction of those units whose ratio exceeds the cap */
+    double kl;            /* mean over response tokens of rollout_logp - old_logp (every mode;
+                             NaN when no token): KL(pi_rollout || pi_train) by the k1 estimator
+                             on the rollout's own samples */
+    long units;           /* response tokens (none, tis) or sequences (seq_tis) counted */
+} ppo_rc_stats_t;
+
+/* old_logp (the training-precision policy's log-probs before the update), rollout_logp
+ * (the rollout engine's, at the same positions) and mask (B, T) as above. Writes the
+ * weights w (B, T) (may be NULL; none: 1 everywhere; positions outside the mask get 1, a
+ * row without a response token 1) and the statistics. cap: C > 0. Sums in double, in index
+ * order. */
+void ppo_rollout_weights(ppo_rc_t mode, double cap, int B, int T, const float *old_logp,
+                         const float *rollout_logp, const float *mask, float *w,
+                         ppo_rc_stats_t *st);
 
 /* ---- the KL controller ------------------------------------------------------------------------ */
 

@@ -7,6 +7,7 @@
 #include "rlhf/ppo.h"
 
 OPT_ENUM_FUNCS(ppo_kl_enum, ppo_kl_est_t, PPO_KL_COUNT, ppo_kl_est_name, ppo_kl_est_from_name);
+const opt_enum_t ppo_rc_enum = {ppo_rc_names, 0, NULL, NULL};
 
 static int check(const void *o, const char *ctx, err_t *e) { return ppo_opts_check(o, ctx, e); }
 
@@ -45,6 +46,11 @@ static const opt_field_t fields[] = {
     OPT_KEY("vf_coef", OPT_DOUBLE, O(vf_coef), "0.1", 0, 1e6, "value loss coefficient"),
     OPT_KEY("ratio_threshold", OPT_DOUBLE, O(ratio_threshold), "10", 0, 1e30,
             "skip a minibatch above this mean ratio"),
+    OPT_KEY("rollout_correction", OPT_ENUM, O(rollout_correction), "none", 0, 0,
+            "weights for rollouts sampled at another precision: none (TRL), tis (per token), "
+            "seq_tis (per sequence)", .en = &ppo_rc_enum),
+    OPT_KEY("tis_cap", OPT_DOUBLE, O(tis_cap), "2", 1, 1e6,
+            "truncation C of the rollout-correction weights min(pi_train / pi_rollout, C)"),
     OPT_KEY("early_stopping", OPT_BOOL, O(early_stopping), "false", 0, 0,
             "stop the epochs on policy KL"),
     OPT_KEY("target_kl", OPT_DOUBLE, O(target_kl), "1", 0, 1e6,

@@ -4,7 +4,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
+#include "data/hh.h"
+#include "rlhf/ppo_ckpt.h"
 #include "rlhf/ppo_internal.h"
 #include "util/atomic_file.h"
 #include "util/fs.h"
@@ -46,7 +49,7 @@ int ppo_samples_write(ppo_t *P, int step, const prompt_t *const *rows, char **te
 cJSON *ppo_state_json(ppo_t *P, int steps_done)
 {
     cJSON *s = cJSON_CreateObject();
-    cJSON_AddStringToObject(s, "format", "mxrlhf.ppo_state/1");
+    cJSON_AddStringToObject(s, "format", "mxrlhf.ppo_state/2");
     cJSON_AddNumberToObject(s, "steps_done", steps_done);
     cJSON_AddNumberToObject(s, "kl_coef", P->kl.value);
     cJSON *r = cJSON_AddObjectToObject(s, "running_scores");
@@ -55,6 +58,7 @@ cJSON *ppo_state_json(ppo_t *P, int steps_done)
     cJSON_AddNumberToObject(r, "std", P->running.std);
     cJSON_AddNumberToObject(r, "count", P->running.count);
     cJSON_AddItemToObject(s, "options", opts_to_json(&ppo_opts_table, P->o));
+    cJSON_AddItemToObject(s, "run", cJSON_Duplicate(P->run, 1));
     cJSON_AddItemToObject(s, "stats", cJSON_Duplicate(P->stats, 1));
     cJSON_AddItemToObject(s, "evaluations", cJSON_Duplicate(P->evals, 1));
     cJSON_AddItemToObject(s, "warnings", cJSON_Duplicate(P->warnings, 1));
@@ -62,28 +66,212 @@ cJSON *ppo_state_json(ppo_t *P, int steps_done)
     return s;
 }
 
-/* Restores the state of a checkpoint; options must match (steps may grow). */
-int ppo_state_restore(ppo_t *P, cJSON *st, const char *ctx, err_t *e)
+/* ---- what a run is: a resume must be the same run -------------------------------------- */
+
+/* {"dir": dir, "fingerprint": "bytes:crc32"} of a model directory */
+static int model_id(cJSON *run, const char *key, const char *dir, err_t *e)
 {
-    cJSON *mine = opts_to_json(&ppo_opts_table, P->o);
-    cJSON *theirs = cJSON_GetObjectItemCaseSensitive(st, "options");
-    if (!mine)
-        return err_set(e, ERR_NOMEM, "out of memory");
-    cJSON_DeleteItemFromObjectCaseSensitive(mine, "steps");
-    for (const cJSON *it = mine->child; it; it = it->next) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(theirs, it->string);
-        if (!t || !cJSON_Compare(it, t, true)) {
-            char *a = cJSON_PrintUnformatted(it), *b = t ? cJSON_PrintUnformatted(t) : NULL;
-            err_set(e, ERR_INPUT, "%s: option %s was %s in the checkpoint, %s now (resume with "
-                    "the options the run started with; only steps may change)", ctx, it->string,
-                    b ? b : "absent", a ? a : "?");
-            free(a);
-            free(b);
-            cJSON_Delete(mine);
-            return ERR_INPUT;
+    char fp[48];
+    if (qwen2_dir_fingerprint(dir, fp, sizeof fp, e))
+        return e->code;
+    cJSON *m = cJSON_AddObjectToObject(run, key);
+    cJSON_AddStringToObject(m, "dir", dir);
+    cJSON_AddStringToObject(m, "fingerprint", fp);
+    return ERR_OK;
+}
+
+static int file_fp(const char *path, char *fp, size_t cap, err_t *e)
+{
+    uint64_t bytes;
+    uint32_t crc;
+    bool gz;
+    if (data_file_crc32(path, &bytes, &crc, &gz, e))
+        return e->code;
+    snprintf(fp, cap, "%llu:%08x", (unsigned long long)bytes, (unsigned)crc);
+    return ERR_OK;
+}
+
+/* "count:bytes:crc32" of a list of texts (each with its terminating NUL) */
+static void texts_fp(const char *const *t, size_t n, char *fp, size_t cap)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    unsigned long long bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = strlen(t[i]) + 1;
+        crc = crc32_z(crc, (const unsigned char *)t[i], k);
+        bytes += k;
+    }
+    snprintf(fp, cap, "%zu:%llu:%08lx", n, bytes, (unsigned long)crc);
+}
+
+int ppo_run_identity(const ppo_opts_t *o, const rlhf_ppo_io_t *io, cJSON **out, err_t *e)
+{
+    *out = NULL;
+    cJSON *run = cJSON_CreateObject();
+    char fp[48];
+    char *tok = fs_join(io->policy_dir, "tokenizer.json");
+    int rc = run && tok ? ERR_OK : err_set(e, ERR_NOMEM, "out of memory");
+    if (!rc)
+        rc = model_id(run, "policy_model", io->policy_dir, e);
+    if (!rc && (!io->ref_dir || !strcmp(io->ref_dir, io->policy_dir))) /* read once */
+        cJSON_AddItemToObject(run, "reference_model",
+                              cJSON_Duplicate(cJSON_GetObjectItem(run, "policy_model"), 1));
+    else if (!rc)
+        rc = model_id(run, "reference_model", io->ref_dir, e);
+    if (!rc)
+        rc = model_id(run, "reward_model", io->reward_dir, e);
+    if (!rc && o->separate_critic)
+        rc = model_id(run, "critic_model", io->critic_dir ? io->critic_dir : io->reward_dir, e);
+    if (!rc && !(rc = file_fp(tok, fp, sizeof fp, e)))
+        cJSON_AddStringToObject(run, "tokenizer", fp);
+    if (!rc && io->policies_path) {
+        cJSON *p = cJSON_AddObjectToObject(run, "precision_plan");
+        cJSON_AddStringToObject(p, "plan", io->plan ? io->plan : "");
+        cJSON_AddStringToObject(p, "path", io->policies_path);
+        if (!(rc = file_fp(io->policies_path, fp, sizeof fp, e)))
+            cJSON_AddStringToObject(p, "fingerprint", fp);
+    } else if (!rc) {
+        cJSON_AddNullToObject(run, "precision_plan");
+    }
+    if (!rc && io->data) {
+        const ppo_data_opts_t *d = io->data;
+        cJSON *j = cJSON_AddObjectToObject(run, "data");
+        cJSON_AddStringToObject(j, "source", d->data_path ? "file" : "synthetic task");
+        if (d->data_path) {
+            cJSON_AddStringToObject(j, "path", d->data_path);
+            if (!(rc = file_fp(d->data_path, fp, sizeof fp, e)))
+                cJSON_AddStringToObject(j, "fingerprint", fp);
+            cJSON_AddBoolToObject(j, "synthetic", d->synthetic);
+        }
+        cJSON_AddNumberToObject(j, "pairs", (double)d->pairs);
+        snprintf(fp, sizeof fp, "%llu", (unsigned long long)d->seed);
+        cJSON_AddStringToObject(j, "data_seed", fp);
+    }
+    if (!rc && io->prompts) {
+        cJSON *j = cJSON_AddObjectToObject(run, "prompts");
+        texts_fp(io->prompts, io->n_prompts, fp, sizeof fp);
+        cJSON_AddStringToObject(j, "ppo", fp);
+        texts_fp(io->eval_prompts, io->n_eval, fp, sizeof fp);
+        cJSON_AddStringToObject(j, "eval", fp);
+        cJSON_AddBoolToObject(j, "synthetic", io->synthetic);
+    }
+    free(tok);
+    if (rc) {
+        cJSON_Delete(run);
+        return rc;
+    }
+    *out = run;
+    return ERR_OK;
+}
+
+/* Where `then` and `now` first differ, as "a.b" (keys "dir" and "path" only say where a
+ * thing was: moving a model or a file is no change); 0 when they agree. */
+static int first_diff(const cJSON *then, const cJSON *now, char *path, size_t cap,
+                      const cJSON **a, const cJSON **b)
+{
+    if (!cJSON_IsObject(then) || !cJSON_IsObject(now)) {
+        *a = then, *b = now;
+        return !cJSON_Compare(then, now, true);
+    }
+    size_t at = strlen(path);
+    for (const cJSON *it = then->child; it; it = it->next) {
+        if (!strcmp(it->string, "dir") || !strcmp(it->string, "path"))
+            continue;
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(now, it->string);
+        snprintf(path + at, cap - at, "%s%s", at ? "." : "", it->string);
+        if (!t) {
+            *a = it, *b = NULL;
+            return 1;
+        }
+        if (first_diff(it, t, path, cap, a, b))
+            return 1;
+        path[at] = 0;
+    }
+    for (const cJSON *it = now->child; it; it = it->next)
+        if (!cJSON_GetObjectItemCaseSensitive(then, it->string)) {
+            snprintf(path + at, cap - at, "%s%s", at ? "." : "", it->string);
+            *a = NULL, *b = it;
+            return 1;
+        }
+    return 0;
+}
+
+/* `where` of an object of a run record ("policy_model" -> its dir), or "" */
+static const char *where_of(const cJSON *run, const char *field)
+{
+    char top[64];
+    snprintf(top, sizeof top, "%.*s", (int)strcspn(field, "."), field);
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(run, top);
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "dir");
+    if (!w)
+        w = cJSON_GetObjectItemCaseSensitive(o, "path");
+    return cJSON_IsString(w) ? w->valuestring : "";
+}
+
+static int differs(const char *ctx, const char *what, const char *field, const cJSON *then,
+                   const cJSON *now, const char *where_then, const char *where_now, err_t *e)
+{
+    char *a = then ? cJSON_PrintUnformatted(then) : NULL, *b = now ? cJSON_PrintUnformatted(now) : NULL;
+    char wt[600] = "", wn[600] = "";
+    if (where_then && *where_then)
+        snprintf(wt, sizeof wt, " (%s)", where_then);
+    if (where_now && *where_now)
+        snprintf(wn, sizeof wn, " (%s)", where_now);
+    err_set(e, ERR_INPUT, "%s: %s %s was %s%s in the checkpoint, %s%s now: a resumed run must be "
+            "the run it continues (its models, data, plan, seeds and options; only steps may "
+            "grow)", ctx, what, field, a ? a : "absent", wt, b ? b : "absent", wn);
+    free(a);
+    free(b);
+    return ERR_INPUT;
+}
+
+int ppo_resume_check(const ppo_opts_t *o, const rlhf_ppo_io_t *io, const cJSON *run, err_t *e)
+{
+    cJSON *st = NULL;
+    char *sp = NULL;
+    int done = 0;
+    if (ppo_ckpt_peek(io->out_dir, &st, &done, &sp, e))
+        return e->code;
+    int rc = ERR_OK;
+    if (o->steps < done)
+        rc = err_set(e, ERR_INPUT, "%s: steps %d is fewer than the %d steps the checkpoint has "
+                     "done (a resume may only keep or raise steps)", sp, o->steps, done);
+    /* the options, steps aside */
+    cJSON *mine = rc ? NULL : opts_to_json(&ppo_opts_table, o);
+    const cJSON *theirs = cJSON_GetObjectItemCaseSensitive(st, "options");
+    if (!rc && !mine)
+        rc = err_set(e, ERR_NOMEM, "out of memory");
+    if (!rc && !cJSON_IsObject(theirs))
+        rc = err_set(e, ERR_INPUT, "%s: field \"options\" is missing", sp);
+    if (!rc) {
+        cJSON_DeleteItemFromObjectCaseSensitive(mine, "steps");
+        for (const cJSON *it = mine->child; !rc && it; it = it->next) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(theirs, it->string);
+            if (!t || !cJSON_Compare(it, t, true))
+                rc = differs(sp, "option", it->string, t, it, NULL, NULL, e);
         }
     }
     cJSON_Delete(mine);
+    /* what the run is */
+    cJSON *then = cJSON_GetObjectItemCaseSensitive(st, "run");
+    if (!io->prompts) /* a check before the prompts are drawn: rlhf_ppo_run compares them */
+        cJSON_DeleteItemFromObjectCaseSensitive(then, "prompts");
+    if (!rc && !cJSON_IsObject(then))
+        rc = err_set(e, ERR_INPUT, "%s: field \"run\" is missing (a checkpoint of an older "
+                     "mxrlhf, which did not record its models and data): start the run again",
+                     sp);
+    char field[256] = "";
+    const cJSON *a = NULL, *b = NULL;
+    if (!rc && first_diff(then, run, field, sizeof field, &a, &b))
+        rc = differs(sp, "run", field, a, b, where_of(then, field), where_of(run, field), e);
+    cJSON_Delete(st);
+    free(sp);
+    return rc;
+}
+
+/* Restores the state of a checkpoint (ppo_resume_check has compared the run). */
+int ppo_state_restore(ppo_t *P, cJSON *st, const char *ctx, err_t *e)
+{
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(st, "running_scores");
     double klc = ppo_jnum(st, "kl_coef");
     cJSON *stats = cJSON_DetachItemFromObjectCaseSensitive(st, "stats");

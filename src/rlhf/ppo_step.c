@@ -179,6 +179,7 @@ static int gather_minibatch(ppo_t *P, const size_t *rows, int M)
         memcpy(P->mb_mask + dst, P->batch.mask + src, (size_t)Tm * sizeof(float));
         memcpy(P->mb_adv + dst, P->adv + src, (size_t)Tm * sizeof(float));
         memcpy(P->mb_ret + dst, P->ret + src, (size_t)Tm * sizeof(float));
+        memcpy(P->mb_w + dst, P->rc_w + src, (size_t)Tm * sizeof(float));
         P->mb_len[j] = P->batch.len[rows[j]];
     }
     return Tm;
@@ -201,13 +202,16 @@ int ppo_gradient_update(ppo_t *P, int step, step_acc_t *acc, err_t *e)
     long k = 0;
     qwen2_adamw_t h = {o->learning_rate, o->adam_beta1, o->adam_beta2, o->adam_epsilon,
                        o->weight_decay, o->max_grad_norm};
-    ppo_loss_cfg_t lc = {o->cliprange, o->cliprange_value, o->vf_coef, o->ratio_threshold};
+    ppo_loss_cfg_t lc = {o->cliprange, o->cliprange_value, o->vf_coef, o->ratio_threshold,
+                         o->rollout_correction != PPO_RC_NONE ? P->mb_w : NULL};
     for (int epoch = 0; epoch < o->ppo_epochs; epoch++) {
         shuffle(perm, (size_t)B, o->seed,
                 rng_stream("ppo.minibatch", (uint64_t)step * 4096 + (uint64_t)epoch));
         ppo_mb_stats_t st = {0};
         for (int j = 0; j < B / M; j++, k++) {
             int Tm = gather_minibatch(P, perm + (size_t)j * M, M);
+            for (int r = 0; r < M; r++)
+                acc->tokens += P->resp_len[perm[(size_t)j * M + r]];
             size_t n = (size_t)M * Tm;
             qwen2_batch_t qb = {M, Tm, P->mb_ids, NULL, P->mb_len};
             prec_ctx_t g = {PREC_GRADIENT, o->seed, ((uint64_t)step << 16) | (uint64_t)(k + 1)};
@@ -342,6 +346,16 @@ int ppo_reward_inference(ppo_t *P, int step, err_t *e)
         for (int b = 0; b < B; b++)
             P->scores[b] = (float)fmin(fmax(P->scores[b], -o->score_clip), o->score_clip);
 
+    /* rollout correction: the rollout's log-probs against the old ones just computed */
+    memset(P->roll_bt, 0, n * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        int p0 = P->batch.len[b] - P->resp_len[b] - 1;
+        memcpy(P->roll_bt + (size_t)b * T + p0, P->roll_logp + (size_t)b * P->max_new,
+               (size_t)P->resp_len[b] * sizeof(float));
+    }
+    ppo_rollout_weights(o->rollout_correction, o->tis_cap, B, T, P->old_logp, P->roll_bt, mask,
+                        P->rc_w, &P->rc);
+
     ppo_compute_rewards(B, T, P->scores, P->klv, mask, P->kl.value, P->rewards, P->non_score);
     ppo_advantages(B, T, P->values, P->rewards, mask, o->gamma, o->lam, o->whiten_rewards, P->adv,
                    P->ret);
@@ -369,17 +383,15 @@ cJSON *ppo_step_stats(ppo_t *P, int step, double kl_coef, const step_acc_t *a, d
     const int B = P->B, T = P->batch.T;
     const float *mask = P->batch.mask;
     double klrow[B], entrow[B], sc[B], raw[B], ql[B], rl[B];
-    double gap = 0, gap_abs = 0, gap_max = 0, gn = 0, ended = 0;
+    double gap_abs = 0, gap_max = 0, gn = 0, ended = 0;
     for (int b = 0; b < B; b++) {
         klrow[b] = entrow[b] = 0;
-        int p0 = P->batch.len[b] - P->resp_len[b] - 1;
         for (int t = 0; t < T; t++) {
             size_t i = (size_t)b * T + t;
             klrow[b] += (double)P->klv[i] * mask[i];
             entrow[b] += -(double)P->old_logp[i] * mask[i];
             if (mask[i] != 0) {
-                double d = (double)P->roll_logp[(size_t)b * P->max_new + (t - p0)] - P->old_logp[i];
-                gap += d;
+                double d = (double)P->roll_bt[i] - P->old_logp[i];
                 gap_abs += fabs(d);
                 gap_max = fabs(d) > gap_max ? fabs(d) : gap_max;
                 gn++;
@@ -445,9 +457,14 @@ cJSON *ppo_step_stats(ppo_t *P, int step, double kl_coef, const step_acc_t *a, d
         add(j, "data_synth_score_std", gsd);
     }
     add(j, "tokens/responses_ended_frac", ended / B);
-    add(j, "rollout/logprob_gap_mean", gn ? gap / gn : NAN);
+    add(j, "rollout/logprob_gap_mean", P->rc.kl);
     add(j, "rollout/logprob_gap_abs_mean", gn ? gap_abs / gn : NAN);
     add(j, "rollout/logprob_gap_max_abs", gap_max);
+    if (P->o->rollout_correction != PPO_RC_NONE) {
+        add(j, "rollout_corr/ratio_mean", P->rc.ratio_mean);
+        add(j, "rollout_corr/clipped_frac", P->rc.clipped_frac);
+        add(j, "rollout_corr/kl", P->rc.kl);
+    }
     add(j, "time/ppo/rollout", P->phase_s[PREC_ROLLOUT]);
     add(j, "time/ppo/reward_inference", P->phase_s[PREC_REWARD]);
     add(j, "time/ppo/optimize_step", P->phase_s[PREC_GRADIENT]);

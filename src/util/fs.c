@@ -10,6 +10,33 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
+
+int fs_crc32(const char *path, uint32_t *crc, uint64_t *bytes, unsigned char head2[2], err_t *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return err_errno(e, errno == ENOENT ? ERR_INPUT : ERR_FAIL, "open %s", path);
+    unsigned char buf[1 << 16];
+    uLong c = *crc;
+    uint64_t n = 0;
+    size_t k;
+    if (head2)
+        head2[0] = head2[1] = 0;
+    while ((k = fread(buf, 1, sizeof buf, f)) > 0) {
+        for (size_t i = 0; head2 && i < k && n + i < 2; i++)
+            head2[n + i] = buf[i];
+        c = crc32(c, buf, (uInt)k);
+        n += k;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad)
+        return err_errno(e, ERR_FAIL, "read %s", path);
+    *crc = (uint32_t)c;
+    *bytes += n;
+    return ERR_OK;
+}
 
 int fs_read_all(const char *path, size_t max_bytes, char **out, size_t *len, err_t *e)
 {

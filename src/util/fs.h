@@ -3,12 +3,18 @@
 #define MXRLHF_UTIL_FS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "util/err.h"
 
 /* Reads a whole file into a NUL-terminated buffer (the NUL is not counted in *len).
  * Refuses files larger than max_bytes, naming the file. Caller frees. */
 int fs_read_all(const char *path, size_t max_bytes, char **out, size_t *len, err_t *e);
+
+/* Feeds a file's bytes into a running zlib CRC-32 (*crc: crc32(0, NULL, 0) to start) and
+ * adds its size to *bytes; the first two bytes go to head2 when it is not NULL (zeros for
+ * a shorter file). A missing file is ERR_INPUT naming it. */
+int fs_crc32(const char *path, uint32_t *crc, uint64_t *bytes, unsigned char head2[2], err_t *e);
 
 /* mkdir -p; existing directories are fine. */
 int fs_mkdir_p(const char *path, err_t *e);

@@ -9,7 +9,11 @@
  *     rebuild mx_fake_quant bit for bit;
  *   - the fragment maps: ldmatrix's addressing as the kernel computes it delivers, lane by
  *     lane, the bytes the PTX ISA's m16n8k32 / m16n8k16 fragments hold, and the masks for
- *     blocks of 8 split a k16 MMA exactly into its two blocks. */
+ *     blocks of 8 split a k16 MMA exactly into its two blocks;
+ *   - the fold to cuBLASLt's 128-element blocks: every E4M3 byte at every shift 0..40
+ *     folds exactly when (and only when) its value times 2^-d is an E4M3 value, and every
+ *     element of E2M1 / E3M2 / E2M3 folds at every shift up to mxg_fold_dmax (8 / 5 / 6),
+ *     one more failing for some element. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -307,6 +311,76 @@ static void fragment_maps_match_the_ptx_layouts(void **state)
     }
 }
 
+
+/* ---- the fold ---------------------------------------------------------------------------- */
+
+/* is v (>= 0) an E4M3 magnitude: a multiple of 2^-9, at most 448, at most 4 significant
+ * bits (3 trailing) */
+static bool is_e4m3(double v)
+{
+    for (int q = 0; q < 0x7f; q++)
+        if (mxg_decode((uint8_t)q, MXG_E4M3) == v)
+            return true;
+    return false;
+}
+
+static void fold_is_exact_and_its_bounds_hold(void **state)
+{
+    long folded = 0;
+    for (int q = 0; q < 256; q++) {
+        if ((q & 0x7f) == 0x7f)
+            continue; /* NaN: never folded (a NaN block's bytes are 0) */
+        const double v = mxg_decode((uint8_t)q, MXG_E4M3);
+        for (int d = 0; d <= 40; d++) {
+            uint8_t o = 0xff;
+            const bool ok = mxg_fold_byte((uint8_t)q, d, &o);
+            const double want = v * ldexp(1.0, -d);
+            if (ok != is_e4m3(fabs(want)))
+                fail_msg("byte 0x%02x shift %d: fold says %d", q, d, (int)ok);
+            if (ok) {
+                folded++;
+                if (mxg_decode(o, MXG_E4M3) != want || (o & 0x80) != (q & 0x80))
+                    fail_msg("byte 0x%02x shift %d: %g, want %g", q, d,
+                             (double)mxg_decode(o, MXG_E4M3), want);
+            }
+        }
+    }
+    assert_true(folded > 1000);
+    /* every element of the FP4/FP6 formats, as the E4M3 byte mxg_encode gives it */
+    const int fmts[] = {MX_FP4_E2M1, MX_FP6_E3M2, MX_FP6_E2M3}, dmax[] = {8, 5, 6};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mxg_fold_dmax(fmts[i]), dmax[i]);
+        const mxc_fmt_t f = mxc_fmt((mx_format_t)fmts[i]);
+        bool fails_above = false;
+        for (int e = f.emin - f.m; e <= f.emax; e++) /* quantum exponents */
+            for (int k = 1; k < 16; k++) {
+                const double y = k * ldexp(1.0, e);
+                if (y > f.max)
+                    continue;
+                /* on the format's grid: the quantum at y's binade divides it */
+                const int be = (int)floor(log2(y));
+                const int qe = (be > f.emin ? be : f.emin) - f.m;
+                if (fmod(y, ldexp(1.0, qe)) != 0)
+                    continue;
+                uint32_t u;
+                float yf = (float)y;
+                memcpy(&u, &yf, 4);
+                const uint8_t b = mxg_encode(u, 0, MXG_E4M3, 0);
+                uint8_t o;
+                for (int d = 0; d <= dmax[i]; d++)
+                    if (!mxg_fold_byte(b, d, &o))
+                        fail_msg("format %d element %g fails at shift %d <= %d", fmts[i], y, d,
+                                 dmax[i]);
+                fails_above = fails_above || !mxg_fold_byte(b, dmax[i] + 1, &o);
+            }
+        assert_true(fails_above); /* the bound is tight */
+    }
+    assert_int_equal(mxg_fold_dmax(MX_FP8_E5M2), -1);
+    assert_int_equal(mxg_pow2_exp(mxg_pow2_bits(-127)), -127);
+    assert_int_equal(mxg_pow2_exp(mxg_pow2_bits(127)), 127);
+    assert_int_equal(mxg_pow2_exp(mxg_pow2_bits(-3)), -3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +388,7 @@ int main(void)
         cmocka_unit_test(scale_multipliers_are_exact_powers_of_two),
         cmocka_unit_test(operand_layout_rebuilds_fake_quant),
         cmocka_unit_test(fragment_maps_match_the_ptx_layouts),
+        cmocka_unit_test(fold_is_exact_and_its_bounds_hold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

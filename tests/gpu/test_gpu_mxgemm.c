@@ -15,9 +15,18 @@
  *       int8 kinds (exact int32 block sums)                          1e-5
  *       E4M3 / E5M2 kinds (the FP8 MMA's own accumulation in a block)  1e-2
  *     and the worst per format is printed ("worst"), for docs/engine.md;
- *   - the dispatch: which GEMMs ran natively (be_cuda_mxgemm_stats), the switch, and
+ *   - the folded path (mxfp6 / mxfp4 pairs through cuBLASLt's FP8 GEMM, 128-element
+ *     chunks): every FP6/FP4 format x block 8/16/32/64, forward and the backward operands,
+ *     exact folds (no fallback) within the E4M3 tolerance; rows and weights whose blocks
+ *     span more binades than the fold keeps exact take the per-block kernel (counted
+ *     from the device) and are still right;
+ *   - the dispatch: which GEMMs ran natively (be_cuda_mxgemm_stats) under the modes all
+ *     and auto (auto: the folding pairs natively, mxfp8 / mxint emulated), the switch, and
  *     specs without a tensor-core type staying on the emulated path.
- * MXRLHF_GPU_QUICK=1 shrinks the sizes (compute-sanitizer runs). */
+ * The tests run in mode all (every mapping pair native) unless they say otherwise. Linear
+ * layers of M <= 64 rows may take the packed decode GEMV (cuda_gemv.cu) instead of a GEMM,
+ * so the counted cases have M > 64. MXRLHF_GPU_QUICK=1 shrinks the sizes
+ * (compute-sanitizer runs). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +48,12 @@ static int setup(void **state)
         return -1;
     if (be_open("cuda", &gpu, &e)) {
         snprintf(skip_why, sizeof skip_why, "%s", e.msg);
+        gpu = NULL;
+        return 0;
+    }
+    if (be_cuda_set_mxgemm_mode(gpu, BE_CUDA_MXG_ALL, &e)) {
+        snprintf(skip_why, sizeof skip_why, "%s", e.msg);
+        be_close(gpu);
         gpu = NULL;
     }
     return 0;
@@ -69,12 +84,14 @@ static uint64_t rnext(void)
 }
 
 /* normal deviates times scale, with some rows 2^10 larger and some 2^-10 smaller, so that
- * blocks get different scales */
+ * blocks get different scales (unless flat_rows: then blocks down the columns do not
+ * hinge on the one large element they hold, whose size varies by orders of magnitude) */
+static bool flat_rows;
 static float *rand_mat(int rows, int cols, float scale)
 {
     float *v = malloc((size_t)rows * cols * sizeof *v);
     for (int r = 0; r < rows; r++) {
-        float rs = r % 7 == 3 ? 1024.0f : r % 7 == 5 ? 1.0f / 1024 : 1.0f;
+        float rs = flat_rows ? 1.0f : r % 7 == 3 ? 1024.0f : r % 7 == 5 ? 1.0f / 1024 : 1.0f;
         for (int c = 0; c < cols; c++) {
             double u1 = ((rnext() >> 11) + 1) * 0x1p-53, u2 = (rnext() >> 11) * 0x1p-53;
             v[(size_t)r * cols + c] =
@@ -294,7 +311,7 @@ static void quantized_operands_are_fake_quant_bit_for_bit(void **state)
             snprintf(t, sizeof t, "%s/%d/%s/%s", FORMATS[f], blocks[b], ROUNDS[k % 4],
                      k % 3 == 1 ? "rceil" : "floor");
             /* ragged: neither dimension a multiple of the block or the tile */
-            identity_case(t, k % 5 == 2 ? PREC_COMPUTE_BF16 : PREC_COMPUTE_FP32, quick ? 37 : 77 + k,
+            identity_case(t, k % 5 == 2 ? PREC_COMPUTE_BF16 : PREC_COMPUTE_FP32, quick ? 69 : 77 + k,
                           quick ? 45 : 83 + 2 * k);
         }
 }
@@ -354,11 +371,21 @@ static void random_case(const mx_spec_t *s6, prec_compute_t ct, int M, int N, in
     free(x), free(wt), free(bias), free(dy), free(y0), free(dw0);
 }
 
+/* the six operands' specs: format/block, rounding modes in turn from `shift` */
+static void specs6(mx_spec_t *s6, const char *fmt, int block, int shift)
+{
+    for (int o = 0; o < PREC_OPERAND_COUNT; o++) {
+        char t[96];
+        snprintf(t, sizeof t, "%s/%d/%s", fmt, block, ROUNDS[(o + shift) % 4]);
+        s6[o] = spec(t);
+    }
+}
+
 static void every_format_and_block_matches_cpu_within_tolerance(void **state)
 {
     NEED_GPU();
     const int blocks[] = {8, 16, 32, 64};
-    const int shapes[][3] = {{130, 72, 200}, {37, 100, 40}, {257, 136, 96}, {512, 384, 896}};
+    const int shapes[][3] = {{130, 72, 200}, {97, 100, 40}, {257, 136, 96}, {512, 384, 896}};
     const int nshape = quick ? 2 : 4;
     worst_t wf[NFMT];
     memset(wf, 0, sizeof wf);
@@ -369,11 +396,8 @@ static void every_format_and_block_matches_cpu_within_tolerance(void **state)
         for (int b = 0; b < 4; b++)
             for (int sh = 0; sh < nshape; sh++) {
                 mx_spec_t s6[PREC_OPERAND_COUNT];
-                char t[96], name[128];
-                for (int o = 0; o < PREC_OPERAND_COUNT; o++) {
-                    snprintf(t, sizeof t, "%s/%d/%s", FORMATS[f], blocks[b], ROUNDS[(o + sh) % 4]);
-                    s6[o] = spec(t);
-                }
+                char name[128];
+                specs6(s6, FORMATS[f], blocks[b], sh);
                 snprintf(name, sizeof name, "%s/%d", FORMATS[f], blocks[b]);
                 prec_compute_t ct = sh == 1 ? PREC_COMPUTE_BF16 : PREC_COMPUTE_FP32;
                 random_case(s6, ct, shapes[sh][0], shapes[sh][1], shapes[sh][2], sh == 2,
@@ -429,26 +453,126 @@ static void other_specs_and_the_switch_keep_the_emulation(void **state)
                                                                   : PREC_COMPUTE_FP32));
         be_cuda_mxgemm_stats_t s0 = stats();
         worst_t w = {0, 0, 0};
-        random_case(s6, i == 3 ? PREC_COMPUTE_FP16 : PREC_COMPUTE_FP32, 64, 48, 96, false,
+        random_case(s6, i == 3 ? PREC_COMPUTE_FP16 : PREC_COMPUTE_FP32, 72, 48, 96, false,
                     i == 3 ? 5e-3 : 1e-5, i == 3 ? "mxfp8 fp16 compute" : CASES[i][0], &w,
                     i == 3 ? 0.01f : 1.0f); /* fp16: no overflow near 65504 */
         be_cuda_mxgemm_stats_t s1 = stats();
         assert_int_equal(s1.native, s0.native);
         assert_int_equal(s1.emulated - s0.emulated, 6);
     }
+    /* the labels follow the environment's mode: off (the default) runs nothing natively,
+     * auto and all run mxfp4 natively, auto leaves mxfp8 to the emulation */
+    const char *env = getenv("MXRLHF_CUDA_MXGEMM");
+    const bool all = env && !strcmp(env, "all"), on = all || (env && !strcmp(env, "auto"));
+    mx_spec_t f4 = spec("mxfp4_e2m1"), f8 = spec("mxfp8_e4m3");
+    assert_true(be_cuda_mxgemm_native(&f4, &f4, PREC_COMPUTE_FP32) == on);
+    assert_true(be_cuda_mxgemm_native(&f8, &f8, PREC_COMPUTE_FP32) == all);
     /* switched off: the emulation, as accurate as before (operands bit-identical) */
     mx_spec_t s6[PREC_OPERAND_COUNT];
     for (int o = 0; o < PREC_OPERAND_COUNT; o++)
         s6[o] = spec("mxfp8_e4m3");
-    assert_true(be_cuda_mxgemm_native(&s6[0], &s6[1], PREC_COMPUTE_FP32) ==
-                !(getenv("MXRLHF_CUDA_MXGEMM") && !strcmp(getenv("MXRLHF_CUDA_MXGEMM"), "0")));
     assert_int_equal(be_cuda_set_mxgemm(gpu, false, &e), ERR_OK);
     be_cuda_mxgemm_stats_t s0 = stats();
     worst_t w = {0, 0, 0};
     random_case(s6, PREC_COMPUTE_FP32, 100, 64, 128, false, 1e-5, "mxfp8 switched off", &w, 1.0f);
     assert_int_equal(stats().native, s0.native);
+    /* auto: mxfp8 emulated, mxfp4 native (folded) */
     assert_int_equal(be_cuda_set_mxgemm(gpu, true, &e), ERR_OK);
+    s0 = stats();
+    random_case(s6, PREC_COMPUTE_FP32, 100, 64, 128, false, 1e-5, "mxfp8 auto", &w, 1.0f);
+    be_cuda_mxgemm_stats_t s1 = stats();
+    assert_int_equal(s1.native, s0.native);
+    assert_int_equal(s1.emulated - s0.emulated, 6);
+    for (int o = 0; o < PREC_OPERAND_COUNT; o++)
+        s6[o] = f4;
+    random_case(s6, PREC_COMPUTE_FP32, 128, 256, 384, false, 1e-2, "mxfp4 auto", &w, 1.0f);
+    be_cuda_mxgemm_stats_t s2 = stats();
+    assert_int_equal(s2.native - s1.native, 6);
+    assert_int_equal(s2.folded - s1.folded, 6);
+    assert_int_equal(be_cuda_set_mxgemm_mode(gpu, BE_CUDA_MXG_ALL, &e), ERR_OK);
     assert_int_equal(be_cuda_mxgemm_stats(cpu, &s0, &e), ERR_INPUT);
+}
+
+/* ---- the folded path --------------------------------------------------------------------- */
+
+static const char *const FOLDING[] = {"mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1"};
+
+/* Every FP6/FP4 format x block at a shape cuBLASLt's FP8 GEMM takes (dimensions multiples
+ * of 128): the six GEMMs of random_case all fold, none falls back (Gaussian data without
+ * the row spread: the blocks of a chunk stay within the fold's range; with it, blocks
+ * down the columns can differ by 2^10 and fall back, which the every-format test runs). */
+static void folded_gemms_match_cpu_without_fallback(void **state)
+{
+    NEED_GPU();
+    const int blocks[] = {8, 16, 32, 64};
+    worst_t wf[3];
+    memset(wf, 0, sizeof wf);
+    flat_rows = true;
+    for (int f = 0; f < 3; f++)
+        for (int b = 0; b < 4; b++) {
+            mx_spec_t s6[PREC_OPERAND_COUNT];
+            char name[128];
+            specs6(s6, FOLDING[f], blocks[b], b);
+            snprintf(name, sizeof name, "folded %s/%d", FOLDING[f], blocks[b]);
+            be_cuda_mxgemm_stats_t s0 = stats();
+            random_case(s6, b == 1 ? PREC_COMPUTE_BF16 : PREC_COMPUTE_FP32, quick ? 128 : 256,
+                        quick ? 128 : 384, quick ? 256 : 512, false, 1e-2, name, &wf[f], 1.0f);
+            be_cuda_mxgemm_stats_t s1 = stats();
+            assert_int_equal(s1.native - s0.native, 6);
+            assert_int_equal(s1.folded - s0.folded, 6);
+            if (s1.fold_fallbacks != s0.fold_fallbacks)
+                fail_msg("%s: %ld of 6 folded GEMMs fell back", name,
+                         s1.fold_fallbacks - s0.fold_fallbacks);
+        }
+    flat_rows = false;
+    print_message("worst relative L2 error of the folded path (cuBLASLt FP8, VEC128) against the "
+                  "CPU, blocks 8/16/32/64:\n");
+    for (int f = 0; f < 3; f++)
+        print_message("  worst folded %-11s forward %.2e  dx %.2e  dW %.2e\n", FOLDING[f],
+                      wf[f].fwd, wf[f].dx, wf[f].dw);
+}
+
+/* A row of x whose first block is 2^12 above the rest of its 128-chunk (beyond every
+ * format's fold range, with odd small elements that would lose bits) and a weight row the
+ * same: those GEMMs take the per-block kernel (counted on the device) and stay right;
+ * the ragged shape (K 200: chunks padded with zeros) too. */
+static void wide_chunks_fall_back_and_stay_right(void **state)
+{
+    NEED_GPU();
+    const int M = 256, N = 256, K = 384;
+    for (int f = 0; f < 3; f++)
+        for (int wide = 0; wide < 2; wide++) { /* 0: x's row, 1: W's row */
+            mx_spec_t s6[PREC_OPERAND_COUNT];
+            for (int o = 0; o < PREC_OPERAND_COUNT; o++)
+                s6[o] = spec(FOLDING[f]);
+            float *x = rand_mat(M, K, 1.0f), *wt = rand_mat(N, K, 0.05f), *y0 = rand_mat(M, N, 1.0f);
+            float *v = wide ? wt : x;
+            for (int c = 0; c < 32; c++)
+                v[(size_t)6 * K + c] *= 4096.0f; /* row 6 (a 1x row of rand_mat), block 0 */
+            pair_t X = pair_f(x, (size_t)M * K), W = pair_f(wt, (size_t)N * K), Y = pair_f(y0, (size_t)M * N);
+            be_linear_t a = lin(M, N, K, s6, PREC_COMPUTE_FP32);
+            be_cuda_mxgemm_stats_t s0 = stats();
+            poison(&Y);
+            a.x = C(&X), a.w = C(&W);
+            be_linear_fwd(cpu, &a, C(&Y), false);
+            a.x = G(&X), a.w = G(&W);
+            be_linear_fwd(gpu, &a, G(&Y), false);
+            char what[128];
+            snprintf(what, sizeof what, "%s: y with a wide %s row", FOLDING[f], wide ? "W" : "x");
+            double r = rel_err(&Y, what, 1e-2);
+            be_cuda_mxgemm_stats_t s1 = stats();
+            assert_int_equal(s1.folded - s0.folded, 1);
+            assert_int_equal(s1.fold_fallbacks - s0.fold_fallbacks, 1);
+            print_message("%s: fell back, relative error %.2e\n", what, r);
+            pair_free(&X), pair_free(&W), pair_free(&Y);
+            free(x), free(wt), free(y0);
+        }
+    /* ragged K (200: the last chunk half padding) and M, N not multiples of 128 */
+    mx_spec_t s6[PREC_OPERAND_COUNT];
+    for (int o = 0; o < PREC_OPERAND_COUNT; o++)
+        s6[o] = spec("mxfp4_e2m1/16");
+    worst_t w = {0, 0, 0};
+    random_case(s6, PREC_COMPUTE_FP32, 130, 136, 200, true, 1e-2, "folded mxfp4/16 ragged, NaN", &w, 1.0f);
 }
 
 int main(void)
@@ -458,6 +582,8 @@ int main(void)
         cmocka_unit_test(every_format_and_block_matches_cpu_within_tolerance),
         cmocka_unit_test(mixed_pairs_run_natively),
         cmocka_unit_test(other_specs_and_the_switch_keep_the_emulation),
+        cmocka_unit_test(folded_gemms_match_cpu_without_fallback),
+        cmocka_unit_test(wide_chunks_fall_back_and_stay_right),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -66,17 +66,17 @@ $(HW_PE_SC): hw/systemc/pe_bench_sc.cpp $(HW_SC) $(HW_HDR_SC) hw/bench/pe_bench.
              $(HW_LIB) | $(HW_DEPS)
 	@echo "  C++     $@"
 	$(Q)$(HW_CXX) $(HW_CXXFLAGS) hw/systemc/pe_bench_sc.cpp $(HW_SC) $(HW_LIB) -o $@ \
-	  -lsystemc -fopenmp -lm
+	  -lsystemc -fopenmp -lm -lz
 
 $(HW_ARRAY): hw/systemc/array_bench_sc.cpp $(HW_SC_ARRAY) $(HW_HDR_SC) \
              hw/systemc/mx_array_sc.h hw/bench/array_bench.h $(HW_LIB) | $(HW_DEPS)
 	@echo "  C++     $@"
 	$(Q)$(HW_CXX) $(HW_CXXFLAGS) hw/systemc/array_bench_sc.cpp $(HW_SC_ARRAY) $(HW_LIB) -o $@ \
-	  -lsystemc -fopenmp -lm
+	  -lsystemc -fopenmp -lm -lz
 
 $(HW_RANDOM): hw/bench/pe_random.cpp $(HW_LIB) | $(HW_DEPS)
 	@echo "  C++     $@"
-	$(Q)$(HW_CXX) $(HW_CXXFLAGS) $< $(HW_LIB) -o $@ -fopenmp -lm
+	$(Q)$(HW_CXX) $(HW_CXXFLAGS) $< $(HW_LIB) -o $@ -fopenmp -lm -lz
 
 # Verilator runs make in its own directory: every path it sees is absolute.
 $(HW_PE_VL): hw/rtl/mx_pe_bank.v $(HW_RTL) hw/verilator/pe_bench_vl.cpp hw/bench/pe_bench.cpp \
@@ -86,7 +86,7 @@ $(HW_PE_VL): hw/rtl/mx_pe_bank.v $(HW_RTL) hw/verilator/pe_bench_vl.cpp hw/bench
 	$(Q)verilator --cc --exe --build -j 2 -Wall -Wno-WIDTH -Wno-DECLFILENAME --top-module mx_pe_bank \
 	  --Mdir $(abspath $(@D)) -o $(notdir $@) \
 	  -CFLAGS "-std=c++17 -O1 -I$(abspath src) -I$(abspath hw/bench)" \
-	  -LDFLAGS "$(abspath $(HW_LIB)) -fopenmp -lm" \
+	  -LDFLAGS "$(abspath $(HW_LIB)) -fopenmp -lm -lz" \
 	  $(abspath hw/rtl/mx_pe_bank.v $(HW_RTL) hw/verilator/pe_bench_vl.cpp hw/bench/pe_bench.cpp) \
 	  >$(@D)/verilate.log 2>&1 || { tail -30 $(@D)/verilate.log; exit 1; }
 
@@ -104,7 +104,7 @@ $(HW_ARRAY_VL): hw/rtl/mx_array.v $(HW_RTL) hw/verilator/array_bench_vl.cpp hw/b
 	  -GR=2 -GC=2 -GFMT_A=$$fa -GFMT_B=$$fb -GK=$$k --Mdir $(abspath $(@D)) -o $(notdir $@) \
 	  -CFLAGS "-std=c++17 -O1 -I$(abspath src) -I$(abspath hw/bench) -DARR_R=2 -DARR_C=2 \
 	           -DARR_FA=$$fa -DARR_FB=$$fb -DARR_K=$$k" \
-	  -LDFLAGS "$(abspath $(HW_LIB)) -fopenmp -lm" \
+	  -LDFLAGS "$(abspath $(HW_LIB)) -fopenmp -lm -lz" \
 	  $(abspath hw/rtl/mx_array.v $(HW_RTL) hw/verilator/array_bench_vl.cpp hw/bench/array_bench.cpp) \
 	  >$(@D)/verilate.log 2>&1 || { tail -30 $(@D)/verilate.log; exit 1; }
 

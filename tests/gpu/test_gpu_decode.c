@@ -602,6 +602,13 @@ static void packed_decoding_logprobs_match_the_emulated_and_the_cpu(void **state
     /* S6 and plans that isolate its parts: B16 its bf16 input cast without MX weights, S6b
      * its weights at block 32, W6 its weights with an MX input */
     const char *plans[] = {"A8", "D4", "B16", "S6b", "W6", "S6"};
+    /* Plans whose activations are cast to bf16 (B16, S6b, S6): measured on an H100, packed
+     * and emulated agree within 5e-7 on every plan, but against the CPU B16 (the cast alone)
+     * and S6 part in a few steps by up to 0.009: the tensor cores' sums differ from the CPU's
+     * in the last bits, and the cast then rounds an activation the other way (2^-8
+     * relative). Those plans are held to the CPU loosely: at most a third of the steps
+     * over 1e-4 and none over 0.05; every plan to the emulated path within 1e-4. */
+    const bool cast[] = {false, false, true, true, false, true};
     int nfail = 0;
     err_t e = ERR_INIT;
     qwen2_model_t *mg = tiny(gpu, 64, GB, GT, GNEW), *mc = tiny(cpu, 64, GB, GT, GNEW);
@@ -633,7 +640,12 @@ static void packed_decoding_logprobs_match_the_emulated_and_the_cpu(void **state
                         first_b = b, first_s = s;
                 }
             /* where they part: a few steps far off (an operand rounded the other way) or all */
-            if (!(worst[k] <= 1e-4)) {
+            const bool loose = k == 2 && cast[pi];
+            if (loose && worst[k] > 1e-4)
+                print_message("plan %s: bf16-cast activations: %d of %d steps over 1e-4 against "
+                              "the cpu, worst %.3g (allowed: a third, 0.05)\n", plans[pi],
+                              over, n, worst[k]);
+            if (loose ? !(worst[k] <= 0.05 && 3 * over <= n) : !(worst[k] <= 1e-4)) {
                 print_message("plan %s: log-probs packed against %s differ by %.3g (%d of %d steps "
                               "over 1e-4, the first row %d step %d)\n", plans[pi], names[k],
                               worst[k], over, n, first_b, first_s);
@@ -646,7 +658,7 @@ static void packed_decoding_logprobs_match_the_emulated_and_the_cpu(void **state
     qwen2_free(mg);
     qwen2_free(mc);
     if (nfail)
-        fail_msg("%d comparisons over 1e-4", nfail);
+        fail_msg("%d comparisons over their bound", nfail);
 }
 
 /* ---- three PPO steps ------------------------------------------------------------------------------------ */

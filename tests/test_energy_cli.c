@@ -321,9 +321,11 @@ static void monitor_refuses_marks_outside_the_monitored_interval(void **state)
         fail_msg("exit %d: %s", rc, out);
     assert_contains(out, "stdout line 4: t=");
     assert_contains(out, "outside the monitored interval");
-    /* the run ends at its last accepted mark (2.5 s), where the open window is closed */
+    /* the run ends at its last accepted mark (2.5 s after MXRLHF_T0), where the open window
+     * is closed; the run's own begin comes a few milliseconds after T0 on a loaded machine
+     * (measured 2.483 s at load 13), and a run stretched to the refused mark would last 4 s */
     d = run_duration(dir);
-    if (!(d >= 2.49 && d < 2.6))
+    if (!(d >= 2.4 && d < 2.6))
         fail_msg("the replayed run lasted %g s, expected 2.5 s (its last accepted mark)", d);
     assert_contains(out, "was never ended: closed at the end of the run");
     free(out);

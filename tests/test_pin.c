@@ -71,14 +71,17 @@ static bool volatile_figure(const char *rel)
  * fixtures. Issue 18 added the options ppo.rollout_correction and ppo.tis_cap (default
  * none: the run's numbers are unchanged; their keys appear wherever the ppo section is
  * written, and the stage digests over it change), and the tokens and energy per token of
- * phase_timing.json and of the report's energy section.
+ * phase_timing.json and of the report's energy section. Issue 19 added the hw stage (after
+ * compare): its files under hw/, its entry in run.json and the report's inputs, and the
+ * report's section "The MX datapath".
  *
  * ADDED_PATHS: JSON values removed from the files whose path ends with `file` (NULL: any)
  *              where the value's path ends with the pattern ('*' is any one key, a
  *              leading '^' anchors it at the top).
  * ADDED_LINES: lines of text files (the configuration, bytes) removed when they contain
  *              one of these.
- * ADDED_BLOCKS: from a line starting with the text, that many lines removed (report.md).
+ * ADDED_BLOCKS: from a line starting with the text, that many lines removed (report.md);
+ *              -1: up to the next line starting with "## " (a whole section).
  * The stage digests over the ppo section (baseline, compare and phase_sensitivity's
  * inputs_digest) are volatile in tiny_outputs.txt since. */
 static const struct {
@@ -88,12 +91,16 @@ static const struct {
                    {"phase_timing.json", "^tokens"},
                    {"phase_timing.json", "^phases>*>tokens"},
                    {"phase_timing.json", "^phases>*>energy_per_token_J"},
+                   {"report/stage.json", "^inputs>after>hw"},
                    {NULL, NULL}};
 static const char *const ADDED_LINES[] = {"\"rollout_correction\":", "\"tis_cap\":", NULL};
 static const struct {
     const char *start;
     int lines;
-} ADDED_BLOCKS[] = {{"Energy per token (", 8}, {NULL, 0}};
+} ADDED_BLOCKS[] = {{"Energy per token (", 8}, {"## The MX datapath", -1}, {NULL, 0}};
+/* ADDED_STAGES: stages whose output directory is left out of the listing, and whose
+ * entries in JSON arrays of stages ({"stage": name, ...}: run.json) are removed. */
+static const char *const ADDED_STAGES[] = {"hw", NULL};
 
 static bool ends_with(const char *s, const char *suffix)
 {
@@ -142,7 +149,9 @@ static char *strip_added_lines(const char *t, size_t n, size_t *out_n)
     for (size_t i = 0; i < n;) {
         const char *nl = memchr(t + i, '\n', n - i);
         size_t len = nl ? (size_t)(nl - (t + i)) + 1 : n - i;
-        bool drop = skip > 0;
+        if (skip < 0 && !strncmp(t + i, "## ", 3))
+            skip = 0; /* a section-long block ends at the next section */
+        bool drop = skip != 0;
         for (int b = 0; !drop && ADDED_BLOCKS[b].start; b++)
             if (!strncmp(t + i, ADDED_BLOCKS[b].start, strlen(ADDED_BLOCKS[b].start))) {
                 skip = ADDED_BLOCKS[b].lines;
@@ -217,8 +226,24 @@ static void path_join(char *out, size_t cap, const char *path, const char *key)
     snprintf(out, cap, "%s%s%s", path, *path ? ">" : "", key);
 }
 
+/* Is c an element of a stage list ({"stage": ADDED_STAGE, ...}) that a later issue added? */
+static bool added_stage(const cJSON *c)
+{
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "stage");
+    for (int k = 0; cJSON_IsString(st) && ADDED_STAGES[k]; k++)
+        if (!strcmp(st->valuestring, ADDED_STAGES[k]))
+            return true;
+    return false;
+}
+
 static void json_null_keys(cJSON *j, const char *rel, const char *path, const char *vol)
 {
+    if (cJSON_IsArray(j)) /* the added stages' entries (run.json): out */
+        for (cJSON *c = j->child, *next; c; c = next) {
+            next = c->next;
+            if (cJSON_IsObject(c) && added_stage(c))
+                cJSON_Delete(cJSON_DetachItemViaPointer(j, c));
+        }
     if (cJSON_IsObject(j)) /* what was added since the fixtures: out */
         for (cJSON *c = j->child, *next; c; c = next) {
             char p[1024];
@@ -380,8 +405,12 @@ static void list_files(const char *root, const char *sub, files_t *fs)
         struct stat st;
         if (stat(full, &st))
             continue;
+        bool added = false;
+        for (int k = 0; !*sub && ADDED_STAGES[k]; k++)
+            added |= !strcmp(de->d_name, ADDED_STAGES[k]);
         if (S_ISDIR(st.st_mode)) {
-            list_files(root, rel, fs);
+            if (!added)
+                list_files(root, rel, fs);
         } else {
             if (fs->n == fs->cap)
                 fs->rel = realloc(fs->rel, sizeof *fs->rel * (size_t)(fs->cap = 2 * fs->cap + 16));

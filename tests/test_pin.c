@@ -27,7 +27,10 @@
  * and its report a sentence (native-weights), so they were taken again with main's own
  * mxrlhf (135b412), which has none of issue 21's refactors of the options, the device or the
  * files (only its MX/Philox header, which changes no bit); the configuration is
- * byte-identical at all three. */
+ * byte-identical at all three. Issue 20 added one section ("dist": {"gpus": 1}): config.json
+ * gained it, and so did the run's config.json, whose line was updated to the digest of
+ * `mxrlhf config --config tiny.json` (the same bytes: r21's own binary gives the old digest
+ * that way); nothing else changed. */
 #include <ctype.h>
 #include <dirent.h>
 #include <stdbool.h>

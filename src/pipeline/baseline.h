@@ -54,6 +54,11 @@ typedef struct pipeline_baseline {
     pipeline_baseline_opts_t opts;        /* all zero: no calibration */
     bool resume;
     FILE *log;                            /* progress (NULL: quiet) */
+    /* ranks (NULL: this process alone): rank 0 runs the monitor over every rank's GPU
+     * (devices NULL: CUDA indices 0 .. ranks-1, matched to NVML by PCI bus id) and writes the
+     * energy files, summed over the GPUs with per-GPU columns in phase_timing.json; ranks
+     * r > 0 train without a monitor (docs/distributed.md) */
+    dist_comm_t *comm;
 } pipeline_baseline_t;
 
 /* Runs the stage. ERR_UNAVAILABLE when an explicitly named power source is missing; the

@@ -276,16 +276,20 @@ void ppo_loss(const ppo_loss_cfg_t *c, size_t n, const float *old_logp, const fl
     st->val_error = verr / msum;
     st->val_mean = ppo_masked_mean(old_values, mask, n);
     st->val_var = ppo_masked_var(old_values, mask, n, true);
-    if (st->ratio_mean > c->ratio_threshold) {
-        /* TRL: pg_loss, vf_loss and loss multiplied by 0.0 (their gradients vanish) */
-        st->skipped = true;
-        st->loss_policy = st->loss_value = st->loss_total = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (dlogp)
-                dlogp[i] = 0;
-            if (dvpred)
-                dvpred[i] = 0;
-        }
+    if (st->ratio_mean > c->ratio_threshold)
+        ppo_loss_skip(st, n, dlogp, dvpred);
+}
+
+void ppo_loss_skip(ppo_mb_stats_t *st, size_t n, float *dlogp, float *dvpred)
+{
+    /* TRL: pg_loss, vf_loss and loss multiplied by 0.0 (their gradients vanish) */
+    st->skipped = true;
+    st->loss_policy = st->loss_value = st->loss_total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (dlogp)
+            dlogp[i] = 0;
+        if (dvpred)
+            dvpred[i] = 0;
     }
 }
 

@@ -133,6 +133,9 @@ void ppo_loss(const ppo_loss_cfg_t *c, size_t n, const float *old_logp, const fl
               const float *adv, const float *returns, double grad_scale, float *dlogp,
               float *dvpred, ppo_mb_stats_t *st);
 
+/* A minibatch skipped (ratio_threshold): its losses in st and its gradients zeroed. */
+void ppo_loss_skip(ppo_mb_stats_t *st, size_t n, float *dlogp, float *dvpred);
+
 /* ---- the KL controller ------------------------------------------------------------------------ */
 
 typedef struct ppo_klctl {

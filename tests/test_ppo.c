@@ -718,18 +718,24 @@ static void two_ranks_x_batch_2_update_as_one_process_x_batch_4(void **state)
     free(t2);
     /* the weights after two steps */
     char *p1 = path2(one, "policy"), *p2 = path2(two, "policy");
-    size_t n1, n2;
-    float *w1 = policy_params(p1, &n1), *w2 = policy_params(p2, &n2);
+    size_t n0, n1, n2;
+    float *w0 = policy_params(pol, &n0), *w1 = policy_params(p1, &n1), *w2 = policy_params(p2, &n2);
     assert_int_equal(n1, n2);
-    double dmax = 0, wmax = 0;
+    assert_int_equal(n0, n1);
+    double dmax = 0, umax = 0;
     for (size_t i = 0; i < n1; i++) {
         dmax = fmax(dmax, fabs((double)w1[i] - w2[i]));
-        wmax = fmax(wmax, fabs((double)w1[i]));
+        umax = fmax(umax, fabs((double)w1[i] - w0[i]));
     }
-    print_message("2 ranks x 2 vs 1 x 4: max |w1 - w2| = %.3g over %zu weights (max |w| %.3g)\n",
-                  dmax, n1, wmax);
-    if (!(dmax <= 1e-5))
-        fail_msg("the weights differ by %.3g (tolerance 1e-5)", dmax);
+    /* the update is a few learning rates (Adam); the orders of the sums move it by far less
+     * (measured: 5.4e-6 against an update of 4.0e-3, two embedding entries; the others
+     * within 2e-7) */
+    print_message("2 ranks x 2 vs 1 x 4: max |w1 - w2| = %.3g over %zu weights; largest "
+                  "update %.3g\n", dmax, n1, umax);
+    if (!(umax > 1e-4 && dmax <= 0.01 * umax))
+        fail_msg("the weights differ by %.3g, more than 1%% of the largest update %.3g", dmax,
+                 umax);
+    free(w0);
     /* rank 1 left nothing in the output directory: its scratch went away */
     char *r1 = path2(two, "rank1");
     assert_false(fs_exists(r1));

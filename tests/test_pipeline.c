@@ -373,12 +373,12 @@ static void run_until_stops_and_sft_command_is_the_chain_up_to_sft(void **state)
     assert_int_equal(test_cli(&o, "run --output %s --config %s --until nothing", o2, cfg_path), 2);
     free(o);
     /* --device overrides the sections' device keys, visibly, and the saved configuration
-       says what was used */
+       says what was used (policies.backend: the deprecated name of policies.device) */
     assert_int_equal(test_cli(&o, "run --output %s --config %s --until data --device cpu "
-                                  "--set sensitivity.backend=cuda --set policies.backend=cuda:1",
+                                  "--set sensitivity.device=cuda --set policies.backend=cuda:1",
                               o2, cfg_path), 0);
-    if (!strstr(o, "--device cpu overrides sensitivity.backend \"cuda\"") ||
-        !strstr(o, "--device cpu overrides policies.backend \"cuda:1\"") ||
+    if (!strstr(o, "--device cpu overrides sensitivity.device \"cuda\"") ||
+        !strstr(o, "--device cpu overrides policies.device \"cuda:1\"") ||
         strstr(o, "overrides phase_sensitivity"))
         fail_msg("expected the two overrides to be logged, got:\n%s", o);
     free(o);

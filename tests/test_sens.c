@@ -704,6 +704,23 @@ static void options_round_trip_and_name_bad_keys(void **state)
     assert_int_equal(opts_from_json(&sensitivity_opts_table, k, "c", &back, &e), ERR_INPUT);
     assert_non_null(strstr(e.msg, "score"));
     cJSON_Delete(k);
+    /* the section's device key is "device"; the older "backend" still reads into it, and
+       the two together are one key given twice */
+    sensitivity_opts_default(&back);
+    k = cJSON_Parse("{\"backend\": \"cuda:1\"}");
+    err_clear(&e);
+    assert_int_equal(opts_from_json(&sensitivity_opts_table, k, "c", &back, &e), 0);
+    assert_string_equal(back.backend, "cuda:1");
+    cJSON_Delete(k);
+    j = opts_to_json(&sensitivity_opts_table, &back);
+    assert_null(cJSON_GetObjectItemCaseSensitive(j, "backend"));
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "device")->valuestring, "cuda:1");
+    cJSON_Delete(j);
+    k = cJSON_Parse("{\"device\": \"cpu\", \"backend\": \"cuda\"}");
+    err_clear(&e);
+    assert_int_equal(opts_from_json(&sensitivity_opts_table, k, "c", &back, &e), ERR_INPUT);
+    assert_non_null(strstr(e.msg, "\"device\" given twice (also as \"backend\")"));
+    cJSON_Delete(k);
 }
 
 /* ---- the command ----------------------------------------------------------------------------- */

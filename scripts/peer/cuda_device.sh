@@ -121,7 +121,8 @@ for p in $PARTS; do
     ;;
   ncu)
     # Nsight Compute on kernels of the pack's programs: NCU_RUNS holds runs separated by ';',
-    # each "ncu options | program and its arguments" (the program from D/bin), e.g.
+    # each "ncu options | program and its arguments" (" | " with its blanks separates them, so a
+    # --kernel-name regex may hold "|"; the program from D/bin), e.g.
     # NCU_RUNS="--kernel-name regex:k_dec_gemv --launch-skip 80000 --launch-count 4 | cuda_bench decode"
     NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || echo ncu)
     # stop the program once its kernels are profiled (ncu prints its report at the end)
@@ -129,12 +130,12 @@ for p in $PARTS; do
     i=0
     IFS=';' read -ra runs <<<"${NCU_RUNS:-}"
     for r in "${runs[@]}"; do
-      i=$((i + 1)); opts=${r%%|*}; cmd=${r#*|}
+      i=$((i + 1)); opts=${r%% | *}; cmd=${r#* | }; cmd=${cmd#"${cmd%%[![:space:]]*}"}
       lim=$(( $(left) / (${#runs[@]} - i + 1) - 5 ))
       echo "== ncu run $i ($lim s): $opts | $cmd"
-      timeout "$lim" "$NCU" --section SpeedOfLight --section MemoryWorkloadAnalysis \
+      timeout "$lim" "$NCU" --clock-control none --section SpeedOfLight --section MemoryWorkloadAnalysis \
         --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
-        --section InstructionStats $KILL $opts $(eval echo "$D/bin/$cmd") >"$OUT/ncu_$i.log" 2>&1; rc=$?
+        --section InstructionStats $KILL $opts "$D/bin/"$cmd >"$OUT/ncu_$i.log" 2>&1; rc=$?
       grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Grid Size|Block Size|Issue Slots Busy|No Eligible|Stall|Theoretical Occupancy|Waves Per SM|L1/TEX Hit|Executed Ipc" "$OUT/ncu_$i.log" | head -80
       summary+=("ncu run $i: rc $rc")
     done ;;

@@ -35,9 +35,10 @@ static const opt_field_t pol_fields[] = {
             .en = &profile_round_enum, .flag = "rounding"),
     OPT_KEY("scale", OPT_ENUM, PO(scale), "floor", 0, 0, "MX scale rule", .en = &profile_scale_enum,
             .flag = "scale"),
-    OPT_KEY("backend", OPT_STRING, PO(backend), "cpu", 0, 0,
+    OPT_KEY("device", OPT_STRING, PO(backend), "cpu", 0, 0,
             "the device of the measurements: cpu, cuda or cuda:N",
-            .cap = sizeof(((policies_opts_t *)0)->backend), .flag = "device"),
+            .cap = sizeof(((policies_opts_t *)0)->backend), .flag = "device",
+            .alias = "backend"),
 };
 
 OPT_CHECK(pol_check, policies_opts_t, policies_opts_check)

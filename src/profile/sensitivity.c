@@ -43,8 +43,9 @@ static const opt_field_t sens_fields[] = {
     OPT_KEY("workers", OPT_INT, SO(workers), "0", 0, PROFILE_MAX_WORKERS,
             "models measuring cells in parallel (0: one per core for models under 64M parameters, "
             "else one using every core)", .flag = "workers"),
-    OPT_KEY("backend", OPT_STRING, SO(backend), "cpu", 0, 0, "the device: cpu, cuda or cuda:N",
-            .cap = sizeof(((sensitivity_opts_t *)0)->backend), .flag = "device"),
+    OPT_KEY("device", OPT_STRING, SO(backend), "cpu", 0, 0, "the device: cpu, cuda or cuda:N",
+            .cap = sizeof(((sensitivity_opts_t *)0)->backend), .flag = "device",
+            .alias = "backend"),
 };
 
 OPT_CHECK(sens_check, sensitivity_opts_t, sensitivity_opts_check)

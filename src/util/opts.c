@@ -99,7 +99,8 @@ void opts_keys(const opt_table_t *t, opt_keys_t *k)
 const opt_ref_t *opts_find(const opt_keys_t *k, const char *key)
 {
     for (int i = 0; i < k->n; i++)
-        if (!k->ref[i].hidden && !strcmp(k->ref[i].f->key, key))
+        if (!k->ref[i].hidden && (!strcmp(k->ref[i].f->key, key) ||
+                                  (k->ref[i].f->alias && !strcmp(k->ref[i].f->alias, key))))
             return &k->ref[i];
     return NULL;
 }
@@ -453,10 +454,13 @@ int opts_from_json(const opt_table_t *t, const cJSON *obj, const char *ctx, void
             rc = set_from_text(&d, k.ref[i].def, e);
         }
     for (const cJSON *it = obj->child; it && !rc; it = it->next) {
+        const opt_ref_t *r = opts_find(&k, it->string);
         for (const cJSON *p = obj->child; p != it && !rc; p = p->next)
             if (!strcmp(p->string, it->string))
                 rc = err_set(e, ERR_INPUT, "%s: key \"%s\" given twice", ctx, it->string);
-        const opt_ref_t *r = rc ? NULL : opts_find(&k, it->string);
+            else if (r && opts_find(&k, p->string) == r)
+                rc = err_set(e, ERR_INPUT, "%s: key \"%s\" given twice (also as \"%s\")", ctx,
+                             r->f->key, strcmp(it->string, r->f->key) ? it->string : p->string);
         if (!rc && !r)
             rc = unknown_key(&k, ctx, it->string, e);
         if (!rc) {

@@ -83,6 +83,8 @@ typedef struct opt_field {
     size_t count_off;       /* OPT_LIST: offsetof the int count                             */
     const opt_table_t *sub; /* OPT_SUB: the embedded struct's table                         */
     const char *omit;       /* OPT_SUB: "a,b": its keys that are not keys of this section  */
+    const char *alias;      /* an older name the key is still read under (deprecated; never
+                               written): "backend" for "device"                              */
 } opt_field_t;
 
 /* A row: OPT_KEY("steps", OPT_INT, offsetof(T, steps), "100", 1, 1e9, "PPO steps",

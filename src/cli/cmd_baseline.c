@@ -102,19 +102,18 @@ int cmd_baseline(int argc, char **argv)
     }
     if (args_require(b.policy_dir, "policy-model", &e) || args_require(b.reward_dir, "reward-model", &e))
         return cli_report("baseline", &e);
-    /* --gpus N: this process launches N ranks, or is one of them (cli/rank.h); a rank
-     * r > 0 writes to a scratch directory, removed at the end */
+    /* --gpus N: this process launches N ranks, or is one of them (cli/rank.h); rank 0
+     * writes the outputs, a rank r > 0 into a scratch directory */
     cli_rank_t rk;
     if (cli_rank_begin("baseline", d.gpus, device, argc, argv, &rk, &e) || rk.launched)
         return cli_report("baseline", &e);
     const int rank = dist_rank(rk.comm);
-    char scratch[] = "/tmp/mxrlhf-rank-XXXXXX";
-    if (rank > 0 && !mkdtemp(scratch)) {
-        err_errno(&e, ERR_FAIL, "rank %d: scratch directory %s", rank, scratch);
+    const char *out_dir = cli_rank_output(&rk, output, &e);
+    if (!out_dir) {
         cli_rank_end(&rk);
         return cli_report("baseline", &e);
     }
-    b.out_dir = rank > 0 ? scratch : output;
+    b.out_dir = out_dir;
     b.power_source = meas.power_source;
     b.interval_s = meas.interval_ms / 1000;
     b.idle_s = meas.idle_s;
@@ -146,10 +145,6 @@ int cmd_baseline(int argc, char **argv)
     ppo_prompts_free(&pr);
     be_close(be);
     cli_rank_end(&rk);
-    if (rank > 0) {
-        err_t e2 = ERR_INIT;
-        fs_rmtree(scratch, &e2);
-    }
     free(tok);
     free(work);
     return cli_report("baseline", &e);

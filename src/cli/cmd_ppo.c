@@ -120,19 +120,17 @@ int cmd_ppo(int argc, char **argv)
             err_set(&e, ERR_INPUT, "--pairs: expected at least 1");
         return cli_report("ppo", &e);
     }
-    /* --gpus N: this process launches N ranks, or is one of them (cli/rank.h); a rank
-     * r > 0 writes to a scratch directory, removed at the end: rank 0 writes the outputs */
+    /* --gpus N: this process launches N ranks, or is one of them (cli/rank.h); rank 0
+     * writes the outputs, a rank r > 0 into a scratch directory */
     cli_rank_t rk;
     if (cli_rank_begin("ppo", d.gpus, device, argc, argv, &rk, &e) || rk.launched)
         return cli_report("ppo", &e);
     const int rank = dist_rank(rk.comm);
-    char scratch[] = "/tmp/mxrlhf-rank-XXXXXX";
-    if (rank > 0 && !mkdtemp(scratch)) {
-        err_errno(&e, ERR_FAIL, "rank %d: scratch directory %s", rank, scratch);
+    const char *out_dir = cli_rank_output(&rk, output, &e);
+    if (!out_dir) {
         cli_rank_end(&rk);
         return cli_report("ppo", &e);
     }
-    const char *out_dir = rank > 0 ? scratch : output;
     backend_t *be = NULL;
     ppo_prompts_t pr;
     memset(&pr, 0, sizeof pr);
@@ -155,10 +153,6 @@ int cmd_ppo(int argc, char **argv)
     ppo_prompts_free(&pr);
     be_close(be);
     cli_rank_end(&rk);
-    if (rank > 0) {
-        err_t e2 = ERR_INIT;
-        fs_rmtree(scratch, &e2);
-    }
     free(tok);
     free(work);
     return cli_report("ppo", &e);

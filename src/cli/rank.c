@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/fs.h"
+
 int cli_rank_begin(const char *command, int gpus, const char *device, int argc, char **argv,
                    cli_rank_t *r, err_t *e)
 {
@@ -40,8 +42,26 @@ int cli_rank_begin(const char *command, int gpus, const char *device, int argc, 
     return ERR_OK;
 }
 
+const char *cli_rank_output(cli_rank_t *r, const char *output, err_t *e)
+{
+    if (dist_rank(r->comm) == 0)
+        return output;
+    snprintf(r->scratch, sizeof r->scratch, "/tmp/mxrlhf-rank%d-XXXXXX", dist_rank(r->comm));
+    if (!mkdtemp(r->scratch)) {
+        err_errno(e, ERR_FAIL, "rank %d: scratch directory %s", dist_rank(r->comm), r->scratch);
+        r->scratch[0] = 0;
+        return NULL;
+    }
+    return r->scratch;
+}
+
 void cli_rank_end(cli_rank_t *r)
 {
     dist_comm_free(r->comm);
     r->comm = NULL;
+    if (r->scratch[0]) {
+        err_t e = ERR_INIT;
+        fs_rmtree(r->scratch, &e);
+        r->scratch[0] = 0;
+    }
 }

@@ -21,11 +21,17 @@ typedef struct cli_rank {
     dist_env_t env;
     dist_comm_t *comm;      /* never NULL after a successful begin (self for one rank) */
     char device[32];        /* the device this rank opens */
+    char scratch[64];       /* rank r > 0: its scratch output directory ("" when none) */
 } cli_rank_t;
 
 /* argc/argv: the command's own arguments (after the command name), re-used for the ranks. */
 int cli_rank_begin(const char *command, int gpus, const char *device, int argc, char **argv,
                    cli_rank_t *r, err_t *e);
+/* Where this rank writes a command's output directory: `output` on rank 0; on a rank r > 0 a
+ * scratch directory under /tmp (rank 0 writes the outputs), removed by cli_rank_end. NULL
+ * with e set when it cannot be made. */
+const char *cli_rank_output(cli_rank_t *r, const char *output, err_t *e);
+/* Closes the communicator and removes the scratch directory. */
 void cli_rank_end(cli_rank_t *r);
 
 #endif

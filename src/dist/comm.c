@@ -98,12 +98,13 @@ int dist_comm_tcp(const dist_env_t *env, dist_comm_t **out, err_t *e)
 int dist_comm_open(const dist_env_t *env, bool cuda, int device, dist_comm_t **out, err_t *e)
 {
     *out = NULL;
-    if (env->size <= 1)
-        return dist_comm_self(out, e);
     const char *k = getenv("MXRLHF_DIST_COMM");
     if (k && *k && strcmp(k, "tcp") && strcmp(k, "nccl"))
         return err_set(e, ERR_INPUT, "environment variable MXRLHF_DIST_COMM: expected tcp or "
                        "nccl, got \"%s\"", k);
+    /* one rank: self, unless nccl is asked for by name (a one-GPU check of the NCCL path) */
+    if (env->size <= 1 && !(k && !strcmp(k, "nccl")))
+        return dist_comm_self(out, e);
     bool nccl = k && *k ? !strcmp(k, "nccl") : cuda;
     return nccl ? dist_comm_nccl(env, device, out, e) : dist_comm_tcp(env, out, e);
 }
@@ -128,9 +129,12 @@ const char *dist_kind_name(dist_kind_t k)
 
 /* ---- collectives ----------------------------------------------------------------------------- */
 
+/* A communicator of one rank does nothing, except nccl's (its one-rank path is a check). */
+static bool alone(const dist_comm_t *c) { return !c || (c->size == 1 && c->kind != DIST_NCCL); }
+
 int dist_allreduce(dist_comm_t *c, void *buf, size_t n, dist_dtype_t t, err_t *e)
 {
-    if (!c || c->size == 1 || n == 0)
+    if (alone(c) || n == 0)
         return ERR_OK;
     return c->kind == DIST_NCCL ? dist_nccl_allreduce(c, buf, n, t, e)
                                 : dist_tcp_allreduce(c, buf, n, t, e);
@@ -138,7 +142,7 @@ int dist_allreduce(dist_comm_t *c, void *buf, size_t n, dist_dtype_t t, err_t *e
 
 int dist_allgather(dist_comm_t *c, const void *in, void *out, size_t bytes, err_t *e)
 {
-    if (!c || c->size == 1) {
+    if (alone(c)) {
         if (bytes)
             memmove(out, in, bytes);
         return ERR_OK;
@@ -149,7 +153,7 @@ int dist_allgather(dist_comm_t *c, const void *in, void *out, size_t bytes, err_
 
 int dist_broadcast(dist_comm_t *c, void *buf, size_t bytes, int root, err_t *e)
 {
-    if (!c || c->size == 1 || bytes == 0)
+    if (alone(c) || bytes == 0)
         return ERR_OK;
     if (root < 0 || root >= c->size)
         return err_set(e, ERR_INPUT, "broadcast: root %d is not a rank of %d", root, c->size);

@@ -155,12 +155,10 @@ void dist_nccl_free(dist_nccl_t *n)
 int dist_comm_nccl(const dist_env_t *env, int device, dist_comm_t **out, err_t *e)
 {
     *out = NULL;
-    if (env->size <= 1)
-        return dist_comm_self(out, e);
     /* NCCL reads its environment at initialisation: before any NCCL call */
     setenv("NCCL_NVLS_ENABLE", "0", 0);
-    dist_comm_t *c;
-    if (dist_comm_tcp(env, &c, e))
+    dist_comm_t *c; /* one rank (a check of this path on one GPU): no tcp connection */
+    if (env->size <= 1 ? dist_comm_self(&c, e) : dist_comm_tcp(env, &c, e))
         return e->code;
     c->kind = DIST_NCCL;
     dist_nccl_t *n = c->nccl = err_calloc(e, 1, sizeof *n, "NCCL state");

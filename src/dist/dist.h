@@ -34,7 +34,8 @@
  *   MXRLHF_DIST_TIMEOUT_S  seconds a rank waits for the others (connect, each collective;
  *                     default 600)
  *   MXRLHF_DIST_COMM  tcp or nccl: the communicator (default: nccl on a cuda device, tcp on
- *                     the cpu)
+ *                     the cpu; nccl named with one rank runs NCCL's one-rank path, a check
+ *                     of the library, the driver and the staging on one GPU)
  *   MXRLHF_DIST_LISTEN_FD  (set by the launcher only) rank 0's already-bound listening
  *                     socket, so no other process can take the port between choosing it
  *                     and listening
@@ -86,11 +87,11 @@ int dist_comm_self(dist_comm_t **out, err_t *e);
 /* The tcp star for env (size 1: self). Blocks until every rank has connected. */
 int dist_comm_tcp(const dist_env_t *env, dist_comm_t **out, err_t *e);
 /* NCCL on CUDA device `device` (the rank's GPU), bootstrapped over the tcp star (kept for
- * the bootstrap and the barrier). Sets NCCL_NVLS_ENABLE=0 unless it is set. ERR_UNAVAILABLE
+ * the bootstrap and the barrier; one rank: none, and NCCL's one-rank communicator). Sets NCCL_NVLS_ENABLE=0 unless it is set. ERR_UNAVAILABLE
  * naming the library when libnccl.so.2 or libcuda.so.1 cannot be loaded. */
 int dist_comm_nccl(const dist_env_t *env, int device, dist_comm_t **out, err_t *e);
-/* The communicator a command uses: self for one rank; else MXRLHF_DIST_COMM, or nccl when
- * cuda is true, tcp otherwise. */
+/* The communicator a command uses: self for one rank (unless MXRLHF_DIST_COMM is nccl);
+ * else MXRLHF_DIST_COMM, or nccl when cuda is true, tcp otherwise. */
 int dist_comm_open(const dist_env_t *env, bool cuda, int device, dist_comm_t **out, err_t *e);
 void dist_comm_free(dist_comm_t *c);
 

@@ -132,7 +132,7 @@ static int run(const ppo_opts_t *o, const char *out, const char *rm, bool resume
     rlhf_ppo_io_t io = {be, pol, NULL, rmd, NULL, od, NULL, NULL,
                         (const char *const *)prompts.train, prompts.ntrain,
                         (const char *const *)prompts.eval, prompts.neval, true, NULL, resume, NULL,
-                        NULL, NULL};
+                        NULL, NULL, NULL};
     rlhf_ppo_result_t res;
     int rc = rlhf_ppo_run(o, &io, &res, e);
     free(pol), free(rmd), free(od);
@@ -400,7 +400,7 @@ static void precision_plan_applies_per_phase_and_shows_in_the_logprob_gap(void *
     rlhf_ppo_io_t io = {be, pol, NULL, rm, NULL, od, pp, "R4",
                         (const char *const *)prompts.train, prompts.ntrain,
                         (const char *const *)prompts.eval, prompts.neval, true, NULL, false, NULL,
-                        NULL, NULL};
+                        NULL, NULL, NULL};
     err_t e = ERR_INIT;
     rlhf_ppo_result_t res;
     if (rlhf_ppo_run(&o, &io, &res, &e))
@@ -523,7 +523,7 @@ static void resume_refuses_a_different_run_and_accepts_the_same(void **state)
     const rlhf_ppo_io_t same = {be, pol, NULL, rm, NULL, od, NULL, NULL,
                                 (const char *const *)prompts.train, prompts.ntrain,
                                 (const char *const *)prompts.eval, prompts.neval, true, NULL, true,
-                                NULL, NULL, NULL};
+                                NULL, NULL, NULL, NULL};
     rlhf_ppo_io_t io = same;
 
     /* another reward model: its fingerprint, with both directories */
@@ -1149,7 +1149,7 @@ static void baseline_options_default_off_and_errors_name_the_key(void **state)
     energy_calib_opts_t co = {.min_total_s = 0.1};
     rlhf_ppo_io_t io = {be, pol, NULL, rm, NULL, od, NULL, NULL,
                         (const char *const *)prompts.train, prompts.ntrain, NULL, 0, true, NULL,
-                        false, NULL, &co, NULL};
+                        false, NULL, &co, NULL, NULL};
     err_t e2 = ERR_INIT;
     assert_int_equal(rlhf_ppo_run(&po, &io, NULL, &e2), ERR_INPUT);
     assert_non_null(strstr(e2.msg, "monitor"));

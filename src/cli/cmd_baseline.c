@@ -129,7 +129,7 @@ int cmd_baseline(int argc, char **argv)
     /* the checks rlhf_ppo_run makes first, before data/ is written */
     rlhf_ppo_io_t pre = {NULL, b.policy_dir, b.ref_dir, b.reward_dir, b.critic_dir, out_dir,
                          b.policies_path, b.plan, NULL, 0, NULL, 0, false, NULL, b.resume, NULL,
-                         NULL, &dopt};
+                         NULL, &dopt, rk.comm};
     fs_lock_t lock = {-1, NULL};
     if (!tok || !work)
         err_set(&e, ERR_NOMEM, "out of memory");

@@ -98,6 +98,85 @@ static const energy_phase_result_t *phase(const energy_report_t *rep, const char
 
 /* ---- attribution ------------------------------------------------------------------ */
 
+/* Several GPUs (data-parallel ranks, measured by rank 0): gpu0 at 300 W and gpu1 at 200 W
+ * with counters; energy.csv keeps its columns and gives each phase the sum over the GPUs,
+ * phase_timing.json each GPU's share (per_device_J), and the shares add up to the sum. */
+static void two_gpus_sum_in_energy_csv_and_split_in_phase_timing(void **state)
+{
+    (void)state;
+    energy_run_t r;
+    energy_run_init(&r);
+    snprintf(r.prov.kind, sizeof r.prov.kind, "custom");
+    r.prov.ndev = 2;
+    const double watts[2] = {300, 200};
+    for (int d = 0; d < 2; d++) {
+        snprintf(r.prov.dev[d].label, sizeof r.prov.dev[d].label, "gpu%d", d);
+        r.prov.dev[d].has_power = true;
+        r.prov.dev[d].has_counter = true;
+    }
+    r.prov.update_period_s = 0.02;
+    r.prov.counter_period_s = 0.02;
+    r.interval_s = 0.02;
+    r.counter_interval_s = 0.02;
+    r.run_begin = 0;
+    r.run_end = 4.0;
+    err_t e = ERR_INIT;
+    for (int i = 0; i <= 200; i++)
+        for (int d = 0; d < 2; d++) {
+            double t = i * 0.02;
+            energy_sample_t p = {t, d, watts[d], NAN}, c = {t, d, NAN, watts[d] * t};
+            assert_int_equal(energy_run_add_sample(&r, &p, &e), 0);
+            assert_int_equal(energy_run_add_sample(&r, &c, &e), 0);
+        }
+    study_windows(&r);
+    energy_report_t rep;
+    assert_int_equal(energy_attribute(&r, &rep, &e), 0);
+    const struct { const char *name; double s; } want[] = {
+        {"rollout", 1.75}, {"reward_inference", 1.0}, {"gradient_update", 0.7}};
+    for (int k = 0; k < 3; k++) {
+        const energy_phase_result_t *p = phase(&rep, want[k].name);
+        assert_near(p->energy_J, 500 * want[k].s, 1e-6);
+        assert_near(p->m.per_device[0], 300 * want[k].s, 1e-6);
+        assert_near(p->m.per_device[1], 200 * want[k].s, 1e-6);
+    }
+    char *dir = test_mkdtemp(), *csv = fs_join(dir, "energy.csv"),
+         *pt = fs_join(dir, "phase_timing.json");
+    assert_int_equal(energy_write_csv(&r, &rep, csv, &e), 0);
+    assert_int_equal(energy_write_timing(&r, &rep, pt, &e), 0);
+    char *text;
+    size_t n;
+    assert_int_equal(fs_read_all(csv, 1 << 20, &text, &n, &e), 0);
+    /* the columns stay exactly as they are */
+    assert_true(!strncmp(text, "phase,avg_power_W,runtime_s,energy_J,energy_above_idle_J,"
+                               "uncertainty_J,method,windows,note,source\n", 85));
+    const char *row = strstr(text, "\nrollout,");
+    assert_non_null(row);
+    double avg, rt, en;
+    assert_int_equal(sscanf(row, "\nrollout,%lf,%lf,%lf", &avg, &rt, &en), 3);
+    assert_near(en, 875, 1e-3);
+    assert_near(avg, 500, 1e-3);
+    free(text);
+    cJSON *j;
+    assert_int_equal(json_load_file(pt, 1 << 22, &j, &e), 0);
+    const cJSON *phases = cJSON_GetObjectItemCaseSensitive(j, "phases"), *ph;
+    int seen = 0;
+    cJSON_ArrayForEach(ph, phases) {
+        const cJSON *pd = cJSON_GetObjectItemCaseSensitive(ph, "per_device_J");
+        double g0 = cJSON_GetObjectItemCaseSensitive(pd, "gpu0")->valuedouble,
+               g1 = cJSON_GetObjectItemCaseSensitive(pd, "gpu1")->valuedouble,
+               tot = cJSON_GetObjectItemCaseSensitive(ph, "energy_J")->valuedouble;
+        assert_near(g0 + g1, tot, 1e-6);
+        assert_near(g0 / g1, 1.5, 1e-9);
+        seen++;
+    }
+    assert_int_equal(seen, 3);
+    cJSON_Delete(j);
+    test_rmtree(dir);
+    free(dir), free(csv), free(pt);
+    energy_report_free(&rep);
+    energy_run_free(&r);
+}
+
 static void replay_steps_give_exact_joules_both_methods(void **state)
 {
     (void)state;
@@ -1257,6 +1336,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(replay_steps_give_exact_joules_both_methods),
+        cmocka_unit_test(two_gpus_sum_in_energy_csv_and_split_in_phase_timing),
         cmocka_unit_test(replay_source_through_monitor_gives_exact_joules),
         cmocka_unit_test(energy_per_token_divides_and_is_empty_without_energy),
         cmocka_unit_test(counter_and_integral_disagreement_is_kept),

@@ -29,7 +29,10 @@
  * files (only its MX/Philox header, which changes no bit); the configuration is
  * byte-identical at all three. Issue 21's one deliberate change to the configuration, the
  * sections' device key named "device" (was "backend"): the fixtures were taken again from
- * 135b412 with that one rename applied (tiny_outputs.txt says so in its first line). */
+ * 135b412 with that one rename applied (tiny_outputs.txt says so in its first line). Issue
+ * 20 added one section ("dist": {"gpus": 1}): config.json gained it, and so did the run's
+ * config.json, whose line holds the digest of `mxrlhf config --config tiny.json` with it (those
+ * bytes without the section give the digest taken from 135b412); nothing else changed. */
 #include <ctype.h>
 #include <dirent.h>
 #include <stdbool.h>

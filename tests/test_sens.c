@@ -772,6 +772,54 @@ static char *hh_file(const char *root)
     return path;
 }
 
+/* --gpus 3 --device cpu: three rank processes share the cells; the merged matrix and summary
+ * are the one-process files byte for byte (each cell is a pure function of model, set and
+ * spec), and each rank keeps its own resume record. */
+static void cells_spread_over_3_ranks_give_the_one_process_matrix(void **state)
+{
+    (void)state;
+    char *root = test_mkdtemp(), *model = tiny_dir(root), *hh = hh_file(root), *out;
+    const char *common = "--tokens 40 --formats mxfp8_e4m3,mxfp4_e2m1 --blocks 8,16 --quiet";
+    int rc = test_cli(&out, "sensitivity --model %s --eval %s --output %s/one/m.csv %s", model,
+                      hh, root, common);
+    if (rc != 0)
+        fail_msg("one process: exit %d: %s", rc, out);
+    free(out);
+    rc = test_cli(&out, "sensitivity --model %s --eval %s --output %s/three/m.csv %s --gpus 3",
+                  model, hh, root, common);
+    if (rc != 0)
+        fail_msg("3 ranks: exit %d: %s", rc, out);
+    free(out);
+    const char *same[] = {"m.csv", "sensitivity_summary.csv"};
+    for (int i = 0; i < 2; i++) {
+        char a[512], b[512];
+        snprintf(a, sizeof a, "%s/one/%s", root, same[i]);
+        snprintf(b, sizeof b, "%s/three/%s", root, same[i]);
+        char *ta = slurp(a), *tb = slurp(b);
+        if (strcmp(ta, tb))
+            fail_msg("%s differs between 1 and 3 ranks:\n%s\n---\n%s", same[i], ta, tb);
+        free(ta);
+        free(tb);
+    }
+    const char *rec[] = {"sensitivity_cells.jsonl", "sensitivity_cells.rank1.jsonl",
+                         "sensitivity_cells.rank2.jsonl"};
+    for (int i = 0; i < 3; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/three/%s", root, rec[i]);
+        if (!fs_exists(p))
+            fail_msg("%s was not written", p);
+    }
+    char p[512];
+    snprintf(p, sizeof p, "%s/three/sensitivity_metrics.json", root);
+    char *t = slurp(p);
+    assert_non_null(strstr(t, "\"ranks\":\t3"));
+    free(t);
+    test_rmtree(root);
+    free(root);
+    free(model);
+    free(hh);
+}
+
 static void commands_write_their_files_and_refuse_bad_input(void **state)
 {
     (void)state;
@@ -849,6 +897,7 @@ int main(void)
         cmocka_unit_test(tolerance_counts_falls_unless_two_sided_and_refuses_non_finite),
         cmocka_unit_test(options_round_trip_and_name_bad_keys),
         cmocka_unit_test(commands_write_their_files_and_refuse_bad_input),
+        cmocka_unit_test(cells_spread_over_3_ranks_give_the_one_process_matrix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,7 +19,9 @@
 #        where cuDNN is on this machine, test_gpu_attn_cudnn with cuDNN required, and
 #        attention alone at 8 x 1024, ours (cuda_bench --attn) and PyTorch's (--attn); "decode" runs only
 #        issue 16's decoding: test_gpu_decode, `cuda_bench decode`, the peer's generate,
-#        and a table of the targets)
+#        and a table of the targets; "dist" (issue 20): `mxrlhf comm` through NCCL, one
+#        rank on one GPU (MXRLHF_DIST_COMM=nccl: the dlopen, driver and staging path), and
+#        with --gpus N when the machine has N >= 2 GPUs; docs/distributed.md)
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
 # part "tests" runs every test_gpu_* binary of the pack, or those named in $TESTS
@@ -139,6 +141,24 @@ for p in $PARTS; do
       grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Grid Size|Block Size|Issue Slots Busy|No Eligible|Stall|Theoretical Occupancy|Waves Per SM|L1/TEX Hit|Executed Ipc" "$OUT/ncu_$i.log" | head -80
       summary+=("ncu run $i: rc $rc")
     done ;;
+  dist)
+    NCCLD=$(dirname "$(ldconfig -p | grep -m1 'libnccl.so.2 ' | awk '{print $NF}')" 2>/dev/null)
+    [ -e "$NCCLD/libnccl.so.2" ] || NCCLD=$(dirname "$(find /usr/local /opt /usr/lib -name libnccl.so.2 2>/dev/null | head -1)")
+    [ -e "$NCCLD/libnccl.so.2" ] || NCCLD=$(python3 -c "import nvidia.nccl as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))" 2>/dev/null)
+    echo "NCCL from ${NCCLD:-nowhere}"
+    NG=$(nvidia-smi -L | wc -l)
+    LD_LIBRARY_PATH="$NCCLD:$LD_LIBRARY_PATH" MXRLHF_DIST_COMM=nccl timeout $(( $(left) - 10 )) \
+      "$D/bin/mxrlhf" comm --device cuda --output "$OUT/comm_nccl1" >"$OUT/comm_nccl1.log" 2>&1; rc=$?
+    cat "$OUT/comm_nccl1.log"
+    summary+=("comm nccl 1 rank: rc $rc, wrong values $(awk '$1 ~ /^[0-9]/ {w += $5} END {print w+0}' "$OUT/comm_nccl1.log")")
+    if [ "$NG" -ge 2 ]; then
+      LD_LIBRARY_PATH="$NCCLD:$LD_LIBRARY_PATH" timeout $(( $(left) - 10 )) \
+        "$D/bin/mxrlhf" comm --gpus "$NG" --device cuda --output "$OUT/comm_nccl$NG" >"$OUT/comm_nccl$NG.log" 2>&1; rc=$?
+      cat "$OUT/comm_nccl$NG.log"
+      summary+=("comm nccl $NG ranks: rc $rc, busbw at 64 MiB $(awk '$1 == 67108864 {print $4}' "$OUT/comm_nccl$NG.log") GB/s")
+    else
+      summary+=("comm nccl with several ranks: not run ($NG GPU on this machine)")
+    fi ;;
   compile)
     lim=$(( $(left) - 5 ))
     if [ "$lim" -lt 30 ]; then summary+=("peer torch.compile: no time left"); continue; fi

@@ -6,6 +6,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/rank.h"
 #include "data/split.h"
 #include "pipeline/baseline.h"
 #include "pipeline/compare.h"
@@ -23,8 +24,8 @@ int cmd_baseline(int argc, char **argv)
     long long pairs = DATA_DEFAULT_PAIRS;
     uint64_t data_seed = DATA_DEFAULT_SEED;
     arg_list_t sets = {0};
-    args_mirror_t mi = {0};
-    arg_opt_t opts[32] = {
+    args_mirror_t mi = {0}, md = {0};
+    arg_opt_t opts[34] = {
         {"policy-model", ARG_STRING, &b.policy_dir, "DIR", "SFT policy (Hugging Face directory with tokenizer.json)"},
         {"reward-model", ARG_STRING, &b.reward_dir, "DIR", "reward model (score head)"},
         {"ref-model", ARG_STRING, &b.ref_dir, "DIR", "frozen reference (default: the policy)"},
@@ -43,11 +44,12 @@ int cmd_baseline(int argc, char **argv)
         {"resume", ARG_FLAG, &b.resume, NULL, "continue a killed run from its last checkpoint"},
     };
     int nopts = 16;
-    args_mirror_add(&mi, &ppo_opts_table, opts, &nopts, 32);
-    args_mirror_add(&mi, &pipeline_baseline_opts_table, opts, &nopts, 32);
+    args_mirror_add(&mi, &ppo_opts_table, opts, &nopts, 34);
+    args_mirror_add(&mi, &pipeline_baseline_opts_table, opts, &nopts, 34);
     /* how the energy is measured: the compare section's keys, with their defaults */
     args_mirror_add_only(&mi, &compare_opts_table, "power_source,interval_ms,idle_s", opts,
-                         &nopts, 32);
+                         &nopts, 34);
+    args_mirror_add(&md, &dist_opts_table, opts, &nopts, 34);
     arg_spec_t spec = {"baseline", "PPO with the energy monitor: the study's energy baseline.",
                        "[--steps 100] [--output results/gpu_baseline] --policy-model DIR "
                        "--reward-model DIR [options]",
@@ -59,7 +61,10 @@ int cmd_baseline(int argc, char **argv)
                        "after) for --calibrate-s seconds of steady time with randomised start "
                        "offsets; energy.csv uses the steady power where the per-step windows "
                        "are too short, and says which phases did (method, note; calibration in "
-                       "phase_timing.json). Outputs of the training itself do not change.",
+                       "phase_timing.json). Outputs of the training itself do not change. "
+                       "--gpus N: N ranks share each batch (as `mxrlhf ppo --gpus`); rank 0 "
+                       "measures every rank's GPU, energy.csv sums them and phase_timing.json "
+                       "has per-GPU energies (docs/distributed.md).",
                        opts, nopts, false};
     err_t e = ERR_INIT;
     int npos;
@@ -72,6 +77,11 @@ int cmd_baseline(int argc, char **argv)
     ppo_opts_t o;
     ppo_opts_default(&o);
     opts_default(&pipeline_baseline_opts_table, &b.opts);
+    dist_opts_t d;
+    dist_opts_default(&d);
+    if ((config && opts_load_file(&dist_opts_table, config, "dist", false, &d, &e)) ||
+        args_mirror_apply(&md, &dist_opts_table, &d, NULL, &e))
+        return cli_report("baseline", &e);
     if ((config && (opts_load_file(&ppo_opts_table, config, "ppo", true, &o, &e) ||
                     opts_load_file(&pipeline_baseline_opts_table, config, "baseline", false,
                                    &b.opts, &e))) ||
@@ -92,42 +102,58 @@ int cmd_baseline(int argc, char **argv)
     }
     if (args_require(b.policy_dir, "policy-model", &e) || args_require(b.reward_dir, "reward-model", &e))
         return cli_report("baseline", &e);
-    b.out_dir = output;
+    /* --gpus N: this process launches N ranks, or is one of them (cli/rank.h); rank 0
+     * writes the outputs, a rank r > 0 into a scratch directory */
+    cli_rank_t rk;
+    if (cli_rank_begin("baseline", d.gpus, device, argc, argv, &rk, &e) || rk.launched)
+        return cli_report("baseline", &e);
+    const int rank = dist_rank(rk.comm);
+    const char *out_dir = cli_rank_output(&rk, output, &e);
+    if (!out_dir) {
+        cli_rank_end(&rk);
+        return cli_report("baseline", &e);
+    }
+    b.out_dir = out_dir;
     b.power_source = meas.power_source;
     b.interval_s = meas.interval_ms / 1000;
     b.idle_s = meas.idle_s;
-    b.log = stderr;
+    b.log = rank == 0 ? stderr : NULL;
+    b.comm = rk.comm;
     backend_t *be = NULL;
     ppo_prompts_t pr;
     memset(&pr, 0, sizeof pr);
-    char *tok = fs_join(b.policy_dir, "tokenizer.json"), *work = fs_join(output, "data");
+    char *tok = fs_join(b.policy_dir, "tokenizer.json"), *work = fs_join(b.out_dir, "data");
     ppo_data_opts_t dopt = {data, synthetic, (size_t)pairs, data_seed, tok, o.template_, work};
     rlhf_ppo_result_t res;
     b.data = &dopt;
     /* the checks rlhf_ppo_run makes first, before data/ is written */
-    rlhf_ppo_io_t pre = {NULL, b.policy_dir, b.ref_dir, b.reward_dir, b.critic_dir, output,
+    rlhf_ppo_io_t pre = {NULL, b.policy_dir, b.ref_dir, b.reward_dir, b.critic_dir, out_dir,
                          b.policies_path, b.plan, NULL, 0, NULL, 0, false, NULL, b.resume, NULL,
-                         NULL, &dopt};
+                         NULL, &dopt, rk.comm};
     fs_lock_t lock = {-1, NULL};
     if (!tok || !work)
         err_set(&e, ERR_NOMEM, "out of memory");
-    else if (!fs_lock_dir(output, "mxrlhf baseline", &lock, &e) && !be_open(device, &be, &e) &&
-             !rlhf_ppo_check(&o, &pre, &e) && !ppo_prompts_load(&dopt, &pr, &e)) {
-        fprintf(stderr, "mxrlhf baseline: %zu PPO prompts and %zu evaluation prompts from %s%s\n",
-                pr.ntrain, pr.neval, pr.pairs_path, pr.synthetic ? " (synthetic task)" : "");
+    else if ((rank > 0 || !fs_lock_dir(output, "mxrlhf baseline", &lock, &e)) &&
+             !be_open(rk.device, &be, &e) && !rlhf_ppo_check(&o, &pre, &e) &&
+             !ppo_prompts_load(&dopt, &pr, &e)) {
+        if (rank == 0)
+            fprintf(stderr, "mxrlhf baseline: %zu PPO prompts and %zu evaluation prompts from "
+                    "%s%s\n", pr.ntrain, pr.neval, pr.pairs_path,
+                    pr.synthetic ? " (synthetic task)" : "");
         b.be = be;
         b.prompts = (const char *const *)pr.train;
         b.n_prompts = pr.ntrain;
         b.eval_prompts = (const char *const *)pr.eval;
         b.n_eval = pr.neval;
         b.synthetic = pr.synthetic;
-        if (!pipeline_baseline_run(&o, &b, &res, &e))
+        if (!pipeline_baseline_run(&o, &b, &res, &e) && rank == 0)
             printf("mxrlhf baseline: %d PPO steps; results in %s (energy.csv, phase_timing.json, "
                    "training_stats.json, power_log_baseline.csv, *.svg)\n", res.steps_done, output);
     }
     ppo_prompts_free(&pr);
     be_close(be);
     fs_unlock_dir(&lock);
+    cli_rank_end(&rk);
     free(tok);
     free(work);
     return cli_report("baseline", &e);

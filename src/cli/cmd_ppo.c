@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/rank.h"
 #include "data/split.h"
 #include "rlhf/ppo.h"
 #include "rlhf/ppo_data.h"
@@ -62,8 +63,8 @@ int cmd_ppo(int argc, char **argv)
     uint64_t data_seed = DATA_DEFAULT_SEED;
     bool synthetic = false, resume = false;
     arg_list_t sets = {0};
-    args_mirror_t mi = {0};
-    arg_opt_t opts[24] = {
+    args_mirror_t mi = {0}, md = {0};
+    arg_opt_t opts[26] = {
         {"policy-model", ARG_STRING, &policy_dir, "DIR", "SFT policy (Hugging Face directory with tokenizer.json)"},
         {"reward-model", ARG_STRING, &reward_dir, "DIR", "reward model (score head)"},
         {"ref-model", ARG_STRING, &ref_dir, "DIR", "frozen reference (default: the policy)"},
@@ -81,7 +82,8 @@ int cmd_ppo(int argc, char **argv)
         {"resume", ARG_FLAG, &resume, NULL, "continue from OUTPUT/checkpoints/latest.json"},
     };
     int nopts = 15;
-    args_mirror_add(&mi, &ppo_opts_table, opts, &nopts, 24);
+    args_mirror_add(&mi, &ppo_opts_table, opts, &nopts, 26);
+    args_mirror_add(&md, &dist_opts_table, opts, &nopts, 26);
     arg_spec_t spec = {"ppo", "Train a policy with PPO against a reward model (TRL 0.11 semantics).",
                        "--policy-model DIR --reward-model DIR [--data FILE] [--output DIR] [options]",
                        "Writes training_stats.jsonl / .json (TRL's statistic names), samples.jsonl, "
@@ -90,7 +92,10 @@ int cmd_ppo(int argc, char **argv)
                        "gives the same statistics on any thread count; --resume after a crash "
                        "gives the same final weights and statistics as an uninterrupted run, and "
                        "refuses (exit 2, naming the field) a run that is not the checkpoint's: "
-                       "other options, models, plan, data or seeds, or fewer steps than done.",
+                       "other options, models, plan, data or seeds, or fewer steps than done. "
+                       "--gpus N: N ranks share each batch (batch_size and mini_batch_size "
+                       "split evenly), gradients averaged over them; rank 0 writes the files "
+                       "(docs/distributed.md).",
                        opts, nopts, false};
     err_t e = ERR_INIT;
     int npos;
@@ -103,9 +108,13 @@ int cmd_ppo(int argc, char **argv)
         return cli_report("ppo", &e);
     ppo_opts_t o;
     ppo_opts_default(&o);
+    dist_opts_t d;
+    dist_opts_default(&d);
     if ((config && opts_load_file(&ppo_opts_table, config, "ppo", true, &o, &e)) ||
+        (config && opts_load_file(&dist_opts_table, config, "dist", false, &d, &e)) ||
         args_set_keys(&ppo_opts_table, &o, &sets, &e) ||
-        args_mirror_apply(&mi, &ppo_opts_table, &o, NULL, &e))
+        args_mirror_apply(&mi, &ppo_opts_table, &o, NULL, &e) ||
+        args_mirror_apply(&md, &dist_opts_table, &d, NULL, &e))
         return cli_report("ppo", &e);
     if (pairs < 1 || ((policies || plan) && (args_require(policies, "policy", &e) ||
                                              args_require(plan, "plan", &e)))) {
@@ -113,35 +122,51 @@ int cmd_ppo(int argc, char **argv)
             err_set(&e, ERR_INPUT, "--pairs: expected at least 1");
         return cli_report("ppo", &e);
     }
+    /* --gpus N: this process launches N ranks, or is one of them (cli/rank.h); rank 0
+     * writes the outputs, a rank r > 0 into a scratch directory */
+    cli_rank_t rk;
+    if (cli_rank_begin("ppo", d.gpus, device, argc, argv, &rk, &e) || rk.launched)
+        return cli_report("ppo", &e);
+    const int rank = dist_rank(rk.comm);
+    const char *out_dir = cli_rank_output(&rk, output, &e);
+    if (!out_dir) {
+        cli_rank_end(&rk);
+        return cli_report("ppo", &e);
+    }
     backend_t *be = NULL;
     ppo_prompts_t pr;
     memset(&pr, 0, sizeof pr);
-    char *tok = fs_join(policy_dir, "tokenizer.json"), *work = fs_join(output, "data");
+    char *tok = fs_join(policy_dir, "tokenizer.json"), *work = fs_join(out_dir, "data");
     ppo_data_opts_t dopt = {data, synthetic, (size_t)pairs, data_seed, tok, o.template_, work};
-    rlhf_ppo_io_t io = {be, policy_dir, ref_dir, reward_dir, critic_dir, output, policies, plan,
-                        NULL, 0, NULL, 0, false, NULL, resume, stderr, NULL, &dopt};
+    rlhf_ppo_io_t io = {be, policy_dir, ref_dir, reward_dir, critic_dir, out_dir, policies, plan,
+                        NULL, 0, NULL, 0, false, NULL, resume, rank == 0 ? stderr : NULL, NULL,
+                        &dopt, rk.comm};
     rlhf_ppo_result_t res;
     fs_lock_t lock = {-1, NULL};
     if (!tok || !work)
         err_set(&e, ERR_NOMEM, "out of memory");
-    /* one writer per output directory; nothing goes into data/ before the reward model and,
-     * resuming, the checkpoint's run are checked */
-    else if (!fs_lock_dir(output, "mxrlhf ppo", &lock, &e) && !be_open(device, &be, &e) &&
-             !rlhf_ppo_check(&o, &io, &e) && !ppo_prompts_load(&dopt, &pr, &e)) {
-        fprintf(stderr, "mxrlhf ppo: %zu PPO prompts and %zu evaluation prompts from %s%s\n",
-                pr.ntrain, pr.neval, pr.pairs_path, pr.synthetic ? " (synthetic task)" : "");
+    /* one writer per output directory (rank 0's; the other ranks write scratch directories);
+     * nothing goes into data/ before the reward model and, resuming, the checkpoint's run
+     * are checked */
+    else if ((rank > 0 || !fs_lock_dir(output, "mxrlhf ppo", &lock, &e)) &&
+             !be_open(rk.device, &be, &e) && !rlhf_ppo_check(&o, &io, &e) &&
+             !ppo_prompts_load(&dopt, &pr, &e)) {
+        if (rank == 0)
+            fprintf(stderr, "mxrlhf ppo: %zu PPO prompts and %zu evaluation prompts from %s%s\n",
+                    pr.ntrain, pr.neval, pr.pairs_path, pr.synthetic ? " (synthetic task)" : "");
         io.be = be;
         io.prompts = (const char *const *)pr.train;
         io.n_prompts = pr.ntrain;
         io.eval_prompts = (const char *const *)pr.eval;
         io.n_eval = pr.neval;
         io.synthetic = pr.synthetic;
-        if (!rlhf_ppo_run(&o, &io, &res, &e))
+        if (!rlhf_ppo_run(&o, &io, &res, &e) && rank == 0)
             print_summary(&res, output);
     }
     ppo_prompts_free(&pr);
     be_close(be);
     fs_unlock_dir(&lock);
+    cli_rank_end(&rk);
     free(tok);
     free(work);
     return cli_report("ppo", &e);

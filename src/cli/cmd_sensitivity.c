@@ -11,6 +11,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/rank.h"
 #include "pipeline/config.h"
 #include "profile/phase.h"
 #include "profile/sensitivity.h"
@@ -91,7 +92,7 @@ int cmd_sensitivity(int argc, char **argv)
     const char *model = NULL, *eval = "results/data/split.json", *output = NULL;
     const char *phase = NULL, *reward = NULL, *config = NULL;
     bool resume = false, quiet = false;
-    args_mirror_t mi = {0};
+    args_mirror_t mi = {0}, md = {0};
     arg_opt_t opts[80] = {
         {"model", ARG_STRING, &model, "DIR", "Hugging Face model directory with tokenizer.json "
          "(with --phase: the policy, for rollout and gradient)"},
@@ -114,6 +115,7 @@ int cmd_sensitivity(int argc, char **argv)
     args_mirror_add(&mi, &sensitivity_opts_table, opts, &nopts, 80);
     args_mirror_add(&mi, &phase_sensitivity_opts_table, opts, &nopts, 80);
     args_alias(opts, &nopts, 80, "backend", "device", "deprecated: use --device");
+    args_mirror_add(&md, &dist_opts_table, opts, &nopts, 80);
     arg_spec_t spec = {
         "sensitivity",
         "Perplexity with one layer at a time quantized, for every MX format and block size.",
@@ -154,19 +156,29 @@ int cmd_sensitivity(int argc, char **argv)
         }
         sensitivity_opts_t o;
         sensitivity_opts_default(&o);
-        if (args_mirror_apply(&mi, &sensitivity_opts_table, &o, "goes with --phase", &e))
+        dist_opts_t d;
+        dist_opts_default(&d);
+        if (args_mirror_apply(&mi, &sensitivity_opts_table, &o, "goes with --phase", &e) ||
+            args_mirror_apply(&md, &dist_opts_table, &d, NULL, &e))
             return cli_report("sensitivity", &e);
         if (!output)
             output = "results/sensitivity_matrix.csv";
-        progress_state_t st = {.quiet = quiet, .last = -1e9};
+        /* --gpus N: this process launches N ranks, or is one of them (cli/rank.h) */
+        cli_rank_t rk;
+        if (cli_rank_begin("sensitivity", d.gpus, o.backend, argc, argv, &rk, &e) || rk.launched)
+            return cli_report("sensitivity", &e);
+        snprintf(o.backend, sizeof o.backend, "%s", rk.device);
+        const int rank = dist_rank(rk.comm);
+        progress_state_t st = {.quiet = quiet || rank > 0, .last = -1e9};
         sensitivity_paths_t pa = {.model_dir = model, .eval_path = eval, .output = output,
-                                  .resume = resume};
+                                  .resume = resume, .comm = rk.comm};
         profile_sens_result_t res;
-        fs_lock_t lock;
-        rc = lock_beside(output, &lock, &e) ||
+        fs_lock_t lock = {-1, NULL}; /* rank 0 writes the files: it holds the lock */
+        rc = (rank == 0 && lock_beside(output, &lock, &e)) ||
              profile_sensitivity_run(&o, &pa, on_progress, &st, &res, &e);
         fs_unlock_dir(&lock);
-        if (rc)
+        cli_rank_end(&rk);
+        if (rc || rank > 0)
             return cli_report("sensitivity", &e);
         char *summary = profile_sibling(output, "sensitivity_summary.csv");
         char *record = profile_sibling(output, "sensitivity_metrics.json");
@@ -208,7 +220,11 @@ int cmd_sensitivity(int argc, char **argv)
     if (!rc)
         rc = args_mirror_apply(&mi, &phase_sensitivity_opts_table, po, NULL, &e);
     if (!rc)
-        rc = run_phase(ph, po, cfg, model, reward, eval, output, resume, quiet);
+        rc = args_mirror_given(&md, "gpus")
+                 ? (err_set(&e, ERR_INPUT, "--gpus: --phase sweeps run on one process (only the "
+                            "perplexity matrix is spread over ranks; docs/distributed.md)"),
+                    cli_report("sensitivity", &e))
+                 : run_phase(ph, po, cfg, model, reward, eval, output, resume, quiet);
     else
         rc = cli_report("sensitivity", &e);
     free(cfg);

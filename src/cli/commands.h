@@ -14,6 +14,7 @@ struct pipeline_config;
 struct pipeline_section;
 
 int cmd_baseline(int argc, char **argv);
+int cmd_comm(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_data(int argc, char **argv);

@@ -15,6 +15,7 @@ typedef struct command {
 /* Keep sorted by name; `mxrlhf --help` prints it as is. */
 static const command_t commands[] = {
     {"baseline", cmd_baseline, "the study's baseline: PPO with the energy monitor, plots"},
+    {"comm", cmd_comm, "check and time the ranks' all-reduce (--gpus N; nccl-tests' figures)"},
     {"compare", cmd_compare, "PPO under each precision plan against the unquantized baseline (policy_comparison.csv)"},
     {"config", cmd_config, "print the configuration (every stage's options) as JSON"},
     {"data", cmd_data, "draw and split HH-RLHF pairs; generate or score the synthetic task"},

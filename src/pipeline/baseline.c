@@ -2,6 +2,7 @@
 #include "pipeline/baseline.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,14 @@ static int sync_backend(void *ctx, err_t *e) { return be_sync((backend_t *)ctx, 
 int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
                           rlhf_ppo_result_t *res, err_t *e)
 {
+    const int rank = dist_rank(b->comm), size = dist_size(b->comm);
+    if (rank > 0) { /* rank 0 measures every rank's GPU; this rank only trains */
+        rlhf_ppo_io_t io = {b->be, b->policy_dir, b->ref_dir, b->reward_dir, b->critic_dir,
+                            b->out_dir, b->policies_path, b->plan, b->prompts, b->n_prompts,
+                            b->eval_prompts, b->n_eval, b->synthetic, NULL, b->resume, NULL,
+                            NULL, b->data, b->comm};
+        return fs_mkdir_p(b->out_dir, e) ? e->code : rlhf_ppo_run(o, &io, res, e);
+    }
     energy_source_t *src = NULL;
     energy_monitor_t *mon = NULL;
     energy_run_t run;
@@ -45,7 +54,11 @@ int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
     rlhf_ppo_io_t io = {b->be, b->policy_dir, b->ref_dir, b->reward_dir, b->critic_dir,
                         b->out_dir, b->policies_path, b->plan, b->prompts, b->n_prompts,
                         b->eval_prompts, b->n_eval, b->synthetic, NULL, b->resume, b->log,
-                        b->opts.calibrate ? &co : NULL, b->data};
+                        b->opts.calibrate ? &co : NULL, b->data, b->comm};
+    char ranks_gpus[DIST_MAX_RANKS * 4] = "";
+    for (int r = 0; r < size && size > 1; r++) /* the ranks' GPUs: cuda:0 .. cuda:size-1 */
+        snprintf(ranks_gpus + strlen(ranks_gpus), sizeof ranks_gpus - strlen(ranks_gpus),
+                 "%s%d", r ? "," : "", r);
     /* nothing written (the power log) for a run that cannot start or resume */
     int rc = rlhf_ppo_check(o, &io, e);
     if (!rc)
@@ -54,7 +67,7 @@ int pipeline_baseline_run(const ppo_opts_t *o, const pipeline_baseline_t *b,
         energy_source_opts_t so;
         memset(&so, 0, sizeof so);
         energy_source_opts_from_env(&so);
-        so.devices = b->devices;
+        so.devices = b->devices ? b->devices : size > 1 ? ranks_gpus : NULL;
         rc = energy_source_open(b->power_source ? b->power_source : "auto", &so, &src, e);
     }
     if (!rc && b->log) {

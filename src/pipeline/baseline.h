@@ -55,6 +55,11 @@ typedef struct pipeline_baseline {
     bool resume;
     FILE *log;                            /* progress (NULL: quiet) */
     const ppo_data_opts_t *data;          /* how the prompts were drawn (rlhf_ppo_io_t) */
+    /* ranks (NULL: this process alone): rank 0 runs the monitor over every rank's GPU
+     * (devices NULL: CUDA indices 0 .. ranks-1, matched to NVML by PCI bus id) and writes the
+     * energy files, summed over the GPUs with per-GPU columns in phase_timing.json; ranks
+     * r > 0 train without a monitor (docs/distributed.md) */
+    dist_comm_t *comm;
 } pipeline_baseline_t;
 
 /* Runs the stage. ERR_UNAVAILABLE when an explicitly named power source is missing; the

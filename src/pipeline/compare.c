@@ -5,7 +5,6 @@
 
 #include <ctype.h>
 #include <dirent.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -194,22 +193,7 @@ static int resolve_tables(plan_info_t *p, const prec_policies_t *pol, const prof
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int rmtree(const char *dir, err_t *e)
-{
-    if (!fs_exists(dir))
-        return ERR_OK;
-    if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        return err_errno(e, ERR_FAIL, "removing %s", dir);
-    return ERR_OK;
-}
+static int rmtree(const char *dir, err_t *e) { return fs_rmtree(dir, e); }
 
 /* Run directories of an earlier comparison ("NN-PLAN-seedS") that this one would not
  * overwrite (fewer seeds or plans): removed, so runs/ holds this comparison's runs only.

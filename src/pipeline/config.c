@@ -97,6 +97,7 @@ const pipeline_section_t pipeline_sections[] = {
             "policies A-D derived from the matrix (greedy under a budget)"),
     SECTION(compare, compare_opts_table,
             "PPO under each plan against the unquantized baseline, seeds interleaved"),
+    SECTION(dist, dist_opts_table, "data parallelism: ranks, one process per GPU (--gpus)"),
 };
 const int pipeline_nsections = (int)(sizeof pipeline_sections / sizeof *pipeline_sections);
 

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "data/split.h"
+#include "dist/dist.h"
 #include "pipeline/baseline.h"
 #include "pipeline/compare.h"
 #include "profile/phase.h"
@@ -71,6 +72,7 @@ typedef struct pipeline_config {
     phase_sensitivity_opts_t phase_sensitivity;
     policies_opts_t policies;
     compare_opts_t compare;
+    dist_opts_t dist;
 } pipeline_config_t;
 
 typedef struct pipeline_section {

@@ -444,6 +444,10 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
         return err_set(e, ERR_INPUT, "--until %s: that stage is not built yet", o->until);
     if (o->model && o->sft_model)
         return err_set(e, ERR_INPUT, "give a base model or a fine-tuned model, not both");
+    if (cfg->dist.gpus > 1)
+        return err_set(e, ERR_INPUT, "dist.gpus %d: `mxrlhf run` runs on one process; ppo, "
+                       "baseline and sensitivity take --gpus (docs/distributed.md)",
+                       cfg->dist.gpus);
     if (pipeline_nstages > PIPELINE_MAX_STAGES)
         return err_set(e, ERR_FAIL, "too many stages");
     int rc = fs_mkdir_p(o->output, e);

@@ -448,7 +448,64 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
                               const char *cells_path, bool resume, profile_progress_fn progress,
                               void *pctx, profile_matrix_t *out, err_t *e)
 {
+    return profile_sensitivity_sweep_ranks(NULL, workers, nworkers, es, o, cells_path, resume,
+                                           progress, pctx, out, e);
+}
+
+/* Rank r's items: those whose cost midpoint (units before it + half its own) falls in
+ * [r U / n, (r + 1) U / n) of the total U: contiguous in the work order, so each rank's
+ * residual caches still only move forward, and balanced by cost rather than count. */
+static void mark_share(const item_t *items, long nitems, int rank, int size, bool *mine)
+{
+    double total = 0, before = 0;
+    for (long k = 0; k < nitems; k++)
+        total += items[k].units;
+    for (long k = 0; k < nitems; k++) {
+        double mid = before + items[k].units / 2;
+        int r = total > 0 ? (int)(mid / total * size) : 0;
+        mine[k] = (r < size ? r : size - 1) == rank;
+        before += items[k].units;
+    }
+}
+
+/* Every rank's cells into every rank's matrix: each slot is the sum over ranks of its
+ * owner's value and zeros (exact in any order), the counters summed. */
+static int merge_ranks(dist_comm_t *c, sweep_t *s, const bool *mine, err_t *e)
+{
+    const long n = s->nitems;
+    double *v = err_calloc(e, (size_t)n + 5, sizeof *v, "the merged cells");
+    if (!v)
+        return e->code;
+    for (long k = 0; k < n; k++)
+        if (mine[k])
+            v[k] = *slot_value(s->mx, s->nhave, s->items[k].slot);
+    v[n] = (double)s->mx->cells_run;
+    v[n + 1] = (double)s->mx->cells_resumed;
+    v[n + 2] = s->fwd_s;
+    v[n + 3] = s->quant_s;
+    v[n + 4] = (double)s->quant_ops;
+    int rc = dist_allreduce(c, v, (size_t)n + 5, DIST_F64, e);
+    if (!rc) {
+        for (long k = 0; k < n; k++)
+            *slot_value(s->mx, s->nhave, s->items[k].slot) = v[k];
+        s->mx->cells_run = (long)v[n];
+        s->mx->cells_resumed = (long)v[n + 1];
+        s->fwd_s = v[n + 2];
+        s->quant_s = v[n + 3];
+        s->quant_ops = (long)v[n + 4];
+    }
+    free(v);
+    return rc;
+}
+
+int profile_sensitivity_sweep_ranks(dist_comm_t *comm, profile_worker_t *workers, int nworkers,
+                                    const profile_evalset_t *es, const sensitivity_opts_t *o,
+                                    const char *cells_path, bool resume,
+                                    profile_progress_fn progress, void *pctx,
+                                    profile_matrix_t *out, err_t *e)
+{
     memset(out, 0, sizeof *out);
+    bool *mine = NULL;
     if (sensitivity_opts_check(o, "sensitivity options", e))
         return e->code;
     if (nworkers < 1)
@@ -529,8 +586,19 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
     }
     if ((rc = profile_record_open(&s.cf, cells_path, hdr, valid, e)))
         goto done;
-    s.total = s.nitems;
+    /* this rank's share: the others' items count as had (skipped) until the merge */
+    if (!(mine = err_malloc(e, (size_t)s.nitems * sizeof *mine, "the work list"))) {
+        rc = e->code;
+        goto done;
+    }
+    mark_share(s.items, s.nitems, dist_rank(comm), dist_size(comm), mine);
+    s.total = 0;
     for (long i = 0; i < s.nitems; i++) {
+        if (!mine[i]) {
+            s.have[s.items[i].slot] = true;
+            continue;
+        }
+        s.total++;
         if (s.have[s.items[i].slot])
             s.done++;
         else
@@ -543,8 +611,8 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
     }
     mu_ok = true;
     int nw = nworkers;
-    if (nw > s.nitems - s.done)
-        nw = (int)(s.nitems - s.done) > 0 ? (int)(s.nitems - s.done) : 1;
+    if (nw > s.total - s.done)
+        nw = (int)(s.total - s.done) > 0 ? (int)(s.total - s.done) : 1;
     int cores = omp_get_max_threads();
     int per = cores / nw > 0 ? cores / nw : 1;
     pthread_t th[PROFILE_MAX_WORKERS];
@@ -564,6 +632,9 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
         rc = s.rc;
         *e = s.err;
     }
+    /* every rank's cells, once every rank has finished its own */
+    if (dist_size(comm) > 1 && !(rc = dist_agree(comm, rc, e)))
+        rc = merge_ranks(comm, &s, mine, e);
 
 done:
     out->wall_s = profile_now_s() - s.t0;
@@ -578,6 +649,7 @@ done:
     cJSON_Delete(hdr);
     free(s.have);
     free(s.items);
+    free(mine);
     if (rc) {
         /* the tables go back to fp32 whatever happened */
         err_t ign = ERR_INIT;
@@ -761,8 +833,12 @@ static int write_record(const char *path, const sensitivity_opts_t *o,
     cJSON_AddNumberToObject(r, "cells_run", (double)mx->cells_run);
     cJSON_AddNumberToObject(r, "cells_resumed", (double)mx->cells_resumed);
     cJSON *t = cJSON_AddObjectToObject(r, "timing");
-    cJSON_AddStringToObject(t, "note", "this process's work only (resumed cells excluded); "
-                            "quantize_s is inside forward_s");
+    cJSON_AddStringToObject(t, "note", dist_size(pa->comm) > 1
+                                           ? "every rank's work (resumed cells excluded): "
+                                             "forward_s and quantize_s summed over the ranks, "
+                                             "wall_s rank 0's; quantize_s is inside forward_s"
+                                           : "this process's work only (resumed cells excluded); "
+                                             "quantize_s is inside forward_s");
     cJSON_AddNumberToObject(t, "wall_s", mx->wall_s);
     cJSON_AddNumberToObject(t, "forward_s", mx->forward_s);
     cJSON_AddNumberToObject(t, "quantize_s", mx->quant_s);
@@ -771,6 +847,8 @@ static int write_record(const char *path, const sensitivity_opts_t *o,
     cJSON_AddNumberToObject(t, "quantized_operands", (double)mx->quant_ops);
     cJSON_AddStringToObject(t, "backend", o->backend);
     cJSON_AddNumberToObject(t, "workers", mx->workers);
+    if (dist_size(pa->comm) > 1) /* only then: one process's record stays as it was */
+        cJSON_AddNumberToObject(t, "ranks", dist_size(pa->comm));
     profile_cpu_name(cpu, sizeof cpu);
     cJSON_AddStringToObject(t, "cpu", cpu);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -792,7 +870,11 @@ int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths
         return err_set(e, ERR_INPUT, "sensitivity: needs a model directory, evaluation data "
                        "and an output path");
     char *summary = profile_sibling(pa->output, "sensitivity_summary.csv");
-    char *cells = profile_sibling(pa->output, "sensitivity_cells.jsonl");
+    const int rank = dist_rank(pa->comm);
+    char cname[64] = "sensitivity_cells.jsonl";
+    if (rank > 0)
+        snprintf(cname, sizeof cname, "sensitivity_cells.rank%d.jsonl", rank);
+    char *cells = profile_sibling(pa->output, cname);
     char *record = profile_sibling(pa->output, "sensitivity_metrics.json");
     char *dir = strdup(pa->output);
     profile_evalset_t es = {0};
@@ -818,12 +900,12 @@ int profile_sensitivity_run(const sensitivity_opts_t *o, const sensitivity_paths
     }
     if ((rc = profile_workers_open(pa->model_dir, &es, nw, o->backend, &w, e)))
         goto done;
-    if ((rc = profile_sensitivity_sweep(w, nw, &es, o, cells, pa->resume, progress, pctx, &mx,
-                                        e)))
+    if ((rc = profile_sensitivity_sweep_ranks(pa->comm, w, nw, &es, o, cells, pa->resume,
+                                              progress, pctx, &mx, e)))
         goto done;
-    if ((rc = profile_matrix_write_csv(&mx, o->threshold_pct, o->two_sided, pa->output, e)) ||
+    if (rank == 0 && ((rc = profile_matrix_write_csv(&mx, o->threshold_pct, o->two_sided, pa->output, e)) ||
         (rc = profile_summary_write_csv(&mx, o->threshold_pct, o->two_sided, summary, e)) ||
-        (rc = write_record(record, o, pa, desc, &es, &mx, e)))
+        (rc = write_record(record, o, pa, desc, &es, &mx, e))))
         goto done;
     if (res)
         *res = (profile_sens_result_t){

@@ -29,6 +29,7 @@
 #include <cJSON.h>
 #include <stdbool.h>
 
+#include "dist/dist.h"
 #include "model/qwen2.h"
 #include "mx/mx.h"
 #include "profile/evalset.h"
@@ -116,6 +117,18 @@ int profile_sensitivity_sweep(profile_worker_t *workers, int nworkers,
                               const char *cells_path, bool resume, profile_progress_fn progress,
                               void *pctx, profile_matrix_t *out, err_t *e);
 
+/* The same sweep spread over the ranks of comm (NULL or one rank: the sweep above). Each
+ * rank measures a contiguous share of the work list, balanced by cost (decoder-layer
+ * equivalents), records its cells in its own cells_path (resume: the same --gpus), and
+ * once every rank has finished (dist_agree) the cells are merged: every rank ends with the
+ * whole matrix, the same as one process's, and cells_run / resumed / forward_s / quant_s
+ * summed over ranks. */
+int profile_sensitivity_sweep_ranks(dist_comm_t *comm, profile_worker_t *workers, int nworkers,
+                                    const profile_evalset_t *es, const sensitivity_opts_t *o,
+                                    const char *cells_path, bool resume,
+                                    profile_progress_fn progress, void *pctx,
+                                    profile_matrix_t *out, err_t *e);
+
 /* The two CSVs (atomically). */
 int profile_matrix_write_csv(const profile_matrix_t *mx, double threshold_pct, bool two_sided,
                              const char *path, err_t *e);
@@ -132,6 +145,9 @@ typedef struct sensitivity_paths {
     const char *eval_desc;       /* what they are, for the run record */
     const char *output;          /* sensitivity_matrix.csv; the other files go beside it */
     bool resume;
+    /* ranks (NULL: this process alone): cells spread over them; rank 0 writes the files once
+     * all have agreed, rank r > 0 keeps its cells in sensitivity_cells.rank<r>.jsonl */
+    dist_comm_t *comm;
 } sensitivity_paths_t;
 
 /* What a stage run did, for its caller's log. */

@@ -54,9 +54,21 @@ void ppo_warn(ppo_t *P, int step, const char *fmt, ...)
 /* ---- phases ----------------------------------------------------------------------------- */
 
 /* A phase window: the energy layer's (it synchronises the device first), or just the
- * device synchronised and the clock read. */
+ * device synchronised and the clock read. With ranks, every rank's device is synchronised
+ * and the ranks meet (barrier) at both edges, so rank 0's window, which its monitor
+ * measures over every rank's GPU, holds every rank's work of the phase; the time a rank
+ * waits for the others is inside the phase that waits. */
+static int ranks_meet(ppo_t *P, err_t *e)
+{
+    if (P->size <= 1)
+        return ERR_OK;
+    return be_sync(P->be, e) || dist_barrier(P->comm, e) ? e->code : ERR_OK;
+}
+
 static int phase_begin(ppo_t *P, int ph, err_t *e)
 {
+    if (ranks_meet(P, e))
+        return e->code;
     if (P->io->monitor
             ? energy_phase_begin(P->io->monitor, prec_phase_study_name((prec_phase_t)ph), e)
             : be_sync(P->be, e))
@@ -68,6 +80,8 @@ static int phase_begin(ppo_t *P, int ph, err_t *e)
 /* ... and its end, with the tokens the window processed (phase_timing.json's tokens). */
 static int phase_end(ppo_t *P, int ph, long long tokens, err_t *e)
 {
+    if (ranks_meet(P, e))
+        return e->code;
     const char *name = prec_phase_study_name((prec_phase_t)ph);
     if (P->io->monitor ? energy_phase_end(P->io->monitor, name, e) ||
                              energy_monitor_add_tokens(P->io->monitor, name, tokens, e)
@@ -133,15 +147,30 @@ static int setup(ppo_t *P, err_t *e)
 {
     const ppo_opts_t *o = P->o;
     const rlhf_ppo_io_t *io = P->io;
-    P->B = o->batch_size;
-    P->M = o->mini_batch_size;
+    /* the ranks: each takes an even share of the batch and of every minibatch */
+    P->comm = io->comm;
+    P->rank = dist_rank(io->comm);
+    P->size = dist_size(io->comm);
+    P->Bg = o->batch_size;
+    P->Mg = o->mini_batch_size;
+    size_t per;
+    if (dist_share_even((size_t)P->Bg, P->size, "batch_size", &per, e))
+        return e->code;
+    P->B = (int)per;
+    if (dist_share_even((size_t)P->Mg, P->size, "mini_batch_size", &per, e))
+        return e->code;
+    P->M = (int)per;
+    P->row0 = (size_t)P->rank * (size_t)P->B;
+    if (P->size > 1 && (io->resume || io->calibrate))
+        return err_set(e, ERR_INPUT, "%s with %d ranks: not supported (run it on one process)",
+                       io->resume ? "resume" : "calibration", P->size);
     P->max_new = o->max_new_tokens;
     P->shared_value = !o->separate_critic;
     if (fs_mkdir_p(io->out_dir, e))
         return e->code;
-    if ((size_t)P->B > io->n_prompts)
+    if ((size_t)P->Bg > io->n_prompts)
         return err_set(e, ERR_INPUT, "%zu PPO prompts, fewer than one batch of %d", io->n_prompts,
-                       P->B);
+                       P->Bg);
     if (o->oracle_reward && !io->synthetic)
         return err_set(e, ERR_INPUT, "oracle_reward needs the synthetic task's prompts");
 
@@ -299,6 +328,15 @@ static int one_step(ppo_t *P, int step, err_t *e)
 
     /* statistics, then the KL controller (TRL: kl_ctl.update after record_step_stats) */
     cJSON *st = ppo_step_stats(P, step, kl_coef, &acc, 0, &kl);
+    if (P->size > 1) { /* the controller's input: the mean KL of the global batch */
+        double v[2] = {kl * B, B};
+        if ((rc = dist_sum_f64(P->comm, v, 2, e))) {
+            cJSON_Delete(st);
+            goto out;
+        }
+        kl = v[0] / v[1];
+        cJSON_ReplaceItemInObjectCaseSensitive(st, "objective/kl", ppo_num(kl));
+    }
     if (!isfinite(kl)) {
         cJSON_Delete(st);
         rc = err_set(e, ERR_FAIL, "step %d: the KL is not finite: stopping; the last good "
@@ -313,7 +351,7 @@ static int one_step(ppo_t *P, int step, err_t *e)
             "kwargs are not correctly set. Please make sure that the generation kwargs are set "
             "correctly, or review your training hyperparameters.",
             kl);
-    ppo_klctl_update(&P->kl, kl, B);
+    ppo_klctl_update(&P->kl, kl, P->Bg);
     cJSON_ReplaceItemInObjectCaseSensitive(st, "time/ppo/total",
                                            cJSON_CreateNumber(ppo_now() - t0));
     cJSON_AddItemToArray(P->stats, st);
@@ -417,6 +455,8 @@ int rlhf_ppo_run(const ppo_opts_t *o, const rlhf_ppo_io_t *io, rlhf_ppo_result_t
         rc = err_set(e, ERR_NOMEM, "out of memory");
     if (!rc)
         rc = ppo_run_eval(&P, o->steps, false, &last, final_samples, e);
+    /* the outputs, once every rank has finished (rank r > 0 writes to its scratch out_dir) */
+    rc = dist_agree(P.comm, rc, e);
     if (!rc)
         rc = ppo_write_eval_samples(&P, final_samples, e);
     cJSON_Delete(final_samples);

@@ -45,6 +45,7 @@
 #include <stdio.h>
 
 #include "backend/backend.h"
+#include "dist/dist.h"
 #include "energy/monitor.h"
 #include "rlhf/ppo_data.h"
 #include "rlhf/ppo_math.h"
@@ -143,6 +144,14 @@ typedef struct rlhf_ppo_io {
      * so that a resume with other data is refused before it draws anything (NULL: only the
      * prompts themselves are compared). */
     const ppo_data_opts_t *data;
+    /* Data parallelism (NULL or one rank: this process alone; docs/distributed.md): the
+     * batch_size prompts of a step and each minibatch are split evenly over the ranks
+     * (refused when they do not divide), rollouts, scoring and minibatches stay local,
+     * whitening, score scaling, the ratio threshold, early stopping and the KL controller
+     * use global statistics, and gradients are averaged over the ranks before every
+     * optimizer step, so every rank keeps the same weights. Rank 0 writes the outputs; a
+     * rank r > 0 should be given a scratch out_dir. No resume, no calibration. */
+    dist_comm_t *comm;
 } rlhf_ppo_io_t;
 
 /* Evaluation of a policy on the held-out prompts (one sample each, the same random

@@ -11,6 +11,15 @@
 
 cJSON *ppo_num(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
 
+/* The random stream of chunk c (rows [c B, c B + B) of the held-out prompts), draw r of
+ * `per` for each: one process's chunk of Bg rows holding them, offset by where they sit in
+ * it, so a rank's smaller chunks (B = Bg / ranks) draw what one process draws. */
+static uint64_t chunk_stream(const ppo_t *P, const char *name, size_t c, size_t per, size_t r)
+{
+    size_t i0 = c * (size_t)P->B, C = i0 / (size_t)P->Bg, off = i0 % (size_t)P->Bg;
+    return rng_stream(name, C * per + r) + off;
+}
+
 /* One sample per held-out prompt from the current policy, with the same random numbers at
  * every evaluation; reward, ground truth and the sampled sequences' KL to the reference
  * (sum over response tokens of rollout log-prob minus reference log-prob). With `samples`
@@ -26,7 +35,7 @@ static int evaluate(ppo_t *P, int steps_done, ppo_eval_t *ev, cJSON *samples, er
         const prompt_t *rows[P->B];
         for (int b = 0; b < n; b++)
             rows[b] = &P->ev[c * P->B + b];
-        if (ppo_generate(P, rows, n, 0, rng_stream("ppo.eval", c), e) ||
+        if (ppo_generate(P, rows, n, 0, chunk_stream(P, "ppo.eval", c, 1, 0), e) ||
             ppo_make_batch(P, rows, n, e) || ppo_rm_scores(P, n, 0, P->scores, e))
             return err_prefix(e, "evaluation");
         prec_ctx_t rctx = {PREC_REWARD, P->o->seed, 0};
@@ -132,8 +141,8 @@ int ppo_best_of_n(ppo_t *P, err_t *e)
             best_gt[b] = NAN;
         }
         for (int r = 0; r < n; r++) {
-            if (ppo_generate(P, rows, rows_n, 0, rng_stream("ppo.best_of_n", c * (size_t)n + r),
-                             e) ||
+            if (ppo_generate(P, rows, rows_n, 0,
+                             chunk_stream(P, "ppo.best_of_n", c, (size_t)n, (size_t)r), e) ||
                 ppo_make_batch(P, rows, rows_n, e) || ppo_rm_scores(P, rows_n, 0, P->scores, e))
                 return err_prefix(e, "best-of-%d", n);
             for (int b = 0; b < rows_n; b++) {

@@ -33,7 +33,11 @@ typedef struct ppo {
     data_token_counter_t counter;
     qwen2_model_t *policy, *ref, *rm, *critic;
     bool shared_value;            /* value head on the policy */
-    int B, M, max_new, T, V;      /* T: longest prompt + max_new */
+    int B, M, max_new, T, V;      /* T: longest prompt + max_new; B, M: this rank's */
+    dist_comm_t *comm;            /* the ranks (NULL: this process alone) */
+    int rank, size;
+    int Bg, Mg;                   /* the global batch and minibatch (B x size, M x size) */
+    size_t row0;                  /* this rank's first row of the global batch */
     int32_t eot;
     prompt_t *pr, *ev;
     size_t npr, nev;

@@ -64,39 +64,74 @@ double ppo_kl_full(const float *lp, const float *lq, int V)
 
 /* ---- masked moments --------------------------------------------------------------------- */
 
+/* Masked moments over every rank's positions (ppo_math.h): the partial sums of this rank,
+ * added over ranks in rank order (dist_sum_f64); the second pass about the global mean. */
+int ppo_masked_moments(dist_comm_t *c, const float *x, const float *mask, size_t n,
+                       bool unbiased, double *count, double *mean, double *var, err_t *e)
+{
+    double sm[2] = {0, 0}; /* sum(x mask), sum(mask) */
+    for (size_t i = 0; i < n; i++) {
+        sm[0] += (double)x[i] * mask[i];
+        sm[1] += mask[i];
+    }
+    if (dist_sum_f64(c, sm, 2, e))
+        return e->code;
+    double m = sm[1], mu = m > 0 ? sm[0] / m : NAN, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)x[i] - mu;
+        s += d * d * mask[i];
+    }
+    if (dist_sum_f64(c, &s, 1, e))
+        return e->code;
+    *count = m;
+    *mean = mu;
+    /* TRL: bessel_correction = mask_sum / (mask_sum - 1); a single position divides by 0 */
+    *var = !(m > 0) ? NAN : unbiased ? s / m * (m / (m - 1)) : s / m;
+    return ERR_OK;
+}
+
 double ppo_masked_mean(const float *x, const float *mask, size_t n)
 {
-    double s = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        s += (double)x[i] * mask[i];
-        m += mask[i];
-    }
-    return m > 0 ? s / m : NAN;
+    double m, mu, v;
+    return ppo_masked_moments(NULL, x, mask, n, false, &m, &mu, &v, NULL) ? NAN : mu;
 }
 
 double ppo_masked_var(const float *x, const float *mask, size_t n, bool unbiased)
 {
-    double mean = ppo_masked_mean(x, mask, n), s = 0, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        double c = (double)x[i] - mean;
-        s += c * c * mask[i];
-        m += mask[i];
-    }
-    if (!(m > 0))
-        return NAN;
-    double var = s / m;
-    /* TRL: bessel_correction = mask_sum / (mask_sum - 1); a single position divides by 0 */
-    return unbiased ? var * (m / (m - 1)) : var;
+    double m, mu, v;
+    return ppo_masked_moments(NULL, x, mask, n, unbiased, &m, &mu, &v, NULL) ? NAN : v;
 }
 
-void ppo_masked_whiten(float *x, const float *mask, size_t n, bool shift_mean)
+int ppo_masked_whiten_all(dist_comm_t *c, float *x, const float *mask, size_t n,
+                          bool shift_mean, err_t *e)
 {
-    double mean = ppo_masked_mean(x, mask, n), var = ppo_masked_var(x, mask, n, true);
+    double m, mean, var;
+    if (ppo_masked_moments(c, x, mask, n, true, &m, &mean, &var, e))
+        return e->code;
     double r = 1.0 / sqrt(var + 1e-8);
     for (size_t i = 0; i < n; i++) {
         double w = ((double)x[i] - mean) * r;
         x[i] = (float)(shift_mean ? w : w + mean);
     }
+    return ERR_OK;
+}
+
+void ppo_masked_whiten(float *x, const float *mask, size_t n, bool shift_mean)
+{
+    ppo_masked_whiten_all(NULL, x, mask, n, shift_mean, NULL);
+}
+
+int ppo_mean_all(dist_comm_t *c, const double *x, size_t n, double *mean, double *count,
+                 err_t *e)
+{
+    double sn[2] = {0, (double)n};
+    for (size_t i = 0; i < n; i++)
+        sn[0] += x[i];
+    if (dist_sum_f64(c, sn, 2, e))
+        return e->code;
+    *mean = sn[1] > 0 ? sn[0] / sn[1] : NAN;
+    *count = sn[1];
+    return ERR_OK;
 }
 
 /* ---- rewards and advantages ----------------------------------------------------------------- */
@@ -121,6 +156,14 @@ void ppo_compute_rewards(int B, int T, const float *scores, const float *kl, con
 void ppo_advantages(int B, int T, float *values, float *rewards, const float *mask, double gamma,
                     double lam, bool whiten_rewards, float *adv, float *returns)
 {
+    ppo_advantages_all(NULL, B, T, values, rewards, mask, gamma, lam, whiten_rewards, adv,
+                       returns, NULL);
+}
+
+int ppo_advantages_all(dist_comm_t *c, int B, int T, float *values, float *rewards,
+                       const float *mask, double gamma, double lam, bool whiten_rewards,
+                       float *adv, float *returns, err_t *e)
+{
     const size_t n = (size_t)B * T;
     for (size_t i = 0; i < n; i++) {
         values[i] *= mask[i];
@@ -128,8 +171,8 @@ void ppo_advantages(int B, int T, float *values, float *rewards, const float *ma
     }
     /* TRL whitens after masking: positions past a row's end get the shifted value too and
      * so feed into GAE (kept for fidelity; off by default). */
-    if (whiten_rewards)
-        ppo_masked_whiten(rewards, mask, n, false);
+    if (whiten_rewards && ppo_masked_whiten_all(c, rewards, mask, n, false, e))
+        return e->code;
     for (int b = 0; b < B; b++) {
         const float *v = values + (size_t)b * T, *r = rewards + (size_t)b * T;
         float *a = adv + (size_t)b * T;
@@ -144,7 +187,7 @@ void ppo_advantages(int B, int T, float *values, float *rewards, const float *ma
     }
     for (size_t i = 0; i < n; i++)
         returns[i] = adv[i] + values[i];
-    ppo_masked_whiten(adv, mask, n, true);
+    return ppo_masked_whiten_all(c, adv, mask, n, true, e);
 }
 
 /* ---- the loss ---------------------------------------------------------------------------------- */
@@ -233,16 +276,20 @@ void ppo_loss(const ppo_loss_cfg_t *c, size_t n, const float *old_logp, const fl
     st->val_error = verr / msum;
     st->val_mean = ppo_masked_mean(old_values, mask, n);
     st->val_var = ppo_masked_var(old_values, mask, n, true);
-    if (st->ratio_mean > c->ratio_threshold) {
-        /* TRL: pg_loss, vf_loss and loss multiplied by 0.0 (their gradients vanish) */
-        st->skipped = true;
-        st->loss_policy = st->loss_value = st->loss_total = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (dlogp)
-                dlogp[i] = 0;
-            if (dvpred)
-                dvpred[i] = 0;
-        }
+    if (st->ratio_mean > c->ratio_threshold)
+        ppo_loss_skip(st, n, dlogp, dvpred);
+}
+
+void ppo_loss_skip(ppo_mb_stats_t *st, size_t n, float *dlogp, float *dvpred)
+{
+    /* TRL: pg_loss, vf_loss and loss multiplied by 0.0 (their gradients vanish) */
+    st->skipped = true;
+    st->loss_policy = st->loss_value = st->loss_total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (dlogp)
+            dlogp[i] = 0;
+        if (dvpred)
+            dvpred[i] = 0;
     }
 }
 

@@ -8,6 +8,11 @@
  * `masks` from batched_forward_pass). Sums are taken in double in index order, so results
  * do not depend on threads.
  *
+ * Data parallelism: the *_all forms take a communicator (dist/dist.h; NULL: this process
+ * only) and compute their moments over every rank's positions: each rank's partial sums,
+ * added in rank order (dist_sum_f64), so N ranks x batch b whiten as 1 rank x batch N*b up
+ * to the order of summation; with NULL they are the plain forms to the bit.
+ *
  * What TRL does, and so what this does:
  *   rewards      r_t = -kl_coef * kl_t, plus the score at each row's last masked position
  *                (compute_rewards); kl_t by the chosen estimator (_kl_penalty)
@@ -37,6 +42,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "dist/dist.h"
+#include "util/err.h"
 
 /* ---- KL estimators ------------------------------------------------------------------- */
 
@@ -72,6 +80,18 @@ double ppo_masked_var(const float *x, const float *mask, size_t n, bool unbiased
  * never read by the losses. */
 void ppo_masked_whiten(float *x, const float *mask, size_t n, bool shift_mean);
 
+/* Over every rank: count = sum(mask), mean = sum(x mask) / count, var = sum((x - mean)^2
+ * mask) / count about the global mean (times count / (count - 1) when unbiased); NaN
+ * moments when the global mask is empty. */
+int ppo_masked_moments(dist_comm_t *c, const float *x, const float *mask, size_t n,
+                       bool unbiased, double *count, double *mean, double *var, err_t *e);
+int ppo_masked_whiten_all(dist_comm_t *c, float *x, const float *mask, size_t n,
+                          bool shift_mean, err_t *e);
+/* The mean of every rank's x[0..n) and their number (the KL controller's input: per-row KL
+ * over the global batch). */
+int ppo_mean_all(dist_comm_t *c, const double *x, size_t n, double *mean, double *count,
+                 err_t *e);
+
 /* ---- rewards and advantages -------------------------------------------------------------- */
 
 /* kl (B, T) per-token penalties; scores (B). non_score (B, T) = -kl_coef * kl; rewards =
@@ -86,6 +106,10 @@ void ppo_compute_rewards(int B, int T, const float *scores, const float *kl, con
  * (B, T) are written. */
 void ppo_advantages(int B, int T, float *values, float *rewards, const float *mask, double gamma,
                     double lam, bool whiten_rewards, float *adv, float *returns);
+/* The same with the whitening over every rank's rows (GAE itself is per row). */
+int ppo_advantages_all(dist_comm_t *c, int B, int T, float *values, float *rewards,
+                       const float *mask, double gamma, double lam, bool whiten_rewards,
+                       float *adv, float *returns, err_t *e);
 
 /* ---- the minibatch loss -------------------------------------------------------------------- */
 
@@ -152,6 +176,8 @@ typedef struct ppo_rc_stats {
 void ppo_rollout_weights(ppo_rc_t mode, double cap, int B, int T, const float *old_logp,
                          const float *rollout_logp, const float *mask, float *w,
                          ppo_rc_stats_t *st);
+/* A minibatch skipped (ratio_threshold): its losses in st and its gradients zeroed. */
+void ppo_loss_skip(ppo_mb_stats_t *st, size_t n, float *dlogp, float *dvpred);
 
 /* ---- the KL controller ------------------------------------------------------------------------ */
 

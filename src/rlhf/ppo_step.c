@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "rlhf/ppo_internal.h"
+#include "rlhf/train_common.h"
 #include "util/rng.h"
 
 /* ---- rollouts and scoring (shared by training steps and evaluation) --------------------------- */
@@ -26,18 +27,20 @@ static void shuffle(size_t *idx, size_t n, uint64_t seed, uint64_t stream)
 }
 
 /* The prompts of step `step`: TRL's DataLoader(shuffle=True, drop_last=True) cycled, one
- * permutation per pass over the prompts. */
+ * permutation per pass over the prompts; with ranks, rank r takes rows [r B, (r + 1) B) of
+ * the global batch. */
 void ppo_step_prompts(ppo_t *P, int step, const prompt_t **rows)
 {
-    size_t per_pass = P->npr / (size_t)P->B;
+    size_t per_pass = P->npr / (size_t)P->Bg;
     long epoch = (long)((size_t)step / per_pass);
     size_t k = (size_t)step % per_pass;
     if (epoch != P->perm_epoch) {
         shuffle(P->perm, P->npr, P->o->seed, rng_stream("ppo.prompts", (uint64_t)epoch));
         P->perm_epoch = epoch;
     }
+    /* this rank's rows of the global batch */
     for (int b = 0; b < P->B; b++)
-        rows[b] = &P->pr[P->perm[k * (size_t)P->B + (size_t)b]];
+        rows[b] = &P->pr[P->perm[k * (size_t)P->Bg + P->row0 + (size_t)b]];
 }
 
 /* Samples one response per row into P->resp / resp_len / roll_logp. */
@@ -60,8 +63,9 @@ int ppo_generate(ppo_t *P, const prompt_t *const *rows, int n, uint64_t pctx_ste
 /* The rollout phase's work: one response per prompt of step `step`. */
 int ppo_rollout(ppo_t *P, const prompt_t *const *rows, int step, err_t *e)
 {
-    return ppo_generate(P, rows, P->B, (uint64_t)step, rng_stream("ppo.rollout", (uint64_t)step),
-                        e);
+    /* row b's stream is the global row's, as in one process */
+    return ppo_generate(P, rows, P->B, (uint64_t)step,
+                        rng_stream("ppo.rollout", (uint64_t)step) + P->row0, e);
 }
 
 /* The right-padded batch of prompt + response for rows [0, n) (rlhf/text's layout). */
@@ -193,6 +197,39 @@ static bool all_finite(const float *x, const float *mask, size_t n)
     return true;
 }
 
+/* With ranks, the loss of a minibatch is the masked mean over every rank's rows: this
+ * rank's gradient scale is (1 / gas) x (its mask sum x ranks / the global mask sum), so that
+ * averaging the ranks' gradients gives the gradient of the global masked mean. */
+static int global_scale(ppo_t *P, size_t n, double *msum, double *mglobal, double *scale,
+                        err_t *e)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m += P->mb_mask[i];
+    double g = m;
+    if (dist_sum_f64(P->comm, &g, 1, e))
+        return e->code;
+    *msum = m;
+    *mglobal = g;
+    *scale *= g > 0 ? m * P->size / g : 0;
+    return ERR_OK;
+}
+
+/* The ratio threshold and the policy KL (early stopping) on the global minibatch: every rank
+ * skips the same minibatches and stops at the same epoch. */
+static int global_ratio(ppo_t *P, size_t n, double msum, double mglobal, ppo_mb_stats_t *st,
+                        err_t *e)
+{
+    double v[2] = {msum > 0 ? msum * st->ratio_mean : 0, msum > 0 ? msum * st->policykl : 0};
+    if (dist_sum_f64(P->comm, v, 2, e))
+        return e->code;
+    st->ratio_mean = mglobal > 0 ? v[0] / mglobal : NAN;
+    st->policykl = mglobal > 0 ? v[1] / mglobal : NAN;
+    if (st->ratio_mean > P->o->ratio_threshold)
+        ppo_loss_skip(st, n, P->mb_dlogp, P->mb_dv);
+    return ERR_OK;
+}
+
 /* TRL's train_minibatch over ppo_epochs passes; fills acc. */
 int ppo_gradient_update(ppo_t *P, int step, step_acc_t *acc, err_t *e)
 {
@@ -204,9 +241,14 @@ int ppo_gradient_update(ppo_t *P, int step, step_acc_t *acc, err_t *e)
                        o->weight_decay, o->max_grad_norm};
     ppo_loss_cfg_t lc = {o->cliprange, o->cliprange_value, o->vf_coef, o->ratio_threshold,
                          o->rollout_correction != PPO_RC_NONE ? P->mb_w : NULL};
+    /* with ranks the threshold is applied to the global ratio (global_ratio) */
+    ppo_loss_cfg_t lc_ranks = lc;
+    lc_ranks.ratio_threshold = INFINITY;
     for (int epoch = 0; epoch < o->ppo_epochs; epoch++) {
+        /* with ranks, each shuffles its own rows (its stream offset by its rank) */
         shuffle(perm, (size_t)B, o->seed,
-                rng_stream("ppo.minibatch", (uint64_t)step * 4096 + (uint64_t)epoch));
+                rng_stream("ppo.minibatch", (uint64_t)step * 4096 + (uint64_t)epoch) +
+                    (uint64_t)P->rank);
         ppo_mb_stats_t st = {0};
         for (int j = 0; j < B / M; j++, k++) {
             int Tm = gather_minibatch(P, perm + (size_t)j * M, M);
@@ -225,8 +267,14 @@ int ppo_gradient_update(ppo_t *P, int step, step_acc_t *acc, err_t *e)
                 (qwen2_forward(P->critic, &g, &qb, QWEN2_FWD_TRAIN | QWEN2_FWD_VALUES, e) ||
                  qwen2_values_get(P->critic, P->mb_vpred, e)))
                 return err_prefix(e, "step %d, critic", step + 1);
-            ppo_loss(&lc, n, P->mb_old_logp, P->mb_values, P->mb_logp, P->mb_vpred, P->mb_ent,
-                     P->mb_mask, P->mb_adv, P->mb_ret, 1.0 / gas, P->mb_dlogp, P->mb_dv, &st);
+            double scale = 1.0 / gas, msum = 0, mglobal = 0;
+            if (P->size > 1 && global_scale(P, n, &msum, &mglobal, &scale, e))
+                return err_prefix(e, "step %d", step + 1);
+            ppo_loss(P->size > 1 ? &lc_ranks : &lc, n, P->mb_old_logp, P->mb_values, P->mb_logp,
+                     P->mb_vpred, P->mb_ent, P->mb_mask, P->mb_adv, P->mb_ret, scale,
+                     P->mb_dlogp, P->mb_dv, &st);
+            if (P->size > 1 && global_ratio(P, n, msum, mglobal, &st, e))
+                return err_prefix(e, "step %d", step + 1);
             if (!st.skipped && (!isfinite(st.loss_total) || !all_finite(P->mb_dlogp, NULL, n) ||
                                 !all_finite(P->mb_dv, NULL, n)))
                 return err_set(e, ERR_FAIL, "step %d: the PPO loss is not finite (policy %g, "
@@ -249,6 +297,10 @@ int ppo_gradient_update(ppo_t *P, int step, step_acc_t *acc, err_t *e)
                     return err_prefix(e, "step %d, critic backward", step + 1);
             }
             if ((k + 1) % gas == 0) {
+                /* every rank's gradients averaged before the step: the same weights everywhere */
+                if (rlhf_grads_allreduce(P->comm, P->policy, e) ||
+                    (P->critic && rlhf_grads_allreduce(P->comm, P->critic, e)))
+                    return err_prefix(e, "step %d", step + 1);
                 qwen2_step_info_t info;
                 if (qwen2_optimizer_step(P->policy, &h, &info, e))
                     return err_prefix(e, "step %d: stopping, the last good checkpoint stays",
@@ -336,7 +388,11 @@ int ppo_reward_inference(ppo_t *P, int step, err_t *e)
                        "the last good checkpoint stays", step + 1);
     memcpy(P->raw_scores, P->scores, (size_t)B * sizeof(float));
     if (o->use_score_scaling) {
-        ppo_running_update(&P->running, P->scores, B);
+        /* the running moments see the global batch, in rank order */
+        float all[P->Bg];
+        if (dist_allgather(P->comm, P->scores, all, (size_t)B * sizeof(float), e))
+            return err_prefix(e, "step %d, score scaling", step + 1);
+        ppo_running_update(&P->running, all, P->Bg);
         double f = P->running.std + FLT_EPSILON;
         for (int b = 0; b < B; b++)
             P->scores[b] = (float)(o->use_score_norm ? (P->scores[b] - P->running.mean) / f
@@ -357,8 +413,9 @@ int ppo_reward_inference(ppo_t *P, int step, err_t *e)
                         P->rc_w, &P->rc);
 
     ppo_compute_rewards(B, T, P->scores, P->klv, mask, P->kl.value, P->rewards, P->non_score);
-    ppo_advantages(B, T, P->values, P->rewards, mask, o->gamma, o->lam, o->whiten_rewards, P->adv,
-                   P->ret);
+    if (ppo_advantages_all(P->comm, B, T, P->values, P->rewards, mask, o->gamma, o->lam,
+                           o->whiten_rewards, P->adv, P->ret, e))
+        return err_prefix(e, "step %d, advantages", step + 1);
     return ERR_OK;
 }
 

@@ -245,3 +245,33 @@ int rlhf_copy_tokenizer_files(const char *src_dir, const char *dst_dir, err_t *e
     }
     return rc;
 }
+
+/* ---- data parallelism ------------------------------------------------------------------ */
+
+int rlhf_grads_allreduce(dist_comm_t *c, qwen2_model_t *m, err_t *e)
+{
+    const int size = dist_size(c);
+    if (size <= 1)
+        return ERR_OK;
+    backend_t *be = qwen2_backend(m);
+    const be_ptr_t g = qwen2_grads(m);
+    const size_t n = qwen2_nparams(m), cap = n < RLHF_GRAD_BUCKET ? n : RLHF_GRAD_BUCKET;
+    if (be_null(g))
+        return err_set(e, ERR_INPUT, "gradients all-reduced on a model that is not training");
+    float *h = err_malloc(e, (cap ? cap : 1) * sizeof *h, "gradient bucket");
+    if (!h)
+        return e->code;
+    int rc = be_sync(be, e);
+    for (size_t off = 0; off < n && !rc; off += cap) {
+        size_t k = n - off < cap ? n - off : cap;
+        be_download(be, h, be_f32(g, off), k * sizeof *h);
+        if ((rc = be_sync(be, e)) || (rc = dist_allreduce(c, h, k, DIST_F32, e)))
+            break;
+        for (size_t i = 0; i < k; i++)
+            h[i] /= (float)size;
+        be_upload(be, be_f32(g, off), h, k * sizeof *h);
+        rc = be_sync(be, e); /* the bucket is reused */
+    }
+    free(h);
+    return rc ? err_prefix(e, "gradient all-reduce") : ERR_OK;
+}

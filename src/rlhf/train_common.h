@@ -1,7 +1,8 @@
 /* train_common: the few pieces the training stages (pretraining, SFT, reward model) share:
  * the optimizer's options (a table the stages' sections embed), AdamW settings with the
  * learning-rate schedule, the seeded order of examples per epoch,
- * progress lines with time left, and a small training log (CSV).
+ * progress lines with time left, a small training log (CSV), and the gradients averaged
+ * over data-parallel ranks.
  *
  * Deliberately small: each stage owns its training loop; nothing here knows a model or a
  * data set. Nothing here prints: progress goes through a caller-supplied rlhf_log_t (the
@@ -15,9 +16,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dist/dist.h"
 #include "model/qwen2.h"
 #include "util/err.h"
 #include "util/opts.h"
+
+/* ---- data parallelism ------------------------------------------------------------------ */
+
+/* Floats per all-reduce bucket of rlhf_grads_allreduce (16 MiB). */
+#define RLHF_GRAD_BUCKET ((size_t)1 << 22)
+
+/* A training model's gradients averaged over the ranks of c, after backward and before the
+ * optimizer step: the gradient buffer in buckets of RLHF_GRAD_BUCKET floats, each copied to
+ * the host, summed over the ranks (dist_allreduce: every rank gets the same bits), divided
+ * by the rank count and copied back. Nothing with one rank. Not overlapped with backward
+ * (the buckets go after it): docs/distributed.md. */
+int rlhf_grads_allreduce(dist_comm_t *c, qwen2_model_t *m, err_t *e);
 
 /* ---- optimizer and schedule ------------------------------------------------------------ */
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,4 +223,21 @@ void fs_unlock_dir(fs_lock_t *lock)
     free(lock->path);
     lock->fd = -1;
     lock->path = NULL;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int fs_rmtree(const char *dir, err_t *e)
+{
+    if (!fs_exists(dir))
+        return ERR_OK;
+    if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return err_errno(e, ERR_FAIL, "removing %s", dir);
+    return ERR_OK;
 }

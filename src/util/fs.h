@@ -21,6 +21,8 @@ int fs_mkdir_p(const char *path, err_t *e);
 
 int fs_exists(const char *path);
 int fs_is_dir(const char *path);
+/* Removes a directory and everything under it (nothing when it does not exist). */
+int fs_rmtree(const char *dir, err_t *e);
 
 /* Joins a and b with one '/' into a fresh string (NULL on allocation failure). */
 char *fs_join(const char *a, const char *b);

@@ -731,7 +731,7 @@ static void ppo_with_packed_rollout_agrees_with_emulated(void **state)
         assert_int_equal(be_cuda_set_decode(gpu, modes[k], &e), 0);
         rlhf_ppo_io_t io = {gpu, pol, NULL, rm, NULL, outs[k], plans, "D4",
                             (const char *const *)pr.train, pr.ntrain, NULL, 0, true, NULL, false,
-                            NULL, NULL, NULL};
+                            NULL, NULL, NULL, NULL};
         rlhf_ppo_result_t res;
         if (rlhf_ppo_run(&o, &io, &res, &e))
             fail_msg("%s", e.msg);

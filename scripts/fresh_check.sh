@@ -56,7 +56,9 @@ git clone -q --shared --no-checkout "$repo" "$tmp/src" && git -C "$tmp/src" chec
   echo "fresh_check: cannot clone $repo at $sha" >&2; exit 1; }
 
 t0=$(date +%s)
-(cd "$tmp/src" && make) >"$tmp/make.log" 2>&1
+# FRESH_MAKE_ARGS: extra make arguments (CI passes CUDA=0: the packages and link flags under
+# test are the Debian ones; `make test`'s cuda-check compiles and links the CUDA build)
+(cd "$tmp/src" && make ${FRESH_MAKE_ARGS:-}) >"$tmp/make.log" 2>&1
 rc=$?
 echo "fresh_check: first \`make\` exit $rc after $(( $(date +%s) - t0 )) s"
 if [ $rc -ne 0 ]; then

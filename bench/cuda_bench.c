@@ -25,7 +25,8 @@
  * included), bytes per step and the floor at the copy ceiling measured in the same run,
  * ratios to bf16, the rebuild of the packed copies, the old paths (emulated MXFP4, ops one
  * by one), the study's rollout (8 x (128 + 128)) and batch 32, a per-op profile, and a JSON
- * line ("cuda_bench_decode_json").
+ * line ("cuda_bench_decode_json"). `cuda_bench gemv`: the step's fused linear ops alone
+ * (gemv_bench below).
  * Without CUDA or a GPU it says so and exits 0 (make bench on a CPU machine). */
 #include <math.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@
 
 #include "backend/cuda.h"
 #include "model/qwen2.h"
+#include "util/rng.h"
 
 static double now(void)
 {
@@ -360,6 +362,163 @@ static void decode_bench(double gbs)
     be_close(be);
 }
 
+/* ---- `cuda_bench gemv`: the decoding step's fused linear ops alone ------------------------------
+ * Each of a layer's four fused ops (q/k/v after the norm; o_proj added to the residual;
+ * gate/up after the norm with SwiGLU; down_proj added to the residual) at the Qwen2.5-0.5B
+ * shape, recorded 24 times in a row over 24 distinct weights (as the 24 layers: nothing
+ * stays in L2 between two of them) and replayed as one graph; time per op, its weight bytes,
+ * their rate and the op's time over its floor (weight bytes at the copy ceiling). Weight
+ * formats bf16, MXFP8, MXFP6, MXFP4 (blocks of 32), inputs cast to bf16 or quantized to the
+ * weights' MX format, at batch 1, 8 and 32. */
+typedef struct gemv_op {
+    const char *name;
+    int nlin, N[3], K;
+    bool norm, bias;
+    be_dec_epi_t epi;
+} gemv_op_t;
+
+static be_ptr_t gb_buf(backend_t *be, const float *host, size_t n)
+{
+    err_t e = ERR_INIT;
+    be_buf_t *b = be_alloc(be, n * sizeof(float), &e);
+    if (!b)
+        die(&e);
+    be_ptr_t p = be_ptr(b, 0);
+    if (host)
+        be_upload(be, p, host, n * sizeof(float));
+    return p;
+}
+
+static void gemv_bench(double gbs)
+{
+    err_t e = ERR_INIT;
+    backend_t *be;
+    if (be_open("cuda", &be, &e))
+        die(&e);
+    enum { L = 24, REPS = 20 };
+    const gemv_op_t ops[4] = {
+        {"q,k,v + norm", 3, {896, 128, 128}, 896, true, true, BE_DEC_STORE},
+        {"o + residual", 1, {896, 0, 0}, 896, false, false, BE_DEC_RESIDUAL},
+        {"gate,up + norm, SwiGLU", 2, {4864, 4864, 0}, 896, true, false, BE_DEC_SWIGLU},
+        {"down + residual", 1, {896, 0, 0}, 4864, false, false, BE_DEC_RESIDUAL}};
+    const char *wspec[4] = {"bf16", "mxfp8_e4m3/32", "mxfp6_e3m2/32", "mxfp4_e2m1/32"};
+    const int wbits[4] = {16, 8, 6, 4}, Ms[3] = {1, 8, 32};
+    /* one layer's weights, uploaded into each layer's own buffers */
+    const size_t KMAX = 4864, NMAX = 4864;
+    float *h = malloc(sizeof(float) * KMAX * NMAX), *hx = malloc(sizeof(float) * 64 * KMAX);
+    for (size_t i = 0; i < KMAX * NMAX; i++)
+        h[i] = (float)rng_normal(5, 1, i) * 0.02f;
+    for (size_t i = 0; i < 64 * KMAX; i++)
+        hx[i] = (float)rng_normal(5, 2, i);
+    be_ptr_t x = gb_buf(be, hx, 64 * KMAX), nw = gb_buf(be, hx, KMAX), out[3];
+    for (int i = 0; i < 3; i++)
+        out[i] = gb_buf(be, hx, 64 * NMAX);
+    be_ptr_t w[4][L][3], bias[L][3];
+    be_wcache_t *wc[4][L][3];
+    for (int o = 0; o < 4; o++)
+        for (int l = 0; l < L; l++)
+            for (int i = 0; i < ops[o].nlin; i++) {
+                w[o][l][i] = gb_buf(be, h, (size_t)ops[o].N[i] * ops[o].K);
+                if (!(wc[o][l][i] = be_wcache_new(be, &e)))
+                    die(&e);
+                if (o == 0)
+                    bias[l][i] = gb_buf(be, h, (size_t)ops[o].N[i]);
+            }
+    printf("\ndecode GEMV ops alone (issue 16): Qwen2.5-0.5B shape, each op %d times over %d distinct "
+           "weights as one graph, median of 3 x %d replays; weight bytes (codes + scales) over the "
+           "copy ceiling %.0f GB/s\n", L, L, REPS, gbs);
+    printf("  %-24s %-14s %-14s %5s %9s %9s %9s %8s\n", "op", "weights", "inputs", "batch",
+           "us/op", "MB/op", "GB/s", "x floor");
+    double layer_us[4][2][3];
+    memset(layer_us, 0, sizeof layer_us);
+    for (int f = 0; f < 4; f++)
+        for (int xi = 0; xi < (f ? 2 : 1); xi++)
+            for (int mi = 0; mi < 3; mi++) {
+                const int M = Ms[mi];
+                const char *xs = xi ? wspec[f] : "bf16";
+                for (int o = 0; o < 4; o++) {
+                    const gemv_op_t *op = &ops[o];
+                    be_dec_linear_t d[L];
+                    double bytes = 0;
+                    for (int l = 0; l < L; l++) {
+                        memset(&d[l], 0, sizeof d[l]);
+                        d[l].x = x, d[l].norm_w = op->norm ? nw : BE_NULL, d[l].eps = 1e-6f;
+                        d[l].M = M, d[l].K = op->K, d[l].nlin = op->nlin, d[l].epi = op->epi;
+                        for (int i = 0; i < op->nlin; i++) {
+                            be_linear_t *ln = &d[l].lin[i];
+                            for (int q = 0; q < PREC_OPERAND_COUNT; q++)
+                                ln->spec[q] = mx_spec_default(MX_FP32);
+                            if (mx_spec_parse(wspec[f], &ln->spec[PREC_OP_WEIGHT], &e) ||
+                                mx_spec_parse(xs, &ln->spec[PREC_OP_INPUT], &e))
+                                die(&e);
+                            ln->w = w[o][l][i], ln->b = op->bias ? bias[l][i] : BE_NULL;
+                            ln->N = op->N[i], ln->K = op->K, ln->compute = PREC_COMPUTE_FP32;
+                            ln->wcache = wc[o][l][i], ln->wversion = 1 + (uint64_t)f;
+                            ln->seed = 42, ln->stream = 100 * (uint64_t)(l * 3 + i);
+                            d[l].out[i] = op->epi == BE_DEC_STORE || i == 0 ? out[i] : BE_NULL;
+                            if (l == 0)
+                                bytes += (double)op->N[i] * op->K *
+                                         (f ? wbits[f] / 8.0 + 1.0 / 32 : 2.0);
+                        }
+                    }
+                    for (int l = 0; l < L; l++) /* builds the decode copies */
+                        be_dec_linear(be, &d[l]);
+                    if (be_sync(be, &e))
+                        die(&e);
+                    be_graph_t *g = NULL;
+                    if (!be_graph_begin(be, &e)) {
+                        for (int l = 0; l < L; l++)
+                            be_dec_linear(be, &d[l]);
+                        if (be_graph_end(be, &g, &e))
+                            g = NULL;
+                    }
+                    e = (err_t)ERR_INIT;
+                    double t[3];
+                    for (int r = 0; r <= 3; r++) {
+                        if (be_sync(be, &e))
+                            die(&e);
+                        const double t0 = now();
+                        for (int k = 0; k < REPS; k++) {
+                            if (g)
+                                be_graph_launch(be, g);
+                            else
+                                for (int l = 0; l < L; l++)
+                                    be_dec_linear(be, &d[l]);
+                        }
+                        if (be_sync(be, &e))
+                            die(&e);
+                        if (r)
+                            t[r - 1] = (now() - t0) / (REPS * L);
+                    }
+                    be_graph_free(be, g);
+                    const double us = median(t, 3) * 1e6;
+                    layer_us[f][xi][mi] += us;
+                    printf("  %-24s %-14s %-14s %5d %9.2f %9.2f %9.0f %8.2f%s\n", op->name, wspec[f], xs,
+                           M, us, bytes / 1e6, bytes / (us * 1e3), us / (bytes / (gbs * 1e3)),
+                           g ? "" : " (no graph)");
+                }
+            }
+    printf("  a layer's four ops (us):");
+    for (int f = 0; f < 4; f++)
+        for (int xi = 0; xi < (f ? 2 : 1); xi++)
+            printf("  %s/%s b1 %.1f b8 %.1f b32 %.1f", wspec[f], xi ? "mx" : "bf16", layer_us[f][xi][0],
+                   layer_us[f][xi][1], layer_us[f][xi][2]);
+    printf("\n");
+    for (int o = 0; o < 4; o++)
+        for (int l = 0; l < L; l++)
+            for (int i = 0; i < ops[o].nlin; i++) {
+                be_wcache_free(be, wc[o][l][i]);
+                be_free(be, w[o][l][i].buf);
+                if (o == 0)
+                    be_free(be, bias[l][i].buf);
+            }
+    be_free(be, x.buf), be_free(be, nw.buf);
+    for (int i = 0; i < 3; i++)
+        be_free(be, out[i].buf);
+    free(h), free(hx);
+    be_close(be);
+}
+
 int main(int argc, char **argv)
 {
     err_t e = ERR_INIT;
@@ -371,6 +530,13 @@ int main(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "--attn")) {
         be_close(be);
         attn_bench();
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "gemv")) { /* the decoding step's linear ops alone */
+        const double gbs = copy_rate(be);
+        be_close(be);
+        printf("cuda_bench gemv: ceiling: device copy %.0f GB/s (read + write)\n", gbs);
+        gemv_bench(gbs);
         return 0;
     }
     if (argc > 1 && !strcmp(argv[1], "decode")) { /* the decoding part alone */

@@ -21,7 +21,10 @@
 #        issue 16's decoding: test_gpu_decode, `cuda_bench decode`, the peer's generate,
 #        and a table of the targets; "dist" (issue 20): `mxrlhf comm` through NCCL, one
 #        rank on one GPU (MXRLHF_DIST_COMM=nccl: the dlopen, driver and staging path), and
-#        with --gpus N when the machine has N >= 2 GPUs; docs/distributed.md)
+#        with --gpus N when the machine has N >= 2 GPUs; docs/distributed.md); "decode_env"
+#        runs `cuda_bench decode` again under each assignment of DECODE_ENVS (';'-separated,
+#        e.g. MXRLHF_CUDA_GEMV_STAGE=0) for an A/B in the same call; "gemv" runs `cuda_bench
+#        gemv` (the step's fused linear ops alone), then under each of DECODE_ENVS)
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
 # part "tests" runs every test_gpu_* binary of the pack, or those named in $TESTS
@@ -121,6 +124,20 @@ for p in $PARTS; do
     grep -v cuda_peer_decode_json "$OUT/peer_decode.log" | tail -4
     summary+=("cuda_peer decode: rc $rc")
     ;;
+  decode_env|gemv)
+    # decode_env: the decoding benchmark again under each of DECODE_ENVS (';'-separated
+    # assignments, e.g. "MXRLHF_CUDA_GEMV_STAGE=0"), for A/B comparisons in the same call;
+    # gemv: `cuda_bench gemv` (the step's linear ops alone) as it is, then under each of them
+    i=0; what=decode; envs=()
+    [ "$p" = gemv ] && what=gemv && envs=("")
+    IFS=';' read -ra more <<<"${DECODE_ENVS:-}"
+    for ev in "${envs[@]}" "${more[@]}"; do
+      i=$((i + 1))
+      echo "== cuda_bench $what${ev:+ with $ev}"
+      env $ev timeout $(( $(left) - 10 )) "$D/bin/cuda_bench" $what >"$OUT/bench_${what}_env$i.log" 2>&1; rc=$?
+      grep -v cuda_bench_decode_json "$OUT/bench_${what}_env$i.log" | head -${HEAD_LINES:-100}
+      summary+=("cuda_bench $what${ev:+ with $ev}: rc $rc")
+    done ;;
   ncu)
     # Nsight Compute on kernels of the pack's programs: NCU_RUNS holds runs separated by ';',
     # each "ncu options | program and its arguments" (" | " with its blanks separates them, so a

@@ -28,7 +28,7 @@ for f in rel/mxrlhf $GPU_BINS; do
   cp "$B/$f" "$B/bin/" && strip --strip-debug "$B/bin/$(basename "$f")"
 done
 rm -f "$DEST/bin.tar.gz"
-tar -cf - -C "$B" bin | xz -T2 -6 >"$DEST/bin.tar.xz"   # xz: a call carries at most 64 MiB
+tar -cf - -C "$B" bin | xz -T1 -9 >"$DEST/bin.tar.xz"   # one thread, 64 MiB window: the binaries share most bytes (7 MB, not 43); a call carries at most 64 MiB
 cp "$SHARED/mx-golden/mx_golden.bin" "$DEST/shared/mx-golden/"
 # The fixtures the GPU tests read travel with the working tree (tests/fixtures); the device
 # scripts point $MXRLHF_FIXTURES at them, so the tests find them from any directory.

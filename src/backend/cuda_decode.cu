@@ -69,13 +69,6 @@ static size_t dattn_smem(int D, int G, int KCH)
                             (size_t)G * DATTN_MAX_SPLITS);
 }
 
-__device__ __forceinline__ void cp_async16(void *dst, const void *src)
-{
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-
 /* rows (G heads of pitch dp) of D values rotated at position pos: all heads at once */
 __device__ __forceinline__ void rope_rows(float *dst, int dp, const float *src, int G, const float *ct,
                                           const float *st, int pos, int D)

@@ -112,6 +112,8 @@ typedef struct cuda_be {
     /* decoding (cuda_gemv.cu, cuda_decode.cu) */
     int dec_mode;             /* be_cuda_dec_t */
     bool graphs, pdl;         /* record decoding steps; programmatic dependent launches */
+    int gemv_stage;           /* decode GEMVs copy their tiles into shared memory (staged):
+                                 0 no, 1 yes, 2 yes with at most one CTA a multiprocessor */
     bool capturing, cap_bad;  /* recording; something that cannot be recorded was asked */
     bool profiling;           /* be_cuda_profile is on (ops synchronise: no recording) */
     bool wbuilt;              /* a weight copy was (re)built since the flag was cleared: the
@@ -333,6 +335,26 @@ template <typename T> __device__ T block_max(T v, T *sh, T lowest)
     __syncthreads();
     T r = lane < nw ? sh[lane] : lowest;
     return warp_max(r);
+}
+
+/* Asynchronous copies from global into shared memory (cp.async): 16 bytes (L2 only) or 4
+ * bytes; cp_async_wait() waits for all of this thread's, cp_async_wait<N>() until at most N
+ * of its committed groups (cp_async_commit) are pending. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async4(void *dst, const void *src)
+{
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 #endif

@@ -81,7 +81,7 @@ __global__ void k_mx_elems(typename store_t<DT>::T *out, const uint32_t *in, con
             size_t i = r * cols + cc;
             size_t b = mxc_block_of(r, cc, cols, axis, k);
             uint32_t rnd = round == MX_ROUND_STOCHASTIC ? philox_u32(seed, stream, i) : 0;
-            uint32_t u = mxc_elem(&f, round, sexp[b], in[i], rnd);
+            uint32_t u = mxc_elem_fast(&f, round, sexp[b], in[i], rnd);
             out[i] = store_t<DT>::make(round_rc(u, rc));
         }
     }

@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(256) k_mxg_codes(const mxg_qargs_t q)
                 if (s == MXC_NAN_SCALE)
                     continue; /* byte 0; the block's multiplier is NaN */
                 const uint32_t rnd = q.round == MX_ROUND_STOCHASTIC ? philox_u32(q.seed, q.stream, r * q.cols + c) : 0;
-                uint32_t v = mxc_elem(&q.f, q.round, s, T[a][b4 + e], rnd);
+                uint32_t v = mxc_elem_fast(&q.f, q.round, s, T[a][b4 + e], rnd);
                 if (q.rc)
                     v = mxc_cast_bf16(v); /* exact for MX values above 2^-133; see the docs */
                 word |= (uint32_t)mxg_encode(v, s, q.kind, q.fb) << (8 * e);
@@ -415,25 +415,6 @@ typedef struct mxg_gargs {
     const int *ga, *gb;    /* guard: run only when *ga | *gb (a fold failed); NULL: always */
     unsigned long long *ran; /* counts the guarded runs (one per launch) */
 } mxg_gargs_t;
-
-__device__ __forceinline__ void cp_async16(void *dst, const void *src)
-{
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
-}
-
-__device__ __forceinline__ void cp_async4(void *dst, const void *src)
-{
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
-}
-
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int N> __device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
 
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p)
 {

@@ -152,6 +152,111 @@ HD_INLINE uint32_t mxc_elem(const mxc_fmt_t *f, mx_round_t round, int s, uint32_
     return hd_f2u((float)v) | sg; /* exact: v is a multiple of 2^-143 below 2^128 */
 }
 
+/* ---- the fast form of mxc_elem ---------------------------------------------------------------
+ * For a block whose element format's smallest normal 2^(emin + s) is a normal float32
+ * (mxc_fast_ok), mxc_elem's rounding takes a few 32-bit integer operations on the element's
+ * bits, without forming x * 2^-s: in the "normal region" (|x| >= 2^(emin + s)) the quantum
+ * is 2^(e - m) with e the float32's own exponent, so rounding is adding a bias and masking
+ * (a carry moves into the exponent by itself); below it the quantum is the block constant
+ * Q = 2^(emin + s - m), and the 24-bit significand is shifted right by a per-element amount,
+ * rounded, and the small integer result converted back as r * Q (exact). The result is then
+ * clamped to max * 2^s by an integer compare (bit patterns of non-negative floats order like
+ * the numbers). Selections are masks, so loops over it vectorise. mx_quant.c's kernels and
+ * the CUDA kernels use these; tests/test_mx.c holds them to mxc_elem. */
+typedef struct mxc_kp {
+    int32_t T;     /* biased float32 exponent of 2^(emin + s): the region boundary */
+    float Q;       /* 2^(emin + s - m): the subnormal-region quantum */
+    uint32_t maxb; /* bits of max * 2^s */
+} mxc_kp_t;
+
+/* 2^k as a float for k in [-149, 127], from the bits (exact, no libm) */
+HD_INLINE float mxc_pow2f(int k)
+{
+    return hd_u2f(k >= -126 ? (uint32_t)(k + 127) << 23 : 1u << (k + 149));
+}
+
+HD_INLINE int mxc_fast_ok(const mxc_fmt_t *f, int s)
+{
+    return s != MXC_NAN_SCALE && f->emin + s + 127 >= 1;
+}
+
+HD_INLINE mxc_kp_t mxc_kparams(const mxc_fmt_t *f, int s)
+{
+    mxc_kp_t p;
+    p.T = f->emin + s + 127;
+    const int qe = f->emin + s - f->m;
+    p.Q = mxc_pow2f(qe < -149 ? -149 : qe); /* qe >= -143 whenever T >= 1 */
+    p.maxb = hd_f2u(f->max * mxc_pow2f(s));
+    return p;
+}
+
+/* mxc_elem for the deterministic roundings (nearest, even, trunc) where mxc_fast_ok */
+HD_INLINE uint32_t mxc_elem_det(const mxc_fmt_t *f, mx_round_t R, int32_t T, float Q, uint32_t maxb,
+                                uint32_t u)
+{
+    const int dbase = 23 - f->m;
+    const uint32_t nmask = ~((1u << dbase) - 1), half = 1u << (dbase - 1);
+    const uint32_t a = u & 0x7fffffffu, sg = u & 0x80000000u;
+    const int32_t E = (int32_t)(a >> 23);
+    /* normal region */
+    const uint32_t bias = R == MX_ROUND_NEAREST ? half
+                          : R == MX_ROUND_EVEN  ? half - 1 + ((a >> dbase) & 1)
+                                                : 0;
+    const uint32_t rn = (a + bias) & nmask;
+    /* subnormal region */
+    const int32_t Eeff = E > 1 ? E : 1;
+    const uint32_t S = (a & 0x7fffffu) | (E ? 0x800000u : 0);
+    int32_t d = dbase + T - Eeff;
+    d = d < 1 ? 1 : d > 31 ? 31 : d;
+    const uint32_t h = 1u << (d - 1);
+    const uint32_t bs = R == MX_ROUND_NEAREST ? h : R == MX_ROUND_EVEN ? h - 1 + ((S >> d) & 1) : 0;
+    const uint32_t r = (S + bs) >> d;
+    const uint32_t rs = hd_f2u((float)(int32_t)r * Q);
+    const uint32_t sel = (uint32_t) - (int32_t)(E >= T); /* a mask, not ?:, so it vectorises */
+    uint32_t res = (rn & sel) | (rs & ~sel);
+    res = res < maxb ? res : maxb;
+    return res | sg;
+}
+
+/* mxc_elem for stochastic rounding with the element's random word rnd where mxc_fast_ok */
+HD_INLINE uint32_t mxc_elem_sto(const mxc_fmt_t *f, int32_t T, float Q, uint32_t maxb, uint32_t u,
+                                uint32_t rnd)
+{
+    const int dbase = 23 - f->m;
+    const uint32_t nmask = ~((1u << dbase) - 1);
+    const uint32_t a = u & 0x7fffffffu, sg = u & 0x80000000u;
+    const int32_t E = (int32_t)(a >> 23);
+    /* adding the top dbase random bits to the dbase dropped bits carries exactly when
+     * frac * 2^32 + rnd >= 2^32 */
+    const uint32_t rn = (a + (rnd >> (32 - dbase))) & nmask;
+    const int32_t Eeff = E > 1 ? E : 1;
+    const uint32_t S = (a & 0x7fffffu) | (E ? 0x800000u : 0);
+    int32_t d = dbase + T - Eeff;
+    d = d < 1 ? 1 : d > 63 ? 63 : d;
+    /* the top 32 bits of the discarded fraction S mod 2^d, over 2^d: for d <= 32 the 32-bit
+     * shift left drops the kept bits by itself; beyond, S >> (d - 32) */
+    const uint32_t lo = S << ((32 - d) & 31), hi = S >> ((d - 32) & 31);
+    const uint32_t le32 = (uint32_t) - (int32_t)(d <= 32);
+    const uint32_t frac32 = (lo & le32) | (hi & ~le32);
+    const uint32_t sum = frac32 + rnd;
+    const uint32_t r = (S >> (d < 31 ? d : 31)) + (sum < rnd); /* + carry */
+    const uint32_t rs = hd_f2u((float)(int32_t)r * Q);
+    const uint32_t sel = (uint32_t) - (int32_t)(E >= T);
+    uint32_t res = (rn & sel) | (rs & ~sel);
+    res = res < maxb ? res : maxb;
+    return res | sg;
+}
+
+/* mxc_elem, through the fast form where it applies: the same bits, every rounding */
+HD_INLINE uint32_t mxc_elem_fast(const mxc_fmt_t *f, mx_round_t round, int s, uint32_t u, uint32_t rnd)
+{
+    if (!mxc_fast_ok(f, s))
+        return mxc_elem(f, round, s, u, rnd);
+    const mxc_kp_t p = mxc_kparams(f, s);
+    return round == MX_ROUND_STOCHASTIC ? mxc_elem_sto(f, p.T, p.Q, p.maxb, u, rnd)
+                                        : mxc_elem_det(f, round, p.T, p.Q, p.maxb, u);
+}
+
 /* bf16 round trip on the bits (half_f32_to_bf16 then back): RNE, NaN kept quiet. */
 HD_INLINE uint32_t mxc_cast_bf16(uint32_t u)
 {

@@ -33,7 +33,7 @@ uint32_t mxq_elem_ref(const mxc_fmt_t *f, mx_round_t round, int s, uint32_t u, u
 /* 2^k as a float for k in [-149, 127], built from the bits (exact, no libm). */
 static inline float mxq_pow2f(int k)
 {
-    return hd_u2f(k >= -126 ? (uint32_t)(k + 127) << 23 : 1u << (k + 149));
+    return mxc_pow2f(k);
 }
 
 /* The code of a float element y (float32 bits yb, a value of the format) for a format

@@ -167,92 +167,27 @@ static void fill_rand(const mxq_rand_t *r, size_t i0, uint32_t *w, size_t n)
 
 /* ---- the fast element kernels ----------------------------------------------------- */
 
-typedef struct kparams {
-    int32_t T;      /* biased float32 exponent of 2^(emin + s): the region boundary */
-    float Q;        /* 2^(emin + s - m): the subnormal-region quantum */
-    uint32_t maxb;  /* bits of max * 2^s */
-} kparams_t;
+typedef mxc_kp_t kparams_t;
 
-ALWAYS_INLINE kparams_t kparams(const mxc_fmt_t *f, int s)
-{
-    kparams_t p;
-    p.T = f->emin + s + 127;
-    int qe = f->emin + s - f->m;
-    p.Q = mxq_pow2f(qe < -149 ? -149 : qe); /* qe >= -143 whenever T >= 1 */
-    p.maxb = hd_f2u(f->max * mxq_pow2f(s));
-    return p;
-}
+ALWAYS_INLINE kparams_t kparams(const mxc_fmt_t *f, int s) { return mxc_kparams(f, s); }
 
-/* Deterministic rounding of n elements; R is a compile-time constant at each use.
- * Element i uses T[i*ps], Q[i*ps], maxb[i*ps] (ps = 0: one block; 1: per element). */
+/* Deterministic rounding of n elements (mxc_elem_det); R is a compile-time constant at each
+ * use. Element i uses T[i*ps], Q[i*ps], maxb[i*ps] (ps = 0: one block; 1: per element). */
 ALWAYS_INLINE void elems_det(const mxc_fmt_t *f, mx_round_t R, const int32_t *Tp,
                              const float *Qp, const uint32_t *maxbp, size_t ps,
                              const uint32_t *in, uint32_t *out, size_t n)
 {
-    const int dbase = 23 - f->m;
-    const uint32_t nmask = ~((1u << dbase) - 1), half = 1u << (dbase - 1);
-    for (size_t i = 0; i < n; i++) {
-        const int32_t T = Tp[i * ps];
-        uint32_t u = in[i];
-        uint32_t a = u & 0x7fffffffu, sg = u & 0x80000000u;
-        int32_t E = (int32_t)(a >> 23);
-        /* normal region */
-        uint32_t bias = R == MX_ROUND_NEAREST ? half
-                        : R == MX_ROUND_EVEN  ? half - 1 + ((a >> dbase) & 1)
-                                              : 0;
-        uint32_t rn = (a + bias) & nmask;
-        /* subnormal region */
-        int32_t Eeff = E > 1 ? E : 1;
-        uint32_t S = (a & 0x7fffffu) | (E ? 0x800000u : 0);
-        int32_t d = dbase + T - Eeff;
-        d = d < 1 ? 1 : d > 31 ? 31 : d;
-        uint32_t h = 1u << (d - 1);
-        uint32_t bs = R == MX_ROUND_NEAREST ? h
-                      : R == MX_ROUND_EVEN  ? h - 1 + ((S >> d) & 1)
-                                            : 0;
-        uint32_t r = (S + bs) >> d;
-        uint32_t rs = hd_f2u((float)(int32_t)r * Qp[i * ps]);
-        uint32_t sel = (uint32_t)-(int32_t)(E >= T); /* a mask, not ?:, so it vectorises */
-        uint32_t res = (rn & sel) | (rs & ~sel);
-        uint32_t mb = maxbp[i * ps];
-        res = res < mb ? res : mb;
-        out[i] = res | sg;
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = mxc_elem_det(f, R, Tp[i * ps], Qp[i * ps], maxbp[i * ps], in[i]);
 }
 
-/* Stochastic rounding with the words w[0..n). */
+/* Stochastic rounding with the words w[0..n) (mxc_elem_sto). */
 ALWAYS_INLINE void elems_sto(const mxc_fmt_t *f, const int32_t *Tp, const float *Qp,
                              const uint32_t *maxbp, size_t ps, const uint32_t *in,
                              uint32_t *out, const uint32_t *w, size_t n)
 {
-    const int dbase = 23 - f->m;
-    const uint32_t nmask = ~((1u << dbase) - 1);
-    for (size_t i = 0; i < n; i++) {
-        const int32_t T = Tp[i * ps];
-        uint32_t u = in[i], rnd = w[i];
-        uint32_t a = u & 0x7fffffffu, sg = u & 0x80000000u;
-        int32_t E = (int32_t)(a >> 23);
-        /* adding the top dbase random bits to the dbase dropped bits carries exactly
-         * when frac * 2^32 + rnd >= 2^32 */
-        uint32_t rn = (a + (rnd >> (32 - dbase))) & nmask;
-        int32_t Eeff = E > 1 ? E : 1;
-        uint32_t S = (a & 0x7fffffu) | (E ? 0x800000u : 0);
-        int32_t d = dbase + T - Eeff;
-        d = d < 1 ? 1 : d > 63 ? 63 : d;
-        /* the top 32 bits of the discarded fraction S mod 2^d, over 2^d: for d <= 32
-         * the 32-bit shift left drops the kept bits by itself; beyond, S >> (d - 32) */
-        uint32_t lo = S << ((32 - d) & 31), hi = S >> ((d - 32) & 31);
-        uint32_t le32 = (uint32_t)-(int32_t)(d <= 32);
-        uint32_t frac32 = (lo & le32) | (hi & ~le32);
-        uint32_t sum = frac32 + rnd;
-        uint32_t r = (S >> (d < 31 ? d : 31)) + (sum < rnd); /* + carry */
-        uint32_t rs = hd_f2u((float)(int32_t)r * Qp[i * ps]);
-        uint32_t sel = (uint32_t)-(int32_t)(E >= T);
-        uint32_t res = (rn & sel) | (rs & ~sel);
-        uint32_t mb = maxbp[i * ps];
-        res = res < mb ? res : mb;
-        out[i] = res | sg;
-    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = mxc_elem_sto(f, Tp[i * ps], Qp[i * ps], maxbp[i * ps], in[i], w[i]);
 }
 
 /* Element codes of n dequantized values v (float32 bits) whose block scale is 2^s:

@@ -1,8 +1,8 @@
 /* Tests for src/mx/mx_core.h and util/philox.h as nvcc compiles them, on the host (no GPU
  * needed): the arithmetic the CUDA kernels run, instantiated by nvcc and compared with
  * the same definitions compiled as C into the library — util/rng (Philox words, uniform
- * doubles), src/mx (scale rule, exact element rounding with every rounding mode,
- * bf16/fp16 casts) — and the block layout of the two-pass MX kernels replayed serially
+ * doubles), src/mx (scale rule, exact element rounding with every rounding mode, and
+ * its fast form mxc_elem_fast, bf16/fp16 casts) — and the block layout of the two-pass MX kernels replayed serially
  * against mx_fake_quant (the CPU's vectorised kernels) on both axes with short blocks. */
 #include <math.h>
 #include <stdio.h>
@@ -106,6 +106,10 @@ static void element_rounding_matches_src_mx_in_every_mode(void **state)
                 if (want != got)
                     fail_msg("format %d mode %d s %d x %08x rnd %08x: expected %08x got %08x", f,
                              mode, s, u, rnd, want, got);
+                got = mxc_elem_fast(&cf, (mx_round_t)mode, s, u, rnd); /* the kernels' form */
+                if (want != got)
+                    fail_msg("fast form: format %d mode %d s %d x %08x rnd %08x: expected %08x "
+                             "got %08x", f, mode, s, u, rnd, want, got);
             }
         }
     }

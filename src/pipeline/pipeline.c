@@ -469,7 +469,8 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
     c->log = &o->log;
     double load[2][3], t_run = rlhf_now();
     load_now(load[0]);
-    bool done = false; /* --until reached */
+    bool done = false;    /* --until reached */
+    bool stopped = false; /* --stop-after reached */
     int built = 0;
     for (int i = 0; i < pipeline_nstages; i++)
         built += pipeline_stages[i].run != NULL;
@@ -525,6 +526,17 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
             rlhf_logf(c->log, "== %s (%d/%d): %s — reusing %s (inputs unchanged; made %s in "
                       "%.1f s)", st->name, k_built, built, st->title, c->dir, finished,
                       r->seconds);
+        } else if (!rc && o->stop_after_s > 0 && rlhf_now() - t_run >= o->stop_after_s) {
+            /* out of time: this stage and the rest wait for the next run, which reuses
+             * everything done so far */
+            r->status = PIPELINE_NOT_REACHED;
+            r->dir[0] = 0;
+            snprintf(r->note, sizeof r->note, "not started: --stop-after %g s reached",
+                     o->stop_after_s);
+            rlhf_logf(c->log, "== %s (%d/%d): not started, %.0f s of --stop-after %g s spent; "
+                      "run again to go on", st->name, k_built, built, rlhf_now() - t_run,
+                      o->stop_after_s);
+            stopped = true;
         } else if (!rc) {
             rlhf_logf(c->log, "== %s (%d/%d): %s", st->name, k_built, built, st->title);
             char *stamp = fs_join(c->dir, "stage.json");
@@ -552,8 +564,23 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
             }
         }
         cJSON_Delete(record);
+        if (stopped) {
+            done = true;
+            break;
+        }
         if (o->until && !strcmp(o->until, st->name))
             done = true;
+    }
+    /* after --stop-after: the stages not started are listed as not reached */
+    for (int i = rep->n; stopped && i < pipeline_nstages; i++) {
+        pipeline_stage_report_t *r = &rep->stage[rep->n++];
+        r->name = pipeline_stages[i].name;
+        r->title = pipeline_stages[i].title;
+        r->status = pipeline_stages[i].run ? PIPELINE_NOT_REACHED : PIPELINE_NOT_BUILT;
+        snprintf(r->note, sizeof r->note, "%s", pipeline_stages[i].run
+                                                    ? "not started: --stop-after reached"
+                                                    : (pipeline_stages[i].later
+                                                           ? pipeline_stages[i].later : ""));
     }
     if (rc && rep->n) /* the loop stops at the stage that failed: never listed as ran */
         rep->stage[rep->n - 1].status = PIPELINE_FAILED;

@@ -170,7 +170,7 @@ def summary(cd, cc, out):
     if os.path.exists(pc):
         with open(pc) as fh:
             rows = [r for r in csv.DictReader(fh) if r["phase"] == "total"]
-        print("comparison (whole run; mean +- 95%% interval over seeds):")
+        print("comparison (whole run; mean +- 95% interval over seeds):")
         print("  %-12s %-9s %16s %16s %16s %16s %8s" % ("plan", "execution", "energy x ref",
                                                         "runtime x ref", "true score",
                                                         "win rate (true)", "RM acc"))

@@ -21,7 +21,12 @@
 #        issue 16's decoding: test_gpu_decode, `cuda_bench decode`, the peer's generate,
 #        and a table of the targets; "dist" (issue 20): `mxrlhf comm` through NCCL, one
 #        rank on one GPU (MXRLHF_DIST_COMM=nccl: the dlopen, driver and staging path), and
-#        with --gpus N when the machine has N >= 2 GPUs; docs/distributed.md)
+#        with --gpus N when the machine has N >= 2 GPUs; docs/distributed.md); "chain"
+#        (issue 18): the embedded default's whole study on this GPU, `mxrlhf run --device
+#        cuda` (the GPU preset) into build/chain, kept between calls on a warm machine:
+#        call again until it prints "chain complete" (scripts/peer/chain_device.py; give
+#        SECONDS 570); "curve" (issue 18): pretraining loss against model size and seconds,
+#        three sizes around the GPU preset's)
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
 # part "tests" runs every test_gpu_* binary of the pack, or those named in $TESTS
@@ -159,6 +164,12 @@ for p in $PARTS; do
     else
       summary+=("comm nccl with several ranks: not run ($NG GPU on this machine)")
     fi ;;
+  chain|curve)
+    # issue 18 (docs/rlhf.md, "The GPU preset"): the run, its files to $OUT/chain/ and the
+    # stage times and quality figures (chain), or the size curve (curve); CHAIN_STOP,
+    # CHAIN_ARGS, CURVE_TOKENS: see chain_device.py
+    python3 scripts/peer/chain_device.py "$p" "$D/bin/mxrlhf" "$OUT" "$(( $(left) - 5 ))"; rc=$?
+    summary+=("$p: rc $rc") ;;
   compile)
     lim=$(( $(left) - 5 ))
     if [ "$lim" -lt 30 ]; then summary+=("peer torch.compile: no time left"); continue; fi

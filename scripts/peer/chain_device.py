@@ -248,7 +248,7 @@ def chain(mx, out, budget):
     summary(cd, cc if os.path.isdir(cc) else None, out)
 
 
-SIZES = (  # name, hidden, layers, heads, kv_heads, intermediate (head size 64 but S: 64 too)
+SIZES = (  # name, hidden, layers, heads, kv_heads, intermediate (head size 64 in each)
     ("S", 256, 4, 4, 1, 768),
     ("M", 512, 8, 8, 2, 1536),   # the GPU preset's
     ("L", 768, 12, 12, 2, 2304),

@@ -488,7 +488,10 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
         k_built++;
         if (done) {
             r->status = PIPELINE_NOT_REACHED;
-            snprintf(r->note, sizeof r->note, "after --until %s", o->until);
+            if (stopped)
+                snprintf(r->note, sizeof r->note, "not started: --stop-after reached");
+            else
+                snprintf(r->note, sizeof r->note, "after --until %s", o->until);
             continue;
         }
         const char *given = st->replaced_by ? st->replaced_by(o) : NULL;
@@ -564,23 +567,8 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
             }
         }
         cJSON_Delete(record);
-        if (stopped) {
+        if (stopped || (o->until && !strcmp(o->until, st->name)))
             done = true;
-            break;
-        }
-        if (o->until && !strcmp(o->until, st->name))
-            done = true;
-    }
-    /* after --stop-after: the stages not started are listed as not reached */
-    for (int i = rep->n; stopped && i < pipeline_nstages; i++) {
-        pipeline_stage_report_t *r = &rep->stage[rep->n++];
-        r->name = pipeline_stages[i].name;
-        r->title = pipeline_stages[i].title;
-        r->status = pipeline_stages[i].run ? PIPELINE_NOT_REACHED : PIPELINE_NOT_BUILT;
-        snprintf(r->note, sizeof r->note, "%s", pipeline_stages[i].run
-                                                    ? "not started: --stop-after reached"
-                                                    : (pipeline_stages[i].later
-                                                           ? pipeline_stages[i].later : ""));
     }
     if (rc && rep->n) /* the loop stops at the stage that failed: never listed as ran */
         rep->stage[rep->n - 1].status = PIPELINE_FAILED;

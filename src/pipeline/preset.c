@@ -28,9 +28,9 @@ static const char *const gpu_sets[] = {
     "ppo.checkpoint_every=0", "ppo.eval_prompts=128",
     "baseline.calibrate=true", "baseline.calibrate_s=5",
     "sensitivity.eval_tokens=8192", "policies.eval_tokens=8192",
-    /* 3 seeds x 5 plans of 20 steps, each run's phase powers calibrated for 1 s, after the
-     * warm-up run of compare.warmup_steps */
-    "compare.seeds=3", "compare.steps=20", "compare.calibrate_s=1", "compare.eval_prompts=128",
+    /* 3 seeds x 5 plans of 20 steps, each run's phase powers calibrated for 2 s (ten
+     * segments of 0.2 s), after the warm-up run of compare.warmup_steps */
+    "compare.seeds=3", "compare.steps=20", "compare.calibrate_s=2", "compare.eval_prompts=128",
     NULL};
 
 const pipeline_preset_t pipeline_presets[] = {

@@ -57,14 +57,28 @@ def load(path):
         return None
 
 
+STAGES = ("data", "tokenizer", "pretrain", "sft", "rm", "judge", "baseline", "sensitivity",
+          "phase_sensitivity", "policies", "compare", "hw", "report")
+T_START = time.time()
+
+
 def stages(d):
-    r = load(os.path.join(d, "run.json")) or {}
-    return {s["stage"]: s for s in r.get("stages", [])}
+    """Each stage's record: run.json's when this call's run wrote it, else (a run killed at the
+    call's limit writes no run.json) from the stages' own stage.json, "done" or "not done"."""
+    rj = os.path.join(d, "run.json")
+    if os.path.exists(rj) and os.path.getmtime(rj) >= T_START:
+        return {s["stage"]: s for s in (load(rj) or {}).get("stages", [])}
+    out = {}
+    for n in STAGES:
+        sj = load(os.path.join(d, n, "stage.json"))
+        out[n] = {"stage": n, "status": "done" if sj else "not done",
+                  "seconds": sj.get("seconds") if sj else None}
+    return out
 
 
 def complete(d):
     s = stages(d).get("report")
-    return bool(s) and s.get("status") in ("ran", "reused")
+    return bool(s) and s.get("status") in ("ran", "reused", "done")
 
 
 def copy_stages(src, dst, names):
@@ -213,7 +227,7 @@ def chain(mx, out, budget):
     cc = cd.rstrip("/") + "-control"
     # the control needs the main run's data to judge stages only: it runs in the first call
     # that has them, beside the rest of the chain
-    ready = stages(cd).get("judge", {}).get("status") in ("ran", "reused")
+    ready = stages(cd).get("judge", {}).get("status") in ("ran", "reused", "done")
     if ready and os.environ.get("CHAIN_CONTROL", "1") != "0":
         os.makedirs(cc, exist_ok=True)
         copy_stages(cd, cc, ("data", "tokenizer", "pretrain", "sft", "judge"))

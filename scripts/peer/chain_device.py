@@ -175,7 +175,8 @@ def summary(cd, cc, out):
             rows = list(csv.DictReader(fh))
         cols = [c for c in (rows[0].keys() if rows else [])
                 if c.startswith("mxfp4_e2m1_g") and c.endswith("_delta_pct")]
-        worst = sorted(((max(float(r[c]) for c in cols), r["layer"]) for r in rows), reverse=True)
+        worst = sorted(((max(float(r[c]) for c in cols), r["layer"]) for r in rows),
+                       reverse=True) if cols else []
         bad = [r["layer"] for r in rows if r.get("mxfp4_tolerant") == "false"]
         print("matrix: %d layers, %d not tolerant at MXFP4 (column mxfp4_tolerant); largest MXFP4 "
               "perplexity changes: %s" % (len(rows), len(bad), ", ".join(

@@ -24,7 +24,12 @@
 #        with --gpus N when the machine has N >= 2 GPUs; docs/distributed.md); "decode_env"
 #        runs `cuda_bench decode` again under each assignment of DECODE_ENVS (';'-separated,
 #        e.g. MXRLHF_CUDA_GEMV_STAGE=0) for an A/B in the same call; "gemv" runs `cuda_bench
-#        gemv` (the step's fused linear ops alone), then under each of DECODE_ENVS)
+#        gemv` (the step's fused linear ops alone), then under each of DECODE_ENVS; "chain"
+#        (issue 18): the embedded default's whole study on this GPU, `mxrlhf run --device
+#        cuda` (the GPU preset) into build/chain, kept between calls on a warm machine:
+#        call again until it prints "chain complete" (scripts/peer/chain_device.py; give
+#        SECONDS 570); "curve" (issue 18): pretraining loss against model size and seconds,
+#        three sizes around the GPU preset's)
 set -uo pipefail
 D=$1; OUT=$2; BUDGET=${3:-230}; PARTS=${PARTS:-tests bench peer sanitize}
 # part "tests" runs every test_gpu_* binary of the pack, or those named in $TESTS
@@ -176,6 +181,12 @@ for p in $PARTS; do
     else
       summary+=("comm nccl with several ranks: not run ($NG GPU on this machine)")
     fi ;;
+  chain|curve)
+    # issue 18 (docs/rlhf.md, "The GPU preset"): the run, its files to $OUT/chain/ and the
+    # stage times and quality figures (chain), or the size curve (curve); CHAIN_STOP,
+    # CHAIN_ARGS, CURVE_TOKENS: see chain_device.py
+    python3 scripts/peer/chain_device.py "$p" "$D/bin/mxrlhf" "$OUT" "$(( $(left) - 5 ))"; rc=$?
+    summary+=("$p: rc $rc") ;;
   compile)
     lim=$(( $(left) - 5 ))
     if [ "$lim" -lt 30 ]; then summary+=("peer torch.compile: no time left"); continue; fi

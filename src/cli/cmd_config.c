@@ -12,12 +12,14 @@
 
 int cmd_config(int argc, char **argv)
 {
-    const char *config = NULL, *section = NULL;
+    const char *config = NULL, *section = NULL, *preset = NULL;
     bool keys = false;
     arg_list_t sets = {0};
     arg_opt_t opts[] = {
         {"config", ARG_STRING, &config, "FILE", "read this file over the defaults (checks it)"},
         {"set", ARG_LIST, &sets, "S.K=V", "override one value (repeatable)"},
+        {"preset", ARG_STRING, &preset, "NAME", "start from a preset: cpu (the defaults) or gpu "
+         "(what `mxrlhf run --device cuda` uses)"},
         {"section", ARG_STRING, &section, "NAME", "print only this section"},
         {"keys", ARG_FLAG, &keys, NULL, "list the keys (help, range, default) instead"},
     };
@@ -58,7 +60,7 @@ int cmd_config(int argc, char **argv)
     }
     pipeline_config_t cfg;
     if (!rc)
-        rc = cli_load_config(config, &sets, &cfg, &e);
+        rc = cli_load_config_preset(config, preset, &sets, &cfg, &e);
     if (rc)
         return cli_report("config", &e);
     cJSON *j = section ? pipeline_section_json(&cfg, section) : pipeline_config_to_json(&cfg);

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "util/fs.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/preset.h"
 #include "pipeline/stage.h"
 
 static void print_line(void *ctx, const char *line)
@@ -19,14 +20,22 @@ static void print_line(void *ctx, const char *line)
     fflush(stdout);
 }
 
-/* Defaults, then --config FILE, then each --set, in order. */
-int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t *cfg, err_t *e)
+/* Defaults, then the preset, then --config FILE, then each --set, in order. */
+int cli_load_config_preset(const char *path, const char *preset, const arg_list_t *sets,
+                           pipeline_config_t *cfg, err_t *e)
 {
     pipeline_config_default(cfg);
-    int rc = path ? pipeline_config_load(path, cfg, e) : ERR_OK;
+    int rc = preset ? pipeline_preset_apply(cfg, preset, e) : ERR_OK;
+    if (!rc && path)
+        rc = pipeline_config_load(path, cfg, e);
     for (int i = 0; !rc && sets && i < sets->n; i++)
         rc = pipeline_config_set(cfg, sets->items[i], e);
     return rc;
+}
+
+int cli_load_config(const char *path, const arg_list_t *sets, pipeline_config_t *cfg, err_t *e)
+{
+    return cli_load_config_preset(path, NULL, sets, cfg, e);
 }
 
 int cli_device_section(const char *command, const pipeline_section_t *s, void *opts,
@@ -117,7 +126,8 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
 {
     exec_with_passive_openmp(command, argc, argv);
     const char *output = "results", *config = NULL, *data = NULL, *model = NULL,
-               *until = until_default, *device = NULL;
+               *until = until_default, *device = NULL, *preset = NULL;
+    double stop_after = 0;
     bool force = false, no_judge = false;
     arg_list_t sets = {0};
     arg_opt_t opts[] = {
@@ -135,20 +145,25 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
         {"force", ARG_FLAG, &force, NULL, "run every stage even when its cached output is valid"},
         {"device", ARG_STRING, &device, "D", "cpu, cuda or cuda:N: every stage's device, the "
          "sections' own (their backend keys) overridden (default cpu, and the sections')"},
+        {"preset", ARG_STRING, &preset, "NAME", "the embedded default's sizes under --config and "
+         "--set: cpu (the built-in defaults) or gpu (default: gpu on a cuda device without "
+         "--data and --model, else cpu; docs/cli.md)"},
         {"until", ARG_STRING, &until, "STAGE", "stop after this stage"},
+        {"stop-after", ARG_DOUBLE, &stop_after, "S", "start no stage after S seconds of this "
+         "run (cached stages are still reused); run again to go on"},
         {"no-judge", ARG_FLAG, &no_judge, NULL, "train the reward model only, not the judge"},
     };
-    /* run has --until; rm has --no-judge; sft has neither */
-    int nopts = 7;
+    /* run has --until and --stop-after; rm has --no-judge; sft has neither */
+    int nopts = 8;
     if (!strcmp(command, "run"))
-        nopts = 8;
-    arg_opt_t rm_opts[8];
+        nopts = 10;
+    arg_opt_t rm_opts[9];
     const arg_opt_t *use = opts;
     if (!strcmp(command, "rm")) {
-        memcpy(rm_opts, opts, 7 * sizeof *opts);
-        rm_opts[7] = opts[8];
+        memcpy(rm_opts, opts, 8 * sizeof *opts);
+        rm_opts[8] = opts[10];
         use = rm_opts;
-        nopts = 8;
+        nopts = 9;
     }
     char details[1024];
     snprintf(details, sizeof details,
@@ -166,21 +181,31 @@ int cli_pipeline(const char *command, int argc, char **argv, const char *summary
         return 0;
     if (rc)
         return cli_report(command, &e);
+    if (stop_after < 0) {
+        err_set(&e, ERR_INPUT, "--stop-after %g: expected seconds >= 0", stop_after);
+        return cli_report(command, &e);
+    }
+    /* the embedded default's sizes: the GPU preset on a cuda device (pipeline/preset.h) */
+    if (!preset)
+        preset = pipeline_preset_auto(device, !data && !model);
     pipeline_config_t cfg;
-    if ((rc = cli_load_config(config, &sets, &cfg, &e)) ||
+    if ((rc = cli_load_config_preset(config, preset, &sets, &cfg, &e)) ||
         (device && (rc = cli_device_override(command, &cfg, device, &e))))
         return cli_report(command, &e);
     if (no_judge)
         until = "rm";
     pipeline_run_opts_t o = {.output = output, .data = data, .until = until,
                              .backend = device ? device : "cpu", .force = force,
-                             .log = {print_line, NULL}};
+                             .stop_after_s = stop_after, .log = {print_line, NULL}};
     if (model_is_sft)
         o.sft_model = model;
     else
         o.model = model;
     printf("mxrlhf %s: %s%s%s -> %s/\n", command, data ? data : "the synthetic task (embedded "
            "default)", model ? ", model " : "", model ? model : "", output);
+    if (cfg.preset[0])
+        printf("preset %s: %s (config.json records it; --config and --set values win)\n",
+               cfg.preset, pipeline_preset_find(cfg.preset)->what);
     /* one writer per output directory: two runs would mix their files */
     char holder[64];
     snprintf(holder, sizeof holder, "mxrlhf %s", command);

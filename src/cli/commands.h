@@ -41,9 +41,12 @@ int cmd_verify(int argc, char **argv);
 int cli_pipeline(const char *command, int argc, char **argv, const char *summary,
                  const char *until_default, bool model_is_sft);
 
-/* Configuration: defaults, then --config FILE, then each --set (cmd_run.c). */
+/* Configuration: defaults, then --config FILE, then each --set (cmd_run.c); _preset puts
+ * a named preset (pipeline/preset.h; NULL: none) between the defaults and the file. */
 int cli_load_config(const char *path, const struct arg_list *sets, struct pipeline_config *cfg,
                     err_t *e);
+int cli_load_config_preset(const char *path, const char *preset, const struct arg_list *sets,
+                           struct pipeline_config *cfg, err_t *e);
 
 /* --device DEVICE over a configuration: every section's device key (the `backend` keys,
  * whose flag is --device) set to DEVICE, each change printed to stderr ("--device cuda

@@ -2,6 +2,7 @@
 #include "pipeline/config.h"
 
 #include "data/synth.h"
+#include "pipeline/preset.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -132,7 +133,22 @@ int pipeline_config_from_json(const cJSON *root, const char *ctx, pipeline_confi
     if (!cJSON_IsObject(root))
         return err_set(e, ERR_INPUT, "%s: expected a JSON object of sections", ctx);
     pipeline_config_t t = *c;
+    /* a named preset first, wherever it stands: the file's sections apply over it */
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(root, "preset");
+    if (pr) {
+        char pctx[600];
+        snprintf(pctx, sizeof pctx, "%s: field \"preset\"", ctx);
+        if (!cJSON_IsString(pr))
+            return err_set(e, ERR_INPUT, "%s: expected a string", pctx);
+        int rc = pipeline_preset_apply(&t, pr->valuestring, e);
+        if (rc) {
+            err_prefix(e, "%s", ctx);
+            return rc;
+        }
+    }
     for (const cJSON *it = root->child; it; it = it->next) {
+        if (!strcmp(it->string, "preset"))
+            continue;
         if (!strcmp(it->string, "format")) {
             if (!cJSON_IsString(it) || strcmp(it->valuestring, PIPELINE_CONFIG_FORMAT))
                 return err_set(e, ERR_INPUT, "%s: field \"format\": expected \"%s\"", ctx,
@@ -182,7 +198,8 @@ cJSON *pipeline_config_to_json(const pipeline_config_t *c)
 {
     cJSON *j = cJSON_CreateObject();
     if (!j || !cJSON_AddStringToObject(j, "format", PIPELINE_CONFIG_FORMAT) ||
-        !cJSON_AddNumberToObject(j, "version", PIPELINE_CONFIG_VERSION)) {
+        !cJSON_AddNumberToObject(j, "version", PIPELINE_CONFIG_VERSION) ||
+        (c->preset[0] && !cJSON_AddStringToObject(j, "preset", c->preset))) {
         cJSON_Delete(j);
         return NULL;
     }

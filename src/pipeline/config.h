@@ -5,6 +5,9 @@
  *    "data": {...}, "tokenizer": {...}, "model": {...}, "pretrain": {...},
  *    "sft": {...}, "rm": {...}, "judge": {...}}
  *
+ * A file may name a preset ("preset": "gpu", pipeline/preset.h): reading it then starts
+ * again from the defaults and that preset, and the file's sections apply over them.
+ *
  * The sections are a table (pipeline_sections): each row names a member of
  * pipeline_config_t and the section's options table (util/opts.h), which lives in the
  * stage's own module (rlhf_sft_opts_table, ...) and holds every key's type, default, range
@@ -73,6 +76,9 @@ typedef struct pipeline_config {
     policies_opts_t policies;
     compare_opts_t compare;
     dist_opts_t dist;
+    char preset[16];   /* the preset the values started from (pipeline/preset.h); "": the
+                        * built-in defaults ("cpu"). Written to and read from the file as
+                        * "preset" when not empty. */
 } pipeline_config_t;
 
 typedef struct pipeline_section {

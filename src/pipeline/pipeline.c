@@ -469,7 +469,8 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
     c->log = &o->log;
     double load[2][3], t_run = rlhf_now();
     load_now(load[0]);
-    bool done = false; /* --until reached */
+    bool done = false;    /* --until reached */
+    bool stopped = false; /* --stop-after reached */
     int built = 0;
     for (int i = 0; i < pipeline_nstages; i++)
         built += pipeline_stages[i].run != NULL;
@@ -487,7 +488,10 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
         k_built++;
         if (done) {
             r->status = PIPELINE_NOT_REACHED;
-            snprintf(r->note, sizeof r->note, "after --until %s", o->until);
+            if (stopped)
+                snprintf(r->note, sizeof r->note, "not started: --stop-after reached");
+            else
+                snprintf(r->note, sizeof r->note, "after --until %s", o->until);
             continue;
         }
         const char *given = st->replaced_by ? st->replaced_by(o) : NULL;
@@ -525,6 +529,17 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
             rlhf_logf(c->log, "== %s (%d/%d): %s — reusing %s (inputs unchanged; made %s in "
                       "%.1f s)", st->name, k_built, built, st->title, c->dir, finished,
                       r->seconds);
+        } else if (!rc && o->stop_after_s > 0 && rlhf_now() - t_run >= o->stop_after_s) {
+            /* out of time: this stage and the rest wait for the next run, which reuses
+             * everything done so far */
+            r->status = PIPELINE_NOT_REACHED;
+            r->dir[0] = 0;
+            snprintf(r->note, sizeof r->note, "not started: --stop-after %g s reached",
+                     o->stop_after_s);
+            rlhf_logf(c->log, "== %s (%d/%d): not started, %.0f s of --stop-after %g s spent; "
+                      "run again to go on", st->name, k_built, built, rlhf_now() - t_run,
+                      o->stop_after_s);
+            stopped = true;
         } else if (!rc) {
             rlhf_logf(c->log, "== %s (%d/%d): %s", st->name, k_built, built, st->title);
             char *stamp = fs_join(c->dir, "stage.json");
@@ -552,7 +567,7 @@ int pipeline_run(const pipeline_config_t *cfg, const pipeline_run_opts_t *o,
             }
         }
         cJSON_Delete(record);
-        if (o->until && !strcmp(o->until, st->name))
+        if (stopped || (o->until && !strcmp(o->until, st->name)))
             done = true;
     }
     if (rc && rep->n) /* the loop stops at the stage that failed: never listed as ran */

@@ -35,6 +35,9 @@ typedef struct pipeline_run_opts {
     const char *until;       /* last stage to run, or NULL: every built stage              */
     const char *backend;     /* "cpu" (NULL: "cpu")                                        */
     bool force;              /* run every stage even when its output is valid              */
+    double stop_after_s;     /* > 0: start no stage after this many seconds of the run (a
+                                stage whose cached output is valid is still reused), so that
+                                a call with a time limit ends between stages; 0: no limit  */
     rlhf_log_t log;          /* progress lines                                             */
 } pipeline_run_opts_t;
 
@@ -42,7 +45,7 @@ typedef enum pipeline_status {
     PIPELINE_RAN,
     PIPELINE_REUSED,
     PIPELINE_SKIPPED,      /* replaced by a directory the user gave (--model, --sft-model) */
-    PIPELINE_NOT_REACHED,  /* after --until                                                  */
+    PIPELINE_NOT_REACHED,  /* after --until, or not started after --stop-after's time         */
     PIPELINE_NOT_BUILT,    /* a later issue builds it                                        */
     PIPELINE_FAILED        /* the stage that stopped the run (its stage.json is not written) */
 } pipeline_status_t;

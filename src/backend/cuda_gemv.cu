@@ -612,33 +612,30 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
     auto stage_tile = [&](int tl) {
         constexpr int SB = FMT == DL_BF16 ? 16 : FMT == DL_E2M1 ? 4 : (FMT == DL_E3M2 || FMT == DL_E2M3) ? 6 : 8;
         const int grp = tl / a.S, kr0 = (tl % a.S) * a.KR, kn = min(a.K - kr0, a.KR);
-        const int nch = (kn * SB / 8 + 15) / 16;
-        for (int i = tid; i < RT * 16 * nch; i += blockDim.x) {
-            const int lr = i / nch, ch = i % nch;
-            int si, row0;
-            place_rt(grp, lr / 16, si, row0);
-            const int r = row0 + lr % 16;
+        /* n pieces of each of the tile's 16 RT rows: piece(row in the tile, piece, weight row,
+         * its segment's weight) */
+        auto rows = [&](int n, auto &&piece) {
+            for (int i = tid; i < RT * 16 * n; i += blockDim.x) {
+                int si, row0;
+                place_rt(grp, i / n / 16, si, row0);
+                piece(i / n, i % n, row0 + i / n % 16, a.seg[si].w);
+            }
+        };
+        rows((kn * SB / 8 + 15) / 16, [&](int lr, int ch, int r, const wsrc_t &w) {
             unsigned char *dst = tw + (size_t)lr * a.tpitch + 16 * ch;
-            if (r < a.seg[si].w.N)
-                cp_async16(dst, a.seg[si].w.w + ((size_t)r * a.K + kr0) * SB / 8 + 16 * ch);
+            if (r < w.N)
+                cp_async16(dst, w.w + ((size_t)r * a.K + kr0) * SB / 8 + 16 * ch);
             else
                 *(uint4 *)dst = make_uint4(0, 0, 0, 0);
-        }
-        if (FMT != DL_BF16) {
-            const int nsw = ((kn + wblock - 1) / wblock + 3) / 4;
-            for (int i = tid; i < RT * 16 * nsw; i += blockDim.x) {
-                const int lr = i / nsw, ch = i % nsw;
-                int si, row0;
-                place_rt(grp, lr / 16, si, row0);
-                const int r = row0 + lr % 16;
+        });
+        if (FMT != DL_BF16)
+            rows(((kn + wblock - 1) / wblock + 3) / 4, [&](int lr, int ch, int r, const wsrc_t &w) {
                 unsigned char *dst = ts + (size_t)lr * a.spitch + 4 * ch;
-                const wsrc_t &w = a.seg[si].w;
                 if (r < w.N)
                     cp_async4(dst, w.scales + (size_t)r * w.nb + kr0 / wblock + 4 * ch);
                 else
                     *(uint32_t *)dst = 0x7f7f7f7fu;
-            }
-        }
+            });
     };
 
     /* a batch: this warp's units b0, b0 + KSW, ... (UB of them, those below nu), every load

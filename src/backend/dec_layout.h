@@ -384,6 +384,31 @@ HD_INLINE int dl_smem(int NT, int RT, int KR)
  * latency each, the staging and the sums, the global sum of splits). Split boundaries
  * fall on whole units and whole input blocks. RT = 0 when nothing fits (the caller
  * composes the op instead). */
+/* Split boundaries fall on multiples of dl_split_unit(xblock): whole units and whole input
+ * blocks (0: K cannot be split). */
+HD_INLINE int dl_split_unit(int xblock)
+{
+    if (xblock > 0 && xblock % DL_UNIT != 0 && DL_UNIT % xblock != 0)
+        return 0;
+    return xblock > DL_UNIT ? xblock : DL_UNIT;
+}
+
+/* Candidate s (1, 2, ...) of a plan's splits of K on multiples of L: KR elements a split,
+ * S splits; 0 when S is the previous candidate's (*prevS, updated) */
+HD_INLINE int dl_split(int K, int s, int L, int *KR, int *S, int *prevS)
+{
+    const int nu = (K + DL_UNIT - 1) / DL_UNIT;
+    int kr = s <= 1 ? nu * DL_UNIT : ((K + s - 1) / s + L - 1) / L * L;
+    if (kr > nu * DL_UNIT)
+        kr = nu * DL_UNIT;
+    *KR = kr;
+    *S = (K + kr - 1) / kr;
+    if (*S == *prevS)
+        return 0;
+    *prevS = *S;
+    return 1;
+}
+
 /* ---- staged tiles -----------------------------------------------------------------------------
  * A staged CTA copies its tile's weight bytes (16 RT rows of the split's KR elements: the
  * packed codes or the bf16 values, then the rows' E8M0 scale bytes) into shared memory with
@@ -417,25 +442,16 @@ static inline dl_plan_t dl_plan_stage(int M, int K, const int *N, int nseg, int 
     dl_plan_t best;
     memset(&best, 0, sizeof best);
     const int NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
-    const int nu = (K + DL_UNIT - 1) / DL_UNIT;
-    int L = DL_UNIT;
-    if (xblock > 0 && xblock % DL_UNIT != 0 && DL_UNIT % xblock != 0)
-        L = 0;
-    else if (xblock > DL_UNIT)
-        L = xblock;
+    const int nu = (K + DL_UNIT - 1) / DL_UNIT, L = dl_split_unit(xblock);
     const double wbytes = sbits / 8.0 + (block > 0 ? 1.0 / block : 0.0);
     double best_cost = 0;
     for (int RT = 8; RT >= (swiglu ? 2 : 1); RT /= 2) {
         const int groups = dl_groups(N, nseg, swiglu, RT);
         int prevS = 0;
         for (int s = 1; s <= (L ? nu : 1); s++) {
-            int KR = s <= 1 ? nu * DL_UNIT : ((K + s - 1) / s + L - 1) / L * L;
-            if (KR > nu * DL_UNIT)
-                KR = nu * DL_UNIT;
-            const int S = (K + KR - 1) / KR;
-            if (S == prevS)
+            int KR, S;
+            if (!dl_split(K, s, L, &KR, &S, &prevS))
                 continue;
-            prevS = S;
             const int smem = dl_smem(NT, RT, KR) + dl_stage_bytes(RT, sbits, block, KR);
             if (smem > smem_max)
                 continue;
@@ -467,25 +483,15 @@ static inline dl_plan_t dl_plan_make(int M, int K, const int *N, int nseg, int s
     dl_plan_t best;
     memset(&best, 0, sizeof best);
     const int NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
-    const int nu = (K + DL_UNIT - 1) / DL_UNIT;
-    /* split boundaries fall on multiples of L: whole units and whole input blocks */
-    int L = DL_UNIT;
-    if (xblock > 0 && xblock % DL_UNIT != 0 && DL_UNIT % xblock != 0)
-        L = 0;
-    else if (xblock > DL_UNIT)
-        L = xblock;
+    const int nu = (K + DL_UNIT - 1) / DL_UNIT, L = dl_split_unit(xblock);
     double best_cost = 0;
     for (int RT = 8; RT >= (swiglu ? 2 : 1); RT /= 2) {
         const int groups = dl_groups(N, nseg, swiglu, RT), KSW = 8 / RT;
         int prevS = 0;
         for (int s = 1; s <= (L ? nu : 1); s++) {
-            int KR = s <= 1 ? nu * DL_UNIT : ((K + s - 1) / s + L - 1) / L * L;
-            if (KR > nu * DL_UNIT)
-                KR = nu * DL_UNIT;
-            const int S = (K + KR - 1) / KR;
-            if (S == prevS)
+            int KR, S;
+            if (!dl_split(K, s, L, &KR, &S, &prevS))
                 continue;
-            prevS = S;
             const int smem = dl_smem(NT, RT, KR);
             if (smem > smem_max)
                 continue;

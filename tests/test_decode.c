@@ -372,51 +372,6 @@ static void plans_cover_k_and_fit(void **state)
     assert_true(p.groups * p.S > 132);
 }
 
-/* Every staged plan (dl_plan_stage) covers K as dl_plan_make's do, fits the shared memory with
- * its copy (whose rows hold a split's codes, 16-byte aligned, and fall on different banks
- * for a warp's eight row groups), needs at most two rounds of CTAs, and the decoding shapes
- * of Qwen2.5-0.5B at batch 8 are staged while lm_head is not (many rounds). */
-static void staged_plans_fit_their_copy(void **state)
-{
-    (void)state;
-    const int Ks[] = {64, 96, 896, 4864, 1000 * 32};
-    const int fmts[][2] = {{16, 0}, {8, 32}, {6, 32}, {4, 32}, {4, 16}, {8, 8}};
-    const int smem_max = 227 * 1024 - 2048, smem_sm = 228 * 1024, sms = 132;
-    for (int ki = 0; ki < 5; ki++)
-        for (int fi = 0; fi < 6; fi++)
-            for (int M = 1; M <= 64; M *= 2)
-                for (int sw = 0; sw < 2; sw++) {
-                    const int K = Ks[ki], N[3] = {sw ? 4864 : 896, sw ? 4864 : 128, 128};
-                    const int sb = fmts[fi][0], blk = fmts[fi][1], per_sm = M > 16 ? 1 : 2;
-                    dl_plan_t p = dl_plan_stage(M, K, N, sw ? 2 : 3, sw, blk, sms, per_sm, sb, blk,
-                                                smem_max, smem_sm);
-                    if (!p.RT)
-                        continue;
-                    assert_int_equal(p.stage, 1);
-                    assert_true(!sw || p.RT >= 2);
-                    assert_int_equal(p.KR % DL_UNIT, 0);
-                    assert_true((long)p.S * p.KR >= K && (long)(p.S - 1) * p.KR < K);
-                    const int tp = dl_tpitch(sb, p.KR), sp = dl_spitch(p.KR, blk);
-                    assert_true(tp % 16 == 0 && tp >= p.KR * sb / 8 && tp % 128 != 0);
-                    assert_true(sp % 4 == 0 && (blk == 0 ? sp == 0 : sp * blk >= p.KR));
-                    assert_int_equal(p.smem, dl_smem(p.NT, p.RT, p.KR) + 16 * p.RT * (tp + sp));
-                    assert_true(p.smem <= smem_max);
-                    int fit = smem_sm / (p.smem + 1024);
-                    fit = fit < per_sm ? fit : per_sm;
-                    assert_true(fit >= 1 && (long)p.groups * p.S <= 2L * sms * fit);
-                }
-    const int qkv[3] = {896, 128, 128}, o[1] = {896}, gu[2] = {4864, 4864}, dn[1] = {896},
-              lm[1] = {151936};
-    for (int fi = 0; fi < 6; fi++) {
-        const int sb = fmts[fi][0], blk = fmts[fi][1];
-        assert_true(dl_plan_stage(8, 896, qkv, 3, 0, blk, sms, 2, sb, blk, smem_max, smem_sm).RT > 0);
-        assert_true(dl_plan_stage(8, 896, o, 1, 0, blk, sms, 2, sb, blk, smem_max, smem_sm).RT > 0);
-        assert_true(dl_plan_stage(8, 896, gu, 2, 1, blk, sms, 2, sb, blk, smem_max, smem_sm).RT > 0);
-        assert_true(dl_plan_stage(8, 4864, dn, 1, 0, blk, sms, 2, sb, blk, smem_max, smem_sm).RT > 0);
-        assert_int_equal(dl_plan_stage(8, 896, lm, 1, 0, blk, sms, 2, sb, blk, smem_max, smem_sm).RT, 0);
-    }
-}
-
 /* ---- the CPU backend's decoding ops -------------------------------------------------------- */
 
 static backend_t *be;
@@ -834,7 +789,6 @@ int main(void)
         cmocka_unit_test(operand_slots_are_a_permutation_the_fragments_agree_on),
         cmocka_unit_test(warp_unit_gives_the_dot_products),
         cmocka_unit_test(plans_cover_k_and_fit),
-        cmocka_unit_test(staged_plans_fit_their_copy),
         cmocka_unit_test(packed_decode_copy_is_fake_quant),
         cmocka_unit_test(dec_linear_is_norm_linear_and_epilogue),
         cmocka_unit_test(dec_attn_is_rope_cache_write_and_attention),

@@ -23,7 +23,7 @@
 #        rank on one GPU (MXRLHF_DIST_COMM=nccl: the dlopen, driver and staging path), and
 #        with --gpus N when the machine has N >= 2 GPUs; docs/distributed.md); "decode_env"
 #        runs `cuda_bench decode` again under each assignment of DECODE_ENVS (';'-separated,
-#        e.g. MXRLHF_CUDA_GEMV_STAGE=1) for an A/B in the same call; "gemv" runs `cuda_bench
+#        e.g. MXRLHF_CUDA_PDL=0) for an A/B in the same call; "gemv" runs `cuda_bench
 #        gemv` (the step's fused linear ops alone), then under each of DECODE_ENVS; "chain"
 #        (issue 18): the embedded default's whole study on this GPU, `mxrlhf run --device
 #        cuda` (the GPU preset) into build/chain, kept between calls on a warm machine:
@@ -131,7 +131,7 @@ for p in $PARTS; do
     ;;
   decode_env|gemv)
     # decode_env: the decoding benchmark again under each of DECODE_ENVS (';'-separated
-    # assignments, e.g. "MXRLHF_CUDA_GEMV_STAGE=1"), for A/B comparisons in the same call;
+    # assignments, e.g. "MXRLHF_CUDA_PDL=0"), for A/B comparisons in the same call;
     # gemv: `cuda_bench gemv` (the step's linear ops alone) as it is, then under each of them
     i=0; what=decode; envs=()
     [ "$p" = gemv ] && what=gemv && envs=("")

@@ -977,12 +977,10 @@ extern "C" int be_cuda_open_device(int dev, backend_t **out, err_t *e)
     else if (am && !strcmp(am, "fast-nondet"))
         c->attn = BE_CUDA_ATTN_FAST_NONDET;
     const char *dm = getenv("MXRLHF_CUDA_DECODE"), *gm = getenv("MXRLHF_CUDA_GRAPH"),
-               *pm = getenv("MXRLHF_CUDA_PDL"), *sm = getenv("MXRLHF_CUDA_GEMV_STAGE");
+               *pm = getenv("MXRLHF_CUDA_PDL");
     c->dec_mode = dm && !strcmp(dm, "emulated") ? BE_CUDA_DEC_EMULATED : BE_CUDA_DEC_PACKED;
     c->graphs = !(gm && !strcmp(gm, "0"));
     c->pdl = !(pm && !strcmp(pm, "0"));
-    /* staged decode GEMV tiles: opt-in (measured slower on an H100, docs/benchmarks.md) */
-    c->gemv_stage = sm && !strcmp(sm, "1") ? 1 : sm && !strcmp(sm, "2") ? 2 : 0;
     cudaRuntimeGetVersion(&c->runtime_version);
     cudaDriverGetVersion(&c->driver_version);
     cublasStatus_t ls = CUBLAS_STATUS_SUCCESS;

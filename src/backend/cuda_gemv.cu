@@ -349,53 +349,6 @@ __device__ __forceinline__ void load_unit(unit_t<FMT> &u, const wsrc_t &s, int r
     }
 }
 
-/* One thread's unit from a staged tile (dec_layout.h: rows of codes dl_tpitch bytes apart
- * at tw, rows of scale bytes dl_spitch apart at ts): the tile's rows lr and lr + 8 at
- * element kl of the split; spans at or past kn read as zeros (scale 2^0), as load_unit's
- * past K. The stage wrote rows past N as zeros with scale 2^0. */
-template <int FMT>
-__device__ __forceinline__ void load_unit_s(unit_t<FMT> &u, const uint8_t *tw, const uint8_t *ts,
-                                            int tpitch, int spitch, int block, int lr, int kl, int kn)
-{
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        if (kl < kn) {
-            const uint8_t *p = tw + (size_t)(lr + 8 * h) * tpitch + (size_t)kl * dl_fmt(FMT).sbits / 8;
-            if (FMT == DL_E3M2 || FMT == DL_E2M3) {
-#pragma unroll
-                for (int i = 0; i < 3; i++) {
-                    const uint2 t = *(const uint2 *)(p + 8 * i);
-                    u.w[h][2 * i] = t.x, u.w[h][2 * i + 1] = t.y;
-                }
-            } else {
-#pragma unroll
-                for (int i = 0; i < span_words<FMT>::n / 4; i++) {
-                    const uint4 t = *(const uint4 *)(p + 16 * i);
-                    u.w[h][4 * i] = t.x, u.w[h][4 * i + 1] = t.y, u.w[h][4 * i + 2] = t.z,
-                    u.w[h][4 * i + 3] = t.w;
-                }
-            }
-            uint32_t sb = 0;
-            if (FMT != DL_BF16) {
-                const uint8_t *q = ts + (size_t)(lr + 8 * h) * spitch;
-                if (block % 32 == 0) {
-                    sb = (uint32_t)q[kl / block] * 0x01010101u;
-                } else {
-#pragma unroll
-                    for (int j = 0; j < 4; j++)
-                        sb |= (uint32_t)q[(kl + 8 * j) / block] << (8 * j);
-                }
-            }
-            u.sb[h] = sb;
-        } else {
-#pragma unroll
-            for (int i = 0; i < span_words<FMT>::n; i++)
-                u.w[h][i] = 0;
-            u.sb[h] = 0x7f7f7f7fu;
-        }
-    }
-}
-
 /* The scalar path's chunk: element k0 + 8j + i of row r decoded one by one. */
 template <int FMT>
 __device__ __forceinline__ void scalar_chunk(const wsrc_t &s, int r, int K, int k, int rc, uint32_t *out)
@@ -467,7 +420,6 @@ typedef struct gemv_args {
     int M, K, nseg, epi, rc, vec;
     gseg_t seg[BE_DEC_MAX_LIN];
     int RT, S, KR, groups, ntiles;
-    int stage, tpitch, spitch; /* a staged plan (dl_plan_stage) and its copy's row pitches */
     float *ws;  /* S > 1: (groups * S, tile) partial sums */
     int *cnt;   /* S > 1: (groups) arrival counters, zero between launches */
 } gemv_args_t;
@@ -582,60 +534,21 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
     const bool swiglu = a.epi == BE_DEC_SWIGLU;
     constexpr int UB = ubatch<FMT, NT>::n;
 
-    /* row tile r of row group grp: its segment and first weight row */
-    auto place_rt = [&](int grp, int r, int &si, int &row0) {
+    /* where tile `tile` puts this warp: segment, first weight row of its row tile, split */
+    auto place = [&](int tile, int &si, int &row0, int &sp, int &grp) {
+        grp = tile / a.S;
+        sp = tile % a.S;
         si = 0;
         while (si + 1 < a.nseg && grp >= a.seg[si + 1].g0)
             si++;
         const int gj = grp - a.seg[si].g0;
         if (swiglu) {
             const int half = RT / 2;
-            row0 = gj * 8 * RT + 16 * (r % half);
-            si = r < half ? 0 : 1;
+            row0 = gj * 8 * RT + 16 * (rt % half);
+            si = rt < half ? 0 : 1;
         } else {
-            row0 = gj * 16 * RT + 16 * r;
+            row0 = gj * 16 * RT + 16 * rt;
         }
-    };
-    /* where tile `tile` puts this warp: segment, first weight row of its row tile, split */
-    auto place = [&](int tile, int &si, int &row0, int &sp, int &grp) {
-        grp = tile / a.S;
-        sp = tile % a.S;
-        place_rt(grp, rt, si, row0);
-    };
-
-    /* staged plans: the tile's weight rows (16 RT of them) over the split's K range, and
-     * their scale bytes, copied into tw and ts asynchronously; rows past N as zeros with
-     * scale 2^0 */
-    unsigned char *tw = (unsigned char *)(tv + TS);
-    unsigned char *ts = tw + (size_t)16 * RT * a.tpitch;
-    const int wblock = a.seg[0].w.block; /* a staged launch's segments share it */
-    auto stage_tile = [&](int tl) {
-        constexpr int SB = FMT == DL_BF16 ? 16 : FMT == DL_E2M1 ? 4 : (FMT == DL_E3M2 || FMT == DL_E2M3) ? 6 : 8;
-        const int grp = tl / a.S, kr0 = (tl % a.S) * a.KR, kn = min(a.K - kr0, a.KR);
-        /* n pieces of each of the tile's 16 RT rows: piece(row in the tile, piece, weight row,
-         * its segment's weight) */
-        auto rows = [&](int n, auto &&piece) {
-            for (int i = tid; i < RT * 16 * n; i += blockDim.x) {
-                int si, row0;
-                place_rt(grp, i / n / 16, si, row0);
-                piece(i / n, i % n, row0 + i / n % 16, a.seg[si].w);
-            }
-        };
-        rows((kn * SB / 8 + 15) / 16, [&](int lr, int ch, int r, const wsrc_t &w) {
-            unsigned char *dst = tw + (size_t)lr * a.tpitch + 16 * ch;
-            if (r < w.N)
-                cp_async16(dst, w.w + ((size_t)r * a.K + kr0) * SB / 8 + 16 * ch);
-            else
-                *(uint4 *)dst = make_uint4(0, 0, 0, 0);
-        });
-        if (FMT != DL_BF16)
-            rows(((kn + wblock - 1) / wblock + 3) / 4, [&](int lr, int ch, int r, const wsrc_t &w) {
-                unsigned char *dst = ts + (size_t)lr * a.spitch + 4 * ch;
-                if (r < w.N)
-                    cp_async4(dst, w.scales + (size_t)r * w.nb + kr0 / wblock + 4 * ch);
-                else
-                    *(uint32_t *)dst = 0x7f7f7f7fu;
-            });
     };
 
     /* a batch: this warp's units b0, b0 + KSW, ... (UB of them, those below nu), every load
@@ -658,10 +571,8 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
     };
 
     int tile = blockIdx.x, pre = -1; /* pre: the tile whose first batch u holds */
-    if (tile < a.ntiles && a.stage) {
-        stage_tile(tile); /* before waiting for the previous kernel */
-    } else if (tile < a.ntiles && a.vec) {
-        prefetch(tile);
+    if (tile < a.ntiles && a.vec) {
+        prefetch(tile); /* before waiting for the previous kernel */
         pre = tile;
     }
     grid_wait();
@@ -724,24 +635,7 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
             }
         };
 
-        if (a.stage) {
-            cp_async_wait();
-            __syncthreads();
-            /* SU units read at once (one for bf16, whose span fills the registers) */
-            constexpr int SU = FMT == DL_BF16 ? 1 : 2;
-            const int lr = rt * 16 + g;
-            for (int un = kw; un < nu; un += SU * KSW) {
-                unit_t<FMT> us[SU];
-#pragma unroll
-                for (int i = 0; i < SU; i++)
-                    load_unit_s<FMT>(us[i], tw, ts, a.tpitch, a.spitch, wblock, lr,
-                                     (un + i * KSW) * DL_UNIT + 32 * t, kn);
-#pragma unroll
-                for (int i = 0; i < SU; i++)
-                    if (un + i * KSW < nu)
-                        multiply(us[i], un + i * KSW);
-            }
-        } else if (a.vec) {
+        if (a.vec) {
             for (int b0 = kw; b0 < nu; b0 += UB * KSW) {
                 if (pre != tile || b0 != kw)
                     load_batch(sg.w, row0, kr0, nu, b0);
@@ -775,8 +669,6 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
             r[(g + 8) * rows + 8 * n + 2 * t + 1] = C[n][3];
         }
         __syncthreads();
-        if (a.stage && tile + (int)gridDim.x < a.ntiles)
-            stage_tile(tile + gridDim.x); /* the copy is read: the next tile's, during the sums */
         /* tv (rt, row, m), m outermost so that neighbouring threads write neighbouring rows */
         for (int e = tid; e < TS; e += blockDim.x) {
             const int m = e / (RT * 16), q = e % (RT * 16), et = q / 16, r16 = q % 16;
@@ -957,24 +849,9 @@ static void gemv_launch(cuda_t *c, const float *x, const float *norm_w, float ep
             xb = lin[i].spec[PREC_OP_INPUT].block > xb ? lin[i].spec[PREC_OP_INPUT].block : xb;
     const int NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
     const double wbytes = fmt == DL_BF16 ? 2.0 : dl_fmt(fmt).sbits / 8.0 + 1.0 / w[0].block;
-    const int smem_sm = (int)c->prop.sharedMemPerMultiprocessor;
-    /* staged (dl_plan_stage) where the copies are aligned: rows of whole 16-byte chunks, the
-     * segments' scale rows of whole 4-byte words and one block size */
-    const int sbits = dl_fmt(fmt).sbits, blk = fmt == DL_BF16 ? 0 : w[0].block;
-    bool stage = c->gemv_stage && vec && (size_t)K * sbits / 8 % 16 == 0;
-    for (int i = 0; i < n && stage; i++)
-        stage = fmt == DL_BF16 || (w[i].block == blk && w[i].nb % 4 == 0);
-    dl_plan_t p;
-    memset(&p, 0, sizeof p);
-    /* gemv_stage 2: one CTA a multiprocessor, which leaves room for the next kernel's CTAs
-     * to start their copies while this one finishes */
-    const int stage_cap = c->gemv_stage == 2 ? 1 : GEMV_CTAS_PER_SM(NT);
-    if (stage)
-        p = dl_plan_stage(M, K, Ns, n, epi == BE_DEC_SWIGLU, xb, sms, stage_cap, sbits, blk,
-                          smem_max, smem_sm);
-    if (!p.RT)
-        p = dl_plan_make(M, K, Ns, n, epi == BE_DEC_SWIGLU, xb, sms, GEMV_CTAS_PER_SM(NT),
-                         ub_count(fmt, dl_span_words(fmt), NT), wbytes, smem_max, smem_sm);
+    dl_plan_t p = dl_plan_make(M, K, Ns, n, epi == BE_DEC_SWIGLU, xb, sms, GEMV_CTAS_PER_SM(NT),
+                               ub_count(fmt, dl_span_words(fmt), NT), wbytes, smem_max,
+                               (int)c->prop.sharedMemPerMultiprocessor);
     if (!p.RT) {
         cu_fail(c, ERR_FAIL, "cuda backend: a decode GEMV of %d rows of K %d does not fit shared "
                 "memory", M, K);
@@ -990,7 +867,6 @@ static void gemv_launch(cuda_t *c, const float *x, const float *norm_w, float ep
     if (epi == BE_DEC_SWIGLU)
         a.seg[1].g0 = 0;
     a.RT = p.RT, a.S = p.S, a.KR = p.KR, a.groups = p.groups, a.ntiles = p.groups * p.S;
-    a.stage = p.stage, a.tpitch = dl_tpitch(sbits, p.KR), a.spitch = dl_spitch(p.KR, blk);
     if (p.S > 1) {
         const size_t TS = (size_t)p.RT * 16 * 8 * p.NT;
         a.ws = (float *)cu_scratch(c, CS_DECWS, (size_t)p.groups * p.S * TS * sizeof(float));
@@ -1008,7 +884,7 @@ static void gemv_launch(cuda_t *c, const float *x, const float *norm_w, float ep
     }
     int per_sm = 1;
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, 256, (size_t)p.smem);
-    per_sm = per_sm < 1 ? 1 : p.stage && per_sm > stage_cap ? stage_cap : per_sm;
+    per_sm = per_sm < 1 ? 1 : per_sm;
     const int grid = a.ntiles < sms * per_sm ? a.ntiles : sms * per_sm;
     void *args[] = {&a};
     /* a kernel that starts early reads its weights before it waits: not when they were just

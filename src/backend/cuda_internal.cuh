@@ -112,9 +112,6 @@ typedef struct cuda_be {
     /* decoding (cuda_gemv.cu, cuda_decode.cu) */
     int dec_mode;             /* be_cuda_dec_t */
     bool graphs, pdl;         /* record decoding steps; programmatic dependent launches */
-    int gemv_stage;           /* decode GEMVs copy their tiles into shared memory (staged):
-                                 0 no (the default), 1 yes, 2 yes with at most one CTA a
-                                 multiprocessor ($MXRLHF_CUDA_GEMV_STAGE) */
     bool capturing, cap_bad;  /* recording; something that cannot be recorded was asked */
     bool profiling;           /* be_cuda_profile is on (ops synchronise: no recording) */
     bool wbuilt;              /* a weight copy was (re)built since the flag was cleared: the

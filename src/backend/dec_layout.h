@@ -349,8 +349,7 @@ typedef struct dl_plan {
     int S;      /* splits of K */
     int KR;     /* elements of K per split, a multiple of DL_UNIT */
     int groups; /* row groups (CTA tiles per split) over all segments */
-    int smem;   /* dynamic shared memory of a CTA, bytes (staged: the copy included) */
-    int stage;  /* 1: the tile's weights are copied into shared memory (dl_plan_stage) */
+    int smem;   /* dynamic shared memory of a CTA, bytes */
 } dl_plan_t;
 
 /* row groups of segments N[0..nseg) at RT row tiles per group */
@@ -384,98 +383,6 @@ HD_INLINE int dl_smem(int NT, int RT, int KR)
  * latency each, the staging and the sums, the global sum of splits). Split boundaries
  * fall on whole units and whole input blocks. RT = 0 when nothing fits (the caller
  * composes the op instead). */
-/* Split boundaries fall on multiples of dl_split_unit(xblock): whole units and whole input
- * blocks (0: K cannot be split). */
-HD_INLINE int dl_split_unit(int xblock)
-{
-    if (xblock > 0 && xblock % DL_UNIT != 0 && DL_UNIT % xblock != 0)
-        return 0;
-    return xblock > DL_UNIT ? xblock : DL_UNIT;
-}
-
-/* Candidate s (1, 2, ...) of a plan's splits of K on multiples of L: KR elements a split,
- * S splits; 0 when S is the previous candidate's (*prevS, updated) */
-HD_INLINE int dl_split(int K, int s, int L, int *KR, int *S, int *prevS)
-{
-    const int nu = (K + DL_UNIT - 1) / DL_UNIT;
-    int kr = s <= 1 ? nu * DL_UNIT : ((K + s - 1) / s + L - 1) / L * L;
-    if (kr > nu * DL_UNIT)
-        kr = nu * DL_UNIT;
-    *KR = kr;
-    *S = (K + kr - 1) / kr;
-    if (*S == *prevS)
-        return 0;
-    *prevS = *S;
-    return 1;
-}
-
-/* ---- staged tiles -----------------------------------------------------------------------------
- * A staged CTA copies its tile's weight bytes (16 RT rows of the split's KR elements: the
- * packed codes or the bf16 values, then the rows' E8M0 scale bytes) into shared memory with
- * asynchronous copies before it waits for the previous kernel, so that the launch's weights
- * are all in flight from its start; its warps then read their units from shared memory.
- * The copy's rows are dl_tpitch bytes apart: KR elements rounded up to 16 bytes, plus 16
- * when that is a multiple of 128, so that the eight row groups of a warp's 16-byte reads
- * fall on different banks; the scale rows dl_spitch bytes (KR / block, rounded up to 4).
- * The copy follows dl_smem's bytes (a multiple of 16). */
-HD_INLINE int dl_tpitch(int sbits, int KR)
-{
-    const int b = ((KR * sbits / 8) + 15) / 16 * 16;
-    return b % 128 == 0 ? b + 16 : b;
-}
-HD_INLINE int dl_spitch(int KR, int block) { return block > 0 ? ((KR + block - 1) / block + 3) / 4 * 4 : 0; }
-HD_INLINE int dl_stage_bytes(int RT, int sbits, int block, int KR)
-{
-    return 16 * RT * (dl_tpitch(sbits, KR) + dl_spitch(KR, block));
-}
-
-/* The split of a staged launch (sbits bits a code, 16 for bf16; block the MX weight block, 0
- * for bf16): every (RT, S) whose CTA (dl_smem plus the copy) fits smem_max, costed as the
- * busiest multiprocessor's weight bytes at its share of DRAM bandwidth, a fixed latency a
- * round of CTAs (a later round's copy is issued while the round before finishes its sums)
- * and one for a global sum of splits; at most two rounds (more, and the register path's
- * batches stream better). RT = 0 when no staged tile fits. */
-static inline dl_plan_t dl_plan_stage(int M, int K, const int *N, int nseg, int swiglu, int xblock,
-                                      int sms, int per_sm, int sbits, int block, int smem_max,
-                                      int smem_sm)
-{
-    dl_plan_t best;
-    memset(&best, 0, sizeof best);
-    const int NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
-    const int nu = (K + DL_UNIT - 1) / DL_UNIT, L = dl_split_unit(xblock);
-    const double wbytes = sbits / 8.0 + (block > 0 ? 1.0 / block : 0.0);
-    double best_cost = 0;
-    for (int RT = 8; RT >= (swiglu ? 2 : 1); RT /= 2) {
-        const int groups = dl_groups(N, nseg, swiglu, RT);
-        int prevS = 0;
-        for (int s = 1; s <= (L ? nu : 1); s++) {
-            int KR, S;
-            if (!dl_split(K, s, L, &KR, &S, &prevS))
-                continue;
-            const int smem = dl_smem(NT, RT, KR) + dl_stage_bytes(RT, sbits, block, KR);
-            if (smem > smem_max)
-                continue;
-            int fit = per_sm, by_smem = smem_sm / (smem + 1024);
-            fit = fit < by_smem ? fit : by_smem;
-            if (fit < 1)
-                continue;
-            const long tiles = (long)groups * S;
-            const long rounds = (tiles + (long)sms * fit - 1) / ((long)sms * fit);
-            if (rounds > 2)
-                continue; /* many rounds: the register path streams better */
-            const long busiest = (tiles + sms - 1) / sms;
-            const double t_bw = (double)busiest * 16.0 * RT * KR * wbytes / 25e3;
-            const double cost = t_bw + 1.5 + 0.8 * (double)(rounds - 1) + (S > 1 ? 0.7 : 0.0);
-            if (!best.RT || cost <= best_cost) { /* ties: the smaller tiles, more SMs */
-                best.NT = NT, best.RT = RT, best.S = S, best.KR = KR, best.groups = groups;
-                best.smem = smem, best.stage = 1;
-                best_cost = cost;
-            }
-        }
-    }
-    return best;
-}
-
 static inline dl_plan_t dl_plan_make(int M, int K, const int *N, int nseg, int swiglu, int xblock,
                                      int sms, int per_sm, int ub, double wbytes, int smem_max,
                                      int smem_sm)
@@ -483,15 +390,25 @@ static inline dl_plan_t dl_plan_make(int M, int K, const int *N, int nseg, int s
     dl_plan_t best;
     memset(&best, 0, sizeof best);
     const int NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
-    const int nu = (K + DL_UNIT - 1) / DL_UNIT, L = dl_split_unit(xblock);
+    const int nu = (K + DL_UNIT - 1) / DL_UNIT;
+    /* split boundaries fall on multiples of L: whole units and whole input blocks */
+    int L = DL_UNIT;
+    if (xblock > 0 && xblock % DL_UNIT != 0 && DL_UNIT % xblock != 0)
+        L = 0;
+    else if (xblock > DL_UNIT)
+        L = xblock;
     double best_cost = 0;
     for (int RT = 8; RT >= (swiglu ? 2 : 1); RT /= 2) {
         const int groups = dl_groups(N, nseg, swiglu, RT), KSW = 8 / RT;
         int prevS = 0;
         for (int s = 1; s <= (L ? nu : 1); s++) {
-            int KR, S;
-            if (!dl_split(K, s, L, &KR, &S, &prevS))
+            int KR = s <= 1 ? nu * DL_UNIT : ((K + s - 1) / s + L - 1) / L * L;
+            if (KR > nu * DL_UNIT)
+                KR = nu * DL_UNIT;
+            const int S = (K + KR - 1) / KR;
+            if (S == prevS)
                 continue;
+            prevS = S;
             const int smem = dl_smem(NT, RT, KR);
             if (smem > smem_max)
                 continue;

@@ -521,6 +521,7 @@ static void gemv_bench(double gbs)
 
 int main(int argc, char **argv)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a run cut short by a time limit keeps its lines */
     err_t e = ERR_INIT;
     backend_t *be;
     if (be_open("cuda", &be, &e)) {

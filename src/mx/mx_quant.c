@@ -167,10 +167,6 @@ static void fill_rand(const mxq_rand_t *r, size_t i0, uint32_t *w, size_t n)
 
 /* ---- the fast element kernels ----------------------------------------------------- */
 
-typedef mxc_kp_t kparams_t;
-
-ALWAYS_INLINE kparams_t kparams(const mxc_fmt_t *f, int s) { return mxc_kparams(f, s); }
-
 /* Deterministic rounding of n elements (mxc_elem_det); R is a compile-time constant at each
  * use. Element i uses T[i*ps], Q[i*ps], maxb[i*ps] (ps = 0: one block; 1: per element). */
 ALWAYS_INLINE void elems_det(const mxc_fmt_t *f, mx_round_t R, const int32_t *Tp,
@@ -237,11 +233,11 @@ ALWAYS_INLINE void elems_inl(const mxc_fmt_t *f, mx_round_t R, int s, const uint
             out[i] = QNAN_BITS;
         return;
     }
-    if (__builtin_expect(f->emin + s + 127 < 1, 0)) {
+    if (__builtin_expect(!mxc_fast_ok(f, s), 0)) { /* s is not the NaN scale here */
         elems_slow(f, R, s, in, out, n, rand);
         return;
     }
-    kparams_t p = kparams(f, s);
+    mxc_kp_t p = mxc_kparams(f, s);
     if (R != MX_ROUND_STOCHASTIC) {
         elems_det(f, R, &p.T, &p.Q, &p.maxb, 0, in, out, n);
         return;
@@ -368,11 +364,11 @@ ALWAYS_INLINE void chunk_run(const mxc_fmt_t *f, const mx_spec_t *sp, mx_round_t
         ws->s[b] = s;
         if (scales)
             scales[b] = mxq_scale_byte(s);
-        kparams_t p = {1, 1.0f, 0};
-        if (s == MXC_NAN_SCALE || f->emin + s + 127 < 1)
+        mxc_kp_t p = {1, 1.0f, 0};
+        if (!mxc_fast_ok(f, s))
             special = 1;
         else
-            p = kparams(f, s);
+            p = mxc_kparams(f, s);
         for (size_t j = 0; j < k; j++) {
             ws->T[b * k + j] = p.T;
             ws->Q[b * k + j] = p.Q;
@@ -390,7 +386,7 @@ ALWAYS_INLINE void chunk_run(const mxc_fmt_t *f, const mx_spec_t *sp, mx_round_t
     }
     if (special)
         for (size_t b = 0; b < nb; b++)
-            if (ws->s[b] == MXC_NAN_SCALE || f->emin + ws->s[b] + 127 < 1) {
+            if (!mxc_fast_ok(f, ws->s[b])) {
                 mxq_rand_t rand = {seed, stream, index0 + b * k, 1};
                 elems_inl(f, R, ws->s[b], ws->saved + b * k, out + b * k, k, &rand);
             }

@@ -348,7 +348,7 @@ static void plans_cover_k_and_fit(void **state)
                     const int K = Ks[ki], N[3] = {sw ? 4864 : 896, sw ? 4864 : 128, 128};
                     const int smem_max = 227 * 1024 - 2048;
                     dl_plan_t p = dl_plan_make(M, K, N, sw ? 2 : 3, sw, xblocks[xi], 132, M > 16 ? 1 : 2,
-                                               2, 0.53, smem_max, 228 * 1024);
+                                               2, 0.53, DL_XCOST_US, smem_max, 228 * 1024);
                     if (!p.RT)
                         continue; /* nothing fits: the caller composes the op */
                     assert_true(p.RT == 1 || p.RT == 2 || p.RT == 4 || p.RT == 8);
@@ -365,9 +365,11 @@ static void plans_cover_k_and_fit(void **state)
     /* Qwen2.5-0.5B at batch 8, bf16 weights (2 bytes, 1 unit a batch): o_proj is split over
      * more than 40 tiles, lm_head needs no split */
     const int o[1] = {896}, lm[1] = {151936};
-    dl_plan_t p = dl_plan_make(8, 896, o, 1, 0, 0, 132, 2, 1, 2.0, 227 * 1024 - 2048, 228 * 1024);
+    dl_plan_t p = dl_plan_make(8, 896, o, 1, 0, 0, 132, 2, 1, 2.0, DL_XCOST_US, 227 * 1024 - 2048,
+                               228 * 1024);
     assert_true(p.groups * p.S > 40);
-    p = dl_plan_make(8, 896, lm, 1, 0, 0, 132, 2, 1, 2.0, 227 * 1024 - 2048, 228 * 1024);
+    p = dl_plan_make(8, 896, lm, 1, 0, 0, 132, 2, 1, 2.0, DL_XCOST_US, 227 * 1024 - 2048,
+                     228 * 1024);
     assert_int_equal(p.S, 1);
     assert_true(p.groups * p.S > 132);
 }

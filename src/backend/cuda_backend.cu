@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "backend/cuda_internal.cuh"
+#include "backend/dec_layout.h"
 
 /* ---- errors and memory --------------------------------------------------------------- */
 
@@ -981,6 +982,8 @@ extern "C" int be_cuda_open_device(int dev, backend_t **out, err_t *e)
     c->dec_mode = dm && !strcmp(dm, "emulated") ? BE_CUDA_DEC_EMULATED : BE_CUDA_DEC_PACKED;
     c->graphs = !(gm && !strcmp(gm, "0"));
     c->pdl = !(pm && !strcmp(pm, "0"));
+    const char *xc = getenv("MXRLHF_CUDA_GEMV_XCOST"); /* ns an element, for A/B runs */
+    c->gemv_xcost = xc && *xc ? atof(xc) * 1e-3 : DL_XCOST_US;
     cudaRuntimeGetVersion(&c->runtime_version);
     cudaDriverGetVersion(&c->driver_version);
     cublasStatus_t ls = CUBLAS_STATUS_SUCCESS;

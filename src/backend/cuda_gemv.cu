@@ -448,11 +448,15 @@ __device__ __forceinline__ uint16_t x_elem(const gemv_args_t &a, const gseg_t &s
 /* Stages the activation operand of segment s, K range [kr0, kr0 + kn), into xs: rows m < M
  * normalized (norm_w) then quantized by the segment's input spec along K and rounded to
  * the compute type, as bf16 in the slots dl_xpos gives (rows 8 NT, pitch xp uint16).
- * A thread per element; an MX block of at most 32 (a power of two) finds its scale with
- * warp shuffles, larger blocks a thread per block. */
+ * Where K is a multiple of 4 and the vectors aligned, a warp takes 128 elements of a row, a
+ * lane four neighbours (one float4 load), and an MX block of 4 to 32 (a power of two) finds
+ * its scale with warp shuffles. Otherwise a thread per element: blocks of at most 32 with
+ * shuffles, larger blocks a thread per block. Every path gives the same values. */
+template <int FMT>
 __device__ void stage_x(const gemv_args_t &a, const gseg_t &s, int kr0, int kn, uint16_t *xs,
-                        int xp, int rows, int pairing, const float *rstd)
+                        int xp, int rows, const float *rstd)
 {
+    const int pairing = dl_pairing(FMT);
     const int tid = threadIdx.x;
     /* zeros first: rows past M, and K past the range */
     for (int i = tid; i < rows * xp / 8; i += blockDim.x)
@@ -471,12 +475,52 @@ __device__ void stage_x(const gemv_args_t &a, const gseg_t &s, int kr0, int kn, 
     auto put = [&](int m, int l, uint16_t h) {
         xs[(size_t)m * xp + (l / DL_UNIT) * DL_UNIT + dl_xpos(pairing, l % DL_UNIT)] = h;
     };
-    if (!mx) {
+    const bool pow2 = bx <= 32 && (bx & (bx - 1)) == 0;
+    if ((a.K & 3) == 0 && ((uintptr_t)a.x & 15) == 0 && ((uintptr_t)a.norm_w & 15) == 0 &&
+        (!mx || (pow2 && bx >= 4))) {
+        /* a warp per (row, 128 elements); kn is a multiple of 4 (kr0 and KR are of DL_UNIT),
+         * so a lane's four are all in the range or all past it. The loop is warp-uniform
+         * (the shuffles). */
+        const int lane = tid & 31, nwarp = blockDim.x >> 5, nch = (kn + 127) / 128;
+        for (int it = tid >> 5; it < a.M * nch; it += nwarp) {
+            const int m = it / nch, l = (it - m * nch) * 128 + 4 * lane, k = kr0 + l;
+            const bool in = l < kn;
+            float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (in) {
+                const float4 x4 = *(const float4 *)(a.x + (size_t)m * a.K + k);
+                v[0] = x4.x, v[1] = x4.y, v[2] = x4.z, v[3] = x4.w;
+                if (a.norm_w) {
+                    const float4 w4 = *(const float4 *)(a.norm_w + k);
+                    v[0] = w4.x * (v[0] * rstd[m]), v[1] = w4.y * (v[1] * rstd[m]);
+                    v[2] = w4.z * (v[2] * rstd[m]), v[3] = w4.w * (v[3] * rstd[m]);
+                }
+            }
+            int sexp = 0;
+            if (mx) {
+                uint32_t am = 0;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    const uint32_t u = hd_f2u(v[q]) & 0x7fffffffu;
+                    am = u > am ? u : am;
+                }
+                for (int o = bx / 8; o > 0; o >>= 1) {
+                    const uint32_t t = __shfl_xor_sync(0xffffffffu, am, o);
+                    am = t > am ? t : am;
+                }
+                sexp = mxc_scale_exp(&f, (mx_scale_rule_t)s.xrule, am);
+            }
+            if (in) {
+#pragma unroll
+                for (int q = 0; q < 4; q++)
+                    put(m, l + q, x_elem(a, s, f, mx, m, k + q, v[q], sexp));
+            }
+        }
+    } else if (!mx) {
         for (int i = tid; i < a.M * kn; i += blockDim.x) {
             const int m = i / kn, l = i % kn;
             put(m, l, x_elem(a, s, f, false, m, kr0 + l, xval(m, kr0 + l), 0));
         }
-    } else if (bx <= 32 && (bx & (bx - 1)) == 0) {
+    } else if (pow2) {
         /* blocks of bx consecutive lanes; whole warps run the loop (the shuffles) */
         const int nbk = (kn + bx - 1) / bx, per = nbk * bx, tot = a.M * per;
         const int lim = (tot + 31) / 32 * 32;
@@ -530,7 +574,6 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
     uint16_t *xs = (uint16_t *)smem;
     float *red = (float *)(smem + (size_t)rows * xp * 2); /* (warp, 16 rows, 8 NT) */
     float *tv = red + 8 * 16 * rows;                    /* (TS) */
-    const int pairing = dl_pairing(FMT);
     const bool swiglu = a.epi == BE_DEC_SWIGLU;
     constexpr int UB = ubatch<FMT, NT>::n;
 
@@ -614,7 +657,7 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
         /* the CTA's operand: the tile's first segment decides (SwiGLU's two share a spec) */
         const int xsi = swiglu ? 0 : si;
         if (xsi != staged_si || sp != staged_sp) {
-            stage_x(a, a.seg[xsi], kr0, kn, xs, xp, rows, pairing, rstd_s);
+            stage_x<FMT>(a, a.seg[xsi], kr0, kn, xs, xp, rows, rstd_s);
             staged_si = xsi, staged_sp = sp;
         }
         float C[NT][4];
@@ -850,8 +893,8 @@ static void gemv_launch(cuda_t *c, const float *x, const float *norm_w, float ep
     const int NT = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
     const double wbytes = fmt == DL_BF16 ? 2.0 : dl_fmt(fmt).sbits / 8.0 + 1.0 / w[0].block;
     dl_plan_t p = dl_plan_make(M, K, Ns, n, epi == BE_DEC_SWIGLU, xb, sms, GEMV_CTAS_PER_SM(NT),
-                               ub_count(fmt, dl_span_words(fmt), NT), wbytes, smem_max,
-                               (int)c->prop.sharedMemPerMultiprocessor);
+                               ub_count(fmt, dl_span_words(fmt), NT), wbytes, c->gemv_xcost,
+                               smem_max, (int)c->prop.sharedMemPerMultiprocessor);
     if (!p.RT) {
         cu_fail(c, ERR_FAIL, "cuda backend: a decode GEMV of %d rows of K %d does not fit shared "
                 "memory", M, K);

@@ -112,6 +112,7 @@ typedef struct cuda_be {
     /* decoding (cuda_gemv.cu, cuda_decode.cu) */
     int dec_mode;             /* be_cuda_dec_t */
     bool graphs, pdl;         /* record decoding steps; programmatic dependent launches */
+    double gemv_xcost;        /* decode GEMV plan: us to stage an activation element (dl_plan_make) */
     bool capturing, cap_bad;  /* recording; something that cannot be recorded was asked */
     bool profiling;           /* be_cuda_profile is on (ops synchronise: no recording) */
     bool wbuilt;              /* a weight copy was (re)built since the flag was cleared: the

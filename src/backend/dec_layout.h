@@ -372,20 +372,25 @@ HD_INLINE int dl_smem(int NT, int RT, int KR)
     return 8 * NT * (2 * kr + 32) + 8 * 16 * 8 * NT * 4 + RT * 16 * 8 * NT * 4;
 }
 
+/* A CTA's time to stage one element of the activation operand, microseconds (dl_plan_make's
+ * xcost; MXRLHF_CUDA_GEMV_XCOST overrides it, in nanoseconds, for A/B runs) */
+#define DL_XCOST_US 3e-4
+
 /* The split of one launch: M rows of K, segments N[], xblock the input spec's MX block (0
  * for casts), sms multiprocessors, smem_max bytes per CTA and smem_sm per multiprocessor,
  * per_sm CTAs a multiprocessor holds by registers, ub units a warp loads at once, wbytes
- * bytes per weight element (scales included).
+ * bytes per weight element (scales included), xcost microseconds a CTA takes to stage one
+ * element of the activation operand (normalise, quantize, store: instructions, not bytes).
  * Every (RT, S) is costed by a small model of a bandwidth-bound launch, and the cheapest
  * taken: the busiest multiprocessor's bytes (weights, plus the activation operand it
  * stages from L2 at a quarter of the cost) at its share of DRAM bandwidth, against the
  * latency of its rounds of CTAs (a round: the warps' batches of ub units, one load
- * latency each, the staging and the sums, the global sum of splits). Split boundaries
- * fall on whole units and whole input blocks. RT = 0 when nothing fits (the caller
- * composes the op instead). */
+ * latency each, the staging of M x KR elements and the sums, the global sum of splits).
+ * Split boundaries fall on whole units and whole input blocks. RT = 0 when nothing fits
+ * (the caller composes the op instead). */
 static inline dl_plan_t dl_plan_make(int M, int K, const int *N, int nseg, int swiglu, int xblock,
-                                     int sms, int per_sm, int ub, double wbytes, int smem_max,
-                                     int smem_sm)
+                                     int sms, int per_sm, int ub, double wbytes, double xcost,
+                                     int smem_max, int smem_sm)
 {
     dl_plan_t best;
     memset(&best, 0, sizeof best);
@@ -422,7 +427,8 @@ static inline dl_plan_t dl_plan_make(int M, int K, const int *N, int nseg, int s
             const long busiest = (tiles + sms - 1) / sms;
             const double bytes = (double)busiest * (16.0 * RT * KR * wbytes + 0.25 * 4.0 * M * KR);
             const double t_bw = bytes / 25e3; /* microseconds at ~3.3 TB/s over 132 SMs */
-            const double t_lat = (double)rounds * (batches + 1.5 + (S > 1 ? 0.7 : 0.0));
+            const double t_lat =
+                (double)rounds * (batches + 1.5 + (S > 1 ? 0.7 : 0.0) + xcost * M * KR);
             const double cost = (t_bw > t_lat ? t_bw : t_lat) + 0.01 * (double)rounds;
             if (!best.RT || cost < best_cost) {
                 best.NT = NT, best.RT = RT, best.S = S, best.KR = KR, best.groups = groups;

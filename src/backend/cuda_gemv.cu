@@ -22,14 +22,15 @@
  * global memory (the last CTA of a row group to arrive sums them in split order: the same
  * bits every run; the RMSNorm's sums are over whole rows in every CTA, so a norm does not
  * stop K from splitting). The plan is costed per launch (dl_plan_make: bytes of the busiest
- * multiprocessor against rounds of load latency). Persistent CTAs loop over tiles; a warp
+ * multiprocessor against rounds of load latency and of staging the activation, which every
+ * CTA does for its split). Persistent CTAs loop over tiles; a warp
  * loads a batch of units (ubatch: every load issued before any is used) and multiplies it,
  * the many warps of a multiprocessor keeping its loads in flight; the first batch is loaded
  * before the kernel waits for the previous one (programmatic dependent launch,
  * cuda_decode.cu), which hides the weights' latency behind the previous kernel. The
- * activation operand is staged a thread per element (an MX block's scale by warp
- * shuffles), and the kernel's parameters stay in constant memory (__grid_constant__: no
- * local copy, no stack).
+ * activation operand is staged a warp per 128 elements of a row, four a lane (an MX
+ * block's scale by warp shuffles), and the kernel's parameters stay in constant memory
+ * (__grid_constant__: no local copy, no stack).
  *
  * Shapes the vector loads do not fit (K not a multiple of 32 or an MX block that is not a
  * multiple of 8) take a scalar path in the same kernel: codes read one by one, decoded

@@ -18,6 +18,9 @@ scripts/peer/cuda_device.sh's parts "chain" and "curve" (docs/rlhf.md, "The GPU 
       Pretraining alone for three sizes around the preset's, $CURVE_TOKENS tokens each
       (default 6,000,000), in $CURVE_DIR (default build/curve): loss against parameters,
       tokens and seconds, the measured curve the preset's size is chosen from.
+      $CURVE_VARIANTS replaces the three sizes by named option sets over the preset,
+      "NAME:section.key=value,...;NAME2:...", e.g. "lr3:pretrain.lr=0.003;b32:
+      pretrain.batch_size=32" (a pretraining sweep).
 
 $CHAIN_ARGS adds options to every `mxrlhf run` (e.g. "--set ppo.learning_rate=3e-05").
 Nothing here computes a result the run does not write: the figures are read from the run's
@@ -246,6 +249,7 @@ def chain(mx, out, budget):
                 "sensitivity/sensitivity_matrix.csv", "policies/policies.json",
                 "compare/comparison.json", "compare/policy_comparison.csv",
                 "compare/compare_runs.csv", "rm/rm_metrics.json", "judge/rm_metrics.json",
+                "baseline/eval_samples.jsonl",
                 "pretrain/pretrain_metrics.json", "pretrain/train_log.csv",
                 "phase_sensitivity/sensitivity_rollout.csv",
                 "phase_sensitivity/sensitivity_reward.csv",
@@ -258,8 +262,9 @@ def chain(mx, out, budget):
     if os.path.isdir(os.path.join(cd, "report")):
         shutil.copytree(os.path.join(cd, "report"), os.path.join(dst, "report"),
                         dirs_exist_ok=True)
-    if os.path.exists(os.path.join(cc, "baseline", "eval.json")):
-        shutil.copy(os.path.join(cc, "baseline", "eval.json"), os.path.join(dst, "control_eval.json"))
+    for n in ("eval.json", "eval_samples.jsonl"):
+        if os.path.exists(os.path.join(cc, "baseline", n)):
+            shutil.copy(os.path.join(cc, "baseline", n), os.path.join(dst, "control_" + n))
     summary(cd, cc if os.path.isdir(cc) else None, out)
 
 
@@ -270,6 +275,20 @@ SIZES = (  # name, hidden, layers, heads, kv_heads, intermediate (head size 64 i
 )
 
 
+def variants():
+    """[(name, ["section.key=value", ...])]: $CURVE_VARIANTS, else the three SIZES."""
+    spec = os.environ.get("CURVE_VARIANTS", "").strip()
+    if spec:
+        out = []
+        for v in filter(None, (x.strip() for x in spec.split(";"))):
+            name, _, sets = v.partition(":")
+            out.append((name.strip(), [x.strip() for x in sets.split(",") if x.strip()]))
+        return out
+    return [(n, ["model.hidden=%d" % h, "model.layers=%d" % l, "model.heads=%d" % nh,
+                 "model.kv_heads=%d" % kv, "model.intermediate=%d" % i])
+            for n, h, l, nh, kv, i in SIZES]
+
+
 def curve(mx, out, budget):
     t0 = time.time()
     root = os.environ.get("CURVE_DIR", "build/curve")
@@ -277,19 +296,20 @@ def curve(mx, out, budget):
     extra = shlex.split(os.environ.get("CHAIN_ARGS", ""))
     rows = []
     first = None
-    for name, h, l, nh, kv, inter in SIZES:
+    for name, sets in variants():
         d = os.path.join(root, name)
         os.makedirs(d, exist_ok=True)
         if first:
             copy_stages(first, d, ("data", "tokenizer"))
         left = budget - (time.time() - t0) - 20
-        rc, sec = run([mx, "run", "--device", "cuda", "--output", d, "--until", "pretrain",
-                       "--set", "model.hidden=%d" % h, "--set", "model.layers=%d" % l,
-                       "--set", "model.heads=%d" % nh, "--set", "model.kv_heads=%d" % kv,
-                       "--set", "model.intermediate=%d" % inter,
-                       "--set", "pretrain.tokens=%s" % tokens,
-                       "--set", "pretrain.log_every=20"] + extra,
-                      os.path.join(out, "curve_%s.log" % name), left)
+        if left < 30:
+            print("%s: not started, %.0f s left" % (name, left))
+            break
+        cmd = [mx, "run", "--device", "cuda", "--output", d, "--until", "pretrain",
+               "--set", "pretrain.tokens=%s" % tokens, "--set", "pretrain.log_every=20"]
+        for x in sets:
+            cmd += ["--set", x]
+        rc, sec = run(cmd + extra, os.path.join(out, "curve_%s.log" % name), left)
         first = first or d
         pm = load(os.path.join(d, "pretrain", "pretrain_metrics.json"))
         log = []
@@ -300,25 +320,27 @@ def curve(mx, out, budget):
                         os.path.join(out, "curve_%s_train_log.csv" % name))
         except OSError:
             pass
-        rows.append((name, h, l, inter, rc, pm, log))
+        rows.append((name, " ".join(sets), rc, pm, log))
         if rc == 124:
             break
-    print("== pretraining curve: %s tokens per size, same corpus and schedule (pretrain section "
-          "of the GPU preset)" % tokens)
-    print("%-4s %6s %6s %6s %12s %9s %11s  loss at 25%% / 50%% / 75%% / 100%% of the steps" %
-          ("size", "hidden", "layers", "inter", "parameters", "seconds", "tokens/s"))
-    for name, h, l, inter, rc, pm, log in rows:
+    print("== pretraining curve: %s tokens each, same corpus, the GPU preset's pretrain section "
+          "with these options over it" % tokens)
+    print("%-6s %12s %9s %11s  loss at 25%% / 50%% / 75%% / 100%% of the steps; mean of the "
+          "last 10%%  options" % ("name", "parameters", "seconds", "tokens/s"))
+    for name, sets, rc, pm, log in rows:
         if not pm:
-            print("%-4s %6d %6d %6d  (rc %d: no metrics)" % (name, h, l, inter, rc))
+            print("%-6s  (rc %d: no metrics)  %s" % (name, rc, sets))
             continue
         pts = []
         for q in (0.25, 0.5, 0.75, 1.0):
             if log:
                 r = log[min(len(log) - 1, max(0, int(round(q * len(log))) - 1))]
                 pts.append("%.3f (%.0f s)" % (float(r["loss"]), float(r["elapsed_s"])))
-        print("%-4s %6d %6d %6d %12d %9.1f %11.0f  %s" % (
-            name, h, l, inter, pm["parameters"], pm["seconds"], pm["tokens_per_s"],
-            " / ".join(pts)))
+        tail = log[-max(1, len(log) // 10):]
+        mean = sum(float(r["loss"]) for r in tail) / len(tail) if tail else float("nan")
+        print("%-6s %12d %9.1f %11.0f  %s; %.3f  %s" % (
+            name, pm["parameters"], pm["seconds"], pm["tokens_per_s"], " / ".join(pts), mean,
+            sets))
 
 
 def main():

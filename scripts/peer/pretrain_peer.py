@@ -8,7 +8,8 @@
 # topic words (chance 1/24). Also prints it for every model directory D/ours_* (ours).
 # D holds: config.json (the pretrain stage's), corpus_ids.jsonl (`mxrlhf tokenize --jsonl`
 # of data/corpus.jsonl), eval.json ({"names", "prompts": ids per topic, "words": first ids
-# of " word" per topic}). Usage (on the GPU machine): python3 pretrain_peer.py D
+# of " word" per topic}). Usage (on the GPU machine): python3 pretrain_peer.py D [STEPS];
+# $PEER_RUNS picks the runs (below).
 import json, math, sys, time, torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 D = sys.argv[1]; steps = int(sys.argv[2]) if len(sys.argv) > 2 else 1465
@@ -69,5 +70,8 @@ RUNS = [(3e-3, 1465, 16, 1234), (3e-3, 1465, 16, 1), (3e-3, 1465, 16, 2), (1e-2,
         (3e-3, 800, 16, 1234, 128, 20, 0.1, {"num_hidden_layers": 2}),
         (3e-3, 800, 32, 1234, 128, 20, 0.1, None, 0.02), (3e-3, 800, 32, 1, 128, 20, 0.1, None, 0.02),
         (3e-3, 800, 32, 1, 128, 20, 0.1, None, 0)]
-for args in RUNS:
+# $PEER_RUNS (a JSON list of such argument lists) replaces RUNS, e.g. head_dim 64 against 32:
+# [[3e-3, 800, 32, 1234], [3e-3, 800, 32, 1234, 128, 20, 0.1, {"num_attention_heads": 2,
+#   "num_key_value_heads": 1}]]
+for args in json.loads(os.environ["PEER_RUNS"]) if os.environ.get("PEER_RUNS") else RUNS:
     train(*args)

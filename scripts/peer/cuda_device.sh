@@ -24,7 +24,8 @@
 #        with --gpus N when the machine has N >= 2 GPUs; docs/distributed.md); "decode_env"
 #        runs `cuda_bench decode` again under each assignment of DECODE_ENVS (';'-separated,
 #        e.g. MXRLHF_CUDA_PDL=0) for an A/B in the same call; "gemv" runs `cuda_bench
-#        gemv` (the step's fused linear ops alone), then under each of DECODE_ENVS; "chain"
+#        gemv` (the step's fused linear ops alone), then under each of DECODE_ENVS (both
+#        run the baseline build's bin/cuda_bench_base first where the pack has one); "chain"
 #        (issue 18): the embedded default's whole study on this GPU, `mxrlhf run --device
 #        cuda` (the GPU preset) into build/chain, kept between calls on a warm machine:
 #        call again until it prints "chain complete" (scripts/peer/chain_device.py; give
@@ -132,9 +133,18 @@ for p in $PARTS; do
   decode_env|gemv)
     # decode_env: the decoding benchmark again under each of DECODE_ENVS (';'-separated
     # assignments, e.g. "MXRLHF_CUDA_PDL=0"), for A/B comparisons in the same call;
-    # gemv: `cuda_bench gemv` (the step's linear ops alone) as it is, then under each of them
+    # gemv: `cuda_bench gemv` (the step's linear ops alone) as it is, then under each of them.
+    # Where the pack has bin/cuda_bench_base (cuda_pack.sh's BASE_PACK: an older build's
+    # cuda_bench), it runs first, under BASE_ENV, as the same call's baseline: logs
+    # bench_${what}_base.log.
     i=0; what=decode; envs=()
     [ "$p" = gemv ] && what=gemv && envs=("")
+    if [ -x "$D/bin/cuda_bench_base" ]; then
+      echo "== the baseline build's cuda_bench $what${BASE_ENV:+ with $BASE_ENV}"
+      env ${BASE_ENV:-} timeout $(( $(left) - 10 )) "$D/bin/cuda_bench_base" $what >"$OUT/bench_${what}_base.log" 2>&1; rc=$?
+      grep -v cuda_bench_decode_json "$OUT/bench_${what}_base.log" | head -${HEAD_LINES:-100}
+      summary+=("baseline build's cuda_bench $what: rc $rc")
+    fi
     IFS=';' read -ra more <<<"${DECODE_ENVS:-}"
     for ev in "${envs[@]}" "${more[@]}"; do
       i=$((i + 1))

@@ -9,6 +9,9 @@
 #     most 64 MiB, working tree included), the run-time packages, the MX golden file and the
 #     PyTorch peer script into DEST.
 # Usage: scripts/peer/cuda_pack.sh DEST [SHARED_DIR]   (run from the repository root)
+#        BASE_PACK=OLD/bin.tar.xz adds OLD's cuda_bench as bin/cuda_bench_base: the baseline
+#        that cuda_device.sh's parts gemv and decode_env run in the same call, for an A/B of
+#        two builds on one card.
 set -euo pipefail
 DEST=$1; SHARED=${2:-../shared}
 B=${BUILD_DEV:-build/dev}
@@ -27,6 +30,10 @@ make -j"${JOBS:-2}" NO_DEPS=1 DEPS_PREFIX="$B/depsroot" MARCH=x86-64-v3 BUILD="$
 for f in rel/mxrlhf $GPU_BINS; do
   cp "$B/$f" "$B/bin/" && strip --strip-debug "$B/bin/$(basename "$f")"
 done
+rm -f "$B/bin/cuda_bench_base"
+if [ -n "${BASE_PACK:-}" ]; then
+  tar -xJf "$BASE_PACK" -O bin/cuda_bench >"$B/bin/cuda_bench_base" && chmod +x "$B/bin/cuda_bench_base"
+fi
 rm -f "$DEST/bin.tar.gz"
 tar -cf - -C "$B" bin | xz -T1 -9 >"$DEST/bin.tar.xz"   # one thread, 64 MiB window: the binaries share most bytes (7 MB, not 43); a call carries at most 64 MiB
 cp "$SHARED/mx-golden/mx_golden.bin" "$DEST/shared/mx-golden/"

@@ -573,8 +573,9 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
     const int kpad = (a.KR + DL_UNIT - 1) / DL_UNIT * DL_UNIT, xp = kpad + 16;
     const int rows = 8 * NT, TS = RT * 16 * rows; /* a tile's sums: (rt, row, m) */
     uint16_t *xs = (uint16_t *)smem;
-    float *red = (float *)(smem + (size_t)rows * xp * 2); /* (warp, 16 rows, 8 NT) */
-    float *tv = red + 8 * 16 * rows;                    /* (TS) */
+    const int rp = dl_red_pitch(NT);
+    float *red = (float *)(smem + (size_t)rows * xp * 2); /* (warp, 16 rows, 8 NT; pitch rp) */
+    float *tv = red + 8 * 16 * rp;                      /* (TS) */
     const bool swiglu = a.epi == BE_DEC_SWIGLU;
     constexpr int UB = ubatch<FMT, NT>::n;
 
@@ -703,14 +704,14 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
             }
         }
 
-        /* the warps of a row tile add up: red (warp, 16 rows, 8 NT columns) */
+        /* the warps of a row tile add up: red (warp, 16 rows, 8 NT columns, pitch rp) */
 #pragma unroll
         for (int n = 0; n < NT; n++) {
-            float *r = red + (size_t)warp * 16 * rows;
-            r[g * rows + 8 * n + 2 * t] = C[n][0];
-            r[g * rows + 8 * n + 2 * t + 1] = C[n][1];
-            r[(g + 8) * rows + 8 * n + 2 * t] = C[n][2];
-            r[(g + 8) * rows + 8 * n + 2 * t + 1] = C[n][3];
+            float *r = red + (size_t)warp * 16 * rp;
+            r[g * rp + 8 * n + 2 * t] = C[n][0];
+            r[g * rp + 8 * n + 2 * t + 1] = C[n][1];
+            r[(g + 8) * rp + 8 * n + 2 * t] = C[n][2];
+            r[(g + 8) * rp + 8 * n + 2 * t + 1] = C[n][3];
         }
         __syncthreads();
         /* tv (rt, row, m), m outermost so that neighbouring threads write neighbouring rows */
@@ -718,7 +719,7 @@ __global__ void __launch_bounds__(256, GEMV_CTAS_PER_SM(NT)) k_dec_gemv(const __
             const int m = e / (RT * 16), q = e % (RT * 16), et = q / 16, r16 = q % 16;
             float v = 0.0f;
             for (int w2 = 0; w2 < KSW; w2++)
-                v += red[(size_t)(w2 * RT + et) * 16 * rows + r16 * rows + m];
+                v += red[(size_t)(w2 * RT + et) * 16 * rp + r16 * rp + m];
             tv[e] = v;
         }
         __syncthreads();

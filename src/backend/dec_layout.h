@@ -363,13 +363,19 @@ HD_INLINE int dl_groups(const int *N, int nseg, int swiglu, int RT)
     return g;
 }
 
+/* Row pitch, floats, of a warp's partial sums (16 weight rows of 8 NT activation rows): one
+ * more than a row. The sum over warps reads down a column (16 rows in 16 banks, not 4 as
+ * with a pitch of 8 NT = 32); a warp's fragment writes meet a bank at most 4 times (8 at
+ * NT = 4 with a pitch of 32). */
+HD_INLINE int dl_red_pitch(int NT) { return 8 * NT + 1; }
+
 /* shared memory of a CTA: the activation operand (8 NT rows of KR bf16 in DL_UNIT slots,
  * rows 32 bytes apart beyond a multiple of 128, so that the four row groups of a half-warp
- * read distinct banks), the warps' partial sums and the tile's sums */
+ * read distinct banks), the 8 warps' partial sums and the tile's sums */
 HD_INLINE int dl_smem(int NT, int RT, int KR)
 {
     const int kr = (KR + DL_UNIT - 1) / DL_UNIT * DL_UNIT;
-    return 8 * NT * (2 * kr + 32) + 8 * 16 * 8 * NT * 4 + RT * 16 * 8 * NT * 4;
+    return 8 * NT * (2 * kr + 32) + 8 * 16 * dl_red_pitch(NT) * 4 + RT * 16 * 8 * NT * 4;
 }
 
 /* A CTA's time to stage one element of the activation operand, microseconds (dl_plan_make's

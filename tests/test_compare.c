@@ -285,6 +285,8 @@ static int teardown_models(void **state)
     return 0;
 }
 
+static FILE *cmp_log; /* run_compare's progress log (NULL: quiet) */
+
 static void run_compare(const char *out, compare_opts_t *co, pipeline_compare_result_t *res,
                         int expect_rc)
 {
@@ -318,7 +320,7 @@ static void run_compare(const char *out, compare_opts_t *co, pipeline_compare_re
     pipeline_compare_t c = {be, "cpu", pol, rm, judge, pj,
                             (const char *const *)pr.train, pr.ntrain,
                             (const char *const *)pr.eval, pr.neval, rme, nrme, true, &rmo, &rmo,
-                            NULL, od, NULL};
+                            NULL, od, cmp_log};
     int rc = pipeline_compare_run(co, &o, &c, res, &e);
     if (rc != expect_rc)
         fail_msg("compare: expected %d, got %d (%s)", expect_rc, rc, e.msg);
@@ -486,6 +488,48 @@ static void a_reference_plan_replaces_fp32_for_the_unquantized_runs(void **state
     snprintf(co.reference, sizeof co.reference, "bf17");
     run_compare("cmp_ref2", &co, &res, ERR_INPUT);
     free(out), free(csvp);
+}
+
+/* warmup_each_plan: one unrecorded warm-up under every plan, which leaves nothing behind and
+ * changes no recorded figure */
+static void each_plan_is_warmed_up_and_nothing_recorded_changes(void **state)
+{
+    (void)state;
+    compare_opts_t co;
+    tiny_compare_opts(&co);
+    co.seeds = 1;
+    pipeline_compare_result_t res;
+    run_compare("cmp_wu0", &co, &res, ERR_OK);
+    co.warmup_each_plan = true;
+    cmp_log = tmpfile();
+    assert_non_null(cmp_log);
+    run_compare("cmp_wu1", &co, &res, ERR_OK);
+    rewind(cmp_log);
+    char log[65536];
+    size_t n = fread(log, 1, sizeof log - 1, cmp_log);
+    log[n] = 0;
+    fclose(cmp_log);
+    cmp_log = NULL;
+    assert_contains(log, "warm-up: 2 PPO steps as unquantized");
+    assert_contains(log, "warm-up: 2 PPO steps as baseline");
+    assert_contains(log, "warm-up: 2 PPO steps as A");
+    char *wu = path2(root, "cmp_wu1/runs/00-warmup");
+    assert_false(fs_exists(wu));
+    free(wu);
+    csv_table_t a, b;
+    err_t e = ERR_INIT;
+    char *pa = path2(root, "cmp_wu0/" COMPARE_CSV), *pb = path2(root, "cmp_wu1/" COMPARE_CSV);
+    if (csv_load(pa, &a, &e) || csv_load(pb, &b, &e))
+        fail_msg("%s", e.msg);
+    assert_int_equal(a.nrows, b.nrows);
+    const char *same[] = {"final_reward", "kl", "true_score", "win_rate_judge"};
+    for (int r = 0; r < a.nrows; r++)
+        for (size_t k = 0; k < sizeof same / sizeof *same; k++)
+            assert_string_equal(csv_cell(&a, r, csv_col(&a, same[k])),
+                                csv_cell(&b, r, csv_col(&b, same[k])));
+    csv_table_free(&a);
+    csv_table_free(&b);
+    free(pa), free(pb);
 }
 
 static void compare_options_are_checked(void **state)
@@ -713,6 +757,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest e2e[] = {
         cmocka_unit_test(control_plan_wins_half_and_comparison_csv_has_its_layout),
         cmocka_unit_test(a_reference_plan_replaces_fp32_for_the_unquantized_runs),
+        cmocka_unit_test(each_plan_is_warmed_up_and_nothing_recorded_changes),
         cmocka_unit_test(compare_options_are_checked),
         cmocka_unit_test(report_numbers_are_the_csv_numbers),
         cmocka_unit_test(report_with_a_sensor_shows_energy_and_absent_sections_say_so),

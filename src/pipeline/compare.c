@@ -50,6 +50,8 @@ static const opt_field_t compare_fields[] = {
             "the control's energy ratio must lie within 1 +- this"),
     OPT_KEY("warmup_steps", OPT_INT, CO(warmup_steps), "2", 0, 1e9,
             "an unrecorded PPO run of this many steps before the rounds (0: none)"),
+    OPT_KEY("warmup_each_plan", OPT_BOOL, CO(warmup_each_plan), "false", 0, 0,
+            "run that warm-up under every plan, not only the reference"),
     OPT_KEY("calibrate_s", OPT_DOUBLE, CO(calibrate_s), "0", 0, 3600,
             "calibrate each run's phases for this many seconds of steady time (0: off)",
             .flag = "calibrate-s"),
@@ -463,36 +465,41 @@ static int one_run(ctx_t *x, int k, const ppo_opts_t *base, err_t *e)
     return rc;
 }
 
-/* warmup_steps of PPO under the reference's computation, unmonitored and thrown away: the
- * device, its clocks, cuBLASLt's plans and the allocator meet the run's shapes before the
- * first recorded run, which would otherwise be slower for no reason of its plan's. */
+/* warmup_steps of PPO under the reference's computation (and, with warmup_each_plan, under
+ * every plan's), unmonitored and thrown away: the device, its clocks, cuBLASLt's and cuDNN's
+ * plans and the allocator meet the run's shapes before the first recorded run, which would
+ * otherwise be slower for no reason of its plan's. */
 static int warmup(ctx_t *x, const ppo_opts_t *base, err_t *e)
 {
     const pipeline_compare_t *c = x->c;
     if (x->co->warmup_steps <= 0)
         return ERR_OK;
-    const plan_info_t *p = &x->plans[0];
     ppo_opts_t o = run_ppo_opts(base, x->co->warmup_steps, base->seed, 0);
     char *dir = fs_join(c->out_dir, "runs/00-warmup");
     if (!dir)
         return err_set(e, ERR_NOMEM, "out of memory");
-    pipeline_baseline_t b = run_baseline(x, p, dir);
-    b.power_source = "none"; /* unmonitored: nothing of it is recorded */
-    b.devices = NULL;
-    b.idle_s = 0;
-    b.opts.calibrate = false;
-    logf_(c, "warm-up: %d PPO steps as %s, not recorded", o.steps, p->name);
-    double t0 = rlhf_now();
-    rlhf_ppo_result_t res;
-    int rc = rmtree(dir, e);
-    if (!rc)
-        rc = pipeline_baseline_run(&o, &b, &res, e);
-    if (rc)
-        err_prefix(e, "warm-up run %s", dir);
-    else
+    int rc = ERR_OK;
+    const int n = x->co->warmup_each_plan ? x->nplans : 1;
+    for (int i = 0; !rc && i < n; i++) {
+        const plan_info_t *p = &x->plans[i];
+        pipeline_baseline_t b = run_baseline(x, p, dir);
+        b.power_source = "none"; /* unmonitored: nothing of it is recorded */
+        b.devices = NULL;
+        b.idle_s = 0;
+        b.opts.calibrate = false;
+        logf_(c, "warm-up: %d PPO steps as %s, not recorded", o.steps, p->name);
+        double t0 = rlhf_now();
+        rlhf_ppo_result_t res;
         rc = rmtree(dir, e);
-    if (!rc)
-        logf_(c, "  %.1f s", rlhf_now() - t0);
+        if (!rc)
+            rc = pipeline_baseline_run(&o, &b, &res, e);
+        if (rc)
+            err_prefix(e, "warm-up run %s (%s)", dir, p->name);
+        else
+            rc = rmtree(dir, e);
+        if (!rc)
+            logf_(c, "  %.1f s", rlhf_now() - t0);
+    }
     free(dir);
     return rc;
 }

@@ -80,6 +80,10 @@ typedef struct compare_opts {
                                * computation before the rounds, not recorded (a fresh GPU's
                                * first run is slower, and would bias whichever plan ran
                                * first); 0: none */
+    bool warmup_each_plan;    /* true: that warm-up once under every plan's computation as
+                               * well, so no plan's first recorded run pays its one-time costs
+                               * (cuDNN building the plans of a 16-bit attention, decoding
+                               * graphs, packed weights) */
     double calibrate_s;       /* 0: off; else each run calibrates each phase's steady power
                                * for this many seconds (mxrlhf baseline --calibrate), so its
                                * energy.csv can use it where the per-step windows are short */

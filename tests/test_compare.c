@@ -619,6 +619,10 @@ static void make_results(const char *dir, bool with_energy)
                "lm_head,4,1.5,1.5,0.125\n");
     write_text(dir, "phase_sensitivity/sensitivity_rollout.csv",
                "layer,mxfp4_e2m1_g32_delta_pct\nlm_head,7.5\n");
+    /* a phase table without the matrix's delta columns: printed as it is */
+    write_text(dir, "phase_sensitivity/sensitivity_reward.csv",
+               "layer,mxfp4_g8_spearman,mxfp4_tolerant\n"
+               "model.layers.0.self_attn.q_proj,0.99781629091325243,false\nlm_head,1,true\n");
     write_text(dir, "policies/policies.json",
                "{\"version\": 1, \"plans\": {\"baseline\": {\"description\": \"control\", "
                "\"default\": \"fp32\"}, \"A\": {\"description\": \"Conservative\", \"compute\": "
@@ -683,6 +687,10 @@ static void report_numbers_are_the_csv_numbers(void **state)
     assert_contains(md, "2 layers, 2 format/block pairs");
     assert_contains(md, "| mxfp4_e2m1/8 | 1 of 2 | 3.500 | model.layers.0.self_attn.q_proj |");
     assert_contains(md, "### Phase: rollout");
+    /* a phase table as it is: six significant digits, and the layers it marks not tolerant */
+    assert_contains(md, "| model.layers.0.self_attn.q_proj | 0.997816 | false |");
+    assert_contains(md, "Not tolerant at MXFP4 in the reward phase (column `mxfp4_tolerant`): "
+                        "1 of 2 layers: `model.layers.0.self_attn.q_proj`.");
     /* policies with their combined perplexities */
     assert_contains(md, "| A | fp16 | 0 | 3.900 (+0.6250) | 3.900 (+0.6250) | 3.875 (0) |");
     /* the comparison's totals, cell for cell */
@@ -716,6 +724,9 @@ static void report_with_a_sensor_shows_energy_and_absent_sections_say_so(void **
     char *dir = path2(root, "res_sensor"), *out = path2(dir, "out"), *md_top = path2(dir, "report.md");
     make_results(dir, true);
     char *ph = path2(dir, "phase_sensitivity/sensitivity_rollout.csv");
+    remove(ph);
+    free(ph);
+    ph = path2(dir, "phase_sensitivity/sensitivity_reward.csv");
     remove(ph);
     report_study_opts_t o = {dir, out, md_top, "out/"};
     report_study_result_t r;

@@ -172,6 +172,29 @@ int study_section_sensitivity(rep_t *r)
     return rc;
 }
 
+/* The layers a phase's table marks not tolerant at MXFP4 (its `mxfp4_tolerant` column), named:
+ * the finding a reader looks for in a table too wide to print. */
+static void phase_not_tolerant(rep_t *r, const csv_table_t *t, const char *phase)
+{
+    int col = csv_col(t, "mxfp4_tolerant"), lc = csv_col(t, "layer");
+    if (col < 0 || lc < 0)
+        return;
+    int n = 0;
+    for (int i = 0; i < t->nrows; i++)
+        n += !strcmp(csv_cell(t, i, col), "false");
+    if (!n) {
+        study_md(r, "Every layer is tolerant at MXFP4 in the %s phase (column `mxfp4_tolerant`).\n\n",
+                 phase);
+        return;
+    }
+    study_md(r, "Not tolerant at MXFP4 in the %s phase (column `mxfp4_tolerant`): %d of %d layers:",
+             phase, n, t->nrows);
+    for (int i = 0, k = 0; i < t->nrows; i++)
+        if (!strcmp(csv_cell(t, i, col), "false"))
+            study_md(r, "%s `%s`", k++ ? "," : "", csv_cell(t, i, lc));
+    study_md(r, ".\n\n");
+}
+
 int study_section_phase(rep_t *r)
 {
     study_md(r, "## 4. Sensitivity by RLHF phase\n\n");
@@ -215,12 +238,22 @@ int study_section_phase(rep_t *r)
             study_md(r, "\n");
             for (int i = 0; i < nrow; i++) {
                 study_md(r, "|");
-                for (int c2 = 0; c2 < ncol; c2++)
-                    study_md_cell(r, csv_cell(&t, i, c2));
+                for (int c2 = 0; c2 < ncol; c2++) {
+                    /* six significant digits (a cosine of 0.999947 keeps its point); the CSV
+                     * keeps all 17 */
+                    const char *cell = csv_cell(&t, i, c2);
+                    char *end, num[32];
+                    double v = strtod(cell, &end);
+                    if (*cell && !*end)
+                        snprintf(num, sizeof num, "%.6g", v);
+                    study_md_cell(r, *cell && !*end ? num : cell);
+                }
                 study_md(r, "\n");
             }
             study_md(r, "\n%s\n",
-                     nrow < t.nrows || ncol < t.ncols ? "(first rows and columns only)\n" : "");
+                     nrow < t.nrows || ncol < t.ncols ? "(first rows and columns only; the CSV has "
+                     "every digit)\n" : "");
+            phase_not_tolerant(r, &t, pn);
         }
         csv_table_free(&t);
         free(path);

@@ -184,6 +184,14 @@ def summary(cd, cc, out):
         print("matrix: %d layers, %d not tolerant at MXFP4 (column mxfp4_tolerant); largest MXFP4 "
               "perplexity changes: %s" % (len(rows), len(bad), ", ".join(
                   "%s %+.2f%%" % (l, v) for v, l in worst[:5])))
+    for ph in ("rollout", "reward", "gradient"):
+        p = os.path.join(cd, "phase_sensitivity", "sensitivity_%s.csv" % ph)
+        if os.path.exists(p):
+            with open(p) as fh:
+                rows = list(csv.DictReader(fh))
+            bad = [r["layer"] for r in rows if r.get("mxfp4_tolerant") == "false"]
+            print("phase %s: %d of %d layers not tolerant at MXFP4%s" % (
+                ph, len(bad), len(rows), (": " + ", ".join(bad)) if bad else ""))
     pc = os.path.join(cd, "compare", "policy_comparison.csv")
     if os.path.exists(pc):
         with open(pc) as fh:
@@ -268,10 +276,10 @@ def chain(mx, out, budget):
     summary(cd, cc if os.path.isdir(cc) else None, out)
 
 
-SIZES = (  # name, hidden, layers, heads, kv_heads, intermediate (head size 64 in each)
-    ("S", 256, 4, 4, 1, 768),
-    ("M", 512, 8, 8, 2, 1536),   # the GPU preset's
-    ("L", 768, 12, 12, 2, 2304),
+SIZES = (  # name, hidden, layers, heads, kv_heads, intermediate (head size 32 in each)
+    ("S", 128, 4, 4, 2, 352),     # the CPU default's
+    ("M", 256, 4, 8, 2, 768),     # the GPU preset's
+    ("L", 384, 6, 12, 4, 1152),
 )
 
 

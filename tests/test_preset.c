@@ -193,8 +193,8 @@ static void run_picks_the_preset_by_device_and_records_it(void **state)
           *cc = load_json(dir, "cc/config.json");
     assert_string_equal(preset_of(g), "gpu");
     assert_int_equal((int)num_at(g, "model", "hidden"), 64);     /* --set wins */
-    assert_int_equal((int)num_at(g, "model", "layers"), 8);      /* the preset's */
-    assert_int_equal((long)num_at(g, "pretrain", "tokens"), 12000000);
+    assert_int_equal((int)num_at(g, "model", "heads"), 8);       /* the preset's (CPU: 4) */
+    assert_int_equal((long)num_at(g, "pretrain", "tokens"), 6000000);
     assert_string_equal(preset_of(c), "");
     assert_int_equal((int)num_at(c, "model", "hidden"), 128);    /* the CPU default */
     assert_int_equal((long)num_at(c, "pretrain", "tokens"), 4000000);

@@ -157,8 +157,10 @@ static void figures(FILE *md)
 int report_hw_section(FILE *md, const char *results, err_t *e)
 {
     (void)e;
-    fprintf(md, "## The MX datapath\n\nOn the GPU, MX formats are emulated (fake-quantized and "
-                "computed in 16 or 32 bits), so they can only save bytes. This section is the "
+    fprintf(md, "## The MX datapath\n\nOn the GPU, MX products are computed in 16 or 32 bits: "
+                "the operands are fake-quantized (`emulated`) or, where decoding reads MX "
+                "weights packed, decoded in registers (`native-weights`), so MX can save bytes "
+                "there but not arithmetic. This section is the "
                 "other half: MX processing elements built in SystemC and Verilog, held bit for "
                 "bit to the C reference (`make hw-test`), synthesized for an FPGA, and the "
                 "energy an accelerator built from such units would spend on this run's PPO "

@@ -5,7 +5,8 @@ scripts/peer/cuda_device.sh's parts "chain" and "curve" (docs/rlhf.md, "The GPU 
   chain_device.py chain MXRLHF OUT SECONDS
       `mxrlhf run --device cuda` (the GPU preset) into $CHAIN_DIR (default build/chain: kept
       between calls on a warm machine; every finished stage is cached there), starting no
-      stage after $CHAIN_STOP seconds (default 240, `--stop-after`) and killed, at the worst,
+      stage after $CHAIN_STOP seconds (default 450: the whole chain and the control in one call of
+      570 s at the GPU preset's size; `--stop-after`) and killed, at the worst,
       30 s before SECONDS (the stage it was in runs again next time). Once the chain has its
       judge, the shuffled-label control in $CHAIN_DIR-control (with the time left, at least
       90 s): the same run with rm.shuffle_labels=true up to the PPO baseline (data to judge
@@ -225,7 +226,7 @@ def chain(mx, out, budget):
     os.makedirs(cd, exist_ok=True)
     left = lambda: budget - (time.time() - t0)
     rc, sec = run([mx, "run", "--device", "cuda", "--output", cd, "--stop-after",
-                   os.environ.get("CHAIN_STOP", "240")] + extra,
+                   os.environ.get("CHAIN_STOP", "450")] + extra,
                   os.path.join(out, "chain.log"), left() - 30)
     print("mxrlhf run: rc %d in %.0f s%s" % (rc, sec, " (killed at the call's limit; the "
                                              "stage it was in runs again next call)"

@@ -6,9 +6,9 @@
  * "cpu" is the built-in defaults themselves (the tiny model sized for two CPU cores, issue
  * 6); "gpu" sizes the embedded default for one GPU (issue 18: a 3.7 M-parameter Qwen2 model
  * that learns the task's topic conditioning, and a study that fits 15 minutes on one H100;
- * docs/rlhf.md says how the sizes were chosen, docs/cli.md how the run picks one). `mxrlhf run` picks "gpu" when its device is
- * cuda and neither --data nor --model is given, "cpu" otherwise; --preset overrides the
- * choice. A run whose preset is not "cpu" records it in config.json ("preset": "gpu"), and
+ * docs/rlhf.md says how the sizes were chosen, docs/cli.md how the run picks one).
+ * `mxrlhf run` picks "gpu" when its device is cuda and neither --data nor --model is given,
+ * "cpu" otherwise; --preset overrides the choice. A run whose preset is not "cpu" records it in config.json ("preset": "gpu"), and
  * reading a configuration file that names a preset starts again from the defaults and that
  * preset before the file's sections, so the file alone says what ran.
  */

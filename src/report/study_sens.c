@@ -174,6 +174,13 @@ int study_section_sensitivity(rep_t *r)
 
 /* The layers a phase's table marks not tolerant at MXFP4 (its `mxfp4_tolerant` column), named:
  * the finding a reader looks for in a table too wide to print. */
+static bool not_tolerant(const csv_table_t *t, int row, int col)
+{
+    bool v = true;
+    err_t e = ERR_INIT;
+    return !csv_cell_bool(t, row, col, &v, &e) && !v;
+}
+
 static void phase_not_tolerant(rep_t *r, const csv_table_t *t, const char *phase)
 {
     int col = csv_col(t, "mxfp4_tolerant"), lc = csv_col(t, "layer");
@@ -181,7 +188,7 @@ static void phase_not_tolerant(rep_t *r, const csv_table_t *t, const char *phase
         return;
     int n = 0;
     for (int i = 0; i < t->nrows; i++)
-        n += !strcmp(csv_cell(t, i, col), "false");
+        n += not_tolerant(t, i, col);
     if (!n) {
         study_md(r, "Every layer is tolerant at MXFP4 in the %s phase (column `mxfp4_tolerant`).\n\n",
                  phase);
@@ -190,7 +197,7 @@ static void phase_not_tolerant(rep_t *r, const csv_table_t *t, const char *phase
     study_md(r, "Not tolerant at MXFP4 in the %s phase (column `mxfp4_tolerant`): %d of %d layers:",
              phase, n, t->nrows);
     for (int i = 0, k = 0; i < t->nrows; i++)
-        if (!strcmp(csv_cell(t, i, col), "false"))
+        if (not_tolerant(t, i, col))
             study_md(r, "%s `%s`", k++ ? "," : "", csv_cell(t, i, lc));
     study_md(r, ".\n\n");
 }
@@ -239,14 +246,15 @@ int study_section_phase(rep_t *r)
             for (int i = 0; i < nrow; i++) {
                 study_md(r, "|");
                 for (int c2 = 0; c2 < ncol; c2++) {
-                    /* six significant digits (a cosine of 0.999947 keeps its point); the CSV
-                     * keeps all 17 */
-                    const char *cell = csv_cell(&t, i, c2);
-                    char *end, num[32];
-                    double v = strtod(cell, &end);
-                    if (*cell && !*end)
+                    /* numbers at six significant digits (a cosine of 0.999947 keeps its
+                     * point; the CSV keeps all 17), other cells as they are */
+                    double v;
+                    char num[32];
+                    err_t e2 = ERR_INIT;
+                    bool isnum = !csv_cell_double(&t, i, c2, &v, &e2) && !isnan(v);
+                    if (isnum)
                         snprintf(num, sizeof num, "%.6g", v);
-                    study_md_cell(r, *cell && !*end ? num : cell);
+                    study_md_cell(r, isnum ? num : csv_cell(&t, i, c2));
                 }
                 study_md(r, "\n");
             }
